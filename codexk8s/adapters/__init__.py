@@ -1,0 +1,1 @@
+"""Adapters to the outside world: GitHub, Kubernetes, local processes, OpenAI."""

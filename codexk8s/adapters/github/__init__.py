@@ -1,0 +1,1 @@
+"""GitHub adapter: webhook verification, REST client, OAuth."""

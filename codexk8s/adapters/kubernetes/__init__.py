@@ -1,0 +1,1 @@
+"""Kubernetes runtime: manifests, launch, watch, log streaming."""

@@ -1,0 +1,1 @@
+"""Local runtime: a run as a child process (the embedded default)."""

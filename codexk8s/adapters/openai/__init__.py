@@ -1,0 +1,1 @@
+"""OpenAI adapter: model checks, summaries, learning-mode explanations."""

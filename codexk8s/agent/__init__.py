@@ -1,0 +1,1 @@
+"""The agent runner that executes inside a run's pod or process."""

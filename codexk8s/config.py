@@ -1,0 +1,141 @@
+"""The one typed settings object; nothing else in codexk8s reads os.environ for configuration."""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "CODEXK8S_"
+SECRET_KEY_FILE = "secret_key"
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message is one line naming the variable."""
+
+
+class Settings(BaseSettings):
+    """Every `CODEXK8S_*` variable, typed. Defaults give the embedded mode (SQLite, local)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    data_dir: Path = Path(".data")
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=3000, ge=1, le=65535)
+    public_url: str | None = None
+    secret_key: SecretStr | None = None
+    owner_email: str | None = None
+
+    github_webhook_secret: SecretStr | None = None
+    github_client_id: str | None = None
+    github_client_secret: SecretStr | None = None
+    github_api_url: str = "https://api.github.com"
+    github_oauth_url: str = "https://github.com/login/oauth"
+    github_git_url: str = "https://github.com"
+    github_token: SecretStr | None = None
+
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+
+    runtime: Literal["local", "kubernetes"] = "local"
+    kubeconfig: Path | None = None
+    run_namespace_prefix: str = Field(
+        default="codexk8s-run", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+    )
+
+    redis_url: str | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        # Child processes (the Reflex worker) may run in another working directory.
+        return value.expanduser().resolve()
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        if value.startswith("postgresql:"):
+            # Only psycopg 3 is installed; make the plain scheme mean it.
+            value = "postgresql+psycopg:" + value.removeprefix("postgresql:")
+        return value
+
+    @field_validator("public_url", "github_api_url", "github_oauth_url", "github_git_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'codexk8s.db'}"
+
+    @property
+    def is_embedded(self) -> bool:
+        """True for the one-machine default: SQLite in the data folder."""
+        return self.effective_database_url.startswith("sqlite:")
+
+    @property
+    def effective_public_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def is_oauth_configured(self) -> bool:
+        return bool(self.github_client_id and self.github_client_secret)
+
+    def secret_key_value(self) -> str:
+        """The key that signs and encrypts. Embedded mode generates one into the data folder."""
+        if self.secret_key is not None and self.secret_key.get_secret_value():
+            return self.secret_key.get_secret_value()
+        if not self.is_embedded:
+            raise ConfigError(
+                f"{ENV_PREFIX}SECRET_KEY: required when {ENV_PREFIX}DATABASE_URL is not the "
+                "embedded SQLite database"
+            )
+        return _embedded_secret_key(self.data_dir)
+
+
+def _embedded_secret_key(data_dir: Path) -> str:
+    path = data_dir / SECRET_KEY_FILE
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL makes the first writer win when several processes start together.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_text().strip()
+        if not key:
+            raise ConfigError(f"{ENV_PREFIX}SECRET_KEY: the key file {path} is empty") from None
+        return key
+    key = secrets.token_urlsafe(48)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key
+
+
+def load_settings() -> Settings:
+    """Read the environment once; raise ConfigError with one line naming the bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        raise ConfigError(f"{ENV_PREFIX}{field.upper()}: {first['msg']}") from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings (cached). Tests call `get_settings.cache_clear()` after changes."""
+    return load_settings()

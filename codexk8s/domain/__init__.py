@@ -1,0 +1,1 @@
+"""Pure domain rules: run states, triggers, access, slots. No I/O, no framework imports."""

@@ -1,0 +1,44 @@
+"""Specific error types raised by services; the HTTP layer, the UI and the CLI map them once."""
+
+from __future__ import annotations
+
+
+class CodexK8sError(Exception):
+    """Base class. `code` is the stable machine-readable name used by the API."""
+
+    code = "internal"
+
+
+class InvalidArgumentError(CodexK8sError):
+    code = "invalid_argument"
+
+
+class UnauthorizedError(CodexK8sError):
+    code = "unauthorized"
+
+
+class ForbiddenError(CodexK8sError):
+    code = "forbidden"
+
+
+class NotFoundError(CodexK8sError):
+    code = "not_found"
+
+
+class ConflictError(CodexK8sError):
+    code = "conflict"
+
+
+class PreconditionError(CodexK8sError):
+    code = "failed_precondition"
+
+
+HTTP_STATUS: dict[str, int] = {
+    "invalid_argument": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "failed_precondition": 422,
+    "internal": 500,
+}

@@ -1,0 +1,1 @@
+"""Scheduled jobs: plain async functions that call services."""

@@ -1,0 +1,1 @@
+"""Use cases. Services own their transactions; the UI, the HTTP API and the CLI all call them."""

@@ -1,0 +1,1 @@
+"""Starlette routes: health, webhook, auth, staff API."""
