@@ -1,0 +1,283 @@
+"""SQLModel tables: the whole data model (DESIGN §3) with the indexes its queries use.
+
+Conventions: integer surrogate keys; timestamps are timezone-aware UTC; enumerations are stored
+as short strings and validated by the domain enums (no native DB enums, so adding a value needs no
+type migration); secrets are stored only as ciphertext (`*_ciphertext` columns); bearer tokens only
+as SHA-256 hashes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+# Alembic and the tests compare schemas through this naming convention, so constraint names are
+# identical on SQLite and PostgreSQL.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(
+        default_factory=utcnow if not nullable else lambda: None,
+        sa_type=sa.DateTime(timezone=True),
+        nullable=nullable,
+        index=index,
+    )
+
+
+def _json() -> Any:
+    return Field(default_factory=dict, sa_type=sa.JSON, nullable=False)
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320, unique=True)
+    github_login: str | None = Field(default=None, max_length=100, unique=True)
+    name: str | None = Field(default=None, max_length=200)
+    role: str = Field(default="user", max_length=16)
+    disabled: bool = Field(default=False)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class Project(SQLModel, table=True):
+    __tablename__ = "projects"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=64, unique=True)
+    name: str = Field(max_length=200)
+    settings: dict[str, Any] = _json()
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class ProjectMember(SQLModel, table=True):
+    __tablename__ = "project_members"
+    __table_args__ = (sa.UniqueConstraint("project_id", "user_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="projects.id", ondelete="CASCADE")
+    user_id: int = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
+    role: str = Field(max_length=16)
+    learning_mode: bool | None = Field(default=None)
+    created_at: datetime = _ts()
+
+
+class Repository(SQLModel, table=True):
+    __tablename__ = "repositories"
+    __table_args__ = (sa.UniqueConstraint("provider", "owner", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="projects.id", ondelete="CASCADE", index=True)
+    provider: str = Field(default="github", max_length=16)
+    # Stored lower-case: GitHub owner and repository names are case-insensitive.
+    owner: str = Field(max_length=100)
+    name: str = Field(max_length=100)
+    token_ciphertext: str | None = Field(default=None, sa_type=sa.Text)
+    webhook_secret_ciphertext: str | None = Field(default=None, sa_type=sa.Text)
+    webhook_id: int | None = Field(default=None, sa_type=sa.BigInteger)
+    services_yaml_path: str = Field(default="services.yaml", max_length=500)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+
+class Agent(SQLModel, table=True):
+    __tablename__ = "agents"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=16, unique=True)
+    name: str = Field(max_length=100)
+    github_login: str | None = Field(default=None, max_length=100)
+    github_email: str | None = Field(default=None, max_length=320)
+    # image, command, engine, timeout_minutes, model, reasoning_effort
+    settings: dict[str, Any] = _json()
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class PromptTemplate(SQLModel, table=True):
+    """One version of a prompt. Edits insert a new version; older versions are the history."""
+
+    __tablename__ = "prompt_templates"
+    __table_args__ = (sa.UniqueConstraint("scope", "kind", "locale", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    # A stage name ("dev", "plan", "review") or "agent:<key>" for an agent-wide template.
+    scope: str = Field(max_length=64)
+    kind: str = Field(default="work", max_length=16)  # work | revise
+    locale: str = Field(default="en", max_length=16)
+    version: int = Field(default=1)
+    body: str = Field(sa_type=sa.Text)
+    author_id: int | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
+    created_at: datetime = _ts()
+
+
+class WebhookDelivery(SQLModel, table=True):
+    __tablename__ = "webhook_deliveries"
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: str = Field(max_length=100, unique=True)
+    event: str = Field(max_length=64)
+    action: str | None = Field(default=None, max_length=64)
+    repository_full_name: str | None = Field(default=None, max_length=201)
+    repository_id: int | None = Field(
+        default=None, foreign_key="repositories.id", ondelete="SET NULL", index=True
+    )
+    received_at: datetime = _ts(index=True)
+    outcome: str = Field(max_length=64)
+    payload: dict[str, Any] = _json()
+
+
+class AgentRun(SQLModel, table=True):
+    __tablename__ = "agent_runs"
+    __table_args__ = (
+        sa.Index(
+            "ix_agent_runs_project_id_status_created_at", "project_id", "status", "created_at"
+        ),
+        sa.Index("ix_agent_runs_status_created_at", "status", "created_at"),
+        sa.Index(
+            "ix_agent_runs_repository_id_issue_number_stage",
+            "repository_id",
+            "issue_number",
+            "stage",
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    correlation_id: str = Field(max_length=64, unique=True)
+    project_id: int = Field(foreign_key="projects.id", ondelete="CASCADE")
+    repository_id: int | None = Field(
+        default=None, foreign_key="repositories.id", ondelete="SET NULL"
+    )
+    issue_number: int | None = Field(default=None)
+    pr_number: int | None = Field(default=None)
+    issue_title: str | None = Field(default=None, max_length=500)
+    agent_key: str = Field(max_length=16)
+    stage: str = Field(max_length=32)
+    is_revise: bool = Field(default=False)
+    trigger_label: str | None = Field(default=None, max_length=100)
+    delivery_id: str | None = Field(default=None, max_length=100)
+    status: str = Field(default="pending", max_length=16)
+    status_reason: str | None = Field(default=None, max_length=64)
+    status_message: str | None = Field(default=None, sa_type=sa.Text)
+    model: str | None = Field(default=None, max_length=100)
+    reasoning_effort: str | None = Field(default=None, max_length=16)
+    learning_mode: bool = Field(default=False)
+    slot_number: int | None = Field(default=None)
+    namespace: str | None = Field(default=None, max_length=63)
+    job_name: str | None = Field(default=None, max_length=63)
+    attempt: int = Field(default=1)
+    parent_run_id: int | None = Field(
+        default=None, foreign_key="agent_runs.id", ondelete="SET NULL"
+    )
+    pr_url: str | None = Field(default=None, max_length=500)
+    summary: str | None = Field(default=None, sa_type=sa.Text)
+    created_at: datetime = _ts()
+    started_at: datetime | None = _ts(nullable=True)
+    finished_at: datetime | None = _ts(nullable=True)
+    tokens_input: int = Field(default=0, sa_type=sa.BigInteger)
+    tokens_cached: int = Field(default=0, sa_type=sa.BigInteger)
+    tokens_output: int = Field(default=0, sa_type=sa.BigInteger)
+    tokens_reasoning: int = Field(default=0, sa_type=sa.BigInteger)
+    cost_usd: Decimal = Field(default=Decimal("0"), sa_type=sa.Numeric(12, 6))
+
+
+class Slot(SQLModel, table=True):
+    __tablename__ = "slots"
+    __table_args__ = (
+        sa.UniqueConstraint("project_id", "number"),
+        sa.Index("ix_slots_project_id_state", "project_id", "state"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="projects.id", ondelete="CASCADE")
+    number: int
+    state: str = Field(default="free", max_length=16)  # free | leased | releasing
+    run_id: int | None = Field(default=None, foreign_key="agent_runs.id", ondelete="SET NULL")
+    lease_owner: str | None = Field(default=None, max_length=200)
+    lease_until: datetime | None = _ts(nullable=True)
+
+
+class FlowEvent(SQLModel, table=True):
+    """Append-only audit trail of every action, human, agent or system."""
+
+    __tablename__ = "flow_events"
+    __table_args__ = (
+        sa.Index("ix_flow_events_correlation_id_created_at", "correlation_id", "created_at"),
+        sa.Index("ix_flow_events_project_id_created_at", "project_id", "created_at"),
+        sa.Index("ix_flow_events_run_id_id", "run_id", "id"),
+    )
+
+    id: int | None = Field(
+        default=None, primary_key=True, sa_type=sa.BigInteger().with_variant(sa.Integer, "sqlite")
+    )
+    correlation_id: str = Field(max_length=100)
+    project_id: int | None = Field(default=None, foreign_key="projects.id", ondelete="SET NULL")
+    run_id: int | None = Field(default=None, foreign_key="agent_runs.id", ondelete="SET NULL")
+    actor_type: str = Field(max_length=16)  # human | agent | system
+    actor_id: str | None = Field(default=None, max_length=320)
+    event_type: str = Field(max_length=64, index=True)
+    payload: dict[str, Any] = _json()
+    created_at: datetime = _ts(index=True)
+
+
+class RunLog(SQLModel, table=True):
+    """Every line a run's workload printed, kept so logs outlive pods and processes."""
+
+    __tablename__ = "run_logs"
+    __table_args__ = (sa.UniqueConstraint("run_id", "sequence"),)
+
+    id: int | None = Field(
+        default=None, primary_key=True, sa_type=sa.BigInteger().with_variant(sa.Integer, "sqlite")
+    )
+    run_id: int = Field(foreign_key="agent_runs.id", ondelete="CASCADE")
+    sequence: int = Field(sa_type=sa.BigInteger)
+    stream: str = Field(default="stdout", max_length=8)
+    line: str = Field(sa_type=sa.Text)
+    ts: datetime = _ts()
+
+
+class LearningFeedback(SQLModel, table=True):
+    __tablename__ = "learning_feedback"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="agent_runs.id", ondelete="CASCADE", index=True)
+    file_path: str | None = Field(default=None, max_length=500)
+    line: int | None = Field(default=None)
+    kind: str = Field(max_length=16)  # inline | post_pr
+    explanation: str = Field(sa_type=sa.Text)
+    created_at: datetime = _ts()
+
+
+class ApiToken(SQLModel, table=True):
+    __tablename__ = "api_tokens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
+    name: str = Field(default="", max_length=100)
+    token_hash: str = Field(max_length=64, unique=True)
+    scopes: list[str] = Field(default_factory=list, sa_type=sa.JSON, nullable=False)
+    expires_at: datetime | None = _ts(nullable=True)
+    last_used_at: datetime | None = _ts(nullable=True)
+    revoked_at: datetime | None = _ts(nullable=True)
+    created_at: datetime = _ts()

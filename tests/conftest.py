@@ -1,0 +1,246 @@
+"""Shared fixtures: a real PostgreSQL (throwaway unless CODEXK8S_TEST_DATABASE_URL is set),
+one freshly migrated database per test cloned from a template, and settings wired to it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from codexk8s.config import get_settings
+from codexk8s.db import engine as db_engine
+from codexk8s.db.migrations import upgrade_to_head
+
+TEMPLATE_DB = "codexk8s_test_template"
+TEST_SECRET_KEY = "test-secret-key-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _pg_bindir() -> Path:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not candidates:
+        pytest.exit("PostgreSQL server binaries not found; run `make setup`", returncode=3)
+    return candidates[-1].parent
+
+
+def _as_postgres_user(argv: list[str]) -> list[str]:
+    # initdb and postgres refuse to run as root.
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    """A PostgreSQL server URL (database `postgres`) on which tests may create databases."""
+    configured = os.environ.get("CODEXK8S_TEST_DATABASE_URL")
+    if configured:
+        yield configured.replace("postgresql://", "postgresql+psycopg://", 1)
+        return
+    bindir = _pg_bindir()
+    workdir = Path(tempfile.mkdtemp(prefix="codexk8s-pg-"))
+    datadir = workdir / "data"
+    port = free_port()
+    if os.geteuid() == 0:
+        shutil.chown(workdir, "postgres", "postgres")
+        workdir.chmod(0o700)
+    subprocess.run(
+        _as_postgres_user(
+            [str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "-A", "trust",
+             "--no-sync", "-E", "UTF8"]
+        ),
+        check=True, capture_output=True,
+    )  # fmt: skip
+    options = (
+        f"-h 127.0.0.1 -p {port} -k {workdir} "
+        "-c fsync=off -c full_page_writes=off -c max_connections=300"
+    )
+    subprocess.run(
+        _as_postgres_user(
+            [str(bindir / "pg_ctl"), "-D", str(datadir), "-o", options, "-l",
+             str(workdir / "log"), "-w", "-t", "60", "start"]
+        ),
+        check=True, capture_output=True,
+    )  # fmt: skip
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            _as_postgres_user(
+                [str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "stop"]
+            ),
+            check=False, capture_output=True,
+        )  # fmt: skip
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _admin_execute(admin_url: str, *statements: str) -> None:
+    url = make_url(admin_url)
+    with psycopg.connect(
+        host=url.host, port=url.port, user=url.username, password=url.password,
+        dbname=url.database or "postgres", autocommit=True,
+    ) as connection:  # fmt: skip
+        for statement in statements:
+            connection.execute(statement)  # type: ignore[arg-type]
+
+
+def _with_database(admin_url: str, name: str) -> str:
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_admin_url: str) -> str:
+    """A database migrated to head once per session; each test clones it."""
+    _admin_execute(
+        pg_admin_url, f"DROP DATABASE IF EXISTS {TEMPLATE_DB}", f"CREATE DATABASE {TEMPLATE_DB}"
+    )
+    url = _with_database(pg_admin_url, TEMPLATE_DB)
+    upgrade_to_head(url)
+    sa.create_engine(url).dispose()
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+def empty_pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A brand-new, empty PostgreSQL database (no migrations)."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    _admin_execute(pg_admin_url, f"CREATE DATABASE {name}")
+    yield _with_database(pg_admin_url, name)
+    _admin_execute(pg_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str, pg_template: str) -> Iterator[str]:
+    """A fresh database at the head migration, cloned from the template (fast)."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    _admin_execute(pg_admin_url, f"CREATE DATABASE {name} TEMPLATE {pg_template}")
+    yield _with_database(pg_admin_url, name)
+    _admin_execute(pg_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def reset_caches() -> None:
+    get_settings.cache_clear()
+    if db_engine.get_engine.cache_info().currsize:
+        db_engine.get_engine().dispose()
+    db_engine.get_engine.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No test sees the developer's CODEXK8S_* variables or writes into the source tree."""
+    for name in list(os.environ):
+        if name.startswith("CODEXK8S_") and name != "CODEXK8S_TEST_DATABASE_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("CODEXK8S_DATA_DIR", str(tmp_path / "data"))
+    reset_caches()
+    yield
+    reset_caches()
+
+
+@pytest.fixture
+def app_db(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point the product's settings at a fresh migrated PostgreSQL database."""
+    monkeypatch.setenv("CODEXK8S_DATABASE_URL", pg_url)
+    monkeypatch.setenv("CODEXK8S_SECRET_KEY", TEST_SECRET_KEY)
+    reset_caches()
+    return pg_url
+
+
+def wait_for_http(url: str, timeout: float = 240.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout:.0f}s")
+
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args() -> dict[str, object]:
+    """pytest-playwright launches Debian's Chromium (Playwright cannot download browsers here)."""
+    return {
+        "executable_path": CHROMIUM,
+        "args": ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+class ServedApp:
+    """`codexk8s serve` running as a child process, the way `make run` starts it."""
+
+    def __init__(
+        self, base_url: str, process: subprocess.Popen[bytes], env: dict[str, str]
+    ) -> None:
+        self.base_url = base_url
+        self.process = process
+        self.env = env
+
+
+@pytest.fixture(scope="session")
+def served_app(
+    pg_admin_url: str, pg_template: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServedApp]:
+    """One production-mode server for the browser tests, on its own PostgreSQL database."""
+    name = f"served_{uuid.uuid4().hex[:12]}"
+    _admin_execute(pg_admin_url, f"CREATE DATABASE {name} TEMPLATE {pg_template}")
+    port = free_port()
+    data_dir = tmp_path_factory.mktemp("served-data")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODEXK8S_")}
+    env.update(
+        CODEXK8S_DATABASE_URL=_with_database(pg_admin_url, name),
+        CODEXK8S_SECRET_KEY=TEST_SECRET_KEY,
+        CODEXK8S_DATA_DIR=str(data_dir),
+    )
+    log = (data_dir / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [str(Path(os.sys.executable).parent / "codexk8s"), "serve", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{base_url}/healthz")
+        wait_for_http(f"{base_url}/")
+    except TimeoutError:
+        process.kill()
+        raise RuntimeError((data_dir / "serve.log").read_text()[-4000:]) from None
+    try:
+        yield ServedApp(base_url, process, env)
+    finally:
+        import signal
+
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+        _admin_execute(pg_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
