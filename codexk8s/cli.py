@@ -1,0 +1,329 @@
+"""The `codexk8s` command line: serve, migrate, and administration through the same services."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from sqlmodel import Session
+
+from codexk8s.config import ConfigError, Settings, get_settings
+from codexk8s.crypto import SecretBox
+from codexk8s.db import migrations
+from codexk8s.db.engine import get_engine, session_scope
+from codexk8s.errors import CodexK8sError, PreconditionError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+TOOLS_BIN = PROJECT_ROOT / ".tools" / "node_modules" / ".bin"
+
+app = typer.Typer(
+    name="codexk8s",
+    help="Control plane that runs AI coding agents on Kubernetes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+user_app = typer.Typer(help="Manage users (only added users may sign in).", no_args_is_help=True)
+project_app = typer.Typer(help="Manage projects.", no_args_is_help=True)
+member_app = typer.Typer(help="Manage project members.", no_args_is_help=True)
+repo_app = typer.Typer(help="Manage repositories attached to projects.", no_args_is_help=True)
+token_app = typer.Typer(help="Manage API tokens for the staff JSON API.", no_args_is_help=True)
+runs_app = typer.Typer(help="Inspect agent runs.", no_args_is_help=True)
+agent_app = typer.Typer(help="Agent runner and agent settings.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+app.add_typer(project_app, name="project")
+project_app.add_typer(member_app, name="member")
+app.add_typer(repo_app, name="repo")
+app.add_typer(token_app, name="token")
+app.add_typer(runs_app, name="runs")
+app.add_typer(agent_app, name="agent")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def settings() -> Settings:
+    try:
+        return get_settings()
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+
+
+def _ensure_schema(current: Settings) -> None:
+    """Embedded mode migrates on demand; PostgreSQL upgrades stay an explicit operator step."""
+    head = migrations.head_revision()
+    if migrations.current_revision(get_engine()) == head:
+        return
+    if current.is_embedded:
+        migrations.upgrade_to_head(current.effective_database_url)
+        return
+    raise PreconditionError("the database schema is not at head; run `codexk8s migrate` first")
+
+
+@contextmanager
+def transaction() -> Iterator[Session]:
+    """One service call = one transaction; a service error prints one line and rolls back."""
+    current = settings()
+    try:
+        _ensure_schema(current)
+        with session_scope() as session:
+            yield session
+    except CodexK8sError as exc:
+        fail(str(exc))
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+
+
+def read_secret_env(var: str | None, what: str) -> str | None:
+    """Secrets come from a named environment variable, never from the command line."""
+    if var is None:
+        return None
+    value = os.environ.get(var)
+    if not value:
+        fail(f"environment variable {var} (the {what}) is not set or empty")
+    return value
+
+
+def secret_box() -> SecretBox:
+    try:
+        return SecretBox(settings().secret_key_value())
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+
+
+# --- serve and migrate -------------------------------------------------------------------------
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations up to the newest revision (safe to run repeatedly)."""
+    current = settings()
+    try:
+        migrations.upgrade_to_head(current.effective_database_url)
+    except migrations.MigrationError as exc:
+        fail(str(exc))
+    typer.echo(f"database at revision {migrations.head_revision()}")
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default CODEXK8S_HOST).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (default CODEXK8S_PORT).")] = None,
+) -> None:
+    """Apply migrations, then serve the dashboard and the HTTP API on one port (production mode)."""
+    current = settings()
+    bind_host = host or current.host
+    bind_port = port or current.port
+    if not current.is_oauth_configured and not _is_loopback(bind_host):
+        fail(
+            f"refusing to bind {bind_host} without GitHub sign-in: set CODEXK8S_GITHUB_CLIENT_ID "
+            "and CODEXK8S_GITHUB_CLIENT_SECRET, or bind 127.0.0.1",
+            code=2,
+        )
+    try:
+        current.secret_key_value()
+        migrations.upgrade_to_head(current.effective_database_url)
+    except (ConfigError, migrations.MigrationError) as exc:
+        fail(str(exc), code=2)
+    if current.owner_email:
+        with transaction() as session:
+            from codexk8s.services import users
+
+            users.ensure_owner(session=session, email=current.owner_email)
+
+    env = dict(os.environ)
+    # The Reflex worker reads its settings again; make sure it sees exactly these.
+    env.update(
+        CODEXK8S_HOST=bind_host,
+        CODEXK8S_PORT=str(bind_port),
+        CODEXK8S_DATA_DIR=str(current.data_dir),
+        NPM_CONFIG_REGISTRY=env.get("NPM_CONFIG_REGISTRY", "https://registry.npmjs.org/"),
+    )
+    if TOOLS_BIN.is_dir():
+        env["PATH"] = f"{TOOLS_BIN}{os.pathsep}{env.get('PATH', '')}"
+    if shutil.which("bun", path=env["PATH"]) is None:
+        fail("bun is not installed; run `make setup` (it installs Node 22 and bun into .tools/)")
+    argv = [
+        sys.executable, "-m", "reflex", "run", "--env", "prod", "--single-port",
+        "--frontend-port", str(bind_port), "--backend-port", str(bind_port),
+        "--backend-host", bind_host,
+    ]  # fmt: skip
+    typer.echo(f"codexk8s serving on http://{bind_host}:{bind_port}", err=True)
+    os.chdir(PROJECT_ROOT)
+    os.execvpe(argv[0], argv, env)  # noqa: S606 (argv is fixed; exec hands signals to Reflex)
+
+
+# --- users, projects, repositories, tokens --------------------------------------------------------
+
+
+@user_app.command("add")
+def user_add(
+    email: str,
+    role: Annotated[str, typer.Option(help="owner, admin or user.")] = "user",
+    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+) -> None:
+    """Allow EMAIL to sign in with GitHub."""
+    from codexk8s.services import users
+
+    with transaction() as session:
+        user = users.add_user(session=session, email=email, role=role, name=name)
+    typer.echo(f"added user {user.email} ({user.role})")
+
+
+@project_app.command("create")
+def project_create(
+    key: str,
+    name: Annotated[str | None, typer.Option(help="Display name (default: the key).")] = None,
+    slots: Annotated[int, typer.Option(help="Runs that may execute at once.")] = 2,
+) -> None:
+    """Create a project with KEY (lower-case letters, digits, dashes)."""
+    from codexk8s.services import projects
+
+    with transaction() as session:
+        project = projects.create_project(session=session, key=key, name=name, slots=slots)
+    typer.echo(f"created project {project.key} with {slots} slots")
+
+
+@member_app.command("add")
+def member_add(
+    key: str,
+    email: str,
+    role: Annotated[str, typer.Option(help="read, read_write or admin.")],
+) -> None:
+    """Give the user EMAIL a ROLE on project KEY."""
+    from codexk8s.services import projects
+
+    with transaction() as session:
+        member = projects.add_member(session=session, project_key=key, email=email, role=role)
+    typer.echo(f"{email} is now {member.role} on {key}")
+
+
+@repo_app.command("add")
+def repo_add(
+    key: str,
+    full_name: Annotated[str, typer.Argument(metavar="OWNER/NAME")],
+    token_env: Annotated[
+        str | None, typer.Option(help="Environment variable holding the repository token.")
+    ] = None,
+    webhook_secret_env: Annotated[
+        str | None,
+        typer.Option(help="Environment variable holding this repository's webhook secret."),
+    ] = None,
+    services_yaml: Annotated[
+        str | None, typer.Option(help="Path of services.yaml inside the repository.")
+    ] = None,
+) -> None:
+    """Attach the GitHub repository OWNER/NAME to project KEY."""
+    from codexk8s.services import repositories
+
+    token = read_secret_env(token_env, "repository token")
+    webhook_secret = read_secret_env(webhook_secret_env, "webhook secret")
+    box = secret_box()
+    with transaction() as session:
+        repository = repositories.add_repository(
+            session=session,
+            box=box,
+            project_key=key,
+            full_name=full_name,
+            token=token,
+            webhook_secret=webhook_secret,
+            services_yaml_path=services_yaml,
+        )
+    typer.echo(f"attached {repository.full_name} to {key}")
+
+
+@token_app.command("create")
+def token_create(
+    email: str,
+    name: Annotated[str, typer.Option(help="A label to recognise the token by.")] = "",
+    expires_days: Annotated[int, typer.Option(help="Days until the token expires.")] = 90,
+) -> None:
+    """Create an API token for EMAIL and print it once (only its hash is stored)."""
+    from codexk8s.services import api_tokens
+
+    with transaction() as session:
+        _token, plaintext = api_tokens.create_token(
+            session=session, email=email, name=name, expires_in_days=expires_days
+        )
+    typer.echo(plaintext)
+
+
+@runs_app.command("list")
+def runs_list(
+    project: Annotated[str | None, typer.Option(help="Project key.")] = None,
+    status: Annotated[str | None, typer.Option(help="pending, running, succeeded, ...")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many runs, newest first.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """List agent runs, newest first."""
+    from codexk8s.services import agent_runs
+
+    with transaction() as session:
+        rows = agent_runs.list_runs(
+            session=session, project_key=project, status=status, limit=limit
+        )
+    if as_json:
+        for row in rows:
+            typer.echo(
+                json.dumps(
+                    {
+                        "id": row.id,
+                        "project": row.project_key,
+                        "repository": row.repository,
+                        "issue": row.issue_number,
+                        "pr": row.pr_number,
+                        "stage": row.stage,
+                        "agent": row.agent_key,
+                        "status": row.status,
+                        "status_reason": row.status_reason,
+                        "created_at": row.created_at.isoformat(),
+                    }
+                )
+            )
+        return
+    if not rows:
+        typer.echo("no runs")
+        return
+    typer.echo(f"{'ID':>6}  {'PROJECT':<16} {'TARGET':<28} {'STAGE':<12} {'STATUS':<10} CREATED")
+    for row in rows:
+        target = f"{row.repository or '-'}#{row.pr_number or row.issue_number or '-'}"
+        status_text = row.status + (f"/{row.status_reason}" if row.status_reason else "")
+        typer.echo(
+            f"{row.id:>6}  {row.project_key:<16} {target:<28} {row.stage:<12} {status_text:<10} "
+            f"{row.created_at:%Y-%m-%d %H:%M}"
+        )
+
+
+@agent_app.command("run")
+def agent_run() -> None:
+    """The agent runner a run's pod or process executes (not built yet)."""
+    fail(
+        "the agent runner is not built yet: runs cannot execute an agent until it lands "
+        "(set an agent's command to use your own tooling meanwhile)",
+        code=3,
+    )
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,299 @@
+"""The `codexk8s` command against a real PostgreSQL database, error paths included."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import Session, select
+from typer.testing import CliRunner
+
+from codexk8s.cli import app
+from codexk8s.crypto import SecretBox, hash_token
+from codexk8s.db.engine import get_engine
+from codexk8s.db.models import (
+    AgentRun,
+    ApiToken,
+    FlowEvent,
+    Project,
+    ProjectMember,
+    Repository,
+    Slot,
+    User,
+)
+from tests.conftest import TEST_SECRET_KEY
+
+runner = CliRunner()
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args), env=env)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def count(model: type) -> int:
+    with Session(get_engine()) as session:
+        return session.exec(sa.select(sa.func.count()).select_from(model)).one()[0]
+
+
+@pytest.fixture(autouse=True)
+def _db(app_db: str) -> None:
+    """Every test here runs on its own migrated PostgreSQL database."""
+
+
+def test_every_command_has_help() -> None:
+    for command in (
+        [], ["serve"], ["migrate"], ["user", "add"], ["project", "create"],
+        ["project", "member", "add"], ["repo", "add"], ["token", "create"], ["runs", "list"],
+        ["agent", "run"],
+    ):  # fmt: skip
+        code, out, _ = cli(*command, "--help")
+        assert code == 0, command
+        assert "Usage:" in out
+
+
+def test_migrate_twice(app_db: str) -> None:
+    code, out, _ = cli("migrate")
+    assert code == 0 and "database at revision" in out
+    code, out2, _ = cli("migrate")
+    assert code == 0 and out2 == out
+
+
+def test_user_add_and_errors() -> None:
+    code, out, _ = cli("user", "add", "Ada@Example.com", "--role", "admin")
+    assert code == 0 and "ada@example.com (admin)" in out
+    with Session(get_engine()) as session:
+        user = session.exec(select(User)).one()
+        assert (user.email, user.role, user.disabled) == ("ada@example.com", "admin", False)
+
+    code, _, err = cli("user", "add", "ada@example.com")
+    assert code == 1 and err.strip() == "error: user ada@example.com already exists"
+    code, _, err = cli("user", "add", "bob@example.com", "--role", "root")
+    assert code == 1 and "unknown role 'root'" in err and err.count("\n") == 1
+    code, _, err = cli("user", "add", "not-an-email")
+    assert code == 1 and "not a valid email address" in err
+    assert count(User) == 1
+    # One audit event, for the one user that was added.
+    with Session(get_engine()) as session:
+        events = session.exec(select(FlowEvent.event_type)).all()
+    assert events == ["user_added"]
+
+
+def test_project_create_makes_slots_and_rejects_bad_input() -> None:
+    code, out, _ = cli("project", "create", "web-app", "--name", "Web app", "--slots", "3")
+    assert code == 0 and "3 slots" in out
+    with Session(get_engine()) as session:
+        project = session.exec(select(Project)).one()
+        assert project.name == "Web app" and project.settings["slots"] == 3
+        numbers = sorted(s.number for s in session.exec(select(Slot)).all())
+    assert numbers == [1, 2, 3]
+
+    for args, message in [
+        (["web-app"], "already exists"),
+        (["Bad_Key"], "invalid project key"),
+        (["trailing-"], "invalid project key"),
+        (["other", "--slots", "0"], "slots must be between 1 and 64"),
+        (["other", "--slots", "65"], "slots must be between 1 and 64"),
+    ]:
+        code, _, err = cli("project", "create", *args)
+        assert code != 0, args
+        assert message in err, (args, err)
+    # Nothing half-written: still one project and its three slots.
+    assert (count(Project), count(Slot)) == (1, 3)
+
+
+def test_member_add_and_errors() -> None:
+    cli("user", "add", "ada@example.com")
+    cli("project", "create", "web")
+    code, out, _ = cli("project", "member", "add", "web", "ada@example.com", "--role", "read_write")
+    assert code == 0 and "read_write on web" in out
+    for args, message in [
+        (["web", "ada@example.com", "--role", "admin"], "already a member"),
+        (["nope", "ada@example.com", "--role", "read"], "no project with key 'nope'"),
+        (["web", "ghost@example.com", "--role", "read"], "no user with email ghost@example.com"),
+        (["web", "ada@example.com", "--role", "owner"], "unknown project role 'owner'"),
+    ]:
+        code, _, err = cli("project", "member", "add", *args)
+        assert code == 1 and message in err, (args, err)
+    with Session(get_engine()) as session:
+        members = session.exec(select(ProjectMember)).all()
+    assert [m.role for m in members] == ["read_write"]
+
+
+def test_repo_add_stores_secrets_encrypted(monkeypatch: pytest.MonkeyPatch) -> None:
+    cli("project", "create", "web")
+    monkeypatch.setenv("REPO_TOKEN", "ghp_token_value_123")
+    monkeypatch.setenv("HOOK_SECRET", "hook-secret-456")
+    code, out, _ = cli(
+        "repo", "add", "web", "Octo-Org/Octo.Repo", "--token-env", "REPO_TOKEN",
+        "--webhook-secret-env", "HOOK_SECRET", "--services-yaml", "deploy/services.yaml",
+    )  # fmt: skip
+    assert code == 0 and "attached octo-org/octo.repo to web" in out
+    with Session(get_engine()) as session:
+        repo = session.exec(select(Repository)).one()
+        raw = session.exec(sa.text("SELECT * FROM repositories")).mappings().one()
+        audit = session.exec(
+            select(FlowEvent).where(FlowEvent.event_type == "repository_added")
+        ).one()
+    row_text = json.dumps({k: str(v) for k, v in raw.items()})
+    assert "ghp_token_value_123" not in row_text and "hook-secret-456" not in row_text
+    assert "ghp_token_value_123" not in json.dumps(audit.payload)
+    box = SecretBox(TEST_SECRET_KEY)
+    assert repo.token_ciphertext and box.decrypt(repo.token_ciphertext) == "ghp_token_value_123"
+    assert repo.webhook_secret_ciphertext
+    assert box.decrypt(repo.webhook_secret_ciphertext) == "hook-secret-456"
+    assert repo.services_yaml_path == "deploy/services.yaml"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["web", "octo/repo", "--token-env", "UNSET_VAR_X"],
+            "UNSET_VAR_X (the repository token) is not set",
+        ),
+        (["web", "not-a-repo"], "not a GitHub repository name"),
+        (["web", "a/b/c"], "not a GitHub repository name"),
+        (["missing", "octo/repo"], "no project with key 'missing'"),
+        (["web", "octo/repo", "--services-yaml", "/etc/passwd"], "must be relative"),
+    ],
+)
+def test_repo_add_errors(args: list[str], message: str) -> None:
+    cli("project", "create", "web")
+    code, _, err = cli("repo", "add", *args)
+    assert code == 1 and message in err
+    assert count(Repository) == 0
+
+
+def test_repo_add_duplicate_is_case_insensitive() -> None:
+    cli("project", "create", "web")
+    cli("project", "create", "api")
+    assert cli("repo", "add", "web", "octo/repo")[0] == 0
+    code, _, err = cli("repo", "add", "api", "OCTO/Repo")
+    assert code == 1 and "already attached" in err
+    assert count(Repository) == 1
+
+
+def test_token_create_prints_once_and_stores_hash() -> None:
+    cli("user", "add", "ada@example.com")
+    code, out, _ = cli(
+        "token", "create", "ada@example.com", "--name", "laptop", "--expires-days", "7"
+    )
+    assert code == 0
+    token = out.strip()
+    assert token.startswith("ck8s_")
+    with Session(get_engine()) as session:
+        stored = session.exec(select(ApiToken)).one()
+        raw = json.dumps(
+            {
+                k: str(v)
+                for k, v in session.exec(sa.text("SELECT * FROM api_tokens"))
+                .mappings()
+                .one()
+                .items()
+            }
+        )
+    assert stored.token_hash == hash_token(token)
+    assert token not in raw
+    assert stored.expires_at is not None
+    assert timedelta(days=6) < stored.expires_at - datetime.now(UTC) <= timedelta(days=7)
+
+    code, _, err = cli("token", "create", "ghost@example.com")
+    assert code == 1 and "no user with email" in err
+    code, _, err = cli("token", "create", "ada@example.com", "--expires-days", "0")
+    assert code == 1 and "expiry must be" in err
+    assert count(ApiToken) == 1
+
+
+def test_runs_list_filters_and_json() -> None:
+    cli("project", "create", "web")
+    cli("project", "create", "api")
+    code, out, _ = cli("runs", "list")
+    assert code == 0 and out.strip() == "no runs"
+    with Session(get_engine()) as session:
+        web = session.exec(select(Project).where(Project.key == "web")).one()
+        api = session.exec(select(Project).where(Project.key == "api")).one()
+        base = datetime(2026, 1, 1, tzinfo=UTC)
+        for index, (project, status) in enumerate(
+            [(web, "pending"), (web, "succeeded"), (api, "failed")]
+        ):
+            session.add(
+                AgentRun(
+                    correlation_id=f"c{index}", project_id=project.id or 0, issue_number=10 + index,
+                    agent_key="dev", stage="dev", status=status,
+                    created_at=base + timedelta(minutes=index),
+                )
+            )  # fmt: skip
+        session.commit()
+
+    code, out, _ = cli("runs", "list", "--json")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["issue"] for r in rows] == [12, 11, 10]  # newest first
+    code, out, _ = cli("runs", "list", "--project", "web", "--json")
+    assert {json.loads(line)["project"] for line in out.splitlines()} == {"web"}
+    code, out, _ = cli("runs", "list", "--status", "failed", "--json")
+    assert [json.loads(line)["status"] for line in out.splitlines()] == ["failed"]
+    code, out, _ = cli("runs", "list", "--project", "web")
+    assert "STATUS" in out and "pending" in out and "failed" not in out
+    code, _, err = cli("runs", "list", "--status", "exploded")
+    assert code == 1 and "unknown status 'exploded'" in err
+    code, _, err = cli("runs", "list", "--project", "ghost")
+    assert code == 1 and "no project with key 'ghost'" in err
+
+
+def test_postgres_schema_behind_head_asks_for_migrate(
+    empty_pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import reset_caches
+
+    monkeypatch.setenv("CODEXK8S_DATABASE_URL", empty_pg_url)
+    reset_caches()
+    code, _, err = cli("user", "add", "ada@example.com")
+    assert code == 1 and "run `codexk8s migrate` first" in err
+
+
+def test_config_error_exits_2_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import reset_caches
+
+    monkeypatch.setenv("CODEXK8S_RUNTIME", "docker")
+    reset_caches()
+    code, _, err = cli("runs", "list")
+    assert code == 2
+    assert err.startswith("error: CODEXK8S_RUNTIME:") and err.count("\n") == 1
+
+
+def test_serve_refuses_public_bind_without_oauth() -> None:
+    code, _, err = cli("serve", "--host", "0.0.0.0")
+    assert code == 2 and "refusing to bind 0.0.0.0 without GitHub sign-in" in err
+
+
+def test_agent_run_says_it_is_not_built() -> None:
+    code, _, err = cli("agent", "run")
+    assert code == 3 and "not built yet" in err
+
+
+def test_installed_entry_point_runs(app_db: str) -> None:
+    import os
+
+    env = {**os.environ, "CODEXK8S_DATABASE_URL": app_db, "CODEXK8S_SECRET_KEY": TEST_SECRET_KEY}
+    result = subprocess.run(
+        [sys.executable, "-m", "codexk8s", "project", "create", "from-subprocess"],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert count(Project) == 1
+
+
+def test_embedded_default_migrates_on_demand(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from tests.conftest import reset_caches
+
+    monkeypatch.delenv("CODEXK8S_DATABASE_URL")
+    monkeypatch.delenv("CODEXK8S_SECRET_KEY")
+    reset_caches()
+    code, _out, err = cli("project", "create", "local")
+    assert code == 0, err
+    assert (tmp_path / "data" / "codexk8s.db").exists()
