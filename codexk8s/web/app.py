@@ -1,0 +1,17 @@
+"""The Reflex application: dashboard pages plus the HTTP API mounted through api_transformer."""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from codexk8s.web import routes
+from codexk8s.web.http.app import build_http_app
+from codexk8s.web.pages import shell
+
+app = rx.App(api_transformer=build_http_app())
+app.add_page(shell.overview, route=routes.OVERVIEW, title="Overview · codexk8s")
+app.add_page(shell.projects, route=routes.PROJECTS, title="Projects · codexk8s")
+app.add_page(shell.runs, route=routes.RUNS, title="Runs · codexk8s")
+app.add_page(shell.agents, route=routes.AGENTS, title="Agents · codexk8s")
+app.add_page(shell.users, route=routes.USERS, title="Users · codexk8s")
+app.add_page(shell.audit, route=routes.AUDIT, title="Audit · codexk8s")

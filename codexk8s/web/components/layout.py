@@ -1,0 +1,109 @@
+"""The page frame: navigation sidebar, top bar with sign-in, and the content area."""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from codexk8s.web import routes
+
+NAV_ITEMS: tuple[tuple[str, str, str], ...] = (
+    ("Overview", routes.OVERVIEW, "layout-dashboard"),
+    ("Projects", routes.PROJECTS, "folder-git-2"),
+    ("Runs", routes.RUNS, "play"),
+    ("Agents", routes.AGENTS, "bot"),
+    ("Users", routes.USERS, "users"),
+    ("Audit", routes.AUDIT, "scroll-text"),
+)
+
+
+def _nav_link(label: str, href: str, icon: str) -> rx.Component:
+    return rx.link(
+        rx.hstack(rx.icon(icon, size=18), rx.text(label, size="3"), spacing="2", align="center"),
+        href=href,
+        underline="none",
+        color_scheme="gray",
+        high_contrast=True,
+        padding_x="0.75rem",
+        padding_y="0.5rem",
+        border_radius="var(--radius-2)",
+        _hover={"background": "var(--gray-a3)"},
+        width="100%",
+        data_testid=f"nav-{label.lower()}",
+    )
+
+
+def sidebar() -> rx.Component:
+    return rx.vstack(
+        rx.hstack(
+            rx.icon("boxes", size=22),
+            rx.text("codexk8s", size="5", weight="bold"),
+            align="center",
+            spacing="2",
+            padding_x="0.75rem",
+            padding_bottom="1rem",
+        ),
+        *(_nav_link(*item) for item in NAV_ITEMS),
+        spacing="1",
+        padding="1rem",
+        width=["100%", "100%", "14rem"],
+        min_width=["auto", "auto", "14rem"],
+        border_right=["none", "none", "1px solid var(--gray-a5)"],
+        border_bottom=["1px solid var(--gray-a5)", "1px solid var(--gray-a5)", "none"],
+        role="navigation",
+        aria_label="Main",
+    )
+
+
+def top_bar(title: str) -> rx.Component:
+    return rx.hstack(
+        rx.heading(title, size="6", as_="h1"),
+        rx.spacer(),
+        rx.color_mode.button(variant="ghost"),
+        rx.tooltip(
+            rx.button(
+                rx.icon("log-in", size=16),
+                "Sign in",
+                variant="soft",
+                disabled=True,
+                data_testid="sign-in",
+            ),
+            content="GitHub sign-in is not configured in this build yet",
+        ),
+        align="center",
+        width="100%",
+        padding_bottom="1rem",
+    )
+
+
+def page(title: str, *children: rx.Component) -> rx.Component:
+    """Wrap a page's content in the shared frame."""
+    return rx.flex(
+        sidebar(),
+        rx.box(
+            top_bar(title),
+            *children,
+            padding="1.5rem",
+            flex="1",
+            min_width="0",
+        ),
+        direction=rx.breakpoints(initial="column", md="row"),
+        min_height="100vh",
+    )
+
+
+def empty_state(icon: str, headline: str, hint: str, *, command: str | None = None) -> rx.Component:
+    """What a page shows when there is nothing yet, and what to do next."""
+    return rx.center(
+        rx.vstack(
+            rx.icon(icon, size=40, color="var(--gray-9)"),
+            rx.heading(headline, size="4", as_="h2"),
+            rx.text(hint, color_scheme="gray", text_align="center", max_width="32rem"),
+            rx.cond(command is not None, rx.code(command or "", size="3")),
+            align="center",
+            spacing="3",
+        ),
+        padding_y="4rem",
+        border="1px dashed var(--gray-a6)",
+        border_radius="var(--radius-4)",
+        data_testid="empty-state",
+    )

@@ -1,0 +1,19 @@
+"""The Starlette app mounted in front of Reflex (through `rx.App(api_transformer=...)`)."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from codexk8s.web import routes
+from codexk8s.web.http import health
+
+
+def build_http_app() -> Starlette:
+    """Build the routes once per process; Reflex mounts itself under them."""
+    return Starlette(
+        routes=[
+            Route(routes.HEALTHZ, health.healthz, methods=["GET", "HEAD"]),
+            Route(routes.READYZ, health.readyz, methods=["GET", "HEAD"]),
+        ]
+    )
