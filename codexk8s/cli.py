@@ -16,7 +16,7 @@ import typer
 from sqlmodel import Session
 
 from codexk8s.config import ConfigError, Settings, get_settings
-from codexk8s.crypto import SecretBox
+from codexk8s.crypto import SecretBox, get_secret_box
 from codexk8s.db import migrations
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.errors import CodexK8sError, PreconditionError
@@ -38,6 +38,7 @@ repo_app = typer.Typer(help="Manage repositories attached to projects.", no_args
 token_app = typer.Typer(help="Manage API tokens for the staff JSON API.", no_args_is_help=True)
 runs_app = typer.Typer(help="Inspect agent runs.", no_args_is_help=True)
 agent_app = typer.Typer(help="Agent runner and agent settings.", no_args_is_help=True)
+webhook_app = typer.Typer(help="Send webhooks to a running codexk8s.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(project_app, name="project")
 project_app.add_typer(member_app, name="member")
@@ -45,6 +46,7 @@ app.add_typer(repo_app, name="repo")
 app.add_typer(token_app, name="token")
 app.add_typer(runs_app, name="runs")
 app.add_typer(agent_app, name="agent")
+app.add_typer(webhook_app, name="webhook")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -96,7 +98,7 @@ def read_secret_env(var: str | None, what: str) -> str | None:
 
 def secret_box() -> SecretBox:
     try:
-        return SecretBox(settings().secret_key_value())
+        return get_secret_box()
     except ConfigError as exc:
         fail(str(exc), code=2)
 
@@ -313,6 +315,54 @@ def runs_list(
             f"{row.id:>6}  {row.project_key:<16} {target:<28} {row.stage:<12} {status_text:<10} "
             f"{row.created_at:%Y-%m-%d %H:%M}"
         )
+
+
+@webhook_app.command("replay")
+def webhook_replay(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    event: Annotated[str, typer.Option(help="The X-GitHub-Event to send, e.g. issues.")],
+    delivery: Annotated[
+        str | None, typer.Option(help="X-GitHub-Delivery id (default: a new UUID).")
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Webhook URL (default: CODEXK8S_PUBLIC_URL's endpoint).")
+    ] = None,
+    secret_env: Annotated[
+        str | None,
+        typer.Option(help="Variable holding the secret (default CODEXK8S_GITHUB_WEBHOOK_SECRET)."),
+    ] = None,
+) -> None:
+    """Sign FILE the way GitHub does and POST it to the webhook endpoint; print the answer."""
+    import uuid
+
+    import httpx
+
+    from codexk8s.adapters.github.webhooks import sign
+    from codexk8s.web.routes import WEBHOOK_GITHUB
+
+    current = settings()
+    if secret_env is not None:
+        secret = read_secret_env(secret_env, "webhook secret")
+    elif current.github_webhook_secret is not None:
+        secret = current.github_webhook_secret.get_secret_value()
+    else:
+        fail("no secret to sign with: set CODEXK8S_GITHUB_WEBHOOK_SECRET or pass --secret-env VAR")
+    body = file.read_bytes()
+    target = url or current.effective_public_url + WEBHOOK_GITHUB
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "GitHub-Hookshot/codexk8s-replay",
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+        "X-Hub-Signature-256": sign(secret or "", body),
+    }
+    try:
+        response = httpx.post(target, content=body, headers=headers, timeout=30)
+    except httpx.HTTPError as exc:
+        fail(f"could not reach {target}: {exc}")
+    typer.echo(f"{response.status_code} {response.text}")
+    if response.status_code >= 400:
+        raise typer.Exit(1)
 
 
 @agent_app.command("run")

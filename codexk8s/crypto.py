@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -82,6 +83,9 @@ def tokens_equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
-def secret_box_for(secret_key: str) -> SecretBox:
-    """The box for the configured key (callers pass `settings.secret_key_value()`)."""
-    return SecretBox(secret_key)
+@functools.cache
+def get_secret_box() -> SecretBox:
+    """The process-wide box for CODEXK8S_SECRET_KEY (tests clear the cache with the settings)."""
+    from codexk8s.config import get_settings
+
+    return SecretBox(get_settings().secret_key_value())

@@ -33,6 +33,16 @@ class PreconditionError(CodexK8sError):
     code = "failed_precondition"
 
 
+class PayloadTooLargeError(CodexK8sError):
+    code = "payload_too_large"
+
+
+class UnavailableError(CodexK8sError):
+    """The service is not configured or not able to take the request right now."""
+
+    code = "unavailable"
+
+
 HTTP_STATUS: dict[str, int] = {
     "invalid_argument": 400,
     "unauthorized": 401,
@@ -40,5 +50,8 @@ HTTP_STATUS: dict[str, int] = {
     "not_found": 404,
     "conflict": 409,
     "failed_precondition": 422,
+    "method_not_allowed": 405,
+    "payload_too_large": 413,
+    "unavailable": 503,
     "internal": 500,
 }

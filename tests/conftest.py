@@ -3,6 +3,8 @@ one freshly migrated database per test cloned from a template, and settings wire
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
 import shutil
 import socket
@@ -10,8 +12,9 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -19,9 +22,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from codexk8s.config import get_settings
+from codexk8s.crypto import get_secret_box
 from codexk8s.db import engine as db_engine
 from codexk8s.db.migrations import upgrade_to_head
 
+T = TypeVar("T")
 TEMPLATE_DB = "codexk8s_test_template"
 TEST_SECRET_KEY = "test-secret-key-0123456789"
 
@@ -134,6 +139,7 @@ def pg_url(pg_admin_url: str, pg_template: str) -> Iterator[str]:
 
 def reset_caches() -> None:
     get_settings.cache_clear()
+    get_secret_box.cache_clear()
     if db_engine.get_engine.cache_info().currsize:
         db_engine.get_engine().dispose()
     db_engine.get_engine.cache_clear()
@@ -197,12 +203,15 @@ def artifacts_dir() -> Path:
 class ServedApp:
     """`codexk8s serve` running as a child process, the way `make run` starts it."""
 
+    webhook_secret = "served-webhook-secret"
+
     def __init__(
         self, base_url: str, process: subprocess.Popen[bytes], env: dict[str, str]
     ) -> None:
         self.base_url = base_url
         self.process = process
         self.env = env
+        self.database_url = env["CODEXK8S_DATABASE_URL"]
 
 
 @pytest.fixture(scope="session")
@@ -219,6 +228,7 @@ def served_app(
         CODEXK8S_DATABASE_URL=_with_database(pg_admin_url, name),
         CODEXK8S_SECRET_KEY=TEST_SECRET_KEY,
         CODEXK8S_DATA_DIR=str(data_dir),
+        CODEXK8S_GITHUB_WEBHOOK_SECRET=ServedApp.webhook_secret,
     )
     log = (data_dir / "serve.log").open("wb")
     process = subprocess.Popen(
@@ -244,3 +254,13 @@ def served_app(
             os.killpg(process.pid, signal.SIGKILL)
         log.close()
         _admin_execute(pg_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on a fresh loop in another thread.
+
+    Playwright's sync API keeps an event loop marked as running in the main thread for the whole
+    session, so `asyncio.run` there would refuse.
+    """
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()

@@ -190,6 +190,10 @@ class AgentRun(SQLModel, table=True):
     parent_run_id: int | None = Field(
         default=None, foreign_key="agent_runs.id", ondelete="SET NULL"
     )
+    # Set when someone (user, unlabel, issue closed) asks an active run to stop; the engine
+    # carries it out and moves the run to canceled.
+    cancel_requested_at: datetime | None = _ts(nullable=True)
+    cancel_reason: str | None = Field(default=None, max_length=64)
     pr_url: str | None = Field(default=None, max_length=500)
     summary: str | None = Field(default=None, sa_type=sa.Text)
     created_at: datetime = _ts()

@@ -6,7 +6,9 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from codexk8s.web import routes
-from codexk8s.web.http import health
+from codexk8s.web.http import health, webhooks
+
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def build_http_app() -> Starlette:
@@ -15,5 +17,8 @@ def build_http_app() -> Starlette:
         routes=[
             Route(routes.HEALTHZ, health.healthz, methods=["GET", "HEAD"]),
             Route(routes.READYZ, health.readyz, methods=["GET", "HEAD"]),
+            # Every method reaches the handler: a partial (method) mismatch would otherwise fall
+            # through to the Reflex mount instead of answering 405.
+            Route(routes.WEBHOOK_GITHUB, webhooks.github_webhook, methods=ALL_METHODS),
         ]
     )

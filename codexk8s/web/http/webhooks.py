@@ -1,0 +1,87 @@
+"""`POST /api/v1/webhooks/github`: read the request within GitHub's limits, then hand it to
+the ingest service. The answer is sent once the delivery and its runs are committed."""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
+
+from codexk8s.adapters.github.webhooks import MAX_BODY_BYTES
+from codexk8s.config import get_settings
+from codexk8s.crypto import get_secret_box
+from codexk8s.db.engine import get_engine
+from codexk8s.errors import CodexK8sError
+from codexk8s.services import webhook_ingest
+from codexk8s.web.http.errors import error_response, from_exception
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _BodyTooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise _BodyTooLarge
+    return bytes(body)
+
+
+def _rejection_request(request: Request, body: bytes = b"") -> webhook_ingest.WebhookRequest:
+    return webhook_ingest.WebhookRequest(
+        delivery_id=request.headers.get("x-github-delivery"),
+        event=request.headers.get("x-github-event"),
+        signature=request.headers.get("x-hub-signature-256"),
+        content_type=request.headers.get("content-type"),
+        body=body,
+        remote=request.client.host if request.client else None,
+    )
+
+
+async def github_webhook(request: Request) -> JSONResponse:
+    if request.method != "POST":
+        return error_response(
+            "method_not_allowed", "use POST for GitHub webhooks", headers={"Allow": "POST"}
+        )
+    try:
+        body = await _read_body(request)
+    except _BodyTooLarge:
+        message = f"payload exceeds GitHub's limit of {MAX_BODY_BYTES // (1024 * 1024)} MiB"
+        await asyncio.to_thread(
+            webhook_ingest.record_rejection,
+            get_engine(), _rejection_request(request), "request_rejected", message,
+        )  # fmt: skip
+        # Not reading the rest: close the connection instead of draining a huge body.
+        return error_response("payload_too_large", message, headers={"Connection": "close"})
+    except ClientDisconnect:
+        return error_response("invalid_argument", "client disconnected before the body ended")
+    try:
+        settings = get_settings()
+        secret = settings.github_webhook_secret
+        outcome = await asyncio.to_thread(
+            webhook_ingest.ingest_github_delivery,
+            engine=get_engine(),
+            box=get_secret_box(),
+            global_secret=secret.get_secret_value() if secret else None,
+            request=_rejection_request(request, body),
+        )
+    except CodexK8sError as exc:
+        return from_exception(exc)
+    if outcome.is_duplicate:
+        return JSONResponse({"duplicate": True, "delivery_id": outcome.delivery_id})
+    answer = {
+        "delivery_id": outcome.delivery_id,
+        "event": outcome.event,
+        "action": outcome.action,
+        "runs": outcome.runs,
+        "canceled": outcome.canceled,
+        "cancel_requested": outcome.cancel_requested,
+        "ignored": outcome.ignored,
+    }
+    return JSONResponse(answer, status_code=200 if outcome.is_ping else 202)

@@ -1,0 +1,344 @@
+"""The ingest service on PostgreSQL: from a signed real payload to runs and flow events."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from codexk8s.adapters.github.webhooks import sign
+from codexk8s.crypto import get_secret_box
+from codexk8s.db.engine import get_engine, session_scope
+from codexk8s.db.models import AgentRun, FlowEvent, Repository, WebhookDelivery
+from codexk8s.errors import InvalidArgumentError, UnauthorizedError, UnavailableError
+from codexk8s.services import projects, repositories
+from codexk8s.services.webhook_ingest import IngestOutcome, WebhookRequest, ingest_github_delivery
+from tests.webhook_examples import example, with_labels
+
+REPO = "Codertocat/Hello-World"
+REPO_SECRET = "repo-secret-abc"
+GLOBAL_SECRET = "global-secret-xyz"
+
+Deliver = Callable[..., IngestOutcome]
+
+
+@pytest.fixture
+def repo(app_db: str) -> Repository:
+    with session_scope() as session:
+        projects.create_project(session=session, key="hello", slots=2)
+        return repositories.add_repository(
+            session=session, box=get_secret_box(), project_key="hello", full_name=REPO,
+            webhook_secret=REPO_SECRET,
+        )  # fmt: skip
+
+
+def _deliver(
+    event: str,
+    payload: dict[str, Any],
+    *,
+    secret: str | None = REPO_SECRET,
+    global_secret: str | None = GLOBAL_SECRET,
+    delivery_id: str | None = None,
+    signature: str | None = None,
+) -> IngestOutcome:
+    body = json.dumps(payload).encode()
+    request = WebhookRequest(
+        delivery_id=delivery_id or str(uuid.uuid4()),
+        event=event,
+        signature=signature if signature is not None else (sign(secret, body) if secret else None),
+        content_type="application/json",
+        body=body,
+    )
+    return ingest_github_delivery(
+        engine=get_engine(), box=get_secret_box(), global_secret=global_secret, request=request
+    )
+
+
+def labeled(labels: list[str], changed: str, *, number: int = 1) -> dict[str, Any]:
+    payload = with_labels(example("issues", "labeled"), "issue", labels, changed)
+    payload["issue"]["number"] = number
+    return payload
+
+
+def runs() -> list[AgentRun]:
+    with Session(get_engine()) as session:
+        return list(session.exec(select(AgentRun).order_by(AgentRun.id)).all())
+
+
+def events(correlation_id: str | None = None) -> list[FlowEvent]:
+    with Session(get_engine()) as session:
+        query = select(FlowEvent).order_by(FlowEvent.id)
+        if correlation_id:
+            query = query.where(FlowEvent.correlation_id == correlation_id)
+        return list(session.exec(query).all())
+
+
+def table_counts() -> tuple[int, int, int]:
+    with Session(get_engine()) as session:
+        return tuple(  # type: ignore[return-value]
+            session.exec(sa.select(sa.func.count()).select_from(model)).one()[0]
+            for model in (WebhookDelivery, AgentRun, FlowEvent)
+        )
+
+
+def test_run_label_creates_one_pending_run(repo: Repository) -> None:
+    outcome = _deliver("issues", labeled(["bug", "run:dev"], "run:dev"), delivery_id="d-1")
+    assert outcome.ignored is None and len(outcome.runs) == 1
+    (run,) = runs()
+    assert (run.id, run.status, run.stage, run.agent_key) == (
+        outcome.runs[0],
+        "pending",
+        "dev",
+        "dev",
+    )
+    assert (run.issue_number, run.pr_number, run.is_revise) == (1, None, False)
+    assert run.trigger_label == "run:dev" and run.delivery_id == "d-1"
+    assert run.repository_id == repo.id and run.issue_title
+    assert [e.event_type for e in events("d-1")] == ["delivery_accepted", "run_created"]
+    with Session(get_engine()) as session:
+        delivery = session.exec(select(WebhookDelivery)).one()
+    assert (delivery.delivery_id, delivery.event, delivery.action) == ("d-1", "issues", "labeled")
+    assert delivery.outcome == "run_created" and delivery.payload["label"]["name"] == "run:dev"
+
+
+@pytest.mark.parametrize(
+    ("label", "stage", "agent", "revise"),
+    [("run:plan", "plan", "em", False), ("run:arch:revise", "arch", "sa", True),
+     ("run:doc-audit", "doc-audit", "km", False), ("run:postdeploy", "postdeploy", "sre", False)],
+)  # fmt: skip
+def test_stage_table_reaches_the_run(
+    repo: Repository, label: str, stage: str, agent: str, revise: bool
+) -> None:
+    _deliver("issues", labeled([label], label))
+    (run,) = runs()
+    assert (run.stage, run.agent_key, run.is_revise) == (stage, agent, revise)
+
+
+def test_model_and_reasoning_labels(repo: Repository) -> None:
+    _deliver(
+        "issues", labeled(["[ai-model-gpt-5.2-codex]", "[ai-reasoning-high]", "run:dev"], "run:dev")
+    )
+    (run,) = runs()
+    assert (run.model, run.reasoning_effort) == ("gpt-5.2-codex", "high")
+
+
+def test_project_default_model_applies_without_a_label(repo: Repository) -> None:
+    with session_scope() as session:
+        project = projects.require_by_key(session=session, key="hello")
+        project.settings = {
+            **project.settings,
+            "default_model": "gpt-default",
+            "learning_mode_default": True,
+        }
+        session.add(project)
+    _deliver("issues", labeled(["run:dev"], "run:dev"))
+    (run,) = runs()
+    assert (run.model, run.learning_mode) == ("gpt-default", True)
+
+
+@pytest.mark.parametrize(
+    ("labels", "reason"),
+    [
+        (["run:dev", "run:plan"], "multiple_run_labels"),
+        (["run:dev", "[ai-model-a]", "[ai-model-b]"], "multiple_model_labels"),
+        (["run:dev", "[ai-reasoning-low]", "[ai-reasoning-high]"], "multiple_reasoning_labels"),
+    ],
+)
+def test_conflicts_start_nothing(repo: Repository, labels: list[str], reason: str) -> None:
+    outcome = _deliver("issues", labeled(labels, "run:dev"), delivery_id="conflict")
+    assert outcome.runs == [] and outcome.ignored == f"trigger_conflict:{reason}"
+    assert runs() == []
+    conflict = [e for e in events("conflict") if e.event_type == "trigger_conflict"]
+    assert len(conflict) == 1 and conflict[0].payload["reason"] == reason
+    assert conflict[0].payload["message"]
+
+
+def test_second_trigger_while_active_is_already_active(repo: Repository) -> None:
+    first = _deliver("issues", labeled(["run:dev"], "run:dev"))
+    second = _deliver("issues", labeled(["run:dev"], "run:dev"), delivery_id="again")
+    assert len(first.runs) == 1 and second.runs == [] and second.ignored == "already_active"
+    assert len(runs()) == 1
+    assert events("again")[-1].event_type == "run_already_active"
+    # Another issue, or another stage on the same issue, is independent.
+    assert len(_deliver("issues", labeled(["run:dev"], "run:dev", number=2)).runs) == 1
+    # Once the first run is finished a new trigger starts a new run.
+    with session_scope() as session:
+        session.execute(
+            sa.update(AgentRun).where(AgentRun.id == first.runs[0]).values(status="succeeded")
+        )
+    assert len(_deliver("issues", labeled(["run:dev"], "run:dev")).runs) == 1
+
+
+def test_need_reviewer_on_a_pull_request(repo: Repository) -> None:
+    payload = with_labels(
+        example("pull_request", "labeled"), "pull_request", ["need:reviewer"], "need:reviewer"
+    )
+    outcome = _deliver("pull_request", payload)
+    (run,) = runs()
+    number = payload["pull_request"]["number"]
+    assert outcome.runs == [run.id]
+    assert (run.stage, run.agent_key, run.pr_number, run.issue_number) == (
+        "review",
+        "reviewer",
+        number,
+        number,
+    )
+
+
+def test_changes_requested_review_starts_the_stage_revise(repo: Repository) -> None:
+    payload = with_labels(
+        example("pull_request_review", "submitted"), "pull_request", ["run:dev"], None
+    )
+    payload["review"]["state"] = "changes_requested"
+    _deliver("pull_request_review", payload)
+    (run,) = runs()
+    assert (run.stage, run.is_revise, run.agent_key) == ("dev", True, "dev")
+
+
+@pytest.mark.parametrize(
+    ("labels", "reason"), [([], "no_stage_label"), (["run:dev", "run:qa"], "multiple_stage_labels")]
+)
+def test_changes_requested_without_one_stage_label(
+    repo: Repository, labels: list[str], reason: str
+) -> None:
+    payload = with_labels(example("pull_request_review", "submitted"), "pull_request", labels, None)
+    payload["review"]["state"] = "changes_requested"
+    outcome = _deliver("pull_request_review", payload, delivery_id="rev")
+    assert outcome.ignored == reason and runs() == []
+    assert events("rev")[-1].payload["reason"] == reason
+
+
+def test_unlabel_cancels_a_pending_run_only(repo: Repository) -> None:
+    _deliver("issues", labeled(["run:dev"], "run:dev"))
+    unlabel = labeled([], "run:dev")
+    unlabel["action"] = "unlabeled"
+    outcome = _deliver("issues", unlabel, delivery_id="unlabel")
+    (run,) = runs()
+    assert outcome.canceled == [run.id]
+    assert (run.status, run.status_reason) == ("canceled", "label_removed")
+    assert run.finished_at is not None
+    assert [e.event_type for e in events("unlabel")] == ["delivery_accepted", "run_canceled"]
+
+
+def test_unlabel_leaves_a_running_run_alone(repo: Repository) -> None:
+    _deliver("issues", labeled(["run:dev"], "run:dev"))
+    with session_scope() as session:
+        session.execute(sa.update(AgentRun).values(status="running"))
+    unlabel = labeled([], "run:dev")
+    unlabel["action"] = "unlabeled"
+    outcome = _deliver("issues", unlabel)
+    assert outcome.ignored == "nothing_to_cancel"
+    (run,) = runs()
+    assert run.status == "running" and run.cancel_requested_at is None
+
+
+def test_close_cancels_pending_and_asks_running_to_stop(repo: Repository) -> None:
+    _deliver("issues", labeled(["run:dev"], "run:dev"))
+    _deliver("issues", labeled(["run:plan"], "run:plan"))
+    with session_scope() as session:
+        session.execute(
+            sa.update(AgentRun).where(AgentRun.stage == "plan").values(status="running")
+        )
+    # The package has no issues.closed capture; a reopened one differs only in action and state.
+    closed = example("issues", "reopened")
+    closed["action"], closed["issue"]["state"] = "closed", "closed"
+    closed["issue"]["number"] = 1
+    closed["repository"]["full_name"] = REPO
+    outcome = _deliver("issues", closed, delivery_id="close")
+    dev, plan = runs()
+    assert outcome.canceled == [dev.id] and outcome.cancel_requested == [plan.id]
+    assert (dev.status, dev.status_reason) == ("canceled", "issue_closed")
+    assert plan.status == "running" and plan.cancel_reason == "issue_closed"
+    assert plan.cancel_requested_at is not None
+    assert sorted(e.event_type for e in events("close")) == [
+        "delivery_accepted", "run_cancel_requested", "run_canceled",
+    ]  # fmt: skip
+
+
+def test_comment_is_recorded_and_starts_nothing(repo: Repository) -> None:
+    outcome = _deliver("issue_comment", example("issue_comment", "created"))
+    assert outcome.ignored == "comment_recorded" and runs() == []
+    with Session(get_engine()) as session:
+        assert session.exec(select(WebhookDelivery.outcome)).one() == "ignored:comment_recorded"
+
+
+def test_unknown_repository_is_recorded_and_ignored(repo: Repository) -> None:
+    payload = labeled(["run:dev"], "run:dev")
+    payload["repository"]["full_name"] = "someone/else"
+    outcome = _deliver("issues", payload, secret=GLOBAL_SECRET, delivery_id="unknown")
+    assert outcome.ignored == "unknown_repository" and runs() == []
+    assert [e.event_type for e in events("unknown")] == ["delivery_accepted", "delivery_ignored"]
+
+
+def test_unsupported_event_is_recorded(repo: Repository) -> None:
+    outcome = _deliver("star", {"action": "created", "repository": {"full_name": REPO}})
+    assert outcome.ignored == "unsupported_event"
+    assert table_counts()[0] == 1
+
+
+def test_sequential_duplicate(repo: Repository) -> None:
+    payload = labeled(["run:dev"], "run:dev")
+    first = _deliver("issues", payload, delivery_id="dup")
+    second = _deliver("issues", payload, delivery_id="dup")
+    assert not first.is_duplicate and second.is_duplicate
+    assert len(runs()) == 1
+    assert [e.event_type for e in events("dup")] == [
+        "delivery_accepted",
+        "run_created",
+        "delivery_duplicate",
+    ]
+
+
+def test_repository_secret_takes_precedence_over_the_global_one(repo: Repository) -> None:
+    before = table_counts()
+    with pytest.raises(UnauthorizedError, match="signature mismatch"):
+        _deliver("issues", labeled(["run:dev"], "run:dev"), secret=GLOBAL_SECRET, delivery_id="g")
+    deliveries, run_count, event_count = table_counts()
+    assert (deliveries, run_count, event_count) == (before[0], before[1], before[2] + 1)
+    assert events("g")[-1].event_type == "signature_rejected"
+
+
+def test_global_secret_serves_repositories_without_their_own(app_db: str) -> None:
+    with session_scope() as session:
+        projects.create_project(session=session, key="hello")
+        repositories.add_repository(
+            session=session, box=get_secret_box(), project_key="hello", full_name=REPO
+        )
+    outcome = _deliver("issues", labeled(["run:dev"], "run:dev"), secret=GLOBAL_SECRET)
+    assert len(outcome.runs) == 1
+
+
+def test_no_secret_anywhere_is_unavailable(app_db: str) -> None:
+    with pytest.raises(UnavailableError, match="CODEXK8S_GITHUB_WEBHOOK_SECRET"):
+        _deliver("issues", labeled(["run:dev"], "run:dev"), secret="x", global_secret=None)
+    assert table_counts() == (0, 0, 1)
+
+
+@pytest.mark.parametrize(
+    ("signature", "message"),
+    [("", "missing signature"), ("sha256=" + "0" * 64, "signature mismatch")],
+)
+def test_bad_signature_writes_only_an_audit_event(
+    repo: Repository, signature: str, message: str
+) -> None:
+    before = table_counts()
+    with pytest.raises(UnauthorizedError, match=message):
+        _deliver("issues", labeled(["run:dev"], "run:dev"), signature=signature)
+    assert table_counts() == (before[0], before[1], before[2] + 1)
+
+
+def test_missing_headers_are_invalid(repo: Repository) -> None:
+    request = WebhookRequest(
+        delivery_id=None, event=None, signature=None, content_type=None, body=b"{}"
+    )
+    with pytest.raises(
+        InvalidArgumentError, match="missing X-GitHub-Event header; missing X-GitHub-Delivery"
+    ):
+        ingest_github_delivery(
+            engine=get_engine(), box=get_secret_box(), global_secret=GLOBAL_SECRET, request=request
+        )
