@@ -73,17 +73,23 @@ def _ensure_schema(current: Settings) -> None:
 
 
 @contextmanager
-def transaction() -> Iterator[Session]:
-    """One service call = one transaction; a service error prints one line and rolls back."""
+def service_call() -> Iterator[None]:
+    """Check settings and schema first; a service error prints one line and exits non-zero."""
     current = settings()
     try:
         _ensure_schema(current)
-        with session_scope() as session:
-            yield session
+        yield
     except CodexK8sError as exc:
         fail(str(exc))
     except ConfigError as exc:
         fail(str(exc), code=2)
+
+
+@contextmanager
+def transaction() -> Iterator[Session]:
+    """One service call = one transaction, rolled back on any error."""
+    with service_call(), session_scope() as session:
+        yield session
 
 
 def read_secret_env(var: str | None, what: str) -> str | None:
@@ -317,6 +323,62 @@ def runs_list(
         )
 
 
+@runs_app.command("cancel")
+def runs_cancel(run_id: int) -> None:
+    """Cancel RUN_ID: at once if pending, else ask its workload to stop."""
+    from codexk8s.services import run_control
+
+    with service_call():
+        outcome = run_control.cancel_run(get_engine(), run_id=run_id, actor_id="cli")
+    if outcome.is_immediate:
+        typer.echo(f"run {run_id} canceled")
+    else:
+        typer.echo(f"run {run_id} is {outcome.status}; asked it to stop")
+
+
+@runs_app.command("rerun")
+def runs_rerun(run_id: int) -> None:
+    """Start a new run with the same target and stage as the finished RUN_ID."""
+    from codexk8s.services import run_control
+
+    with service_call():
+        new_id = run_control.rerun(get_engine(), run_id=run_id, actor_id="cli")
+    typer.echo(f"run {new_id} created (rerun of {run_id})")
+
+
+@runs_app.command("logs")
+def runs_logs(
+    run_id: int,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing until the run ends.")
+    ] = False,
+    since: Annotated[int, typer.Option(help="Print lines after this sequence number.")] = 0,
+) -> None:
+    """Print the stored log of RUN_ID (stdout and stderr, in order)."""
+    import asyncio
+
+    from codexk8s.services import run_logs
+
+    def show(line: run_logs.StoredLine) -> None:
+        prefix = "" if line.stream == "stdout" else "[stderr] "
+        typer.echo(f"{prefix}{line.line}")
+
+    async def tail() -> None:
+        async for line in run_logs.follow(get_engine(), run_id=run_id, after=since):
+            show(line)
+
+    with service_call():
+        run_logs.require_run(get_engine(), run_id=run_id)
+        if follow:
+            asyncio.run(tail())
+            return
+        position = since
+        while lines := run_logs.read_lines(get_engine(), run_id=run_id, after=position):
+            for line in lines:
+                show(line)
+            position = lines[-1].sequence
+
+
 @webhook_app.command("replay")
 def webhook_replay(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
@@ -363,6 +425,33 @@ def webhook_replay(
     typer.echo(f"{response.status_code} {response.text}")
     if response.status_code >= 400:
         raise typer.Exit(1)
+
+
+@agent_app.command("set")
+def agent_set(
+    role: str,
+    command: Annotated[
+        str | None, typer.Option(help="Run this command instead of the agent runner.")
+    ] = None,
+    image: Annotated[str | None, typer.Option(help="Container image (Kubernetes runtime).")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Run timeout in minutes.")] = None,
+    model: Annotated[str | None, typer.Option(help="Default model for this agent.")] = None,
+    engine: Annotated[str | None, typer.Option(help="codex (the agent runner) or command.")] = None,
+) -> None:
+    """Change the settings of agent ROLE (pm, sa, em, dev, reviewer, qa, sre, km)."""
+    from codexk8s.services import agents
+
+    with transaction() as session:
+        agent = agents.set_agent(
+            session=session, key=role, command=command, image=image, timeout_minutes=timeout,
+            model=model, engine=engine, actor_id="cli",
+        )  # fmt: skip
+        settings = agents.effective_settings(agent.settings, agent.key)
+    typer.echo(
+        f"{role}: engine={settings.engine} command={' '.join(settings.command)} "
+        f"image={settings.image or '-'} timeout={settings.timeout_minutes:g}m "
+        f"model={settings.model or '-'}"
+    )
 
 
 @agent_app.command("run")

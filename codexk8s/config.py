@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         default="codexk8s-run", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
     )
 
+    # A replica with the engine off only serves the dashboard and the API.
+    engine_enabled: bool = True
+    # Terminal runs keep their workload leftovers (namespace, work folder) this long.
+    cleanup_after_hours: float = Field(default=24.0, gt=0)
+
     redis_url: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -194,6 +194,20 @@ class AgentRun(SQLModel, table=True):
     # carries it out and moves the run to canceled.
     cancel_requested_at: datetime | None = _ts(nullable=True)
     cancel_reason: str | None = Field(default=None, max_length=64)
+    # Engine bookkeeping: where the workload lives, when it must end, how far its logs are stored.
+    lineage: str | None = Field(default=None, max_length=300)
+    # none_as_null: "no handle" must be SQL NULL (IS NULL queries), not the JSON value null.
+    runtime_handle: dict[str, Any] | None = Field(
+        default=None, sa_type=sa.JSON(none_as_null=True), nullable=True
+    )
+    deadline_at: datetime | None = _ts(nullable=True)
+    cancel_sent_at: datetime | None = _ts(nullable=True)
+    cleaned_at: datetime | None = _ts(nullable=True)
+    log_cursor: str | None = Field(default=None, sa_type=sa.Text)
+    log_sequence: int = Field(
+        default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": sa.text("0")}
+    )
+    run_token_hash: str | None = Field(default=None, max_length=64)
     pr_url: str | None = Field(default=None, max_length=500)
     summary: str | None = Field(default=None, sa_type=sa.Text)
     created_at: datetime = _ts()

@@ -27,7 +27,8 @@ ACTIVE_STATUSES = frozenset({RunStatus.PENDING, RunStatus.STARTING, RunStatus.RU
 
 ALLOWED_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.PENDING: frozenset({RunStatus.STARTING, RunStatus.CANCELED, RunStatus.FAILED}),
-    RunStatus.STARTING: frozenset({RunStatus.RUNNING, *TERMINAL_STATUSES}),
+    # starting → pending: a claim whose launch never happened (its replica died) is requeued.
+    RunStatus.STARTING: frozenset({RunStatus.PENDING, RunStatus.RUNNING, *TERMINAL_STATUSES}),
     RunStatus.RUNNING: TERMINAL_STATUSES,
     RunStatus.SUCCEEDED: frozenset(),
     RunStatus.FAILED: frozenset(),

@@ -6,9 +6,11 @@ import reflex as rx
 
 from codexk8s.web import routes
 from codexk8s.web.http.app import build_http_app
+from codexk8s.web.lifespan import run_engine
 from codexk8s.web.pages import shell
 
 app = rx.App(api_transformer=build_http_app())
+app.register_lifespan_task(run_engine)
 app.add_page(shell.overview, route=routes.OVERVIEW, title="Overview · codexk8s")
 app.add_page(shell.projects, route=routes.PROJECTS, title="Projects · codexk8s")
 app.add_page(shell.runs, route=routes.RUNS, title="Runs · codexk8s")

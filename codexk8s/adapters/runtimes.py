@@ -1,0 +1,25 @@
+"""Choose the runtime from the settings (CODEXK8S_RUNTIME)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from codexk8s.config import Settings
+from codexk8s.domain.runtime import Runtime
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    if settings.runtime == "local":
+        from codexk8s.adapters.local.runtime import LocalRuntime
+
+        # The venv's bin first, so the default command `codexk8s agent run` resolves to this
+        # installation even when the control plane was started by full path.
+        path = os.pathsep.join(
+            [str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")]
+        )
+        return LocalRuntime(settings.data_dir / "runs", path=path)
+    from codexk8s.adapters.kubernetes.runtime import KubernetesRuntime
+
+    return KubernetesRuntime.from_settings(settings)

@@ -1,0 +1,371 @@
+"""The run engine inside a control-plane process: dispatcher, reconciler and log pumps.
+
+Every replica dispatches (claims are safe with SKIP LOCKED). One replica at a time, the leader,
+runs what must not run twice: the runtime watch, the safety sweep, lease renewal and expiry,
+cancellation delivery, deadline checks, log pumps and cleanup. Leadership is a PostgreSQL
+session-level advisory lock held on a dedicated connection; when that connection drops, another
+replica takes over and resumes from what is stored (log cursors, runtime handles). On SQLite (the
+embedded, single-process default) the one process is always the leader.
+
+Timers run on APScheduler's AsyncIOScheduler; every job is `max_instances=1` and coalesced, so
+a slow cycle delays the next one instead of stacking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.engine import Engine
+
+from codexk8s.domain.runtime import LogLine, Runtime, WorkloadHandle, WorkloadPhase
+from codexk8s.domain.slots import LEASE_RENEW_SECONDS
+from codexk8s.services import dispatch, reconcile, run_logs
+from codexk8s.services.run_states import RUNS
+
+log = logging.getLogger(__name__)
+LEADER_LOCK_KEY = 0x636B3873  # "ck8s": one advisory lock per database
+LOG_BATCH_LINES = 500
+LOG_BATCH_SECONDS = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class EngineTimings:
+    dispatch_seconds: float = 1.0
+    leader_seconds: float = 2.0
+    sweep_seconds: float = 30.0
+    lease_seconds: float = LEASE_RENEW_SECONDS
+    cleanup_seconds: float = 300.0
+    cancel_grace_seconds: float = 10.0
+
+
+def replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Leadership:
+    """The PostgreSQL advisory lock that makes one replica the leader."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._connection: sa.Connection | None = None
+
+    def try_acquire(self) -> bool:
+        if self.engine.dialect.name != "postgresql":
+            return True
+        if self._connection is not None:
+            try:
+                self._connection.execute(sa.text("SELECT 1"))
+                return True
+            except sa.exc.DBAPIError:
+                self.release()  # the session (and its lock) is gone
+        connection = self.engine.connect()
+        try:
+            held = connection.execute(
+                sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": LEADER_LOCK_KEY}
+            ).scalar_one()
+            connection.commit()
+        except sa.exc.DBAPIError:
+            connection.close()
+            return False
+        if held:
+            self._connection = connection
+            return True
+        connection.close()
+        return False
+
+    def release(self) -> None:
+        if self._connection is None:
+            return
+        try:
+            self._connection.execute(
+                sa.text("SELECT pg_advisory_unlock(:key)"), {"key": LEADER_LOCK_KEY}
+            )
+            self._connection.commit()
+        except sa.exc.DBAPIError:
+            pass
+        finally:
+            self._connection.close()
+            self._connection = None
+
+
+class RunEngine:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        runtime: Runtime,
+        callback_url: str,
+        timings: EngineTimings | None = None,
+        owner: str | None = None,
+        on_change: Callable[[int, str], Awaitable[None]] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.runtime = runtime
+        self.callback_url = callback_url
+        self.timings = timings or EngineTimings()
+        self.owner = owner or replica_id()
+        self.on_change = on_change
+        self.leadership = Leadership(engine)
+        self.is_leader = False
+        self._scheduler: AsyncIOScheduler | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._pumps: dict[int, asyncio.Task[None]] = {}
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        scheduler = AsyncIOScheduler()
+        jobs: list[tuple[Callable[[], Awaitable[Any]], float]] = [
+            (self.dispatch_once, self.timings.dispatch_seconds),
+            (self.leader_tick, self.timings.leader_seconds),
+            (self.sweep_once, self.timings.sweep_seconds),
+            (self.leases_once, self.timings.lease_seconds),
+            (self.cleanup_once, self.timings.cleanup_seconds),
+        ]
+        for job, seconds in jobs:
+            scheduler.add_job(
+                self._guarded(job), "interval", seconds=seconds, max_instances=1, coalesce=True,
+                id=job.__name__, next_run_time=None,
+            )  # fmt: skip
+        scheduler.start()
+        self._scheduler = scheduler
+        # Adopt what the runtime runs now and settle what vanished, before anything new starts.
+        await self.leader_tick()
+        if self.is_leader:
+            await self.sweep_once()
+        for job in scheduler.get_jobs():
+            job.modify(next_run_time=_now())
+
+    async def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        await self._stop_leader_work()
+        await asyncio.to_thread(self.leadership.release)
+        self.is_leader = False
+
+    def _guarded(self, job: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            try:
+                await job()
+            except Exception:
+                # A failing cycle must not kill the scheduler; the next cycle retries.
+                log.exception("engine job %s failed", job.__name__)
+
+        run.__name__ = job.__name__
+        return run
+
+    # --- jobs -------------------------------------------------------------------------------
+
+    async def dispatch_once(self) -> dispatch.DispatchResult:
+        result = await dispatch.dispatch_pending_runs(
+            engine=self.engine,
+            runtime=self.runtime,
+            owner=self.owner,
+            callback_url=self.callback_url,
+        )
+        for run_id in result.launched:
+            await self._notify(run_id, "running")
+        if result.launched and self.is_leader:
+            await self._ensure_pumps()
+        return result
+
+    async def leader_tick(self) -> None:
+        was_leader = self.is_leader
+        self.is_leader = await asyncio.to_thread(self.leadership.try_acquire)
+        if not self.is_leader:
+            if was_leader:
+                await self._stop_leader_work()
+            return
+        if self._watch_task is None or self._watch_task.done():
+            self._watch_task = asyncio.create_task(self._watch_forever(), name="engine-watch")
+        for run_id in await asyncio.to_thread(
+            reconcile.request_deadline_cancellations, self.engine
+        ):
+            await self._notify(run_id, "cancel_requested")
+        await reconcile.deliver_cancellations(
+            engine=self.engine,
+            runtime=self.runtime,
+            grace_seconds=self.timings.cancel_grace_seconds,
+        )
+        await self._ensure_pumps()
+
+    async def sweep_once(self) -> reconcile.SweepResult | None:
+        if not self.is_leader:
+            return None
+        result = await reconcile.reconcile_runs(engine=self.engine, runtime=self.runtime)
+        await asyncio.to_thread(
+            reconcile.renew_leases, self.engine, run_ids=result.alive, owner=self.owner
+        )
+        for run_id, status in result.applied.items():
+            await self._notify(run_id, status)
+        return result
+
+    async def leases_once(self) -> None:
+        if not self.is_leader:
+            return
+        workloads = await self.runtime.list_workloads()
+        alive = [
+            s.run_id for s in workloads if s.phase in (WorkloadPhase.PENDING, WorkloadPhase.RUNNING)
+        ]
+        await asyncio.to_thread(
+            reconcile.renew_leases, self.engine, run_ids=alive, owner=self.owner
+        )
+        result = await reconcile.expire_leases(
+            engine=self.engine, runtime=self.runtime, owner=self.owner
+        )
+        for run_id, status in result.applied.items():
+            await self._notify(run_id, status)
+
+    async def cleanup_once(self) -> list[int]:
+        if not self.is_leader:
+            return []
+        return await reconcile.cleanup_runtimes(engine=self.engine, runtime=self.runtime)
+
+    # --- leader work ------------------------------------------------------------------------
+
+    async def _watch_forever(self) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                async for status in self.runtime.watch():
+                    backoff = 1.0
+                    changed = await asyncio.to_thread(
+                        reconcile.apply_workload_status, self.engine, status
+                    )
+                    if changed:
+                        await self._notify(status.run_id, changed)
+                    if status.phase in (WorkloadPhase.PENDING, WorkloadPhase.RUNNING):
+                        await self._ensure_pumps()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("runtime watch failed; restarting in %.0fs", backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+
+    def _runs_needing_pumps(self) -> list[Any]:
+        with self.engine.connect() as connection:
+            return list(
+                connection.execute(
+                    sa.select(
+                        RUNS.c.id, RUNS.c.runtime_handle, RUNS.c.log_cursor, RUNS.c.log_sequence
+                    ).where(
+                        RUNS.c.runtime_handle.is_not(None),
+                        RUNS.c.cleaned_at.is_(None),
+                        sa.or_(
+                            RUNS.c.log_cursor.is_(None),
+                            ~RUNS.c.log_cursor.startswith(run_logs.EOF_PREFIX),
+                        ),
+                    )
+                ).all()
+            )
+
+    async def _ensure_pumps(self) -> None:
+        for run_id, task in list(self._pumps.items()):
+            if task.done():
+                del self._pumps[run_id]
+        for row in await asyncio.to_thread(self._runs_needing_pumps):
+            if row.id not in self._pumps:
+                self._pumps[row.id] = asyncio.create_task(
+                    self._pump(row.id, WorkloadHandle.from_json(row.runtime_handle), row.log_cursor,
+                               row.log_sequence),
+                    name=f"log-pump-{row.id}",
+                )  # fmt: skip
+
+    async def _pump(
+        self, run_id: int, handle: WorkloadHandle, cursor: str | None, sequence: int
+    ) -> None:
+        """Follow one workload's output into run_logs until it ends.
+
+        Lines are stored in batches: when LOG_BATCH_LINES have arrived, or LOG_BATCH_SECONDS after
+        the first unsaved line, whichever comes first, so a quiet run's last line is not held back.
+        """
+        queue: asyncio.Queue[LogLine | BaseException | None] = asyncio.Queue(
+            maxsize=4 * LOG_BATCH_LINES
+        )
+
+        async def read() -> None:
+            try:
+                async for line in self.runtime.stream_logs(handle, follow=True, after=cursor):
+                    await queue.put(line)
+                await queue.put(None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await queue.put(exc)
+
+        reader = asyncio.create_task(read(), name=f"log-reader-{run_id}")
+        batch: list[LogLine] = []
+
+        async def flush(final: bool = False) -> bool:
+            nonlocal sequence, batch
+            stored = await asyncio.to_thread(
+                run_logs.store_batch, self.engine, run_id=run_id, expected_sequence=sequence,
+                lines=batch, final=final,
+            )  # fmt: skip
+            if stored is None:
+                return False  # another writer moved this run's log: stop, never store twice
+            if batch:
+                await self._notify(run_id, "logs")
+            sequence, batch = stored, []
+            return True
+
+        try:
+            while True:
+                try:
+                    timeout = LOG_BATCH_SECONDS if batch else None
+                    item = await asyncio.wait_for(queue.get(), timeout=timeout)
+                except TimeoutError:
+                    if not await flush():
+                        return
+                    continue
+                if item is None:
+                    await flush(final=True)
+                    return
+                if isinstance(item, BaseException):
+                    log.error(
+                        "log stream of run %s failed: %s; resuming on the next tick", run_id, item
+                    )
+                    if batch:
+                        await flush()
+                    return
+                batch.append(item)
+                if len(batch) >= LOG_BATCH_LINES and not await flush():
+                    return
+        except asyncio.CancelledError:
+            if batch:
+                await flush()
+            raise
+        finally:
+            reader.cancel()
+
+    async def _stop_leader_work(self) -> None:
+        tasks = [t for t in [self._watch_task, *self._pumps.values()] if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._watch_task = None
+        self._pumps.clear()
+
+    async def _notify(self, run_id: int, what: str) -> None:
+        if self.on_change is not None:
+            try:
+                await self.on_change(run_id, what)
+            except Exception:
+                log.exception("change listener failed for run %s", run_id)
+
+
+def _now() -> Any:
+    from datetime import datetime
+
+    return datetime.now().astimezone()

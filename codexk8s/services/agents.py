@@ -1,0 +1,119 @@
+"""The agent roster (pm, sa, em, dev, reviewer, qa, sre, km) and each agent's settings."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import Session, select
+
+from codexk8s.db.models import Agent, utcnow
+from codexk8s.domain.runs import ActorType
+from codexk8s.domain.stages import AgentRole
+from codexk8s.errors import InvalidArgumentError, NotFoundError
+from codexk8s.services.audit import record_event
+
+DEFAULT_COMMAND = ("codexk8s", "agent", "run")
+DEFAULT_TIMEOUT_MINUTES = 60
+MIN_TIMEOUT_MINUTES = 0.05  # three seconds: short enough to test, long enough to start
+MAX_TIMEOUT_MINUTES = 24 * 60
+ENGINES = ("codex", "command")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    """An agent's effective settings, defaults filled in."""
+
+    key: str
+    command: tuple[str, ...]
+    image: str | None
+    timeout_minutes: float
+    model: str | None
+    engine: str
+
+
+def effective_settings(raw_settings: dict[str, Any] | None, key: str) -> AgentSettings:
+    raw: dict[str, Any] = dict(raw_settings or {})
+    command = raw.get("command")
+    # The engine decides what runs: "codex" → the agent runner; "command" → the agent's own.
+    engine = raw.get("engine") or "codex"
+    argv = tuple(shlex.split(command)) if engine == "command" and command else DEFAULT_COMMAND
+    return AgentSettings(
+        key=key,
+        command=argv,
+        image=raw.get("image") or None,
+        timeout_minutes=float(raw.get("timeout_minutes") or DEFAULT_TIMEOUT_MINUTES),
+        model=raw.get("model") or None,
+        engine=engine,
+    )
+
+
+def get_settings_for(*, session: Session, key: str) -> AgentSettings:
+    agent = session.exec(select(Agent).where(Agent.key == key)).first()
+    return effective_settings(agent.settings if agent else None, key)
+
+
+def set_agent(
+    *,
+    session: Session,
+    key: str,
+    command: str | None = None,
+    image: str | None = None,
+    timeout_minutes: float | None = None,
+    model: str | None = None,
+    engine: str | None = None,
+    actor_id: str | None = None,
+) -> Agent:
+    """Change an agent's settings. Giving a command switches the agent to it (engine=command)."""
+    try:
+        AgentRole(key)
+    except ValueError:
+        allowed = ", ".join(r.value for r in AgentRole)
+        raise InvalidArgumentError(f"unknown agent {key!r}; use one of: {allowed}") from None
+    agent = session.exec(select(Agent).where(Agent.key == key)).first()
+    if agent is None:
+        raise NotFoundError(f"agent {key!r} is missing from the roster; run `codexk8s migrate`")
+    settings = dict(agent.settings)
+    changes: dict[str, Any] = {}
+    if command is not None:
+        try:
+            argv = shlex.split(command)
+        except ValueError as exc:
+            raise InvalidArgumentError(f"cannot parse the command: {exc}") from None
+        if not argv:
+            raise InvalidArgumentError("the command is empty")
+        changes["command"] = command
+        changes["engine"] = "command"
+    if engine is not None:
+        if engine not in ENGINES:
+            raise InvalidArgumentError(
+                f"unknown engine {engine!r}; use one of: {', '.join(ENGINES)}"
+            )
+        if engine == "command" and not (changes.get("command") or settings.get("command")):
+            raise InvalidArgumentError("engine 'command' needs a command (--command)")
+        changes["engine"] = engine
+    if image is not None:
+        changes["image"] = image or None
+    if timeout_minutes is not None:
+        if not MIN_TIMEOUT_MINUTES <= timeout_minutes <= MAX_TIMEOUT_MINUTES:
+            raise InvalidArgumentError(
+                f"timeout must be {MIN_TIMEOUT_MINUTES}-{MAX_TIMEOUT_MINUTES} minutes"
+            )
+        changes["timeout_minutes"] = timeout_minutes
+    if model is not None:
+        changes["model"] = model or None
+    if not changes:
+        raise InvalidArgumentError("nothing to change: give at least one setting")
+    agent.settings = {**settings, **changes}
+    agent.updated_at = utcnow()
+    session.add(agent)
+    record_event(
+        session=session,
+        correlation_id=f"agent-{key}",
+        event_type="agent_updated",
+        actor_type=ActorType.HUMAN if actor_id else ActorType.SYSTEM,
+        actor_id=actor_id,
+        payload={"agent": key, "changes": changes},
+    )
+    return agent

@@ -1,0 +1,215 @@
+"""Dispatch: give pending runs a free slot of their project and launch their workloads.
+
+Safe with any number of replicas: slots are claimed with `FOR UPDATE SKIP LOCKED` (PostgreSQL),
+so two dispatchers never take the same slot or run, and a run moves pending → starting with a
+guarded update in the same transaction as its slot lease. The launch happens after that commit;
+workload names are deterministic, so a replica that dies between commit and launch leaves a
+`starting` run that the reconciler adopts (workload exists) or puts back to pending (it does not).
+
+Cost per cycle: one query for claimable slots (only of projects that have pending runs), then per
+claimed slot one indexed query for the oldest pending run; nothing scales with the number of runs
+that do not change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from codexk8s.crypto import hash_token, new_token
+from codexk8s.db.models import Agent, Project, utcnow
+from codexk8s.domain.runs import RunStatus
+from codexk8s.domain.runtime import Runtime, WorkloadHandle, WorkloadRuntimeError, WorkloadSpec
+from codexk8s.domain.slots import LEASE_TTL_SECONDS, SlotState
+from codexk8s.services.agents import effective_settings
+from codexk8s.services.run_states import RUNS, SLOTS, transition
+
+PROJECTS = Project.__table__  # type: ignore[attr-defined]
+AGENTS = Agent.__table__  # type: ignore[attr-defined]
+DEFAULT_BATCH = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    run_id: int
+    correlation_id: str
+    project_id: int
+    spec: WorkloadSpec
+
+
+@dataclass(slots=True)
+class DispatchResult:
+    launched: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+
+
+def lineage_of(run: Any, project_key: str) -> str:
+    """Runs of one (project, repository, issue, agent) share a lineage (and, on Kubernetes, a
+    namespace), so a revise run finds what the previous run left."""
+    target = run.issue_number if run.issue_number is not None else f"run{run.id}"
+    return f"{project_key}/{run.repository_id or 0}/{target}/{run.agent_key}"
+
+
+def _claimable_slots(connection: Connection, batch: int) -> list[sa.Row[Any]]:
+    pending = (
+        sa.select(sa.literal(1))
+        .where(
+            RUNS.c.project_id == SLOTS.c.project_id,
+            RUNS.c.status == RunStatus.PENDING.value,
+        )
+        .exists()
+    )
+    query = (
+        sa.select(SLOTS.c.id, SLOTS.c.project_id, SLOTS.c.number)
+        .where(SLOTS.c.state == SlotState.FREE.value, pending)
+        .order_by(SLOTS.c.project_id, SLOTS.c.number)
+        .limit(batch)
+    )
+    if connection.dialect.name == "postgresql":
+        query = query.with_for_update(of=SLOTS, skip_locked=True)
+    return list(connection.execute(query).all())
+
+
+def _oldest_pending(
+    connection: Connection, project_id: int, exclude: list[int]
+) -> sa.Row[Any] | None:
+    query = (
+        sa.select(RUNS)
+        .where(
+            RUNS.c.project_id == project_id,
+            RUNS.c.status == RunStatus.PENDING.value,
+            RUNS.c.cancel_requested_at.is_(None),
+        )
+        .order_by(RUNS.c.created_at, RUNS.c.id)
+        .limit(1)
+    )
+    if exclude:
+        query = query.where(RUNS.c.id.not_in(exclude))
+    if connection.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return connection.execute(query).first()
+
+
+def claim_runs(
+    engine: Engine, *, owner: str, callback_url: str, batch: int = DEFAULT_BATCH
+) -> list[Claim]:
+    """One transaction: lease free slots to the oldest pending runs of their projects."""
+    claims: list[Claim] = []
+    now = utcnow()
+    with engine.begin() as connection:
+        claimed_runs: list[int] = []
+        project_keys: dict[int, str] = {}
+        for slot in _claimable_slots(connection, batch):
+            run = _oldest_pending(connection, slot.project_id, claimed_runs)
+            if run is None:
+                continue
+            token = new_token()
+            moved = transition(
+                connection, run_id=run.id, correlation_id=run.correlation_id,
+                project_id=run.project_id, from_statuses=[RunStatus.PENDING],
+                to_status=RunStatus.STARTING,
+                values={"slot_number": slot.number, "run_token_hash": hash_token(token)},
+                event_payload={"slot": slot.number, "owner": owner},
+            )  # fmt: skip
+            if not moved:
+                continue
+            connection.execute(
+                SLOTS.update()
+                .where(SLOTS.c.id == slot.id)
+                .values(
+                    state=SlotState.LEASED.value, run_id=run.id, lease_owner=owner,
+                    lease_until=now + timedelta(seconds=LEASE_TTL_SECONDS),
+                )
+            )  # fmt: skip
+            claimed_runs.append(run.id)
+            if slot.project_id not in project_keys:
+                project_keys[slot.project_id] = connection.execute(
+                    sa.select(PROJECTS.c.key).where(PROJECTS.c.id == slot.project_id)
+                ).scalar_one()
+            agent_row = connection.execute(
+                sa.select(AGENTS.c.settings).where(AGENTS.c.key == run.agent_key)
+            ).first()
+            settings = effective_settings(agent_row.settings if agent_row else None, run.agent_key)
+            lineage = lineage_of(run, project_keys[slot.project_id])
+            connection.execute(RUNS.update().where(RUNS.c.id == run.id).values(lineage=lineage))
+            claims.append(
+                Claim(
+                    run_id=run.id,
+                    correlation_id=run.correlation_id,
+                    project_id=run.project_id,
+                    spec=WorkloadSpec(
+                        run_id=run.id,
+                        correlation_id=run.correlation_id,
+                        project_key=project_keys[slot.project_id],
+                        lineage=lineage,
+                        command=settings.command,
+                        image=settings.image,
+                        env={"CODEXK8S_RUN_ID": str(run.id), "CODEXK8S_CALLBACK_URL": callback_url},
+                        secret_env={"CODEXK8S_RUN_TOKEN": token},
+                        timeout_seconds=max(1, round(settings.timeout_minutes * 60)),
+                        labels={"stage": run.stage, "agent": run.agent_key},
+                    ),
+                )
+            )
+    return claims
+
+
+def mark_launched(engine: Engine, claim: Claim, handle: WorkloadHandle) -> bool:
+    now = utcnow()
+    with engine.begin() as connection:
+        # Where the workload lives is stored even if the watch already settled the run (a very
+        # short workload): the log pump needs the handle to store its output.
+        connection.execute(
+            RUNS.update()
+            .where(RUNS.c.id == claim.run_id, RUNS.c.runtime_handle.is_(None))
+            .values(
+                runtime_handle=handle.to_json(), namespace=handle.namespace, job_name=handle.name
+            )
+        )
+        return transition(
+            connection, run_id=claim.run_id, correlation_id=claim.correlation_id,
+            project_id=claim.project_id, from_statuses=[RunStatus.STARTING],
+            to_status=RunStatus.RUNNING,
+            values={
+                "started_at": now,
+                "deadline_at": now + timedelta(seconds=claim.spec.timeout_seconds),
+            },
+            event_payload={"runtime": handle.runtime, "name": handle.name},
+        )  # fmt: skip
+
+
+def mark_launch_failed(engine: Engine, claim: Claim, error: str) -> None:
+    with engine.begin() as connection:
+        transition(
+            connection, run_id=claim.run_id, correlation_id=claim.correlation_id,
+            project_id=claim.project_id, from_statuses=[RunStatus.STARTING],
+            to_status=RunStatus.FAILED, reason="runtime_error", message=error,
+        )  # fmt: skip
+
+
+async def dispatch_pending_runs(
+    *, engine: Engine, runtime: Runtime, owner: str, callback_url: str, batch: int = DEFAULT_BATCH
+) -> DispatchResult:
+    """Claim what can start now and launch it; launch errors fail the run with runtime_error."""
+    claims = await asyncio.to_thread(
+        claim_runs, engine, owner=owner, callback_url=callback_url, batch=batch
+    )
+    result = DispatchResult()
+
+    async def launch(claim: Claim) -> None:
+        try:
+            handle = await runtime.launch(claim.spec)
+        except WorkloadRuntimeError as exc:
+            await asyncio.to_thread(mark_launch_failed, engine, claim, str(exc))
+            result.failed.append(claim.run_id)
+            return
+        await asyncio.to_thread(mark_launched, engine, claim, handle)
+        result.launched.append(claim.run_id)
+
+    await asyncio.gather(*(launch(claim) for claim in claims))
+    return result

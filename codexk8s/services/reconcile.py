@@ -1,0 +1,345 @@
+"""Reconcile: move runs to what their workloads really do, and keep slots and leases honest.
+
+The runtime is the source of truth for workloads; this module only ever applies guarded
+transitions, so applying the same status twice, or racing another replica, changes nothing.
+The engine calls `apply_workload_status` for every status its watch reports and runs the sweep
+functions on slower timers as a safety net.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from codexk8s.db.models import utcnow
+from codexk8s.domain.runs import ACTIVE_STATUSES, TERMINAL_STATUSES, RunStatus
+from codexk8s.domain.runtime import (
+    FailureReason,
+    Runtime,
+    WorkloadHandle,
+    WorkloadPhase,
+    WorkloadRuntimeError,
+    WorkloadStatus,
+)
+from codexk8s.domain.slots import LEASE_TTL_SECONDS, SlotState
+from codexk8s.services.run_states import FAILURE_REASONS, RUNS, SLOTS, add_event, transition
+
+# A claimed run without a workload is left alone this long: its launch may be under way.
+STARTING_GRACE_SECONDS = 60
+# The runtime enforces deadlines itself; the engine steps in only after this extra time.
+DEADLINE_GRACE_SECONDS = 60
+CLEANUP_AFTER = timedelta(hours=24)
+CLEANUP_BATCH = 50
+
+
+def _active_statuses() -> list[str]:
+    return [s.value for s in ACTIVE_STATUSES]
+
+
+def apply_workload_status(engine: Engine, status: WorkloadStatus) -> str | None:
+    """Apply one observed workload status to its run; return the new run status if it changed."""
+    with engine.begin() as connection:
+        run = connection.execute(sa.select(RUNS).where(RUNS.c.id == status.run_id)).first()
+        if run is None or RunStatus(run.status).is_terminal:
+            return None
+        common = {
+            "run_id": run.id,
+            "correlation_id": run.correlation_id,
+            "project_id": run.project_id,
+        }
+        handle_values: dict[str, Any] = {}
+        if run.runtime_handle is None and status.handle is not None:
+            # Adopting a workload launched by a replica that died before recording it.
+            handle_values = {
+                "runtime_handle": status.handle.to_json(),
+                "namespace": status.handle.namespace,
+                "job_name": status.handle.name,
+            }
+        if status.phase in (WorkloadPhase.PENDING, WorkloadPhase.RUNNING):
+            if run.status == RunStatus.STARTING.value:
+                started = status.started_at or utcnow()
+                moved = transition(
+                    connection, **common, from_statuses=[RunStatus.STARTING],
+                    to_status=RunStatus.RUNNING,
+                    values={**handle_values, "started_at": run.started_at or started},
+                    event_payload={"adopted": bool(handle_values)},
+                )  # fmt: skip
+                return RunStatus.RUNNING.value if moved else None
+            if handle_values:
+                connection.execute(RUNS.update().where(RUNS.c.id == run.id).values(**handle_values))
+            return None
+        if status.phase is WorkloadPhase.MISSING:
+            if run.runtime_handle is None and status.handle is None:
+                return None  # never launched: the lease expiry requeues it
+            target, reason = RunStatus.FAILED, "runtime_lost"
+            message = status.message or "the workload disappeared from the runtime"
+        elif status.phase is WorkloadPhase.SUCCEEDED:
+            target, reason, message = RunStatus.SUCCEEDED, None, None
+        else:
+            failure = status.reason or FailureReason.RUNTIME_ERROR
+            target, reason = RunStatus.FAILED, FAILURE_REASONS[failure]
+            message = status.message or (
+                f"exited with code {status.exit_code}" if status.exit_code is not None else None
+            )
+        if target is not RunStatus.SUCCEEDED and (
+            run.cancel_requested_at is not None or status.reason is FailureReason.CANCELED
+        ):
+            if run.cancel_reason != "timeout":
+                target = RunStatus.CANCELED
+            reason = run.cancel_reason or "canceled"
+        moved = transition(
+            connection, **common, from_statuses=[RunStatus.STARTING, RunStatus.RUNNING],
+            to_status=target, reason=reason, message=message,
+            values={**handle_values, "finished_at": status.finished_at or utcnow()},
+            event_payload={"exit_code": status.exit_code},
+        )  # fmt: skip
+        return target.value if moved else None
+
+
+@dataclass(slots=True)
+class SweepResult:
+    applied: dict[int, str] = field(default_factory=dict)
+    requeued: list[int] = field(default_factory=list)
+    alive: list[int] = field(default_factory=list)
+
+
+def _active_runs(engine: Engine) -> list[sa.Row[Any]]:
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                sa.select(
+                    RUNS.c.id, RUNS.c.status, RUNS.c.runtime_handle, RUNS.c.correlation_id,
+                    RUNS.c.project_id, RUNS.c.started_at,
+                ).where(RUNS.c.status.in_([RunStatus.STARTING.value, RunStatus.RUNNING.value]))
+            ).all()
+        )  # fmt: skip
+
+
+async def reconcile_runs(*, engine: Engine, runtime: Runtime) -> SweepResult:
+    """The safety sweep: one list call to the runtime, one query for active runs."""
+    workloads = {s.run_id: s for s in await runtime.list_workloads()}
+    result = SweepResult()
+    for run in await asyncio.to_thread(_active_runs, engine):
+        status = workloads.get(run.id)
+        if status is None:
+            if run.runtime_handle is None:
+                continue  # claimed, not launched yet; the lease decides
+            status = WorkloadStatus(
+                run_id=run.id, phase=WorkloadPhase.MISSING,
+                handle=WorkloadHandle.from_json(run.runtime_handle),
+            )  # fmt: skip
+        if status.phase in (WorkloadPhase.PENDING, WorkloadPhase.RUNNING):
+            result.alive.append(run.id)
+        changed = await asyncio.to_thread(apply_workload_status, engine, status)
+        if changed:
+            result.applied[run.id] = changed
+    return result
+
+
+def renew_leases(engine: Engine, *, run_ids: list[int], owner: str) -> int:
+    """Extend the leases of runs whose workloads were just seen alive."""
+    if not run_ids:
+        return 0
+    with engine.begin() as connection:
+        return connection.execute(
+            SLOTS.update()
+            .where(SLOTS.c.run_id.in_(run_ids), SLOTS.c.state == SlotState.LEASED.value)
+            .values(lease_until=utcnow() + timedelta(seconds=LEASE_TTL_SECONDS), lease_owner=owner)
+        ).rowcount
+
+
+def _expired_slots(engine: Engine) -> list[sa.Row[Any]]:
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                sa.select(SLOTS.c.id, SLOTS.c.run_id, RUNS.c.status, RUNS.c.runtime_handle,
+                          RUNS.c.correlation_id, RUNS.c.project_id)
+                .select_from(SLOTS.outerjoin(RUNS, RUNS.c.id == SLOTS.c.run_id))
+                .where(SLOTS.c.state == SlotState.LEASED.value, SLOTS.c.lease_until < utcnow())
+            ).all()
+        )  # fmt: skip
+
+
+def _free_slot(engine: Engine, slot_id: int) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            SLOTS.update()
+            .where(SLOTS.c.id == slot_id, SLOTS.c.lease_until < utcnow())
+            .values(state=SlotState.FREE.value, run_id=None, lease_owner=None, lease_until=None)
+        )
+
+
+def _requeue(engine: Engine, row: sa.Row[Any]) -> bool:
+    with engine.begin() as connection:
+        moved = transition(
+            connection, run_id=row.run_id, correlation_id=row.correlation_id,
+            project_id=row.project_id, from_statuses=[RunStatus.STARTING],
+            to_status=RunStatus.PENDING, reason="lease_expired",
+            message="the replica that claimed this run stopped before launching it",
+            values={"slot_number": None, "attempt": RUNS.c.attempt + 1},
+        )  # fmt: skip
+        if moved:
+            connection.execute(
+                SLOTS.update()
+                .where(SLOTS.c.id == row.id)
+                .values(state=SlotState.FREE.value, run_id=None, lease_owner=None, lease_until=None)
+            )
+        return moved
+
+
+async def expire_leases(*, engine: Engine, runtime: Runtime, owner: str) -> SweepResult:
+    """Reclaim slots whose lease ran out, settling or requeueing their runs."""
+    result = SweepResult()
+    for row in await asyncio.to_thread(_expired_slots, engine):
+        if row.run_id is None or row.status is None or RunStatus(row.status).is_terminal:
+            await asyncio.to_thread(_free_slot, engine, row.id)
+            continue
+        if row.runtime_handle is None:
+            # Launch never recorded: adopt the workload if it exists, else start over.
+            status = await _status_by_name(runtime, row.run_id)
+            if status is None or status.phase is WorkloadPhase.MISSING:
+                if await asyncio.to_thread(_requeue, engine, row):
+                    result.requeued.append(row.run_id)
+                continue
+        else:
+            status = await runtime.status(WorkloadHandle.from_json(row.runtime_handle), row.run_id)
+        if status.phase in (WorkloadPhase.PENDING, WorkloadPhase.RUNNING):
+            await asyncio.to_thread(renew_leases, engine, run_ids=[row.run_id], owner=owner)
+            result.alive.append(row.run_id)
+        changed = await asyncio.to_thread(apply_workload_status, engine, status)
+        if changed:
+            result.applied[row.run_id] = changed
+    return result
+
+
+async def _status_by_name(runtime: Runtime, run_id: int) -> WorkloadStatus | None:
+    for status in await runtime.list_workloads():
+        if status.run_id == run_id:
+            return status
+    return None
+
+
+def _runs_to_cancel(engine: Engine) -> list[sa.Row[Any]]:
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                sa.select(RUNS.c.id, RUNS.c.runtime_handle, RUNS.c.correlation_id,
+                          RUNS.c.project_id, RUNS.c.cancel_reason)
+                .where(
+                    RUNS.c.status.in_([RunStatus.STARTING.value, RunStatus.RUNNING.value]),
+                    RUNS.c.cancel_requested_at.is_not(None),
+                    RUNS.c.cancel_sent_at.is_(None),
+                    RUNS.c.runtime_handle.is_not(None),
+                )
+            ).all()
+        )  # fmt: skip
+
+
+def _mark_cancel_sent(engine: Engine, row: sa.Row[Any]) -> bool:
+    with engine.begin() as connection:
+        marked = connection.execute(
+            RUNS.update()
+            .where(RUNS.c.id == row.id, RUNS.c.cancel_sent_at.is_(None))
+            .values(cancel_sent_at=utcnow())
+        ).rowcount
+        if marked:
+            add_event(
+                connection, correlation_id=row.correlation_id, event_type="run_cancel_sent",
+                run_id=row.id, project_id=row.project_id, payload={"reason": row.cancel_reason},
+            )  # fmt: skip
+        return bool(marked)
+
+
+async def deliver_cancellations(
+    *, engine: Engine, runtime: Runtime, grace_seconds: float = 10.0
+) -> list[int]:
+    """Carry out cancel requests on workloads; the watch then settles the runs as canceled."""
+    sent = []
+    for row in await asyncio.to_thread(_runs_to_cancel, engine):
+        if not await asyncio.to_thread(_mark_cancel_sent, engine, row):
+            continue
+        handle = WorkloadHandle.from_json(row.runtime_handle)
+        try:
+            await runtime.cancel(handle, grace_seconds=grace_seconds)
+        except WorkloadRuntimeError:
+            continue  # the sweep settles the run once the workload is gone or ends
+        sent.append(row.id)
+    return sent
+
+
+def request_deadline_cancellations(engine: Engine) -> list[int]:
+    """Backstop for runtimes that missed a deadline: ask overdue runs to stop (reason timeout)."""
+    cutoff = utcnow() - timedelta(seconds=DEADLINE_GRACE_SECONDS)
+    with engine.begin() as connection:
+        rows = connection.execute(
+            sa.select(RUNS.c.id, RUNS.c.correlation_id, RUNS.c.project_id).where(
+                RUNS.c.status == RunStatus.RUNNING.value,
+                RUNS.c.deadline_at < cutoff,
+                RUNS.c.cancel_requested_at.is_(None),
+            )
+        ).all()
+        for row in rows:
+            connection.execute(
+                RUNS.update()
+                .where(RUNS.c.id == row.id, RUNS.c.cancel_requested_at.is_(None))
+                .values(cancel_requested_at=utcnow(), cancel_reason="timeout")
+            )
+            add_event(
+                connection, correlation_id=row.correlation_id, event_type="run_cancel_requested",
+                run_id=row.id, project_id=row.project_id, payload={"reason": "timeout"},
+            )  # fmt: skip
+    return [row.id for row in rows]
+
+
+def _cleanable(engine: Engine, older_than: timedelta) -> list[sa.Row[Any]]:
+    cutoff = utcnow() - older_than
+    newer = RUNS.alias("newer")
+    # A lineage's namespace stays while any of its runs is active or finished recently.
+    busy_lineage = (
+        sa.select(sa.literal(1))
+        .where(
+            newer.c.lineage == RUNS.c.lineage,
+            newer.c.id != RUNS.c.id,
+            sa.or_(newer.c.status.in_(_active_statuses()), newer.c.finished_at >= cutoff),
+        )
+        .exists()
+    )
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                sa.select(RUNS.c.id, RUNS.c.runtime_handle)
+                .where(
+                    RUNS.c.status.in_([s.value for s in TERMINAL_STATUSES]),
+                    RUNS.c.cleaned_at.is_(None),
+                    RUNS.c.runtime_handle.is_not(None),
+                    RUNS.c.finished_at < cutoff,
+                    ~busy_lineage,
+                )
+                .limit(CLEANUP_BATCH)
+            ).all()
+        )
+
+
+def _mark_cleaned(engine: Engine, run_id: int) -> None:
+    with engine.begin() as connection:
+        connection.execute(RUNS.update().where(RUNS.c.id == run_id).values(cleaned_at=utcnow()))
+
+
+async def cleanup_runtimes(
+    *, engine: Engine, runtime: Runtime, older_than: timedelta = CLEANUP_AFTER
+) -> list[int]:
+    """Remove what finished runs left in the runtime (namespaces, work folders) after a TTL."""
+    cleaned = []
+    for row in await asyncio.to_thread(_cleanable, engine, older_than):
+        try:
+            await runtime.cleanup(WorkloadHandle.from_json(row.runtime_handle))
+        except WorkloadRuntimeError:
+            continue
+        await asyncio.to_thread(_mark_cleaned, engine, row.id)
+        cleaned.append(row.id)
+    return cleaned

@@ -1,0 +1,114 @@
+"""Guarded run transitions: every state change is an UPDATE from the expected state plus a flow
+event, in the caller's transaction. A lost race changes nothing and reports False."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from codexk8s.db.models import AgentRun, FlowEvent, Slot, utcnow
+from codexk8s.domain.runs import RunStatus, can_transition
+from codexk8s.domain.runtime import FailureReason
+from codexk8s.domain.slots import SlotState
+
+RUNS = AgentRun.__table__  # type: ignore[attr-defined]
+SLOTS = Slot.__table__  # type: ignore[attr-defined]
+EVENTS = FlowEvent.__table__  # type: ignore[attr-defined]
+
+# How a workload failure maps to the run's status reason.
+FAILURE_REASONS: dict[FailureReason, str] = {
+    FailureReason.EXIT_CODE: "exit_code",
+    FailureReason.TIMEOUT: "timeout",
+    FailureReason.CANCELED: "canceled",
+    FailureReason.OOM_KILLED: "oom_killed",
+    FailureReason.IMAGE_PULL: "image_pull",
+    FailureReason.EVICTED: "evicted",
+    FailureReason.RUNTIME_ERROR: "runtime_error",
+}
+
+
+def add_event(
+    connection: Connection,
+    *,
+    correlation_id: str,
+    event_type: str,
+    run_id: int | None = None,
+    project_id: int | None = None,
+    payload: dict[str, Any] | None = None,
+    actor_type: str = "system",
+    actor_id: str | None = None,
+) -> None:
+    connection.execute(
+        EVENTS.insert().values(
+            correlation_id=correlation_id, event_type=event_type, run_id=run_id,
+            project_id=project_id, payload=payload or {}, actor_type=actor_type,
+            actor_id=actor_id, created_at=utcnow(),
+        )
+    )  # fmt: skip
+
+
+def transition(
+    connection: Connection,
+    *,
+    run_id: int,
+    correlation_id: str,
+    project_id: int,
+    from_statuses: Iterable[RunStatus],
+    to_status: RunStatus,
+    reason: str | None = None,
+    message: str | None = None,
+    values: dict[str, Any] | None = None,
+    event_payload: dict[str, Any] | None = None,
+    actor_type: str = "system",
+    actor_id: str | None = None,
+) -> bool:
+    """Move a run to `to_status` if it is in one of `from_statuses`; free its slot if terminal."""
+    sources = [s for s in from_statuses if can_transition(s, to_status)]
+    if not sources:
+        raise ValueError(f"no allowed transition to {to_status} from {list(from_statuses)}")
+    now = utcnow()
+    update = {"status": to_status.value, **(values or {})}
+    if reason is not None:
+        update["status_reason"] = reason
+    if message is not None:
+        update["status_message"] = message[:4000]
+    if to_status.is_terminal:
+        update.setdefault("finished_at", now)
+    changed = connection.execute(
+        RUNS.update()
+        .where(RUNS.c.id == run_id, RUNS.c.status.in_([s.value for s in sources]))
+        .values(**update)
+    ).rowcount
+    if not changed:
+        return False
+    if to_status.is_terminal:
+        release_slot(connection, run_id=run_id)
+    add_event(
+        connection,
+        correlation_id=correlation_id,
+        event_type=f"run_{to_status.value}",
+        run_id=run_id,
+        project_id=project_id,
+        actor_type=actor_type,
+        actor_id=actor_id,
+        payload={"reason": reason, "message": message, **(event_payload or {})},
+    )
+    return True
+
+
+def release_slot(connection: Connection, *, run_id: int) -> None:
+    connection.execute(
+        SLOTS.update()
+        .where(SLOTS.c.run_id == run_id)
+        .values(state=SlotState.FREE.value, run_id=None, lease_owner=None, lease_until=None)
+    )
+
+
+def run_row(connection: Connection, run_id: int, *, for_update: bool = False) -> sa.Row[Any] | None:
+    query = sa.select(RUNS).where(RUNS.c.id == run_id)
+    if for_update and connection.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return connection.execute(query).first()

@@ -1,0 +1,198 @@
+"""The local runtime with real child processes: outcome, logs, cancel, timeout, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from codexk8s.adapters.local.runtime import LocalRuntime
+from codexk8s.domain.runtime import (
+    FailureReason,
+    LogLine,
+    WorkloadHandle,
+    WorkloadPhase,
+    WorkloadSpec,
+)
+
+
+def spec(run_id: int, code: str, *, timeout: int = 60, **env: str) -> WorkloadSpec:
+    return WorkloadSpec(
+        run_id=run_id, correlation_id=f"c{run_id}", project_key="p", lineage=f"p/{run_id}",
+        command=(sys.executable, "-c", code), env=env, timeout_seconds=timeout,
+    )  # fmt: skip
+
+
+async def wait_for(runtime: LocalRuntime, handle: WorkloadHandle, run_id: int, limit: float = 20):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        status = await runtime.status(handle, run_id)
+        if status.phase.is_finished:
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"run {run_id} did not finish")
+
+
+async def collect(runtime: LocalRuntime, handle: WorkloadHandle, **kwargs: object) -> list[LogLine]:
+    return [line async for line in runtime.stream_logs(handle, **kwargs)]  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> LocalRuntime:
+    return LocalRuntime(tmp_path / "runs", poll_interval=0.05, kill_grace_seconds=1)
+
+
+async def test_success_with_stdout_and_stderr(runtime: LocalRuntime) -> None:
+    handle = await runtime.launch(
+        spec(1, "import sys\nprint('one')\nprint('oops', file=sys.stderr)\nprint('two')")
+    )
+    status = await wait_for(runtime, handle, 1)
+    assert (status.phase, status.exit_code, status.reason) == (WorkloadPhase.SUCCEEDED, 0, None)
+    lines = await collect(runtime, handle, follow=False)
+    assert [(line.stream, line.line) for line in lines] == [
+        ("stdout", "one"), ("stdout", "two"), ("stderr", "oops"),
+    ]  # fmt: skip
+
+
+async def test_failure_reports_the_exit_code(runtime: LocalRuntime) -> None:
+    handle = await runtime.launch(spec(2, "raise SystemExit(3)"))
+    status = await wait_for(runtime, handle, 2)
+    assert (status.phase, status.exit_code, status.reason) == (
+        WorkloadPhase.FAILED, 3, FailureReason.EXIT_CODE,
+    )  # fmt: skip
+
+
+async def test_missing_command_fails_with_runtime_error(runtime: LocalRuntime) -> None:
+    broken = WorkloadSpec(run_id=3, correlation_id="c", project_key="p", lineage="l",
+                          command=("/nonexistent/binary",))  # fmt: skip
+    status = await wait_for(runtime, await runtime.launch(broken), 3)
+    assert status.phase is WorkloadPhase.FAILED and status.reason is FailureReason.RUNTIME_ERROR
+    assert (
+        "cannot start"
+        in (await collect(runtime, await runtime.launch(broken), follow=False))[0].line
+    )
+
+
+async def test_launch_twice_adopts_instead_of_starting_again(
+    runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    marker = tmp_path / "starts"
+    code = f"open({str(marker)!r}, 'a').write('x')\nimport time; time.sleep(0.5)"
+    first = await runtime.launch(spec(4, code))
+    second = await runtime.launch(spec(4, code))
+    assert first == second
+    await wait_for(runtime, first, 4)
+    assert marker.read_text() == "x"
+
+
+async def test_follow_streams_lines_as_they_are_written_and_resumes(runtime: LocalRuntime) -> None:
+    code = (
+        "import time\nfor i in range(5):\n    print(f'line {i}', flush=True)\n    time.sleep(0.1)"
+    )
+    handle = await runtime.launch(spec(5, code))
+    seen: list[LogLine] = []
+    async for line in runtime.stream_logs(handle, follow=True):
+        seen.append(line)
+        if len(seen) == 2:
+            break
+    rest = await collect(runtime, handle, follow=True, after=seen[-1].cursor)
+    assert [line.line for line in seen + rest] == [f"line {i}" for i in range(5)]
+    assert await collect(runtime, handle, follow=False, after=rest[-1].cursor) == []
+
+
+async def test_cancel_stops_the_process_group(runtime: LocalRuntime, tmp_path: Path) -> None:
+    code = (
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print('started', flush=True)\ntime.sleep(60)"
+    )
+    handle = await runtime.launch(spec(6, code))
+    async for line in runtime.stream_logs(handle, follow=True):
+        assert line.line == "started"
+        break
+    await runtime.cancel(handle, grace_seconds=2)
+    status = await wait_for(runtime, handle, 6)
+    assert status.phase is WorkloadPhase.FAILED and status.reason is FailureReason.CANCELED
+    pgid = int(handle.details["pid"])
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the grandchild got SIGTERM too; give it a moment
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            break
+        await asyncio.sleep(0.05)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pgid, 0)
+
+
+async def test_cancel_kills_what_ignores_sigterm(runtime: LocalRuntime) -> None:
+    code = (
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\ntime.sleep(60)"
+    )
+    handle = await runtime.launch(spec(7, code))
+    async for _ in runtime.stream_logs(handle, follow=True):
+        break
+    started = time.monotonic()
+    await runtime.cancel(handle, grace_seconds=0.5)
+    status = await wait_for(runtime, handle, 7)
+    assert status.reason is FailureReason.CANCELED
+    assert time.monotonic() - started < 10
+
+
+async def test_timeout_is_enforced_by_the_supervisor(runtime: LocalRuntime) -> None:
+    handle = await runtime.launch(spec(8, "import time; time.sleep(60)", timeout=1))
+    status = await wait_for(runtime, handle, 8)
+    assert status.phase is WorkloadPhase.FAILED and status.reason is FailureReason.TIMEOUT
+
+
+async def test_a_new_runtime_instance_adopts_a_running_process(tmp_path: Path) -> None:
+    first = LocalRuntime(tmp_path / "runs", poll_interval=0.05)
+    handle = await first.launch(
+        spec(9, "import time\nprint('a', flush=True)\ntime.sleep(1)\nprint('b')")
+    )
+    restarted = LocalRuntime(tmp_path / "runs", poll_interval=0.05)
+    statuses = await restarted.list_workloads()
+    assert [(s.run_id, s.phase) for s in statuses] == [(9, WorkloadPhase.RUNNING)]
+    status = await wait_for(restarted, handle, 9)
+    assert status.phase is WorkloadPhase.SUCCEEDED
+    assert [line.line for line in await collect(restarted, handle, follow=False)] == ["a", "b"]
+
+
+async def test_a_process_killed_behind_our_back_is_missing(runtime: LocalRuntime) -> None:
+    handle = await runtime.launch(spec(10, "import time; print('x', flush=True); time.sleep(60)"))
+    async for _ in runtime.stream_logs(handle, follow=True):
+        break
+    os.killpg(int(handle.details["pid"]), signal.SIGKILL)
+    status = await wait_for(runtime, handle, 10)
+    assert status.phase is WorkloadPhase.MISSING
+
+
+async def test_environment_is_limited_to_the_run(
+    runtime: LocalRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CODEXK8S_SECRET_KEY", "control-plane-secret")
+    code = "import os, json; print(json.dumps(sorted(os.environ)))"
+    handle = await runtime.launch(spec(11, code, CODEXK8S_RUN_ID="11"))
+    await wait_for(runtime, handle, 11)
+    (line,) = await collect(runtime, handle, follow=False)
+    names = set(__import__("json").loads(line.line))
+    assert "CODEXK8S_RUN_ID" in names and "CODEXK8S_SECRET_KEY" not in names
+    assert names <= {"PATH", "HOME", "LANG", "CODEXK8S_RUN_ID", "LC_CTYPE"}
+
+
+async def test_watch_reports_changes_and_cleanup_removes_the_folder(runtime: LocalRuntime) -> None:
+    handle = await runtime.launch(spec(12, "import time; time.sleep(0.3)"))
+    phases = []
+    async for status in runtime.watch():
+        phases.append(status.phase)
+        if status.phase.is_finished:
+            break
+    assert phases[0] is WorkloadPhase.RUNNING and phases[-1] is WorkloadPhase.SUCCEEDED
+    await runtime.cleanup(handle)
+    assert await runtime.list_workloads() == []
