@@ -297,3 +297,76 @@ def test_embedded_default_migrates_on_demand(monkeypatch: pytest.MonkeyPatch, tm
     code, _out, err = cli("project", "create", "local")
     assert code == 0, err
     assert (tmp_path / "data" / "codexk8s.db").exists()
+
+
+def _make_run(status: str = "pending") -> int:
+    with Session(get_engine()) as session:
+        project = session.exec(select(Project)).first()
+        run = AgentRun(
+            correlation_id=f"c-{status}-{datetime.now(UTC).timestamp()}",
+            project_id=project.id or 0,
+            agent_key="dev", stage="dev", status=status, issue_number=1,
+        )  # fmt: skip
+        session.add(run)
+        session.commit()
+        return run.id or 0
+
+
+def test_runs_cancel_rerun_and_logs() -> None:
+    cli("project", "create", "web")
+    pending = _make_run("pending")
+    code, out, _ = cli("runs", "cancel", str(pending))
+    assert code == 0 and out.strip() == f"run {pending} canceled"
+    code, _, err = cli("runs", "cancel", str(pending))
+    assert code == 1 and "already ended (canceled)" in err
+    code, _, err = cli("runs", "cancel", "999999")
+    assert code == 1 and "no run 999999" in err
+
+    running = _make_run("running")
+    code, out, _ = cli("runs", "cancel", str(running))
+    assert code == 0 and "asked it to stop" in out
+    with Session(get_engine()) as session:
+        stopped = session.get(AgentRun, running)
+        assert stopped is not None and stopped.cancel_reason == "canceled_by_user"
+
+    code, _, err = cli("runs", "rerun", str(running))
+    assert code == 1 and "still running" in err
+    code, out, _ = cli("runs", "rerun", str(pending))
+    assert code == 0 and f"(rerun of {pending})" in out
+
+    from codexk8s.domain.runtime import LogLine
+    from codexk8s.services import run_logs
+
+    now = datetime.now(UTC)
+    run_logs.store_batch(
+        get_engine(), run_id=pending, expected_sequence=0,
+        lines=[LogLine("stdout", "first", now, "1"), LogLine("stderr", "second", now, "2")],
+        final=True,
+    )  # fmt: skip
+    code, out, _ = cli("runs", "logs", str(pending))
+    assert code == 0 and out.splitlines() == ["first", "[stderr] second"]
+    code, out, _ = cli("runs", "logs", str(pending), "--since", "1")
+    assert out.splitlines() == ["[stderr] second"]
+    code, out, _ = cli("runs", "logs", str(pending), "--follow")
+    assert code == 0 and out.splitlines() == ["first", "[stderr] second"]
+    code, _, err = cli("runs", "logs", "424242")
+    assert code == 1 and "no run 424242" in err
+
+
+def test_agent_set() -> None:
+    code, out, _ = cli(
+        "agent", "set", "dev", "--command", "make agent", "--timeout", "30", "--model", "gpt-x"
+    )
+    assert code == 0
+    assert out.strip() == "dev: engine=command command=make agent image=- timeout=30m model=gpt-x"
+    code, out, _ = cli("agent", "set", "dev", "--engine", "codex")
+    assert "engine=codex command=codexk8s agent run" in out
+    for args, message in [
+        (["wizard", "--model", "x"], "unknown agent 'wizard'"),
+        (["dev"], "nothing to change"),
+        (["dev", "--timeout", "0"], "timeout must be"),
+        (["dev", "--engine", "magic"], "unknown engine 'magic'"),
+        (["dev", "--command", "unbalanced 'quote"], "cannot parse the command"),
+    ]:
+        code, _, err = cli("agent", "set", *args)
+        assert code == 1 and message in err, (args, err)
