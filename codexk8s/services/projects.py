@@ -9,12 +9,11 @@ from sqlmodel import Session, select
 from codexk8s.db.models import Project, ProjectMember, Slot, utcnow
 from codexk8s.domain.access import ProjectRole
 from codexk8s.domain.runs import ActorType
+from codexk8s.domain.slots import DEFAULT_SLOTS, MAX_SLOTS
 from codexk8s.errors import ConflictError, InvalidArgumentError, NotFoundError
 from codexk8s.services import users
 from codexk8s.services.audit import record_event
 
-DEFAULT_SLOTS = 2
-MAX_SLOTS = 64
 # Keys end up in Kubernetes namespace names and labels: DNS-label rules, kept short.
 _KEY = re.compile(r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$")
 
