@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 import sqlmodel
-from alembic import op
 
+from alembic import op
 
 revision: str = "0003"
 down_revision: str | None = "0002"

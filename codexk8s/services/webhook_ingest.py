@@ -7,21 +7,26 @@ Guarantees:
   `INSERT ... ON CONFLICT DO NOTHING`; the runs it triggers and their flow events are written in
   the same transaction. A concurrent copy blocks on the unique index until the first commits,
   then sees the conflict and is answered as a duplicate, so 50 copies at once make one set of runs.
-- One active run per (repository, issue/PR number, stage): the repository row is locked
-  (`FOR UPDATE`) while checking, so two different deliveries cannot both start one.
+- One active run per (repository, issue/PR number, stage): a delivery that may start one locks
+  the repository row (`FOR NO KEY UPDATE`) and checks under the lock, so two different
+  deliveries cannot both start one. One that already sees an active run needs no lock.
 - Only the decision is made here; GitHub calls and workloads happen later, in the engine.
+
+Every delivery GitHub sends runs through here, so it uses SQLAlchemy Core on one connection in
+one transaction, with statements built once: the ORM's unit of work cost more CPU than the queries.
+Flow events are collected while deciding and inserted together, in order, just before the commit.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlalchemy.engine import Connection, Engine
 
 from codexk8s.adapters.github import webhooks
 from codexk8s.crypto import DecryptionError, SecretBox
@@ -30,17 +35,59 @@ from codexk8s.domain.runs import ACTIVE_STATUSES, RunStatus
 from codexk8s.domain.triggers import (
     EVENT_PING,
     DecisionKind,
+    RunSpec,
     TriggerDecision,
     decide,
     trigger_input_from_payload,
 )
-from codexk8s.errors import InvalidArgumentError, UnauthorizedError, UnavailableError
-from codexk8s.services import repositories
-from codexk8s.services.audit import record_event
+from codexk8s.errors import (
+    CodexK8sError,
+    InvalidArgumentError,
+    UnauthorizedError,
+    UnavailableError,
+)
+from codexk8s.services import audit, repositories
 
 REJECTED_CORRELATION = "webhook-rejected"
 MAX_DELIVERY_ID = 100
 MAX_EVENT_NAME = 64
+MAX_OUTCOME = 64
+# A delivery row's outcome while the runs it starts or cancels are being decided.
+PROCESSING = "processing"
+
+_DELIVERIES: sa.Table = WebhookDelivery.__table__  # type: ignore[attr-defined]
+_RUNS: sa.Table = AgentRun.__table__  # type: ignore[attr-defined]
+_REPOSITORIES: sa.Table = Repository.__table__  # type: ignore[attr-defined]
+_PROJECTS: sa.Table = Project.__table__  # type: ignore[attr-defined]
+_ACTIVE_STATUS_VALUES = sorted(status.value for status in ACTIVE_STATUSES)
+
+# Statements are built once: building one costs more CPU than executing it, since SQLAlchemy
+# caches the compiled SQL but not the construction.
+_SET_OUTCOME = (
+    sa.update(_DELIVERIES)
+    .where(_DELIVERIES.c.id == sa.bindparam("row_id"))
+    .values(outcome=sa.bindparam("result"))
+)
+# Serialises trigger decisions per repository (a no-op on SQLite, whose writers are serial).
+# FOR NO KEY UPDATE: the delivery row's foreign key already holds FOR KEY SHARE on this row,
+# which a plain FOR UPDATE would wait on (a deadlock between two concurrent deliveries).
+_LOCK_REPOSITORY = (
+    sa.select(_REPOSITORIES.c.id)
+    .where(_REPOSITORIES.c.id == sa.bindparam("repository_id"))
+    .with_for_update(key_share=True)
+)
+_ACTIVE_RUN = sa.select(_RUNS.c.id).where(
+    _RUNS.c.repository_id == sa.bindparam("repository_id"),
+    _RUNS.c.issue_number == sa.bindparam("number"),
+    _RUNS.c.stage == sa.bindparam("stage"),
+    # One fixed parameter per status: a plain list would be an "expanding" IN, re-rendered on
+    # every execution.
+    _RUNS.c.status.in_([sa.literal(status) for status in _ACTIVE_STATUS_VALUES]),
+)
+_PROJECT_SETTINGS = sa.select(_PROJECTS.c.settings).where(
+    _PROJECTS.c.id == sa.bindparam("project_id")
+)
+_INSERT_RUN = sa.insert(_RUNS).returning(_RUNS.c.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,22 +118,66 @@ class IngestOutcome:
         return self.event == EVENT_PING
 
 
+@dataclass(frozen=True, slots=True)
+class _Repository:
+    """The columns of the delivery's repository that ingest reads."""
+
+    id: int
+    project_id: int
+    webhook_secret_ciphertext: str | None
+
+
+@dataclass(slots=True)
+class _Delivery:
+    """A delivery being recorded: its answer so far and the flow events to write with it."""
+
+    outcome: IngestOutcome
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(
+        self,
+        event_type: str,
+        *,
+        payload: dict[str, Any],
+        project_id: int | None = None,
+        run_id: int | None = None,
+    ) -> None:
+        self.events.append(
+            audit.flow_event_values(
+                correlation_id=self.outcome.delivery_id,
+                event_type=event_type,
+                project_id=project_id,
+                run_id=run_id,
+                payload=payload,
+            )
+        )
+
+
+class _Rejected(Exception):
+    """A request refused once its repository is known: the audit event to write, the error."""
+
+    def __init__(self, event_type: str, reason: str, error: CodexK8sError) -> None:
+        super().__init__(reason)
+        self.event_type = event_type
+        self.reason = reason
+        self.error = error
+
+
 def record_rejection(engine: Engine, request: WebhookRequest, event_type: str, reason: str) -> None:
     """The one row a rejected request may leave behind."""
     delivery = (request.delivery_id or "")[:MAX_DELIVERY_ID] or None
-    with Session(engine) as session:
-        record_event(
-            session=session,
-            correlation_id=delivery or REJECTED_CORRELATION,
-            event_type=event_type,
-            payload={
-                "reason": reason,
-                "delivery_id": delivery,
-                "event": (request.event or "")[:MAX_EVENT_NAME] or None,
-                "remote": request.remote,
-            },
-        )
-        session.commit()
+    event = audit.flow_event_values(
+        correlation_id=delivery or REJECTED_CORRELATION,
+        event_type=event_type,
+        payload={
+            "reason": reason,
+            "delivery_id": delivery,
+            "event": (request.event or "")[:MAX_EVENT_NAME] or None,
+            "remote": request.remote,
+        },
+    )
+    with engine.begin() as connection:
+        audit.insert_events(connection=connection, events=[event])
 
 
 def _validated_headers(engine: Engine, request: WebhookRequest) -> tuple[str, str]:
@@ -108,16 +199,58 @@ def _validated_headers(engine: Engine, request: WebhookRequest) -> tuple[str, st
 
 
 def _secret_for(
-    box: SecretBox, repository: Repository | None, global_secret: str | None
+    box: SecretBox, repository: _Repository | None, global_secret: str | None
 ) -> str | None:
     if repository is not None and repository.webhook_secret_ciphertext:
         return box.decrypt(repository.webhook_secret_ciphertext)
     return global_secret or None
 
 
+def _verify_signature(
+    box: SecretBox,
+    repository: _Repository | None,
+    global_secret: str | None,
+    request: WebhookRequest,
+    full_name: str | None,
+) -> None:
+    """Raise _Rejected unless the body is signed with the repository's (or the global) secret."""
+    try:
+        secret = _secret_for(box, repository, global_secret)
+    except DecryptionError:
+        secret = None
+    if secret is None:
+        reason = "no webhook secret configured"
+        raise _Rejected(
+            "request_rejected",
+            reason,
+            UnavailableError(
+                f"{reason} for {full_name or 'this hook'}: set CODEXK8S_GITHUB_WEBHOOK_SECRET "
+                "or attach the repository with `codexk8s repo add --webhook-secret-env VAR`"
+            ),
+        )
+    if not webhooks.signature_matches(secret, request.body, request.signature):
+        reason = "missing signature" if not request.signature else "signature mismatch"
+        raise _Rejected(
+            "signature_rejected",
+            reason,
+            UnauthorizedError(f"{reason}: X-Hub-Signature-256 must be the HMAC-SHA256 of the body"),
+        )
+
+
+@functools.cache
+def _insert_delivery_statement(dialect_name: str) -> sa.Insert:
+    """`INSERT ... ON CONFLICT (delivery_id) DO NOTHING RETURNING id` in the dialect's spelling."""
+    insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+    return (
+        insert(_DELIVERIES)
+        .on_conflict_do_nothing(index_elements=["delivery_id"])
+        .returning(_DELIVERIES.c.id)
+    )
+
+
 def _insert_delivery(
-    session: Session, *, delivery_id: str, event: str, action: str | None,
-    full_name: str | None, repository_id: int | None, payload: dict[str, Any],
+    connection: Connection, *, delivery_id: str, event: str, action: str | None,
+    full_name: str | None, repository_id: int | None, payload: dict[str, Any], outcome: str,
 ) -> int | None:  # fmt: skip
     """Insert the delivery unless it exists; None means another request already has it."""
     values = {
@@ -127,21 +260,11 @@ def _insert_delivery(
         "repository_full_name": full_name[:201] if full_name else None,
         "repository_id": repository_id,
         "received_at": utcnow(),
-        "outcome": "processing",
+        "outcome": outcome[:MAX_OUTCOME],
         "payload": payload,
     }
-    table = WebhookDelivery.__table__  # type: ignore[attr-defined]
-    insert = (
-        postgresql.insert(table)
-        if session.get_bind().dialect.name == "postgresql"
-        else sqlite.insert(table)
-    )
-    statement = (
-        insert.values(**values)
-        .on_conflict_do_nothing(index_elements=["delivery_id"])
-        .returning(table.c.id)
-    )
-    return session.execute(statement).scalar_one_or_none()
+    statement = _insert_delivery_statement(connection.dialect.name)
+    return connection.execute(statement, values).scalar_one_or_none()
 
 
 def ingest_github_delivery(
@@ -156,130 +279,131 @@ def ingest_github_delivery(
         raise InvalidArgumentError(str(exc)) from None
     full_name = webhooks.repository_full_name(payload)
 
-    with Session(engine, expire_on_commit=False) as session:
-        repository = (
-            repositories.get_by_full_name(session=session, full_name=full_name)
-            if full_name
-            else None
-        )
-        try:
-            secret = _secret_for(box, repository, global_secret)
-        except DecryptionError:
-            secret = None
-    if secret is None:
-        reason = "no webhook secret configured"
-        record_rejection(engine, request, "request_rejected", reason)
-        raise UnavailableError(
-            f"{reason} for {full_name or 'this hook'}: set CODEXK8S_GITHUB_WEBHOOK_SECRET "
-            "or attach the repository with `codexk8s repo add --webhook-secret-env VAR`"
-        )
-    if not webhooks.signature_matches(secret, request.body, request.signature):
-        reason = "missing signature" if not request.signature else "signature mismatch"
-        record_rejection(engine, request, "signature_rejected", reason)
-        raise UnauthorizedError(
-            f"{reason}: X-Hub-Signature-256 must be the HMAC-SHA256 of the body"
-        )
-
-    action = payload.get("action") if isinstance(payload.get("action"), str) else None
-    outcome = IngestOutcome(delivery_id=delivery_id, event=event, action=action)
-    with Session(engine, expire_on_commit=False) as session:
-        inserted = _insert_delivery(
-            session,
-            delivery_id=delivery_id,
-            event=event,
-            action=action,
-            full_name=full_name,
-            repository_id=repository.id if repository else None,
-            payload=payload,
-        )
-        if inserted is None:
-            session.rollback()
-            outcome.is_duplicate = True
-            record_event(
-                session=session,
-                correlation_id=delivery_id,
-                event_type="delivery_duplicate",
-                payload={"event": event, "action": action},
+    try:
+        with engine.begin() as connection:
+            found = (
+                repositories.get_webhook_target(connection=connection, full_name=full_name)
+                if full_name
+                else None
             )
-            session.commit()
-            return outcome
-        record_event(
-            session=session,
-            correlation_id=delivery_id,
-            event_type="delivery_accepted",
-            project_id=repository.project_id if repository else None,
-            payload={"event": event, "action": action, "repository": full_name},
-        )
-        if event == EVENT_PING:
-            _finish(session, inserted, outcome, "ping")
-        elif repository is None:
-            _ignore(session, inserted, outcome, "unknown_repository", full_name=full_name)
-        else:
-            trigger = trigger_input_from_payload(event, payload)
-            _apply(session, inserted, outcome, decide(trigger), trigger.number, repository, payload)
-        session.commit()
-    return outcome
+            repository = _Repository(*found) if found else None
+            _verify_signature(box, repository, global_secret, request, full_name)
+            return _record_delivery(
+                connection, delivery_id=delivery_id, event=event, full_name=full_name,
+                repository=repository, payload=payload,
+            )  # fmt: skip
+    except _Rejected as rejected:
+        # Its transaction only read the repository and is rolled back; the audit event is the
+        # one row the request leaves.
+        record_rejection(engine, request, rejected.event_type, rejected.reason)
+        raise rejected.error from None
 
 
-def _finish(session: Session, delivery_row_id: int, outcome: IngestOutcome, result: str) -> None:
-    session.execute(
-        sa.update(WebhookDelivery)
-        .where(col(WebhookDelivery.id) == delivery_row_id)
-        .values(outcome=result[:64])
+def _record_delivery(
+    connection: Connection,
+    *,
+    delivery_id: str,
+    event: str,
+    full_name: str | None,
+    repository: _Repository | None,
+    payload: dict[str, Any],
+) -> IngestOutcome:
+    action = payload.get("action") if isinstance(payload.get("action"), str) else None
+    delivery = _Delivery(IngestOutcome(delivery_id=delivery_id, event=event, action=action))
+    delivery.record(
+        "delivery_accepted",
+        project_id=repository.project_id if repository else None,
+        payload={"event": event, "action": action, "repository": full_name},
     )
+    # Whatever can be decided before the insert is, so the row is written with its final outcome
+    # and needs no UPDATE; a duplicate drops what was decided.
+    decision: TriggerDecision | None = None
+    number: int | None = None
+    result: str | None
+    if event == EVENT_PING:
+        result = "ping"
+    elif repository is None:
+        result = _ignore(delivery, "unknown_repository", full_name=full_name)
+    else:
+        trigger = trigger_input_from_payload(event, payload)
+        decision, number = decide(trigger), trigger.number
+        result = _settle(connection, delivery, decision, repository)
+
+    row_id = _insert_delivery(
+        connection, delivery_id=delivery_id, event=event, action=action, full_name=full_name,
+        repository_id=repository.id if repository else None, payload=payload,
+        outcome=result or PROCESSING,
+    )  # fmt: skip
+    if row_id is None:
+        duplicate = audit.flow_event_values(
+            correlation_id=delivery_id,
+            event_type="delivery_duplicate",
+            payload={"event": event, "action": action},
+        )
+        audit.insert_events(connection=connection, events=[duplicate])
+        return IngestOutcome(delivery_id=delivery_id, event=event, action=action, is_duplicate=True)
+
+    if result is None:
+        # Starting or canceling runs is decided once the delivery row is ours.
+        assert repository is not None and decision is not None
+        if decision.kind is DecisionKind.START_RUN:
+            result = _start_run(connection, delivery, decision, repository, payload)
+        else:
+            result = _cancel(connection, delivery, decision, number, repository)
+        connection.execute(_SET_OUTCOME, {"row_id": row_id, "result": result[:MAX_OUTCOME]})
+    audit.insert_events(connection=connection, events=delivery.events)
+    return delivery.outcome
 
 
 def _ignore(
-    session: Session,
-    delivery_row_id: int,
-    outcome: IngestOutcome,
+    delivery: _Delivery,
     reason: str,
     *,
     project_id: int | None = None,
     message: str = "",
     full_name: str | None = None,
-) -> None:
-    outcome.ignored = reason
-    record_event(
-        session=session,
-        correlation_id=outcome.delivery_id,
-        event_type="delivery_ignored",
+) -> str:
+    delivery.outcome.ignored = reason
+    delivery.record(
+        "delivery_ignored",
         project_id=project_id,
         payload={"reason": reason, "message": message, "repository": full_name},
     )
-    _finish(session, delivery_row_id, outcome, f"ignored:{reason}")
+    return f"ignored:{reason}"
 
 
-def _apply(
-    session: Session,
-    delivery_row_id: int,
-    outcome: IngestOutcome,
-    decision: TriggerDecision,
-    number: int | None,
-    repository: Repository,
-    payload: dict[str, Any],
-) -> None:
+def _settle(
+    connection: Connection, delivery: _Delivery, decision: TriggerDecision, repository: _Repository
+) -> str | None:
+    """Record a decision that needs no lock and return the delivery's outcome; None when it may
+    start or cancel runs, which is decided after the delivery row is inserted."""
     project_id = repository.project_id
     match decision.kind:
-        case DecisionKind.START_RUN:
-            _start_run(session, delivery_row_id, outcome, decision, repository, payload)
         case DecisionKind.CONFLICT:
-            outcome.ignored = f"trigger_conflict:{decision.reason}"
-            record_event(
-                session=session,
-                correlation_id=outcome.delivery_id,
-                event_type="trigger_conflict",
+            delivery.outcome.ignored = f"trigger_conflict:{decision.reason}"
+            delivery.record(
+                "trigger_conflict",
                 project_id=project_id,
                 payload={"reason": str(decision.reason), "message": decision.message},
             )
-            _finish(session, delivery_row_id, outcome, outcome.ignored)
-        case DecisionKind.CANCEL_PENDING_FOR_LABEL | DecisionKind.CANCEL_ACTIVE:
-            _cancel(session, delivery_row_id, outcome, decision, number, repository)
+            return delivery.outcome.ignored
         case DecisionKind.RECORD_ONLY | DecisionKind.IGNORED:
-            _ignore(
-                session, delivery_row_id, outcome, str(decision.reason),
-                project_id=project_id, message=decision.message,
-            )  # fmt: skip
+            return _ignore(
+                delivery, str(decision.reason), project_id=project_id, message=decision.message
+            )
+        case DecisionKind.START_RUN:
+            # Most triggers for an issue whose run is still going end here, without the
+            # repository lock. That is safe: a run read here is committed, and it could only be
+            # finishing, which the lock does not hold back either (cancels and the engine never
+            # take it). The lock serialises creation, so only a delivery that may create a run
+            # takes it, and checks again under it (`_start_run`).
+            assert decision.run is not None
+            active = _active_run(connection, repository, decision.run)
+            if active is None:
+                return None
+            return _already_active(delivery, repository, decision.run, active)
+    # The two cancels.
+    return None
 
 
 def _issue_title(payload: dict[str, Any]) -> str | None:
@@ -290,75 +414,71 @@ def _issue_title(payload: dict[str, Any]) -> str | None:
     return None
 
 
+def _active_run(connection: Connection, repository: _Repository, spec: RunSpec) -> int | None:
+    parameters = {"repository_id": repository.id, "number": spec.number, "stage": spec.stage}
+    return connection.execute(_ACTIVE_RUN, parameters).scalar()
+
+
+def _already_active(
+    delivery: _Delivery, repository: _Repository, spec: RunSpec, run_id: int
+) -> str:
+    delivery.outcome.ignored = "already_active"
+    delivery.record(
+        "run_already_active",
+        project_id=repository.project_id,
+        run_id=run_id,
+        payload={"stage": spec.stage, "number": spec.number},
+    )
+    return "ignored:already_active"
+
+
 def _start_run(
-    session: Session,
-    delivery_row_id: int,
-    outcome: IngestOutcome,
+    connection: Connection,
+    delivery: _Delivery,
     decision: TriggerDecision,
-    repository: Repository,
+    repository: _Repository,
     payload: dict[str, Any],
-) -> None:
+) -> str:
     spec = decision.run
     assert spec is not None
-    # Serialise trigger decisions per repository (no-op on SQLite, whose writers are serial).
-    # FOR NO KEY UPDATE: the delivery row's foreign key already holds FOR KEY SHARE on this row,
-    # which a plain FOR UPDATE would wait on (a deadlock between two concurrent deliveries).
-    session.execute(
-        select(Repository.id)
-        .where(col(Repository.id) == repository.id)
-        .with_for_update(key_share=True)
-    )
-    active = session.exec(
-        select(AgentRun.id).where(
-            AgentRun.repository_id == repository.id,
-            AgentRun.issue_number == spec.number,
-            AgentRun.stage == spec.stage,
-            col(AgentRun.status).in_([s.value for s in ACTIVE_STATUSES]),
-        )
-    ).first()
+    connection.execute(_LOCK_REPOSITORY, {"repository_id": repository.id})
+    # A statement of its own, after the lock: in READ COMMITTED each statement reads a fresh
+    # snapshot, so it sees a run committed by the previous lock holder. Joined into the locking
+    # statement it would read the snapshot taken before waiting for the lock.
+    active = _active_run(connection, repository, spec)
     if active is not None:
-        outcome.ignored = "already_active"
-        record_event(
-            session=session,
-            correlation_id=outcome.delivery_id,
-            event_type="run_already_active",
-            project_id=repository.project_id,
-            run_id=active,
-            payload={"stage": spec.stage, "number": spec.number},
-        )
-        _finish(session, delivery_row_id, outcome, "ignored:already_active")
-        return
-    project = session.get(Project, repository.project_id)
-    assert project is not None
-    settings = project.settings or {}
-    run = AgentRun(
-        correlation_id=uuid.uuid4().hex,
-        project_id=repository.project_id,
-        repository_id=repository.id,
-        # GitHub numbers issues and pull requests in one sequence per repository.
-        issue_number=spec.number,
-        pr_number=spec.number if spec.is_pull_request else None,
-        issue_title=_issue_title(payload),
-        agent_key=spec.role.value,
-        stage=spec.stage,
-        is_revise=spec.is_revise,
-        trigger_label=spec.trigger_label,
-        delivery_id=outcome.delivery_id,
-        status=RunStatus.PENDING.value,
-        model=spec.model or settings.get("default_model"),
-        reasoning_effort=spec.reasoning_effort,
-        learning_mode=bool(settings.get("learning_mode_default", False)),
+        return _already_active(delivery, repository, spec, active)
+    settings = (
+        connection.execute(_PROJECT_SETTINGS, {"project_id": repository.project_id}).scalar_one()
+        or {}
     )
-    session.add(run)
-    session.flush()
-    assert run.id is not None
-    outcome.runs.append(run.id)
-    record_event(
-        session=session,
-        correlation_id=outcome.delivery_id,
-        event_type="run_created",
+    model = spec.model or settings.get("default_model")
+    run_id: int = connection.execute(
+        _INSERT_RUN,
+        {
+            "correlation_id": uuid.uuid4().hex,
+            "project_id": repository.project_id,
+            "repository_id": repository.id,
+            # GitHub numbers issues and pull requests in one sequence per repository.
+            "issue_number": spec.number,
+            "pr_number": spec.number if spec.is_pull_request else None,
+            "issue_title": _issue_title(payload),
+            "agent_key": spec.role.value,
+            "stage": spec.stage,
+            "is_revise": spec.is_revise,
+            "trigger_label": spec.trigger_label,
+            "delivery_id": delivery.outcome.delivery_id,
+            "status": RunStatus.PENDING.value,
+            "model": model,
+            "reasoning_effort": spec.reasoning_effort,
+            "learning_mode": bool(settings.get("learning_mode_default", False)),
+        },
+    ).scalar_one()
+    delivery.outcome.runs.append(run_id)
+    delivery.record(
+        "run_created",
         project_id=repository.project_id,
-        run_id=run.id,
+        run_id=run_id,
         payload={
             "stage": spec.stage,
             "agent": spec.role.value,
@@ -366,29 +486,30 @@ def _start_run(
             "is_pull_request": spec.is_pull_request,
             "is_revise": spec.is_revise,
             "trigger_label": spec.trigger_label,
-            "model": run.model,
-            "reasoning_effort": run.reasoning_effort,
+            "model": model,
+            "reasoning_effort": spec.reasoning_effort,
         },
     )
-    _finish(session, delivery_row_id, outcome, "run_created")
+    return "run_created"
 
 
 def _cancel(
-    session: Session,
-    delivery_row_id: int,
-    outcome: IngestOutcome,
+    connection: Connection,
+    delivery: _Delivery,
     decision: TriggerDecision,
     number: int | None,
-    repository: Repository,
-) -> None:
-    query = select(AgentRun).where(
-        AgentRun.repository_id == repository.id,
-        AgentRun.issue_number == number,
-        col(AgentRun.status).in_([s.value for s in ACTIVE_STATUSES]),
+    repository: _Repository,
+) -> str:
+    outcome = delivery.outcome
+    # Built per call (unlike the hot statements): a None number must compile to IS NULL.
+    query = sa.select(_RUNS.c.id, _RUNS.c.status, _RUNS.c.project_id).where(
+        _RUNS.c.repository_id == repository.id,
+        _RUNS.c.issue_number == number,
+        _RUNS.c.status.in_(_ACTIVE_STATUS_VALUES),
     )
     if decision.kind is DecisionKind.CANCEL_PENDING_FOR_LABEL:
         query = query.where(
-            AgentRun.status == RunStatus.PENDING.value, AgentRun.trigger_label == decision.label
+            _RUNS.c.status == RunStatus.PENDING.value, _RUNS.c.trigger_label == decision.label
         )
     reason = (
         "label_removed"
@@ -396,13 +517,12 @@ def _cancel(
         else str(decision.reason)
     )
     now = utcnow()
-    for run in session.exec(query.with_for_update()).all():
-        assert run.id is not None
-        if run.status == RunStatus.PENDING.value:
+    for run_id, status, project_id in connection.execute(query.with_for_update()).all():
+        if status == RunStatus.PENDING.value:
             # Nothing runs yet: cancel right away, guarded against a dispatcher claiming it now.
-            changed = session.execute(
-                sa.update(AgentRun)
-                .where(col(AgentRun.id) == run.id, col(AgentRun.status) == RunStatus.PENDING.value)
+            changed = connection.execute(
+                sa.update(_RUNS)
+                .where(_RUNS.c.id == run_id, _RUNS.c.status == RunStatus.PENDING.value)
                 .values(
                     status=RunStatus.CANCELED.value,
                     status_reason=reason,
@@ -412,27 +532,22 @@ def _cancel(
                 )
             ).rowcount
             if changed:
-                outcome.canceled.append(run.id)
-                record_event(
-                    session=session, correlation_id=outcome.delivery_id, event_type="run_canceled",
-                    project_id=run.project_id, run_id=run.id,
+                outcome.canceled.append(run_id)
+                delivery.record(
+                    "run_canceled", project_id=project_id, run_id=run_id,
                     payload={"reason": reason, "from": RunStatus.PENDING.value},
                 )  # fmt: skip
                 continue
-        session.execute(
-            sa.update(AgentRun)
-            .where(col(AgentRun.id) == run.id, col(AgentRun.cancel_requested_at).is_(None))
+        connection.execute(
+            sa.update(_RUNS)
+            .where(_RUNS.c.id == run_id, _RUNS.c.cancel_requested_at.is_(None))
             .values(cancel_requested_at=now, cancel_reason=reason)
         )
-        outcome.cancel_requested.append(run.id)
-        record_event(
-            session=session, correlation_id=outcome.delivery_id,
-            event_type="run_cancel_requested", project_id=run.project_id, run_id=run.id,
+        outcome.cancel_requested.append(run_id)
+        delivery.record(
+            "run_cancel_requested", project_id=project_id, run_id=run_id,
             payload={"reason": reason},
         )  # fmt: skip
     if not outcome.canceled and not outcome.cancel_requested:
-        _ignore(
-            session, delivery_row_id, outcome, "nothing_to_cancel", project_id=repository.project_id
-        )
-        return
-    _finish(session, delivery_row_id, outcome, reason)
+        return _ignore(delivery, "nothing_to_cancel", project_id=repository.project_id)
+    return reason
