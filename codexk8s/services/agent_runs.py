@@ -11,6 +11,7 @@ from codexk8s.db.models import AgentRun, Project, Repository
 from codexk8s.domain.runs import RunStatus
 from codexk8s.errors import InvalidArgumentError
 from codexk8s.services import projects
+from codexk8s.services.validation import parse_choice
 
 MAX_PAGE = 500
 
@@ -34,11 +35,7 @@ class RunRow:
 
 
 def parse_status(status: str) -> RunStatus:
-    try:
-        return RunStatus(status)
-    except ValueError:
-        allowed = ", ".join(s.value for s in RunStatus)
-        raise InvalidArgumentError(f"unknown status {status!r}; use one of: {allowed}") from None
+    return parse_choice(RunStatus, status, "status")
 
 
 def list_runs(

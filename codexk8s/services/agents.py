@@ -9,10 +9,10 @@ from typing import Any
 from sqlmodel import Session, select
 
 from codexk8s.db.models import Agent, utcnow
-from codexk8s.domain.runs import ActorType
 from codexk8s.domain.stages import AgentRole
 from codexk8s.errors import InvalidArgumentError, NotFoundError
 from codexk8s.services.audit import record_event
+from codexk8s.services.validation import parse_choice
 
 DEFAULT_COMMAND = ("codexk8s", "agent", "run")
 DEFAULT_TIMEOUT_MINUTES = 60
@@ -66,11 +66,7 @@ def set_agent(
     actor_id: str | None = None,
 ) -> Agent:
     """Change an agent's settings. Giving a command switches the agent to it (engine=command)."""
-    try:
-        AgentRole(key)
-    except ValueError:
-        allowed = ", ".join(r.value for r in AgentRole)
-        raise InvalidArgumentError(f"unknown agent {key!r}; use one of: {allowed}") from None
+    parse_choice(AgentRole, key, "agent")
     agent = session.exec(select(Agent).where(Agent.key == key)).first()
     if agent is None:
         raise NotFoundError(f"agent {key!r} is missing from the roster; run `codexk8s migrate`")
@@ -112,7 +108,6 @@ def set_agent(
         session=session,
         correlation_id=f"agent-{key}",
         event_type="agent_updated",
-        actor_type=ActorType.HUMAN if actor_id else ActorType.SYSTEM,
         actor_id=actor_id,
         payload={"agent": key, "changes": changes},
     )

@@ -8,7 +8,6 @@ from sqlmodel import Session
 
 from codexk8s.crypto import hash_token, new_token
 from codexk8s.db.models import ApiToken, utcnow
-from codexk8s.domain.runs import ActorType
 from codexk8s.errors import InvalidArgumentError, PreconditionError
 from codexk8s.services import users
 from codexk8s.services.audit import record_event
@@ -47,7 +46,6 @@ def create_token(
         session=session,
         correlation_id=f"user-{user.id}",
         event_type="api_token_created",
-        actor_type=ActorType.HUMAN if actor_id else ActorType.SYSTEM,
         actor_id=actor_id,
         payload={"token_id": token.id, "name": name, "expires_at": str(token.expires_at)},
     )

@@ -25,13 +25,19 @@ def record_event(
     session: Session,
     correlation_id: str,
     event_type: str,
-    actor_type: ActorType = ActorType.SYSTEM,
+    actor_type: ActorType | None = None,
     actor_id: str | None = None,
     project_id: int | None = None,
     run_id: int | None = None,
     payload: dict[str, Any] | None = None,
 ) -> FlowEvent:
-    """Add a flow event to the caller's transaction (it commits with the change it records)."""
+    """Add a flow event to the caller's transaction (it commits with the change it records).
+
+    Without an explicit actor type, an event with an actor id was done by a person, one without
+    by the system.
+    """
+    if actor_type is None:
+        actor_type = ActorType.HUMAN if actor_id else ActorType.SYSTEM
     event = FlowEvent(
         correlation_id=correlation_id,
         event_type=event_type,

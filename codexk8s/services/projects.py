@@ -8,11 +8,11 @@ from sqlmodel import Session, select
 
 from codexk8s.db.models import Project, ProjectMember, Slot, utcnow
 from codexk8s.domain.access import ProjectRole
-from codexk8s.domain.runs import ActorType
 from codexk8s.domain.slots import DEFAULT_SLOTS, MAX_SLOTS
 from codexk8s.errors import ConflictError, InvalidArgumentError, NotFoundError
 from codexk8s.services import users
 from codexk8s.services.audit import record_event
+from codexk8s.services.validation import parse_choice
 
 # Keys end up in Kubernetes namespace names and labels: DNS-label rules, kept short.
 _KEY = re.compile(r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$")
@@ -28,13 +28,7 @@ def validate_key(key: str) -> str:
 
 
 def parse_project_role(role: str) -> ProjectRole:
-    try:
-        return ProjectRole(role)
-    except ValueError:
-        allowed = ", ".join(r.value for r in ProjectRole)
-        raise InvalidArgumentError(
-            f"unknown project role {role!r}; use one of: {allowed}"
-        ) from None
+    return parse_choice(ProjectRole, role, "project role")
 
 
 def get_by_key(*, session: Session, key: str) -> Project | None:
@@ -78,7 +72,6 @@ def create_project(
         session=session,
         correlation_id=f"project-{project.id}",
         event_type="project_created",
-        actor_type=ActorType.HUMAN if actor_id else ActorType.SYSTEM,
         actor_id=actor_id,
         project_id=project.id,
         payload={"key": key, "slots": slots},
@@ -112,7 +105,6 @@ def add_member(
         session=session,
         correlation_id=f"project-{project.id}",
         event_type="member_added",
-        actor_type=ActorType.HUMAN if actor_id else ActorType.SYSTEM,
         actor_id=actor_id,
         project_id=project.id,
         payload={"email": user.email, "role": project_role.value},

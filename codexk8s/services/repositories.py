@@ -10,7 +10,6 @@ from sqlmodel import Session, col, select
 
 from codexk8s.crypto import SecretBox
 from codexk8s.db.models import Repository
-from codexk8s.domain.runs import ActorType
 from codexk8s.errors import ConflictError, InvalidArgumentError
 from codexk8s.services import projects
 from codexk8s.services.audit import record_event
@@ -108,7 +107,6 @@ def add_repository(
         session=session,
         correlation_id=f"project-{project.id}",
         event_type="repository_added",
-        actor_type=ActorType.HUMAN if actor_id else ActorType.SYSTEM,
         actor_id=actor_id,
         project_id=project.id,
         # Only whether secrets are set: their values never enter the audit trail.

@@ -9,14 +9,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from codexk8s.db.models import AgentRun, FlowEvent, Slot, utcnow
-from codexk8s.domain.runs import RunStatus, can_transition
+from codexk8s.db.models import AgentRun, Slot, utcnow
+from codexk8s.domain.runs import ActorType, RunStatus, can_transition
 from codexk8s.domain.runtime import FailureReason
 from codexk8s.domain.slots import SlotState
+from codexk8s.services import audit
 
 RUNS = AgentRun.__table__  # type: ignore[attr-defined]
 SLOTS = Slot.__table__  # type: ignore[attr-defined]
-EVENTS = FlowEvent.__table__  # type: ignore[attr-defined]
 
 # How a workload failure maps to the run's status reason.
 FAILURE_REASONS: dict[FailureReason, str] = {
@@ -41,12 +41,15 @@ def add_event(
     actor_type: str = "system",
     actor_id: str | None = None,
 ) -> None:
-    connection.execute(
-        EVENTS.insert().values(
-            correlation_id=correlation_id, event_type=event_type, run_id=run_id,
-            project_id=project_id, payload=payload or {}, actor_type=actor_type,
-            actor_id=actor_id, created_at=utcnow(),
-        )
+    audit.insert_events(
+        connection=connection,
+        events=[
+            audit.flow_event_values(
+                correlation_id=correlation_id, event_type=event_type, run_id=run_id,
+                project_id=project_id, payload=payload, actor_type=ActorType(actor_type),
+                actor_id=actor_id,
+            )
+        ],
     )  # fmt: skip
 
 

@@ -8,9 +8,9 @@ from sqlmodel import Session, select
 
 from codexk8s.db.models import User, utcnow
 from codexk8s.domain.access import PlatformRole
-from codexk8s.domain.runs import ActorType
 from codexk8s.errors import ConflictError, InvalidArgumentError, NotFoundError
 from codexk8s.services.audit import record_event
+from codexk8s.services.validation import parse_choice
 
 # Deliberately loose: one @, no spaces, a dot in the domain. GitHub verifies the address itself.
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -24,11 +24,7 @@ def normalize_email(email: str) -> str:
 
 
 def parse_platform_role(role: str) -> PlatformRole:
-    try:
-        return PlatformRole(role)
-    except ValueError:
-        allowed = ", ".join(r.value for r in PlatformRole)
-        raise InvalidArgumentError(f"unknown role {role!r}; use one of: {allowed}") from None
+    return parse_choice(PlatformRole, role, "role")
 
 
 def get_by_email(*, session: Session, email: str) -> User | None:
@@ -61,7 +57,6 @@ def add_user(
         session=session,
         correlation_id=f"user-{user.id}",
         event_type="user_added",
-        actor_type=ActorType.HUMAN if actor_id else ActorType.SYSTEM,
         actor_id=actor_id,
         payload={"email": normalized, "role": platform_role.value},
     )
