@@ -45,6 +45,9 @@ class Settings(BaseSettings):
 
     runtime: Literal["local", "kubernetes"] = "local"
     kubeconfig: Path | None = None
+    # Image for agents without their own (Kubernetes runtime); the control plane's image by default
+    # in the deploy manifests.
+    agent_image: str | None = None
     run_namespace_prefix: str = Field(
         default="codexk8s-run", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
     )
@@ -53,6 +56,8 @@ class Settings(BaseSettings):
     engine_enabled: bool = True
     # Terminal runs keep their workload leftovers (namespace, work folder) this long.
     cleanup_after_hours: float = Field(default=24.0, gt=0)
+    # A browser session ends after this long without a request (sliding expiry).
+    session_ttl_hours: float = Field(default=12, gt=0)
 
     redis_url: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"

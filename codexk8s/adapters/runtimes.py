@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from codexk8s.config import Settings
+from codexk8s.config import ENV_PREFIX, ConfigError, Settings
 from codexk8s.domain.runtime import Runtime
 
 
@@ -20,6 +20,11 @@ def build_runtime(settings: Settings) -> Runtime:
             [str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")]
         )
         return LocalRuntime(settings.data_dir / "runs", path=path)
-    from codexk8s.adapters.kubernetes.runtime import KubernetesRuntime
+    from codexk8s.adapters.kubernetes.runtime import from_settings
 
-    return KubernetesRuntime.from_settings(settings)
+    if not settings.agent_image:
+        raise ConfigError(
+            f"{ENV_PREFIX}AGENT_IMAGE: required with {ENV_PREFIX}RUNTIME=kubernetes (the image "
+            "agents run in unless `codexk8s agent set ROLE --image` names another)"
+        )
+    return from_settings(settings, image_default=settings.agent_image)

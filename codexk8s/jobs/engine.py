@@ -26,7 +26,13 @@ import sqlalchemy as sa
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.engine import Engine
 
-from codexk8s.domain.runtime import LogLine, Runtime, WorkloadHandle, WorkloadPhase
+from codexk8s.domain.runtime import (
+    FailureReason,
+    LogLine,
+    Runtime,
+    WorkloadHandle,
+    WorkloadPhase,
+)
 from codexk8s.domain.slots import LEASE_RENEW_SECONDS
 from codexk8s.services import dispatch, reconcile, run_logs
 from codexk8s.services.run_states import RUNS
@@ -244,6 +250,10 @@ class RunEngine:
                     )
                     if changed:
                         await self._notify(status.run_id, changed)
+                    if changed and status.reason is FailureReason.IMAGE_PULL and status.handle:
+                        # The run is over, but Kubernetes would keep retrying the pull until the
+                        # deadline; stop the workload so it frees its quota now.
+                        await self.runtime.cancel(status.handle, grace_seconds=0)
                     if status.phase in (WorkloadPhase.PENDING, WorkloadPhase.RUNNING):
                         await self._ensure_pumps()
             except asyncio.CancelledError:

@@ -1,0 +1,476 @@
+"""`KubernetesRuntime`: runs each agent run as a Job in its own (or its lineage's) namespace.
+
+launch() creates, or adopts when they exist already (HTTP 409), the objects manifests.py
+builds, in order, and returns the Job's handle. Adoption rules: the namespace must carry
+`app.kubernetes.io/managed-by=codexk8s` and the same project, and must not be terminating; it
+gets the new run id as its `run-id` label. The Secret is replaced, because a relaunch may carry
+a new run token. The Job, named `workload_name(run_id)`, is adopted as it is: never a second
+Job for one run. Once the Job exists, the Secret gets the Job as owner, so Kubernetes deletes
+the run's credentials together with its Job. A launch that fails before its Job exists deletes
+the namespace if it created it (a failed launch returns no handle, so no cleanup would find it);
+a lineage's existing namespace is left alone.
+
+status() reads one Job and its pods; list_workloads() lists managed Jobs and pods once across
+namespaces; watch() is watch.py's two-kind watch; stream_logs() is logs.py's follower.
+cancel() deletes the Job (background propagation) and then its pods with the given grace
+period, because the grace period of a Job's own deletion does not reach its pods. cleanup()
+deletes the run's namespace, and refuses any namespace outside this runtime's prefix.
+
+Every API call has a timeout and goes through client.ApiCaller (retries on 429/5xx/timeouts).
+Errors the engine should record surface as `WorkloadRuntimeError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from codexk8s.adapters.kubernetes import manifests
+from codexk8s.adapters.kubernetes.client import ApiCaller, RetryPolicy, Sleep, describe
+from codexk8s.adapters.kubernetes.logs import PodLogStreamer
+from codexk8s.adapters.kubernetes.manifests import (
+    JOB_NAME_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    MANAGED_SELECTOR,
+    PROJECT_LABEL,
+    RUN_ID_LABEL,
+    RunPodSettings,
+)
+from codexk8s.adapters.kubernetes.status import (
+    DEFAULT_STARTUP_GRACE_SECONDS,
+    RUNTIME_NAME,
+    dig,
+    handle_of,
+    run_id_of,
+    workload_status,
+)
+from codexk8s.adapters.kubernetes.watch import WorkloadWatcher, pods_by_run
+from codexk8s.config import ENV_PREFIX, ConfigError, Settings
+from codexk8s.domain.runtime import (
+    LogLine,
+    WorkloadHandle,
+    WorkloadPhase,
+    WorkloadRuntimeError,
+    WorkloadSpec,
+    WorkloadStatus,
+    workload_name,
+)
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+
+class KubernetesRuntime:
+    """The Runtime protocol on a Kubernetes cluster, through the official client."""
+
+    name = RUNTIME_NAME
+
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        *,
+        namespace_prefix: str,
+        image_default: str,
+        request_timeout: float = 30,
+        connect_timeout: float = 10,
+        pod_settings: RunPodSettings | None = None,
+        retry: RetryPolicy | None = None,
+        watch_timeout_seconds: int = 300,
+        log_read_timeout: float = 300,
+        log_poll_interval: float = 2.0,
+        log_resume_margin_seconds: float = 30,
+        startup_grace_seconds: float = DEFAULT_STARTUP_GRACE_SECONDS,
+        stream_workers: int = 64,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if not manifests.is_dns_label(namespace_prefix):
+            raise ValueError(f"namespace prefix {namespace_prefix!r} is not a DNS-1123 label")
+        self._api_client = api_client
+        self._core = k8s.CoreV1Api(api_client)
+        self._batch = k8s.BatchV1Api(api_client)
+        self._rbac = k8s.RbacAuthorizationV1Api(api_client)
+        self._networking = k8s.NetworkingV1Api(api_client)
+        self.namespace_prefix = namespace_prefix
+        self.image_default = image_default
+        self.pod_settings = pod_settings or RunPodSettings()
+        self._watch_timeout = watch_timeout_seconds
+        self._log_read_timeout = log_read_timeout
+        self._log_poll_interval = log_poll_interval
+        self._log_margin = log_resume_margin_seconds
+        self._startup_grace = startup_grace_seconds
+        self._stream_executor = ThreadPoolExecutor(
+            max_workers=stream_workers, thread_name_prefix="codexk8s-k8s-stream"
+        )
+        self._caller = ApiCaller(
+            request_timeout=request_timeout,
+            connect_timeout=connect_timeout,
+            retry=retry or RetryPolicy(),
+            sleep=sleep,
+            stream_executor=self._stream_executor,
+        )
+
+    def close(self) -> None:
+        """Release the stream threads and the client's connections."""
+        self._stream_executor.shutdown(wait=False, cancel_futures=True)
+        self._api_client.close()
+
+    def owns_namespace(self, namespace: str) -> bool:
+        return namespace.startswith(f"{self.namespace_prefix}-")
+
+    def namespace_for(self, spec: WorkloadSpec) -> str:
+        return manifests.namespace_name(self.namespace_prefix, spec)
+
+    # -- launch --------------------------------------------------------------------------
+
+    async def launch(self, spec: WorkloadSpec) -> WorkloadHandle:
+        namespace = self.namespace_for(spec)
+        try:
+            job_body = manifests.job_manifest(
+                namespace, spec, image=spec.image or self.image_default, settings=self.pod_settings
+            )
+        except ValueError as exc:
+            raise WorkloadRuntimeError(f"run {spec.run_id}: {exc}") from exc
+        created = await self._ensure_namespace(namespace, spec)
+        try:
+            job = await self._create_run_objects(namespace, spec, job_body)
+        except WorkloadRuntimeError:
+            if created:
+                # A failed launch reports no handle, so nothing would ever clean this up.
+                await self._discard_namespace(namespace)
+            raise
+        owned = manifests.secret_manifest(
+            namespace, spec, owner={"name": job_body["metadata"]["name"], "uid": _uid(job)}
+        )
+        try:
+            await self._replace_secret(namespace, owned)
+        except WorkloadRuntimeError as exc:
+            # The Job runs either way; the namespace's cleanup removes the Secret instead.
+            log.warning("run %s: could not make the Job own its Secret: %s", spec.run_id, exc)
+        return handle_of(job)
+
+    async def _create_run_objects(self, namespace: str, spec: WorkloadSpec, job_body: Obj) -> Obj:
+        core, rbac, settings = self._core, self._rbac, self.pod_settings
+        namespaced: list[tuple[Callable[..., Any], Obj]] = [
+            (
+                core.create_namespaced_service_account,
+                manifests.service_account_manifest(namespace, spec),
+            ),
+            (rbac.create_namespaced_role, manifests.role_manifest(namespace, spec)),
+            (rbac.create_namespaced_role_binding, manifests.role_binding_manifest(namespace, spec)),
+            (
+                core.create_namespaced_resource_quota,
+                manifests.resource_quota_manifest(namespace, spec, settings),
+            ),
+            (
+                core.create_namespaced_limit_range,
+                manifests.limit_range_manifest(namespace, spec, settings),
+            ),
+            (
+                self._networking.create_namespaced_network_policy,
+                manifests.network_policy_manifest(namespace, spec),
+            ),
+        ]
+        for create, body in namespaced:
+            # These are the same for every run of a lineage: an existing one is kept as it is.
+            await self._create(create, namespace, body)
+        secret = manifests.secret_manifest(namespace, spec)
+        if not await self._create(core.create_namespaced_secret, namespace, secret):
+            await self._replace_secret(namespace, secret)
+        return await self._create_job(namespace, job_body, spec.run_id)
+
+    async def _discard_namespace(self, namespace: str) -> None:
+        try:
+            await self._delete(
+                f"delete namespace {namespace}", self._core.delete_namespace, namespace
+            )
+        except WorkloadRuntimeError as exc:
+            log.warning("could not remove namespace %s of a failed launch: %s", namespace, exc)
+
+    async def _ensure_namespace(self, namespace: str, spec: WorkloadSpec) -> bool:
+        """Create the namespace or adopt the lineage's; True if it was created now."""
+        body = manifests.namespace_manifest(namespace, spec)
+        if await self._create(self._core.create_namespace, None, body):
+            return True
+        existing = await self._checked(
+            f"read namespace {namespace}", self._core.read_namespace, namespace
+        )
+        labels = dig(existing, "metadata", "labels") or {}
+        if labels.get(MANAGED_BY_LABEL) != MANAGED_BY or labels.get(PROJECT_LABEL) != dig(
+            body, "metadata", "labels", PROJECT_LABEL
+        ):
+            raise WorkloadRuntimeError(
+                f"namespace {namespace} exists but is not a codexk8s namespace of project "
+                f"{spec.project_key}; refusing to use it"
+            )
+        if dig(existing, "metadata", "deletionTimestamp") or (
+            dig(existing, "status", "phase") == "Terminating"
+        ):
+            raise WorkloadRuntimeError(
+                f"namespace {namespace} is being deleted; launch again once it is gone"
+            )
+        await self._checked(
+            f"label namespace {namespace}",
+            self._core.patch_namespace,
+            namespace,
+            {"metadata": {"labels": {RUN_ID_LABEL: str(spec.run_id)}}},
+        )
+        return False
+
+    async def _create(self, create: Callable[..., Any], namespace: str | None, body: Obj) -> bool:
+        """Create `body`; False if it existed (409). Other API errors become runtime errors."""
+        kind, name = body["kind"], body["metadata"]["name"]
+        args = (body,) if namespace is None else (namespace, body)
+        what = f"create {kind} {namespace + '/' if namespace else ''}{name}"
+        try:
+            await self._caller.call(what, create, *args)
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise WorkloadRuntimeError(f"{what}: {describe(exc)}") from exc
+        return True
+
+    async def _replace_secret(self, namespace: str, body: Obj) -> None:
+        name = body["metadata"]["name"]
+        # An update without resourceVersion is unconditional: the control plane never needs
+        # to read a Secret, and its ClusterRole does not let it.
+        await self._checked(
+            f"replace Secret {namespace}/{name}",
+            self._core.replace_namespaced_secret,
+            name,
+            namespace,
+            body,
+        )
+
+    async def _create_job(self, namespace: str, body: Obj, run_id: int) -> Obj:
+        name = body["metadata"]["name"]
+        what = f"create Job {namespace}/{name}"
+        try:
+            created = await self._caller.call(
+                what, self._batch.create_namespaced_job, namespace, body
+            )
+        except ApiException as exc:
+            if exc.status != 409:
+                raise WorkloadRuntimeError(f"{what}: {describe(exc)}") from exc
+            # Launched before (a retry after a timeout, a restart): adopt that Job.
+            created = await self._checked(
+                f"read Job {namespace}/{name}", self._batch.read_namespaced_job, name, namespace
+            )
+            if run_id_of(created) != run_id:
+                raise WorkloadRuntimeError(
+                    f"Job {namespace}/{name} exists but belongs to another run"
+                ) from exc
+        return created
+
+    async def _checked(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await self._caller.call(what, fn, *args, **kwargs)
+        except ApiException as exc:
+            raise WorkloadRuntimeError(f"{what}: {describe(exc)}") from exc
+
+    # -- status --------------------------------------------------------------------------
+
+    async def _job_pods(self, namespace: str, job_name: str) -> Any:
+        return await self._caller.call(
+            f"list pods of {namespace}/{job_name}",
+            self._core.list_namespaced_pod,
+            namespace,
+            label_selector=f"{JOB_NAME_LABEL}={job_name}",
+        )
+
+    async def status(self, handle: WorkloadHandle, run_id: int) -> WorkloadStatus:
+        namespace = _namespace_of(handle)
+        try:
+            job = await self._caller.call(
+                f"read Job {namespace}/{handle.name}",
+                self._batch.read_namespaced_job,
+                handle.name,
+                namespace,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return WorkloadStatus(run_id=run_id, phase=WorkloadPhase.MISSING, handle=handle)
+            raise WorkloadRuntimeError(f"read Job {handle.name}: {describe(exc)}") from exc
+        try:
+            pods = await self._job_pods(namespace, handle.name)
+        except ApiException as exc:
+            raise WorkloadRuntimeError(f"list pods of {handle.name}: {describe(exc)}") from exc
+        return workload_status(
+            run_id,
+            job,
+            (pods or {}).get("items") or [],
+            now=datetime.now(UTC),
+            startup_grace_seconds=self._startup_grace,
+        )
+
+    async def list_workloads(self) -> list[WorkloadStatus]:
+        jobs = await self._checked(
+            "list Jobs", self._batch.list_job_for_all_namespaces, label_selector=MANAGED_SELECTOR
+        )
+        pods = await self._checked(
+            "list pods", self._core.list_pod_for_all_namespaces, label_selector=MANAGED_SELECTOR
+        )
+        grouped = pods_by_run([p for p in (pods or {}).get("items") or [] if self._is_ours(p)])
+        now = datetime.now(UTC)
+        statuses = []
+        for job in (jobs or {}).get("items") or []:
+            run_id = run_id_of(job)
+            if run_id is None or not self._is_ours(job):
+                continue
+            statuses.append(
+                workload_status(
+                    run_id,
+                    job,
+                    grouped.get(run_id, []),
+                    now=now,
+                    startup_grace_seconds=self._startup_grace,
+                )
+            )
+        return statuses
+
+    def _is_ours(self, obj: Mapping[str, Any]) -> bool:
+        namespace = dig(obj, "metadata", "namespace")
+        return isinstance(namespace, str) and self.owns_namespace(namespace)
+
+    def watcher(self) -> WorkloadWatcher:
+        """A fresh two-kind watch (what `watch()` iterates); exposed for inspection in tests."""
+
+        async def read_pods(namespace: str, run_id: int) -> Any:
+            return await self._job_pods(namespace, workload_name(run_id))
+
+        return WorkloadWatcher(
+            self._caller,
+            list_jobs=self._batch.list_job_for_all_namespaces,
+            list_pods=self._core.list_pod_for_all_namespaces,
+            read_pods=read_pods,
+            owns_namespace=self.owns_namespace,
+            timeout_seconds=self._watch_timeout,
+            startup_grace_seconds=self._startup_grace,
+        )
+
+    def watch(self) -> AsyncIterator[WorkloadStatus]:
+        return self.watcher().statuses()
+
+    # -- logs ----------------------------------------------------------------------------
+
+    async def stream_logs(
+        self, handle: WorkloadHandle, *, follow: bool, after: str | None = None
+    ) -> AsyncIterator[LogLine]:
+        _namespace_of(handle)
+        streamer = PodLogStreamer(
+            self._caller,
+            self._core,
+            self._batch,
+            handle,
+            poll_interval=self._log_poll_interval,
+            read_timeout=self._log_read_timeout,
+            resume_margin_seconds=self._log_margin,
+        )
+        async for line in streamer.stream(follow=follow, after=after):
+            yield line
+
+    # -- cancel and cleanup --------------------------------------------------------------
+
+    async def cancel(self, handle: WorkloadHandle, *, grace_seconds: float = 10.0) -> None:
+        namespace = _namespace_of(handle)
+        grace = max(0, math.ceil(grace_seconds))
+        # The Job first, so that its controller does not replace the pods deleted below.
+        await self._delete(
+            f"delete Job {namespace}/{handle.name}",
+            self._batch.delete_namespaced_job,
+            handle.name,
+            namespace,
+            propagation_policy="Background",
+            grace_period_seconds=grace,
+        )
+        try:
+            pods = await self._job_pods(namespace, handle.name)
+        except ApiException as exc:
+            raise WorkloadRuntimeError(f"list pods of {handle.name}: {describe(exc)}") from exc
+        for pod in (pods or {}).get("items") or []:
+            name = str(dig(pod, "metadata", "name"))
+            await self._delete(
+                f"delete pod {namespace}/{name}",
+                self._core.delete_namespaced_pod,
+                name,
+                namespace,
+                grace_period_seconds=grace,
+            )
+
+    async def cleanup(self, handle: WorkloadHandle) -> None:
+        namespace = _namespace_of(handle)
+        if not self.owns_namespace(namespace):
+            raise WorkloadRuntimeError(
+                f"refusing to delete namespace {namespace}: not a run namespace of this "
+                f"control plane (prefix {self.namespace_prefix}-)"
+            )
+        await self._delete(
+            f"delete namespace {namespace}",
+            self._core.delete_namespace,
+            namespace,
+            propagation_policy="Background",
+        )
+
+    async def _delete(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        try:
+            await self._caller.call(what, fn, *args, **kwargs)
+        except ApiException as exc:
+            # 404: already gone; 409: already being deleted. Both are what was asked for.
+            if exc.status not in (404, 409):
+                raise WorkloadRuntimeError(f"{what}: {describe(exc)}") from exc
+
+
+def _namespace_of(handle: WorkloadHandle) -> str:
+    if handle.runtime != RUNTIME_NAME or not handle.namespace:
+        raise WorkloadRuntimeError(f"not a Kubernetes workload handle: {handle.to_json()}")
+    return handle.namespace
+
+
+def _uid(obj: Mapping[str, Any]) -> str:
+    uid = dig(obj, "metadata", "uid")
+    if not uid:
+        raise WorkloadRuntimeError(f"{dig(obj, 'metadata', 'name')} has no uid")
+    return str(uid)
+
+
+def from_settings(settings: Settings, *, image_default: str, **options: Any) -> KubernetesRuntime:
+    """A runtime for the configured cluster: `CODEXK8S_KUBECONFIG` if set, else in-cluster.
+
+    `options` go to `KubernetesRuntime` (timeouts, pod settings, ...).
+    """
+    configuration = k8s.Configuration()
+    try:
+        if settings.kubeconfig is not None:
+            k8s_config.load_kube_config(
+                config_file=str(settings.kubeconfig), client_configuration=configuration
+            )
+        else:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+    except (ConfigException, OSError) as exc:
+        variable = f"{ENV_PREFIX}KUBECONFIG"
+        where = settings.kubeconfig or "in-cluster service account (no kubeconfig set)"
+        raise ConfigError(f"{variable}: cannot load {where}: {exc}") from exc
+    # Retries live in one place, the runtime's policy (with backoff, Retry-After and logs);
+    # urllib3 retrying underneath would multiply every timeout.
+    configuration.retries = False
+    # Watches and log follows each hold a connection; let the pool keep them all.
+    configuration.connection_pool_maxsize = max(
+        configuration.connection_pool_maxsize or 0, int(options.get("stream_workers", 64)) + 8
+    )
+    return KubernetesRuntime(
+        k8s.ApiClient(configuration),
+        namespace_prefix=settings.run_namespace_prefix,
+        image_default=image_default,
+        **options,
+    )

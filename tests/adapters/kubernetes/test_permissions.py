@@ -1,0 +1,104 @@
+"""The ClusterRole in deploy/ grants exactly the declared permissions, and those are exactly
+what the runtime uses against the API server."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import aclosing
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from codexk8s.adapters.kubernetes.permissions import CLUSTER_ROLE_NAME, PERMISSIONS, granted
+from codexk8s.adapters.kubernetes.runtime import KubernetesRuntime
+from tests.adapters.kubernetes.conftest import make_spec
+from tests.adapters.kubernetes.fake_api import FakeApiServer, FakeCluster
+
+RBAC_DIR = Path(__file__).resolve().parents[3] / "deploy" / "rbac"
+
+
+def documents() -> list[dict[str, Any]]:
+    found = []
+    for path in sorted(RBAC_DIR.glob("*.yaml")):
+        found += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return found
+
+
+def cluster_role() -> dict[str, Any]:
+    (role,) = [doc for doc in documents() if doc["kind"] == "ClusterRole"]
+    return role
+
+
+def test_the_cluster_role_grants_exactly_the_declared_permissions() -> None:
+    role = cluster_role()
+    assert role["metadata"]["name"] == CLUSTER_ROLE_NAME
+    triples = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert triples == granted()
+    assert all("*" not in part for triple in triples for part in triple)
+    assert not any(
+        rule.get("resourceNames") or rule.get("nonResourceURLs") for rule in role["rules"]
+    )
+
+
+def test_the_control_plane_cannot_read_secrets() -> None:
+    secret_verbs = {verb for group, resource, verb in granted() if resource == "secrets"}
+    assert secret_verbs == {"create", "update"}
+
+
+def test_declarations_are_unique() -> None:
+    keys = [(p.api_group, p.resource) for p in PERMISSIONS]
+    assert len(keys) == len(set(keys))
+
+
+@pytest.mark.parametrize("version", ["1.30", "1.34"])
+def test_rbac_manifests_pass_the_official_schema(version: str) -> None:
+    docs = documents()
+    assert {doc["kind"] for doc in docs} == {"ClusterRole", "ClusterRoleBinding", "ServiceAccount"}
+    for doc in docs:
+        kubernetes_validate.validate(doc, version, strict=True)
+    (binding,) = [doc for doc in docs if doc["kind"] == "ClusterRoleBinding"]
+    (account,) = [doc for doc in docs if doc["kind"] == "ServiceAccount"]
+    assert binding["roleRef"]["name"] == CLUSTER_ROLE_NAME
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": account["metadata"]["name"],
+            "namespace": account["metadata"]["namespace"],
+        }
+    ]
+
+
+async def test_a_full_lifecycle_uses_exactly_the_declared_permissions(
+    runtime: KubernetesRuntime, api: FakeApiServer, cluster: FakeCluster
+) -> None:
+    """Every verb the runtime sends is granted, and every grant is needed by some call."""
+    first = await runtime.launch(make_spec(7))
+    await runtime.launch(make_spec(8))  # a revise run: adopts and relabels the namespace
+    await runtime.launch(make_spec(8))  # a relaunch: adopts the Job, rewrites the Secret
+    namespace = first.namespace or ""
+    cluster.start_pod(namespace, first.name)
+    cluster.write_log(namespace, "codexk8s-run-7-x7k2p", ("2026-03-01T10:00:00Z", "hello"))
+    cluster.end_log(namespace, "codexk8s-run-7-x7k2p")
+    async with aclosing(runtime.watch()) as stream:
+        await asyncio.wait_for(anext(stream), timeout=5)
+        await asyncio.sleep(0.1)  # let both watches open
+    await runtime.status(first, 7)
+    await runtime.list_workloads()
+    assert [line.line async for line in runtime.stream_logs(first, follow=False)] == ["hello"]
+    await runtime.cancel(first)
+    await runtime.cleanup(first)
+
+    used = set(api.verbs())
+    assert used == granted(), {
+        "used but not granted": used - granted(),
+        "granted but never used": granted() - used,
+    }
