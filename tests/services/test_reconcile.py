@@ -1,0 +1,117 @@
+"""Lease expiry, deadline backstop and cleanup on PostgreSQL, with the local runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from codexk8s.adapters.local.runtime import LocalRuntime
+from codexk8s.db.engine import get_engine, session_scope
+from codexk8s.db.models import AgentRun, Slot, utcnow
+from codexk8s.domain.runtime import WorkloadPhase
+from codexk8s.services import agents, dispatch, projects, reconcile
+
+
+@pytest.fixture
+def runtime(app_db: str, tmp_path: Path) -> LocalRuntime:
+    with session_scope() as session:
+        project = projects.create_project(session=session, key="web", slots=1)
+        session.add(AgentRun(correlation_id=uuid.uuid4().hex, project_id=project.id or 0,
+                             issue_number=1, agent_key="dev", stage="dev"))  # fmt: skip
+        agents.set_agent(
+            session=session, key="dev", command=f"{sys.executable} -c 'import time; time.sleep(1)'"
+        )
+    return LocalRuntime(tmp_path / "runs", poll_interval=0.05)
+
+
+def the_run() -> AgentRun:
+    with Session(get_engine()) as session:
+        return session.exec(select(AgentRun)).one()
+
+
+def the_slot() -> Slot:
+    with Session(get_engine()) as session:
+        return session.exec(select(Slot)).one()
+
+
+def expire_lease() -> None:
+    with session_scope() as session:
+        session.execute(sa.update(Slot).values(lease_until=utcnow() - timedelta(seconds=1)))
+
+
+async def test_claimed_but_never_launched_is_requeued(runtime: LocalRuntime) -> None:
+    (claim,) = dispatch.claim_runs(get_engine(), owner="dead-replica", callback_url="http://x")
+    assert the_run().status == "starting" and the_slot().state == "leased"
+    expire_lease()
+    result = await reconcile.expire_leases(engine=get_engine(), runtime=runtime, owner="me")
+    run = the_run()
+    assert result.requeued == [claim.run_id]
+    assert (run.status, run.status_reason, run.attempt, run.slot_number) == (
+        "pending",
+        "lease_expired",
+        2,
+        None,
+    )
+    assert the_slot().state == "free" and the_slot().run_id is None
+    # The next dispatch claims it again.
+    (again,) = dispatch.claim_runs(get_engine(), owner="me", callback_url="http://x")
+    assert again.run_id == claim.run_id
+
+
+async def test_claimed_and_launched_but_not_recorded_is_adopted(runtime: LocalRuntime) -> None:
+    (claim,) = dispatch.claim_runs(get_engine(), owner="dead-replica", callback_url="http://x")
+    await runtime.launch(claim.spec)  # the replica died right after this
+    expire_lease()
+    result = await reconcile.expire_leases(engine=get_engine(), runtime=runtime, owner="me")
+    run = the_run()
+    assert result.alive == [claim.run_id] and result.requeued == []
+    assert run.status == "running" and run.runtime_handle is not None
+    slot = the_slot()
+    assert slot.state == "leased" and slot.lease_owner == "me" and slot.lease_until > utcnow()
+
+
+async def test_overdue_runs_are_asked_to_stop_with_reason_timeout(runtime: LocalRuntime) -> None:
+    with session_scope() as session:
+        session.execute(
+            sa.update(AgentRun).values(
+                status="running", deadline_at=utcnow() - timedelta(minutes=5)
+            )
+        )
+    (run_id,) = reconcile.request_deadline_cancellations(get_engine())
+    run = the_run()
+    assert run.id == run_id and run.cancel_reason == "timeout" and run.cancel_requested_at
+    assert reconcile.request_deadline_cancellations(get_engine()) == []  # asked once
+
+
+async def test_cleanup_waits_for_the_ttl_and_the_lineage(runtime: LocalRuntime) -> None:
+    (claim,) = dispatch.claim_runs(get_engine(), owner="me", callback_url="http://x")
+    handle = await runtime.launch(claim.spec)
+    dispatch.mark_launched(get_engine(), claim, handle)
+    deadline = time.monotonic() + 20
+    while (await runtime.status(handle, claim.run_id)).phase is not WorkloadPhase.SUCCEEDED:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    reconcile.apply_workload_status(get_engine(), await runtime.status(handle, claim.run_id))
+    assert the_run().status == "succeeded"
+
+    assert await reconcile.cleanup_runtimes(engine=get_engine(), runtime=runtime) == []  # too new
+    with session_scope() as session:
+        session.execute(sa.update(AgentRun).values(finished_at=utcnow() - timedelta(hours=25)))
+        # A newer run of the same lineage keeps the (shared) leftovers alive.
+        session.add(AgentRun(correlation_id="newer", project_id=the_run().project_id, issue_number=1,
+                             agent_key="dev", stage="dev", lineage=the_run().lineage))  # fmt: skip
+    assert await reconcile.cleanup_runtimes(engine=get_engine(), runtime=runtime) == []
+    with session_scope() as session:
+        session.execute(sa.delete(AgentRun).where(AgentRun.correlation_id == "newer"))
+    cleaned = await reconcile.cleanup_runtimes(engine=get_engine(), runtime=runtime)
+    assert cleaned == [claim.run_id]
+    assert the_run().cleaned_at is not None
+    assert not await asyncio.to_thread(Path(handle.details["workdir"]).exists)
