@@ -106,8 +106,11 @@ async def test_cleanup_waits_for_the_ttl_and_the_lineage(runtime: LocalRuntime) 
     with session_scope() as session:
         session.execute(sa.update(AgentRun).values(finished_at=utcnow() - timedelta(hours=25)))
         # A newer run of the same lineage keeps the (shared) leftovers alive.
-        session.add(AgentRun(correlation_id="newer", project_id=the_run().project_id, issue_number=1,
-                             agent_key="dev", stage="dev", lineage=the_run().lineage))  # fmt: skip
+        first = the_run()
+        session.add(
+            AgentRun(correlation_id="newer", project_id=first.project_id, issue_number=1,
+                     agent_key="dev", stage="dev", lineage=first.lineage)
+        )  # fmt: skip
     assert await reconcile.cleanup_runtimes(engine=get_engine(), runtime=runtime) == []
     with session_scope() as session:
         session.execute(sa.delete(AgentRun).where(AgentRun.correlation_id == "newer"))
