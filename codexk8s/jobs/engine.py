@@ -14,6 +14,7 @@ a slow cycle delays the next one instead of stacking.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -125,6 +126,7 @@ class RunEngine:
         self._scheduler: AsyncIOScheduler | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self._pumps: dict[int, asyncio.Task[None]] = {}
+        self._rescan_pumps = True
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -182,7 +184,7 @@ class RunEngine:
         for run_id in result.launched:
             await self._notify(run_id, "running")
         if result.launched and self.is_leader:
-            await self._ensure_pumps()
+            await self._ensure_pumps(result.launched)
         return result
 
     async def leader_tick(self) -> None:
@@ -192,6 +194,8 @@ class RunEngine:
             if was_leader:
                 await self._stop_leader_work()
             return
+        if not was_leader:
+            self._rescan_pumps = True  # taking over: find every log still being written
         if self._watch_task is None or self._watch_task.done():
             self._watch_task = asyncio.create_task(self._watch_forever(), name="engine-watch")
         for run_id in await asyncio.to_thread(
@@ -254,8 +258,8 @@ class RunEngine:
                         # The run is over, but Kubernetes would keep retrying the pull until the
                         # deadline; stop the workload so it frees its quota now.
                         await self.runtime.cancel(status.handle, grace_seconds=0)
-                    if status.phase in (WorkloadPhase.PENDING, WorkloadPhase.RUNNING):
-                        await self._ensure_pumps()
+                    if status.phase is not WorkloadPhase.MISSING:
+                        await self._ensure_pumps([status.run_id])
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -263,34 +267,54 @@ class RunEngine:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 30.0)
 
-    def _runs_needing_pumps(self) -> list[Any]:
+    def _runs_needing_pumps(self, run_ids: list[int] | None) -> list[Any]:
+        query = sa.select(
+            RUNS.c.id, RUNS.c.runtime_handle, RUNS.c.log_cursor, RUNS.c.log_sequence
+        ).where(
+            RUNS.c.runtime_handle.is_not(None),
+            RUNS.c.cleaned_at.is_(None),
+            sa.or_(
+                RUNS.c.log_cursor.is_(None),
+                ~RUNS.c.log_cursor.startswith(run_logs.EOF_PREFIX),
+            ),
+        )
+        if run_ids is not None:
+            query = query.where(RUNS.c.id.in_(run_ids))
         with self.engine.connect() as connection:
-            return list(
-                connection.execute(
-                    sa.select(
-                        RUNS.c.id, RUNS.c.runtime_handle, RUNS.c.log_cursor, RUNS.c.log_sequence
-                    ).where(
-                        RUNS.c.runtime_handle.is_not(None),
-                        RUNS.c.cleaned_at.is_(None),
-                        sa.or_(
-                            RUNS.c.log_cursor.is_(None),
-                            ~RUNS.c.log_cursor.startswith(run_logs.EOF_PREFIX),
-                        ),
-                    )
-                ).all()
-            )
+            return list(connection.execute(query).all())
 
-    async def _ensure_pumps(self) -> None:
-        for run_id, task in list(self._pumps.items()):
-            if task.done():
-                del self._pumps[run_id]
-        for row in await asyncio.to_thread(self._runs_needing_pumps):
-            if row.id not in self._pumps:
-                self._pumps[row.id] = asyncio.create_task(
-                    self._pump(row.id, WorkloadHandle.from_json(row.runtime_handle), row.log_cursor,
-                               row.log_sequence),
-                    name=f"log-pump-{row.id}",
-                )  # fmt: skip
+    async def _ensure_pumps(self, run_ids: list[int] | None = None) -> None:
+        """Start a log pump for each run whose output is not fully stored yet.
+
+        With RUN_IDS only those runs are looked at (a watch event, a launch). The full scan runs
+        when this replica becomes leader and after a pump ended, so its cost is not paid on
+        every tick for every running run.
+        """
+        if run_ids is None:
+            if not self._rescan_pumps:
+                return
+            self._rescan_pumps = False
+        else:
+            run_ids = [run_id for run_id in run_ids if run_id not in self._pumps]
+            if not run_ids:
+                return
+        for row in await asyncio.to_thread(self._runs_needing_pumps, run_ids):
+            if row.id in self._pumps:
+                continue
+            task = asyncio.create_task(
+                self._pump(row.id, WorkloadHandle.from_json(row.runtime_handle), row.log_cursor,
+                           row.log_sequence),
+                name=f"log-pump-{row.id}",
+            )  # fmt: skip
+            self._pumps[row.id] = task
+            task.add_done_callback(functools.partial(self._pump_done, row.id))
+
+    def _pump_done(self, run_id: int, task: asyncio.Task[None]) -> None:
+        if self._pumps.get(run_id) is task:
+            del self._pumps[run_id]
+        # A pump that stopped early (stream error, lost compare-and-set) is found again by the
+        # next full scan; one that finished wrote its end marker and is not.
+        self._rescan_pumps = True
 
     async def _pump(
         self, run_id: int, handle: WorkloadHandle, cursor: str | None, sequence: int

@@ -135,6 +135,8 @@ async def reconcile_runs(*, engine: Engine, runtime: Runtime) -> SweepResult:
             )  # fmt: skip
         if status.phase in (WorkloadPhase.PENDING, WorkloadPhase.RUNNING):
             result.alive.append(run.id)
+            if run.status == RunStatus.RUNNING.value and run.runtime_handle is not None:
+                continue  # nothing to change: keep the sweep's cost independent of idle runs
         changed = await asyncio.to_thread(apply_workload_status, engine, status)
         if changed:
             result.applied[run.id] = changed
@@ -195,13 +197,16 @@ def _requeue(engine: Engine, row: sa.Row[Any]) -> bool:
 async def expire_leases(*, engine: Engine, runtime: Runtime, owner: str) -> SweepResult:
     """Reclaim slots whose lease ran out, settling or requeueing their runs."""
     result = SweepResult()
+    listed: dict[int, WorkloadStatus] | None = None  # one cluster-wide list, and only if needed
     for row in await asyncio.to_thread(_expired_slots, engine):
         if row.run_id is None or row.status is None or RunStatus(row.status).is_terminal:
             await asyncio.to_thread(_free_slot, engine, row.id)
             continue
         if row.runtime_handle is None:
             # Launch never recorded: adopt the workload if it exists, else start over.
-            status = await _status_by_name(runtime, row.run_id)
+            if listed is None:
+                listed = {found.run_id: found for found in await runtime.list_workloads()}
+            status = listed.get(row.run_id)
             if status is None or status.phase is WorkloadPhase.MISSING:
                 if await asyncio.to_thread(_requeue, engine, row):
                     result.requeued.append(row.run_id)
@@ -215,13 +220,6 @@ async def expire_leases(*, engine: Engine, runtime: Runtime, owner: str) -> Swee
         if changed:
             result.applied[row.run_id] = changed
     return result
-
-
-async def _status_by_name(runtime: Runtime, run_id: int) -> WorkloadStatus | None:
-    for status in await runtime.list_workloads():
-        if status.run_id == run_id:
-            return status
-    return None
 
 
 def _runs_to_cancel(engine: Engine) -> list[sa.Row[Any]]:
