@@ -132,6 +132,28 @@ def migrate() -> None:
     typer.echo(f"database at revision {migrations.head_revision()}")
 
 
+def _print_signin_link(current: Settings, bind_host: str, bind_port: int) -> None:
+    """Embedded mode has no GitHub sign-in: the owner gets a one-time link at every start."""
+    if not current.owner_email:
+        typer.echo(
+            "no sign-in link: set CODEXK8S_OWNER_EMAIL to get a one-time sign-in link at start",
+            err=True,
+        )
+        return
+    from codexk8s.services import sessions
+    from codexk8s.web import routes
+
+    with service_call():
+        token = sessions.create_signin_link(get_engine(), email=current.owner_email)
+    host = f"[{bind_host}]" if ":" in bind_host else bind_host
+    base = current.public_url or f"http://{host}:{bind_port}"
+    minutes = int(sessions.SIGNIN_LINK_TTL.total_seconds() // 60)
+    typer.echo(
+        f"sign in once at {base}{routes.AUTH_LINK.format(token=token)} (valid {minutes} minutes)",
+        err=True,
+    )
+
+
 @app.command()
 def serve(
     host: Annotated[
@@ -159,6 +181,8 @@ def serve(
             from codexk8s.services import users
 
             users.ensure_owner(session=session, email=current.owner_email)
+    if not current.is_oauth_configured:
+        _print_signin_link(current, bind_host, bind_port)
 
     env = dict(os.environ)
     # The Reflex worker reads its settings again; make sure it sees exactly these.

@@ -299,3 +299,31 @@ class ApiToken(SQLModel, table=True):
     last_used_at: datetime | None = _ts(nullable=True)
     revoked_at: datetime | None = _ts(nullable=True)
     created_at: datetime = _ts()
+
+
+class UserSession(SQLModel, table=True):
+    """A browser sign-in: the cookie carries the token, the table only its SHA-256 hash."""
+
+    __tablename__ = "sessions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = _ts()
+    expires_at: datetime = _ts()
+    last_seen_at: datetime = _ts()
+    revoked_at: datetime | None = _ts(nullable=True)
+    user_agent: str | None = Field(default=None, max_length=200)
+
+
+class SignInLink(SQLModel, table=True):
+    """A one-time sign-in link (embedded mode without OAuth); stored only as a hash."""
+
+    __tablename__ = "signin_links"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = _ts()
+    expires_at: datetime = _ts()
+    used_at: datetime | None = _ts(nullable=True)

@@ -17,3 +17,10 @@ READYZ = "/readyz"
 METRICS = "/metrics"
 API_PREFIX = "/api/v1"
 WEBHOOK_GITHUB = f"{API_PREFIX}/webhooks/github"
+API_ME = f"{API_PREFIX}/me"
+
+# Sign-in.
+AUTH_GITHUB_LOGIN = "/auth/github/login"
+AUTH_GITHUB_CALLBACK = "/auth/github/callback"
+AUTH_LOGOUT = "/auth/logout"
+AUTH_LINK = "/auth/link/{token}"  # `AUTH_LINK.format(token=...)` builds one

@@ -45,3 +45,11 @@ def test_shell_fits_a_phone(served_app: ServedApp, page: Page) -> None:
     expect(page.get_by_role("heading", name="Runs", level=1)).to_be_visible()
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390
+
+
+def test_sign_in_button_leads_to_the_sign_in_flow(served_app: ServedApp, page: Page) -> None:
+    page.goto(served_app.base_url + "/")
+    page.get_by_test_id("sign-in").click()
+    # The served app has no OAuth app configured: the flow says how to get in instead.
+    expect(page.get_by_role("heading", name="GitHub sign-in is not configured")).to_be_visible()
+    expect(page.get_by_text("one-time sign-in link")).to_be_visible()

@@ -59,15 +59,14 @@ def top_bar(title: str) -> rx.Component:
         rx.heading(title, size="6", as_="h1"),
         rx.spacer(),
         rx.color_mode.button(variant="ghost"),
-        rx.tooltip(
-            rx.button(
-                rx.icon("log-in", size=16),
-                "Sign in",
-                variant="soft",
-                disabled=True,
-                data_testid="sign-in",
-            ),
-            content="GitHub sign-in is not configured in this build yet",
+        # A full page load, not a client-side route change: sign-in is a chain of HTTP
+        # redirects served outside the single-page app.
+        rx.button(
+            rx.icon("log-in", size=16),
+            "Sign in",
+            variant="soft",
+            on_click=rx.call_script(f"window.location.assign({routes.AUTH_GITHUB_LOGIN!r})"),
+            data_testid="sign-in",
         ),
         align="center",
         width="100%",

@@ -6,7 +6,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from codexk8s.web import routes
-from codexk8s.web.http import health, webhooks
+from codexk8s.web.http import auth, health, webhooks
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -20,5 +20,10 @@ def build_http_app() -> Starlette:
             # Every method reaches the handler: a partial (method) mismatch would otherwise fall
             # through to the Reflex mount instead of answering 405.
             Route(routes.WEBHOOK_GITHUB, webhooks.github_webhook, methods=ALL_METHODS),
+            Route(routes.API_ME, auth.me, methods=ALL_METHODS),
+            Route(routes.AUTH_GITHUB_LOGIN, auth.github_login, methods=["GET"]),
+            Route(routes.AUTH_GITHUB_CALLBACK, auth.github_callback, methods=["GET"]),
+            Route(routes.AUTH_LOGOUT, auth.logout, methods=["GET", "POST"]),
+            Route(routes.AUTH_LINK, auth.signin_link, methods=["GET"]),
         ]
     )

@@ -1,0 +1,290 @@
+"""Sign-in over HTTP: GitHub OAuth, one-time links, sign-out, and who is asking (`/api/v1/me`).
+
+Cookies: `codexk8s_session` holds the session token (HttpOnly, SameSite=Lax, Path=/, Secure when
+the public URL is https, Max-Age = the session TTL); `codexk8s_oauth` carries the OAuth state and
+PKCE verifier between the redirect to GitHub and its callback, encrypted and authenticated with the
+secret key so it can be neither read nor forged, and lives ten minutes on /auth/github only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import time
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from codexk8s.adapters.github.oauth import (
+    AuthorizationRequest,
+    CodeRejectedError,
+    GitHubOAuth,
+    GitHubUnavailableError,
+)
+from codexk8s.config import Settings, get_settings
+from codexk8s.crypto import DecryptionError, get_secret_box, tokens_equal
+from codexk8s.db.engine import get_engine
+from codexk8s.db.models import User
+from codexk8s.domain.authorization import Principal
+from codexk8s.services import sessions
+from codexk8s.web import routes
+from codexk8s.web.http.errors import error_response
+
+SESSION_COOKIE = "codexk8s_session"
+OAUTH_COOKIE = "codexk8s_oauth"
+OAUTH_COOKIE_PATH = "/auth/github"
+OAUTH_FLOW_SECONDS = 600
+# Tokens must never linger in caches or leak to other sites through the Referer header.
+_NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
+def session_ttl(settings: Settings) -> timedelta:
+    return timedelta(hours=settings.session_ttl_hours)
+
+
+def _is_secure(settings: Settings) -> bool:
+    return settings.effective_public_url.startswith("https://")
+
+
+def _page(status: int, title: str, message: str, *, retry: bool = False) -> HTMLResponse:
+    again = f'<p><a href="{routes.AUTH_GITHUB_LOGIN}">Sign in again</a></p>' if retry else ""
+    body = (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<title>{html.escape(title)} · codexk8s</title></head>"
+        f"<body><h1>{html.escape(title)}</h1><p>{html.escape(message)}</p>{again}"
+        f'<p><a href="{routes.OVERVIEW}">codexk8s</a></p></body></html>'
+    )
+    return HTMLResponse(body, status_code=status, headers=_NO_STORE)
+
+
+def _redirect(location: str, status: int = 302) -> RedirectResponse:
+    return RedirectResponse(location, status_code=status, headers=_NO_STORE)
+
+
+# --- the OAuth flow cookie ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Flow:
+    state: str
+    code_verifier: str
+
+
+def _seal_flow(request: AuthorizationRequest) -> str:
+    payload = {"s": request.state, "v": request.code_verifier, "t": int(time.time())}
+    return get_secret_box().encrypt(json.dumps(payload))
+
+
+def _open_flow(sealed: str | None) -> _Flow | None:
+    """The flow this browser started, if the cookie is ours, intact and under ten minutes old."""
+    if not sealed:
+        return None
+    try:
+        payload = json.loads(get_secret_box().decrypt(sealed))
+    except (DecryptionError, ValueError):
+        return None
+    if not isinstance(payload, dict):
+        return None
+    state, verifier, issued = payload.get("s"), payload.get("v"), payload.get("t")
+    if not (isinstance(state, str) and isinstance(verifier, str) and isinstance(issued, int)):
+        return None
+    if not 0 <= time.time() - issued <= OAUTH_FLOW_SECONDS:
+        return None
+    return _Flow(state=state, code_verifier=verifier)
+
+
+def _forget_flow(response: Response, settings: Settings) -> Response:
+    response.delete_cookie(
+        OAUTH_COOKIE, path=OAUTH_COOKIE_PATH, secure=_is_secure(settings), httponly=True,
+        samesite="lax",
+    )  # fmt: skip
+    return response
+
+
+def _oauth(settings: Settings) -> GitHubOAuth:
+    assert settings.github_client_id and settings.github_client_secret
+    return GitHubOAuth(
+        client_id=settings.github_client_id,
+        client_secret=settings.github_client_secret.get_secret_value(),
+        oauth_url=settings.github_oauth_url,
+        api_url=settings.github_api_url,
+        redirect_uri=f"{settings.effective_public_url}{routes.AUTH_GITHUB_CALLBACK}",
+    )
+
+
+def _not_configured() -> HTMLResponse:
+    return _page(
+        503, "GitHub sign-in is not configured",
+        "Set CODEXK8S_GITHUB_CLIENT_ID and CODEXK8S_GITHUB_CLIENT_SECRET to sign in with GitHub. "
+        "On one machine, `codexk8s serve` prints a one-time sign-in link for "
+        "CODEXK8S_OWNER_EMAIL instead.",
+    )  # fmt: skip
+
+
+# --- sessions -------------------------------------------------------------------------------------
+
+
+async def _signed_in(request: Request, user: User, settings: Settings) -> Response:
+    ttl = session_ttl(settings)
+    token = await asyncio.to_thread(
+        sessions.create_session, get_engine(), user=user, ttl=ttl,
+        user_agent=request.headers.get("user-agent"),
+    )  # fmt: skip
+    response = _redirect(routes.OVERVIEW)
+    response.set_cookie(
+        SESSION_COOKIE, token, max_age=int(ttl.total_seconds()), path="/",
+        secure=_is_secure(settings), httponly=True, samesite="lax",
+    )  # fmt: skip
+    return response
+
+
+def _refusal_page(error: sessions.SignInRefusedError) -> HTMLResponse:
+    if isinstance(error, sessions.UnverifiedEmailError):
+        return _page(
+            403, "No verified email",
+            "Your GitHub account has no verified primary email address. Verify your primary "
+            "email on GitHub, then sign in again.",
+        )  # fmt: skip
+    if isinstance(error, sessions.UserDisabledError):
+        return _page(403, "Account disabled", "Your account is disabled. Ask a platform admin.")
+    if isinstance(error, sessions.GitHubLoginMismatchError):
+        return _page(
+            403, "Not allowed",
+            "This email address is linked to a different GitHub account. Sign in with that "
+            "account, or ask a platform admin.",
+        )  # fmt: skip
+    if isinstance(error, sessions.SignInLinkUsedError):
+        return _page(403, "Link already used", "This sign-in link has already been used.")
+    if isinstance(error, sessions.SignInLinkExpiredError):
+        return _page(403, "Link expired", "This sign-in link has expired.")
+    if isinstance(error, sessions.SignInLinkError):
+        return _page(403, "Link not valid", "This sign-in link is not valid.")
+    return _page(
+        403, "Not allowed",
+        "Your email address is not allowed to sign in to codexk8s. Ask a platform admin to "
+        "add you.",
+    )  # fmt: skip
+
+
+async def current_principal(request: Request) -> Principal | None:
+    """Who sent REQUEST: a bearer API token if the Authorization header is present (and then only
+    that), else the session cookie. None when neither proves anyone."""
+    engine = get_engine()
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, credentials = header.partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            return None
+        return await asyncio.to_thread(sessions.resolve_api_token, engine, credentials.strip())
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    ttl = session_ttl(get_settings())
+    return await asyncio.to_thread(sessions.resolve_session, engine, token, ttl=ttl)
+
+
+# --- routes ---------------------------------------------------------------------------------------
+
+
+async def github_login(request: Request) -> Response:
+    """`GET /auth/github/login`: remember a fresh state and PKCE verifier, go to GitHub."""
+    settings = get_settings()
+    if not settings.is_oauth_configured:
+        return _not_configured()
+    flow = _oauth(settings).authorization_request()
+    response = _redirect(flow.url)
+    response.set_cookie(
+        OAUTH_COOKIE, _seal_flow(flow), max_age=OAUTH_FLOW_SECONDS, path=OAUTH_COOKIE_PATH,
+        secure=_is_secure(settings), httponly=True, samesite="lax",
+    )  # fmt: skip
+    return response
+
+
+async def github_callback(request: Request) -> Response:
+    """`GET /auth/github/callback`: check state, exchange the code, sign the person in."""
+    settings = get_settings()
+    if not settings.is_oauth_configured:
+        return _not_configured()
+    flow = _open_flow(request.cookies.get(OAUTH_COOKIE))
+    # The flow cookie is good for one callback, whatever happens next.
+    return _forget_flow(await _finish_github_sign_in(request, settings, flow), settings)
+
+
+async def _finish_github_sign_in(
+    request: Request, settings: Settings, flow: _Flow | None
+) -> Response:
+    if flow is None:
+        return _page(
+            400, "Sign-in expired",
+            "This sign-in was not started in this browser or took longer than ten minutes.",
+            retry=True,
+        )  # fmt: skip
+    if not tokens_equal(request.query_params.get("state", ""), flow.state):
+        return _page(400, "Sign-in failed", "The sign-in state does not match.", retry=True)
+    if request.query_params.get("error"):
+        return _page(403, "Sign-in cancelled", "GitHub did not authorize the sign-in.", retry=True)
+    code = request.query_params.get("code")
+    if not code:
+        return _page(400, "Sign-in failed", "GitHub sent no authorization code.", retry=True)
+    try:
+        identity = await _oauth(settings).identity_for_code(
+            code=code, code_verifier=flow.code_verifier
+        )
+    except CodeRejectedError:
+        return _page(400, "Sign-in failed", "GitHub did not accept this sign-in.", retry=True)
+    except GitHubUnavailableError:
+        return _page(502, "GitHub unavailable", "GitHub could not be reached.", retry=True)
+    try:
+        user = await asyncio.to_thread(
+            sessions.sign_in_with_github, get_engine(), github_login=identity.login,
+            verified_primary_email=identity.verified_primary_email,
+        )  # fmt: skip
+    except sessions.SignInRefusedError as exc:
+        return _refusal_page(exc)
+    return await _signed_in(request, user, settings)
+
+
+async def signin_link(request: Request) -> Response:
+    """`GET /auth/link/{token}`: a one-time link (embedded mode) becomes a session."""
+    try:
+        user = await asyncio.to_thread(
+            sessions.redeem_signin_link, get_engine(), request.path_params["token"]
+        )
+    except sessions.SignInRefusedError as exc:
+        return _refusal_page(exc)
+    return await _signed_in(request, user, get_settings())
+
+
+async def logout(request: Request) -> Response:
+    """`POST` or `GET /auth/logout`: end the session on the server and forget the cookie."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        await asyncio.to_thread(sessions.revoke_session, get_engine(), token)
+    response = _redirect(routes.OVERVIEW, 303 if request.method == "POST" else 302)
+    response.delete_cookie(
+        SESSION_COOKIE, path="/", secure=_is_secure(get_settings()), httponly=True,
+        samesite="lax",
+    )  # fmt: skip
+    return response
+
+
+async def me(request: Request) -> Response:
+    """`GET /api/v1/me`: the signed-in user, by session cookie or bearer API token."""
+    if request.method not in ("GET", "HEAD"):
+        return error_response("method_not_allowed", "use GET", headers={"Allow": "GET"})
+    principal = await current_principal(request)
+    profile = (
+        await asyncio.to_thread(sessions.load_profile, get_engine(), user_id=principal.user_id)
+        if principal is not None
+        else None
+    )
+    if profile is None:
+        return error_response(
+            "unauthorized",
+            "sign in, or send an API token as `Authorization: Bearer <token>`",
+            headers={"WWW-Authenticate": "Bearer", "Cache-Control": "no-store"},
+        )
+    return JSONResponse(asdict(profile), headers={"Cache-Control": "no-store"})
