@@ -22,7 +22,7 @@ executemany counts as one statement; its parameter sets are reported separately)
                      re-reported running status (idle) / a finished workload (1);
 - leader idle / c    one leader tick without the watch task: `Leadership.try_acquire`,
                      `request_deadline_cancellations`, `deliver_cancellations` and the pump query
-                     (`RunEngine._runs_needing_pumps`), with none / c = 20 runs past deadline;
+                     with none / c = 20 runs past deadline;
 - leases idle / e    `RunEngine.leases_once` with no / e = 20 expired leases (runs claimed by a
                      replica that died before launching them).
 
@@ -425,8 +425,9 @@ class Bench:
 
     async def watch_event(self, status: WorkloadStatus) -> int:
         changed = await asyncio.to_thread(reconcile.apply_workload_status, self.engine, status)
-        if status.phase in (WorkloadPhase.PENDING, WorkloadPhase.RUNNING):
-            await asyncio.to_thread(self.run_engine._runs_needing_pumps)
+        if status.phase is not WorkloadPhase.MISSING:
+            # As RunEngine._watch_forever does: look only at the run the event is about.
+            await asyncio.to_thread(self.run_engine._runs_needing_pumps, [status.run_id])
         return int(bool(changed))
 
     async def leader_cycle(self) -> int:
@@ -438,7 +439,7 @@ class Bench:
             engine=self.engine, runtime=self.runtime,
             grace_seconds=engine.timings.cancel_grace_seconds,
         )  # fmt: skip
-        await asyncio.to_thread(engine._runs_needing_pumps)
+        # A steady leader does not rescan for log pumps (only on takeover or after a pump ended).
         if len(sent) != len(requested):
             raise RuntimeError(f"requested {len(requested)} cancellations, sent {len(sent)}")
         return len(requested)
