@@ -1,15 +1,25 @@
-"""Reading agent runs."""
+"""Reading agent runs: lists (keyset pages, newest first), one run, and who may see which
+project. Callers pass the ids of the projects a principal may see (`visible_projects`); the rows
+returned never come from other projects."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
+from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from codexk8s.db.models import AgentRun, Project, Repository
+from codexk8s.db.models import AgentRun, Project, ProjectMember, Repository
+from codexk8s.domain.access import ProjectRole
+from codexk8s.domain.authorization import Principal, can_see_project
 from codexk8s.domain.runs import RunStatus
-from codexk8s.errors import InvalidArgumentError
+from codexk8s.errors import InvalidArgumentError, NotFoundError
 from codexk8s.services import projects
 from codexk8s.services.validation import parse_choice
 
@@ -34,6 +44,87 @@ class RunRow:
     finished_at: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a page ended: the (created_at, id) of its last run."""
+
+    created_at: datetime
+    run_id: int
+
+    @classmethod
+    def after(cls, row: RunRow) -> Cursor:
+        return cls(created_at=row.created_at, run_id=row.id)
+
+    def encode(self) -> str:
+        text = f"{self.created_at.isoformat()}|{self.run_id}"
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str) -> Cursor:
+        """The cursor `encode` made, or InvalidArgumentError for anything else."""
+        try:
+            text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+            stamp, _, run_id = text.partition("|")
+            created_at = datetime.fromisoformat(stamp)
+            if created_at.tzinfo is None or not run_id.isdigit():
+                raise ValueError(text)
+            return cls(created_at=created_at, run_id=int(run_id))
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            raise InvalidArgumentError("cursor is not one this API returned") from None
+
+
+@dataclass(frozen=True, slots=True)
+class RunDetail:
+    """One run with everything a person may want to know about it."""
+
+    id: int
+    project_id: int
+    project_key: str
+    repository: str | None
+    issue_number: int | None
+    pr_number: int | None
+    issue_title: str | None
+    stage: str
+    agent_key: str
+    is_revise: bool
+    trigger_label: str | None
+    status: str
+    status_reason: str | None
+    status_message: str | None
+    model: str | None
+    reasoning_effort: str | None
+    learning_mode: bool
+    attempt: int
+    parent_run_id: int | None
+    slot_number: int | None
+    namespace: str | None
+    job_name: str | None
+    pr_url: str | None
+    summary: str | None
+    cancel_requested_at: datetime | None
+    cancel_reason: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    deadline_at: datetime | None
+    tokens_input: int
+    tokens_cached: int
+    tokens_output: int
+    tokens_reasoning: int
+    cost_usd: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectView:
+    """A project as one person sees it, with their role on it (None: platform admin only)."""
+
+    id: int
+    key: str
+    name: str
+    settings: dict[str, Any]
+    role: str | None
+
+
 def parse_status(status: str) -> RunStatus:
     return parse_choice(RunStatus, status, "status")
 
@@ -44,10 +135,48 @@ def list_runs(
     project_key: str | None = None,
     status: str | None = None,
     limit: int = 50,
+    project_ids: Collection[int] | None = None,
+    before: Cursor | None = None,
 ) -> list[RunRow]:
-    """Newest first."""
+    """Newest first, by (created_at, id); only runs of PROJECT_IDS when given, and only runs
+    older than BEFORE (the last row of the previous page) when given."""
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidArgumentError(f"limit must be between 1 and {MAX_PAGE}")
+    return _select_runs(
+        session=session, project_key=project_key, status=status, limit=limit,
+        project_ids=project_ids, before=before,
+    )  # fmt: skip
+
+
+def list_page(
+    *,
+    session: Session,
+    project_ids: Collection[int] | None,
+    status: str | None = None,
+    limit: int = 50,
+    before: Cursor | None = None,
+) -> tuple[list[RunRow], Cursor | None]:
+    """One keyset page and the cursor of the next one (None when this page is the last)."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidArgumentError(f"limit must be between 1 and {MAX_PAGE}")
+    rows = _select_runs(
+        session=session, project_key=None, status=status, limit=limit + 1,
+        project_ids=project_ids, before=before,
+    )  # fmt: skip
+    if len(rows) <= limit:
+        return rows, None
+    return rows[:limit], Cursor.after(rows[limit - 1])
+
+
+def _select_runs(
+    *,
+    session: Session,
+    project_key: str | None,
+    status: str | None,
+    limit: int,
+    project_ids: Collection[int] | None,
+    before: Cursor | None,
+) -> list[RunRow]:
     query = (
         select(AgentRun, Project.key, Repository.owner, Repository.name)
         .join(Project, col(Project.id) == col(AgentRun.project_id))
@@ -60,6 +189,13 @@ def list_runs(
         query = query.where(AgentRun.project_id == project.id)
     if status is not None:
         query = query.where(AgentRun.status == parse_status(status).value)
+    if project_ids is not None:
+        query = query.where(col(AgentRun.project_id).in_(list(project_ids)))
+    if before is not None:
+        query = query.where(
+            sa.tuple_(col(AgentRun.created_at), col(AgentRun.id))
+            < sa.tuple_(sa.literal(before.created_at, sa.DateTime(timezone=True)), before.run_id)
+        )
     return [
         RunRow(
             id=run.id or 0,
@@ -76,4 +212,73 @@ def list_runs(
             finished_at=run.finished_at,
         )
         for run, key, owner, name in session.exec(query).all()
+    ]
+
+
+def get_run(*, session: Session, run_id: int) -> RunDetail:
+    row = session.exec(
+        select(AgentRun, Project.key, Repository.owner, Repository.name)
+        .join(Project, col(Project.id) == col(AgentRun.project_id))
+        .outerjoin(Repository, col(Repository.id) == col(AgentRun.repository_id))
+        .where(AgentRun.id == run_id)
+    ).first()
+    if row is None:
+        raise NotFoundError(f"no run {run_id}")
+    run, key, owner, name = row
+    return RunDetail(
+        id=run.id or 0, project_id=run.project_id, project_key=key,
+        repository=f"{owner}/{name}" if owner else None, issue_number=run.issue_number,
+        pr_number=run.pr_number, issue_title=run.issue_title, stage=run.stage,
+        agent_key=run.agent_key, is_revise=run.is_revise, trigger_label=run.trigger_label,
+        status=run.status, status_reason=run.status_reason, status_message=run.status_message,
+        model=run.model, reasoning_effort=run.reasoning_effort, learning_mode=run.learning_mode,
+        attempt=run.attempt, parent_run_id=run.parent_run_id, slot_number=run.slot_number,
+        namespace=run.namespace, job_name=run.job_name, pr_url=run.pr_url, summary=run.summary,
+        cancel_requested_at=run.cancel_requested_at, cancel_reason=run.cancel_reason,
+        created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
+        deadline_at=run.deadline_at, tokens_input=run.tokens_input,
+        tokens_cached=run.tokens_cached, tokens_output=run.tokens_output,
+        tokens_reasoning=run.tokens_reasoning, cost_usd=Decimal(run.cost_usd),
+    )  # fmt: skip
+
+
+def run_project_id(*, session: Session, run_id: int) -> int | None:
+    """The project a run belongs to, or None when there is no such run."""
+    return session.exec(select(AgentRun.project_id).where(AgentRun.id == run_id)).first()
+
+
+def project_role(*, session: Session, principal: Principal, project_id: int) -> ProjectRole | None:
+    """PRINCIPAL's membership role on the project, or None."""
+    role = session.exec(
+        select(ProjectMember.role).where(
+            ProjectMember.project_id == project_id, ProjectMember.user_id == principal.user_id
+        )
+    ).first()
+    return ProjectRole(role) if role is not None else None
+
+
+def visible_projects(*, session: Session, principal: Principal) -> list[ProjectView]:
+    """The projects PRINCIPAL may see, by key: all of them for platform admins, else those they
+    are a member of."""
+    rows = session.exec(
+        select(Project, ProjectMember.role)
+        .outerjoin(
+            ProjectMember,
+            sa.and_(
+                col(ProjectMember.project_id) == col(Project.id),
+                col(ProjectMember.user_id) == principal.user_id,
+            ),
+        )
+        .order_by(col(Project.key))
+    ).all()
+    return [
+        ProjectView(
+            id=project.id or 0,
+            key=project.key,
+            name=project.name,
+            settings=dict(project.settings or {}),
+            role=role,
+        )
+        for project, role in rows
+        if can_see_project(principal, ProjectRole(role) if role is not None else None)
     ]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from codexk8s.db.models import FlowEvent, utcnow
 from codexk8s.domain.runs import ActorType
@@ -85,3 +87,35 @@ def insert_events(*, connection: Connection, events: Sequence[dict[str, Any]]) -
     """
     if events:
         connection.execute(_INSERT_EVENTS, list(events))
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """A flow event as plain data."""
+
+    id: int
+    correlation_id: str
+    event_type: str
+    actor_type: str
+    actor_id: str | None
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+def list_run_events(*, session: Session, run_id: int, limit: int = 1000) -> list[EventRow]:
+    """A run's flow events in the order they happened (their ids follow that order)."""
+    rows = session.exec(
+        select(FlowEvent).where(FlowEvent.run_id == run_id).order_by(col(FlowEvent.id)).limit(limit)
+    ).all()
+    return [
+        EventRow(
+            id=row.id or 0,
+            correlation_id=row.correlation_id,
+            event_type=row.event_type,
+            actor_type=row.actor_type,
+            actor_id=row.actor_id,
+            payload=dict(row.payload or {}),
+            created_at=row.created_at,
+        )
+        for row in rows
+    ]

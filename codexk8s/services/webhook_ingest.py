@@ -20,7 +20,6 @@ Flow events are collected while deciding and inserted together, in order, just b
 from __future__ import annotations
 
 import functools
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +29,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from codexk8s.adapters.github import webhooks
 from codexk8s.crypto import DecryptionError, SecretBox
-from codexk8s.db.models import AgentRun, Project, Repository, WebhookDelivery, utcnow
+from codexk8s.db.models import AgentRun, WebhookDelivery, utcnow
 from codexk8s.domain.runs import ACTIVE_STATUSES, RunStatus
 from codexk8s.domain.triggers import (
     EVENT_PING,
@@ -46,7 +45,7 @@ from codexk8s.errors import (
     UnauthorizedError,
     UnavailableError,
 )
-from codexk8s.services import audit, repositories
+from codexk8s.services import audit, repositories, run_start
 
 REJECTED_CORRELATION = "webhook-rejected"
 MAX_DELIVERY_ID = 100
@@ -57,8 +56,6 @@ PROCESSING = "processing"
 
 _DELIVERIES: sa.Table = WebhookDelivery.__table__  # type: ignore[attr-defined]
 _RUNS: sa.Table = AgentRun.__table__  # type: ignore[attr-defined]
-_REPOSITORIES: sa.Table = Repository.__table__  # type: ignore[attr-defined]
-_PROJECTS: sa.Table = Project.__table__  # type: ignore[attr-defined]
 _ACTIVE_STATUS_VALUES = sorted(status.value for status in ACTIVE_STATUSES)
 
 # Statements are built once: building one costs more CPU than executing it, since SQLAlchemy
@@ -68,26 +65,6 @@ _SET_OUTCOME = (
     .where(_DELIVERIES.c.id == sa.bindparam("row_id"))
     .values(outcome=sa.bindparam("result"))
 )
-# Serialises trigger decisions per repository (a no-op on SQLite, whose writers are serial).
-# FOR NO KEY UPDATE: the delivery row's foreign key already holds FOR KEY SHARE on this row,
-# which a plain FOR UPDATE would wait on (a deadlock between two concurrent deliveries).
-_LOCK_REPOSITORY = (
-    sa.select(_REPOSITORIES.c.id)
-    .where(_REPOSITORIES.c.id == sa.bindparam("repository_id"))
-    .with_for_update(key_share=True)
-)
-_ACTIVE_RUN = sa.select(_RUNS.c.id).where(
-    _RUNS.c.repository_id == sa.bindparam("repository_id"),
-    _RUNS.c.issue_number == sa.bindparam("number"),
-    _RUNS.c.stage == sa.bindparam("stage"),
-    # One fixed parameter per status: a plain list would be an "expanding" IN, re-rendered on
-    # every execution.
-    _RUNS.c.status.in_([sa.literal(status) for status in _ACTIVE_STATUS_VALUES]),
-)
-_PROJECT_SETTINGS = sa.select(_PROJECTS.c.settings).where(
-    _PROJECTS.c.id == sa.bindparam("project_id")
-)
-_INSERT_RUN = sa.insert(_RUNS).returning(_RUNS.c.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,8 +392,9 @@ def _issue_title(payload: dict[str, Any]) -> str | None:
 
 
 def _active_run(connection: Connection, repository: _Repository, spec: RunSpec) -> int | None:
-    parameters = {"repository_id": repository.id, "number": spec.number, "stage": spec.stage}
-    return connection.execute(_ACTIVE_RUN, parameters).scalar()
+    return run_start.active_run(
+        connection, repository_id=repository.id, number=spec.number, stage=spec.stage
+    )
 
 
 def _already_active(
@@ -441,39 +419,19 @@ def _start_run(
 ) -> str:
     spec = decision.run
     assert spec is not None
-    connection.execute(_LOCK_REPOSITORY, {"repository_id": repository.id})
-    # A statement of its own, after the lock: in READ COMMITTED each statement reads a fresh
-    # snapshot, so it sees a run committed by the previous lock holder. Joined into the locking
-    # statement it would read the snapshot taken before waiting for the lock.
-    active = _active_run(connection, repository, spec)
-    if active is not None:
-        return _already_active(delivery, repository, spec, active)
-    settings = (
-        connection.execute(_PROJECT_SETTINGS, {"project_id": repository.project_id}).scalar_one()
-        or {}
+    # The repository lock and the check under it are shared with manual starts (run_start).
+    inserted = run_start.insert_run_locked(
+        connection,
+        project_id=repository.project_id,
+        repository_id=repository.id,
+        spec=spec,
+        issue_title=_issue_title(payload),
+        delivery_id=delivery.outcome.delivery_id,
     )
-    model = spec.model or settings.get("default_model")
-    run_id: int = connection.execute(
-        _INSERT_RUN,
-        {
-            "correlation_id": uuid.uuid4().hex,
-            "project_id": repository.project_id,
-            "repository_id": repository.id,
-            # GitHub numbers issues and pull requests in one sequence per repository.
-            "issue_number": spec.number,
-            "pr_number": spec.number if spec.is_pull_request else None,
-            "issue_title": _issue_title(payload),
-            "agent_key": spec.role.value,
-            "stage": spec.stage,
-            "is_revise": spec.is_revise,
-            "trigger_label": spec.trigger_label,
-            "delivery_id": delivery.outcome.delivery_id,
-            "status": RunStatus.PENDING.value,
-            "model": model,
-            "reasoning_effort": spec.reasoning_effort,
-            "learning_mode": bool(settings.get("learning_mode_default", False)),
-        },
-    ).scalar_one()
+    if inserted.run_id is None:
+        assert inserted.active_run_id is not None
+        return _already_active(delivery, repository, spec, inserted.active_run_id)
+    run_id, model = inserted.run_id, inserted.model
     delivery.outcome.runs.append(run_id)
     delivery.record(
         "run_created",

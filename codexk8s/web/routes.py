@@ -18,6 +18,13 @@ METRICS = "/metrics"
 API_PREFIX = "/api/v1"
 WEBHOOK_GITHUB = f"{API_PREFIX}/webhooks/github"
 API_ME = f"{API_PREFIX}/me"
+API_PROJECTS = f"{API_PREFIX}/projects"
+API_RUNS = f"{API_PREFIX}/runs"
+API_RUN = f"{API_PREFIX}/runs/{{run_id}}"  # `API_RUN.format(run_id=...)` builds one
+API_RUN_EVENTS = f"{API_RUN}/events"
+API_RUN_LOGS = f"{API_RUN}/logs"
+API_RUN_CANCEL = f"{API_RUN}/cancel"
+API_RUN_RERUN = f"{API_RUN}/rerun"
 
 # Sign-in.
 AUTH_GITHUB_LOGIN = "/auth/github/login"

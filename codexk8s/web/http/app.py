@@ -6,7 +6,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from codexk8s.web import routes
-from codexk8s.web.http import auth, health, webhooks
+from codexk8s.web.http import api, auth, health, webhooks
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -21,6 +21,13 @@ def build_http_app() -> Starlette:
             # through to the Reflex mount instead of answering 405.
             Route(routes.WEBHOOK_GITHUB, webhooks.github_webhook, methods=ALL_METHODS),
             Route(routes.API_ME, auth.me, methods=ALL_METHODS),
+            Route(routes.API_PROJECTS, api.projects_endpoint, methods=ALL_METHODS),
+            Route(routes.API_RUNS, api.runs_endpoint, methods=ALL_METHODS),
+            Route(routes.API_RUN, api.run_endpoint, methods=ALL_METHODS),
+            Route(routes.API_RUN_EVENTS, api.run_events_endpoint, methods=ALL_METHODS),
+            Route(routes.API_RUN_LOGS, api.run_logs_endpoint, methods=ALL_METHODS),
+            Route(routes.API_RUN_CANCEL, api.run_cancel_endpoint, methods=ALL_METHODS),
+            Route(routes.API_RUN_RERUN, api.run_rerun_endpoint, methods=ALL_METHODS),
             Route(routes.AUTH_GITHUB_LOGIN, auth.github_login, methods=["GET"]),
             Route(routes.AUTH_GITHUB_CALLBACK, auth.github_callback, methods=["GET"]),
             Route(routes.AUTH_LOGOUT, auth.logout, methods=["GET", "POST"]),

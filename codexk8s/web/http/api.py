@@ -1,0 +1,381 @@
+"""The staff JSON API under /api/v1 (DESIGN §9, §11): projects, runs, events, logs, start,
+cancel, rerun.
+
+Every route authenticates (bearer API token or session cookie), then asks `is_allowed` with the
+caller's role on the project concerned. A project (or run) the caller may not see answers 404,
+so its existence does not leak; one they see but may not change answers 403. A state-changing
+request authenticated by the session cookie must come from our own origin (`Origin`, else
+`Referer`), since browsers attach the cookie to cross-site POSTs too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlmodel import Session
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from codexk8s.config import get_settings
+from codexk8s.db.engine import get_engine
+from codexk8s.domain.access import ProjectRole
+from codexk8s.domain.authorization import Action, Principal, can_see_project, is_allowed
+from codexk8s.errors import (
+    CodexK8sError,
+    ForbiddenError,
+    InvalidArgumentError,
+    NotFoundError,
+)
+from codexk8s.services import agent_runs, audit, projects, run_control, run_logs, run_start
+from codexk8s.web.http.auth import current_principal
+from codexk8s.web.http.errors import error_response, from_exception
+
+# A follow stream ends after this long; the client reconnects with Last-Event-ID.
+FOLLOW_SECONDS = 600.0
+FOLLOW_POLL_SECONDS = 0.25
+_NO_STORE = {"Cache-Control": "no-store"}
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+Handler = Callable[[Request, Principal], Awaitable[Response]]
+
+
+# --- plumbing -------------------------------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    return value
+
+
+def _json(body: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(_jsonable(body), status_code=status, headers=_NO_STORE)
+
+
+def _record(row: Any) -> dict[str, Any]:
+    return _jsonable(dataclasses.asdict(row))
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if not scheme or not parts.hostname:
+        return None
+    return scheme, parts.hostname.lower(), port or _DEFAULT_PORTS.get(scheme)
+
+
+def _cross_site_problem(request: Request) -> str | None:
+    """Why a cookie-authenticated write may not be from our own pages, or None if it is."""
+    ours = _origin(get_settings().effective_public_url)
+    sent = request.headers.get("origin") or request.headers.get("referer")
+    if not sent:
+        return "a request signed in by cookie must send an Origin (or Referer) header"
+    if _origin(sent) != ours:
+        return (
+            "the request's Origin does not match this server's public URL; "
+            "use an API token for scripts"
+        )
+    return None
+
+
+def _endpoint(handlers: dict[str, Handler]) -> Callable[[Request], Awaitable[Response]]:
+    """One route: method dispatch (405 otherwise), authentication, the cross-site check for
+    cookie-authenticated writes, and errors mapped to their codes."""
+    if "GET" in handlers:
+        handlers = {**handlers, "HEAD": handlers["GET"]}
+    allow = ", ".join(method for method in handlers if method != "HEAD")
+
+    async def endpoint(request: Request) -> Response:
+        handler = handlers.get(request.method)
+        if handler is None:
+            return error_response("method_not_allowed", f"use {allow}", headers={"Allow": allow})
+        principal = await current_principal(request)
+        if principal is None:
+            return error_response(
+                "unauthorized",
+                "sign in, or send an API token as `Authorization: Bearer <token>`",
+                headers={"WWW-Authenticate": "Bearer", **_NO_STORE},
+            )
+        if request.method not in ("GET", "HEAD") and "authorization" not in request.headers:
+            problem = _cross_site_problem(request)
+            if problem is not None:
+                return error_response("forbidden", problem, headers=_NO_STORE)
+        try:
+            return await handler(request, principal)
+        except CodexK8sError as exc:
+            return from_exception(exc)
+
+    return endpoint
+
+
+def _role(session: Session, principal: Principal, project_id: int) -> ProjectRole | None:
+    if principal.is_platform_admin:
+        return None  # is_allowed lets platform admins do everything without a membership
+    return agent_runs.project_role(session=session, principal=principal, project_id=project_id)
+
+
+def _check_run(principal: Principal, run_id: int, action: Action) -> None:
+    """NotFoundError unless PRINCIPAL may see the run; ForbiddenError unless they may ACTION."""
+    with Session(get_engine()) as session:
+        project_id = agent_runs.run_project_id(session=session, run_id=run_id)
+        if project_id is None:
+            raise NotFoundError(f"no run {run_id}")
+        role = _role(session, principal, project_id)
+    if not can_see_project(principal, role):
+        raise NotFoundError(f"no run {run_id}")
+    if not is_allowed(principal, action, role):
+        raise ForbiddenError(f"your role on this project does not allow {action.value}")
+
+
+def _run_id(request: Request) -> int:
+    text = request.path_params["run_id"]
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise NotFoundError(f"no run {text!r}")
+    return int(text)
+
+
+def _query_int(request: Request, name: str, default: int | None = None) -> int | None:
+    text = request.query_params.get(name)
+    if text is None or text == "":
+        return default
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise InvalidArgumentError(f"{name} must be a non-negative integer")
+    return int(text)
+
+
+def _get_run(run_id: int) -> agent_runs.RunDetail:
+    with Session(get_engine()) as session:
+        return agent_runs.get_run(session=session, run_id=run_id)
+
+
+# --- projects -------------------------------------------------------------------------------------
+
+
+async def list_projects(request: Request, principal: Principal) -> Response:
+    """`GET /api/v1/projects`: the projects the caller may see, with their role on each."""
+
+    def load() -> list[agent_runs.ProjectView]:
+        with Session(get_engine()) as session:
+            return agent_runs.visible_projects(session=session, principal=principal)
+
+    views = await asyncio.to_thread(load)
+    return _json({"projects": [_record(view) for view in views]})
+
+
+# --- runs -----------------------------------------------------------------------------------------
+
+
+async def list_runs(request: Request, principal: Principal) -> Response:
+    """`GET /api/v1/runs?project=&status=&limit=&cursor=`: newest first, one keyset page."""
+    params = request.query_params
+    project_key = params.get("project") or None
+    status = params.get("status") or None
+    limit = _query_int(request, "limit", 50)
+    assert limit is not None
+    cursor_text = params.get("cursor")
+    before = agent_runs.Cursor.decode(cursor_text) if cursor_text else None
+
+    def load() -> tuple[list[agent_runs.RunRow], agent_runs.Cursor | None]:
+        with Session(get_engine()) as session:
+            project_ids: list[int] | None = None
+            if project_key is not None:
+                project = projects.get_by_key(session=session, key=project_key)
+                if project is None or project.id is None:
+                    raise NotFoundError(f"no project with key {project_key!r}")
+                if not can_see_project(principal, _role(session, principal, project.id)):
+                    raise NotFoundError(f"no project with key {project_key!r}")
+                project_ids = [project.id]
+            elif not principal.is_platform_admin:
+                visible = agent_runs.visible_projects(session=session, principal=principal)
+                project_ids = [view.id for view in visible]
+            return agent_runs.list_page(
+                session=session, project_ids=project_ids, status=status, limit=limit,
+                before=before,
+            )  # fmt: skip
+
+    rows, next_cursor = await asyncio.to_thread(load)
+    return _json(
+        {
+            "runs": [_record(row) for row in rows],
+            "next_cursor": next_cursor.encode() if next_cursor else None,
+        }
+    )
+
+
+async def start_run(request: Request, principal: Principal) -> Response:
+    """`POST /api/v1/runs` {project, repository, issue, stage, model?, reasoning_effort?}."""
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgumentError("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise InvalidArgumentError("the body must be a JSON object")
+    unknown = set(body) - {"project", "repository", "issue", "stage", "model", "reasoning_effort"}
+    if unknown:
+        raise InvalidArgumentError(f"unknown fields: {', '.join(sorted(unknown))}")
+    for name in ("project", "repository", "stage"):
+        if not isinstance(body.get(name), str) or not body[name]:
+            raise InvalidArgumentError(f"{name} is required and must be a string")
+    project_key: str = body["project"]
+
+    def start() -> agent_runs.RunDetail:
+        with Session(get_engine()) as session:
+            project = projects.get_by_key(session=session, key=project_key)
+            role = _role(session, principal, project.id) if project and project.id else None
+        if project is None or not can_see_project(principal, role):
+            raise NotFoundError(f"no project with key {project_key!r}")
+        if not is_allowed(principal, Action.START_RUN, role):
+            raise ForbiddenError("your role on this project does not allow starting runs")
+        run_id = run_start.start_run(
+            get_engine(), project_key=project_key, repository=body["repository"],
+            issue=body.get("issue"), stage=body["stage"], model=body.get("model"),  # type: ignore[arg-type]
+            reasoning_effort=body.get("reasoning_effort"), actor_id=str(principal.user_id),
+        )  # fmt: skip
+        return _get_run(run_id)
+
+    run = await asyncio.to_thread(start)
+    return _json({"run": _record(run)}, status=201)
+
+
+async def get_run(request: Request, principal: Principal) -> Response:
+    """`GET /api/v1/runs/{id}`."""
+    run_id = _run_id(request)
+
+    def load() -> agent_runs.RunDetail:
+        _check_run(principal, run_id, Action.VIEW_PROJECT)
+        return _get_run(run_id)
+
+    return _json({"run": _record(await asyncio.to_thread(load))})
+
+
+async def run_events(request: Request, principal: Principal) -> Response:
+    """`GET /api/v1/runs/{id}/events`: its flow events in order."""
+    run_id = _run_id(request)
+
+    def load() -> list[audit.EventRow]:
+        _check_run(principal, run_id, Action.VIEW_PROJECT)
+        with Session(get_engine()) as session:
+            return audit.list_run_events(session=session, run_id=run_id)
+
+    return _json({"events": [_record(event) for event in await asyncio.to_thread(load)]})
+
+
+async def cancel_run(request: Request, principal: Principal) -> Response:
+    """`POST /api/v1/runs/{id}/cancel`: 200 when canceled at once, 202 when asked to stop."""
+    run_id = _run_id(request)
+
+    def cancel() -> run_control.CancelOutcome:
+        _check_run(principal, run_id, Action.CANCEL_RUN)
+        return run_control.cancel_run(get_engine(), run_id=run_id, actor_id=str(principal.user_id))
+
+    outcome = await asyncio.to_thread(cancel)
+    return _json(
+        {"id": outcome.run_id, "status": outcome.status, "is_immediate": outcome.is_immediate},
+        status=200 if outcome.is_immediate else 202,
+    )
+
+
+async def rerun(request: Request, principal: Principal) -> Response:
+    """`POST /api/v1/runs/{id}/rerun`: 201 with the new run's id."""
+    run_id = _run_id(request)
+
+    def start_again() -> int:
+        _check_run(principal, run_id, Action.RERUN)
+        return run_control.rerun(get_engine(), run_id=run_id, actor_id=str(principal.user_id))
+
+    new_id = await asyncio.to_thread(start_again)
+    return _json({"id": new_id, "rerun_of": run_id}, status=201)
+
+
+# --- logs -----------------------------------------------------------------------------------------
+
+
+def _line(line: run_logs.StoredLine) -> dict[str, Any]:
+    return {
+        "sequence": line.sequence,
+        "stream": line.stream,
+        "line": line.line,
+        "ts": line.ts.isoformat(),
+    }
+
+
+async def run_log(request: Request, principal: Principal) -> Response:
+    """`GET /api/v1/runs/{id}/logs?since=N[&follow=1]`: stored lines after N, as one JSON page or,
+    with follow, as server-sent events (`Last-Event-ID` wins over `since`)."""
+    run_id = _run_id(request)
+    since = _query_int(request, "since", 0)
+    assert since is not None
+    is_follow = request.query_params.get("follow", "") in ("1", "true")
+    if is_follow and request.headers.get("last-event-id"):
+        last = request.headers["last-event-id"].strip()
+        if not last.isascii() or not last.isdigit() or len(last) > 18:
+            raise InvalidArgumentError("Last-Event-ID must be a log sequence number")
+        since = int(last)
+    await asyncio.to_thread(_check_run, principal, run_id, Action.VIEW_PROJECT)
+    engine = get_engine()
+    if not is_follow:
+        lines = await asyncio.to_thread(run_logs.read_lines, engine, run_id=run_id, after=since)
+        return _json(
+            {
+                "lines": [_line(line) for line in lines],
+                "next": lines[-1].sequence if lines else since,
+            }
+        )
+    return StreamingResponse(
+        _log_events(run_id, since),
+        media_type="text/event-stream",
+        headers={**_NO_STORE, "X-Accel-Buffering": "no"},
+    )
+
+
+async def _log_events(run_id: int, since: int) -> AsyncIterator[str]:
+    """SSE frames for the lines after SINCE; `event: end` once the run ended and its log is
+    whole. Bounded to FOLLOW_SECONDS: the stream then just stops and the client resumes."""
+    lines = run_logs.follow(
+        get_engine(), run_id=run_id, after=since, poll_seconds=FOLLOW_POLL_SECONDS
+    )
+    deadline = time.monotonic() + FOLLOW_SECONDS
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                line = await asyncio.wait_for(anext(lines), remaining)
+            except StopAsyncIteration:
+                yield "event: end\ndata: {}\n\n"
+                return
+            except TimeoutError:
+                return
+            yield f"id: {line.sequence}\ndata: {json.dumps(_line(line))}\n\n"
+    finally:
+        await lines.aclose()
+
+
+# --- the routes' endpoints ------------------------------------------------------------------------
+
+projects_endpoint = _endpoint({"GET": list_projects})
+runs_endpoint = _endpoint({"GET": list_runs, "POST": start_run})
+run_endpoint = _endpoint({"GET": get_run})
+run_events_endpoint = _endpoint({"GET": run_events})
+run_logs_endpoint = _endpoint({"GET": run_log})
+run_cancel_endpoint = _endpoint({"POST": cancel_run})
+run_rerun_endpoint = _endpoint({"POST": rerun})
