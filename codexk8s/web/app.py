@@ -7,13 +7,32 @@ import reflex as rx
 from codexk8s.web import routes
 from codexk8s.web.http.app import build_http_app
 from codexk8s.web.lifespan import run_engine
-from codexk8s.web.pages import shell
+from codexk8s.web.pages import shell, users
+from codexk8s.web.state.auth import AuthState
+from codexk8s.web.state.users import UsersState
 
 app = rx.App(api_transformer=build_http_app())
 app.register_lifespan_task(run_engine)
-app.add_page(shell.overview, route=routes.OVERVIEW, title="Overview · codexk8s")
-app.add_page(shell.projects, route=routes.PROJECTS, title="Projects · codexk8s")
-app.add_page(shell.runs, route=routes.RUNS, title="Runs · codexk8s")
-app.add_page(shell.agents, route=routes.AGENTS, title="Agents · codexk8s")
-app.add_page(shell.users, route=routes.USERS, title="Users · codexk8s")
-app.add_page(shell.audit, route=routes.AUDIT, title="Audit · codexk8s")
+# Every page resolves who is signed in on load; the Users page does so in its own handler.
+app.add_page(
+    shell.overview,
+    route=routes.OVERVIEW,
+    title="Overview · codexk8s",
+    on_load=AuthState.load_session,
+)
+app.add_page(
+    shell.projects,
+    route=routes.PROJECTS,
+    title="Projects · codexk8s",
+    on_load=AuthState.load_session,
+)
+app.add_page(shell.runs, route=routes.RUNS, title="Runs · codexk8s", on_load=AuthState.load_session)
+app.add_page(
+    shell.agents, route=routes.AGENTS, title="Agents · codexk8s", on_load=AuthState.load_session
+)
+app.add_page(
+    users.users, route=routes.USERS, title="Users · codexk8s", on_load=UsersState.load_users
+)
+app.add_page(
+    shell.audit, route=routes.AUDIT, title="Audit · codexk8s", on_load=AuthState.load_session
+)

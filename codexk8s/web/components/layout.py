@@ -1,10 +1,12 @@
-"""The page frame: navigation sidebar, top bar with sign-in, and the content area."""
+"""The page frame: navigation sidebar, top bar with sign-in or the signed-in user, and the
+content area."""
 
 from __future__ import annotations
 
 import reflex as rx
 
 from codexk8s.web import routes
+from codexk8s.web.state.auth import AuthState
 
 NAV_ITEMS: tuple[tuple[str, str, str], ...] = (
     ("Overview", routes.OVERVIEW, "layout-dashboard"),
@@ -54,20 +56,42 @@ def sidebar() -> rx.Component:
     )
 
 
+def _sign_in_button() -> rx.Component:
+    # A full page load, not a client-side route change: sign-in is a chain of HTTP
+    # redirects served outside the single-page app.
+    return rx.button(
+        rx.icon("log-in", size=16),
+        "Sign in",
+        variant="soft",
+        on_click=rx.call_script(f"window.location.assign({routes.AUTH_GITHUB_LOGIN!r})"),
+        data_testid="sign-in",
+    )
+
+
+def _signed_in() -> rx.Component:
+    # Signing out is an HTTP route too: it revokes the session and clears the HttpOnly cookie,
+    # and the full page load gives the next page a fresh connection without that cookie.
+    return rx.hstack(
+        rx.text(AuthState.email, size="2", color_scheme="gray", data_testid="signed-in-as"),
+        rx.button(
+            rx.icon("log-out", size=16),
+            "Sign out",
+            variant="soft",
+            color_scheme="gray",
+            on_click=rx.call_script(f"window.location.assign({routes.AUTH_LOGOUT!r})"),
+            data_testid="sign-out",
+        ),
+        align="center",
+        spacing="3",
+    )
+
+
 def top_bar(title: str) -> rx.Component:
     return rx.hstack(
         rx.heading(title, size="6", as_="h1"),
         rx.spacer(),
         rx.color_mode.button(variant="ghost"),
-        # A full page load, not a client-side route change: sign-in is a chain of HTTP
-        # redirects served outside the single-page app.
-        rx.button(
-            rx.icon("log-in", size=16),
-            "Sign in",
-            variant="soft",
-            on_click=rx.call_script(f"window.location.assign({routes.AUTH_GITHUB_LOGIN!r})"),
-            data_testid="sign-in",
-        ),
+        rx.cond(AuthState.is_signed_in, _signed_in(), _sign_in_button()),
         align="center",
         width="100%",
         padding_bottom="1rem",

@@ -1,0 +1,177 @@
+"""The Users page: who may sign in, with which platform role, and who is disabled."""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from codexk8s.services.users import UserRow
+from codexk8s.web.components.layout import empty_state, page
+from codexk8s.web.state.auth import AuthState
+from codexk8s.web.state.users import ROLES, UsersState
+
+
+def _sign_in_prompt() -> rx.Component:
+    return rx.box(
+        empty_state(
+            "users",
+            "Sign in to manage users",
+            "Only people an admin adds may sign in. Platform admins add, disable and re-role "
+            "users here once signed in, or from the command line.",
+            command="codexk8s user add someone@example.com --role user",
+        ),
+        data_testid="users-sign-in-prompt",
+    )
+
+
+def _not_admin() -> rx.Component:
+    return rx.callout(
+        "This page is for platform admins. Ask an owner or admin to add or change users.",
+        icon="shield-alert",
+        color_scheme="amber",
+        data_testid="users-admins-only",
+    )
+
+
+def _messages() -> rx.Component:
+    return rx.fragment(
+        rx.cond(
+            UsersState.error != "",
+            rx.callout(
+                UsersState.error,
+                icon="triangle-alert",
+                color_scheme="red",
+                role="alert",
+                data_testid="users-error",
+            ),
+        ),
+        rx.cond(
+            UsersState.notice != "",
+            rx.callout(
+                UsersState.notice,
+                icon="check",
+                color_scheme="green",
+                role="status",
+                data_testid="users-notice",
+            ),
+        ),
+    )
+
+
+def _add_form() -> rx.Component:
+    return rx.hstack(
+        rx.input(
+            placeholder="someone@example.com",
+            type="email",
+            value=UsersState.new_email,
+            on_change=UsersState.set_new_email,
+            aria_label="Email",
+            data_testid="new-user-email",
+            width="18rem",
+        ),
+        rx.select(
+            ROLES,
+            value=UsersState.new_role,
+            on_change=UsersState.set_new_role,
+            aria_label="Role",
+            data_testid="new-user-role",
+        ),
+        rx.button(
+            rx.icon("user-plus", size=16),
+            "Add user",
+            on_click=UsersState.add_user,
+            data_testid="add-user",
+        ),
+        spacing="2",
+        align="center",
+        wrap="wrap",
+    )
+
+
+def _user_row(row: UserRow) -> rx.Component:
+    return rx.table.row(
+        rx.table.row_header_cell(row.email, data_testid="user-email"),
+        rx.table.cell(rx.cond(row.github_login, row.github_login, "—")),
+        rx.table.cell(
+            rx.select(
+                ROLES,
+                value=row.role,
+                on_change=lambda role: UsersState.change_role(row.id, role),
+                size="1",
+                aria_label="Role of " + row.email,
+                data_testid="user-role",
+            )
+        ),
+        rx.table.cell(
+            rx.cond(
+                row.disabled,
+                rx.badge("disabled", color_scheme="red", data_testid="user-status"),
+                rx.badge("active", color_scheme="green", data_testid="user-status"),
+            )
+        ),
+        rx.table.cell(
+            rx.cond(
+                row.disabled,
+                rx.button(
+                    "Enable",
+                    size="1",
+                    variant="soft",
+                    on_click=UsersState.enable_user(row.id),
+                    data_testid="enable-user",
+                ),
+                rx.button(
+                    "Disable",
+                    size="1",
+                    variant="soft",
+                    color_scheme="red",
+                    on_click=UsersState.disable_user(row.id),
+                    data_testid="disable-user",
+                ),
+            )
+        ),
+        data_testid="user-row",
+    )
+
+
+def _manager() -> rx.Component:
+    return rx.vstack(
+        rx.text(
+            "Only people added here may sign in. Disabling someone ends their sessions at once.",
+            color_scheme="gray",
+        ),
+        _add_form(),
+        _messages(),
+        rx.box(
+            rx.table.root(
+                rx.table.header(
+                    rx.table.row(
+                        *(
+                            rx.table.column_header_cell(h)
+                            for h in ("Email", "GitHub login", "Role", "Status", "")
+                        ),
+                    )
+                ),
+                rx.table.body(rx.foreach(UsersState.users, _user_row)),
+                width="100%",
+                data_testid="users-table",
+            ),
+            width="100%",
+            overflow_x="auto",
+        ),
+        spacing="4",
+        width="100%",
+    )
+
+
+def users() -> rx.Component:
+    return page(
+        "Users",
+        rx.cond(
+            AuthState.is_resolved,
+            rx.cond(
+                AuthState.is_signed_in,
+                rx.cond(AuthState.is_platform_admin, _manager(), _not_admin()),
+                _sign_in_prompt(),
+            ),
+            rx.center(rx.spinner(size="3"), padding_y="4rem"),
+        ),
+    )
