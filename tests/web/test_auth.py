@@ -29,7 +29,7 @@ from codexk8s.db.models import ApiToken, FlowEvent, SignInLink, User, UserSessio
 from codexk8s.services import api_tokens, sessions, users
 from codexk8s.web import routes
 from codexk8s.web.http.app import build_http_app
-from codexk8s.web.http.auth import OAUTH_COOKIE, SESSION_COOKIE
+from codexk8s.web.http.auth import OAUTH_COOKIE, SESSION_COOKIE, SESSION_COOKIE_MAX_AGE
 from tests.conftest import free_port, reset_caches
 from tests.github_server import CLIENT_ID, CLIENT_SECRET, FakeGitHub, email_entry, running_github
 
@@ -141,7 +141,7 @@ def test_full_github_sign_in(client: TestClient, oauth: FakeGitHub) -> None:
     cookies = set_cookies(done)
     session_cookie = cookies[SESSION_COOKIE]
     assert session_cookie["httponly"] and session_cookie["samesite"].lower() == "lax"
-    assert session_cookie["path"] == "/" and session_cookie["max-age"] == str(TTL_SECONDS)
+    assert session_cookie["path"] == "/" and session_cookie["max-age"] == str(SESSION_COOKIE_MAX_AGE)
     assert not session_cookie["secure"]
     assert cookies[OAUTH_COOKIE]["max-age"] == "0"  # the flow cookie is spent
 

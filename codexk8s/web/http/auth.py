@@ -1,7 +1,7 @@
 """Sign-in over HTTP: GitHub OAuth, one-time links, sign-out, and who is asking (`/api/v1/me`).
 
 Cookies: `codexk8s_session` holds the session token (HttpOnly, SameSite=Lax, Path=/, Secure when
-the public URL is https, Max-Age = the session TTL); `codexk8s_oauth` carries the OAuth state and
+the public URL is https, kept 30 days by the browser while the server-side expiry slides); `codexk8s_oauth` carries the OAuth state and
 PKCE verifier between the redirect to GitHub and its callback, encrypted and authenticated with the
 secret key so it can be neither read nor forged, and lives ten minutes on /auth/github only.
 """
@@ -37,6 +37,10 @@ SESSION_COOKIE = "codexk8s_session"
 OAUTH_COOKIE = "codexk8s_oauth"
 OAUTH_COOKIE_PATH = "/auth/github"
 OAUTH_FLOW_SECONDS = 600
+# The browser keeps the session cookie this long; whether the session is still valid is decided
+# on the server, whose expiry slides with use (CODEXK8S_SESSION_TTL_HOURS since the last request).
+# A cookie that expired with the first TTL would end an active session mid-work.
+SESSION_COOKIE_MAX_AGE = 30 * 24 * 3600
 # Tokens must never linger in caches or leak to other sites through the Referer header.
 _NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
@@ -135,7 +139,7 @@ async def _signed_in(request: Request, user: User, settings: Settings) -> Respon
     )  # fmt: skip
     response = _redirect(routes.OVERVIEW)
     response.set_cookie(
-        SESSION_COOKIE, token, max_age=int(ttl.total_seconds()), path="/",
+        SESSION_COOKIE, token, max_age=SESSION_COOKIE_MAX_AGE, path="/",
         secure=_is_secure(settings), httponly=True, samesite="lax",
     )  # fmt: skip
     return response
