@@ -141,7 +141,8 @@ def test_full_github_sign_in(client: TestClient, oauth: FakeGitHub) -> None:
     cookies = set_cookies(done)
     session_cookie = cookies[SESSION_COOKIE]
     assert session_cookie["httponly"] and session_cookie["samesite"].lower() == "lax"
-    assert session_cookie["path"] == "/" and session_cookie["max-age"] == str(SESSION_COOKIE_MAX_AGE)
+    assert session_cookie["path"] == "/"
+    assert session_cookie["max-age"] == str(SESSION_COOKIE_MAX_AGE)
     assert not session_cookie["secure"]
     assert cookies[OAUTH_COOKIE]["max-age"] == "0"  # the flow cookie is spent
 

@@ -1,9 +1,10 @@
 """Sign-in over HTTP: GitHub OAuth, one-time links, sign-out, and who is asking (`/api/v1/me`).
 
 Cookies: `codexk8s_session` holds the session token (HttpOnly, SameSite=Lax, Path=/, Secure when
-the public URL is https, kept 30 days by the browser while the server-side expiry slides); `codexk8s_oauth` carries the OAuth state and
-PKCE verifier between the redirect to GitHub and its callback, encrypted and authenticated with the
-secret key so it can be neither read nor forged, and lives ten minutes on /auth/github only.
+the public URL is https, kept 30 days by the browser while the server-side expiry slides);
+`codexk8s_oauth` carries the OAuth state and PKCE verifier between the redirect to GitHub and its
+callback, encrypted and authenticated with the secret key so it can be neither read nor forged,
+and lives ten minutes on /auth/github only.
 """
 
 from __future__ import annotations
