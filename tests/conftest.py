@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 import pytest
@@ -25,6 +25,10 @@ from codexk8s.config import get_settings
 from codexk8s.crypto import get_secret_box
 from codexk8s.db import engine as db_engine
 from codexk8s.db.migrations import upgrade_to_head
+
+if TYPE_CHECKING:
+    # tests.github_server imports this module; import it lazily at run time.
+    from tests.github_server import FakeGitHub
 
 T = TypeVar("T")
 TEMPLATE_DB = "codexk8s_test_template"
@@ -201,27 +205,56 @@ def artifacts_dir() -> Path:
 
 
 class ServedApp:
-    """`codexk8s serve` running as a child process, the way `make run` starts it."""
+    """`codexk8s serve` running as a child process, the way `make run` starts it, with GitHub
+    sign-in configured against `github`, a loopback fake GitHub (tests/github_server.py)."""
 
     webhook_secret = "served-webhook-secret"
 
     def __init__(
-        self, base_url: str, process: subprocess.Popen[bytes], env: dict[str, str]
+        self,
+        base_url: str,
+        process: subprocess.Popen[bytes],
+        env: dict[str, str],
+        github: FakeGitHub,
     ) -> None:
         self.base_url = base_url
         self.process = process
         self.env = env
         self.database_url = env["CODEXK8S_DATABASE_URL"]
+        self.github = github
+
+    def next_github_user(self, login: str, emails: list[dict[str, Any]]) -> None:
+        """Who the fake GitHub approves at the next authorize: LOGIN with EMAILS
+        (`tests.github_server.email_entry` items)."""
+        self.github.login = login
+        self.github.emails = emails
+        self.github.deny = False
+
+
+@pytest.fixture(scope="session")
+def served_github() -> Iterator[FakeGitHub]:
+    """The fake GitHub the served app signs people in with, for the whole session."""
+    from tests.github_server import running_github
+
+    with running_github() as fake:
+        yield fake
 
 
 @pytest.fixture(scope="session")
 def served_app(
-    pg_admin_url: str, pg_template: str, tmp_path_factory: pytest.TempPathFactory
+    pg_admin_url: str,
+    pg_template: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    served_github: FakeGitHub,
 ) -> Iterator[ServedApp]:
-    """One production-mode server for the browser tests, on its own PostgreSQL database."""
+    """One production-mode server for the browser tests, on its own PostgreSQL database, with
+    GitHub OAuth pointed at `served_github`."""
+    from tests.github_server import CLIENT_ID, CLIENT_SECRET
+
     name = f"served_{uuid.uuid4().hex[:12]}"
     _admin_execute(pg_admin_url, f"CREATE DATABASE {name} TEMPLATE {pg_template}")
     port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
     data_dir = tmp_path_factory.mktemp("served-data")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CODEXK8S_")}
     env.update(
@@ -229,13 +262,17 @@ def served_app(
         CODEXK8S_SECRET_KEY=TEST_SECRET_KEY,
         CODEXK8S_DATA_DIR=str(data_dir),
         CODEXK8S_GITHUB_WEBHOOK_SECRET=ServedApp.webhook_secret,
+        CODEXK8S_GITHUB_CLIENT_ID=CLIENT_ID,
+        CODEXK8S_GITHUB_CLIENT_SECRET=CLIENT_SECRET,
+        CODEXK8S_GITHUB_OAUTH_URL=served_github.oauth_url,
+        CODEXK8S_GITHUB_API_URL=served_github.base_url,
+        CODEXK8S_PUBLIC_URL=base_url,
     )
     log = (data_dir / "serve.log").open("wb")
     process = subprocess.Popen(
         [str(Path(os.sys.executable).parent / "codexk8s"), "serve", "--port", str(port)],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
-    base_url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{base_url}/healthz")
         wait_for_http(f"{base_url}/")
@@ -243,7 +280,7 @@ def served_app(
         process.kill()
         raise RuntimeError((data_dir / "serve.log").read_text()[-4000:]) from None
     try:
-        yield ServedApp(base_url, process, env)
+        yield ServedApp(base_url, process, env, served_github)
     finally:
         import signal
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
+from codexk8s.db.engine import make_engine, session_scope
+from codexk8s.services import users
+from codexk8s.web import routes
 from codexk8s.web.components.layout import NAV_ITEMS
 from tests.conftest import ServedApp
+from tests.github_server import CLIENT_ID, email_entry
 
 pytestmark = pytest.mark.browser
 
@@ -47,9 +53,24 @@ def test_shell_fits_a_phone(served_app: ServedApp, page: Page) -> None:
     assert width <= 390
 
 
-def test_sign_in_button_leads_to_the_sign_in_flow(served_app: ServedApp, page: Page) -> None:
+def test_sign_in_button_goes_through_github_and_back(served_app: ServedApp, page: Page) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    email, login = f"shell-{suffix}@example.com", f"shell-{suffix}"
+    engine = make_engine(served_app.database_url)
+    try:
+        with session_scope(engine) as session:
+            users.add_user(session=session, email=email, role="user")
+    finally:
+        engine.dispose()
+    served_app.next_github_user(login, [email_entry(email)])
+    github = served_app.github.base_url
+
     page.goto(served_app.base_url + "/")
-    page.get_by_test_id("sign-in").click()
-    # The served app has no OAuth app configured: the flow says how to get in instead.
-    expect(page.get_by_role("heading", name="GitHub sign-in is not configured")).to_be_visible()
-    expect(page.get_by_text("one-time sign-in link")).to_be_visible()
+    with page.expect_request(lambda r: r.url.startswith(github + "/login/oauth/authorize")) as sent:
+        page.get_by_test_id("sign-in").click()
+    query = parse_qs(urlsplit(sent.value.url).query)
+    assert query["client_id"] == [CLIENT_ID]
+    assert query["redirect_uri"] == [served_app.base_url + routes.AUTH_GITHUB_CALLBACK]
+    assert query["code_challenge_method"] == ["S256"] and query["state"][0]
+    expect(page).to_have_url(served_app.base_url + "/")
+    expect(page.get_by_test_id("signed-in-as")).to_have_text(email)
