@@ -14,21 +14,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from tests.conftest import free_port
+from tests.conftest import serve_in_thread
 
 CLIENT_ID = "Iv1.fakeclientid0001"
 CLIENT_SECRET = "fake-client-secret-0001"
@@ -202,20 +199,6 @@ class FakeGitHub:
 def running_github(fake: FakeGitHub | None = None) -> Iterator[FakeGitHub]:
     """Serve FAKE on a free loopback port for the duration of the block."""
     fake = fake or FakeGitHub()
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(fake.app(), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if not server.started:
-        raise RuntimeError("fake GitHub did not start")
-    fake.base_url = f"http://127.0.0.1:{port}"
-    try:
+    with serve_in_thread(fake.app()) as base_url:
+        fake.base_url = base_url
         yield fake
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -16,7 +15,6 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from sqlmodel import Session, select
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
@@ -30,7 +28,7 @@ from codexk8s.services import api_tokens, sessions, users
 from codexk8s.web import routes
 from codexk8s.web.http.app import build_http_app
 from codexk8s.web.http.auth import OAUTH_COOKIE, SESSION_COOKIE, SESSION_COOKIE_MAX_AGE
-from tests.conftest import free_port, reset_caches
+from tests.conftest import free_port, reset_caches, serve_in_thread
 from tests.github_server import CLIENT_ID, CLIENT_SECRET, FakeGitHub, email_entry, running_github
 
 OWNER = "octocat@github.com"
@@ -198,32 +196,23 @@ def test_live_server_sign_in_following_redirects_by_hand(
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     configure(monkeypatch, oauth, public_url=base)
-    server = uvicorn.Server(
-        uvicorn.Config(build_http_app(), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    try:
-        with httpx.Client(follow_redirects=False, timeout=10) as browser:
-            hop = browser.get(f"{base}{routes.AUTH_GITHUB_LOGIN}")
-            assert hop.status_code == 302 and hop.headers["location"].startswith(oauth.oauth_url)
-            hop = browser.get(hop.headers["location"])
-            assert hop.status_code == 302
-            assert hop.headers["location"].startswith(f"{base}{routes.AUTH_GITHUB_CALLBACK}?")
-            hop = browser.get(hop.headers["location"])
-            assert hop.status_code == 302 and hop.headers["location"] == "/"
-            assert SESSION_COOKIE in browser.cookies
-            answer = browser.get(f"{base}{routes.API_ME}")
-            assert answer.status_code == 200 and answer.json()["github_login"] == "octocat"
-            hop = browser.post(f"{base}{routes.AUTH_LOGOUT}")
-            assert hop.status_code == 303
-            assert browser.get(f"{base}{routes.API_ME}").status_code == 401
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with (
+        serve_in_thread(build_http_app(), port=port),
+        httpx.Client(follow_redirects=False, timeout=10) as browser,
+    ):
+        hop = browser.get(f"{base}{routes.AUTH_GITHUB_LOGIN}")
+        assert hop.status_code == 302 and hop.headers["location"].startswith(oauth.oauth_url)
+        hop = browser.get(hop.headers["location"])
+        assert hop.status_code == 302
+        assert hop.headers["location"].startswith(f"{base}{routes.AUTH_GITHUB_CALLBACK}?")
+        hop = browser.get(hop.headers["location"])
+        assert hop.status_code == 302 and hop.headers["location"] == "/"
+        assert SESSION_COOKIE in browser.cookies
+        answer = browser.get(f"{base}{routes.API_ME}")
+        assert answer.status_code == 200 and answer.json()["github_login"] == "octocat"
+        hop = browser.post(f"{base}{routes.AUTH_LOGOUT}")
+        assert hop.status_code == 303
+        assert browser.get(f"{base}{routes.API_ME}").status_code == 401
 
 
 # --- refusals -------------------------------------------------------------------------------------

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from urllib.parse import urlencode
@@ -13,7 +11,6 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from sqlmodel import Session
 from starlette.testclient import TestClient
 
@@ -24,7 +21,7 @@ from codexk8s.db.models import AgentRun, FlowEvent, WebhookDelivery
 from codexk8s.services import projects, repositories
 from codexk8s.web.http.app import build_http_app
 from codexk8s.web.routes import WEBHOOK_GITHUB
-from tests.conftest import free_port, reset_caches, run_async
+from tests.conftest import reset_caches, run_async, serve_in_thread
 from tests.webhook_examples import example, with_labels
 
 SECRET = "endpoint-secret"
@@ -292,18 +289,8 @@ def test_other_methods_are_405(client: TestClient, method: str) -> None:
 @pytest.fixture
 def live_server(hooked: None) -> Iterator[str]:
     """The routes on a real uvicorn server, so requests really arrive at the same time."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(build_http_app(), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(build_http_app()) as base_url:
+        yield base_url
 
 
 def test_fifty_simultaneous_copies_make_one_delivery_and_one_run(live_server: str) -> None:
