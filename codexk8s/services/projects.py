@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
-from sqlmodel import Session, select
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
 
-from codexk8s.db.models import Project, ProjectMember, Slot, utcnow
+from codexk8s.db.models import Project, ProjectMember, Slot, User, utcnow
 from codexk8s.domain.access import ProjectRole
+from codexk8s.domain.authorization import Action, Principal, can_see_project, is_allowed
 from codexk8s.domain.slots import DEFAULT_SLOTS, MAX_SLOTS
-from codexk8s.errors import ConflictError, InvalidArgumentError, NotFoundError
+from codexk8s.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidArgumentError,
+    NotFoundError,
+    PreconditionError,
+)
 from codexk8s.services import users
 from codexk8s.services.audit import record_event
 from codexk8s.services.validation import parse_choice
@@ -79,16 +88,169 @@ def create_project(
     return project
 
 
+# --- members (the dashboard's Projects page and `codexk8s member add`) ----------------------------
+#
+# Who may do what: anyone who may see a project (any member, platform admins) may list its
+# members; MANAGE_MEMBERS (project admin, platform admin, owner) may add, re-role and remove them.
+# Someone who cannot see the project gets the same NotFoundError as for a key that does not
+# exist, so existence does not leak. A None actor is the local operator at the command line.
+#
+# The last project admin may not be demoted or removed by a project admin (they would lock the
+# project's members out of managing it, themselves included); a platform admin or the operator
+# may, since they can always manage the project and appoint a new admin.
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectRow:
+    """A project as one person's Projects page lists it; `role` is theirs (None: platform admin
+    without a membership)."""
+
+    id: int
+    key: str
+    name: str
+    slots: int
+    role: str | None
+    can_manage_members: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRow:
+    """One member of a project: no ORM row leaves the service."""
+
+    user_id: int
+    email: str
+    role: str
+
+
+def _membership_role(session: Session, actor: Principal, project_id: int) -> ProjectRole | None:
+    role = session.exec(
+        select(ProjectMember.role).where(
+            ProjectMember.project_id == project_id, ProjectMember.user_id == actor.user_id
+        )
+    ).first()
+    return ProjectRole(role) if role is not None else None
+
+
+def _authorize_members(
+    session: Session,
+    actor: Principal | None,
+    project_key: str,
+    *,
+    action: Action,
+    lock: bool = False,
+) -> Project:
+    """The project PROJECT_KEY when ACTOR may do ACTION on its members. NotFoundError when they
+    may not even see it (worded as for a missing key), ForbiddenError when they may only look.
+    LOCK holds the project row until commit so concurrent member changes on it serialize (the
+    last-admin check depends on it)."""
+    query = select(Project).where(Project.key == project_key)
+    project = session.exec(query.with_for_update() if lock else query).first()
+    if project is None:
+        raise NotFoundError(f"no project with key {project_key!r}")
+    if actor is None:
+        return project
+    assert project.id is not None
+    role = _membership_role(session, actor, project.id)
+    if not can_see_project(actor, role):
+        raise NotFoundError(f"no project with key {project_key!r}")
+    if not is_allowed(actor, action, role):
+        raise ForbiddenError(f"managing the members of {project_key} is for its admins")
+    return project
+
+
+def _member(session: Session, project: Project, email: str) -> tuple[ProjectMember, User]:
+    user = users.require_by_email(session=session, email=email)
+    found = session.exec(
+        select(ProjectMember).where(
+            ProjectMember.project_id == project.id, ProjectMember.user_id == user.id
+        )
+    ).first()
+    if found is None:
+        raise NotFoundError(f"{user.email} is not a member of {project.key}")
+    return found, user
+
+
+def _ensure_an_admin_remains(
+    session: Session, actor: Principal | None, project: Project, member: ProjectMember
+) -> None:
+    """Refuse a project admin's change that takes away the project's last admin."""
+    if member.role != ProjectRole.ADMIN.value or actor is None or actor.is_platform_admin:
+        return
+    other = session.exec(
+        select(ProjectMember.id).where(
+            ProjectMember.project_id == project.id,
+            ProjectMember.role == ProjectRole.ADMIN.value,
+            ProjectMember.id != member.id,
+        )
+    ).first()
+    if other is None:
+        raise PreconditionError(
+            f"this is the only admin of {project.key}; make someone else admin first"
+        )
+
+
+def _member_row(member: ProjectMember, user: User) -> MemberRow:
+    assert user.id is not None
+    return MemberRow(user_id=user.id, email=user.email, role=member.role)
+
+
+def list_visible_projects(*, session: Session, actor: Principal) -> list[ProjectRow]:
+    """The projects ACTOR may see, by key: all for platform admins, else those they are a member
+    of, each with ACTOR's role on it."""
+    rows = session.exec(
+        select(Project, ProjectMember.role)
+        .outerjoin(
+            ProjectMember,
+            sa.and_(
+                col(ProjectMember.project_id) == col(Project.id),
+                col(ProjectMember.user_id) == actor.user_id,
+            ),
+        )
+        .order_by(col(Project.key))
+    ).all()
+    visible = []
+    for project, role in rows:
+        project_role = ProjectRole(role) if role is not None else None
+        if not can_see_project(actor, project_role):
+            continue
+        assert project.id is not None
+        visible.append(
+            ProjectRow(
+                id=project.id,
+                key=project.key,
+                name=project.name,
+                slots=int((project.settings or {}).get("slots", 0)),
+                role=role,
+                can_manage_members=is_allowed(actor, Action.MANAGE_MEMBERS, project_role),
+            )
+        )
+    return visible
+
+
+def list_members(*, session: Session, actor: Principal | None, project_key: str) -> list[MemberRow]:
+    """The members of PROJECT_KEY by email, for anyone who may see the project."""
+    project = _authorize_members(session, actor, project_key, action=Action.VIEW_PROJECT)
+    rows = session.exec(
+        select(ProjectMember, User)
+        .join(User, col(User.id) == col(ProjectMember.user_id))
+        .where(ProjectMember.project_id == project.id)
+        .order_by(col(User.email))
+    ).all()
+    return [_member_row(member, user) for member, user in rows]
+
+
 def add_member(
     *,
     session: Session,
     project_key: str,
     email: str,
     role: str,
+    actor: Principal | None = None,
     actor_id: str | None = None,
 ) -> ProjectMember:
+    """Give the user EMAIL the ROLE on PROJECT_KEY (the user must exist already)."""
     project_role = parse_project_role(role)
-    project = require_by_key(session=session, key=project_key)
+    project = _authorize_members(session, actor, project_key, action=Action.MANAGE_MEMBERS)
     user = users.require_by_email(session=session, email=email)
     assert project.id is not None and user.id is not None
     existing = session.exec(
@@ -109,4 +271,68 @@ def add_member(
         project_id=project.id,
         payload={"email": user.email, "role": project_role.value},
     )
+    session.flush()
     return member
+
+
+def set_member_role(
+    *,
+    session: Session,
+    actor: Principal | None,
+    project_key: str,
+    email: str,
+    role: str,
+    actor_id: str | None = None,
+) -> MemberRow:
+    """Give the member EMAIL of PROJECT_KEY the ROLE."""
+    project_role = parse_project_role(role)
+    project = _authorize_members(
+        session, actor, project_key, action=Action.MANAGE_MEMBERS, lock=True
+    )
+    member, user = _member(session, project, email)
+    if member.role == project_role.value:
+        return _member_row(member, user)
+    _ensure_an_admin_remains(session, actor, project, member)
+    previous = member.role
+    member.role = project_role.value
+    session.add(member)
+    project.updated_at = utcnow()
+    record_event(
+        session=session,
+        correlation_id=f"project-{project.id}",
+        event_type="member_role_changed",
+        actor_id=actor_id,
+        project_id=project.id,
+        payload={"email": user.email, "from": previous, "to": project_role.value},
+    )
+    session.flush()
+    return _member_row(member, user)
+
+
+def remove_member(
+    *,
+    session: Session,
+    actor: Principal | None,
+    project_key: str,
+    email: str,
+    actor_id: str | None = None,
+) -> MemberRow:
+    """Take the member EMAIL off PROJECT_KEY; returns the membership as it was."""
+    project = _authorize_members(
+        session, actor, project_key, action=Action.MANAGE_MEMBERS, lock=True
+    )
+    member, user = _member(session, project, email)
+    _ensure_an_admin_remains(session, actor, project, member)
+    row = _member_row(member, user)
+    session.delete(member)
+    project.updated_at = utcnow()
+    record_event(
+        session=session,
+        correlation_id=f"project-{project.id}",
+        event_type="member_removed",
+        actor_id=actor_id,
+        project_id=project.id,
+        payload={"email": user.email, "role": row.role},
+    )
+    session.flush()
+    return row

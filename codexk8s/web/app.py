@@ -7,13 +7,15 @@ import reflex as rx
 from codexk8s.web import routes
 from codexk8s.web.http.app import build_http_app
 from codexk8s.web.lifespan import run_engine
-from codexk8s.web.pages import shell, users
+from codexk8s.web.pages import projects, shell, users
 from codexk8s.web.state.auth import AuthState
+from codexk8s.web.state.projects import ProjectsState
 from codexk8s.web.state.users import UsersState
 
 app = rx.App(api_transformer=build_http_app())
 app.register_lifespan_task(run_engine)
-# Every page resolves who is signed in on load; the Users page does so in its own handler.
+# Every page resolves who is signed in on load; the Users and Projects pages do so in their own
+# handlers.
 app.add_page(
     shell.overview,
     route=routes.OVERVIEW,
@@ -21,10 +23,10 @@ app.add_page(
     on_load=AuthState.load_session,
 )
 app.add_page(
-    shell.projects,
+    projects.projects,
     route=routes.PROJECTS,
     title="Projects · codexk8s",
-    on_load=AuthState.load_session,
+    on_load=ProjectsState.load_projects,
 )
 app.add_page(shell.runs, route=routes.RUNS, title="Runs · codexk8s", on_load=AuthState.load_session)
 app.add_page(

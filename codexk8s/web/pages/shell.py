@@ -1,4 +1,4 @@
-"""The dashboard pages as they stand before their features land: frame plus empty states."""
+"""Dashboard pages that are still placeholders: the frame plus an empty state saying what comes."""
 
 from __future__ import annotations
 
@@ -16,19 +16,6 @@ def overview() -> rx.Component:
             "Runs appear here when a run:<stage> label lands on an issue of a connected "
             "repository. Start by creating a project.",
             command="codexk8s project create my-project --name 'My project'",
-        ),
-    )
-
-
-def projects() -> rx.Component:
-    return page(
-        "Projects",
-        empty_state(
-            "folder-git-2",
-            "No projects to show",
-            "A project groups repositories, members and run slots. Create one, then attach a "
-            "GitHub repository to it.",
-            command="codexk8s repo add my-project octo-org/octo-repo --token-env GITHUB_TOKEN",
         ),
     )
 
@@ -53,18 +40,6 @@ def agents() -> rx.Component:
             "Agents and prompt templates",
             "The agent roster (pm, sa, em, dev, reviewer, qa, sre, km) and their prompt "
             "templates will be edited here.",
-        ),
-    )
-
-
-def users() -> rx.Component:
-    return page(
-        "Users",
-        empty_state(
-            "users",
-            "Users",
-            "Only people an admin adds may sign in. Add one from the command line.",
-            command="codexk8s user add someone@example.com --role user",
         ),
     )
 

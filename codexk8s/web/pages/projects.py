@@ -1,0 +1,224 @@
+"""The Projects page: the projects a person may see, with their role, and a project's members."""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from codexk8s.services.projects import MemberRow, ProjectRow
+from codexk8s.web.components.layout import empty_state, page
+from codexk8s.web.state.auth import AuthState
+from codexk8s.web.state.projects import PROJECT_ROLES, ProjectsState
+
+
+def _sign_in_prompt() -> rx.Component:
+    return rx.box(
+        empty_state(
+            "folder-git-2",
+            "Sign in to see your projects",
+            "Projects, their run slots and their members are shown to the people who belong "
+            "to them. Sign in to see yours.",
+        ),
+        data_testid="projects-sign-in-prompt",
+    )
+
+
+def _no_projects() -> rx.Component:
+    return rx.box(
+        empty_state(
+            "folder-git-2",
+            "No projects to show",
+            "A project groups repositories, members and run slots. A platform admin creates "
+            "one and adds members; you see the projects you are a member of.",
+            command="codexk8s project create my-project --name 'My project'",
+        ),
+        data_testid="projects-empty",
+    )
+
+
+def _messages() -> rx.Component:
+    return rx.fragment(
+        rx.cond(
+            ProjectsState.error != "",
+            rx.callout(
+                ProjectsState.error,
+                icon="triangle-alert",
+                color_scheme="red",
+                role="alert",
+                data_testid="projects-error",
+            ),
+        ),
+        rx.cond(
+            ProjectsState.notice != "",
+            rx.callout(
+                ProjectsState.notice,
+                icon="check",
+                color_scheme="green",
+                role="status",
+                data_testid="projects-notice",
+            ),
+        ),
+    )
+
+
+def _project_row(row: ProjectRow) -> rx.Component:
+    return rx.table.row(
+        rx.table.row_header_cell(rx.code(row.key), data_testid="project-key"),
+        rx.table.cell(row.name),
+        rx.table.cell(row.slots),
+        rx.table.cell(
+            rx.cond(row.role, rx.badge(row.role), rx.badge("platform admin", color_scheme="gray")),
+            data_testid="project-role",
+        ),
+        rx.table.cell(
+            rx.button(
+                "Members",
+                size="1",
+                variant=rx.cond(row.key == ProjectsState.selected_key, "solid", "soft"),
+                on_click=ProjectsState.select_project(row.key),
+                data_testid="show-members",
+            )
+        ),
+        data_testid="project-row",
+    )
+
+
+def _projects_table() -> rx.Component:
+    return rx.box(
+        rx.table.root(
+            rx.table.header(
+                rx.table.row(
+                    *(
+                        rx.table.column_header_cell(h)
+                        for h in ("Key", "Name", "Slots", "Your role", "")
+                    )
+                )
+            ),
+            rx.table.body(rx.foreach(ProjectsState.projects, _project_row)),
+            width="100%",
+            data_testid="projects-table",
+        ),
+        width="100%",
+        overflow_x="auto",
+    )
+
+
+def _add_form() -> rx.Component:
+    return rx.hstack(
+        rx.input(
+            placeholder="someone@example.com",
+            type="email",
+            value=ProjectsState.new_email,
+            on_change=ProjectsState.set_new_email,
+            aria_label="Email",
+            data_testid="new-member-email",
+            width="18rem",
+        ),
+        rx.select(
+            PROJECT_ROLES,
+            value=ProjectsState.new_role,
+            on_change=ProjectsState.set_new_role,
+            aria_label="Role",
+            data_testid="new-member-role",
+        ),
+        rx.button(
+            rx.icon("user-plus", size=16),
+            "Add member",
+            on_click=ProjectsState.add_member,
+            data_testid="add-member",
+        ),
+        spacing="2",
+        align="center",
+        wrap="wrap",
+    )
+
+
+def _member_row(row: MemberRow) -> rx.Component:
+    return rx.table.row(
+        rx.table.row_header_cell(row.email, data_testid="member-email"),
+        rx.table.cell(
+            rx.cond(
+                ProjectsState.can_manage_members,
+                rx.select(
+                    PROJECT_ROLES,
+                    value=row.role,
+                    on_change=lambda role: ProjectsState.change_member_role(row.email, role),
+                    size="1",
+                    aria_label="Role of " + row.email,
+                    data_testid="member-role",
+                ),
+                rx.badge(row.role, data_testid="member-role"),
+            )
+        ),
+        rx.table.cell(
+            rx.cond(
+                ProjectsState.can_manage_members,
+                rx.button(
+                    "Remove",
+                    size="1",
+                    variant="soft",
+                    color_scheme="red",
+                    on_click=ProjectsState.remove_member(row.email),
+                    data_testid="remove-member",
+                ),
+            )
+        ),
+        data_testid="member-row",
+    )
+
+
+def _members() -> rx.Component:
+    return rx.vstack(
+        rx.heading("Members of ", ProjectsState.selected_name, size="4", as_="h2"),
+        rx.cond(
+            ProjectsState.can_manage_members,
+            _add_form(),
+            rx.text(
+                "Only the project's admins and platform admins change its members.",
+                color_scheme="gray",
+            ),
+        ),
+        rx.box(
+            rx.table.root(
+                rx.table.header(
+                    rx.table.row(*(rx.table.column_header_cell(h) for h in ("Email", "Role", "")))
+                ),
+                rx.table.body(rx.foreach(ProjectsState.members, _member_row)),
+                width="100%",
+                data_testid="members-table",
+            ),
+            width="100%",
+            overflow_x="auto",
+        ),
+        spacing="3",
+        width="100%",
+        data_testid="members",
+    )
+
+
+def _content() -> rx.Component:
+    return rx.vstack(
+        _messages(),
+        rx.cond(
+            ProjectsState.projects.length() > 0,  # type: ignore[attr-defined]
+            rx.vstack(
+                _projects_table(),
+                rx.cond(ProjectsState.selected_key != "", _members()),
+                spacing="5",
+                width="100%",
+            ),
+            _no_projects(),
+        ),
+        spacing="4",
+        width="100%",
+    )
+
+
+def projects() -> rx.Component:
+    return page(
+        "Projects",
+        rx.cond(
+            AuthState.is_resolved,
+            rx.cond(AuthState.is_signed_in, _content(), _sign_in_prompt()),
+            rx.center(rx.spinner(size="3"), padding_y="4rem"),
+        ),
+    )

@@ -1,0 +1,57 @@
+"""The Projects page in Chromium: a project admin sees their project and manages its members."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from codexk8s.db.engine import make_engine
+from codexk8s.services import projects, users
+from tests.conftest import ServedApp
+from tests.web.test_users_browser import sign_in
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def served_engine(served_app: ServedApp) -> Iterator[Engine]:
+    engine = make_engine(served_app.database_url)
+    yield engine
+    engine.dispose()
+
+
+def test_project_admin_adds_a_member(
+    served_app: ServedApp, served_engine: Engine, page: Page, artifacts_dir: Path
+) -> None:
+    with Session(served_engine) as session:
+        users.add_user(session=session, email="lead@example.com", role="user")
+        users.add_user(session=session, email="newcomer@example.com", role="user")
+        projects.create_project(session=session, key="browser-proj", name="Browser project")
+        projects.add_member(
+            session=session, project_key="browser-proj", email="lead@example.com", role="admin"
+        )
+        session.commit()
+    sign_in(page, served_app, served_engine, "lead@example.com")
+    page.goto(served_app.base_url + "/projects")
+    row = page.get_by_test_id("project-row").filter(has_text="browser-proj")
+    expect(row.get_by_test_id("project-role")).to_have_text("admin")
+    row.get_by_test_id("show-members").click()
+    members = page.get_by_test_id("members-table")
+    expect(members.get_by_test_id("member-email")).to_have_text(["lead@example.com"])
+
+    page.get_by_test_id("new-member-email").fill("newcomer@example.com")
+    page.get_by_test_id("add-member").click()
+    expect(members.get_by_test_id("member-email")).to_have_count(2)
+    expect(members.get_by_text("newcomer@example.com")).to_be_visible()
+    page.screenshot(path=str(artifacts_dir / "projects-members.png"), full_page=True)
+    with Session(served_engine) as session:
+        listed = projects.list_members(session=session, actor=None, project_key="browser-proj")
+    assert {(m.email, m.role) for m in listed} == {
+        ("lead@example.com", "admin"),
+        ("newcomer@example.com", "read"),
+    }
