@@ -18,6 +18,7 @@ import functools
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ import sqlalchemy as sa
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.engine import Engine
 
+from codexk8s import metrics
+from codexk8s.domain.runs import TERMINAL_STATUSES
 from codexk8s.domain.runtime import (
     FailureReason,
     LogLine,
@@ -181,6 +184,8 @@ class RunEngine:
             owner=self.owner,
             callback_url=self.callback_url,
         )
+        if result.launched:
+            await asyncio.to_thread(self._observe_launched, result.launched)
         for run_id in result.launched:
             await self._notify(run_id, "running")
         if result.launched and self.is_leader:
@@ -212,10 +217,12 @@ class RunEngine:
     async def sweep_once(self) -> reconcile.SweepResult | None:
         if not self.is_leader:
             return None
-        result = await reconcile.reconcile_runs(engine=self.engine, runtime=self.runtime)
-        await asyncio.to_thread(
-            reconcile.renew_leases, self.engine, run_ids=result.alive, owner=self.owner
-        )
+        with _cycle("sweep"):
+            result = await reconcile.reconcile_runs(engine=self.engine, runtime=self.runtime)
+            await asyncio.to_thread(
+                reconcile.renew_leases, self.engine, run_ids=result.alive, owner=self.owner
+            )
+        await self._observe_finished(result.applied)
         for run_id, status in result.applied.items():
             await self._notify(run_id, status)
         return result
@@ -223,16 +230,20 @@ class RunEngine:
     async def leases_once(self) -> None:
         if not self.is_leader:
             return
-        workloads = await self.runtime.list_workloads()
-        alive = [
-            s.run_id for s in workloads if s.phase in (WorkloadPhase.PENDING, WorkloadPhase.RUNNING)
-        ]
-        await asyncio.to_thread(
-            reconcile.renew_leases, self.engine, run_ids=alive, owner=self.owner
-        )
-        result = await reconcile.expire_leases(
-            engine=self.engine, runtime=self.runtime, owner=self.owner
-        )
+        with _cycle("leases"):
+            workloads = await self.runtime.list_workloads()
+            alive = [
+                s.run_id
+                for s in workloads
+                if s.phase in (WorkloadPhase.PENDING, WorkloadPhase.RUNNING)
+            ]
+            await asyncio.to_thread(
+                reconcile.renew_leases, self.engine, run_ids=alive, owner=self.owner
+            )
+            result = await reconcile.expire_leases(
+                engine=self.engine, runtime=self.runtime, owner=self.owner
+            )
+        await self._observe_finished(result.applied)
         for run_id, status in result.applied.items():
             await self._notify(run_id, status)
 
@@ -253,6 +264,7 @@ class RunEngine:
                         reconcile.apply_workload_status, self.engine, status
                     )
                     if changed:
+                        await self._observe_finished({status.run_id: changed})
                         await self._notify(status.run_id, changed)
                     if changed and status.reason is FailureReason.IMAGE_PULL and status.handle:
                         # The run is over, but Kubernetes would keep retrying the pull until the
@@ -263,6 +275,7 @@ class RunEngine:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                metrics.RECONCILE_ERRORS.labels("watch").inc()
                 log.exception("runtime watch failed; restarting in %.0fs", backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 30.0)
@@ -349,6 +362,7 @@ class RunEngine:
             )  # fmt: skip
             if stored is None:
                 return False  # another writer moved this run's log: stop, never store twice
+            metrics.LOG_LINES_STORED.inc(len(batch))
             if batch:
                 await self._notify(run_id, "logs")
             sequence, batch = stored, []
@@ -391,12 +405,72 @@ class RunEngine:
         self._watch_task = None
         self._pumps.clear()
 
+    # --- metrics ----------------------------------------------------------------------------
+
+    def _observe_launched(self, run_ids: list[int]) -> None:
+        """Dispatch latency (created → started) of the runs this cycle launched."""
+        try:
+            with self.engine.connect() as connection:
+                rows = connection.execute(
+                    sa.select(RUNS.c.created_at, RUNS.c.started_at).where(RUNS.c.id.in_(run_ids))
+                ).all()
+        except sa.exc.SQLAlchemyError:
+            log.warning("metrics: reading launched runs failed", exc_info=True)
+            return
+        for row in rows:
+            seconds = metrics.seconds_between(row.started_at, row.created_at)
+            if seconds is not None:
+                metrics.DISPATCH_LATENCY_SECONDS.observe(seconds)
+
+    def _read_finished(self, run_ids: list[int]) -> list[Any]:
+        with self.engine.connect() as connection:
+            return list(
+                connection.execute(
+                    sa.select(
+                        RUNS.c.stage, RUNS.c.status, RUNS.c.started_at, RUNS.c.finished_at
+                    ).where(RUNS.c.id.in_(run_ids))
+                ).all()
+            )
+
+    async def _observe_finished(self, applied: dict[int, str]) -> None:
+        """Run duration by stage of the runs this replica just moved to a terminal state.
+
+        Only runs that started count: a run canceled or failed before launch has no duration.
+        """
+        terminal = [run_id for run_id, status in applied.items() if status in TERMINAL_STATUSES]
+        if not terminal:
+            return
+        try:
+            rows = await asyncio.to_thread(self._read_finished, terminal)
+        except sa.exc.SQLAlchemyError:
+            log.warning("metrics: reading finished runs failed", exc_info=True)
+            return
+        for row in rows:
+            seconds = metrics.seconds_between(row.finished_at, row.started_at)
+            if seconds is not None:
+                metrics.RUN_DURATION_SECONDS.labels(row.stage or "", row.status).observe(seconds)
+
     async def _notify(self, run_id: int, what: str) -> None:
         if self.on_change is not None:
             try:
                 await self.on_change(run_id, what)
             except Exception:
                 log.exception("change listener failed for run %s", run_id)
+
+
+class _cycle:
+    """Time one reconcile cycle; count it as an error when it raises (and re-raise)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> None:
+        self._start = time.perf_counter()
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        metrics.RECONCILE_SECONDS.labels(self.name).observe(time.perf_counter() - self._start)
+        if kind is not None and not issubclass(kind, asyncio.CancelledError):
+            metrics.RECONCILE_ERRORS.labels(self.name).inc()
 
 
 def _now() -> Any:

@@ -37,6 +37,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import retry_after_seconds
 
+from codexk8s import metrics
 from codexk8s.domain.runtime import WorkloadRuntimeError
 
 log = logging.getLogger(__name__)
@@ -119,10 +120,13 @@ class ApiCaller:
     async def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call `fn` and return its decoded JSON body; `what` names the call in errors."""
         failures = 0
+        labels = metrics.kubernetes_call_labels(fn)
         while True:
+            metrics.KUBERNETES_API_CALLS.labels(*labels).inc()
             try:
                 return await asyncio.to_thread(self._call_json, fn, args, kwargs)
             except Exception as exc:
+                metrics.KUBERNETES_API_ERRORS.labels(*labels).inc()
                 if not is_retryable(exc):
                     raise
                 failures += 1
@@ -159,7 +163,13 @@ class ApiCaller:
             _preload_content=False,
             _request_timeout=(self.connect_timeout, read_timeout),
         )
-        response = await asyncio.get_running_loop().run_in_executor(self.stream_executor, call)
+        labels = metrics.kubernetes_call_labels(fn)
+        metrics.KUBERNETES_API_CALLS.labels(*labels).inc()
+        try:
+            response = await asyncio.get_running_loop().run_in_executor(self.stream_executor, call)
+        except Exception:
+            metrics.KUBERNETES_API_ERRORS.labels(*labels).inc()
+            raise
         return ResponseStream(response, self.stream_executor)
 
 

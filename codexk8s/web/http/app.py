@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
+from codexk8s import metrics as _metrics  # noqa: F401  (registers the codexk8s_* metrics)
 from codexk8s.web import routes
 from codexk8s.web.http import api, auth, health, webhooks
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+async def metrics_endpoint(_request: Request) -> Response:
+    """Prometheus text format of the default registry (see codexk8s.metrics).
+
+    Each Reflex worker process answers with its own counters: multiprocess mode is not set up,
+    so with several workers a scrape sees one of them. The scrape reads runs and slots from the
+    database, hence the thread. Unauthenticated, like the probes: keep it off public ingress.
+    """
+    body = await asyncio.to_thread(generate_latest)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 def build_http_app() -> Starlette:
@@ -17,6 +34,7 @@ def build_http_app() -> Starlette:
         routes=[
             Route(routes.HEALTHZ, health.healthz, methods=["GET", "HEAD"]),
             Route(routes.READYZ, health.readyz, methods=["GET", "HEAD"]),
+            Route(routes.METRICS, metrics_endpoint, methods=["GET", "HEAD"]),
             # Every method reaches the handler: a partial (method) mismatch would otherwise fall
             # through to the Reflex mount instead of answering 405.
             Route(routes.WEBHOOK_GITHUB, webhooks.github_webhook, methods=ALL_METHODS),

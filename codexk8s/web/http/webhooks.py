@@ -8,17 +8,37 @@ import asyncio
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
+from codexk8s import metrics
 from codexk8s.adapters.github.webhooks import MAX_BODY_BYTES
 from codexk8s.config import get_settings
 from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine
-from codexk8s.errors import CodexK8sError
+from codexk8s.errors import (
+    CodexK8sError,
+    InvalidArgumentError,
+    PayloadTooLargeError,
+    UnauthorizedError,
+    UnavailableError,
+)
 from codexk8s.services import webhook_ingest
 from codexk8s.web.http.errors import error_response, from_exception
 
 
 class _BodyTooLarge(Exception):
     pass
+
+
+# Rejections by the error the ingest service raised (see codexk8s_webhooks_rejected_total).
+_REJECTION_REASONS: tuple[tuple[type[CodexK8sError], str], ...] = (
+    (UnauthorizedError, "signature"),
+    (InvalidArgumentError, "bad_request"),
+    (PayloadTooLargeError, "too_large"),
+    (UnavailableError, "no_secret"),
+)
+
+
+def _rejection_reason(exc: CodexK8sError) -> str:
+    return next((reason for kind, reason in _REJECTION_REASONS if isinstance(exc, kind)), "other")
 
 
 async def _read_body(request: Request) -> bytes:
@@ -52,6 +72,7 @@ async def github_webhook(request: Request) -> JSONResponse:
     try:
         body = await _read_body(request)
     except _BodyTooLarge:
+        metrics.WEBHOOKS_REJECTED.labels("too_large").inc()
         message = f"payload exceeds GitHub's limit of {MAX_BODY_BYTES // (1024 * 1024)} MiB"
         await asyncio.to_thread(
             webhook_ingest.record_rejection,
@@ -60,20 +81,26 @@ async def github_webhook(request: Request) -> JSONResponse:
         # Not reading the rest: close the connection instead of draining a huge body.
         return error_response("payload_too_large", message, headers={"Connection": "close"})
     except ClientDisconnect:
+        metrics.WEBHOOKS_REJECTED.labels("bad_request").inc()
         return error_response("invalid_argument", "client disconnected before the body ended")
     try:
         settings = get_settings()
         secret = settings.github_webhook_secret
-        outcome = await asyncio.to_thread(
-            webhook_ingest.ingest_github_delivery,
-            engine=get_engine(),
-            box=get_secret_box(),
-            global_secret=secret.get_secret_value() if secret else None,
-            request=_rejection_request(request, body),
-        )
+        with metrics.WEBHOOK_INGEST_SECONDS.time():
+            outcome = await asyncio.to_thread(
+                webhook_ingest.ingest_github_delivery,
+                engine=get_engine(),
+                box=get_secret_box(),
+                global_secret=secret.get_secret_value() if secret else None,
+                request=_rejection_request(request, body),
+            )
     except CodexK8sError as exc:
+        metrics.WEBHOOKS_REJECTED.labels(_rejection_reason(exc)).inc()
         return from_exception(exc)
+    # Labelled only once the signature is verified: unsigned requests cannot invent event names.
+    metrics.WEBHOOKS_RECEIVED.labels(outcome.event).inc()
     if outcome.is_duplicate:
+        metrics.WEBHOOKS_DUPLICATE.labels(outcome.event).inc()
         return JSONResponse({"duplicate": True, "delivery_id": outcome.delivery_id})
     answer = {
         "delivery_id": outcome.delivery_id,

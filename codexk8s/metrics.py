@@ -1,0 +1,222 @@
+"""Prometheus metrics of the control plane, all on the default registry and named codexk8s_*.
+
+`GET /metrics` (codexk8s.web.http.app) serves them. Each process counts on its own: Reflex may
+run several worker processes (with Redis for state), and prometheus_client's multiprocess mode is
+not set up, so every worker exposes its own counters and a scrape sees only the worker that
+answered it. The gauges read from the database (runs by state, leased slots) are the same from
+every worker. Acceptable for now; aggregate per pod in PromQL.
+
+Where each metric is observed:
+- webhooks_*: the webhook route (codexk8s.web.http.webhooks).
+- dispatch_latency_seconds, run_duration_seconds, reconcile_*, log_lines_stored_total: the run
+  engine (codexk8s.jobs.engine).
+- kubernetes_api_*: ApiCaller (codexk8s.adapters.kubernetes.client), once per HTTP attempt.
+- runs, slots_leased, metrics_collect_errors_total: read from the database on every scrape by
+  DatabaseCollector.
+- github_api_calls_total, openai_tokens_total, openai_cost_usd_total, live_viewers: defined but
+  not observed yet (no GitHub API client, no OpenAI usage source, no viewer tracking exist yet).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy.engine import Engine
+
+log = logging.getLogger(__name__)
+
+# Webhook deliveries answer in well under a second; runs take minutes to hours.
+_FAST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_DISPATCH_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+_RUN_BUCKETS = (10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0)
+
+# --- webhooks -------------------------------------------------------------------------------
+WEBHOOKS_RECEIVED = Counter(
+    "codexk8s_webhooks_received",
+    "Verified (signed) GitHub deliveries, duplicates included, by event.",
+    ["event"],
+)
+WEBHOOKS_REJECTED = Counter(
+    "codexk8s_webhooks_rejected",
+    "Rejected webhook requests by reason: signature, bad_request, too_large, no_secret, other.",
+    ["reason"],
+)
+WEBHOOKS_DUPLICATE = Counter(
+    "codexk8s_webhooks_duplicate",
+    "Deliveries whose X-GitHub-Delivery was already recorded, by event.",
+    ["event"],
+)
+WEBHOOK_INGEST_SECONDS = Histogram(
+    "codexk8s_webhook_ingest_seconds",
+    "Time to verify and record one delivery (including rejected ones), in seconds.",
+    buckets=_FAST_BUCKETS,
+)
+
+# --- runs -----------------------------------------------------------------------------------
+DISPATCH_LATENCY_SECONDS = Histogram(
+    "codexk8s_dispatch_latency_seconds",
+    "From a run's creation (pending) to its launch (running): started_at - created_at.",
+    buckets=_DISPATCH_BUCKETS,
+)
+RUN_DURATION_SECONDS = Histogram(
+    "codexk8s_run_duration_seconds",
+    "From start to a terminal state (finished_at - started_at) of launched runs, by stage and "
+    "final status.",
+    ["stage", "status"],
+    buckets=_RUN_BUCKETS,
+)
+RECONCILE_SECONDS = Histogram(
+    "codexk8s_reconcile_cycle_seconds",
+    "Duration of one reconcile cycle of the leader (sweep: runtime vs. database; leases).",
+    ["cycle"],
+    buckets=_FAST_BUCKETS,
+)
+RECONCILE_ERRORS = Counter(
+    "codexk8s_reconcile_errors",
+    "Reconcile cycles that raised (the next cycle retries), and runtime watch restarts.",
+    ["cycle"],
+)
+LOG_LINES_STORED = Counter(
+    "codexk8s_log_lines_stored",
+    "Workload log lines stored in run_logs by the engine's log pumps.",
+)
+
+# --- external APIs --------------------------------------------------------------------------
+KUBERNETES_API_CALLS = Counter(
+    "codexk8s_kubernetes_api_calls",
+    "Kubernetes API requests (each retry attempt counts), by verb and resource.",
+    ["verb", "resource"],
+)
+KUBERNETES_API_ERRORS = Counter(
+    "codexk8s_kubernetes_api_errors",
+    "Kubernetes API requests that failed (any error, including 404/409 the caller handles).",
+    ["verb", "resource"],
+)
+# No GitHub API client exists yet (only webhooks and the OAuth sign-in); when one is added, it
+# should increment this once per request.
+GITHUB_API_CALLS = Counter(
+    "codexk8s_github_api_calls",
+    "GitHub REST/GraphQL API requests by endpoint. Not observed yet: no GitHub API client.",
+    ["endpoint"],
+)
+# No source yet: agents do not report OpenAI usage back to the control plane.
+OPENAI_TOKENS = Counter(
+    "codexk8s_openai_tokens",
+    "OpenAI tokens used by agent runs, by project and kind (input/output). Not observed yet.",
+    ["project", "kind"],
+)
+OPENAI_COST_USD = Counter(
+    "codexk8s_openai_cost_usd",
+    "Estimated OpenAI cost of agent runs in USD, by project. Not observed yet.",
+    ["project"],
+)
+
+# --- dashboard ------------------------------------------------------------------------------
+LIVE_VIEWERS = Gauge(
+    "codexk8s_live_viewers",
+    "Dashboard clients following a run live. Not observed yet: no viewer tracking exists.",
+)
+
+
+# --- read from the database on each scrape --------------------------------------------------
+RUN_STATES = ("pending", "starting", "running", "succeeded", "failed", "canceled")
+COLLECT_TIMEOUT_MS = 2000
+
+
+class DatabaseCollector(Collector):
+    """Runs by state and leased slots per project, read on every scrape.
+
+    Two grouped queries per scrape, with a statement timeout on PostgreSQL. A failure (database
+    down, timeout) is logged and counted in codexk8s_metrics_collect_errors_total; the scrape
+    still answers, without the database gauges.
+    """
+
+    def __init__(self, engine: Callable[[], Engine]) -> None:
+        self._engine = engine
+        self.errors = 0
+
+    def describe(self) -> Iterator[Metric]:
+        # Without this the registry would call collect() (and query) at registration.
+        yield GaugeMetricFamily("codexk8s_runs", "", labels=["state"])
+        yield GaugeMetricFamily("codexk8s_slots_leased", "", labels=["project"])
+        yield CounterMetricFamily("codexk8s_metrics_collect_errors", "")
+
+    def _read(self) -> tuple[dict[str, int], dict[str, int]]:
+        engine = self._engine()
+        with engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(sa.text(f"SET LOCAL statement_timeout = {COLLECT_TIMEOUT_MS}"))
+            runs = connection.execute(
+                sa.text("SELECT status, count(*) FROM agent_runs GROUP BY status")
+            ).all()
+            slots = connection.execute(
+                sa.text(
+                    "SELECT p.key, sum(CASE WHEN s.state = 'leased' THEN 1 ELSE 0 END) "
+                    "FROM projects p JOIN slots s ON s.project_id = p.id GROUP BY p.key"
+                )
+            ).all()
+            connection.rollback()
+        return {str(s): int(n) for s, n in runs}, {str(k): int(n or 0) for k, n in slots}
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            runs, slots = self._read()
+        except Exception as exc:
+            self.errors += 1
+            log.warning("metrics: reading runs and slots failed: %s", exc)
+            runs = slots = None
+        if runs is not None and slots is not None:
+            by_state = GaugeMetricFamily(
+                "codexk8s_runs", "Agent runs by current status.", labels=["state"]
+            )
+            for state in sorted({*RUN_STATES, *runs}):
+                by_state.add_metric([state], runs.get(state, 0))
+            yield by_state
+            leased = GaugeMetricFamily(
+                "codexk8s_slots_leased", "Slots leased to a run, per project key.",
+                labels=["project"],
+            )  # fmt: skip
+            for key, count in sorted(slots.items()):
+                leased.add_metric([key], count)
+            yield leased
+        yield CounterMetricFamily(
+            "codexk8s_metrics_collect_errors",
+            "Scrapes whose database read (runs, slots) failed.",
+            value=self.errors,
+        )
+
+
+def _default_engine() -> Engine:
+    from codexk8s.db.engine import get_engine
+
+    return get_engine()
+
+
+DATABASE_COLLECTOR = DatabaseCollector(_default_engine)
+REGISTRY.register(DATABASE_COLLECTOR)
+
+
+# --- helpers for the instrumented code ------------------------------------------------------
+def kubernetes_call_labels(fn: Any) -> tuple[str, str]:
+    """(verb, resource) from a client method name: `create_namespaced_job` → (create, job),
+    `read_namespaced_pod_log` → (read, pod_log), `list_job_for_all_namespaces` → (list, job)."""
+    name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "")
+    verb, _, rest = str(name).partition("_")
+    if not rest:
+        return (verb or "unknown", "unknown")
+    rest = rest.removeprefix("namespaced_").removesuffix("_for_all_namespaces")
+    return verb, rest or "unknown"
+
+
+def seconds_between(later: Any, earlier: Any) -> float | None:
+    """`later - earlier` in seconds, or None when either is missing or it is negative."""
+    if later is None or earlier is None:
+        return None
+    seconds = (later - earlier).total_seconds()
+    return seconds if seconds >= 0 else None
