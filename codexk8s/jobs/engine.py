@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -154,7 +155,7 @@ class RunEngine:
         if self.is_leader:
             await self.sweep_once()
         for job in scheduler.get_jobs():
-            job.modify(next_run_time=_now())
+            job.modify(next_run_time=datetime.now(UTC))
 
     async def stop(self) -> None:
         if self._scheduler is not None:
@@ -184,8 +185,8 @@ class RunEngine:
             owner=self.owner,
             callback_url=self.callback_url,
         )
-        if result.launched:
-            await asyncio.to_thread(self._observe_launched, result.launched)
+        for seconds in result.latencies:
+            metrics.DISPATCH_LATENCY_SECONDS.observe(seconds)
         for run_id in result.launched:
             await self._notify(run_id, "running")
         if result.launched and self.is_leader:
@@ -222,9 +223,7 @@ class RunEngine:
             await asyncio.to_thread(
                 reconcile.renew_leases, self.engine, run_ids=result.alive, owner=self.owner
             )
-        await self._observe_finished(result.applied)
-        for run_id, status in result.applied.items():
-            await self._notify(run_id, status)
+        await self._settled(result.applied)
         return result
 
     async def leases_once(self) -> None:
@@ -243,9 +242,7 @@ class RunEngine:
             result = await reconcile.expire_leases(
                 engine=self.engine, runtime=self.runtime, owner=self.owner
             )
-        await self._observe_finished(result.applied)
-        for run_id, status in result.applied.items():
-            await self._notify(run_id, status)
+        await self._settled(result.applied)
 
     async def cleanup_once(self) -> list[int]:
         if not self.is_leader:
@@ -264,8 +261,7 @@ class RunEngine:
                         reconcile.apply_workload_status, self.engine, status
                     )
                     if changed:
-                        await self._observe_finished({status.run_id: changed})
-                        await self._notify(status.run_id, changed)
+                        await self._settled({status.run_id: changed})
                     if changed and status.reason is FailureReason.IMAGE_PULL and status.handle:
                         # The run is over, but Kubernetes would keep retrying the pull until the
                         # deadline; stop the workload so it frees its quota now.
@@ -407,21 +403,6 @@ class RunEngine:
 
     # --- metrics ----------------------------------------------------------------------------
 
-    def _observe_launched(self, run_ids: list[int]) -> None:
-        """Dispatch latency (created → started) of the runs this cycle launched."""
-        try:
-            with self.engine.connect() as connection:
-                rows = connection.execute(
-                    sa.select(RUNS.c.created_at, RUNS.c.started_at).where(RUNS.c.id.in_(run_ids))
-                ).all()
-        except sa.exc.SQLAlchemyError:
-            log.warning("metrics: reading launched runs failed", exc_info=True)
-            return
-        for row in rows:
-            seconds = metrics.seconds_between(row.started_at, row.created_at)
-            if seconds is not None:
-                metrics.DISPATCH_LATENCY_SECONDS.observe(seconds)
-
     def _read_finished(self, run_ids: list[int]) -> list[Any]:
         with self.engine.connect() as connection:
             return list(
@@ -431,6 +412,12 @@ class RunEngine:
                     ).where(RUNS.c.id.in_(run_ids))
                 ).all()
             )
+
+    async def _settled(self, applied: dict[int, str]) -> None:
+        """Report runs this replica just moved: their duration if they ended, then listeners."""
+        await self._observe_finished(applied)
+        for run_id, status in applied.items():
+            await self._notify(run_id, status)
 
     async def _observe_finished(self, applied: dict[int, str]) -> None:
         """Run duration by stage of the runs this replica just moved to a terminal state.
@@ -471,9 +458,3 @@ class _cycle:
         metrics.RECONCILE_SECONDS.labels(self.name).observe(time.perf_counter() - self._start)
         if kind is not None and not issubclass(kind, asyncio.CancelledError):
             metrics.RECONCILE_ERRORS.labels(self.name).inc()
-
-
-def _now() -> Any:
-    from datetime import datetime
-
-    return datetime.now().astimezone()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -39,6 +39,7 @@ class Claim:
     run_id: int
     correlation_id: str
     project_id: int
+    created_at: datetime
     spec: WorkloadSpec
 
 
@@ -46,6 +47,8 @@ class Claim:
 class DispatchResult:
     launched: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
+    # Seconds from each launched run's creation to its launch (the dispatch latency).
+    latencies: list[float] = field(default_factory=list)
 
 
 def lineage_of(run: Any, project_key: str) -> str:
@@ -142,6 +145,7 @@ def claim_runs(
                     run_id=run.id,
                     correlation_id=run.correlation_id,
                     project_id=run.project_id,
+                    created_at=run.created_at,
                     spec=WorkloadSpec(
                         run_id=run.id,
                         correlation_id=run.correlation_id,
@@ -159,8 +163,10 @@ def claim_runs(
     return claims
 
 
-def mark_launched(engine: Engine, claim: Claim, handle: WorkloadHandle) -> bool:
-    now = utcnow()
+def mark_launched(
+    engine: Engine, claim: Claim, handle: WorkloadHandle, *, now: datetime | None = None
+) -> bool:
+    now = now or utcnow()
     with engine.begin() as connection:
         # Where the workload lives is stored even if the watch already settled the run (a very
         # short workload): the log pump needs the handle to store its output.
@@ -208,8 +214,10 @@ async def dispatch_pending_runs(
             await asyncio.to_thread(mark_launch_failed, engine, claim, str(exc))
             result.failed.append(claim.run_id)
             return
-        await asyncio.to_thread(mark_launched, engine, claim, handle)
+        started = utcnow()
+        await asyncio.to_thread(mark_launched, engine, claim, handle, now=started)
         result.launched.append(claim.run_id)
+        result.latencies.append((started - claim.created_at).total_seconds())
 
     await asyncio.gather(*(launch(claim) for claim in claims))
     return result
