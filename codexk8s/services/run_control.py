@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from codexk8s.db.models import utcnow
 from codexk8s.domain.runs import RunStatus
 from codexk8s.errors import ConflictError, NotFoundError
+from codexk8s.services.run_start import LOCK_REPOSITORY, active_run
 from codexk8s.services.run_states import RUNS, add_event, transition
 
 USER_CANCEL_REASON = "canceled_by_user"
@@ -82,18 +83,15 @@ def rerun(
         if not RunStatus(run.status).is_terminal:
             raise ConflictError(f"run {run_id} is still {run.status}; cancel it or wait for it")
         if run.repository_id is not None and run.issue_number is not None:
-            active = connection.execute(
-                sa.select(RUNS.c.id).where(
-                    RUNS.c.repository_id == run.repository_id,
-                    RUNS.c.issue_number == run.issue_number,
-                    RUNS.c.stage == run.stage,
-                    RUNS.c.status.in_(
-                        [RunStatus.PENDING.value, RunStatus.STARTING.value, RunStatus.RUNNING.value]
-                    ),
-                )
-            ).first()
+            # The same rule and lock as webhook and manual starts: one active run per
+            # (repository, issue, stage), checked under the repository row lock.
+            connection.execute(LOCK_REPOSITORY, {"repository_id": run.repository_id})
+            active = active_run(
+                connection, repository_id=run.repository_id, number=run.issue_number,
+                stage=run.stage,
+            )  # fmt: skip
             if active is not None:
-                raise ConflictError(f"run {active.id} is already active for this issue and stage")
+                raise ConflictError(f"run {active} is already active for this issue and stage")
         copied = {
             name: getattr(run, name)
             for name in (

@@ -24,6 +24,7 @@ from codexk8s.adapters.local.runtime import LocalRuntime
 from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.db.models import AgentRun, FlowEvent, Slot
+from codexk8s.errors import ConflictError
 from codexk8s.jobs.engine import EngineTimings, RunEngine
 from codexk8s.services import agents, projects, repositories, run_control, run_logs
 from codexk8s.services.webhook_ingest import WebhookRequest, ingest_github_delivery
@@ -268,3 +269,11 @@ async def test_rerun_starts_a_new_attempt(engine: RunEngine) -> None:
     done = await until_status(new_id, "succeeded", "failed")
     assert done.status == "succeeded" and done.attempt == 2 and done.parent_run_id == run_id
     await until(lambda: lines(new_id) == ["second time lucky"], what="rerun log")
+
+
+async def test_rerun_refuses_while_another_run_of_the_target_is_active(project: str) -> None:
+    first = trigger(11)
+    await asyncio.to_thread(run_control.cancel_run, get_engine(), run_id=first)
+    second = trigger(11)  # a new trigger for the same issue and stage, still pending
+    with pytest.raises(ConflictError, match=f"run {second} is already active"):
+        await asyncio.to_thread(run_control.rerun, get_engine(), run_id=first)
