@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import re
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from codexk8s.crypto import SecretBox
 from codexk8s.db.models import Repository
@@ -42,31 +40,6 @@ def get_by_full_name(
 
 
 # Built once: constructing a statement from ORM attributes costs more CPU than running it.
-_WEBHOOK_TARGET = sa.select(
-    col(Repository.id), col(Repository.project_id), col(Repository.webhook_secret_ciphertext)
-).where(
-    col(Repository.provider) == sa.bindparam("provider"),
-    col(Repository.owner) == sa.bindparam("owner"),
-    col(Repository.name) == sa.bindparam("name"),
-)
-
-
-def get_webhook_target(
-    *, connection: Connection, full_name: str, provider: str = PROVIDER_GITHUB
-) -> tuple[int, int, str | None] | None:
-    """`(id, project_id, webhook_secret_ciphertext)` of the repository named `full_name`, if any.
-
-    For webhook ingest, which runs it for every delivery: a Core select of the three columns it
-    needs, on the caller's connection, matching exactly as `get_by_full_name` does.
-    """
-    try:
-        owner, name = parse_full_name(full_name)
-    except InvalidArgumentError:
-        return None
-    row = connection.execute(
-        _WEBHOOK_TARGET, {"provider": provider, "owner": owner, "name": name}
-    ).first()
-    return None if row is None else (row.id, row.project_id, row.webhook_secret_ciphertext)
 
 
 def add_repository(

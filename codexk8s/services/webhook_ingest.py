@@ -12,14 +12,23 @@ Guarantees:
   deliveries cannot both start one. One that already sees an active run needs no lock.
 - Only the decision is made here; GitHub calls and workloads happen later, in the engine.
 
-Every delivery GitHub sends runs through here, so it uses SQLAlchemy Core on one connection in
-one transaction, with statements built once: the ORM's unit of work cost more CPU than the queries.
-Flow events are collected while deciding and inserted together, in order, just before the commit.
+Every delivery GitHub sends runs through here, so it uses SQLAlchemy Core with statements built
+once: the ORM's unit of work cost more CPU than the queries. The trigger decision is made from the
+payload before any query, so one statement reads the repository, its webhook secret and the run
+that may already be active for the decision. Most deliveries start nothing (comments, other
+labels, redundant triggers): on PostgreSQL their delivery row and flow events are written by one
+`INSERT ... ON CONFLICT DO NOTHING` whose CTE also inserts the events, in autocommit, so the whole
+request costs two round trips and stays atomic. A delivery that may start or cancel runs takes the
+locked, multi-statement transaction. Flow events are collected while deciding and written together,
+in order.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +38,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from codexk8s.adapters.github import webhooks
 from codexk8s.crypto import DecryptionError, SecretBox
-from codexk8s.db.models import AgentRun, WebhookDelivery, utcnow
+from codexk8s.db.models import AgentRun, FlowEvent, Repository, WebhookDelivery, utcnow
 from codexk8s.domain.runs import ACTIVE_STATUSES, RunStatus
 from codexk8s.domain.triggers import (
     EVENT_PING,
@@ -56,10 +65,37 @@ PROCESSING = "processing"
 
 _DELIVERIES: sa.Table = WebhookDelivery.__table__  # type: ignore[attr-defined]
 _RUNS: sa.Table = AgentRun.__table__  # type: ignore[attr-defined]
+_FLOW_EVENTS: sa.Table = FlowEvent.__table__  # type: ignore[attr-defined]
+_REPOSITORIES: sa.Table = Repository.__table__  # type: ignore[attr-defined]
 _ACTIVE_STATUS_VALUES = sorted(status.value for status in ACTIVE_STATUSES)
 
 # Statements are built once: building one costs more CPU than executing it, since SQLAlchemy
 # caches the compiled SQL but not the construction.
+# The repository (matched as `repositories.get_by_full_name` does), its webhook secret and the run
+# already active for the trigger, in one round trip.
+_ACTIVE_RUN_FOR_TRIGGER = (
+    sa.select(_RUNS.c.id)
+    .where(
+        _RUNS.c.repository_id == _REPOSITORIES.c.id,
+        _RUNS.c.issue_number == sa.bindparam("number", type_=sa.Integer),
+        _RUNS.c.stage == sa.bindparam("stage", type_=sa.String),
+        # One fixed parameter per status: a plain list would be an "expanding" IN.
+        _RUNS.c.status.in_([sa.literal(status) for status in _ACTIVE_STATUS_VALUES]),
+    )
+    .limit(1)
+    .correlate(_REPOSITORIES)
+    .scalar_subquery()
+)
+_WEBHOOK_TARGET = sa.select(
+    _REPOSITORIES.c.id,
+    _REPOSITORIES.c.project_id,
+    _REPOSITORIES.c.webhook_secret_ciphertext,
+    _ACTIVE_RUN_FOR_TRIGGER.label("active_run_id"),
+).where(
+    _REPOSITORIES.c.provider == sa.bindparam("provider"),
+    _REPOSITORIES.c.owner == sa.bindparam("owner"),
+    _REPOSITORIES.c.name == sa.bindparam("name"),
+)
 _SET_OUTCOME = (
     sa.update(_DELIVERIES)
     .where(_DELIVERIES.c.id == sa.bindparam("row_id"))
@@ -225,23 +261,95 @@ def _insert_delivery_statement(dialect_name: str) -> sa.Insert:
     )
 
 
-def _insert_delivery(
-    connection: Connection, *, delivery_id: str, event: str, action: str | None,
-    full_name: str | None, repository_id: int | None, payload: dict[str, Any], outcome: str,
-) -> int | None:  # fmt: skip
-    """Insert the delivery unless it exists; None means another request already has it."""
-    values = {
-        "delivery_id": delivery_id,
-        "event": event,
-        "action": action,
+# PostgreSQL: the delivery row and its flow events in one statement. The events are inserted only
+# when the delivery row is (the CTE selects from the delivery's RETURNING), in the order given, so a
+# duplicate writes nothing and a new delivery is recorded whole or not at all, without BEGIN/COMMIT.
+# Table names are spelled out (the statement is a constant); the tests write through it.
+_RECORD_DECIDED_PG = sa.text(
+    """
+WITH delivery AS (
+    INSERT INTO webhook_deliveries (delivery_id, event, action, repository_full_name,
+                                    repository_id, received_at, outcome, payload)
+    VALUES (:delivery_id, :event, :action, :repository_full_name,
+            :repository_id, :received_at, :outcome, CAST(:payload AS json))
+    ON CONFLICT (delivery_id) DO NOTHING
+    RETURNING id
+), events AS (
+    INSERT INTO flow_events (correlation_id, project_id, run_id, actor_type, actor_id,
+                                     event_type, payload, created_at)
+    SELECT e.correlation_id, e.project_id, e.run_id, e.actor_type, e.actor_id,
+           e.event_type, e.payload, e.created_at
+    FROM delivery, ROWS FROM (json_to_recordset(CAST(:events AS json)) AS (
+            correlation_id text, project_id integer, run_id integer, actor_type text,
+            actor_id text, event_type text, payload json, created_at timestamptz
+        )) WITH ORDINALITY AS e(correlation_id, project_id, run_id, actor_type, actor_id,
+                                event_type, payload, created_at, position)
+    ORDER BY e.position
+)
+SELECT id FROM delivery
+"""
+)
+
+
+def _delivery_values(
+    delivery: _Delivery, *, full_name: str | None, repository: _Repository | None,
+    payload: dict[str, Any], outcome: str,
+) -> dict[str, Any]:  # fmt: skip
+    return {
+        "delivery_id": delivery.outcome.delivery_id,
+        "event": delivery.outcome.event,
+        "action": delivery.outcome.action,
         "repository_full_name": full_name[:201] if full_name else None,
-        "repository_id": repository_id,
+        "repository_id": repository.id if repository else None,
         "received_at": utcnow(),
         "outcome": outcome[:MAX_OUTCOME],
         "payload": payload,
     }
-    statement = _insert_delivery_statement(connection.dialect.name)
-    return connection.execute(statement, values).scalar_one_or_none()
+
+
+def _events_json(events: list[dict[str, Any]]) -> str:
+    return json.dumps(
+        [{**event, "created_at": event["created_at"].isoformat()} for event in events],
+        separators=(",", ":"),
+    )
+
+
+def _lookup(
+    connection: Connection, full_name: str | None, spec: RunSpec | None
+) -> tuple[_Repository, int | None] | None:
+    """The delivery's repository and, for a run trigger, the run already active for it."""
+    if not full_name:
+        return None
+    try:
+        owner, name = repositories.parse_full_name(full_name)
+    except InvalidArgumentError:
+        return None
+    row = connection.execute(
+        _WEBHOOK_TARGET,
+        {
+            "provider": repositories.PROVIDER_GITHUB,
+            "owner": owner,
+            "name": name,
+            # No spec: `issue_number = NULL` matches nothing, so the subquery is NULL.
+            "number": spec.number if spec else None,
+            "stage": spec.stage if spec else None,
+        },
+    ).first()
+    if row is None:
+        return None
+    return _Repository(row.id, row.project_id, row.webhook_secret_ciphertext), row.active_run_id
+
+
+@contextmanager
+def _reading_connection(engine: Engine) -> Iterator[Connection]:
+    """Where the lookup runs and a decided delivery is written: autocommit on PostgreSQL (the
+    write is one statement), a transaction on SQLite (the write is several)."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            yield connection.execution_options(isolation_level="AUTOCOMMIT")
+    else:
+        with engine.begin() as connection:
+            yield connection
 
 
 def ingest_github_delivery(
@@ -255,79 +363,140 @@ def ingest_github_delivery(
         record_rejection(engine, request, "request_rejected", str(exc))
         raise InvalidArgumentError(str(exc)) from None
     full_name = webhooks.repository_full_name(payload)
+    action = payload.get("action") if isinstance(payload.get("action"), str) else None
+    delivery = _Delivery(IngestOutcome(delivery_id=delivery_id, event=event, action=action))
+    # The decision needs only the payload; made first, it tells the lookup which run to look for.
+    trigger = None if event == EVENT_PING else trigger_input_from_payload(event, payload)
+    decision = None if trigger is None else decide(trigger)
+    spec = (
+        decision.run if decision is not None and decision.kind is DecisionKind.START_RUN else None
+    )
 
     try:
-        with engine.begin() as connection:
-            found = (
-                repositories.get_webhook_target(connection=connection, full_name=full_name)
-                if full_name
-                else None
-            )
-            repository = _Repository(*found) if found else None
+        with _reading_connection(engine) as connection:
+            found = _lookup(connection, full_name, spec)
+            repository, active_run_id = found if found else (None, None)
             _verify_signature(box, repository, global_secret, request, full_name)
-            return _record_delivery(
-                connection, delivery_id=delivery_id, event=event, full_name=full_name,
-                repository=repository, payload=payload,
-            )  # fmt: skip
+            result = _decide(delivery, full_name, repository, decision, active_run_id)
+            if result is not None:
+                return _record_decided(
+                    connection, delivery, full_name=full_name, repository=repository,
+                    payload=payload, outcome=result,
+                )  # fmt: skip
     except _Rejected as rejected:
-        # Its transaction only read the repository and is rolled back; the audit event is the
-        # one row the request leaves.
+        # Nothing was written by the request; the audit event is the one row it leaves.
         record_rejection(engine, request, rejected.event_type, rejected.reason)
         raise rejected.error from None
 
+    # It may start or cancel runs: that is decided under the repository lock, in one transaction.
+    assert repository is not None and decision is not None and trigger is not None
+    with engine.begin() as connection:
+        return _record_with_runs(
+            connection, delivery, decision=decision, number=trigger.number,
+            full_name=full_name, repository=repository, payload=payload,
+        )  # fmt: skip
 
-def _record_delivery(
-    connection: Connection,
-    *,
-    delivery_id: str,
-    event: str,
+
+def _decide(
+    delivery: _Delivery,
     full_name: str | None,
     repository: _Repository | None,
-    payload: dict[str, Any],
-) -> IngestOutcome:
-    action = payload.get("action") if isinstance(payload.get("action"), str) else None
-    delivery = _Delivery(IngestOutcome(delivery_id=delivery_id, event=event, action=action))
+    decision: TriggerDecision | None,
+    active_run_id: int | None,
+) -> str | None:
+    """Record what can be decided without a lock and return the delivery's outcome; None when it
+    may start or cancel runs."""
+    outcome = delivery.outcome
     delivery.record(
         "delivery_accepted",
         project_id=repository.project_id if repository else None,
-        payload={"event": event, "action": action, "repository": full_name},
+        payload={"event": outcome.event, "action": outcome.action, "repository": full_name},
     )
-    # Whatever can be decided before the insert is, so the row is written with its final outcome
-    # and needs no UPDATE; a duplicate drops what was decided.
-    decision: TriggerDecision | None = None
-    number: int | None = None
-    result: str | None
-    if event == EVENT_PING:
-        result = "ping"
-    elif repository is None:
-        result = _ignore(delivery, "unknown_repository", full_name=full_name)
-    else:
-        trigger = trigger_input_from_payload(event, payload)
-        decision, number = decide(trigger), trigger.number
-        result = _settle(connection, delivery, decision, repository)
+    if outcome.event == EVENT_PING:
+        return "ping"
+    if repository is None:
+        return _ignore(delivery, "unknown_repository", full_name=full_name)
+    assert decision is not None
+    project_id = repository.project_id
+    match decision.kind:
+        case DecisionKind.CONFLICT:
+            outcome.ignored = f"trigger_conflict:{decision.reason}"
+            delivery.record(
+                "trigger_conflict",
+                project_id=project_id,
+                payload={"reason": str(decision.reason), "message": decision.message},
+            )
+            return outcome.ignored
+        case DecisionKind.RECORD_ONLY | DecisionKind.IGNORED:
+            return _ignore(
+                delivery, str(decision.reason), project_id=project_id, message=decision.message
+            )
+        case DecisionKind.START_RUN:
+            # Most triggers for an issue whose run is still going end here, without the
+            # repository lock. That is safe: a run read here is committed, and it could only be
+            # finishing, which the lock does not hold back either (cancels and the engine never
+            # take it). The lock serialises creation, so only a delivery that may create a run
+            # takes it, and checks again under it (`_start_run`).
+            assert decision.run is not None
+            if active_run_id is None:
+                return None
+            return _already_active(delivery, repository, decision.run, active_run_id)
+    # The two cancels.
+    return None
 
-    row_id = _insert_delivery(
-        connection, delivery_id=delivery_id, event=event, action=action, full_name=full_name,
-        repository_id=repository.id if repository else None, payload=payload,
-        outcome=result or PROCESSING,
+
+def _duplicate(connection: Connection, delivery: _Delivery) -> IngestOutcome:
+    outcome = delivery.outcome
+    duplicate = audit.flow_event_values(
+        correlation_id=outcome.delivery_id,
+        event_type="delivery_duplicate",
+        payload={"event": outcome.event, "action": outcome.action},
+    )
+    audit.insert_events(connection=connection, events=[duplicate])
+    return IngestOutcome(
+        delivery_id=outcome.delivery_id, event=outcome.event, action=outcome.action,
+        is_duplicate=True,
     )  # fmt: skip
-    if row_id is None:
-        duplicate = audit.flow_event_values(
-            correlation_id=delivery_id,
-            event_type="delivery_duplicate",
-            payload={"event": event, "action": action},
-        )
-        audit.insert_events(connection=connection, events=[duplicate])
-        return IngestOutcome(delivery_id=delivery_id, event=event, action=action, is_duplicate=True)
 
-    if result is None:
-        # Starting or canceling runs is decided once the delivery row is ours.
-        assert repository is not None and decision is not None
-        if decision.kind is DecisionKind.START_RUN:
-            result = _start_run(connection, delivery, decision, repository, payload)
-        else:
-            result = _cancel(connection, delivery, decision, number, repository)
-        connection.execute(_SET_OUTCOME, {"row_id": row_id, "result": result[:MAX_OUTCOME]})
+
+def _record_decided(
+    connection: Connection, delivery: _Delivery, *, full_name: str | None,
+    repository: _Repository | None, payload: dict[str, Any], outcome: str,
+) -> IngestOutcome:  # fmt: skip
+    """Write a delivery that starts and cancels nothing, with its flow events, unless a copy of it
+    is already recorded."""
+    values = _delivery_values(
+        delivery, full_name=full_name, repository=repository, payload=payload, outcome=outcome
+    )
+    if connection.dialect.name == "postgresql":
+        values.update(payload=json.dumps(payload), events=_events_json(delivery.events))
+        row_id = connection.execute(_RECORD_DECIDED_PG, values).scalar_one_or_none()
+        return delivery.outcome if row_id is not None else _duplicate(connection, delivery)
+    row_id = connection.execute(_insert_delivery_statement("sqlite"), values).scalar_one_or_none()
+    if row_id is None:
+        return _duplicate(connection, delivery)
+    audit.insert_events(connection=connection, events=delivery.events)
+    return delivery.outcome
+
+
+def _record_with_runs(
+    connection: Connection, delivery: _Delivery, *, decision: TriggerDecision,
+    number: int | None, full_name: str | None, repository: _Repository, payload: dict[str, Any],
+) -> IngestOutcome:  # fmt: skip
+    """Record a delivery that may start or cancel runs: the row first (so a copy of it waits on
+    the unique index and is answered as a duplicate), then the runs, then its final outcome."""
+    values = _delivery_values(
+        delivery, full_name=full_name, repository=repository, payload=payload, outcome=PROCESSING
+    )
+    statement = _insert_delivery_statement(connection.dialect.name)
+    row_id = connection.execute(statement, values).scalar_one_or_none()
+    if row_id is None:
+        return _duplicate(connection, delivery)
+    if decision.kind is DecisionKind.START_RUN:
+        result = _start_run(connection, delivery, decision, repository, payload)
+    else:
+        result = _cancel(connection, delivery, decision, number, repository)
+    connection.execute(_SET_OUTCOME, {"row_id": row_id, "result": result[:MAX_OUTCOME]})
     audit.insert_events(connection=connection, events=delivery.events)
     return delivery.outcome
 
@@ -349,52 +518,12 @@ def _ignore(
     return f"ignored:{reason}"
 
 
-def _settle(
-    connection: Connection, delivery: _Delivery, decision: TriggerDecision, repository: _Repository
-) -> str | None:
-    """Record a decision that needs no lock and return the delivery's outcome; None when it may
-    start or cancel runs, which is decided after the delivery row is inserted."""
-    project_id = repository.project_id
-    match decision.kind:
-        case DecisionKind.CONFLICT:
-            delivery.outcome.ignored = f"trigger_conflict:{decision.reason}"
-            delivery.record(
-                "trigger_conflict",
-                project_id=project_id,
-                payload={"reason": str(decision.reason), "message": decision.message},
-            )
-            return delivery.outcome.ignored
-        case DecisionKind.RECORD_ONLY | DecisionKind.IGNORED:
-            return _ignore(
-                delivery, str(decision.reason), project_id=project_id, message=decision.message
-            )
-        case DecisionKind.START_RUN:
-            # Most triggers for an issue whose run is still going end here, without the
-            # repository lock. That is safe: a run read here is committed, and it could only be
-            # finishing, which the lock does not hold back either (cancels and the engine never
-            # take it). The lock serialises creation, so only a delivery that may create a run
-            # takes it, and checks again under it (`_start_run`).
-            assert decision.run is not None
-            active = _active_run(connection, repository, decision.run)
-            if active is None:
-                return None
-            return _already_active(delivery, repository, decision.run, active)
-    # The two cancels.
-    return None
-
-
 def _issue_title(payload: dict[str, Any]) -> str | None:
     for key in ("issue", "pull_request"):
         item = payload.get(key)
         if isinstance(item, dict) and isinstance(item.get("title"), str):
             return item["title"][:500]
     return None
-
-
-def _active_run(connection: Connection, repository: _Repository, spec: RunSpec) -> int | None:
-    return run_start.active_run(
-        connection, repository_id=repository.id, number=spec.number, stage=spec.stage
-    )
 
 
 def _already_active(

@@ -1,10 +1,15 @@
-"""The ingest service on PostgreSQL: from a signed real payload to runs and flow events."""
+"""The ingest service on PostgreSQL and SQLite: from a signed real payload to runs and flow events.
+
+The two backends write a delivery that starts nothing differently (one CTE statement in
+autocommit on PostgreSQL, a transaction on SQLite), so the behaviour tests run on both."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,10 +19,12 @@ from sqlmodel import Session, select
 from codexk8s.adapters.github.webhooks import sign
 from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine, session_scope
+from codexk8s.db.migrations import upgrade_to_head
 from codexk8s.db.models import AgentRun, FlowEvent, Repository, WebhookDelivery
 from codexk8s.errors import InvalidArgumentError, UnauthorizedError, UnavailableError
 from codexk8s.services import projects, repositories
 from codexk8s.services.webhook_ingest import IngestOutcome, WebhookRequest, ingest_github_delivery
+from tests.conftest import TEST_SECRET_KEY, reset_caches
 from tests.webhook_examples import example, with_labels
 
 REPO = "Codertocat/Hello-World"
@@ -27,8 +34,22 @@ GLOBAL_SECRET = "global-secret-xyz"
 Deliver = Callable[..., IngestOutcome]
 
 
+@pytest.fixture(params=["postgresql", "sqlite"])
+def database(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    if request.param == "postgresql":
+        return request.getfixturevalue("app_db")
+    url = f"sqlite:///{tmp_path / 'ingest.db'}"
+    monkeypatch.setenv("CODEXK8S_DATABASE_URL", url)
+    monkeypatch.setenv("CODEXK8S_SECRET_KEY", TEST_SECRET_KEY)
+    reset_caches()
+    upgrade_to_head(url)
+    return url
+
+
 @pytest.fixture
-def repo(app_db: str) -> Repository:
+def repo(database: str) -> Repository:
     with session_scope() as session:
         projects.create_project(session=session, key="hello", slots=2)
         return repositories.add_repository(
@@ -342,3 +363,52 @@ def test_missing_headers_are_invalid(repo: Repository) -> None:
         ingest_github_delivery(
             engine=get_engine(), box=get_secret_box(), global_secret=GLOBAL_SECRET, request=request
         )
+
+
+def test_a_delivery_that_starts_nothing_is_written_whole(repo: Repository) -> None:
+    payload = example("issue_comment", "created")
+    outcome = _deliver("issue_comment", payload, delivery_id="comment-1")
+    assert not outcome.is_duplicate and outcome.ignored == "comment_recorded"
+    with Session(get_engine()) as session:
+        row = session.exec(select(WebhookDelivery)).one()
+    assert (row.delivery_id, row.event, row.action) == ("comment-1", "issue_comment", "created")
+    assert (row.repository_id, row.repository_full_name) == (repo.id, REPO)
+    assert row.outcome == "ignored:comment_recorded" and row.payload == payload
+    written = events("comment-1")
+    assert [e.event_type for e in written] == ["delivery_accepted", "delivery_ignored"]
+    assert {e.project_id for e in written} == {repo.project_id}
+    assert written[0].payload == {"event": "issue_comment", "action": "created", "repository": REPO}
+    assert written[1].payload["reason"] == "comment_recorded"
+    assert all(e.actor_type == "system" and e.run_id is None for e in written)
+    assert written[0].created_at <= written[1].created_at
+
+
+def test_already_active_is_recorded_with_the_active_run(repo: Repository) -> None:
+    first = _deliver("issues", labeled(["run:dev"], "run:dev"), delivery_id="first")
+    again = _deliver("issues", labeled(["run:dev"], "run:dev"), delivery_id="again")
+    assert again.ignored == "already_active" and again.runs == []
+    written = events("again")
+    assert [e.event_type for e in written] == ["delivery_accepted", "run_already_active"]
+    assert written[1].run_id == first.runs[0]
+    # Another stage of the same issue is not blocked by it.
+    plan = _deliver("issues", labeled(["run:plan"], "run:plan"), delivery_id="plan")
+    assert len(plan.runs) == 1 and plan.ignored is None
+
+
+def test_concurrent_copies_of_a_delivery_that_starts_nothing(app_db: str) -> None:
+    with session_scope() as session:
+        projects.create_project(session=session, key="hello", slots=2)
+        repositories.add_repository(
+            session=session, box=get_secret_box(), project_key="hello", full_name=REPO,
+            webhook_secret=REPO_SECRET,
+        )  # fmt: skip
+    payload = example("issue_comment", "created")
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        outcomes = list(
+            pool.map(lambda _: _deliver("issue_comment", payload, delivery_id="same"), range(20))
+        )
+    assert sum(not outcome.is_duplicate for outcome in outcomes) == 1
+    assert table_counts()[0] == 1
+    assert sorted(e.event_type for e in events("same")) == sorted(
+        ["delivery_accepted", "delivery_ignored"] + ["delivery_duplicate"] * 19
+    )
