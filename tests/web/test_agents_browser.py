@@ -103,7 +103,7 @@ def test_admin_edits_saves_and_restores_a_template_and_a_user_only_reads(
     assert history(served_engine, "release", "work")[0][1] == original
     page.screenshot(path=str(artifacts_dir / "agents-admin.png"), full_page=True)
 
-    # A plain user, in a phone-sized browser of their own, reads the same templates without controls.
+    # A plain user, in a phone-sized browser of their own, reads the templates without controls.
     context = browser.new_context(viewport={"width": 390, "height": 844})
     try:
         other = context.new_page()
@@ -114,6 +114,7 @@ def test_admin_edits_saves_and_restores_a_template_and_a_user_only_reads(
         expect(other.get_by_test_id("template-editor")).to_have_attribute("readonly", "")
         for control in ("save-template", "edit-agent", "history-restore"):
             expect(other.get_by_test_id(control)).to_have_count(0)
+        assert other.evaluate("document.documentElement.scrollWidth") <= 390
         other.screenshot(path=str(artifacts_dir / "agents-read-only.png"), full_page=True)
     finally:
         context.close()
