@@ -340,7 +340,7 @@ def build_context(*, session: Session, run: AgentRun) -> PromptContext:
     repository_name = (
         repository.full_name
         if repository is not None
-        else _text(_dict(payload.get("repository")).get("full_name")) or "unknown/unknown"
+        else _text(_dict(payload.get("repository")).get("full_name")) or None
     )
     comments = _recorded_comments(session, run, repository_name)
     review = _dict(payload.get("review"))
@@ -351,7 +351,7 @@ def build_context(*, session: Session, run: AgentRun) -> PromptContext:
             Comment(author=_login(review), body="(review: changes requested)\n" + review["body"]),
         ][-prompts.MAX_COMMENTS :]
     return PromptContext(
-        repository=repository_name,
+        repository=repository_name or "(repository removed)",
         issue_number=run.issue_number,
         issue_title=_text(item.get("title")) or run.issue_title or "(no title)",
         issue_body=_text(item.get("body")),

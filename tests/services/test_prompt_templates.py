@@ -381,3 +381,13 @@ def test_missing_runs_and_templates_are_clear_errors(repo: Repository) -> None:
         )
     with pytest.raises(NotFoundError, match="codexk8s seed"):
         render(run_id)
+
+
+def test_a_run_whose_repository_is_gone_still_renders(repo: Repository) -> None:
+    deliver("issue_comment", comment("created", 1, "alice", "on issue 77", number=77))
+    out = render(insert_run(None, "dev"))
+    assert "in `(repository removed)`" in out and "Started from the CLI" in out
+    # Without a repository there is no telling whose issue 77 the comments belong to.
+    assert "on issue 77" not in out and "(no comments)" in out
+    # With the repository, the recorded comment on issue 77 is found.
+    assert "on issue 77" in render(insert_run(repo.id, "dev"))
