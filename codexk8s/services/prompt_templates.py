@@ -201,8 +201,6 @@ def save_version(
         prompts.validate_template(body)
     except TemplateError as exc:
         raise InvalidArgumentError(str(exc)) from None
-    # Lock the newest version so two admins saving at once get consecutive versions or a clear
-    # conflict, never a unique-constraint error.
     latest = session.exec(
         select(PromptTemplate)
         .where(
@@ -212,7 +210,6 @@ def save_version(
         )
         .order_by(col(PromptTemplate.version).desc())
         .limit(1)
-        .with_for_update()
     ).first()
     latest_version = latest.version if latest is not None else 0
     if base_version is not None and base_version != latest_version:
@@ -230,12 +227,16 @@ def save_version(
         body=body,
         author_id=actor.user_id if actor is not None else None,
     )
-    session.add(template)
+    # Two saves from the same version both compute the same next number: the unique constraint
+    # lets one through and the other becomes a conflict. The savepoint keeps the caller's
+    # transaction usable after it.
     try:
-        session.flush()
+        with session.begin_nested():
+            session.add(template)
     except sa.exc.IntegrityError:
         raise ConflictError(
-            f"another version of {scope}/{kind} was saved at the same time; reload and retry"
+            f"another version {latest_version + 1} of {scope}/{kind} was saved at the same time; "
+            "reload it and apply your change again"
         ) from None
     email = _actor_email(session, actor)
     record_event(

@@ -4,7 +4,10 @@ prompt built from real recorded webhook deliveries."""
 from __future__ import annotations
 
 import json
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +16,9 @@ from sqlmodel import Session, col, select
 
 from codexk8s.adapters.github.webhooks import sign
 from codexk8s.crypto import get_secret_box
-from codexk8s.db.engine import get_engine, session_scope
-from codexk8s.db.models import AgentRun, FlowEvent, PromptTemplate, Repository
+from codexk8s.db.engine import get_engine, make_engine, session_scope
+from codexk8s.db.migrations import upgrade_to_head
+from codexk8s.db.models import AgentRun, FlowEvent, PromptTemplate, Repository, WebhookDelivery
 from codexk8s.domain import prompts
 from codexk8s.domain.access import PlatformRole
 from codexk8s.domain.authorization import Principal
@@ -49,6 +53,12 @@ def admin(seeded: int) -> Principal:
 def template_rows() -> int:
     with Session(get_engine()) as session:
         return session.exec(sa.select(sa.func.count()).select_from(PromptTemplate)).one()[0]
+
+
+def versions_of(scope: str, kind: str) -> list[int]:
+    with Session(get_engine()) as session:
+        found = prompt_templates.history(session=session, scope=scope, kind=kind)
+    return [v.version for v in found]
 
 
 def prompt_events() -> list[FlowEvent]:
@@ -202,6 +212,83 @@ def test_restore_makes_an_old_text_the_newest_version(admin: Principal) -> None:
         prompt_templates.restore(session=session, actor=admin, template_id=versions[2].id)
     with pytest.raises(NotFoundError), session_scope() as session:
         prompt_templates.restore(session=session, actor=admin, template_id=999_999)
+
+
+def test_concurrent_saves_from_the_same_version_store_one(admin: Principal) -> None:
+    barrier = threading.Barrier(2)
+
+    def save(body: str) -> str:
+        try:
+            with session_scope() as session:
+                barrier.wait(timeout=10)
+                prompt_templates.save_version(
+                    session=session, actor=admin, scope="ops", kind="revise", body=body,
+                    base_version=1,
+                )  # fmt: skip
+        except ConflictError as exc:
+            assert "reload it" in str(exc)
+            return "conflict"
+        return "saved"
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = sorted(pool.map(save, ["A {{stage}}", "B {{stage}}"]))
+    assert outcomes == ["conflict", "saved"]
+    assert versions_of("ops", "revise") == [2, 1]
+
+
+def test_concurrent_seeds_insert_each_template_once(app_db: str) -> None:
+    barrier = threading.Barrier(3)
+
+    def seed() -> int:
+        with session_scope() as session:
+            barrier.wait(timeout=10)
+            return prompt_templates.seed_defaults(session=session)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        inserted = [future.result() for future in [pool.submit(seed) for _ in range(3)]]
+    assert sum(inserted) == 29 and template_rows() == 29
+
+
+def test_seed_and_render_on_the_embedded_sqlite_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'embedded.db'}"
+    upgrade_to_head(url)
+    engine = make_engine(url)
+    try:
+        with session_scope(engine) as session:
+            assert prompt_templates.seed_defaults(session=session) == 29
+            assert prompt_templates.seed_defaults(session=session) == 0
+            project = projects.create_project(session=session, key="lite")
+            repository = repositories.add_repository(
+                session=session, box=get_secret_box(), project_key="lite", full_name="a/b"
+            )
+            session.add(
+                WebhookDelivery(
+                    delivery_id="c-1",
+                    event="issue_comment",
+                    action="created",
+                    repository_id=repository.id,
+                    outcome="ignored",
+                    payload=comment("created", 5, "lee", "from sqlite", number=8),
+                )
+            )
+            run = AgentRun(
+                correlation_id="lite-1",
+                project_id=project.id or 0,
+                repository_id=repository.id,
+                issue_number=8,
+                issue_title="Lite",
+                agent_key="qa",
+                stage="qa",
+            )
+            session.add(run)
+            session.flush()
+            run_id = run.id
+        with Session(engine) as session:
+            assert run_id is not None
+            out = prompt_templates.render_run_prompt(session=session, run_id=run_id)
+        assert "**@lee** wrote:\n> from sqlite" in out and "quality engineer" in out
+    finally:
+        engine.dispose()
 
 
 def test_the_local_operator_saves_without_a_user(seeded: int) -> None:

@@ -211,3 +211,16 @@ def test_unknown_selections_are_refused(app_db: str) -> None:
     state = loaded(engine, "admin@example.com", "admin")
     call(AgentsState.select_scope, state, "deploy")
     assert state.error == "There is no work template for deploy." and state.scope == "dev"
+
+
+def test_switching_templates_keeps_unsaved_changes(app_db: str) -> None:
+    engine = get_engine()
+    seed(engine)
+    state = loaded(engine, "admin@example.com", "admin")
+    state.draft = "Half-written {{issue_title}}"
+    call(AgentsState.select_scope, state, "qa")
+    assert "unsaved changes to dev/work" in state.error
+    assert state.scope == "dev" and state.draft == "Half-written {{issue_title}}"
+    call(AgentsState.discard_draft, state)
+    call(AgentsState.select_scope, state, "qa")
+    assert state.error == "" and state.scope == "qa" and "quality engineer" in state.draft

@@ -180,6 +180,13 @@ class AgentsState(rx.State):
         if scope not in SCOPES or kind not in KINDS:
             self.error = f"There is no {kind} template for {scope}."
             return
+        if self.is_admin and self.draft != self.current_body:
+            # Switching would throw the draft away; the picker snaps back to the open template.
+            self.error = (
+                f"You have unsaved changes to {self.scope}/{self.kind}: save or discard them "
+                "before opening another template."
+            )
+            return
         if await self._principal() is None:
             return
         self.scope, self.kind, self.view = scope, kind, "edit"
