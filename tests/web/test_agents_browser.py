@@ -103,6 +103,18 @@ def test_admin_edits_saves_and_restores_a_template_and_a_user_only_reads(
     assert history(served_engine, "release", "work")[0][1] == original
     page.screenshot(path=str(artifacts_dir / "agents-admin.png"), full_page=True)
 
+    # The admin gives the km agent a longer timeout and a model of its own.
+    km = page.get_by_test_id("agent-row").filter(has=page.get_by_text("km", exact=True))
+    km.get_by_test_id("edit-agent").click()
+    page.get_by_test_id("agent-timeout-input").fill("45")
+    page.get_by_test_id("agent-model").fill("gpt-5-codex")
+    page.get_by_test_id("save-agent").click()
+    expect(page.get_by_test_id("agents-notice")).to_have_text("Saved the settings of km.")
+    expect(km.get_by_test_id("agent-timeout")).to_have_text("45 min")
+    expect(km).to_contain_text("gpt-5-codex")
+    page.emulate_media(color_scheme="dark")
+    page.screenshot(path=str(artifacts_dir / "agents-admin-dark.png"), full_page=True)
+
     # A plain user, in a phone-sized browser of their own, reads the templates without controls.
     context = browser.new_context(viewport={"width": 390, "height": 844})
     try:
