@@ -39,6 +39,7 @@ token_app = typer.Typer(help="Manage API tokens for the staff JSON API.", no_arg
 runs_app = typer.Typer(help="Inspect agent runs.", no_args_is_help=True)
 agent_app = typer.Typer(help="Agent runner and agent settings.", no_args_is_help=True)
 webhook_app = typer.Typer(help="Send webhooks to a running codexk8s.", no_args_is_help=True)
+prompt_app = typer.Typer(help="Prompt templates per stage (work and revise).", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(project_app, name="project")
 project_app.add_typer(member_app, name="member")
@@ -47,6 +48,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(runs_app, name="runs")
 app.add_typer(agent_app, name="agent")
 app.add_typer(webhook_app, name="webhook")
+app.add_typer(prompt_app, name="prompt")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -130,6 +132,23 @@ def migrate() -> None:
     except migrations.MigrationError as exc:
         fail(str(exc))
     typer.echo(f"database at revision {migrations.head_revision()}")
+    _seed_prompts()
+
+
+def _seed_prompts() -> None:
+    """Load the shipped prompt templates that are not in the database yet (never overwrites)."""
+    from codexk8s.services import prompt_templates
+
+    with transaction() as session:
+        inserted = prompt_templates.seed_defaults(session=session)
+    if inserted:
+        typer.echo(f"loaded {inserted} default prompt templates", err=True)
+
+
+@app.command()
+def seed() -> None:
+    """Load the default prompt templates shipped with codexk8s where none exist yet."""
+    _seed_prompts()
 
 
 def _print_signin_link(current: Settings, bind_host: str, bind_port: int) -> None:
@@ -176,6 +195,7 @@ def serve(
         migrations.upgrade_to_head(current.effective_database_url)
     except (ConfigError, migrations.MigrationError) as exc:
         fail(str(exc), code=2)
+    _seed_prompts()
     if current.owner_email:
         with transaction() as session:
             from codexk8s.services import users
@@ -486,6 +506,86 @@ def agent_run() -> None:
         "(set an agent's command to use your own tooling meanwhile)",
         code=3,
     )
+
+
+# --- prompt templates (the local operator acts as actor None, as for members) ---------------------
+
+
+@prompt_app.command("list")
+def prompt_list() -> None:
+    """List every template with its current version."""
+    from codexk8s.domain.prompts import KINDS, SCOPES
+    from codexk8s.services import prompt_templates
+
+    with transaction() as session:
+        for scope in SCOPES:
+            for kind in KINDS:
+                found = prompt_templates.current(session=session, scope=scope, kind=kind)
+                if found is not None:
+                    typer.echo(
+                        f"{scope:<13} {kind:<7} v{found.version:<4} {found.author:<24} "
+                        f"{found.created_at:%Y-%m-%d %H:%M}"
+                    )
+
+
+@prompt_app.command("show")
+def prompt_show(
+    scope: str,
+    kind: Annotated[str, typer.Argument(help="work or revise.")] = "work",
+    version: Annotated[int | None, typer.Option(help="An older version.")] = None,
+) -> None:
+    """Print the current (or an older) version of the template SCOPE/KIND."""
+    from codexk8s.services import prompt_templates
+
+    with transaction() as session:
+        versions = prompt_templates.history(session=session, scope=scope, kind=kind)
+    chosen = next((v for v in versions if version in (None, v.version)), None)
+    if chosen is None:
+        fail(f"no version {version or ''} of {scope}/{kind}".replace("  ", " "))
+    typer.echo(chosen.body, nl=False)
+
+
+@prompt_app.command("set")
+def prompt_set(
+    scope: str,
+    kind: Annotated[str, typer.Argument(help="work or revise.")],
+    file: Annotated[Path, typer.Option("--file", help="Markdown file with the new text.")],
+) -> None:
+    """Save the text of FILE as the next version of the template SCOPE/KIND."""
+    from codexk8s.services import prompt_templates
+
+    try:
+        body = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot read {file}: {exc.strerror}")
+    with transaction() as session:
+        saved = prompt_templates.save_version(
+            session=session, actor=None, scope=scope, kind=kind, body=body
+        )
+    typer.echo(f"{scope}/{kind}: saved version {saved.version}")
+
+
+@prompt_app.command("history")
+def prompt_history(
+    scope: str, kind: Annotated[str, typer.Argument(help="work or revise.")] = "work"
+) -> None:
+    """List the versions of the template SCOPE/KIND, newest first (ids are for `restore`)."""
+    from codexk8s.services import prompt_templates
+
+    with transaction() as session:
+        versions = prompt_templates.history(session=session, scope=scope, kind=kind)
+    for v in versions:
+        typer.echo(f"v{v.version:<4} id={v.id:<6} {v.author:<24} {v.created_at:%Y-%m-%d %H:%M}")
+
+
+@prompt_app.command("restore")
+def prompt_restore(template_id: int) -> None:
+    """Make the text of the version TEMPLATE_ID (see `history`) the newest version again."""
+    from codexk8s.services import prompt_templates
+
+    with transaction() as session:
+        saved = prompt_templates.restore(session=session, actor=None, template_id=template_id)
+    typer.echo(f"{saved.scope}/{saved.kind}: saved version {saved.version}")
 
 
 def main() -> None:

@@ -8,9 +8,10 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from codexk8s.db.models import Agent, utcnow
+from codexk8s.db.models import Agent, User, utcnow
+from codexk8s.domain.authorization import Action, Principal, is_allowed
 from codexk8s.domain.stages import AgentRole
-from codexk8s.errors import InvalidArgumentError, NotFoundError
+from codexk8s.errors import ForbiddenError, InvalidArgumentError, NotFoundError
 from codexk8s.services.audit import record_event
 from codexk8s.services.validation import parse_choice
 
@@ -112,3 +113,76 @@ def set_agent(
         payload={"agent": key, "changes": changes},
     )
     return agent
+
+
+# --- the dashboard's Agents page ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRow:
+    """One agent of the roster with its effective settings, as the Agents page shows it."""
+
+    key: str
+    name: str
+    engine: str
+    command: str  # the raw command of an engine=command agent, "" otherwise
+    image: str
+    timeout_minutes: float
+    model: str
+
+
+def list_roster(*, session: Session) -> list[AgentRow]:
+    """The roster in role order (pm, sa, em, dev, reviewer, qa, sre, km)."""
+    order = {role.value: index for index, role in enumerate(AgentRole)}
+    agents = sorted(session.exec(select(Agent)).all(), key=lambda a: order.get(a.key, len(order)))
+    rows = []
+    for agent in agents:
+        settings = effective_settings(agent.settings, agent.key)
+        rows.append(
+            AgentRow(
+                key=agent.key,
+                name=agent.name,
+                engine=settings.engine,
+                command=str((agent.settings or {}).get("command") or "")
+                if settings.engine == "command"
+                else "",
+                image=settings.image or "",
+                timeout_minutes=settings.timeout_minutes,
+                model=settings.model or "",
+            )
+        )
+    return rows
+
+
+def update_agent(
+    *,
+    session: Session,
+    actor: Principal | None,
+    key: str,
+    image: str,
+    command: str,
+    timeout_minutes: float,
+    model: str,
+) -> AgentRow:
+    """Set an agent's image, command, timeout and model from the Agents page (platform admins).
+
+    An empty command switches the agent back to the agent runner (engine codex); a command
+    switches it to that command. Empty image or model fall back to the defaults.
+    """
+    if not is_allowed(actor, Action.MANAGE_AGENTS):
+        raise ForbiddenError("only platform admins change agent settings")
+    assert actor is not None
+    user = session.get(User, actor.user_id)
+    command = command.strip()
+    set_agent(
+        session=session,
+        key=key,
+        command=command or None,
+        engine=None if command else "codex",
+        image=image.strip(),
+        timeout_minutes=timeout_minutes,
+        model=model.strip(),
+        actor_id=user.email if user is not None else str(actor.user_id),
+    )
+    session.flush()
+    return next(row for row in list_roster(session=session) if row.key == key)

@@ -7,7 +7,8 @@ import reflex as rx
 from codexk8s.web import routes
 from codexk8s.web.http.app import build_http_app
 from codexk8s.web.lifespan import run_engine
-from codexk8s.web.pages import projects, shell, users
+from codexk8s.web.pages import agents, projects, shell, users
+from codexk8s.web.state.agents import AgentsState
 from codexk8s.web.state.auth import AuthState
 from codexk8s.web.state.projects import ProjectsState
 from codexk8s.web.state.users import UsersState
@@ -30,7 +31,7 @@ app.add_page(
 )
 app.add_page(shell.runs, route=routes.RUNS, title="Runs · codexk8s", on_load=AuthState.load_session)
 app.add_page(
-    shell.agents, route=routes.AGENTS, title="Agents · codexk8s", on_load=AuthState.load_session
+    agents.agents, route=routes.AGENTS, title="Agents · codexk8s", on_load=AgentsState.load_agents
 )
 app.add_page(
     users.users, route=routes.USERS, title="Users · codexk8s", on_load=UsersState.load_users

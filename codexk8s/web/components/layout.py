@@ -93,6 +93,9 @@ def top_bar(title: str) -> rx.Component:
         rx.color_mode.button(variant="ghost"),
         rx.cond(AuthState.is_signed_in, _signed_in(), _sign_in_button()),
         align="center",
+        # At phone width a long email and the sign-out button go to a second line instead of
+        # widening the page.
+        wrap="wrap",
         width="100%",
         padding_bottom="1rem",
     )

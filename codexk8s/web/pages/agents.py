@@ -1,0 +1,506 @@
+"""The Agents page: the roster with its settings and the prompt template editor with history."""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from codexk8s.domain import prompts
+from codexk8s.domain.prompts import DiffLine
+from codexk8s.services.agents import AgentRow
+from codexk8s.web.components.layout import empty_state, page
+from codexk8s.web.state.agents import KINDS, SCOPES, AgentsState, VersionRow
+from codexk8s.web.state.auth import AuthState
+
+MONO = "var(--code-font-family, ui-monospace, monospace)"
+
+
+def _sign_in_prompt() -> rx.Component:
+    return rx.box(
+        empty_state(
+            "bot",
+            "Sign in to see the agents",
+            "The agent roster and the prompt templates each stage's agent works from are shown "
+            "to signed-in people; platform admins change them.",
+        ),
+        data_testid="agents-sign-in-prompt",
+    )
+
+
+def _messages() -> rx.Component:
+    return rx.fragment(
+        rx.cond(
+            AgentsState.error != "",
+            rx.callout(
+                AgentsState.error,
+                icon="triangle-alert",
+                color_scheme="red",
+                role="alert",
+                data_testid="agents-error",
+            ),
+        ),
+        rx.cond(
+            AgentsState.notice != "",
+            rx.callout(
+                AgentsState.notice,
+                icon="check",
+                color_scheme="green",
+                role="status",
+                data_testid="agents-notice",
+            ),
+        ),
+    )
+
+
+def _skeleton() -> rx.Component:
+    return rx.vstack(
+        *(rx.skeleton(rx.box(height=height, width="100%")) for height in ("12rem", "24rem")),
+        spacing="4",
+        width="100%",
+        data_testid="agents-loading",
+    )
+
+
+# --- roster ---------------------------------------------------------------------------------------
+
+
+def _agent_row(row: AgentRow) -> rx.Component:
+    return rx.table.row(
+        rx.table.row_header_cell(rx.code(row.key), data_testid="agent-key"),
+        rx.table.cell(row.name),
+        rx.table.cell(
+            rx.cond(row.engine == "command", rx.code(row.command), rx.badge("agent runner")),
+            data_testid="agent-engine",
+        ),
+        rx.table.cell(rx.cond(row.image != "", rx.code(row.image), "default")),
+        rx.table.cell(row.timeout_minutes, " min", data_testid="agent-timeout"),
+        rx.table.cell(rx.cond(row.model != "", row.model, "project default")),
+        rx.table.cell(
+            rx.cond(
+                AgentsState.is_admin,
+                rx.button(
+                    "Edit",
+                    size="1",
+                    variant="soft",
+                    on_click=AgentsState.start_edit_agent(row.key),
+                    data_testid="edit-agent",
+                ),
+            )
+        ),
+        data_testid="agent-row",
+    )
+
+
+def _field(label: str, value: rx.Var, on_change: object, testid: str, hint: str) -> rx.Component:
+    return rx.vstack(
+        rx.text(label, size="2", weight="medium"),
+        rx.input(
+            value=value,
+            on_change=on_change,
+            placeholder=hint,
+            aria_label=label,
+            data_testid=testid,
+            width="100%",
+        ),
+        spacing="1",
+        width=["100%", "100%", "auto"],
+        flex="1",
+        min_width="12rem",
+    )
+
+
+def _agent_form() -> rx.Component:
+    return rx.card(
+        rx.vstack(
+            rx.heading("Settings of ", rx.code(AgentsState.editing_key), size="3", as_="h3"),
+            rx.flex(
+                _field(
+                    "Image",
+                    AgentsState.edit_image,
+                    AgentsState.set_edit_image,
+                    "agent-image",
+                    "default image",
+                ),
+                _field(
+                    "Command",
+                    AgentsState.edit_command,
+                    AgentsState.set_edit_command,
+                    "agent-command",
+                    "empty: the agent runner (Codex)",
+                ),
+                _field(
+                    "Timeout (minutes)",
+                    AgentsState.edit_timeout,
+                    AgentsState.set_edit_timeout,
+                    "agent-timeout-input",
+                    "60",
+                ),
+                _field(
+                    "Default model",
+                    AgentsState.edit_model,
+                    AgentsState.set_edit_model,
+                    "agent-model",
+                    "project default",
+                ),
+                wrap="wrap",
+                gap="3",
+                width="100%",
+            ),
+            rx.hstack(
+                rx.button(
+                    "Save settings", on_click=AgentsState.save_agent, data_testid="save-agent"
+                ),
+                rx.button(
+                    "Cancel",
+                    variant="soft",
+                    color_scheme="gray",
+                    on_click=AgentsState.cancel_edit_agent,
+                ),
+                spacing="2",
+            ),
+            spacing="3",
+            width="100%",
+        ),
+        width="100%",
+        data_testid="agent-form",
+    )
+
+
+def _roster() -> rx.Component:
+    return rx.vstack(
+        rx.heading("Roster", size="4", as_="h2"),
+        rx.cond(
+            AgentsState.roster.length() > 0,  # type: ignore[attr-defined]
+            rx.box(
+                rx.table.root(
+                    rx.table.header(
+                        rx.table.row(
+                            *(
+                                rx.table.column_header_cell(h)
+                                for h in ("Key", "Name", "Runs", "Image", "Timeout", "Model", "")
+                            )
+                        )
+                    ),
+                    rx.table.body(rx.foreach(AgentsState.roster, _agent_row)),
+                    width="100%",
+                    data_testid="roster-table",
+                ),
+                width="100%",
+                overflow_x="auto",
+            ),
+            empty_state(
+                "bot",
+                "The roster is empty",
+                "The agents are created by the database migrations.",
+                command="codexk8s migrate",
+            ),
+        ),
+        rx.cond(AgentsState.editing_key != "", _agent_form()),
+        spacing="3",
+        width="100%",
+    )
+
+
+# --- prompt templates -----------------------------------------------------------------------------
+
+
+def _diff_line(line: DiffLine) -> rx.Component:
+    return rx.box(
+        line.text,
+        white_space="pre-wrap",
+        word_break="break-word",
+        padding_x="0.5rem",
+        color=rx.match(
+            line.kind,
+            ("add", "var(--green-11)"),
+            ("remove", "var(--red-11)"),
+            ("hunk", "var(--blue-11)"),
+            "var(--gray-11)",
+        ),
+        background=rx.match(
+            line.kind, ("add", "var(--green-a3)"), ("remove", "var(--red-a3)"), "transparent"
+        ),
+        data_kind=line.kind,
+    )
+
+
+def _diff(lines: rx.Var, testid: str, empty: str) -> rx.Component:
+    return rx.cond(
+        lines.length() > 0,  # type: ignore[attr-defined]
+        rx.box(
+            rx.foreach(lines, _diff_line),
+            font_family=MONO,
+            font_size="0.8rem",
+            border="1px solid var(--gray-a5)",
+            border_radius="var(--radius-3)",
+            padding_y="0.5rem",
+            max_height="28rem",
+            overflow_y="auto",
+            width="100%",
+            data_testid=testid,
+        ),
+        rx.text(empty, color_scheme="gray", size="2", data_testid=testid + "-empty"),
+    )
+
+
+def _picker() -> rx.Component:
+    return rx.flex(
+        rx.select(
+            SCOPES,
+            value=AgentsState.scope,
+            on_change=AgentsState.select_scope,
+            aria_label="Stage",
+            data_testid="template-scope",
+        ),
+        rx.select(
+            KINDS,
+            value=AgentsState.kind,
+            on_change=AgentsState.select_kind,
+            aria_label="Kind",
+            data_testid="template-kind",
+        ),
+        rx.cond(
+            AgentsState.current_version > 0,
+            rx.badge("version ", AgentsState.current_version, data_testid="template-version"),
+            rx.badge("no version yet", color_scheme="orange", data_testid="template-version"),
+        ),
+        rx.cond(AgentsState.is_dirty, rx.badge("unsaved changes", color_scheme="amber")),
+        gap="2",
+        align="center",
+        wrap="wrap",
+    )
+
+
+def _editor() -> rx.Component:
+    return rx.vstack(
+        rx.text_area(
+            value=AgentsState.draft,
+            on_change=AgentsState.set_draft,
+            read_only=~AgentsState.is_admin,
+            rows="22",
+            font_family=MONO,
+            width="100%",
+            resize="vertical",
+            aria_label="Template text",
+            data_testid="template-editor",
+        ),
+        rx.cond(
+            AgentsState.draft_error != "",
+            rx.callout(
+                AgentsState.draft_error,
+                icon="triangle-alert",
+                color_scheme="orange",
+                size="1",
+                data_testid="template-draft-error",
+            ),
+        ),
+        rx.cond(
+            AgentsState.is_admin,
+            rx.hstack(
+                rx.button(
+                    rx.icon("save", size=16),
+                    "Save as new version",
+                    on_click=AgentsState.save_template,
+                    disabled=~AgentsState.is_dirty | (AgentsState.draft_error != ""),
+                    data_testid="save-template",
+                ),
+                rx.button(
+                    "Discard changes",
+                    variant="soft",
+                    color_scheme="gray",
+                    on_click=AgentsState.discard_draft,
+                    disabled=~AgentsState.is_dirty,
+                ),
+                spacing="2",
+                wrap="wrap",
+            ),
+            rx.text(
+                "Only platform admins change prompt templates; you can read them.",
+                color_scheme="gray",
+                size="2",
+                data_testid="template-read-only",
+            ),
+        ),
+        spacing="2",
+        width="100%",
+    )
+
+
+def _tabs() -> rx.Component:
+    return rx.tabs.root(
+        rx.tabs.list(
+            rx.tabs.trigger("Edit", value="edit", data_testid="tab-edit"),
+            rx.tabs.trigger("Preview", value="preview", data_testid="tab-preview"),
+            rx.tabs.trigger("Unsaved changes", value="changes", data_testid="tab-changes"),
+        ),
+        rx.tabs.content(_editor(), value="edit", padding_top="0.75rem"),
+        rx.tabs.content(
+            rx.vstack(
+                rx.text(
+                    "Rendered with a sample issue (#42 in octo-org/octo-repo).",
+                    color_scheme="gray",
+                    size="2",
+                ),
+                rx.box(
+                    rx.markdown(AgentsState.preview), width="100%", data_testid="template-preview"
+                ),
+                spacing="2",
+            ),
+            value="preview",
+            padding_top="0.75rem",
+        ),
+        rx.tabs.content(
+            _diff(AgentsState.draft_diff, "draft-diff", "No unsaved changes."),
+            value="changes",
+            padding_top="0.75rem",
+        ),
+        value=AgentsState.view,
+        on_change=AgentsState.set_view,
+        width="100%",
+    )
+
+
+def _version_row(row: VersionRow) -> rx.Component:
+    return rx.table.row(
+        rx.table.row_header_cell(
+            rx.hstack(
+                rx.text("v", row.version, data_testid="history-version"),
+                rx.cond(row.is_current, rx.badge("current", color_scheme="green")),
+                spacing="2",
+            )
+        ),
+        rx.table.cell(row.author, data_testid="history-author"),
+        rx.table.cell(row.created),
+        rx.table.cell(
+            rx.hstack(
+                rx.button(
+                    "Diff",
+                    size="1",
+                    variant="soft",
+                    on_click=AgentsState.show_version_diff(row.id),
+                    data_testid="history-diff",
+                ),
+                rx.cond(
+                    AgentsState.is_admin & ~row.is_current,
+                    rx.button(
+                        "Restore",
+                        size="1",
+                        variant="soft",
+                        color_scheme="orange",
+                        on_click=AgentsState.restore_version(row.id),
+                        data_testid="history-restore",
+                    ),
+                ),
+                spacing="2",
+            )
+        ),
+        data_testid="history-row",
+    )
+
+
+def _history() -> rx.Component:
+    return rx.vstack(
+        rx.heading("History", size="3", as_="h3"),
+        rx.box(
+            rx.table.root(
+                rx.table.header(
+                    rx.table.row(
+                        *(rx.table.column_header_cell(h) for h in ("Version", "By", "When", ""))
+                    )
+                ),
+                rx.table.body(rx.foreach(AgentsState.versions, _version_row)),
+                width="100%",
+                size="1",
+                data_testid="history-table",
+            ),
+            width="100%",
+            overflow_x="auto",
+        ),
+        rx.cond(
+            AgentsState.diff_title != "",
+            rx.vstack(
+                rx.text(
+                    AgentsState.diff_title,
+                    weight="medium",
+                    size="2",
+                    data_testid="version-diff-title",
+                ),
+                _diff(AgentsState.version_diff, "version-diff", "The texts are identical."),
+                spacing="2",
+                width="100%",
+            ),
+        ),
+        spacing="2",
+        width="100%",
+    )
+
+
+def _placeholders() -> rx.Component:
+    return rx.box(
+        rx.text("Placeholders", weight="medium", size="2"),
+        rx.flex(
+            *(
+                rx.tooltip(rx.code("{{" + name + "}}", size="1"), content=description)
+                for name, description in prompts.PLACEHOLDERS.items()
+            ),
+            wrap="wrap",
+            gap="1",
+            padding_top="0.25rem",
+        ),
+        width="100%",
+    )
+
+
+def _templates() -> rx.Component:
+    return rx.vstack(
+        rx.heading("Prompt templates", size="4", as_="h2"),
+        rx.text(
+            "Each stage's agent works from its template: work for a first run, revise when a "
+            "review asks for changes. Saving keeps every earlier version.",
+            color_scheme="gray",
+            size="2",
+        ),
+        _picker(),
+        rx.cond(
+            AgentsState.current_version > 0,
+            rx.grid(
+                rx.vstack(_tabs(), _placeholders(), spacing="3", width="100%", min_width="0"),
+                _history(),
+                columns=rx.breakpoints(initial="1", lg="2"),
+                gap="5",
+                width="100%",
+            ),
+            empty_state(
+                "file-text",
+                "No template for this stage yet",
+                "Load the templates that ship with codexk8s; edits are kept as new versions.",
+                command="codexk8s seed",
+            ),
+        ),
+        spacing="3",
+        width="100%",
+        data_testid="templates",
+    )
+
+
+def _content() -> rx.Component:
+    return rx.vstack(
+        _messages(),
+        rx.cond(
+            AgentsState.is_loading,
+            _skeleton(),
+            rx.vstack(_roster(), _templates(), spacing="6", width="100%"),
+        ),
+        spacing="4",
+        width="100%",
+    )
+
+
+def agents() -> rx.Component:
+    return page(
+        "Agents",
+        rx.cond(
+            AuthState.is_resolved,
+            rx.cond(AuthState.is_signed_in, _content(), _sign_in_prompt()),
+            _skeleton(),
+        ),
+    )
