@@ -265,6 +265,13 @@ def repo_add(
     services_yaml: Annotated[
         str | None, typer.Option(help="Path of services.yaml inside the repository.")
     ] = None,
+    register_webhook: Annotated[
+        bool,
+        typer.Option(
+            help="Check the repository and token on GitHub, then create or update its webhook "
+            "(PUBLIC_URL/api/v1/webhooks/github, JSON, issue/PR events)."
+        ),
+    ] = False,
 ) -> None:
     """Attach the GitHub repository OWNER/NAME to project KEY."""
     from codexk8s.services import repositories
@@ -272,6 +279,9 @@ def repo_add(
     token = read_secret_env(token_env, "repository token")
     webhook_secret = read_secret_env(webhook_secret_env, "webhook secret")
     box = secret_box()
+    webhook_id = None
+    if register_webhook:
+        webhook_id = _register_webhook(key, full_name, token, webhook_secret)
     with transaction() as session:
         repository = repositories.add_repository(
             session=session,
@@ -281,8 +291,49 @@ def repo_add(
             token=token,
             webhook_secret=webhook_secret,
             services_yaml_path=services_yaml,
+            webhook_id=webhook_id,
         )
     typer.echo(f"attached {repository.full_name} to {key}")
+
+
+def _register_webhook(
+    key: str, full_name: str, token: str | None, webhook_secret: str | None
+) -> int:
+    """Validate the name first (nothing sent for a name that cannot be added), then GitHub."""
+    import asyncio
+
+    from codexk8s.adapters.github.client import GitHubClient
+    from codexk8s.services import repositories
+
+    current = settings()
+    token = token or (current.github_token.get_secret_value() if current.github_token else None)
+    secret = webhook_secret or (
+        current.github_webhook_secret.get_secret_value() if current.github_webhook_secret else None
+    )
+    if not token:
+        fail("--register-webhook needs a token: --token-env or CODEXK8S_GITHUB_TOKEN")
+    if not secret:
+        fail(
+            "--register-webhook needs a webhook secret: --webhook-secret-env or "
+            "CODEXK8S_GITHUB_WEBHOOK_SECRET"
+        )
+    with transaction() as session:
+        owner, name = repositories.check_can_add(
+            session=session, project_key=key, full_name=full_name
+        )
+
+    async def register() -> tuple[int, bool]:
+        async with GitHubClient(token=token, api_url=current.github_api_url) as github:
+            return await repositories.register_webhook(
+                provider=github, owner=owner, name=name,
+                public_url=current.effective_public_url, secret=secret,
+            )  # fmt: skip
+
+    with service_call():
+        hook_id, created = asyncio.run(register())
+    url = current.effective_public_url + repositories.WEBHOOK_PATH
+    typer.echo(f"{'created' if created else 'updated'} webhook {hook_id} on {owner}/{name} → {url}")
+    return hook_id
 
 
 @token_app.command("create")

@@ -133,8 +133,9 @@ class RepositoryProvider(Protocol):
 
     async def create_comment(self, owner: str, name: str, number: int, body: str) -> Comment: ...
 
-    async def update_comment(self, owner: str, name: str, comment_id: int, body: str) -> Comment:
-        ...
+    async def update_comment(
+        self, owner: str, name: str, comment_id: int, body: str
+    ) -> Comment: ...
 
     async def find_comment(
         self, owner: str, name: str, number: int, marker: str
@@ -164,8 +165,9 @@ class RepositoryProvider(Protocol):
 
     async def create_hook(self, owner: str, name: str, config: HookConfig) -> Hook: ...
 
-    async def update_hook(self, owner: str, name: str, hook_id: int, config: HookConfig) -> Hook:
-        ...
+    async def update_hook(
+        self, owner: str, name: str, hook_id: int, config: HookConfig
+    ) -> Hook: ...
 
     async def list_hook_deliveries(
         self, owner: str, name: str, hook_id: int, *, per_page: int = 100

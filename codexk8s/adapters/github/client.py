@@ -13,6 +13,7 @@ and never appears in logs or error messages.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -241,13 +242,12 @@ class GitHubClient:
             )  # fmt: skip
 
     async def remove_label(self, owner: str, name: str, number: int, label: str) -> None:
-        try:
+        # 404: the label is not on the issue, which is already the state we want.
+        with contextlib.suppress(ProviderNotFoundError):
             await self._request(
                 "DELETE", _path("repos", owner, name, "issues", number, "labels", label),
                 endpoint="/repos/issues/labels/{name}",
             )  # fmt: skip
-        except ProviderNotFoundError:
-            pass  # not on the issue: already the state we want
 
     async def ensure_label(
         self, owner: str, name: str, label: str, *, color: str, description: str = ""
@@ -259,13 +259,12 @@ class GitHubClient:
             return
         except ProviderNotFoundError:
             pass
-        try:
+        # 422 already_exists: someone created it meanwhile.
+        with contextlib.suppress(ProviderValidationError):
             await self._request(
                 "POST", _path("repos", owner, name, "labels"), endpoint="/repos/labels",
                 json={"name": label, "color": color, "description": description}, creates=True,
             )  # fmt: skip
-        except ProviderValidationError:
-            pass  # created meanwhile (422 already_exists)
 
     # --- pull requests --------------------------------------------------------------------------
 
@@ -370,7 +369,9 @@ def _error_for(response: httpx.Response, what: str) -> ProviderError:
 
 
 def _comment(data: dict[str, Any]) -> Comment:
-    return Comment(id=int(data["id"]), body=data.get("body") or "", html_url=data.get("html_url", ""))
+    return Comment(
+        id=int(data["id"]), body=data.get("body") or "", html_url=data.get("html_url", "")
+    )
 
 
 def _pull(data: dict[str, Any]) -> PullRequest:
