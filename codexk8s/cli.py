@@ -300,6 +300,18 @@ def _register_webhook(
     key: str, full_name: str, token: str | None, webhook_secret: str | None
 ) -> int:
     """Validate the name first (nothing sent for a name that cannot be added), then GitHub."""
+    from codexk8s.services import repositories
+
+    with transaction() as session:
+        owner, name = repositories.check_can_add(
+            session=session, project_key=key, full_name=full_name
+        )
+    return _create_or_update_hook(owner, name, token, webhook_secret)
+
+
+def _create_or_update_hook(
+    owner: str, name: str, token: str | None, webhook_secret: str | None
+) -> int:
     import asyncio
 
     from codexk8s.adapters.github.client import GitHubClient
@@ -317,10 +329,6 @@ def _register_webhook(
             "--register-webhook needs a webhook secret: --webhook-secret-env or "
             "CODEXK8S_GITHUB_WEBHOOK_SECRET"
         )
-    with transaction() as session:
-        owner, name = repositories.check_can_add(
-            session=session, project_key=key, full_name=full_name
-        )
 
     async def register() -> tuple[int, bool]:
         async with GitHubClient(token=token, api_url=current.github_api_url) as github:
@@ -334,6 +342,27 @@ def _register_webhook(
     url = current.effective_public_url + repositories.WEBHOOK_PATH
     typer.echo(f"{'created' if created else 'updated'} webhook {hook_id} on {owner}/{name} → {url}")
     return hook_id
+
+
+@repo_app.command("register-webhook")
+def repo_register_webhook(full_name: Annotated[str, typer.Argument(metavar="OWNER/NAME")]) -> None:
+    """Create or update the webhook of an attached repository (its stored token and secret, or
+    CODEXK8S_GITHUB_TOKEN / CODEXK8S_GITHUB_WEBHOOK_SECRET)."""
+    from codexk8s.services import repositories
+
+    box = secret_box()
+    with transaction() as session:
+        repository = repositories.require_by_full_name(session=session, full_name=full_name)
+        owner, name = repository.owner, repository.name
+        token = box.decrypt(repository.token_ciphertext) if repository.token_ciphertext else None
+        secret = (
+            box.decrypt(repository.webhook_secret_ciphertext)
+            if repository.webhook_secret_ciphertext
+            else None
+        )
+    hook_id = _create_or_update_hook(owner, name, token, secret)
+    with transaction() as session:
+        repositories.set_webhook_id(session=session, full_name=full_name, webhook_id=hook_id)
 
 
 @token_app.command("create")

@@ -19,6 +19,7 @@ row and as a `github_feedback_failed` flow event. Nothing is lost, nothing is do
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 from collections import defaultdict
@@ -77,6 +78,10 @@ VISIBLE_EVENTS = (
     "run_canceled", RUN_RESULT,
 )  # fmt: skip
 CLAIM_SECONDS = 120.0
+# Most cycles only look at events of the last RECENT_WINDOW (an index range on created_at); every
+# FULL_SCAN_EVERY cycles (and the first) look at all, for anything older still unreported.
+RECENT_WINDOW = timedelta(hours=1)
+FULL_SCAN_EVERY = 100
 RETRY_BASE_SECONDS = 5.0
 RETRY_MAX_SECONDS = 600.0
 EARLIER_RUNS = 5
@@ -96,7 +101,7 @@ class _Target:
     project_key: str
     owner: str
     name: str
-    token: str | None
+    token: str | None = field(repr=False)
 
 
 def retry_delay(attempts: int) -> float:
@@ -126,6 +131,7 @@ class GitHubFeedback:
         self.owner = owner
         self.client_options = client_options or {}
         self._labels_ready: set[tuple[int, str]] = set()
+        self._cycles = 0
 
     def client(self, token: str) -> GitHubClient:
         return GitHubClient(
@@ -137,7 +143,7 @@ class GitHubFeedback:
 
     # --- finding and claiming work ---------------------------------------------------------------
 
-    def _due(self, batch: int) -> dict[tuple[int, int], dict[int, int]]:
+    def _due(self, batch: int, *, full: bool) -> dict[tuple[int, int], dict[int, int]]:
         """(repository, issue) → {run id: newest visible event id} for issues ready to report."""
         now = utcnow()
         newest = sa.func.max(EVENTS.c.id).label("newest")
@@ -165,6 +171,7 @@ class GitHubFeedback:
                 EVENTS.c.event_type.in_(VISIBLE_EVENTS),
                 EVENTS.c.id > sa.func.coalesce(RUNS.c.reported_event_id, 0),
                 ready,
+                sa.true() if full else EVENTS.c.created_at > now - RECENT_WINDOW,
             )
             .group_by(RUNS.c.repository_id, RUNS.c.issue_number, RUNS.c.id)
             .order_by(sa.func.min(EVENTS.c.id))
@@ -260,7 +267,9 @@ class GitHubFeedback:
 
     async def report_once(self, *, batch: int = 20) -> ReportResult:
         result = ReportResult()
-        due = await asyncio.to_thread(self._due, batch)
+        full = self._cycles % FULL_SCAN_EVERY == 0
+        self._cycles += 1
+        due = await asyncio.to_thread(functools.partial(self._due, batch, full=full))
         for (repository_id, issue_number), runs in due.items():
             if not await asyncio.to_thread(self._claim, repository_id, issue_number):
                 continue

@@ -9,7 +9,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, select
 
 from codexk8s.crypto import SecretBox
-from codexk8s.db.models import Repository
+from codexk8s.db.models import Repository, utcnow
 from codexk8s.domain.repository_provider import (
     HookConfig,
     ProviderAuthError,
@@ -57,6 +57,29 @@ def get_by_full_name(
             Repository.provider == provider, Repository.owner == owner, Repository.name == name
         )
     ).first()
+
+
+def require_by_full_name(*, session: Session, full_name: str) -> Repository:
+    parse_full_name(full_name)  # a malformed name is a bad argument, not a missing repository
+    repository = get_by_full_name(session=session, full_name=full_name)
+    if repository is None:
+        raise NotFoundError(f"repository {full_name} is not attached to any project")
+    return repository
+
+
+def set_webhook_id(*, session: Session, full_name: str, webhook_id: int) -> Repository:
+    repository = require_by_full_name(session=session, full_name=full_name)
+    repository.webhook_id = webhook_id
+    repository.updated_at = utcnow()
+    session.add(repository)
+    record_event(
+        session=session,
+        correlation_id=f"project-{repository.project_id}",
+        event_type="repository_webhook_registered",
+        project_id=repository.project_id,
+        payload={"repository": repository.full_name, "webhook_id": webhook_id},
+    )
+    return repository
 
 
 # Built once: constructing a statement from ORM attributes costs more CPU than running it.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,12 +15,12 @@ from sqlmodel import Session, select
 from codexk8s.config import get_settings
 from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine, session_scope
-from codexk8s.db.models import AgentRun, FlowEvent, LearningFeedback
+from codexk8s.db.models import AgentRun, FlowEvent, LearningFeedback, utcnow
 from codexk8s.db.models import GitHubFeedback as FeedbackRow
 from codexk8s.domain.feedback import IN_PROGRESS, IN_REVIEW, SERVICE_MARKER
 from codexk8s.domain.runs import RunStatus
 from codexk8s.services import projects, repositories
-from codexk8s.services.github_feedback import RUN_RESULT, GitHubFeedback
+from codexk8s.services.github_feedback import FULL_SCAN_EVERY, RUN_RESULT, GitHubFeedback
 from codexk8s.services.run_states import add_event, transition
 from tests.conftest import reset_caches
 from tests.github_server import FakeGitHub, FakeRepo, running_github
@@ -314,3 +315,18 @@ async def test_learning_mode_off_asks_no_model(
         await reporter().report_once()
     assert fake.requests == []
     assert the_run(run_id).tokens_input == 0
+
+
+async def test_old_unreported_changes_are_found_by_the_periodic_full_scan(
+    github: FakeGitHub, repo: FakeRepo
+) -> None:
+    new_run()
+    with get_engine().begin() as connection:
+        connection.execute(sa.update(FlowEvent).values(created_at=utcnow() - timedelta(hours=3)))
+    regular = reporter()
+    regular._cycles = 1  # not a full-scan cycle: only the last hour's events are looked at
+    assert (await regular.report_once()).reported == []
+    assert service_comments(repo) == []
+    regular._cycles = FULL_SCAN_EVERY
+    assert len((await regular.report_once()).reported) == 1
+    assert len(service_comments(repo)) == 1

@@ -124,3 +124,22 @@ def test_needs_a_token_and_a_name_that_can_be_added(github: FakeGitHub) -> None:
     assert calls > 0
     code, _out, err = add()
     assert code == 1 and "already attached" in err and len(github.calls) == calls
+
+
+def test_register_webhook_for_an_attached_repository(github: FakeGitHub) -> None:
+    repo = github.add_repo("octo-org/octo-repo", token=TOKEN)
+    result = runner.invoke(
+        app,
+        ["repo", "add", "web", "octo-org/octo-repo", "--token-env", "REPO_TOKEN",
+         "--webhook-secret-env", "HOOK_SECRET"],
+    )  # fmt: skip
+    assert result.exit_code == 0 and repo.hooks == {} and stored()[0].webhook_id is None
+    for expected in ("created", "updated"):
+        result = runner.invoke(app, ["repo", "register-webhook", "Octo-Org/Octo-Repo"])
+        assert result.exit_code == 0, result.stderr
+        assert expected in result.stdout
+    (hook_id,) = repo.hooks
+    assert repo.hooks[hook_id]["_secret"] == SECRET  # the stored secret, decrypted
+    assert stored()[0].webhook_id == hook_id
+    missing = runner.invoke(app, ["repo", "register-webhook", "octo-org/unknown"])
+    assert missing.exit_code == 1 and "not attached" in missing.stderr
