@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -330,3 +331,29 @@ async def test_old_unreported_changes_are_found_by_the_periodic_full_scan(
     regular._cycles = FULL_SCAN_EVERY
     assert len((await regular.report_once()).reported) == 1
     assert len(service_comments(repo)) == 1
+
+
+async def test_embedded_sqlite_reports_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The one-machine default (SQLite) uses the same claim and insert-or-ignore statements."""
+    from codexk8s.db.migrations import upgrade_to_head
+
+    with running_github() as fake:
+        monkeypatch.setenv("CODEXK8S_DATABASE_URL", f"sqlite:///{tmp_path / 'ck8s.db'}")
+        monkeypatch.setenv("CODEXK8S_GITHUB_API_URL", fake.base_url)
+        monkeypatch.setenv("CODEXK8S_PUBLIC_URL", PUBLIC)
+        reset_caches()
+        upgrade_to_head(get_settings().effective_database_url)
+        fake_repo = fake.add_repo("octo-org/octo-repo", token=TOKEN)
+        with session_scope() as session:
+            projects.create_project(session=session, key="web")
+            repositories.add_repository(
+                session=session, box=get_secret_box(), project_key="web",
+                full_name="octo-org/octo-repo", token=TOKEN,
+            )  # fmt: skip
+        run_id = new_run()
+        await reporter().report_once()
+        move(run_id, RunStatus.STARTING, RunStatus.RUNNING)
+        await reporter().report_once()
+        (comment,) = service_comments(fake_repo)
+        assert "running" in comment["body"]
+        assert fake_repo.issue_labels[ISSUE] == [IN_PROGRESS]
