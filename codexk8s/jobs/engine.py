@@ -2,7 +2,8 @@
 
 Every replica dispatches (claims are safe with SKIP LOCKED). One replica at a time, the leader,
 runs what must not run twice: the runtime watch, the safety sweep, lease renewal and expiry,
-cancellation delivery, deadline checks, log pumps and cleanup. Leadership is a PostgreSQL
+cancellation delivery, deadline checks, log pumps, cleanup, GitHub feedback (the reporter) and
+redelivery of failed webhooks. Leadership is a PostgreSQL
 session-level advisory lock held on a dedicated connection; when that connection drops, another
 replica takes over and resumes from what is stored (log cursors, runtime handles). On SQLite (the
 embedded, single-process default) the one process is always the leader.
