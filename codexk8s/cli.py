@@ -285,6 +285,13 @@ def repo_add(
     services_yaml: Annotated[
         str | None, typer.Option(help="Path of services.yaml inside the repository.")
     ] = None,
+    register_webhook: Annotated[
+        bool,
+        typer.Option(
+            help="Check the repository and token on GitHub, then create or update its webhook "
+            "(PUBLIC_URL/api/v1/webhooks/github, JSON, issue/PR events)."
+        ),
+    ] = False,
 ) -> None:
     """Attach the GitHub repository OWNER/NAME to project KEY."""
     from codexk8s.services import repositories
@@ -292,6 +299,9 @@ def repo_add(
     token = read_secret_env(token_env, "repository token")
     webhook_secret = read_secret_env(webhook_secret_env, "webhook secret")
     box = secret_box()
+    webhook_id = None
+    if register_webhook:
+        webhook_id = _register_webhook(key, full_name, token, webhook_secret)
     with transaction() as session:
         repository = repositories.add_repository(
             session=session,
@@ -301,8 +311,78 @@ def repo_add(
             token=token,
             webhook_secret=webhook_secret,
             services_yaml_path=services_yaml,
+            webhook_id=webhook_id,
         )
     typer.echo(f"attached {repository.full_name} to {key}")
+
+
+def _register_webhook(
+    key: str, full_name: str, token: str | None, webhook_secret: str | None
+) -> int:
+    """Validate the name first (nothing sent for a name that cannot be added), then GitHub."""
+    from codexk8s.services import repositories
+
+    with transaction() as session:
+        owner, name = repositories.check_can_add(
+            session=session, project_key=key, full_name=full_name
+        )
+    return _create_or_update_hook(owner, name, token, webhook_secret)
+
+
+def _create_or_update_hook(
+    owner: str, name: str, token: str | None, webhook_secret: str | None
+) -> int:
+    import asyncio
+
+    from codexk8s.adapters.github.client import GitHubClient
+    from codexk8s.services import repositories
+
+    current = settings()
+    token = token or (current.github_token.get_secret_value() if current.github_token else None)
+    secret = webhook_secret or (
+        current.github_webhook_secret.get_secret_value() if current.github_webhook_secret else None
+    )
+    if not token:
+        fail("--register-webhook needs a token: --token-env or CODEXK8S_GITHUB_TOKEN")
+    if not secret:
+        fail(
+            "--register-webhook needs a webhook secret: --webhook-secret-env or "
+            "CODEXK8S_GITHUB_WEBHOOK_SECRET"
+        )
+
+    async def register() -> tuple[int, bool]:
+        async with GitHubClient(token=token, api_url=current.github_api_url) as github:
+            return await repositories.register_webhook(
+                provider=github, owner=owner, name=name,
+                public_url=current.effective_public_url, secret=secret,
+            )  # fmt: skip
+
+    with service_call():
+        hook_id, created = asyncio.run(register())
+    url = current.effective_public_url + repositories.WEBHOOK_PATH
+    typer.echo(f"{'created' if created else 'updated'} webhook {hook_id} on {owner}/{name} → {url}")
+    return hook_id
+
+
+@repo_app.command("register-webhook")
+def repo_register_webhook(full_name: Annotated[str, typer.Argument(metavar="OWNER/NAME")]) -> None:
+    """Create or update the webhook of an attached repository (its stored token and secret, or
+    CODEXK8S_GITHUB_TOKEN / CODEXK8S_GITHUB_WEBHOOK_SECRET)."""
+    from codexk8s.services import repositories
+
+    box = secret_box()
+    with transaction() as session:
+        repository = repositories.require_by_full_name(session=session, full_name=full_name)
+        owner, name = repository.owner, repository.name
+        token = box.decrypt(repository.token_ciphertext) if repository.token_ciphertext else None
+        secret = (
+            box.decrypt(repository.webhook_secret_ciphertext)
+            if repository.webhook_secret_ciphertext
+            else None
+        )
+    hook_id = _create_or_update_hook(owner, name, token, secret)
+    with transaction() as session:
+        repositories.set_webhook_id(session=session, full_name=full_name, webhook_id=hook_id)
 
 
 @token_app.command("create")

@@ -13,8 +13,12 @@ Where each metric is observed:
 - kubernetes_api_*: ApiCaller (codexk8s.adapters.kubernetes.client), once per HTTP attempt.
 - runs, slots_leased, metrics_collect_errors_total: read from the database on every scrape by
   DatabaseCollector.
-- github_api_calls_total, openai_tokens_total, openai_cost_usd_total, live_viewers: defined but
-  not observed yet (no GitHub API client, no OpenAI usage source, no viewer tracking exist yet).
+- github_api_calls_total: the GitHub REST client (codexk8s.adapters.github.client), once per HTTP
+  attempt, labelled with the method and path template.
+- openai_tokens_total: the control plane's own model calls (codexk8s.services.model_checks,
+  learning explanations); agent runs' usage is reported by the agent runner.
+- openai_cost_usd_total, live_viewers: defined but not observed yet (no price table, no viewer
+  tracking).
 """
 
 from __future__ import annotations
@@ -98,17 +102,14 @@ KUBERNETES_API_ERRORS = Counter(
     "Kubernetes API requests that failed (any error, including 404/409 the caller handles).",
     ["verb", "resource"],
 )
-# No GitHub API client exists yet (only webhooks and the OAuth sign-in); when one is added, it
-# should increment this once per request.
 GITHUB_API_CALLS = Counter(
     "codexk8s_github_api_calls",
-    "GitHub REST/GraphQL API requests by endpoint. Not observed yet: no GitHub API client.",
+    "GitHub REST API requests (every attempt, retries included) by method and path template.",
     ["endpoint"],
 )
-# No source yet: agents do not report OpenAI usage back to the control plane.
 OPENAI_TOKENS = Counter(
     "codexk8s_openai_tokens",
-    "OpenAI tokens used by agent runs, by project and kind (input/output). Not observed yet.",
+    "OpenAI tokens used around runs, by project and kind (input/output).",
     ["project", "kind"],
 )
 OPENAI_COST_USD = Counter(

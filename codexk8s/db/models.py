@@ -209,6 +209,8 @@ class AgentRun(SQLModel, table=True):
     )
     run_token_hash: str | None = Field(default=None, max_length=64)
     pr_url: str | None = Field(default=None, max_length=500)
+    # GitHub feedback: the newest GitHub-visible flow event of this run already reported there.
+    reported_event_id: int | None = Field(default=None, sa_type=sa.BigInteger)
     summary: str | None = Field(default=None, sa_type=sa.Text)
     created_at: datetime = _ts()
     started_at: datetime | None = _ts(nullable=True)
@@ -285,6 +287,42 @@ class LearningFeedback(SQLModel, table=True):
     kind: str = Field(max_length=16)  # inline | post_pr
     explanation: str = Field(sa_type=sa.Text)
     created_at: datetime = _ts()
+
+
+class GitHubFeedback(SQLModel, table=True):
+    """The service comment of one issue/PR and the reporter's claim on it.
+
+    The reporter claims a row (compare-and-set on `claimed_until`) before touching the issue, so
+    two replicas never post or edit the same issue's comment and labels at once.
+    """
+
+    __tablename__ = "github_feedback"
+    __table_args__ = (sa.UniqueConstraint("repository_id", "issue_number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    repository_id: int = Field(foreign_key="repositories.id", ondelete="CASCADE")
+    issue_number: int
+    comment_id: int | None = Field(default=None, sa_type=sa.BigInteger)
+    # SHA-256 of the body last written, so an unchanged comment is not edited again.
+    body_sha256: str | None = Field(default=None, max_length=64)
+    claimed_by: str | None = Field(default=None, max_length=200)
+    claimed_until: datetime | None = _ts(nullable=True)
+    retry_after: datetime | None = _ts(nullable=True)
+    attempts: int = Field(default=0)
+    last_error: str | None = Field(default=None, sa_type=sa.Text)
+    updated_at: datetime = _ts()
+
+
+class GitHubRedelivery(SQLModel, table=True):
+    """A failed webhook delivery codexk8s asked GitHub to redeliver (each GUID once)."""
+
+    __tablename__ = "github_redeliveries"
+
+    id: int | None = Field(default=None, primary_key=True)
+    repository_id: int = Field(foreign_key="repositories.id", ondelete="CASCADE", index=True)
+    guid: str = Field(max_length=100, unique=True)
+    delivery_id: int = Field(sa_type=sa.BigInteger)
+    requested_at: datetime = _ts()
 
 
 class ApiToken(SQLModel, table=True):

@@ -2,7 +2,8 @@
 
 Every replica dispatches (claims are safe with SKIP LOCKED). One replica at a time, the leader,
 runs what must not run twice: the runtime watch, the safety sweep, lease renewal and expiry,
-cancellation delivery, deadline checks, log pumps and cleanup. Leadership is a PostgreSQL
+cancellation delivery, deadline checks, log pumps, cleanup, GitHub feedback (the reporter) and
+redelivery of failed webhooks. Leadership is a PostgreSQL
 session-level advisory lock held on a dedicated connection; when that connection drops, another
 replica takes over and resumes from what is stored (log cursors, runtime handles). On SQLite (the
 embedded, single-process default) the one process is always the leader.
@@ -39,7 +40,8 @@ from codexk8s.domain.runtime import (
     WorkloadPhase,
 )
 from codexk8s.domain.slots import LEASE_RENEW_SECONDS
-from codexk8s.services import dispatch, reconcile, run_logs
+from codexk8s.services import dispatch, reconcile, run_logs, webhook_redelivery
+from codexk8s.services.github_feedback import GitHubFeedback
 from codexk8s.services.run_states import RUNS
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,8 @@ class EngineTimings:
     lease_seconds: float = LEASE_RENEW_SECONDS
     cleanup_seconds: float = 300.0
     cancel_grace_seconds: float = 10.0
+    feedback_seconds: float = 3.0
+    redelivery_seconds: float = 120.0
 
 
 def replica_id() -> str:
@@ -118,6 +122,8 @@ class RunEngine:
         timings: EngineTimings | None = None,
         owner: str | None = None,
         on_change: Callable[[int, str], Awaitable[None]] | None = None,
+        feedback: GitHubFeedback | None = None,
+        model_check: dispatch.ModelCheck | None = None,
     ) -> None:
         self.engine = engine
         self.runtime = runtime
@@ -125,6 +131,9 @@ class RunEngine:
         self.timings = timings or EngineTimings()
         self.owner = owner or replica_id()
         self.on_change = on_change
+        # GitHub reporting and webhook redelivery (leader jobs); None turns both off.
+        self.feedback = feedback
+        self.model_check = model_check
         self.leadership = Leadership(engine)
         self.is_leader = False
         self._scheduler: AsyncIOScheduler | None = None
@@ -142,6 +151,8 @@ class RunEngine:
             (self.sweep_once, self.timings.sweep_seconds),
             (self.leases_once, self.timings.lease_seconds),
             (self.cleanup_once, self.timings.cleanup_seconds),
+            (self.report_once, self.timings.feedback_seconds),
+            (self.redeliver_once, self.timings.redelivery_seconds),
         ]
         for job, seconds in jobs:
             scheduler.add_job(
@@ -184,6 +195,7 @@ class RunEngine:
             runtime=self.runtime,
             owner=self.owner,
             callback_url=self.callback_url,
+            model_check=self.model_check,
         )
         for seconds in result.latencies:
             metrics.DISPATCH_LATENCY_SECONDS.observe(seconds)
@@ -248,6 +260,19 @@ class RunEngine:
         if not self.is_leader:
             return []
         return await reconcile.cleanup_runtimes(engine=self.engine, runtime=self.runtime)
+
+    async def report_once(self) -> None:
+        """Leader job: show changed runs on GitHub (service comment, labels, PRs)."""
+        if self.is_leader and self.feedback is not None:
+            await self.feedback.report_once()
+
+    async def redeliver_once(self) -> None:
+        """Leader job: ask GitHub to redeliver webhooks that failed to reach us."""
+        if self.is_leader and self.feedback is not None:
+            await webhook_redelivery.redeliver_failed(
+                engine=self.engine, settings=self.feedback.settings, box=self.feedback.box,
+                client_options=self.feedback.client_options,
+            )  # fmt: skip
 
     # --- leader work ------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ that do not change.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +27,7 @@ from codexk8s.db.models import Agent, Project, utcnow
 from codexk8s.domain.runs import RunStatus
 from codexk8s.domain.runtime import Runtime, WorkloadHandle, WorkloadRuntimeError, WorkloadSpec
 from codexk8s.domain.slots import LEASE_TTL_SECONDS, SlotState
+from codexk8s.errors import PreconditionError
 from codexk8s.services.agents import effective_settings
 from codexk8s.services.run_states import RUNS, SLOTS, transition
 
@@ -41,6 +43,9 @@ class Claim:
     project_id: int
     created_at: datetime
     spec: WorkloadSpec
+    # The model the run asks for and whether the agent runs Codex (only then is it checked).
+    model: str | None = None
+    engine: str = "codex"
 
 
 @dataclass(slots=True)
@@ -158,6 +163,8 @@ def claim_runs(
                         timeout_seconds=max(1, round(settings.timeout_minutes * 60)),
                         labels={"stage": run.stage, "agent": run.agent_key},
                     ),
+                    model=run.model or settings.model,
+                    engine=settings.engine,
                 )
             )
     return claims
@@ -189,25 +196,42 @@ def mark_launched(
         )  # fmt: skip
 
 
-def mark_launch_failed(engine: Engine, claim: Claim, error: str) -> None:
+def mark_launch_failed(
+    engine: Engine, claim: Claim, error: str, *, reason: str = "runtime_error"
+) -> None:
     with engine.begin() as connection:
         transition(
             connection, run_id=claim.run_id, correlation_id=claim.correlation_id,
             project_id=claim.project_id, from_statuses=[RunStatus.STARTING],
-            to_status=RunStatus.FAILED, reason="runtime_error", message=error,
+            to_status=RunStatus.FAILED, reason=reason, message=error,
         )  # fmt: skip
 
 
+# Raises PreconditionError when the model cannot be used (services.model_checks.check_model).
+ModelCheck = Callable[[str], Awaitable[None]]
+
+
 async def dispatch_pending_runs(
-    *, engine: Engine, runtime: Runtime, owner: str, callback_url: str, batch: int = DEFAULT_BATCH
-) -> DispatchResult:
-    """Claim what can start now and launch it; launch errors fail the run with runtime_error."""
+    *, engine: Engine, runtime: Runtime, owner: str, callback_url: str, batch: int = DEFAULT_BATCH,
+    model_check: ModelCheck | None = None,
+) -> DispatchResult:  # fmt: skip
+    """Claim what can start now and launch it; launch errors fail the run with runtime_error,
+    a model that MODEL_CHECK rejects fails it with precondition before anything is launched."""
     claims = await asyncio.to_thread(
         claim_runs, engine, owner=owner, callback_url=callback_url, batch=batch
     )
     result = DispatchResult()
 
     async def launch(claim: Claim) -> None:
+        if model_check is not None and claim.model and claim.engine == "codex":
+            try:
+                await model_check(claim.model)
+            except PreconditionError as exc:
+                await asyncio.to_thread(
+                    mark_launch_failed, engine, claim, str(exc), reason="precondition"
+                )
+                result.failed.append(claim.run_id)
+                return
         try:
             handle = await runtime.launch(claim.spec)
         except WorkloadRuntimeError as exc:

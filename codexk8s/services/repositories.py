@@ -7,12 +7,30 @@ import re
 from sqlmodel import Session, select
 
 from codexk8s.crypto import SecretBox
-from codexk8s.db.models import Repository
-from codexk8s.errors import ConflictError, InvalidArgumentError
+from codexk8s.db.models import Repository, utcnow
+from codexk8s.domain.repository_provider import (
+    HookConfig,
+    ProviderAuthError,
+    ProviderError,
+    ProviderForbiddenError,
+    ProviderNotFoundError,
+    RepositoryProvider,
+)
+from codexk8s.errors import (
+    CodexK8sError,
+    ConflictError,
+    ForbiddenError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnauthorizedError,
+    UnavailableError,
+)
 from codexk8s.services import projects
 from codexk8s.services.audit import record_event
 
 PROVIDER_GITHUB = "github"
+WEBHOOK_PATH = "/api/v1/webhooks/github"
+WEBHOOK_EVENTS = ("issues", "issue_comment", "pull_request", "pull_request_review")
 _OWNER = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 
@@ -39,7 +57,39 @@ def get_by_full_name(
     ).first()
 
 
+def require_by_full_name(*, session: Session, full_name: str) -> Repository:
+    parse_full_name(full_name)  # a malformed name is a bad argument, not a missing repository
+    repository = get_by_full_name(session=session, full_name=full_name)
+    if repository is None:
+        raise NotFoundError(f"repository {full_name} is not attached to any project")
+    return repository
+
+
+def set_webhook_id(*, session: Session, full_name: str, webhook_id: int) -> Repository:
+    repository = require_by_full_name(session=session, full_name=full_name)
+    repository.webhook_id = webhook_id
+    repository.updated_at = utcnow()
+    session.add(repository)
+    record_event(
+        session=session,
+        correlation_id=f"project-{repository.project_id}",
+        event_type="repository_webhook_registered",
+        project_id=repository.project_id,
+        payload={"repository": repository.full_name, "webhook_id": webhook_id},
+    )
+    return repository
+
+
 # Built once: constructing a statement from ORM attributes costs more CPU than running it.
+
+
+def check_can_add(*, session: Session, project_key: str, full_name: str) -> tuple[str, str]:
+    """Raise what `add_repository` would raise for the name, before anything else is done."""
+    owner, name = parse_full_name(full_name)
+    projects.require_by_key(session=session, key=project_key)
+    if get_by_full_name(session=session, full_name=full_name) is not None:
+        raise ConflictError(f"repository {owner}/{name} is already attached to a project")
+    return owner, name
 
 
 def add_repository(
@@ -52,12 +102,11 @@ def add_repository(
     webhook_secret: str | None = None,
     services_yaml_path: str | None = None,
     actor_id: str | None = None,
+    webhook_id: int | None = None,
 ) -> Repository:
-    owner, name = parse_full_name(full_name)
+    owner, name = check_can_add(session=session, project_key=project_key, full_name=full_name)
     project = projects.require_by_key(session=session, key=project_key)
     assert project.id is not None
-    if get_by_full_name(session=session, full_name=full_name) is not None:
-        raise ConflictError(f"repository {owner}/{name} is already attached to a project")
     if services_yaml_path is not None and (
         not services_yaml_path.strip()
         or services_yaml_path.startswith("/")
@@ -71,6 +120,7 @@ def add_repository(
         name=name,
         token_ciphertext=box.encrypt(token) if token else None,
         webhook_secret_ciphertext=box.encrypt(webhook_secret) if webhook_secret else None,
+        webhook_id=webhook_id,
     )
     if services_yaml_path:
         repository.services_yaml_path = services_yaml_path
@@ -87,6 +137,53 @@ def add_repository(
             "repository": f"{owner}/{name}",
             "has_token": token is not None,
             "has_webhook_secret": webhook_secret is not None,
+            "webhook_id": webhook_id,
         },
     )
     return repository
+
+
+def _provider_error(exc: ProviderError, full_name: str) -> CodexK8sError:
+    """One mapping from GitHub's answers to errors a person can act on."""
+    if isinstance(exc, ProviderAuthError):
+        return UnauthorizedError(
+            f"GitHub rejected the token for {full_name} (401): it is wrong, expired or revoked"
+        )
+    if isinstance(exc, ProviderForbiddenError):
+        return ForbiddenError(
+            f"the token may not manage webhooks of {full_name} (403): it needs admin access "
+            "to the repository (fine-grained tokens: 'Webhooks: read and write')"
+        )
+    if isinstance(exc, ProviderNotFoundError):
+        return NotFoundError(
+            f"repository {full_name} not found on GitHub, or the token cannot see it (404)"
+        )
+    return UnavailableError(f"GitHub call for {full_name} failed: {exc}")
+
+
+async def register_webhook(
+    *, provider: RepositoryProvider, owner: str, name: str, public_url: str, secret: str
+) -> tuple[int, bool]:
+    """Check the repository and the token, then create or update our hook.
+
+    Returns (hook id, created). The hook is ours when its URL is our webhook URL, so running this
+    again updates the same hook (events, secret, JSON) instead of adding a second one.
+    """
+    full_name = f"{owner}/{name}"
+    url = public_url.rstrip("/") + WEBHOOK_PATH
+    config = HookConfig(url=url, secret=secret, events=WEBHOOK_EVENTS, content_type="json")
+    try:
+        info = await provider.get_repository(owner, name)
+        if not info.can_admin:
+            raise ForbiddenError(
+                f"the token may not manage webhooks of {full_name}: it has no admin access "
+                "to the repository"
+            )
+        existing = next((h for h in await provider.list_hooks(owner, name) if h.url == url), None)
+        if existing is not None:
+            hook = await provider.update_hook(owner, name, existing.id, config)
+            return hook.id, False
+        hook = await provider.create_hook(owner, name, config)
+        return hook.id, True
+    except ProviderError as exc:
+        raise _provider_error(exc, full_name) from None

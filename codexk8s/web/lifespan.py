@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from codexk8s.adapters.runtimes import build_runtime
-from codexk8s.config import get_settings
+from codexk8s.config import Settings, get_settings
+from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine
-from codexk8s.jobs.engine import RunEngine
+from codexk8s.jobs.engine import RunEngine, replica_id
+from codexk8s.services import model_checks
+from codexk8s.services.github_feedback import GitHubFeedback
 
 
 @asynccontextmanager
@@ -18,13 +22,27 @@ async def run_engine() -> AsyncIterator[None]:
     if not settings.engine_enabled:
         yield
         return
+    owner = replica_id()
     engine = RunEngine(
         engine=get_engine(),
         runtime=build_runtime(settings),
         callback_url=settings.effective_public_url,
+        owner=owner,
+        feedback=GitHubFeedback(
+            engine=get_engine(), settings=settings, box=get_secret_box(), owner=owner
+        ),
+        model_check=(
+            functools.partial(_check_model, settings)
+            if model_checks.is_configured(settings)
+            else None
+        ),
     )
     await engine.start()
     try:
         yield
     finally:
         await engine.stop()
+
+
+async def _check_model(settings: Settings, model: str) -> None:
+    await model_checks.check_model(settings=settings, model=model)

@@ -17,7 +17,7 @@ from codexk8s.db.engine import make_engine
 EXPECTED_TABLES = {
     "users", "projects", "project_members", "repositories", "agents", "prompt_templates",
     "webhook_deliveries", "agent_runs", "slots", "flow_events", "run_logs", "learning_feedback",
-    "api_tokens", "sessions", "signin_links",
+    "api_tokens", "sessions", "signin_links", "github_feedback", "github_redeliveries",
 }  # fmt: skip
 
 

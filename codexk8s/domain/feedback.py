@@ -1,0 +1,172 @@
+"""What a run shows on GitHub: the service comment's text, `state:*` labels, next-step labels.
+
+Pure functions of a run's visible state, so the reporter can apply them idempotently (the same
+state always renders the same comment and the same label set) and tests can read them directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from codexk8s.domain.labels import NEED_PREFIX, REVIEWER_NEED, RUN_PREFIX, STATE_PREFIX
+from codexk8s.domain.runs import RunStatus
+from codexk8s.domain.stages import REVIEW_STAGE, Stage, parse_stage
+
+SERVICE_MARKER: Final[str] = "<!-- codexk8s:service-comment -->"
+IN_PROGRESS: Final[str] = f"{STATE_PREFIX}in-progress"
+IN_REVIEW: Final[str] = f"{STATE_PREFIX}in-review"
+STATE_LABELS: Final[tuple[str, ...]] = (IN_PROGRESS, IN_REVIEW)
+# Colours GitHub shows for the labels the reporter creates when a repository lacks them.
+LABEL_COLORS: Final[dict[str, str]] = {IN_PROGRESS: "fbca04", IN_REVIEW: "0e8a16"}
+MESSAGE_LIMIT = 500
+
+# The stage a successful stage usually hands over to (DESIGN §5 flow order); stages missing here
+# end their line of work.
+NEXT_STAGE: Final[dict[Stage, Stage]] = {
+    Stage.INTAKE: Stage.VISION,
+    Stage.VISION: Stage.PRD,
+    Stage.PRD: Stage.ARCH,
+    Stage.ARCH: Stage.DESIGN,
+    Stage.DESIGN: Stage.PLAN,
+    Stage.PLAN: Stage.DEV,
+    Stage.DEV: Stage.QA,
+    Stage.QA: Stage.RELEASE,
+    Stage.RELEASE: Stage.POSTDEPLOY,
+}
+
+_ICONS: Final[dict[str, str]] = {
+    RunStatus.PENDING: "⏳",
+    RunStatus.STARTING: "🚀",
+    RunStatus.RUNNING: "🔄",
+    RunStatus.SUCCEEDED: "✅",
+    RunStatus.FAILED: "❌",
+    RunStatus.CANCELED: "⛔",
+}
+
+
+def review_marker(run_id: int) -> str:
+    return f"<!-- codexk8s:review run={run_id} -->"
+
+
+def learning_marker(run_id: int) -> str:
+    return f"<!-- codexk8s:learning run={run_id} -->"
+
+
+@dataclass(frozen=True, slots=True)
+class RunView:
+    """The parts of a run that GitHub readers see."""
+
+    run_id: int
+    status: str
+    stage: str
+    is_revise: bool
+    run_url: str
+    trigger_label: str | None = None
+    status_reason: str | None = None
+    status_message: str | None = None
+    model: str | None = None
+    reasoning_effort: str | None = None
+    pr_url: str | None = None
+    pr_number: int | None = None
+    summary: str | None = None
+
+    @property
+    def has_pr(self) -> bool:
+        return self.pr_url is not None
+
+
+@dataclass(frozen=True, slots=True)
+class LabelPlan:
+    add: tuple[str, ...]
+    remove: tuple[str, ...]
+
+
+def state_labels(view: RunView) -> LabelPlan:
+    """`state:in-progress` while active, `state:in-review` once a PR is ready, none otherwise.
+
+    The trigger label is never touched: it stays on the issue as the record of what was asked.
+    """
+    status = RunStatus(view.status)
+    if status.is_active:
+        return LabelPlan(add=(IN_PROGRESS,), remove=(IN_REVIEW,))
+    if status is RunStatus.SUCCEEDED and view.has_pr:
+        return LabelPlan(add=(IN_REVIEW,), remove=(IN_PROGRESS,))
+    return LabelPlan(add=(), remove=STATE_LABELS)
+
+
+def next_step_labels(view: RunView) -> tuple[str, ...]:
+    """Labels a person may apply next, most likely first (nothing while the run is active)."""
+    status = RunStatus(view.status)
+    if status.is_active:
+        return ()
+    stage = parse_stage(view.stage)
+    if status is not RunStatus.SUCCEEDED:
+        return (view.trigger_label,) if view.trigger_label else ()
+    if view.stage == REVIEW_STAGE or stage is None:
+        return ()
+    revise = f"{RUN_PREFIX}{stage.value}:revise"
+    if view.has_pr:
+        return (f"{NEED_PREFIX}{REVIEWER_NEED}", revise)
+    following = NEXT_STAGE.get(stage)
+    return ((f"{RUN_PREFIX}{following.value}",) if following else ()) + (revise,)
+
+
+def _next_step_text(view: RunView, labels: Sequence[str]) -> str | None:
+    status = RunStatus(view.status)
+    if status.is_active:
+        return None
+    if status is not RunStatus.SUCCEEDED:
+        if not labels:
+            return None
+        return f"Remove and re-add `{labels[0]}` to try again."
+    if view.stage == REVIEW_STAGE:
+        return "Address the review: apply `run:<stage>:revise` on the pull request."
+    if not labels:
+        return None
+    options = " or ".join(f"`{label}`" for label in labels)
+    return f"Apply {options}."
+
+
+def _one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def render_service_comment(view: RunView, earlier: Sequence[RunView] = ()) -> str:
+    """The service comment's Markdown; EARLIER are previous runs on the same issue, newest first."""
+    stage = f"{view.stage} (revise)" if view.is_revise else view.stage
+    status = view.status
+    if view.status_reason:
+        status = f"{status} ({view.status_reason})"
+    rows = [
+        ("Status", f"{_ICONS.get(view.status, '')} {status}".strip()),
+        ("Stage", stage),
+    ]
+    if view.model:
+        effort = f", reasoning {view.reasoning_effort}" if view.reasoning_effort else ""
+        rows.append(("Model", f"`{view.model}`{effort}"))
+    rows.append(("Run", f"[#{view.run_id}]({view.run_url})"))
+    if view.pr_url:
+        label = f"#{view.pr_number}" if view.pr_number else view.pr_url
+        rows.append(("Pull request", f"[{label}]({view.pr_url})"))
+    lines = [
+        SERVICE_MARKER,
+        f"### codexk8s · {view.trigger_label or view.stage}",
+        "",
+        "| | |",
+        "| --- | --- |",
+        *(f"| {name} | {value} |" for name, value in rows),
+    ]
+    if view.status_message and view.status != RunStatus.SUCCEEDED:
+        lines += ["", f"> {_one_line(view.status_message)}"]
+    if view.summary:
+        lines += ["", "**Summary**", "", view.summary.strip()]
+    next_text = _next_step_text(view, next_step_labels(view))
+    if next_text:
+        lines += ["", f"**Next step:** {next_text}"]
+    if earlier:
+        items = ", ".join(f"[#{r.run_id}]({r.run_url}) {r.stage} {r.status}" for r in earlier[:5])
+        lines += ["", f"<sub>Earlier runs: {items}</sub>"]
+    return "\n".join(lines) + "\n"
