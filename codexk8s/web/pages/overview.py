@@ -304,7 +304,7 @@ def overview() -> rx.Component:
             OverviewState.is_loaded & AuthState.is_resolved,
             rx.cond(
                 AuthState.is_signed_in,
-                rx.cond(OverviewState.total_runs > 0, _figures_page(), _no_runs()),
+                rx.cond(OverviewState.has_runs, _figures_page(), _no_runs()),
                 _sign_in_prompt(),
             ),
             _skeleton(),

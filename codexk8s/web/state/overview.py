@@ -89,7 +89,7 @@ class OverviewState(rx.State):
     error: str = ""
     active_runs: int = 0
     queued_runs: int = 0
-    total_runs: int = 0
+    has_runs: bool = False
     window_runs: int = 0
     success_rate_text: str = NO_RATE
     slot_use: list[SlotUse] = []
@@ -108,14 +108,15 @@ class OverviewState(rx.State):
         return sum(s.total for s in self.slot_use)
 
     def _clear(self) -> None:
-        self.active_runs = self.queued_runs = self.total_runs = self.window_runs = 0
+        self.active_runs = self.queued_runs = self.window_runs = 0
+        self.has_runs = False
         self.success_rate_text = NO_RATE
         self.slot_use, self.days, self.durations = [], [], []
         self.usage_by_project, self.usage_by_agent = [], []
 
     def _show(self, figures: overview.Overview) -> None:
         self.active_runs, self.queued_runs = figures.active_runs, figures.queued_runs
-        self.total_runs, self.window_runs = figures.total_runs, figures.window_runs
+        self.has_runs, self.window_runs = figures.has_runs, figures.window_runs
         rate = figures.success_rate
         self.success_rate_text = NO_RATE if rate is None else f"{rate * 100:.1f}%"
         self.slot_use = figures.slot_use
