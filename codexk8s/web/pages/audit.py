@@ -10,6 +10,7 @@ from codexk8s.web.state.auth import AuthState
 
 
 def _filters() -> rx.Component:
+    # rx.select hands only custom_attrs on to the trigger button (the element people click).
     def labelled(label: str, control: rx.Component) -> rx.Component:
         return rx.vstack(rx.text(label, size="1", color_scheme="gray"), control, spacing="1")
 
@@ -20,8 +21,7 @@ def _filters() -> rx.Component:
                 AuditState.project_options,
                 value=AuditState.project_filter,
                 on_change=AuditState.set_project_filter,
-                aria_label="Project",
-                data_testid="audit-project",
+                custom_attrs={"aria-label": "Project", "data-testid": "audit-project"},
             ),
         ),
         labelled(
@@ -30,8 +30,7 @@ def _filters() -> rx.Component:
                 ACTOR_TYPES,
                 value=AuditState.actor_type_filter,
                 on_change=AuditState.set_actor_type_filter,
-                aria_label="Actor type",
-                data_testid="audit-actor-type",
+                custom_attrs={"aria-label": "Actor type", "data-testid": "audit-actor-type"},
             ),
         ),
         labelled(
@@ -40,8 +39,7 @@ def _filters() -> rx.Component:
                 AuditState.type_options,
                 value=AuditState.type_filter,
                 on_change=AuditState.set_type_filter,
-                aria_label="Event type",
-                data_testid="audit-type",
+                custom_attrs={"aria-label": "Event type", "data-testid": "audit-type"},
             ),
         ),
         rx.form(

@@ -120,6 +120,7 @@ def _runs_per_day() -> rx.Component:
             width="100%",
             height=260,
         ),
+        rx.text("Cost per day (USD)", size="2", color_scheme="gray"),
         rx.recharts.line_chart(
             rx.recharts.line(
                 data_key="cost_usd", name="cost (USD)", stroke="var(--accent-9)", dot=False
