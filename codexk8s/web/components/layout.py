@@ -132,7 +132,7 @@ def top_bar(title: str) -> rx.Component:
         ),
         rx.cond(AuthState.is_signed_in, _signed_in(), _sign_in_button()),
         align="center",
-        gap="3",
+        spacing="3",
         wrap="wrap",
         width="100%",
         padding_bottom="1rem",

@@ -58,7 +58,7 @@ def _stats() -> rx.Component:
             "stat-success",
             "circle-check",
         ),
-        gap="3",
+        spacing="3",
         wrap="wrap",
         width="100%",
     )
@@ -248,7 +248,7 @@ def _skeleton() -> rx.Component:
     return rx.vstack(
         rx.flex(
             *(rx.skeleton(rx.box(height="4.5rem"), flex="1", min_width="10rem") for _ in range(4)),
-            gap="3",
+            spacing="3",
             wrap="wrap",
             width="100%",
         ),
@@ -268,14 +268,14 @@ def _figures_page() -> rx.Component:
             _durations(),
             _slots(),
             columns=rx.breakpoints(initial="1", lg="2"),
-            gap="4",
+            spacing="4",
             width="100%",
         ),
         rx.grid(
             _usage("Tokens and cost by project", OverviewState.usage_by_project, "usage-project"),
             _usage("Tokens and cost by agent", OverviewState.usage_by_agent, "usage-agent"),
             columns=rx.breakpoints(initial="1", lg="2"),
-            gap="4",
+            spacing="4",
             width="100%",
         ),
         spacing="4",

@@ -110,7 +110,7 @@ def _settings() -> rx.Component:
                         aria_label="Learning mode by default",
                     ),
                 ),
-                gap="4",
+                spacing="4",
                 wrap="wrap",
                 align="end",
             ),
@@ -198,7 +198,7 @@ def _add_repository() -> rx.Component:
                 type="submit",
                 data_testid="add-repository",
             ),
-            gap="3",
+            spacing="3",
             wrap="wrap",
             align="end",
         ),
@@ -350,7 +350,7 @@ def _delete() -> rx.Component:
                                 data_testid="confirm-delete",
                             )
                         ),
-                        gap="3",
+                        spacing="3",
                         justify="end",
                     ),
                 ),
@@ -366,7 +366,12 @@ def _delete() -> rx.Component:
 def _content() -> rx.Component:
     return rx.vstack(
         rx.hstack(
-            rx.link(rx.icon("arrow-left", size=16), "All projects", href=routes.PROJECTS),
+            rx.link(
+                rx.hstack(
+                    rx.icon("arrow-left", size=16), "All projects", spacing="1", align="center"
+                ),
+                href=routes.PROJECTS,
+            ),
             rx.code(ProjectPageState.page_key, data_testid="project-page-key"),
             rx.badge(ProjectPageState.role_text, data_testid="project-page-role"),
             align="center",
