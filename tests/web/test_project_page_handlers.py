@@ -5,6 +5,7 @@ role does not allow it, and write-only secrets that never reach the state."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from reflex.istate.data import RouterData
@@ -60,9 +61,16 @@ def people(app_db: str) -> dict[str, Principal]:
         for role, email in (("read", "read@example.com"), ("read_write", "rw@example.com"),
                             ("admin", "padmin@example.com")):  # fmt: skip
             projects.add_member(session=session, project_key="alpha", email=email, role=role)
-        repositories.add_repository(
+        repo = repositories.add_repository(
             session=session, box=get_secret_box(), project_key="alpha", full_name="octo/one"
         )
+        for number in range(1, 23):
+            session.add(AgentRun(
+                correlation_id=f"run-{number}", project_id=repo.project_id, agent_key="dev",
+                stage="dev", status="succeeded" if number % 2 else "failed",
+                repository_id=repo.id, issue_number=number,
+                created_at=datetime(2026, 11, 1, tzinfo=UTC) + timedelta(hours=number),
+            ))  # fmt: skip
     return people
 
 
@@ -105,6 +113,13 @@ def test_role_matrix(
         may_edit, may_edit_repositories, may_delete,
     )  # fmt: skip
     assert [r.full_name for r in state.repositories] == ["octo/one"]
+    # The newest 20 of its 22 runs, newest first.
+    assert len(state.recent_runs) == 20
+    assert [(r.issue_number, r.status) for r in state.recent_runs[:2]] == [
+        (22, "failed"), (21, "succeeded")
+    ]  # fmt: skip
+    assert state.recent_runs[0].repository == "octo/one"
+    assert state.recent_runs[0].created_at == "2026-11-01 22:00 UTC"
     # The members panel is filled for the same project.
     members = run_async(state.get_state(ProjectsState))
     assert members.selected_key == "alpha" and len(members.members) == 3
