@@ -106,6 +106,13 @@ def test_overview_shows_charts_and_the_same_figures_as_text(
     expect(usage).to_have_count(1)
     expect(usage.get_by_test_id("usage-cost")).to_have_text("$1.25")
     expect(page.get_by_test_id("slot-use").get_by_test_id("slot-figure")).to_contain_text(key)
+
+    # The open page refreshes itself: one more failed run shows up without a reload.
+    with session_scope(served_engine) as session:
+        project = projects.require_by_key(session=session, key=key)
+        session.add(AgentRun(correlation_id=f"{key}-late", project_id=project.id or 0,
+                             agent_key="dev", stage="dev", status="failed"))  # fmt: skip
+    expect(page.get_by_test_id("stat-success")).to_have_text("50.0%", timeout=45_000)
     shoot(page, artifacts_dir, "overview")
 
 
