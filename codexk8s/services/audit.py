@@ -11,8 +11,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, select
 
-from codexk8s.db.models import FlowEvent, utcnow
+from codexk8s.db.models import FlowEvent, Project, utcnow
+from codexk8s.domain.authorization import Action, Principal, is_allowed
 from codexk8s.domain.runs import ActorType
+from codexk8s.errors import InvalidArgumentError
 
 _FLOW_EVENTS: sa.Table = FlowEvent.__table__  # type: ignore[attr-defined]
 # RETURNING turns an executemany into one multi-row INSERT ("insertmanyvalues"), and
@@ -119,3 +121,121 @@ def list_run_events(*, session: Session, run_id: int, limit: int = 1000) -> list
         )
         for row in rows
     ]
+
+
+# --- the Audit page ------------------------------------------------------------------------------
+#
+# Platform admins (VIEW_AUDIT) read the whole trail; everyone else reads the events of the
+# projects they may see, and never events without a project (sign-ins, rejected webhooks for
+# unknown repositories, user management), which can concern anyone.
+
+MAX_AUDIT_PAGE = 200
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    """One flow event as the Audit page lists it."""
+
+    id: int
+    created_at: datetime
+    project_key: str | None
+    run_id: int | None
+    correlation_id: str
+    actor_type: str
+    actor_id: str | None
+    event_type: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    """What to narrow the trail to; None or empty means no restriction."""
+
+    project_key: str | None = None
+    actor_type: str | None = None
+    actor_id: str | None = None  # substring, case-insensitive
+    event_type: str | None = None
+    since: datetime | None = None  # inclusive
+    until: datetime | None = None  # exclusive
+
+
+def _audit_scope(session: Session, actor: Principal) -> list[int] | None:
+    """The project ids ACTOR may read events of; None: everything, project or not."""
+    from codexk8s.services.agent_runs import visible_projects  # avoids an import cycle
+
+    if is_allowed(actor, Action.VIEW_AUDIT):
+        return None
+    return [p.id for p in visible_projects(session=session, principal=actor)]
+
+
+def list_audit_events(
+    *,
+    session: Session,
+    actor: Principal,
+    filters: AuditFilter | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> tuple[list[AuditRow], int | None]:
+    """Newest first, one keyset page (events with ids below BEFORE_ID) and the id to pass as
+    BEFORE_ID for the next page (None when this is the last)."""
+    if not 1 <= limit <= MAX_AUDIT_PAGE:
+        raise InvalidArgumentError(f"limit must be between 1 and {MAX_AUDIT_PAGE}")
+    filters = filters or AuditFilter()
+    if filters.actor_type and filters.actor_type not in {a.value for a in ActorType}:
+        raise InvalidArgumentError(f"unknown actor type {filters.actor_type!r}")
+    if filters.since and filters.until and filters.since >= filters.until:
+        raise InvalidArgumentError("the start of the time range must come before its end")
+    if actor.is_disabled:
+        return [], None
+    events = _FLOW_EVENTS.c
+    projects_table: sa.Table = Project.__table__  # type: ignore[attr-defined]
+    query = (
+        sa.select(_FLOW_EVENTS, projects_table.c.key)
+        .select_from(
+            _FLOW_EVENTS.outerjoin(projects_table, projects_table.c.id == events.project_id)
+        )
+        .order_by(events.id.desc())
+        .limit(limit + 1)
+    )
+    scope = _audit_scope(session, actor)
+    if scope is not None:
+        if not scope:
+            return [], None
+        query = query.where(events.project_id.in_(scope))
+    if filters.project_key:
+        query = query.where(projects_table.c.key == filters.project_key)
+    if filters.actor_type:
+        query = query.where(events.actor_type == filters.actor_type)
+    if filters.actor_id:
+        query = query.where(sa.func.lower(events.actor_id).contains(filters.actor_id.lower()))
+    if filters.event_type:
+        query = query.where(events.event_type == filters.event_type)
+    if filters.since:
+        query = query.where(events.created_at >= filters.since)
+    if filters.until:
+        query = query.where(events.created_at < filters.until)
+    if before_id is not None:
+        query = query.where(events.id < before_id)
+    rows = [
+        AuditRow(
+            id=row.id, created_at=row.created_at, project_key=row.key, run_id=row.run_id,
+            correlation_id=row.correlation_id, actor_type=row.actor_type,
+            actor_id=row.actor_id, event_type=row.event_type, payload=dict(row.payload or {}),
+        )
+        for row in session.execute(query).all()
+    ]  # fmt: skip
+    if len(rows) <= limit:
+        return rows, None
+    return rows[:limit], rows[limit - 1].id
+
+
+def list_event_types(*, session: Session, actor: Principal) -> list[str]:
+    """The event types present in the part of the trail ACTOR may read, for the type filter."""
+    events = _FLOW_EVENTS.c
+    query = sa.select(events.event_type).distinct().order_by(events.event_type)
+    scope = _audit_scope(session, actor)
+    if scope is not None:
+        if not scope:
+            return []
+        query = query.where(events.project_id.in_(scope))
+    return [str(value) for value in session.execute(query).scalars().all()]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from codexk8s.db.models import Project, ProjectMember, Slot, User, utcnow
+from codexk8s.db.models import AgentRun, Project, ProjectMember, Slot, User, utcnow
 from codexk8s.domain.access import ProjectRole
 from codexk8s.domain.authorization import Action, Principal, can_see_project, is_allowed
 from codexk8s.domain.slots import DEFAULT_SLOTS, MAX_SLOTS
@@ -336,3 +337,221 @@ def remove_member(
     )
     session.flush()
     return row
+
+
+# --- settings and deletion (the project page) -----------------------------------------------------
+
+_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$")
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectSettings:
+    """A project's editable settings and what the viewer may do with the project."""
+
+    id: int
+    key: str
+    name: str
+    slots: int
+    learning_mode_default: bool
+    default_model: str
+    role: str | None
+    can_edit: bool
+    can_edit_repositories: bool
+    can_manage_members: bool
+    can_delete: bool
+
+
+def authorize(
+    *, session: Session, actor: Principal | None, project_key: str, action: Action,
+    lock: bool = False,
+) -> Project:  # fmt: skip
+    """The project PROJECT_KEY when ACTOR (None: the local operator) may do ACTION on it;
+    NotFoundError when they may not see it (as for a missing key), ForbiddenError otherwise."""
+    query = select(Project).where(Project.key == project_key)
+    project = session.exec(query.with_for_update() if lock else query).first()
+    if project is None:
+        raise NotFoundError(f"no project with key {project_key!r}")
+    if actor is None:
+        return project
+    assert project.id is not None
+    role = _membership_role(session, actor, project.id)
+    if not can_see_project(actor, role):
+        raise NotFoundError(f"no project with key {project_key!r}")
+    if not is_allowed(actor, action, role):
+        raise ForbiddenError(
+            f"{action.value.replace('_', ' ')} on {project_key} is not for your role"
+        )
+    return project
+
+
+def get_settings(*, session: Session, actor: Principal, project_key: str) -> ProjectSettings:
+    """PROJECT_KEY's settings, for anyone who may see it."""
+    project = authorize(
+        session=session, actor=actor, project_key=project_key, action=Action.VIEW_PROJECT
+    )
+    assert project.id is not None
+    role = _membership_role(session, actor, project.id)
+    settings = project.settings or {}
+    return ProjectSettings(
+        id=project.id,
+        key=project.key,
+        name=project.name,
+        slots=int(settings.get("slots", 0)),
+        learning_mode_default=bool(settings.get("learning_mode_default", False)),
+        default_model=str(settings.get("default_model") or ""),
+        role=role.value if role is not None else None,
+        can_edit=is_allowed(actor, Action.EDIT_PROJECT, role),
+        can_edit_repositories=is_allowed(actor, Action.EDIT_REPOSITORIES, role),
+        can_manage_members=is_allowed(actor, Action.MANAGE_MEMBERS, role),
+        can_delete=is_allowed(actor, Action.DELETE_PROJECT, role),
+    )
+
+
+def _resize_slots(session: Session, project: Project, slots: int) -> None:
+    """Add slot rows up to SLOTS, or drop the ones above it when they are free (a leased slot
+    holds a run; taking it away would strand the run's lease)."""
+    existing = session.exec(
+        select(Slot)
+        .where(Slot.project_id == project.id)
+        .order_by(col(Slot.number))
+        .with_for_update()
+    ).all()
+    numbers = {slot.number for slot in existing}
+    for slot in existing:
+        if slot.number > slots:
+            if slot.state != "free":
+                raise PreconditionError(
+                    f"slot {slot.number} of {project.key} is in use by a run; lower the slot "
+                    "count after that run ends"
+                )
+            session.delete(slot)
+    for number in range(1, slots + 1):
+        if number not in numbers:
+            assert project.id is not None
+            session.add(Slot(project_id=project.id, number=number))
+
+
+def update_settings(
+    *,
+    session: Session,
+    actor: Principal | None,
+    project_key: str,
+    name: str,
+    slots: int,
+    learning_mode_default: bool,
+    default_model: str | None,
+    actor_id: str | None = None,
+) -> Project:
+    """Change PROJECT_KEY's name, slot count, learning-mode default and default model (empty: the
+    agent's own model). Validates everything before changing anything."""
+    display_name = name.strip()
+    if not display_name or len(display_name) > 200:
+        raise InvalidArgumentError("project name must be 1-200 characters")
+    if not 1 <= slots <= MAX_SLOTS:
+        raise InvalidArgumentError(f"slots must be between 1 and {MAX_SLOTS}, got {slots}")
+    model = (default_model or "").strip() or None
+    if model is not None and not _MODEL.match(model):
+        raise InvalidArgumentError(f"not a model name: {model!r}")
+    project = authorize(
+        session=session, actor=actor, project_key=project_key, action=Action.EDIT_PROJECT,
+        lock=True,
+    )  # fmt: skip
+    before = dict(project.settings or {})
+    after = {**before, "slots": slots, "learning_mode_default": learning_mode_default,
+             "default_model": model}  # fmt: skip
+    changes = {k: [before.get(k), v] for k, v in after.items() if before.get(k) != v}
+    if project.name != display_name:
+        changes["name"] = [project.name, display_name]
+    if not changes:
+        return project
+    if "slots" in changes:
+        _resize_slots(session, project, slots)
+    project.name = display_name
+    project.settings = after  # a new dict: JSON columns do not track in-place changes
+    project.updated_at = utcnow()
+    session.add(project)
+    record_event(
+        session=session,
+        correlation_id=f"project-{project.id}",
+        event_type="project_settings_changed",
+        actor_id=actor_id,
+        project_id=project.id,
+        payload={"changes": changes},
+    )
+    session.flush()
+    return project
+
+
+def delete_project(
+    *,
+    session: Session,
+    actor: Principal | None,
+    project_key: str,
+    confirm_key: str,
+    actor_id: str | None = None,
+) -> None:
+    """Delete PROJECT_KEY with its repositories, members, slots, runs and their logs. CONFIRM_KEY
+    must repeat the key; a project with active runs is refused (their workloads would be left
+    behind). The audit trail keeps its events (without the project) and a deletion event."""
+    if confirm_key.strip() != project_key:
+        raise InvalidArgumentError(f"type the project key {project_key!r} to confirm deletion")
+    project = authorize(
+        session=session, actor=actor, project_key=project_key, action=Action.DELETE_PROJECT,
+        lock=True,
+    )  # fmt: skip
+    active = session.exec(
+        select(sa.func.count())
+        .select_from(AgentRun)
+        .where(
+            AgentRun.project_id == project.id,
+            col(AgentRun.status).in_(["pending", "starting", "running"]),
+        )
+    ).one()
+    if active:
+        raise PreconditionError(
+            f"{project_key} has {active} active run(s); cancel them or let them finish first"
+        )
+    record_event(
+        session=session,
+        correlation_id=f"project-{project.id}",
+        event_type="project_deleted",
+        actor_id=actor_id,
+        payload={"key": project.key, "name": project.name, "project_id": project.id},
+    )
+    # Slots point at runs; the database cascades the rest from the project row.
+    session.exec(sa.delete(Slot).where(col(Slot.project_id) == project.id))  # type: ignore[call-overload]
+    session.delete(project)
+    session.flush()
+
+
+@dataclass(frozen=True, slots=True)
+class RecentRun:
+    id: int
+    stage: str
+    agent_key: str
+    status: str
+    issue_number: int | None
+    repository: str | None
+    created_at: str  # ISO, UTC
+
+
+def recent_runs(
+    *, session: Session, actor: Principal, project_key: str, limit: int = 20
+) -> list[RecentRun]:
+    """The newest LIMIT runs of PROJECT_KEY, for anyone who may see it."""
+    from codexk8s.services.agent_runs import list_runs  # agent_runs imports this module
+
+    authorize(session=session, actor=actor, project_key=project_key, action=Action.VIEW_PROJECT)
+    return [
+        RecentRun(
+            id=row.id, stage=row.stage, agent_key=row.agent_key, status=row.status,
+            issue_number=row.issue_number, repository=row.repository,
+            created_at=_utc_text(row.created_at),
+        )
+        for row in list_runs(session=session, project_key=project_key, limit=limit)
+    ]  # fmt: skip
+
+
+def _utc_text(value: datetime) -> str:
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from codexk8s.crypto import SecretBox
 from codexk8s.db.models import Repository, utcnow
+from codexk8s.domain.authorization import Action, Principal
 from codexk8s.domain.repository_provider import (
     HookConfig,
     ProviderAuthError,
@@ -103,9 +105,15 @@ def add_repository(
     services_yaml_path: str | None = None,
     actor_id: str | None = None,
     webhook_id: int | None = None,
+    actor: Principal | None = None,
 ) -> Repository:
+    """Attach FULL_NAME to PROJECT_KEY. ACTOR (None: the local operator at the command line) needs
+    EDIT_REPOSITORIES on the project. The token and webhook secret are stored encrypted and are
+    never read back out by the dashboard."""
+    project = projects.authorize(
+        session=session, actor=actor, project_key=project_key, action=Action.EDIT_REPOSITORIES
+    )
     owner, name = check_can_add(session=session, project_key=project_key, full_name=full_name)
-    project = projects.require_by_key(session=session, key=project_key)
     assert project.id is not None
     if services_yaml_path is not None and (
         not services_yaml_path.strip()
@@ -187,3 +195,68 @@ async def register_webhook(
         return hook.id, True
     except ProviderError as exc:
         raise _provider_error(exc, full_name) from None
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryRow:
+    """A repository as the project page shows it: whether secrets are set, never their values."""
+
+    id: int
+    full_name: str
+    has_token: bool
+    has_webhook_secret: bool
+    webhook_id: int | None
+    services_yaml_path: str
+
+
+def list_repositories(
+    *, session: Session, actor: Principal | None, project_key: str
+) -> list[RepositoryRow]:
+    """The repositories of PROJECT_KEY by name, for anyone who may see the project."""
+    project = projects.authorize(
+        session=session, actor=actor, project_key=project_key, action=Action.VIEW_PROJECT
+    )
+    rows = session.exec(
+        select(Repository)
+        .where(Repository.project_id == project.id)
+        .order_by(col(Repository.owner), col(Repository.name))
+    ).all()
+    return [
+        RepositoryRow(
+            id=row.id or 0,
+            full_name=row.full_name,
+            has_token=row.token_ciphertext is not None,
+            has_webhook_secret=row.webhook_secret_ciphertext is not None,
+            webhook_id=row.webhook_id,
+            services_yaml_path=row.services_yaml_path,
+        )
+        for row in rows
+    ]
+
+
+def remove_repository(
+    *,
+    session: Session,
+    actor: Principal | None,
+    project_key: str,
+    full_name: str,
+    actor_id: str | None = None,
+) -> None:
+    """Detach FULL_NAME from PROJECT_KEY (its runs stay, without a repository). Webhooks it sends
+    afterwards are answered as from an unknown repository."""
+    project = projects.authorize(
+        session=session, actor=actor, project_key=project_key, action=Action.EDIT_REPOSITORIES
+    )
+    repository = get_by_full_name(session=session, full_name=full_name)
+    if repository is None or repository.project_id != project.id:
+        raise NotFoundError(f"{full_name} is not a repository of {project_key}")
+    session.delete(repository)
+    record_event(
+        session=session,
+        correlation_id=f"project-{project.id}",
+        event_type="repository_removed",
+        actor_id=actor_id,
+        project_id=project.id,
+        payload={"repository": repository.full_name},
+    )
+    session.flush()

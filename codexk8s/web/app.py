@@ -7,10 +7,12 @@ import reflex as rx
 from codexk8s.web import routes
 from codexk8s.web.http.app import build_http_app
 from codexk8s.web.lifespan import run_engine
-from codexk8s.web.pages import agents, projects, shell, users
+from codexk8s.web.pages import agents, audit, overview, project, projects, shell, users
 from codexk8s.web.state.agents import AgentsState
+from codexk8s.web.state.audit import AuditState
 from codexk8s.web.state.auth import AuthState
-from codexk8s.web.state.projects import ProjectsState
+from codexk8s.web.state.overview import OverviewState
+from codexk8s.web.state.projects import ProjectPageState, ProjectsState
 from codexk8s.web.state.users import UsersState
 
 app = rx.App(api_transformer=build_http_app())
@@ -18,16 +20,22 @@ app.register_lifespan_task(run_engine)
 # Every page resolves who is signed in on load; the Users and Projects pages do so in their own
 # handlers.
 app.add_page(
-    shell.overview,
+    overview.overview,
     route=routes.OVERVIEW,
     title="Overview · codexk8s",
-    on_load=AuthState.load_session,
+    on_load=OverviewState.load_overview,
 )
 app.add_page(
     projects.projects,
     route=routes.PROJECTS,
     title="Projects · codexk8s",
     on_load=ProjectsState.load_projects,
+)
+app.add_page(
+    project.project,
+    route=routes.PROJECT,
+    title="Project · codexk8s",
+    on_load=ProjectPageState.load_project,
 )
 app.add_page(shell.runs, route=routes.RUNS, title="Runs · codexk8s", on_load=AuthState.load_session)
 app.add_page(
@@ -37,5 +45,5 @@ app.add_page(
     users.users, route=routes.USERS, title="Users · codexk8s", on_load=UsersState.load_users
 )
 app.add_page(
-    shell.audit, route=routes.AUDIT, title="Audit · codexk8s", on_load=AuthState.load_session
+    audit.audit, route=routes.AUDIT, title="Audit · codexk8s", on_load=AuditState.load_audit
 )

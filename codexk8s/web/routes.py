@@ -31,3 +31,10 @@ AUTH_GITHUB_LOGIN = "/auth/github/login"
 AUTH_GITHUB_CALLBACK = "/auth/github/callback"
 AUTH_LOGOUT = "/auth/logout"
 AUTH_LINK = "/auth/link/{token}"  # `AUTH_LINK.format(token=...)` builds one
+
+# A project's own page; `project_url(key)` builds one.
+PROJECT = "/projects/[project_key]"
+
+
+def project_url(key: str) -> str:
+    return f"{PROJECTS}/{key}"

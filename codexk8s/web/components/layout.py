@@ -34,25 +34,61 @@ def _nav_link(label: str, href: str, icon: str) -> rx.Component:
     )
 
 
+def _brand() -> rx.Component:
+    return rx.hstack(
+        rx.icon("boxes", size=22),
+        rx.text("codexk8s", size="5", weight="bold"),
+        align="center",
+        spacing="2",
+    )
+
+
 def sidebar() -> rx.Component:
-    return rx.vstack(
-        rx.hstack(
-            rx.icon("boxes", size=22),
-            rx.text("codexk8s", size="5", weight="bold"),
-            align="center",
-            spacing="2",
-            padding_x="0.75rem",
-            padding_bottom="1rem",
+    """The navigation: a sidebar from tablet width up, a menu button on phones."""
+    return rx.fragment(
+        rx.vstack(
+            rx.box(_brand(), padding_x="0.75rem", padding_bottom="1rem"),
+            *(_nav_link(*item) for item in NAV_ITEMS),
+            spacing="1",
+            padding="1rem",
+            width="14rem",
+            min_width="14rem",
+            border_right="1px solid var(--gray-a5)",
+            display=rx.breakpoints(initial="none", md="flex"),
+            role="navigation",
+            aria_label="Main",
         ),
-        *(_nav_link(*item) for item in NAV_ITEMS),
-        spacing="1",
-        padding="1rem",
-        width=["100%", "100%", "14rem"],
-        min_width=["auto", "auto", "14rem"],
-        border_right=["none", "none", "1px solid var(--gray-a5)"],
-        border_bottom=["1px solid var(--gray-a5)", "1px solid var(--gray-a5)", "none"],
-        role="navigation",
-        aria_label="Main",
+        rx.hstack(
+            _brand(),
+            rx.spacer(),
+            rx.menu.root(
+                rx.menu.trigger(
+                    rx.icon_button(
+                        rx.icon("menu", size=20),
+                        variant="ghost",
+                        aria_label="Open navigation",
+                        data_testid="nav-menu",
+                    )
+                ),
+                rx.menu.content(
+                    *(
+                        rx.menu.item(
+                            rx.hstack(rx.icon(icon, size=16), label, spacing="2", align="center"),
+                            on_select=rx.redirect(href),
+                            data_testid=f"nav-menu-{label.lower()}",
+                        )
+                        for label, href, icon in NAV_ITEMS
+                    ),
+                ),
+            ),
+            align="center",
+            padding="0.75rem 1rem",
+            border_bottom="1px solid var(--gray-a5)",
+            width="100%",
+            display=rx.breakpoints(initial="flex", md="none"),
+            role="navigation",
+            aria_label="Main menu",
+        ),
     )
 
 
@@ -87,14 +123,18 @@ def _signed_in() -> rx.Component:
 
 
 def top_bar(title: str) -> rx.Component:
-    return rx.hstack(
+    return rx.flex(
         rx.heading(title, size="6", as_="h1"),
         rx.spacer(),
-        rx.color_mode.button(variant="ghost"),
+        # next-themes keeps the choice in localStorage, so it survives reloads and new tabs.
+        rx.color_mode.button(
+            variant="ghost", aria_label="Toggle dark and light theme", data_testid="theme-toggle"
+        ),
         rx.cond(AuthState.is_signed_in, _signed_in(), _sign_in_button()),
         align="center",
         # At phone width a long email and the sign-out button go to a second line instead of
         # widening the page.
+        spacing="3",
         wrap="wrap",
         width="100%",
         padding_bottom="1rem",
@@ -108,7 +148,7 @@ def page(title: str, *children: rx.Component) -> rx.Component:
         rx.box(
             top_bar(title),
             *children,
-            padding="1.5rem",
+            padding=rx.breakpoints(initial="1rem", md="1.5rem"),
             flex="1",
             min_width="0",
         ),

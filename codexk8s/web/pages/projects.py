@@ -5,6 +5,7 @@ from __future__ import annotations
 import reflex as rx
 
 from codexk8s.services.projects import MemberRow, ProjectRow
+from codexk8s.web import routes
 from codexk8s.web.components.layout import empty_state, page
 from codexk8s.web.state.auth import AuthState
 from codexk8s.web.state.projects import PROJECT_ROLES, ProjectsState
@@ -62,7 +63,10 @@ def _messages() -> rx.Component:
 
 def _project_row(row: ProjectRow) -> rx.Component:
     return rx.table.row(
-        rx.table.row_header_cell(rx.code(row.key), data_testid="project-key"),
+        rx.table.row_header_cell(
+            rx.link(rx.code(row.key), href=routes.PROJECTS + "/" + row.key),
+            data_testid="project-key",
+        ),
         rx.table.cell(row.name),
         rx.table.cell(row.slots),
         rx.table.cell(

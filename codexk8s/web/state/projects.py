@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import reflex as rx
+from sqlmodel import Session
 
+from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.domain.access import ProjectRole
 from codexk8s.domain.authorization import Principal
-from codexk8s.errors import CodexK8sError
-from codexk8s.services import projects
-from codexk8s.services.projects import MemberRow, ProjectRow
+from codexk8s.errors import CodexK8sError, NotFoundError
+from codexk8s.services import projects, repositories
+from codexk8s.services.projects import MemberRow, ProjectRow, ProjectSettings, RecentRun
+from codexk8s.services.repositories import RepositoryRow
+from codexk8s.web import routes
 from codexk8s.web.state.auth import AuthState
 
 T = TypeVar("T")
@@ -144,3 +148,178 @@ class ProjectsState(rx.State):
     @rx.event
     async def remove_member(self, email: str) -> None:
         await self._apply("Removed {email} from {project}.", projects.remove_member, email=email)
+
+
+class ProjectPageState(rx.State):
+    """One project's page (`/projects/<key>`): settings, repositories, recent runs, deletion.
+
+    The repository token and webhook secret arrive in the add form's submitted data and go
+    straight to the service, which stores them encrypted: they are never state vars, so they are
+    never sent back to any browser. Every handler re-resolves the session; the services check
+    the action (EDIT_PROJECT, EDIT_REPOSITORIES, DELETE_PROJECT) on the server.
+    """
+
+    page_key: str = ""
+    project_settings: ProjectSettings | None = None
+    repositories: list[RepositoryRow] = []
+    recent_runs: list[RecentRun] = []
+    edit_name: str = ""
+    edit_slots: str = ""
+    edit_learning: bool = False
+    edit_model: str = ""
+    delete_confirmation: str = ""
+    is_loaded: bool = False
+    not_found: bool = False
+    error: str = ""
+    notice: str = ""
+
+    @rx.var
+    def can_edit(self) -> bool:
+        return self.project_settings is not None and self.project_settings.can_edit
+
+    @rx.var
+    def can_edit_repositories(self) -> bool:
+        return self.project_settings is not None and self.project_settings.can_edit_repositories
+
+    @rx.var
+    def can_delete(self) -> bool:
+        return self.project_settings is not None and self.project_settings.can_delete
+
+    @rx.var
+    def project_name(self) -> str:
+        return self.project_settings.name if self.project_settings is not None else self.page_key
+
+    @rx.var
+    def role_text(self) -> str:
+        if self.project_settings is None:
+            return ""
+        return self.project_settings.role or "platform admin"
+
+    async def _principal(self) -> tuple[Principal, str] | None:
+        auth = await self.get_state(AuthState)
+        principal = await auth._resolve_principal()
+        if principal is None:
+            self.project_settings, self.repositories, self.recent_runs = None, [], []
+            self.error, self.notice = SIGNED_OUT, ""
+            return None
+        return principal, auth.email
+
+    async def _refresh(self, principal: Principal) -> None:
+        key = self.page_key
+        try:
+            settings, repos, runs = await asyncio.to_thread(_project_page, principal, key)
+        except NotFoundError:
+            self.project_settings, self.repositories, self.recent_runs = None, [], []
+            self.not_found = True
+            return
+        self.not_found = False
+        self.project_settings, self.repositories, self.recent_runs = settings, repos, runs
+        self.edit_name, self.edit_slots = settings.name, str(settings.slots)
+        self.edit_learning, self.edit_model = settings.learning_mode_default, settings.default_model
+
+    async def _act(self, done: str, work: Callable[..., object], **kwargs: object) -> bool:
+        found = await self._principal()
+        if found is None:
+            return False
+        principal, email = found
+        try:
+            await asyncio.to_thread(
+                _in_transaction, work, actor=principal, actor_id=email,
+                project_key=self.page_key, **kwargs,
+            )  # fmt: skip
+        except CodexK8sError as exc:
+            self.error, self.notice = str(exc), ""
+            ok = False
+        else:
+            self.error, self.notice = "", done
+            ok = True
+        await self._refresh(principal)
+        return ok
+
+    @rx.event
+    async def load_project(self) -> None:
+        """`on_load` of a project's page; also shows its members through ProjectsState."""
+        self.error = self.notice = self.delete_confirmation = ""
+        self.page_key = str(self.router.page.params.get("project_key", ""))
+        found = await self._principal()
+        self.is_loaded = True
+        if found is None:
+            return
+        await self._refresh(found[0])
+        if self.project_settings is not None:
+            members = await self.get_state(ProjectsState)
+            members.selected_key = self.page_key
+            members.error = members.notice = ""
+            await members._refresh(found[0])
+
+    @rx.event
+    def set_edit_name(self, value: str) -> None:
+        self.edit_name = value
+
+    @rx.event
+    def set_edit_slots(self, value: str) -> None:
+        self.edit_slots = value
+
+    @rx.event
+    def set_edit_learning(self, value: bool) -> None:
+        self.edit_learning = bool(value)
+
+    @rx.event
+    def set_edit_model(self, value: str) -> None:
+        self.edit_model = value
+
+    @rx.event
+    def set_delete_confirmation(self, value: str) -> None:
+        self.delete_confirmation = value
+
+    @rx.event
+    async def save_settings(self) -> None:
+        try:
+            slots = int(self.edit_slots.strip())
+        except ValueError:
+            self.error, self.notice = f"slots must be a whole number, got {self.edit_slots!r}", ""
+            return
+        await self._act(
+            "Settings saved.", projects.update_settings, name=self.edit_name, slots=slots,
+            learning_mode_default=self.edit_learning, default_model=self.edit_model,
+        )  # fmt: skip
+
+    @rx.event
+    async def add_repository(self, form: dict[str, Any]) -> None:
+        """The add form's submit: FORM holds full_name, token and webhook_secret; the secrets
+        pass through to the service only."""
+        full_name = str(form.get("full_name") or "").strip()
+        await self._act(
+            f"Added {full_name}.", _add_repository, full_name=full_name,
+            token=str(form.get("token") or "") or None,
+            webhook_secret=str(form.get("webhook_secret") or "") or None,
+        )  # fmt: skip
+
+    @rx.event
+    async def remove_repository(self, full_name: str) -> None:
+        await self._act(
+            f"Removed {full_name}.", repositories.remove_repository, full_name=full_name
+        )
+
+    @rx.event
+    async def delete_project(self) -> rx.event.EventSpec | None:
+        key = self.page_key
+        if await self._act(
+            f"Deleted {key}.", projects.delete_project, confirm_key=self.delete_confirmation
+        ):
+            return rx.redirect(routes.PROJECTS)
+        return None
+
+
+def _add_repository(*, session: Session, **kwargs: Any) -> object:
+    return repositories.add_repository(session=session, box=get_secret_box(), **kwargs)
+
+
+def _project_page(
+    principal: Principal, key: str
+) -> tuple[ProjectSettings, list[RepositoryRow], list[RecentRun]]:
+    with session_scope(get_engine()) as session:
+        settings = projects.get_settings(session=session, actor=principal, project_key=key)
+        repos = repositories.list_repositories(session=session, actor=principal, project_key=key)
+        runs = projects.recent_runs(session=session, actor=principal, project_key=key)
+    return settings, repos, runs

@@ -1,0 +1,313 @@
+"""The Overview page: what runs now, slot use, and the last 14 days as charts and as tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import reflex as rx
+
+from codexk8s.services.overview import WINDOW_DAYS, DayCount, SlotUse
+from codexk8s.web.components.layout import empty_state, page
+from codexk8s.web.state.auth import AuthState
+from codexk8s.web.state.overview import DurationRow, OverviewState, UsageRow
+
+STATUS_COLORS = {
+    "succeeded": "var(--green-9)",
+    "failed": "var(--red-9)",
+    "canceled": "var(--gray-8)",
+    "active": "var(--blue-9)",
+}
+_AXIS = {"stroke": "var(--gray-11)", "font_size": 12}
+
+
+def _chart_data(rows: rx.Var) -> rx.Var:
+    # Dataclass rows reach the browser as objects; recharts takes them as they are.
+    return rows.to(list[dict[str, Any]])
+
+
+def _stat(label: str, value: rx.Var | str, test_id: str, icon: str) -> rx.Component:
+    return rx.card(
+        rx.hstack(
+            rx.icon(icon, size=22, color="var(--accent-9)"),
+            rx.vstack(
+                rx.text(label, size="2", color_scheme="gray"),
+                rx.text(value, size="6", weight="bold", data_testid=test_id),
+                spacing="0",
+            ),
+            align="center",
+            spacing="3",
+        ),
+        min_width="10rem",
+        flex="1",
+    )
+
+
+def _stats() -> rx.Component:
+    return rx.flex(
+        _stat("Active runs", OverviewState.active_runs.to_string(), "stat-active", "play"),
+        _stat("Queued runs", OverviewState.queued_runs.to_string(), "stat-queued", "hourglass"),
+        _stat(
+            "Slots in use",
+            OverviewState.slots_used.to_string() + " / " + OverviewState.slots_total.to_string(),
+            "stat-slots",
+            "cpu",
+        ),
+        _stat(
+            f"Success rate ({WINDOW_DAYS} days)",
+            OverviewState.success_rate_text,
+            "stat-success",
+            "circle-check",
+        ),
+        spacing="3",
+        wrap="wrap",
+        width="100%",
+    )
+
+
+def _section(title: str, test_id: str, *children: rx.Component) -> rx.Component:
+    return rx.card(
+        rx.vstack(rx.heading(title, size="4", as_="h2"), *children, spacing="3", width="100%"),
+        width="100%",
+        data_testid=test_id,
+    )
+
+
+def _figures(summary: str, table: rx.Component) -> rx.Component:
+    """The chart's numbers as a table, folded away but readable by screen readers and anyone."""
+    return rx.el.details(
+        rx.el.summary(summary, style={"cursor": "pointer", "color": "var(--gray-11)"}),
+        rx.box(table, overflow_x="auto", width="100%", padding_top="0.5rem"),
+        width="100%",
+    )
+
+
+def _table(headers: list[str], rows: rx.Component, test_id: str) -> rx.Component:
+    return rx.table.root(
+        rx.table.header(rx.table.row(*(rx.table.column_header_cell(h) for h in headers))),
+        rx.table.body(rows),
+        size="1",
+        width="100%",
+        data_testid=test_id,
+    )
+
+
+def _day_row(day: DayCount) -> rx.Component:
+    return rx.table.row(
+        rx.table.row_header_cell(day.day),
+        rx.table.cell(day.succeeded),
+        rx.table.cell(day.failed),
+        rx.table.cell(day.canceled),
+        rx.table.cell(day.active),
+        rx.table.cell("$" + day.cost_usd.to_string()),
+        data_testid="day-figure",
+    )
+
+
+def _runs_per_day() -> rx.Component:
+    return _section(
+        f"Runs per day by status (last {WINDOW_DAYS} days)",
+        "chart-runs-per-day",
+        rx.recharts.bar_chart(
+            *(
+                rx.recharts.bar(data_key=status, stack_id="runs", fill=color, name=status)
+                for status, color in STATUS_COLORS.items()
+            ),
+            rx.recharts.x_axis(data_key="day", **_AXIS),
+            rx.recharts.y_axis(allow_decimals=False, **_AXIS),
+            rx.recharts.graphing_tooltip(),
+            rx.recharts.legend(),
+            data=_chart_data(OverviewState.days),
+            width="100%",
+            height=260,
+        ),
+        rx.text("Cost per day (USD)", size="2", color_scheme="gray"),
+        rx.recharts.line_chart(
+            rx.recharts.line(
+                data_key="cost_usd", name="cost (USD)", stroke="var(--accent-9)", dot=False
+            ),
+            rx.recharts.x_axis(data_key="day", **_AXIS),
+            rx.recharts.y_axis(**_AXIS),
+            rx.recharts.graphing_tooltip(),
+            data=_chart_data(OverviewState.days),
+            width="100%",
+            height=160,
+        ),
+        _figures(
+            "Runs and cost per day as a table",
+            _table(
+                ["Day", "Succeeded", "Failed", "Canceled", "Active", "Cost"],
+                rx.foreach(OverviewState.days, _day_row),
+                "days-table",
+            ),
+        ),
+    )
+
+
+def _duration_row(row: DurationRow) -> rx.Component:
+    return rx.table.row(
+        rx.table.row_header_cell(row.stage),
+        rx.table.cell(row.runs),
+        rx.table.cell(row.p50_text, data_testid="duration-p50"),
+        rx.table.cell(row.p95_text, data_testid="duration-p95"),
+        data_testid="duration-figure",
+    )
+
+
+def _durations() -> rx.Component:
+    return _section(
+        "Run duration by stage (p50 / p95, seconds)",
+        "chart-durations",
+        rx.cond(
+            OverviewState.durations.length() > 0,  # type: ignore[attr-defined]
+            rx.recharts.bar_chart(
+                rx.recharts.bar(data_key="p50_seconds", name="p50", fill="var(--accent-9)"),
+                rx.recharts.bar(data_key="p95_seconds", name="p95", fill="var(--accent-6)"),
+                rx.recharts.x_axis(data_key="stage", **_AXIS),
+                rx.recharts.y_axis(**_AXIS),
+                rx.recharts.graphing_tooltip(),
+                rx.recharts.legend(),
+                data=_chart_data(OverviewState.durations),
+                width="100%",
+                height=240,
+            ),
+            rx.text("No run has finished in this period yet.", color_scheme="gray"),
+        ),
+        _table(
+            ["Stage", "Finished runs", "p50", "p95"],
+            rx.foreach(OverviewState.durations, _duration_row),
+            "durations-table",
+        ),
+    )
+
+
+def _usage_row(row: UsageRow) -> rx.Component:
+    return rx.table.row(
+        rx.table.row_header_cell(row.name),
+        rx.table.cell(row.runs),
+        rx.table.cell(row.tokens_text),
+        rx.table.cell(row.cost_text, data_testid="usage-cost"),
+        data_testid="usage-figure",
+    )
+
+
+def _usage(title: str, rows: rx.Var, test_id: str) -> rx.Component:
+    return _section(
+        title,
+        test_id,
+        rx.recharts.bar_chart(
+            rx.recharts.bar(data_key="tokens", name="tokens", fill="var(--accent-9)"),
+            rx.recharts.x_axis(data_key="name", **_AXIS),
+            rx.recharts.y_axis(**_AXIS),
+            rx.recharts.graphing_tooltip(),
+            data=_chart_data(rows),
+            width="100%",
+            height=200,
+        ),
+        _table(["Name", "Runs", "Tokens", "Cost"], rx.foreach(rows, _usage_row), "usage-table"),
+    )
+
+
+def _slot_row(row: SlotUse) -> rx.Component:
+    return rx.table.row(
+        rx.table.row_header_cell(rx.code(row.project_key)),
+        rx.table.cell(
+            rx.hstack(
+                rx.progress(value=row.used * 100 / row.total, width="8rem", max=100),
+                rx.text(row.used.to_string() + " of " + row.total.to_string()),
+                align="center",
+                spacing="2",
+            )
+        ),
+        data_testid="slot-figure",
+    )
+
+
+def _slots() -> rx.Component:
+    return _section(
+        "Slot use per project",
+        "slot-use",
+        _table(["Project", "Slots in use"], rx.foreach(OverviewState.slot_use, _slot_row), "slots"),
+    )
+
+
+def _no_runs() -> rx.Component:
+    return rx.box(
+        empty_state(
+            "activity",
+            "No runs yet",
+            "Runs start when a run:<stage> label (run:dev, run:plan, ...) lands on an issue of a "
+            "repository connected to one of your projects. Connect a repository on its project "
+            "page, then label an issue — or replay a saved webhook from the command line.",
+            command="codexk8s webhook replay payload.json --event issues --secret-env HOOK_SECRET",
+        ),
+        data_testid="overview-empty",
+    )
+
+
+def _skeleton() -> rx.Component:
+    return rx.vstack(
+        rx.flex(
+            *(rx.skeleton(rx.box(height="4.5rem"), flex="1", min_width="10rem") for _ in range(4)),
+            spacing="3",
+            wrap="wrap",
+            width="100%",
+        ),
+        rx.skeleton(rx.box(height="16rem", width="100%"), width="100%"),
+        rx.skeleton(rx.box(height="12rem", width="100%"), width="100%"),
+        spacing="4",
+        width="100%",
+        data_testid="overview-loading",
+    )
+
+
+def _figures_page() -> rx.Component:
+    return rx.vstack(
+        _stats(),
+        _runs_per_day(),
+        rx.grid(
+            _durations(),
+            _slots(),
+            columns=rx.breakpoints(initial="1", lg="2"),
+            spacing="4",
+            width="100%",
+        ),
+        rx.grid(
+            _usage("Tokens and cost by project", OverviewState.usage_by_project, "usage-project"),
+            _usage("Tokens and cost by agent", OverviewState.usage_by_agent, "usage-agent"),
+            columns=rx.breakpoints(initial="1", lg="2"),
+            spacing="4",
+            width="100%",
+        ),
+        spacing="4",
+        width="100%",
+        data_testid="overview-figures",
+    )
+
+
+def _sign_in_prompt() -> rx.Component:
+    return empty_state(
+        "activity",
+        "Sign in to see the overview",
+        "Runs, slots and costs of your projects are shown to their members. Sign in to see them.",
+    )
+
+
+def overview() -> rx.Component:
+    return page(
+        "Overview",
+        rx.cond(
+            OverviewState.error != "",
+            rx.callout(
+                OverviewState.error, icon="triangle-alert", color_scheme="red", role="alert"
+            ),
+        ),
+        rx.cond(
+            OverviewState.is_loaded & AuthState.is_resolved,
+            rx.cond(
+                AuthState.is_signed_in,
+                rx.cond(OverviewState.has_runs, _figures_page(), _no_runs()),
+                _sign_in_prompt(),
+            ),
+            _skeleton(),
+        ),
+    )

@@ -1,0 +1,420 @@
+"""A project's page: settings, repositories (secrets write-only), members, recent runs, deletion."""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from codexk8s.services.projects import RecentRun
+from codexk8s.services.repositories import RepositoryRow
+from codexk8s.web import routes
+from codexk8s.web.components.layout import empty_state, page
+from codexk8s.web.pages.projects import _members
+from codexk8s.web.state.auth import AuthState
+from codexk8s.web.state.projects import ProjectPageState
+
+STATUS_COLORS = {
+    "pending": "gray",
+    "starting": "blue",
+    "running": "blue",
+    "succeeded": "green",
+    "failed": "red",
+    "canceled": "orange",
+}
+
+
+def status_badge(status: rx.Var[str]) -> rx.Component:
+    return rx.match(
+        status,
+        *((name, rx.badge(name, color_scheme=color)) for name, color in STATUS_COLORS.items()),
+        rx.badge(status),
+    )
+
+
+def _messages() -> rx.Component:
+    return rx.fragment(
+        rx.cond(
+            ProjectPageState.error != "",
+            rx.callout(
+                ProjectPageState.error,
+                icon="triangle-alert",
+                color_scheme="red",
+                role="alert",
+                data_testid="project-error",
+            ),
+        ),
+        rx.cond(
+            ProjectPageState.notice != "",
+            rx.callout(
+                ProjectPageState.notice,
+                icon="check",
+                color_scheme="green",
+                role="status",
+                data_testid="project-notice",
+            ),
+        ),
+    )
+
+
+def _field(label: str, control: rx.Component) -> rx.Component:
+    return rx.vstack(rx.text(label, size="2", weight="medium"), control, spacing="1")
+
+
+def _settings() -> rx.Component:
+    editable = ~ProjectPageState.can_edit
+    return rx.card(
+        rx.vstack(
+            rx.heading("Settings", size="4", as_="h2"),
+            rx.flex(
+                _field(
+                    "Name",
+                    rx.input(
+                        value=ProjectPageState.edit_name,
+                        on_change=ProjectPageState.set_edit_name,
+                        disabled=editable,
+                        data_testid="settings-name",
+                        aria_label="Name",
+                    ),
+                ),
+                _field(
+                    "Run slots",
+                    rx.input(
+                        type="number",
+                        min=1,
+                        max=64,
+                        value=ProjectPageState.edit_slots,
+                        on_change=ProjectPageState.set_edit_slots,
+                        disabled=editable,
+                        data_testid="settings-slots",
+                        aria_label="Run slots",
+                        width="6rem",
+                    ),
+                ),
+                _field(
+                    "Default model",
+                    rx.input(
+                        placeholder="the agent's own model",
+                        value=ProjectPageState.edit_model,
+                        on_change=ProjectPageState.set_edit_model,
+                        disabled=editable,
+                        data_testid="settings-model",
+                        aria_label="Default model",
+                    ),
+                ),
+                _field(
+                    "Learning mode by default",
+                    rx.switch(
+                        checked=ProjectPageState.edit_learning,
+                        on_change=ProjectPageState.set_edit_learning,
+                        disabled=editable,
+                        data_testid="settings-learning",
+                        aria_label="Learning mode by default",
+                    ),
+                ),
+                spacing="4",
+                wrap="wrap",
+                align="end",
+            ),
+            rx.cond(
+                ProjectPageState.can_edit,
+                rx.button(
+                    "Save settings",
+                    on_click=ProjectPageState.save_settings,
+                    data_testid="settings-save",
+                ),
+                rx.text("Only the project's admins change its settings.", color_scheme="gray"),
+            ),
+            spacing="3",
+            width="100%",
+        ),
+        width="100%",
+    )
+
+
+def _repository_row(row: RepositoryRow) -> rx.Component:
+    return rx.table.row(
+        rx.table.row_header_cell(rx.code(row.full_name), data_testid="repository-name"),
+        rx.table.cell(rx.cond(row.has_token, "set", "not set"), data_testid="repository-token"),
+        rx.table.cell(
+            rx.cond(row.has_webhook_secret, "set", "global secret"),
+            data_testid="repository-webhook-secret",
+        ),
+        rx.table.cell(row.services_yaml_path),
+        rx.table.cell(
+            rx.cond(
+                ProjectPageState.can_edit_repositories,
+                rx.button(
+                    "Remove",
+                    size="1",
+                    variant="soft",
+                    color_scheme="red",
+                    on_click=ProjectPageState.remove_repository(row.full_name),
+                    data_testid="remove-repository",
+                ),
+            )
+        ),
+        data_testid="repository-row",
+    )
+
+
+def _add_repository() -> rx.Component:
+    # Uncontrolled inputs read on submit: the secrets are never held in state or sent back.
+    return rx.form(
+        rx.flex(
+            _field(
+                "Repository",
+                rx.input(
+                    name="full_name",
+                    placeholder="owner/name",
+                    required=True,
+                    data_testid="repository-full-name",
+                    aria_label="Repository",
+                ),
+            ),
+            _field(
+                "Token (write-only)",
+                rx.input(
+                    name="token",
+                    type="password",
+                    placeholder="ghp_… or a fine-grained token",
+                    auto_complete="off",
+                    data_testid="repository-token-input",
+                    aria_label="Token",
+                ),
+            ),
+            _field(
+                "Webhook secret (write-only)",
+                rx.input(
+                    name="webhook_secret",
+                    type="password",
+                    placeholder="optional",
+                    auto_complete="off",
+                    data_testid="repository-secret-input",
+                    aria_label="Webhook secret",
+                ),
+            ),
+            rx.button(
+                rx.icon("plus", size=16),
+                "Add repository",
+                type="submit",
+                data_testid="add-repository",
+            ),
+            spacing="3",
+            wrap="wrap",
+            align="end",
+        ),
+        on_submit=ProjectPageState.add_repository,
+        reset_on_submit=True,
+        width="100%",
+    )
+
+
+def _repositories() -> rx.Component:
+    return rx.card(
+        rx.vstack(
+            rx.heading("Repositories", size="4", as_="h2"),
+            rx.cond(
+                ProjectPageState.repositories.length() > 0,  # type: ignore[attr-defined]
+                rx.box(
+                    rx.table.root(
+                        rx.table.header(
+                            rx.table.row(
+                                *(
+                                    rx.table.column_header_cell(h)
+                                    for h in (
+                                        "Repository",
+                                        "Token",
+                                        "Webhook secret",
+                                        "services.yaml",
+                                        "",
+                                    )
+                                )
+                            )
+                        ),
+                        rx.table.body(rx.foreach(ProjectPageState.repositories, _repository_row)),
+                        width="100%",
+                        data_testid="repositories-table",
+                    ),
+                    overflow_x="auto",
+                    width="100%",
+                ),
+                rx.text(
+                    "No repository yet. Add one: its issues labelled run:<stage> start runs here. "
+                    "Then point a GitHub webhook (issues, pull requests, reviews, comments) at "
+                    "/api/v1/webhooks/github with the same secret.",
+                    color_scheme="gray",
+                    data_testid="repositories-empty",
+                ),
+            ),
+            rx.cond(ProjectPageState.can_edit_repositories, _add_repository()),
+            spacing="3",
+            width="100%",
+        ),
+        width="100%",
+    )
+
+
+def _run_row(run: RecentRun) -> rx.Component:
+    return rx.table.row(
+        rx.table.row_header_cell(
+            rx.link("#" + run.id.to_string(), href="/runs/" + run.id.to_string())
+        ),
+        rx.table.cell(status_badge(run.status), data_testid="recent-run-status"),
+        rx.table.cell(run.stage),
+        rx.table.cell(run.agent_key),
+        rx.table.cell(
+            rx.cond(run.issue_number, run.repository + " #" + run.issue_number.to_string(), "")
+        ),
+        rx.table.cell(run.created_at),
+        data_testid="recent-run",
+    )
+
+
+def _recent_runs() -> rx.Component:
+    return rx.card(
+        rx.vstack(
+            rx.heading("Recent runs", size="4", as_="h2"),
+            rx.cond(
+                ProjectPageState.recent_runs.length() > 0,  # type: ignore[attr-defined]
+                rx.box(
+                    rx.table.root(
+                        rx.table.header(
+                            rx.table.row(
+                                *(
+                                    rx.table.column_header_cell(h)
+                                    for h in ("Run", "Status", "Stage", "Agent", "Issue", "Created")
+                                )
+                            )
+                        ),
+                        rx.table.body(rx.foreach(ProjectPageState.recent_runs, _run_row)),
+                        width="100%",
+                        size="1",
+                    ),
+                    overflow_x="auto",
+                    width="100%",
+                ),
+                rx.text(
+                    "No runs yet: label an issue of one of its repositories with run:dev "
+                    "(or another stage) to start one.",
+                    color_scheme="gray",
+                ),
+            ),
+            spacing="3",
+            width="100%",
+        ),
+        width="100%",
+    )
+
+
+def _delete() -> rx.Component:
+    return rx.card(
+        rx.vstack(
+            rx.heading("Delete this project", size="4", as_="h2"),
+            rx.text(
+                "Deleting removes its repositories, members, slots, runs and their logs. The "
+                "audit trail keeps its events. A project with active runs cannot be deleted.",
+                color_scheme="gray",
+            ),
+            rx.alert_dialog.root(
+                rx.alert_dialog.trigger(
+                    rx.button(
+                        "Delete project…",
+                        color_scheme="red",
+                        variant="soft",
+                        data_testid="delete-project",
+                    ),
+                ),
+                rx.alert_dialog.content(
+                    rx.alert_dialog.title("Delete ", ProjectPageState.page_key, "?"),
+                    rx.alert_dialog.description(
+                        "This cannot be undone. Type the project key to confirm."
+                    ),
+                    rx.input(
+                        value=ProjectPageState.delete_confirmation,
+                        on_change=ProjectPageState.set_delete_confirmation,
+                        placeholder=ProjectPageState.page_key,
+                        aria_label="Project key",
+                        data_testid="delete-confirmation",
+                        margin_y="1rem",
+                    ),
+                    rx.flex(
+                        rx.alert_dialog.cancel(
+                            rx.button("Cancel", variant="soft", color_scheme="gray")
+                        ),
+                        rx.alert_dialog.action(
+                            rx.button(
+                                "Delete",
+                                color_scheme="red",
+                                disabled=ProjectPageState.delete_confirmation
+                                != ProjectPageState.page_key,
+                                on_click=ProjectPageState.delete_project,
+                                data_testid="confirm-delete",
+                            )
+                        ),
+                        spacing="3",
+                        justify="end",
+                    ),
+                ),
+            ),
+            spacing="3",
+            width="100%",
+        ),
+        width="100%",
+        data_testid="danger-zone",
+    )
+
+
+def _content() -> rx.Component:
+    return rx.vstack(
+        rx.hstack(
+            rx.link(
+                rx.hstack(
+                    rx.icon("arrow-left", size=16), "All projects", spacing="1", align="center"
+                ),
+                href=routes.PROJECTS,
+            ),
+            rx.code(ProjectPageState.page_key, data_testid="project-page-key"),
+            rx.badge(ProjectPageState.role_text, data_testid="project-page-role"),
+            align="center",
+            spacing="3",
+            wrap="wrap",
+        ),
+        _messages(),
+        _settings(),
+        _repositories(),
+        rx.card(_members(), width="100%"),
+        _recent_runs(),
+        rx.cond(ProjectPageState.can_delete, _delete()),
+        spacing="4",
+        width="100%",
+    )
+
+
+def project() -> rx.Component:
+    return page(
+        "Project",
+        rx.cond(
+            ProjectPageState.is_loaded & AuthState.is_resolved,
+            rx.cond(
+                AuthState.is_signed_in,
+                rx.cond(
+                    ProjectPageState.not_found,
+                    rx.box(
+                        empty_state(
+                            "folder-x",
+                            "No such project",
+                            "There is no project with this key, or you are not a member of it. "
+                            "Go back to the projects you can see.",
+                        ),
+                        data_testid="project-not-found",
+                    ),
+                    _content(),
+                ),
+                empty_state(
+                    "folder-git-2",
+                    "Sign in to see this project",
+                    "Projects are shown to their members. Sign in to see yours.",
+                ),
+            ),
+            rx.center(rx.spinner(size="3"), padding_y="4rem"),
+        ),
+    )

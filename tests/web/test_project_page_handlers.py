@@ -1,0 +1,233 @@
+"""The project page's handlers, called directly with a session cookie: settings, repositories and
+deletion for each role (read, read_write, admin, platform admin), refused on the server where the
+role does not allow it, and write-only secrets that never reach the state."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from reflex.istate.data import RouterData
+from reflex.state import State
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from codexk8s.crypto import get_secret_box
+from codexk8s.db.engine import get_engine, session_scope
+from codexk8s.db.models import AgentRun, FlowEvent, Project, Repository, Slot
+from codexk8s.domain.authorization import Principal
+from codexk8s.services import projects, repositories
+from codexk8s.web.http.auth import SESSION_COOKIE
+from codexk8s.web.state.projects import ProjectPageState, ProjectsState
+from tests.conftest import run_async
+from tests.web.test_projects_handlers import add_user, session_for
+
+TOKEN = "ghp_s3cr3t-token-never-shown"
+HOOK_SECRET = "hook-s3cr3t-never-shown"
+
+
+def page_state(token: str, key: str = "alpha") -> ProjectPageState:
+    root = State(_reflex_internal_init=True)
+    root.router_data = {
+        "headers": {"cookie": f"{SESSION_COOKIE}={token}"},
+        "pathname": "/projects/[project_key]",
+        "query": {"project_key": key},
+    }
+    root.router = RouterData.from_router_data(root.router_data)
+
+    async def get() -> ProjectPageState:
+        return await root.get_state(ProjectPageState)
+
+    return run_async(get())
+
+
+def call(state: ProjectPageState, handler: str, *args: object) -> object:
+    return run_async(getattr(ProjectPageState, handler).fn(state, *args))
+
+
+@pytest.fixture
+def people(app_db: str) -> dict[str, Principal]:
+    engine = get_engine()
+    people = {
+        "read": add_user(engine, "read@example.com"),
+        "read_write": add_user(engine, "rw@example.com"),
+        "admin": add_user(engine, "padmin@example.com"),
+        "platform_admin": add_user(engine, "owner@example.com", "admin"),
+        "outsider": add_user(engine, "outsider@example.com"),
+    }
+    with session_scope(engine) as session:
+        projects.create_project(session=session, key="alpha", name="Alpha", slots=2)
+        for role, email in (("read", "read@example.com"), ("read_write", "rw@example.com"),
+                            ("admin", "padmin@example.com")):  # fmt: skip
+            projects.add_member(session=session, project_key="alpha", email=email, role=role)
+        repo = repositories.add_repository(
+            session=session, box=get_secret_box(), project_key="alpha", full_name="octo/one"
+        )
+        for number in range(1, 23):
+            session.add(AgentRun(
+                correlation_id=f"run-{number}", project_id=repo.project_id, agent_key="dev",
+                stage="dev", status="succeeded" if number % 2 else "failed",
+                repository_id=repo.id, issue_number=number,
+                created_at=datetime(2026, 11, 1, tzinfo=UTC) + timedelta(hours=number),
+            ))  # fmt: skip
+    return people
+
+
+def settings(engine: Engine) -> tuple[str, dict[str, object], list[int]]:
+    with Session(engine) as session:
+        project = session.exec(select(Project).where(Project.key == "alpha")).one()
+        slots = session.exec(select(Slot.number).where(Slot.project_id == project.id)).all()
+        return project.name, dict(project.settings), sorted(slots)
+
+
+def repos(engine: Engine) -> list[str]:
+    with Session(engine) as session:
+        return sorted(r.full_name for r in session.exec(select(Repository)).all())
+
+
+def edit(state: ProjectPageState, slots: str = "4") -> None:
+    state.edit_name, state.edit_slots = "Alpha two", slots
+    state.edit_learning, state.edit_model = True, "gpt-5-codex"
+    call(state, "save_settings")
+
+
+@pytest.mark.parametrize(
+    ("role", "may_edit", "may_edit_repositories", "may_delete"),
+    [
+        ("read", False, False, False),
+        ("read_write", False, True, False),
+        ("admin", True, True, True),
+        ("platform_admin", True, True, True),
+    ],
+)
+def test_role_matrix(
+    people: dict[str, Principal], role: str, may_edit: bool, may_edit_repositories: bool,
+    may_delete: bool,
+) -> None:  # fmt: skip
+    engine = get_engine()
+    state = page_state(session_for(engine, people[role]))
+    call(state, "load_project")
+    assert state.project_name == "Alpha" and not state.not_found
+    assert (state.can_edit, state.can_edit_repositories, state.can_delete) == (
+        may_edit, may_edit_repositories, may_delete,
+    )  # fmt: skip
+    assert [r.full_name for r in state.repositories] == ["octo/one"]
+    # The newest 20 of its 22 runs, newest first.
+    assert len(state.recent_runs) == 20
+    assert [(r.issue_number, r.status) for r in state.recent_runs[:2]] == [
+        (22, "failed"), (21, "succeeded")
+    ]  # fmt: skip
+    assert state.recent_runs[0].repository == "octo/one"
+    assert state.recent_runs[0].created_at == "2026-11-01 22:00 UTC"
+    # The members panel is filled for the same project.
+    members = run_async(state.get_state(ProjectsState))
+    assert members.selected_key == "alpha" and len(members.members) == 3
+
+    before = settings(engine)
+    edit(state)
+    if may_edit:
+        assert state.error == "" and state.notice == "Settings saved."
+        assert settings(engine) == (
+            "Alpha two",
+            {"slots": 4, "learning_mode_default": True, "default_model": "gpt-5-codex"},
+            [1, 2, 3, 4],
+        )
+    else:
+        assert "not for your role" in state.error and settings(engine) == before
+
+    form = {"full_name": "Octo/Two", "token": TOKEN, "webhook_secret": HOOK_SECRET}
+    call(state, "add_repository", form)
+    if may_edit_repositories:
+        assert state.error == "" and repos(engine) == ["octo/one", "octo/two"]
+        added = next(r for r in state.repositories if r.full_name == "octo/two")
+        assert added.has_token and added.has_webhook_secret
+        with Session(engine) as session:
+            row = session.exec(select(Repository).where(Repository.name == "two")).one()
+        assert TOKEN not in (row.token_ciphertext or "")
+        assert get_secret_box().decrypt(row.token_ciphertext or "") == TOKEN
+        call(state, "remove_repository", "octo/one")
+        assert state.error == "" and repos(engine) == ["octo/two"]
+    else:
+        assert "not for your role" in state.error and repos(engine) == ["octo/one"]
+        call(state, "remove_repository", "octo/one")
+        assert "not for your role" in state.error and repos(engine) == ["octo/one"]
+    # Whatever happened, neither secret is anywhere in what the state holds or would send.
+    dumped = json.dumps(state.dict(), default=str)
+    assert TOKEN not in dumped and HOOK_SECRET not in dumped
+    with Session(engine) as session:
+        trail = json.dumps([e.payload for e in session.exec(select(FlowEvent)).all()])
+    assert TOKEN not in trail and HOOK_SECRET not in trail
+
+    state.delete_confirmation = "alpha"
+    outcome = call(state, "delete_project")
+    with Session(engine) as session:
+        exists = session.exec(select(Project).where(Project.key == "alpha")).first() is not None
+    if may_delete:
+        assert state.error == "" and not exists and outcome is not None
+    else:
+        assert "not for your role" in state.error and exists and outcome is None
+
+
+def test_bad_input_changes_nothing(people: dict[str, Principal]) -> None:
+    engine = get_engine()
+    state = page_state(session_for(engine, people["admin"]))
+    call(state, "load_project")
+    before = settings(engine)
+    for slots, message in (("three", "whole number"), ("0", "between 1 and 64"),
+                           ("65", "between 1 and 64")):  # fmt: skip
+        edit(state, slots)
+        assert message in state.error and settings(engine) == before
+    state.edit_slots, state.edit_model = "2", "bad model name!"
+    call(state, "save_settings")
+    assert "not a model name" in state.error and settings(engine) == before
+
+    call(state, "add_repository", {"full_name": "not a repo", "token": TOKEN})
+    assert "OWNER/NAME" in state.error and repos(engine) == ["octo/one"]
+    call(state, "add_repository", {"full_name": "octo/one"})
+    assert "already attached" in state.error
+
+    # Deleting needs the key typed exactly; with a run in flight it is refused.
+    state.delete_confirmation = "alph"
+    assert call(state, "delete_project") is None and "type the project key" in state.error
+    with session_scope(engine) as session:
+        project = projects.require_by_key(session=session, key="alpha")
+        session.add(AgentRun(correlation_id="r1", project_id=project.id or 0, agent_key="dev",
+                             stage="dev", status="running"))  # fmt: skip
+    state.delete_confirmation = "alpha"
+    assert call(state, "delete_project") is None and "active run" in state.error
+    assert settings(engine) == before
+
+
+def test_slots_shrink_only_when_free(people: dict[str, Principal]) -> None:
+    engine = get_engine()
+    with session_scope(engine) as session:
+        project = projects.require_by_key(session=session, key="alpha")
+        slot = session.exec(
+            select(Slot).where(Slot.project_id == project.id, Slot.number == 2)
+        ).one()
+        slot.state = "leased"
+    state = page_state(session_for(engine, people["platform_admin"]))
+    call(state, "load_project")
+    edit(state, "1")
+    assert "slot 2 of alpha is in use" in state.error and settings(engine)[2] == [1, 2]
+    with session_scope(engine) as session:
+        slot = session.exec(select(Slot).where(Slot.number == 2)).one()
+        slot.state = "free"
+    edit(state, "1")
+    assert state.error == "" and settings(engine)[2] == [1]
+
+
+def test_outsider_and_unknown_key_see_nothing(people: dict[str, Principal]) -> None:
+    engine = get_engine()
+    for key in ("alpha", "no-such"):
+        state = page_state(session_for(engine, people["outsider"]), key)
+        call(state, "load_project")
+        assert state.not_found and state.repositories == [] and state.recent_runs == []
+        edit(state, "3")
+        assert "no project with key" in state.error
+    assert settings(engine)[2] == [1, 2]
+    # Signed out: nothing at all.
+    state = page_state("not-a-session")
+    call(state, "load_project")
+    assert state.project_settings is None and "session has ended" in state.error
