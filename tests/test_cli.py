@@ -271,9 +271,10 @@ def test_serve_refuses_public_bind_without_oauth() -> None:
     assert code == 2 and "refusing to bind 0.0.0.0 without GitHub sign-in" in err
 
 
-def test_agent_run_says_it_is_not_built() -> None:
+def test_agent_run_names_the_variables_it_needs() -> None:
     code, _, err = cli("agent", "run")
-    assert code == 3 and "not built yet" in err
+    assert code == 2
+    assert "CODEXK8S_RUN_ID, CODEXK8S_CALLBACK_URL, CODEXK8S_RUN_TOKEN must be set" in err
 
 
 def test_installed_entry_point_runs(app_db: str) -> None:

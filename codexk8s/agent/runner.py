@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -248,7 +249,10 @@ def run_from_settings(settings: Settings) -> int:
         if not value
     ]  # fmt: skip
     if missing:
-        print(f"error: {', '.join(missing)} must be set (dispatch sets them for a run's workload)")
+        print(
+            f"error: {', '.join(missing)} must be set (dispatch sets them for a run's workload)",
+            file=sys.stderr,
+        )
         return 2
     assert settings.run_id and settings.callback_url and settings.run_token
     root = (settings.agent_workdir or Path.cwd()).resolve()
