@@ -4,7 +4,10 @@ internal API on PostgreSQL, and the run settled by the engine's reconcile step."
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,11 +15,13 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from codexk8s.adapters.local.runtime import LocalRuntime
 from codexk8s.config import get_settings
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.db.models import Agent, FlowEvent
 from codexk8s.domain.runtime import FailureReason, WorkloadPhase, WorkloadStatus
-from codexk8s.services import agents, dispatch, reconcile
+from codexk8s.jobs.engine import EngineTimings, RunEngine
+from codexk8s.services import agents, dispatch, reconcile, run_logs
 from codexk8s.services.run_brief import RESULT_KEYS
 from tests.agent.conftest import (
     REPO_TOKEN,
@@ -246,3 +251,37 @@ def test_rejected_push_fails_with_push_rejected(
     assert process.returncode == 1, output_of(process)
     assert settle(claimed, process.returncode) == "failed"
     assert load_run(claimed.run_id).status_reason == "push_rejected"
+
+
+async def test_engine_runs_the_runner_in_the_local_runtime(
+    control_plane: str, remote: Remote, openai_api: ScriptedResponses, tmp_path: Path
+) -> None:
+    """The whole loop on one machine: dispatch → local runtime → `codexk8s agent run` → Codex →
+    push → result → the engine settles the run and stores the runner's log lines."""
+    runtime = LocalRuntime(
+        tmp_path / "runs", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        poll_interval=0.05, kill_grace_seconds=1,
+    )  # fmt: skip
+    engine = RunEngine(
+        engine=get_engine(), runtime=runtime, callback_url=control_plane,
+        timings=EngineTimings(dispatch_seconds=0.1, leader_seconds=0.2, sweep_seconds=1,
+                              lease_seconds=1, cleanup_seconds=3600, cancel_grace_seconds=2),
+    )  # fmt: skip
+    run_id = create_run(issue=21)
+    await engine.start()
+    try:
+        deadline = time.monotonic() + 240
+        while load_run(run_id).status not in ("succeeded", "failed", "canceled"):
+            assert time.monotonic() < deadline, "the run did not finish"
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1)  # the log pump's last round
+    finally:
+        await engine.stop()
+    run = load_run(run_id)
+    stored = [line.line for line in run_logs.read_lines(get_engine(), run_id=run_id)]
+    assert (run.status, run.status_reason) == ("succeeded", None), stored
+    assert remote.show("codex/issue-21", "HELLO.md") == "hello from codex\n"
+    assert run.summary == "Added HELLO.md with a greeting." and run.tokens_output == 600
+    assert run.run_token_hash is None
+    assert "runner: pushed codex/issue-21" in stored
+    assert not any(REPO_TOKEN in line or openai_api.api_key in line for line in stored)
