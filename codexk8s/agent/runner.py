@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,9 @@ class AgentRunner:
         except GitError as exc:
             reason = AgentFailure.PUSH_REJECTED if exc.is_push_rejected else AgentFailure.GIT_ERROR
             return self.fail(reason, str(exc))
+        except Exception as exc:  # a bug or a broken image: still tell the control plane why
+            self.log(traceback.format_exc())
+            return self.fail(AgentFailure.AGENT_ERROR, f"runner error: {type(exc).__name__}: {exc}")
         finally:
             self.control.close()
 

@@ -57,4 +57,3 @@ class AgentFailure(StrEnum):
     GIT_ERROR = "git_error"  # clone, fetch or commit failed
     PUSH_REJECTED = "push_rejected"  # the remote refused the work branch
     AGENT_ERROR = "agent_error"  # the engine (Codex or the agent's command) failed otherwise
-    CONTROL_PLANE = "control_plane"  # the control plane could not be reached or refused a call

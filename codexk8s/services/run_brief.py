@@ -22,8 +22,12 @@ from codexk8s.crypto import get_secret_box, hash_token, tokens_equal
 from codexk8s.db.models import Agent, FlowEvent, Project, Repository
 from codexk8s.domain.runs import AgentFailure, RunStatus
 from codexk8s.domain.stages import REVIEW_STAGE, AgentRole
-from codexk8s.errors import ConflictError, InvalidArgumentError, PreconditionError
-from codexk8s.errors import UnauthorizedError as _Unauthorized
+from codexk8s.errors import (
+    ConflictError,
+    InvalidArgumentError,
+    PreconditionError,
+    UnauthorizedError,
+)
 from codexk8s.services.agents import effective_settings
 from codexk8s.services.prompt_templates import render_run_prompt
 from codexk8s.services.run_states import RUNS, add_event
@@ -50,7 +54,7 @@ DEFAULT_REASONING_EFFORT = "medium"
 _ACTIVE = (RunStatus.STARTING.value, RunStatus.RUNNING.value)
 
 
-class RunTokenError(_Unauthorized):
+class RunTokenError(UnauthorizedError):
     """The bearer token is missing, wrong, of another run, or of a run that has ended."""
 
 
