@@ -260,16 +260,38 @@ def _has_result(connection: Connection, run_id: int) -> bool:
     )
 
 
+def meter_model_usage(
+    engine: Engine, *, run_id: int, model: str | None, usage: dict[str, int]
+) -> Decimal:
+    """Add one model answer's tokens and cost to the run (called by the model proxy, which sees
+    every answer, so the run's usage does not rest on what its workload says)."""
+    cost = cost_usd(model, usage, get_settings().model_prices)
+    with engine.begin() as connection:
+        connection.execute(
+            RUNS.update()
+            .where(RUNS.c.id == run_id)
+            .values(
+                tokens_input=RUNS.c.tokens_input + usage["input"],
+                tokens_cached=RUNS.c.tokens_cached + usage["cached"],
+                tokens_output=RUNS.c.tokens_output + usage["output"],
+                tokens_reasoning=RUNS.c.tokens_reasoning + usage["reasoning"],
+                cost_usd=RUNS.c.cost_usd + cost,
+            )
+        )
+    return cost
+
+
 def store_result(engine: Engine, *, run: sa.Row[Any], payload: Any) -> dict[str, Any]:
-    """Store the runner's result once: summary, token usage and cost on the run, and the
-    `run_result` (success) or `run_failure_reported` (failure) event. A second result for the
-    same run is a ConflictError and changes nothing."""
+    """Store the runner's result once: the summary on the run, a `run_usage` event (the usage
+    the runner reports next to what the proxy metered) and the `run_result` (success) or
+    `run_failure_reported` (failure) event. A second result for the same run is a ConflictError
+    and changes nothing."""
     if not isinstance(payload, dict):
         raise InvalidArgumentError("the body must be a JSON object")
     outcome = payload.get("outcome")
     if outcome not in ("succeeded", "failed"):
         raise InvalidArgumentError("`outcome` must be succeeded or failed")
-    usage = _usage(payload)
+    reported = _usage(payload)
     model = _text(payload, "model", limit=100) or run.model
     changed = payload.get("changed_files") or []
     if not isinstance(changed, list) or not all(isinstance(item, str) for item in changed):
@@ -284,38 +306,36 @@ def store_result(engine: Engine, *, run: sa.Row[Any], payload: Any) -> dict[str,
                 f"`reason` must be one of: {', '.join(item.value for item in AgentFailure)}"
             )
         failure = {"reason": reason, "message": _text(payload, "message", limit=4000)}
-    cost = cost_usd(model, usage, get_settings().model_prices)
     with engine.begin() as connection:
-        query = sa.select(RUNS.c.status).where(RUNS.c.id == run.id)
+        query = sa.select(RUNS).where(RUNS.c.id == run.id)
         if connection.dialect.name == "postgresql":
             query = query.with_for_update()
-        status = connection.execute(query).scalar_one_or_none()
-        if status not in _ACTIVE:
+        current = connection.execute(query).first()
+        if current is None or current.status not in _ACTIVE:
             raise RunTokenError("the run has ended")
         if _has_result(connection, run.id):
             raise ConflictError(f"run {run.id} already reported its result")
         connection.execute(
-            RUNS.update()
-            .where(RUNS.c.id == run.id)
-            .values(
-                summary=result["summary"], tokens_input=usage["input"],
-                tokens_cached=usage["cached"], tokens_output=usage["output"],
-                tokens_reasoning=usage["reasoning"], cost_usd=cost,
-            )
-        )  # fmt: skip
+            RUNS.update().where(RUNS.c.id == run.id).values(summary=result["summary"])
+        )
+        metered = {
+            "input": current.tokens_input, "cached": current.tokens_cached,
+            "output": current.tokens_output, "reasoning": current.tokens_reasoning,
+        }  # fmt: skip
         common = {
             "correlation_id": run.correlation_id, "run_id": run.id,
             "project_id": run.project_id, "actor_type": "agent", "actor_id": run.agent_key,
         }  # fmt: skip
         add_event(
             connection, **common, event_type=USAGE_EVENT,
-            payload={"model": model, **usage, "cost_usd": str(cost)},
+            payload={"model": model, "metered": metered, "reported": reported,
+                     "cost_usd": str(current.cost_usd)},
         )  # fmt: skip
         if failure is None:
             add_event(connection, **common, event_type=RESULT_EVENT, payload=result)
         else:
             add_event(connection, **common, event_type=FAILURE_EVENT, payload=failure)
-    return {"stored": True, "cost_usd": str(cost)}
+    return {"stored": True, "cost_usd": str(current.cost_usd)}
 
 
 def reported_failure(connection: Connection, run_id: int) -> tuple[str, str | None] | None:

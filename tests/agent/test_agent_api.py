@@ -136,12 +136,12 @@ def test_result_is_stored_once_and_bad_results_are_refused(
 
     answer = client.post(path, json=RESULT, headers=bearer(first.token))
     assert answer.status_code == 200
-    # 1000 input at 1.25 + 100 output at 10.0 per million.
-    assert answer.json()["cost_usd"] == "0.002250"
+    # Tokens and cost are what the model proxy metered (nothing here), not what the runner says.
+    assert answer.json()["cost_usd"] == "0.000000"
     again = client.post(path, json={**RESULT, "summary": "Other"}, headers=bearer(first.token))
     assert again.status_code == 409
     run = load_run(first.run_id)
-    assert run.summary == "Done" and run.tokens_input == 1000 and str(run.cost_usd) == "0.002250"
+    assert run.summary == "Done" and run.tokens_input == 0
     with Session(get_engine()) as session:
         results = session.exec(
             select(FlowEvent).where(FlowEvent.run_id == first.run_id,
@@ -151,6 +151,13 @@ def test_result_is_stored_once_and_bad_results_are_refused(
         {key: RESULT[key] for key in RESULT if key not in ("outcome", "usage", "model")}
     ]
     assert results[0].actor_type == "agent" and results[0].actor_id == "dev"
+    with Session(get_engine()) as session:
+        (usage,) = session.exec(
+            select(FlowEvent).where(FlowEvent.run_id == first.run_id,
+                                    FlowEvent.event_type == "run_usage")
+        ).all()  # fmt: skip
+    assert usage.payload["reported"] == RESULT["usage"]
+    assert usage.payload["metered"] == {"input": 0, "cached": 0, "output": 0, "reasoning": 0}
 
 
 def test_token_is_revoked_when_the_run_ends(
@@ -208,11 +215,19 @@ def test_model_proxy_swaps_the_run_token_for_the_key(
     (seen,) = openai_api.requests
     assert seen.headers["authorization"] == f"Bearer {openai_api.api_key}"
     assert first.token not in str(seen.headers)
+    # The proxy metered the answer's usage onto the run, priced at the requested model:
+    # (1200-200) input at 1.25 + 200 cached at 0.125 + 300 output at 10.0 per million.
+    run = load_run(first.run_id)
+    assert (run.tokens_input, run.tokens_cached, run.tokens_output, run.tokens_reasoning) == (
+        1200, 200, 300, 100,
+    )  # fmt: skip
+    assert str(run.cost_usd) == "0.004275"
 
     # Upstream refusals pass through with their status and Retry-After.
     openai_api.fail_statuses = [429]
     answer = client.post(f"{base}/responses", json=request, headers=bearer(first.token))
     assert answer.status_code == 429 and answer.headers["retry-after"] == "0"
+    assert load_run(first.run_id).tokens_input == 1200  # a refusal costs nothing
 
     # Only the model endpoints; only with the run's token; only with a key configured.
     assert client.get(f"{base}/files", headers=bearer(first.token)).status_code == 404

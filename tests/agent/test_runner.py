@@ -101,6 +101,12 @@ def test_codex_run_pushes_the_work_branch_and_reports_the_result(
     # gpt-5: (2400-400)*1.25 + 400*0.125 + 600*10.0 per million.
     assert run.cost_usd == Decimal("0.008550")
 
+    # What Codex reported matches what the proxy metered.
+    (usage,) = events(claimed.run_id, "run_usage")
+    assert usage["reported"] == usage["metered"] == {
+        "input": 2400, "cached": 400, "output": 600, "reasoning": 200,
+    }  # fmt: skip
+
     (result,) = events(claimed.run_id, "run_result")
     assert set(result) == set(RESULT_KEYS)
     assert result["branch"] == "codex/issue-7"

@@ -5,7 +5,8 @@ run's own token (`Authorization: Bearer <run token>`), valid only for that run w
 - `POST events`  progress for the run's timeline
 - `POST result`  the outcome, once
 - `*    openai/{path}`  the model proxy: forwards the OpenAI Responses API (streaming) with the
-  control plane's key, so the key never reaches the run's pod or process.
+  control plane's key, so the key never reaches the run's pod or process, and meters the
+  tokens (and cost) of every answer onto the run.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from codexk8s.adapters.openai.usage import UsageMeter
 from codexk8s.config import get_settings
 from codexk8s.db.engine import get_engine
 from codexk8s.errors import CodexK8sError, InvalidArgumentError, PayloadTooLargeError
@@ -116,6 +118,14 @@ async def _result(request: Request, run: sa.Row[Any]) -> Response:
     return JSONResponse(stored, headers=_NO_STORE)
 
 
+def _requested_model(body: bytes) -> str | None:
+    try:
+        model = json.loads(body).get("model")
+    except (ValueError, AttributeError):
+        return None
+    return model if isinstance(model, str) else None
+
+
 async def _openai(request: Request, run: sa.Row[Any]) -> Response:
     settings = get_settings()
     problem = run_brief.model_precondition(settings)
@@ -147,12 +157,26 @@ async def _openai(request: Request, run: sa.Row[Any]) -> Response:
             "unavailable", f"the model provider is unreachable: {type(exc).__name__}"
         )
 
+    is_stream = upstream.headers.get("content-type", "").startswith("text/event-stream")
+    meter = UsageMeter(is_stream=is_stream) if upstream.status_code == 200 else None
+    model = _requested_model(body) or run.model
+
+    async def record(usages: list[dict[str, int]]) -> None:
+        for usage in usages:
+            await asyncio.to_thread(
+                run_brief.meter_model_usage, get_engine(), run_id=run.id, model=model, usage=usage
+            )
+
     async def relay() -> AsyncIterator[bytes]:
         try:
             async for chunk in upstream.aiter_bytes():
+                if meter is not None:
+                    await record(meter.feed(chunk))
                 yield chunk
         except httpx.HTTPError:
             return  # the client sees a cut stream and retries it
+        if meter is not None:
+            await record(meter.finish())
 
     async def close() -> None:
         await upstream.aclose()
