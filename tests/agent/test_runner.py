@@ -33,6 +33,7 @@ from tests.agent.conftest import (
     run_agent,
     set_engine,
 )
+from tests.agent.git_http_server import serve_git_http
 from tests.codex_server import ScriptedResponses
 from tests.conftest import reset_caches
 
@@ -291,3 +292,27 @@ async def test_engine_runs_the_runner_in_the_local_runtime(
     assert run.run_token_hash is None
     assert "runner: pushed codex/issue-21" in stored
     assert not any(REPO_TOKEN in line or openai_api.api_key in line for line in stored)
+
+
+def test_repository_token_authenticates_git_over_http_and_stays_out_of_the_clone(
+    control_plane: str, remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against a smart-HTTP remote that wants a GitHub-style token: clone and push succeed, the
+    token never appears in URLs, `.git/config` or the output."""
+    script = tmp_path / "agent.py"
+    script.write_text(COMMAND_AGENT)
+    set_engine("dev", command=f"{sys.executable} {script}")
+    with serve_git_http(remote.root, REPO_TOKEN) as (git_url, git_log):
+        monkeypatch.setenv("CODEXK8S_GITHUB_GIT_URL", git_url)
+        get_settings.cache_clear()
+        claimed = claim(create_run(issue=30), control_plane)
+        process = run_agent(claimed, tmp_path / "run")
+    output = output_of(process)
+    assert process.returncode == 0, output
+    assert remote.show("codex/issue-30", "NOTES.md") == "notes for Say hello\n"
+    assert any("git-receive-pack" in url for url in git_log.urls)  # the push went over HTTP
+    assert git_log.refused == 0  # the header was there from the first request
+    assert not any(REPO_TOKEN in url for url in git_log.urls)
+    config = (tmp_path / "run" / "workspace" / ".git" / "config").read_text()
+    assert REPO_TOKEN not in config and git_url in config
+    assert REPO_TOKEN not in output
