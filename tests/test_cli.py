@@ -362,11 +362,15 @@ def test_agent_set() -> None:
     assert out.strip() == "dev: engine=command command=make agent image=- timeout=30m model=gpt-x"
     code, out, _ = cli("agent", "set", "dev", "--engine", "codex")
     assert "engine=codex command=codexk8s agent run" in out
+    # process: the stored command becomes the whole workload, without the agent runner.
+    code, out, _ = cli("agent", "set", "dev", "--engine", "process")
+    assert code == 0 and "engine=process command=make agent" in out
     for args, message in [
         (["wizard", "--model", "x"], "unknown agent 'wizard'"),
         (["dev"], "nothing to change"),
         (["dev", "--timeout", "0"], "timeout must be"),
         (["dev", "--engine", "magic"], "unknown engine 'magic'"),
+        (["pm", "--engine", "process"], "engine 'process' needs a command"),
         (["dev", "--command", "unbalanced 'quote"], "cannot parse the command"),
     ]:
         code, _, err = cli("agent", "set", *args)
