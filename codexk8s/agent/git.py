@@ -104,6 +104,13 @@ class Workspace:
         self.git("checkout", "-B", work, start)
         return self.head()
 
+    def checkout_pull_request(self, head_ref: str) -> str:
+        """Check out a pull request's head (detached) for reading; returns its commit."""
+        local = "refs/remotes/origin/pull-head"
+        self.git("fetch", "--no-tags", "origin", f"+{head_ref}:{local}")
+        self.git("checkout", "--detach", local)
+        return self.head()
+
     def head(self) -> str:
         return self.git("rev-parse", "HEAD").strip()
 

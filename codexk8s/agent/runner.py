@@ -119,9 +119,15 @@ class AgentRunner:
         workspace.clone(repository["clone_url"])
         base = repository.get("base_branch") or workspace.default_branch()
         work = repository["work_branch"]
-        start = workspace.checkout_work_branch(base=base, work=work)
-        self.log(f"runner: on {work} at {start[:12]} (base {base})")
-        self.emit(Progress("workspace", f"cloned; working on {work} from {base}"))
+        pull_request = brief.get("pull_request")
+        if not brief.get("push", True) and pull_request:
+            # A review reads the pull request as it is; nothing is committed.
+            start = workspace.checkout_pull_request(pull_request["head_ref"])
+            self.log(f"runner: reviewing pull request #{pull_request['number']} at {start[:12]}")
+        else:
+            start = workspace.checkout_work_branch(base=base, work=work)
+            self.log(f"runner: on {work} at {start[:12]} (base {base})")
+        self.emit(Progress("workspace", f"cloned; working from {start[:12]} (base {base})"))
 
         if brief["agent"]["engine"] == "codex":
             outcome = run_codex(
@@ -140,7 +146,8 @@ class AgentRunner:
         if not brief.get("push", True):
             self.log("runner: review run: nothing is pushed; the summary is the review")
             return self._succeed(brief, summary=summary, base=base, branch=None,
-                                 head=workspace.head(), changed=[])  # fmt: skip
+                                 head=workspace.head(),
+                                 changed=workspace.changed_files(base=base))  # fmt: skip
         identity = Identity(brief["agent"]["git_name"], brief["agent"]["git_email"])
         committed = workspace.commit_all(message=self._commit_message(brief, summary),
                                          identity=identity)  # fmt: skip

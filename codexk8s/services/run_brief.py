@@ -175,6 +175,12 @@ def build_brief(engine: Engine, *, run: sa.Row[Any], openai_path: str) -> dict[s
             "work_branch": f"codex/issue-{target}",
             "token": _repository_token(repository, settings),
         },
+        # GitHub keeps every pull request's head at refs/pull/<n>/head: a reviewer reads that.
+        "pull_request": (
+            {"number": run.pr_number, "head_ref": f"refs/pull/{run.pr_number}/head"}
+            if run.pr_number is not None
+            else None
+        ),
         "push": not is_review_run(run),
         "provider": {"name": "codexk8s", "path": openai_path, "wire_api": "responses"},
         # In a pod the pod is the sandbox; a local process gets Codex's workspace sandbox.

@@ -95,7 +95,9 @@ class ClaimedRun:
     env: dict[str, str]
 
 
-def create_run(*, issue: int = 7, stage: str = "dev", agent_key: str = "dev") -> int:
+def create_run(
+    *, issue: int = 7, stage: str = "dev", agent_key: str = "dev", pr_number: int | None = None
+) -> int:
     with session_scope() as session:
         if projects.get_by_key(session=session, key="web") is None:
             projects.create_project(session=session, key="web", slots=2)
@@ -108,7 +110,8 @@ def create_run(*, issue: int = 7, stage: str = "dev", agent_key: str = "dev") ->
         assert project is not None and repository is not None
         run = AgentRun(
             correlation_id=uuid.uuid4().hex, project_id=project.id or 0,
-            repository_id=repository.id, issue_number=issue, issue_title="Say hello",
+            repository_id=repository.id, issue_number=issue, pr_number=pr_number,
+            issue_title="Say hello",
             agent_key=agent_key, stage=stage, model="gpt-5",
         )  # fmt: skip
         session.add(run)

@@ -29,6 +29,7 @@ from tests.agent.conftest import (
     Remote,
     claim,
     create_run,
+    git,
     load_run,
     run_agent,
     set_engine,
@@ -236,15 +237,28 @@ def test_command_engine_runs_in_the_cloned_workspace(
 def test_reviewer_run_pushes_nothing_and_returns_the_review(
     control_plane: str, remote: Remote, openai_api: ScriptedResponses, tmp_path: Path
 ) -> None:
-    openai_api.command = "ls"
-    openai_api.final_message = "Looks good; one nit in README.md."
-    claimed = claim(create_run(issue=13, stage="review", agent_key="reviewer"), control_plane)
+    # The pull request's head, as GitHub keeps it at refs/pull/<n>/head.
+    seed = tmp_path / "pr"
+    git("clone", "--quiet", str(remote.bare), str(seed), cwd=tmp_path)
+    (seed / "feature.txt").write_text("from the pull request\n")
+    git("add", "feature.txt", cwd=seed)
+    git("commit", "--quiet", "-m", "feature", cwd=seed)
+    git("push", "--quiet", "origin", "HEAD:refs/pull/13/head", cwd=seed)
+    openai_api.command = "cat feature.txt"
+    openai_api.final_message = "Looks good; one nit in feature.txt."
+    run_id = create_run(issue=13, stage="review", agent_key="reviewer", pr_number=13)
+    claimed = claim(run_id, control_plane)
     process = run_agent(claimed, tmp_path / "run")
-    assert process.returncode == 0, output_of(process)
-    assert remote.branches() == ["main"]
+    output = output_of(process)
+    assert process.returncode == 0, output
+    assert "runner: reviewing pull request #13" in output
+    assert "  | from the pull request" in output  # Codex's command ran on the PR's files
+    assert remote.branches() == ["main"]  # nothing pushed
     (result,) = events(claimed.run_id, "run_result")
-    assert result["review_body"] == "Looks good; one nit in README.md."
+    assert result["review_body"] == "Looks good; one nit in feature.txt."
     assert result["branch"] is None and result["pr_title"] is None
+    assert result["changed_files"] == ["feature.txt"]
+    assert result["head_sha"] == remote.sha("refs/pull/13/head")
 
 
 def test_rejected_push_fails_with_push_rejected(
