@@ -555,12 +555,18 @@ def webhook_replay(
 def agent_set(
     role: str,
     command: Annotated[
-        str | None, typer.Option(help="Run this command instead of the agent runner.")
+        str | None, typer.Option(help="Run this command instead of Codex (engine command).")
     ] = None,
     image: Annotated[str | None, typer.Option(help="Container image (Kubernetes runtime).")] = None,
     timeout: Annotated[float | None, typer.Option(help="Run timeout in minutes.")] = None,
     model: Annotated[str | None, typer.Option(help="Default model for this agent.")] = None,
-    engine: Annotated[str | None, typer.Option(help="codex (the agent runner) or command.")] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="codex (the runner drives Codex), command (the runner runs --command in the "
+            "cloned workspace instead) or process (--command is the whole workload)."
+        ),
+    ] = None,
 ) -> None:
     """Change the settings of agent ROLE (pm, sa, em, dev, reviewer, qa, sre, km)."""
     from codexk8s.services import agents
@@ -580,12 +586,11 @@ def agent_set(
 
 @agent_app.command("run")
 def agent_run() -> None:
-    """The agent runner a run's pod or process executes (not built yet)."""
-    fail(
-        "the agent runner is not built yet: runs cannot execute an agent until it lands "
-        "(set an agent's command to use your own tooling meanwhile)",
-        code=3,
-    )
+    """The agent runner a run's pod or process executes (reads CODEXK8S_RUN_ID,
+    CODEXK8S_CALLBACK_URL and CODEXK8S_RUN_TOKEN, set by dispatch)."""
+    from codexk8s.agent.runner import run_from_settings
+
+    raise typer.Exit(run_from_settings(settings()))
 
 
 # --- prompt templates (the local operator acts as actor None, as for members) ---------------------

@@ -15,6 +15,20 @@ ENV_PREFIX = "CODEXK8S_"
 SECRET_KEY_FILE = "secret_key"
 
 
+# USD per million tokens (input, cached input, output; reasoning tokens bill as output), from
+# OpenAI's public price list. `CODEXK8S_MODEL_PRICES` (JSON, same shape) replaces the table.
+DEFAULT_MODEL_PRICES: dict[str, dict[str, float]] = {
+    "gpt-5": {"input": 1.25, "cached_input": 0.125, "output": 10.0},
+    "gpt-5-codex": {"input": 1.25, "cached_input": 0.125, "output": 10.0},
+    "gpt-5-mini": {"input": 0.25, "cached_input": 0.025, "output": 2.0},
+    "gpt-5-nano": {"input": 0.05, "cached_input": 0.005, "output": 0.4},
+    "gpt-4.1": {"input": 2.0, "cached_input": 0.5, "output": 8.0},
+    "gpt-4.1-mini": {"input": 0.4, "cached_input": 0.1, "output": 1.6},
+    "o4-mini": {"input": 1.1, "cached_input": 0.275, "output": 4.4},
+}
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
 class ConfigError(Exception):
     """A setting is missing or invalid; the message is one line naming the variable."""
 
@@ -42,6 +56,18 @@ class Settings(BaseSettings):
 
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
+    # The model a run uses when neither its labels, its agent nor its project name one.
+    default_model: str = "gpt-5-codex"
+    model_prices: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: dict(DEFAULT_MODEL_PRICES)
+    )
+
+    # Read by `codexk8s agent run` only: what dispatch hands to a run's workload.
+    run_id: int | None = None
+    callback_url: str | None = None
+    run_token: SecretStr | None = None
+    # Where the runner clones the repository (default: its working directory).
+    agent_workdir: Path | None = None
 
     runtime: Literal["local", "kubernetes"] = "local"
     kubeconfig: Path | None = None
@@ -80,7 +106,26 @@ class Settings(BaseSettings):
             value = "postgresql+psycopg:" + value.removeprefix("postgresql:")
         return value
 
-    @field_validator("public_url", "github_api_url", "github_oauth_url", "github_git_url")
+    @field_validator("github_git_url")
+    @classmethod
+    def _git_url(cls, value: str) -> str:
+        # file:// lets a local mirror (and the tests' bare repositories) stand in for GitHub.
+        if not value.startswith(("http://", "https://", "file://")):
+            raise ValueError("must start with http://, https:// or file://")
+        return value.rstrip("/")
+
+    @field_validator("model_prices")
+    @classmethod
+    def _prices(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for model, price in value.items():
+            missing = {"input", "output"} - set(price)
+            if missing:
+                raise ValueError(f"price of {model!r} lacks {', '.join(sorted(missing))}")
+            if any(amount < 0 for amount in price.values()):
+                raise ValueError(f"price of {model!r} is negative")
+        return value
+
+    @field_validator("public_url", "github_api_url", "github_oauth_url", "callback_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:
@@ -101,6 +146,10 @@ class Settings(BaseSettings):
     @property
     def effective_public_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def effective_openai_base_url(self) -> str:
+        return (self.openai_base_url or DEFAULT_OPENAI_BASE_URL).rstrip("/")
 
     @property
     def is_oauth_configured(self) -> bool:

@@ -271,9 +271,10 @@ def test_serve_refuses_public_bind_without_oauth() -> None:
     assert code == 2 and "refusing to bind 0.0.0.0 without GitHub sign-in" in err
 
 
-def test_agent_run_says_it_is_not_built() -> None:
+def test_agent_run_names_the_variables_it_needs() -> None:
     code, _, err = cli("agent", "run")
-    assert code == 3 and "not built yet" in err
+    assert code == 2
+    assert "CODEXK8S_RUN_ID, CODEXK8S_CALLBACK_URL, CODEXK8S_RUN_TOKEN must be set" in err
 
 
 def test_installed_entry_point_runs(app_db: str) -> None:
@@ -361,11 +362,15 @@ def test_agent_set() -> None:
     assert out.strip() == "dev: engine=command command=make agent image=- timeout=30m model=gpt-x"
     code, out, _ = cli("agent", "set", "dev", "--engine", "codex")
     assert "engine=codex command=codexk8s agent run" in out
+    # process: the stored command becomes the whole workload, without the agent runner.
+    code, out, _ = cli("agent", "set", "dev", "--engine", "process")
+    assert code == 0 and "engine=process command=make agent" in out
     for args, message in [
         (["wizard", "--model", "x"], "unknown agent 'wizard'"),
         (["dev"], "nothing to change"),
         (["dev", "--timeout", "0"], "timeout must be"),
         (["dev", "--engine", "magic"], "unknown engine 'magic'"),
+        (["pm", "--engine", "process"], "engine 'process' needs a command"),
         (["dev", "--command", "unbalanced 'quote"], "cannot parse the command"),
     ]:
         code, _, err = cli("agent", "set", *args)

@@ -44,3 +44,16 @@ class ActorType(StrEnum):
     HUMAN = "human"
     AGENT = "agent"
     SYSTEM = "system"
+
+
+class AgentFailure(StrEnum):
+    """Why the agent runner says its run failed; stored as the run's status reason."""
+
+    PRECONDITION = "precondition"  # something to configure first (model key, repository token)
+    MODEL_RATE_LIMITED = "model_rate_limited"  # 429s outlasted the retries
+    MODEL_UNAVAILABLE = "model_unavailable"  # 5xx outlasted the retries
+    MODEL_TIMEOUT = "model_timeout"  # the model stream stalled or timed out
+    MODEL_ERROR = "model_error"  # any other model answer (bad key, unknown model, bad request)
+    GIT_ERROR = "git_error"  # clone, fetch or commit failed
+    PUSH_REJECTED = "push_rejected"  # the remote refused the work branch
+    AGENT_ERROR = "agent_error"  # the engine (Codex or the agent's command) failed otherwise

@@ -19,7 +19,10 @@ DEFAULT_COMMAND = ("codexk8s", "agent", "run")
 DEFAULT_TIMEOUT_MINUTES = 60
 MIN_TIMEOUT_MINUTES = 0.05  # three seconds: short enough to test, long enough to start
 MAX_TIMEOUT_MINUTES = 24 * 60
-ENGINES = ("codex", "command")
+# codex: the agent runner drives Codex. command: the agent runner clones the repository and runs
+# the agent's command there instead of Codex. process: the agent's command is the whole workload,
+# without the runner (no clone, no brief; for teams with their own runner, and engine tests).
+ENGINES = ("codex", "command", "process")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,13 +36,17 @@ class AgentSettings:
     model: str | None
     engine: str
 
+    @property
+    def workload(self) -> tuple[str, ...]:
+        """What the run's workload executes: the agent runner unless the engine is `process`."""
+        return self.command if self.engine == "process" else DEFAULT_COMMAND
+
 
 def effective_settings(raw_settings: dict[str, Any] | None, key: str) -> AgentSettings:
     raw: dict[str, Any] = dict(raw_settings or {})
     command = raw.get("command")
-    # The engine decides what runs: "codex" → the agent runner; "command" → the agent's own.
     engine = raw.get("engine") or "codex"
-    argv = tuple(shlex.split(command)) if engine == "command" and command else DEFAULT_COMMAND
+    argv = tuple(shlex.split(command)) if engine != "codex" and command else DEFAULT_COMMAND
     return AgentSettings(
         key=key,
         command=argv,
@@ -87,8 +94,8 @@ def set_agent(
             raise InvalidArgumentError(
                 f"unknown engine {engine!r}; use one of: {', '.join(ENGINES)}"
             )
-        if engine == "command" and not (changes.get("command") or settings.get("command")):
-            raise InvalidArgumentError("engine 'command' needs a command (--command)")
+        if engine != "codex" and not (changes.get("command") or settings.get("command")):
+            raise InvalidArgumentError(f"engine {engine!r} needs a command (--command)")
         changes["engine"] = engine
     if image is not None:
         changes["image"] = image or None

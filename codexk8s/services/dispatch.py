@@ -22,13 +22,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from codexk8s.config import get_settings
 from codexk8s.crypto import hash_token, new_token
 from codexk8s.db.models import Agent, Project, utcnow
-from codexk8s.domain.runs import RunStatus
+from codexk8s.domain.runs import AgentFailure, RunStatus
 from codexk8s.domain.runtime import Runtime, WorkloadHandle, WorkloadRuntimeError, WorkloadSpec
 from codexk8s.domain.slots import LEASE_TTL_SECONDS, SlotState
 from codexk8s.errors import PreconditionError
 from codexk8s.services.agents import effective_settings
+from codexk8s.services.run_brief import model_precondition
 from codexk8s.services.run_states import RUNS, SLOTS, transition
 
 PROJECTS = Project.__table__  # type: ignore[attr-defined]
@@ -116,6 +118,21 @@ def claim_runs(
             run = _oldest_pending(connection, slot.project_id, claimed_runs)
             if run is None:
                 continue
+            agent_row = connection.execute(
+                sa.select(AGENTS.c.settings).where(AGENTS.c.key == run.agent_key)
+            ).first()
+            settings = effective_settings(agent_row.settings if agent_row else None, run.agent_key)
+            problem = model_precondition(get_settings()) if settings.engine == "codex" else None
+            if problem is not None:
+                # Nothing to launch without a model: fail at once, the slot stays free.
+                transition(
+                    connection, run_id=run.id, correlation_id=run.correlation_id,
+                    project_id=run.project_id, from_statuses=[RunStatus.PENDING],
+                    to_status=RunStatus.FAILED, reason=AgentFailure.PRECONDITION.value,
+                    message=problem,
+                )  # fmt: skip
+                claimed_runs.append(run.id)
+                continue
             token = new_token()
             moved = transition(
                 connection, run_id=run.id, correlation_id=run.correlation_id,
@@ -139,10 +156,6 @@ def claim_runs(
                 project_keys[slot.project_id] = connection.execute(
                     sa.select(PROJECTS.c.key).where(PROJECTS.c.id == slot.project_id)
                 ).scalar_one()
-            agent_row = connection.execute(
-                sa.select(AGENTS.c.settings).where(AGENTS.c.key == run.agent_key)
-            ).first()
-            settings = effective_settings(agent_row.settings if agent_row else None, run.agent_key)
             lineage = lineage_of(run, project_keys[slot.project_id])
             connection.execute(RUNS.update().where(RUNS.c.id == run.id).values(lineage=lineage))
             claims.append(
@@ -156,7 +169,7 @@ def claim_runs(
                         correlation_id=run.correlation_id,
                         project_key=project_keys[slot.project_id],
                         lineage=lineage,
-                        command=settings.command,
+                        command=settings.workload,
                         image=settings.image,
                         env={"CODEXK8S_RUN_ID": str(run.id), "CODEXK8S_CALLBACK_URL": callback_url},
                         secret_env={"CODEXK8S_RUN_TOKEN": token},

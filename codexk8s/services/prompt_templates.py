@@ -391,5 +391,21 @@ def render_run_prompt(*, session: Session, run_id: int) -> str:
         raise NotFoundError(f"no run with id {run_id}")
     if run.stage not in prompts.SCOPES:
         raise InvalidArgumentError(f"run {run_id} has an unknown stage {run.stage!r}")
-    template = template_for_run(session=session, stage=run.stage, is_revise=run.is_revise)
-    return prompts.render(template.body, build_context(session=session, run=run))
+    try:
+        body = template_for_run(session=session, stage=run.stage, is_revise=run.is_revise).body
+    except NotFoundError:
+        # A database nobody seeded yet (`migrate` and `serve` seed it) still gets the shipped text.
+        body = _shipped_body(stage=run.stage, is_revise=run.is_revise)
+    return prompts.render(body, build_context(session=session, run=run))
+
+
+def _shipped_body(*, stage: str, is_revise: bool) -> str:
+    shipped = {
+        (t.scope, t.kind): t.body for t in shipped_templates() if t.locale == prompts.DEFAULT_LOCALE
+    }
+    for kind in ("revise", "work") if is_revise else ("work",):
+        if (stage, kind) in shipped:
+            return shipped[(stage, kind)]
+    raise NotFoundError(
+        f"no prompt template for stage {stage!r}; run `codexk8s seed` to load the defaults"
+    )

@@ -27,6 +27,7 @@ from codexk8s.domain.runtime import (
     WorkloadStatus,
 )
 from codexk8s.domain.slots import LEASE_TTL_SECONDS, SlotState
+from codexk8s.services.run_brief import reported_failure
 from codexk8s.services.run_states import FAILURE_REASONS, RUNS, SLOTS, add_event, transition
 
 # A claimed run without a workload is left alone this long: its launch may be under way.
@@ -86,6 +87,12 @@ def apply_workload_status(engine: Engine, status: WorkloadStatus) -> str | None:
             message = status.message or (
                 f"exited with code {status.exit_code}" if status.exit_code is not None else None
             )
+            if failure is FailureReason.EXIT_CODE:
+                # The agent runner said why before exiting: keep its reason (model_rate_limited,
+                # push_rejected, ...) rather than the bare exit code.
+                reported = reported_failure(connection, run.id)
+                if reported is not None:
+                    reason, message = reported[0], reported[1] or message
         if target is not RunStatus.SUCCEEDED and (
             run.cancel_requested_at is not None or status.reason is FailureReason.CANCELED
         ):

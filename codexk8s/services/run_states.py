@@ -80,6 +80,10 @@ def transition(
         update["status_message"] = message[:4000]
     if to_status.is_terminal:
         update.setdefault("finished_at", now)
+    if to_status.is_terminal or to_status is RunStatus.PENDING:
+        # The run token dies with the run (or with a launch that never happened): a leaked token
+        # of an ended run opens nothing.
+        update["run_token_hash"] = None
     changed = connection.execute(
         RUNS.update()
         .where(RUNS.c.id == run_id, RUNS.c.status.in_([s.value for s in sources]))

@@ -26,6 +26,14 @@ API_RUN_LOGS = f"{API_RUN}/logs"
 API_RUN_CANCEL = f"{API_RUN}/cancel"
 API_RUN_RERUN = f"{API_RUN}/rerun"
 
+# Internal API of the agent runner (authenticated by the run's token).
+API_AGENT_RUN = f"{API_PREFIX}/agent/runs/{{run_id}}"
+API_AGENT_BRIEF = f"{API_AGENT_RUN}/brief"
+API_AGENT_EVENTS = f"{API_AGENT_RUN}/events"
+API_AGENT_RESULT = f"{API_AGENT_RUN}/result"
+API_AGENT_OPENAI_BASE = f"{API_AGENT_RUN}/openai"  # the model provider base URL a run uses
+API_AGENT_OPENAI = f"{API_AGENT_OPENAI_BASE}/{{path:path}}"
+
 # Sign-in.
 AUTH_GITHUB_LOGIN = "/auth/github/login"
 AUTH_GITHUB_CALLBACK = "/auth/github/callback"

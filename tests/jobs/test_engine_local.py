@@ -52,7 +52,7 @@ def set_command(code: str, *, role: str = "dev", timeout_minutes: float | None =
     with session_scope() as session:
         agents.set_agent(
             session=session, key=role, command=f"{sys.executable} -c {shlex.quote(code)}",
-            timeout_minutes=timeout_minutes,
+            timeout_minutes=timeout_minutes, engine="process",
         )  # fmt: skip
 
 

@@ -7,9 +7,11 @@ import time
 import uuid
 from collections import Counter
 
+import pytest
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from codexk8s.config import get_settings
 from codexk8s.db.engine import get_engine, make_engine, session_scope
 from codexk8s.db.models import AgentRun, FlowEvent
 from codexk8s.jobs.engine import EngineTimings, RunEngine
@@ -44,7 +46,12 @@ def statuses() -> dict[str, int]:
     return {status: count for status, count in rows}
 
 
-async def test_two_replicas_run_every_run_once_within_slots(app_db: str) -> None:
+async def test_two_replicas_run_every_run_once_within_slots(
+    app_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Codex agents need a model key to be dispatched; the fake cluster never calls the model.
+    monkeypatch.setenv("CODEXK8S_OPENAI_API_KEY", "sk-unused")
+    get_settings.cache_clear()
     run_ids = create_runs(200)
     cluster = FakeClusterRuntime()
     replicas = [

@@ -27,7 +27,10 @@ def runtime(app_db: str, tmp_path: Path) -> LocalRuntime:
         session.add(AgentRun(correlation_id=uuid.uuid4().hex, project_id=project.id or 0,
                              issue_number=1, agent_key="dev", stage="dev"))  # fmt: skip
         agents.set_agent(
-            session=session, key="dev", command=f"{sys.executable} -c 'import time; time.sleep(1)'"
+            session=session,
+            key="dev",
+            command=f"{sys.executable} -c 'import time; time.sleep(1)'",
+            engine="process",
         )
     return LocalRuntime(tmp_path / "runs", poll_interval=0.05)
 

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from codexk8s import metrics as _metrics  # noqa: F401  (registers the codexk8s_* metrics)
 from codexk8s.web import routes
-from codexk8s.web.http import api, auth, health, webhooks
+from codexk8s.web.http import agent_api, api, auth, health, webhooks
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -46,6 +46,10 @@ def build_http_app() -> Starlette:
             Route(routes.API_RUN_LOGS, api.run_logs_endpoint, methods=ALL_METHODS),
             Route(routes.API_RUN_CANCEL, api.run_cancel_endpoint, methods=ALL_METHODS),
             Route(routes.API_RUN_RERUN, api.run_rerun_endpoint, methods=ALL_METHODS),
+            Route(routes.API_AGENT_BRIEF, agent_api.agent_brief, methods=ALL_METHODS),
+            Route(routes.API_AGENT_EVENTS, agent_api.agent_events, methods=ALL_METHODS),
+            Route(routes.API_AGENT_RESULT, agent_api.agent_result, methods=ALL_METHODS),
+            Route(routes.API_AGENT_OPENAI, agent_api.agent_openai, methods=ALL_METHODS),
             Route(routes.AUTH_GITHUB_LOGIN, auth.github_login, methods=["GET"]),
             Route(routes.AUTH_GITHUB_CALLBACK, auth.github_callback, methods=["GET"]),
             Route(routes.AUTH_LOGOUT, auth.logout, methods=["GET", "POST"]),

@@ -1,0 +1,199 @@
+"""The internal API the agent runner calls (`/api/v1/agent/runs/{id}/...`), authenticated by the
+run's own token (`Authorization: Bearer <run token>`), valid only for that run while it is active.
+
+- `GET  brief`   what to do (prompt, model, repository, branches, credentials)
+- `POST events`  progress for the run's timeline
+- `POST result`  the outcome, once
+- `*    openai/{path}`  the model proxy: forwards the OpenAI Responses API (streaming) with the
+  control plane's key, so the key never reaches the run's pod or process, and meters the
+  tokens (and cost) of every answer onto the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from codexk8s.adapters.openai.usage import UsageMeter
+from codexk8s.config import get_settings
+from codexk8s.db.engine import get_engine
+from codexk8s.errors import CodexK8sError, InvalidArgumentError, PayloadTooLargeError
+from codexk8s.services import run_brief
+from codexk8s.web import routes
+from codexk8s.web.http.errors import error_response, from_exception
+
+MAX_BODY_BYTES = 1024 * 1024
+# Codex sends the whole conversation with every model request; long sessions grow large.
+MAX_MODEL_REQUEST_BYTES = 32 * 1024 * 1024
+# Only the model endpoints Codex uses; the proxy is not a general way out to the provider.
+PROXY_PREFIXES = ("responses", "models")
+_DROP_REQUEST_HEADERS = frozenset(
+    {"host", "authorization", "content-length", "connection", "keep-alive", "transfer-encoding",
+     "te", "upgrade", "cookie", "accept-encoding", "proxy-authorization", "proxy-connection"}
+)  # fmt: skip
+_PASS_RESPONSE_HEADERS = ("content-type", "retry-after", "x-request-id", "openai-processing-ms")
+_NO_STORE = {"Cache-Control": "no-store"}
+UPSTREAM_TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=60.0, pool=10.0)
+
+Handler = Callable[[Request, sa.Row[Any]], Awaitable[Response]]
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"the body is larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLargeError(f"the body is larger than {limit} bytes")
+    return bytes(body)
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await _read_body(request, MAX_BODY_BYTES)
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidArgumentError("the body must be JSON") from None
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _endpoint(
+    methods: tuple[str, ...], handler: Handler
+) -> Callable[[Request], Awaitable[Response]]:
+    """Method check, run-token authentication, and errors mapped to their codes."""
+
+    async def endpoint(request: Request) -> Response:
+        if request.method not in methods:
+            allow = ", ".join(methods)
+            return error_response("method_not_allowed", f"use {allow}", headers={"Allow": allow})
+        try:
+            run_id = int(request.path_params["run_id"])
+        except ValueError:
+            return error_response("not_found", "no such run")
+        try:
+            run = await asyncio.to_thread(
+                run_brief.authenticate_run, get_engine(), run_id=run_id, token=_bearer(request)
+            )
+            return await handler(request, run)
+        except run_brief.RunTokenError as exc:
+            return error_response(
+                "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer", **_NO_STORE}
+            )
+        except CodexK8sError as exc:
+            return from_exception(exc)
+
+    return endpoint
+
+
+async def _brief(request: Request, run: sa.Row[Any]) -> Response:
+    path = routes.API_AGENT_OPENAI_BASE.format(run_id=run.id)
+    brief = await asyncio.to_thread(run_brief.build_brief, get_engine(), run=run, openai_path=path)
+    return JSONResponse(brief, headers=_NO_STORE)
+
+
+async def _events(request: Request, run: sa.Row[Any]) -> Response:
+    payload = await _json_body(request)
+    await asyncio.to_thread(run_brief.record_progress, get_engine(), run=run, payload=payload)
+    return JSONResponse({"recorded": True}, status_code=202, headers=_NO_STORE)
+
+
+async def _result(request: Request, run: sa.Row[Any]) -> Response:
+    payload = await _json_body(request)
+    stored = await asyncio.to_thread(run_brief.store_result, get_engine(), run=run, payload=payload)
+    return JSONResponse(stored, headers=_NO_STORE)
+
+
+def _requested_model(body: bytes) -> str | None:
+    try:
+        model = json.loads(body).get("model")
+    except (ValueError, AttributeError):
+        return None
+    return model if isinstance(model, str) else None
+
+
+async def _openai(request: Request, run: sa.Row[Any]) -> Response:
+    settings = get_settings()
+    problem = run_brief.model_precondition(settings)
+    if problem is not None:
+        return error_response("failed_precondition", problem)
+    path = request.path_params["path"].strip("/")
+    if path.split("/", 1)[0] not in PROXY_PREFIXES or ".." in path.split("/"):
+        return error_response("not_found", f"the model proxy does not forward /{path}")
+    body = await _read_body(request, MAX_MODEL_REQUEST_BYTES)
+    headers = {
+        name: value
+        for name, value in request.headers.items()
+        if name.lower() not in _DROP_REQUEST_HEADERS
+    }
+    assert settings.openai_api_key is not None  # model_precondition checked it
+    headers["authorization"] = f"Bearer {settings.openai_api_key.get_secret_value()}"
+    url = f"{settings.effective_openai_base_url}/{path}"
+    if request.url.query:
+        url = f"{url}?{request.url.query}"
+    client = httpx.AsyncClient(timeout=UPSTREAM_TIMEOUT)
+    try:
+        upstream = await client.send(
+            client.build_request(request.method, url, content=body, headers=headers), stream=True
+        )
+    except httpx.HTTPError as exc:
+        await client.aclose()
+        # A gateway error: Codex retries it like any 5xx from the provider.
+        return error_response(
+            "unavailable", f"the model provider is unreachable: {type(exc).__name__}"
+        )
+
+    is_stream = upstream.headers.get("content-type", "").startswith("text/event-stream")
+    meter = UsageMeter(is_stream=is_stream) if upstream.status_code == 200 else None
+    model = _requested_model(body) or run.model
+
+    async def record(usages: list[dict[str, int]]) -> None:
+        for usage in usages:
+            await asyncio.to_thread(
+                run_brief.meter_model_usage, get_engine(), run_id=run.id, model=model, usage=usage
+            )
+
+    async def relay() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in upstream.aiter_bytes():
+                if meter is not None:
+                    await record(meter.feed(chunk))
+                yield chunk
+        except httpx.HTTPError:
+            return  # the client sees a cut stream and retries it
+        if meter is not None:
+            await record(meter.finish())
+
+    async def close() -> None:
+        await upstream.aclose()
+        await client.aclose()
+
+    passed = {
+        name: value
+        for name, value in upstream.headers.items()
+        if name in _PASS_RESPONSE_HEADERS or name.startswith("x-ratelimit-")
+    }
+    return StreamingResponse(
+        relay(), status_code=upstream.status_code, headers={**passed, **_NO_STORE},
+        background=BackgroundTask(close),
+    )  # fmt: skip
+
+
+agent_brief = _endpoint(("GET",), _brief)
+agent_events = _endpoint(("POST",), _events)
+agent_result = _endpoint(("POST",), _result)
+agent_openai = _endpoint(("GET", "POST"), _openai)

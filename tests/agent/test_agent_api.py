@@ -1,0 +1,240 @@
+"""The runner's internal API (web/http/agent_api.py) over the real routes on PostgreSQL:
+run-token authentication, the brief, progress, the result (stored once), and the model proxy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import Session, select
+from starlette.testclient import TestClient
+
+from codexk8s.db.engine import get_engine
+from codexk8s.db.models import AgentRun, FlowEvent
+from codexk8s.domain.runtime import WorkloadPhase, WorkloadStatus
+from codexk8s.services import reconcile
+from codexk8s.web import routes
+from codexk8s.web.http.app import build_http_app
+from tests.agent.conftest import REPO_TOKEN, ClaimedRun, Remote, claim, create_run, load_run
+from tests.codex_server import ScriptedResponses
+from tests.conftest import reset_caches
+
+CALLBACK = "http://control-plane.test"
+
+
+@pytest.fixture
+def client(app_db: str, remote: Remote, openai_api: ScriptedResponses) -> Iterator[TestClient]:
+    reset_caches()
+    with TestClient(build_http_app()) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def two_runs(client: TestClient) -> tuple[ClaimedRun, ClaimedRun]:
+    return claim(create_run(issue=1), CALLBACK), claim(create_run(issue=2), CALLBACK)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def url(template: str, run_id: int | str) -> str:
+    return template.format(run_id=run_id)
+
+
+def snapshot(run_id: int) -> tuple[Any, ...]:
+    with Session(get_engine()) as session:
+        run = session.get(AgentRun, run_id)
+        assert run is not None
+        count = session.exec(
+            select(sa.func.count()).select_from(FlowEvent).where(FlowEvent.run_id == run_id)
+        ).one()
+        return run.status, run.summary, run.tokens_input, run.run_token_hash, count
+
+
+RESULT = {
+    "outcome": "succeeded", "branch": "codex/issue-1", "base_branch": "main",
+    "head_sha": "a" * 40, "changed_files": ["HELLO.md"], "summary": "Done",
+    "pr_title": "[dev] Say hello", "pr_body": "Done\n\nCloses #1", "review_body": None,
+    "usage": {"input": 1000, "cached": 0, "output": 100, "reasoning": 10}, "model": "gpt-5",
+}  # fmt: skip
+
+
+def test_brief_is_given_only_for_the_runs_own_token(
+    client: TestClient, two_runs: tuple[ClaimedRun, ClaimedRun]
+) -> None:
+    first, second = two_runs
+    path = url(routes.API_AGENT_BRIEF, first.run_id)
+    before = snapshot(first.run_id)
+    for headers in ({}, bearer("ck8s_wrong"), bearer(second.token), {"Authorization": first.token}):
+        answer = client.get(path, headers=headers)
+        assert answer.status_code == 401, headers
+        assert answer.json()["error"] == "unauthorized"
+        assert answer.headers["www-authenticate"] == "Bearer"
+    # A run that does not exist answers like a wrong token; a malformed id is not a route.
+    assert (
+        client.get(url(routes.API_AGENT_BRIEF, 999_999), headers=bearer(first.token)).status_code
+        == 401
+    )
+    assert (
+        client.get(url(routes.API_AGENT_BRIEF, "abc"), headers=bearer(first.token)).status_code
+        == 404
+    )
+    assert snapshot(first.run_id) == before
+
+    answer = client.get(path, headers=bearer(first.token))
+    assert answer.status_code == 200
+    brief = answer.json()
+    assert brief["run_id"] == first.run_id
+    assert "Say hello" in brief["prompt"] and brief["model"] == "gpt-5"
+    assert brief["repository"]["clone_url"].endswith("/octo-org/octo-repo.git")
+    assert brief["repository"]["work_branch"] == "codex/issue-1"
+    assert brief["repository"]["token"] == REPO_TOKEN
+    assert brief["provider"]["path"] == f"/api/v1/agent/runs/{first.run_id}/openai"
+    assert brief["push"] is True and brief["sandbox"] == "workspace-write"
+    assert brief["agent"]["engine"] == "codex"
+    assert answer.headers["cache-control"] == "no-store"
+
+
+def test_refused_writes_change_nothing(
+    client: TestClient, two_runs: tuple[ClaimedRun, ClaimedRun]
+) -> None:
+    first, second = two_runs
+    before = snapshot(first.run_id)
+    progress = {"kind": "command", "message": "ls"}
+    for template, body in ((routes.API_AGENT_RESULT, RESULT), (routes.API_AGENT_EVENTS, progress)):
+        answer = client.post(url(template, first.run_id), json=body, headers=bearer(second.token))
+        assert answer.status_code == 401
+    assert snapshot(first.run_id) == before
+    assert (
+        client.get(
+            url(routes.API_AGENT_RESULT, first.run_id), headers=bearer(first.token)
+        ).status_code
+        == 405
+    )
+
+
+def test_result_is_stored_once_and_bad_results_are_refused(
+    client: TestClient, two_runs: tuple[ClaimedRun, ClaimedRun]
+) -> None:
+    first, _ = two_runs
+    path = url(routes.API_AGENT_RESULT, first.run_id)
+    before = snapshot(first.run_id)
+    for bad in (
+        {**RESULT, "outcome": "great"},
+        {**RESULT, "usage": {"input": -1}},
+        {**RESULT, "changed_files": "HELLO.md"},
+        {**RESULT, "outcome": "failed", "reason": "bad_luck"},
+    ):
+        answer = client.post(path, json=bad, headers=bearer(first.token))
+        assert answer.status_code == 400, bad
+    answer = client.post(path, content=b"not json", headers=bearer(first.token))
+    assert answer.status_code == 400
+    assert snapshot(first.run_id) == before
+
+    answer = client.post(path, json=RESULT, headers=bearer(first.token))
+    assert answer.status_code == 200
+    # Tokens and cost are what the model proxy metered (nothing here), not what the runner says.
+    assert answer.json()["cost_usd"] == "0.000000"
+    again = client.post(path, json={**RESULT, "summary": "Other"}, headers=bearer(first.token))
+    assert again.status_code == 409
+    run = load_run(first.run_id)
+    assert run.summary == "Done" and run.tokens_input == 0
+    with Session(get_engine()) as session:
+        results = session.exec(
+            select(FlowEvent).where(FlowEvent.run_id == first.run_id,
+                                    FlowEvent.event_type == "run_result")
+        ).all()  # fmt: skip
+    assert [event.payload for event in results] == [
+        {key: RESULT[key] for key in RESULT if key not in ("outcome", "usage", "model")}
+    ]
+    assert results[0].actor_type == "agent" and results[0].actor_id == "dev"
+    with Session(get_engine()) as session:
+        (usage,) = session.exec(
+            select(FlowEvent).where(FlowEvent.run_id == first.run_id,
+                                    FlowEvent.event_type == "run_usage")
+        ).all()  # fmt: skip
+    assert usage.payload["reported"] == RESULT["usage"]
+    assert usage.payload["metered"] == {"input": 0, "cached": 0, "output": 0, "reasoning": 0}
+
+
+def test_token_is_revoked_when_the_run_ends(
+    client: TestClient, two_runs: tuple[ClaimedRun, ClaimedRun]
+) -> None:
+    first, second = two_runs
+    reconcile.apply_workload_status(
+        get_engine(), WorkloadStatus(run_id=first.run_id, phase=WorkloadPhase.SUCCEEDED)
+    )
+    assert load_run(first.run_id).run_token_hash is None
+    assert load_run(second.run_id).run_token_hash is not None
+    answer = client.get(url(routes.API_AGENT_BRIEF, first.run_id), headers=bearer(first.token))
+    assert answer.status_code == 401
+    answer = client.post(url(routes.API_AGENT_RESULT, first.run_id), json=RESULT,
+                         headers=bearer(first.token))  # fmt: skip
+    assert answer.status_code == 401
+    assert load_run(first.run_id).summary is None
+
+
+def test_progress_events_reach_the_timeline(
+    client: TestClient, two_runs: tuple[ClaimedRun, ClaimedRun]
+) -> None:
+    first, _ = two_runs
+    path = url(routes.API_AGENT_EVENTS, first.run_id)
+    answer = client.post(path, json={"kind": "command", "message": "ls", "exit_code": 0},
+                         headers=bearer(first.token))  # fmt: skip
+    assert answer.status_code == 202
+    assert client.post(path, json={"kind": 3}, headers=bearer(first.token)).status_code == 400
+    with Session(get_engine()) as session:
+        (event,) = session.exec(
+            select(FlowEvent).where(FlowEvent.run_id == first.run_id,
+                                    FlowEvent.event_type == "run_progress")
+        ).all()  # fmt: skip
+    assert event.payload == {"kind": "command", "message": "ls", "exit_code": 0}
+
+
+def test_model_proxy_swaps_the_run_token_for_the_key(
+    client: TestClient,
+    two_runs: tuple[ClaimedRun, ClaimedRun],
+    openai_api: ScriptedResponses,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, _ = two_runs
+    base = url(routes.API_AGENT_OPENAI_BASE, first.run_id)
+    request = {
+        "model": "gpt-5",
+        "stream": True,
+        "input": [],
+        "tools": [{"type": "function", "name": "shell"}],
+    }
+    answer = client.post(f"{base}/responses", json=request, headers=bearer(first.token))
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/event-stream")
+    assert "event: response.completed" in answer.text
+    (seen,) = openai_api.requests
+    assert seen.headers["authorization"] == f"Bearer {openai_api.api_key}"
+    assert first.token not in str(seen.headers)
+    # The proxy metered the answer's usage onto the run, priced at the requested model:
+    # (1200-200) input at 1.25 + 200 cached at 0.125 + 300 output at 10.0 per million.
+    run = load_run(first.run_id)
+    assert (run.tokens_input, run.tokens_cached, run.tokens_output, run.tokens_reasoning) == (
+        1200, 200, 300, 100,
+    )  # fmt: skip
+    assert str(run.cost_usd) == "0.004275"
+
+    # Upstream refusals pass through with their status and Retry-After.
+    openai_api.fail_statuses = [429]
+    answer = client.post(f"{base}/responses", json=request, headers=bearer(first.token))
+    assert answer.status_code == 429 and answer.headers["retry-after"] == "0"
+    assert load_run(first.run_id).tokens_input == 1200  # a refusal costs nothing
+
+    # Only the model endpoints; only with the run's token; only with a key configured.
+    assert client.get(f"{base}/files", headers=bearer(first.token)).status_code == 404
+    assert client.post(f"{base}/responses", json=request, headers=bearer("x")).status_code == 401
+    monkeypatch.setenv("CODEXK8S_OPENAI_API_KEY", "")
+    reset_caches()
+    answer = client.post(f"{base}/responses", json=request, headers=bearer(first.token))
+    assert answer.status_code == 422
+    assert "CODEXK8S_OPENAI_API_KEY" in answer.json()["message"]
+    assert len(openai_api.requests) == 2

@@ -1,0 +1,157 @@
+"""A loopback OpenAI Responses API server that the real `codex` binary can talk to.
+
+It speaks the documented streaming wire protocol (`POST /v1/responses` with `stream: true`
+answered as server-sent events: `response.created`, `response.output_item.added/done`,
+`response.completed` with `usage`). The conversation is scripted and stateless, so retries and
+reconnects behave like the real service:
+
+- a request whose input holds no `function_call_output` yet is answered with one function call
+  to the shell tool Codex offered (`exec_command` / `shell_command` / `shell`) running `command`;
+- a request that already carries the call's output is answered with the final message.
+
+`fail_statuses` makes the next requests fail with those HTTP statuses first (429 with
+`Retry-After`, 500, ...); `always_fail` makes every request fail. Every request is recorded
+(path, headers, JSON body) for assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+SHELL_TOOLS = ("exec_command", "shell_command", "shell")
+
+
+@dataclass
+class RecordedRequest:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class ScriptedResponses:
+    """The script and the record of one fake OpenAI server."""
+
+    command: str = "printf 'hello from codex\\n' > HELLO.md"
+    final_message: str = "Added HELLO.md with a greeting."
+    api_key: str = "sk-test-upstream-key"
+    usage: dict[str, Any] = field(
+        default_factory=lambda: {
+            "input_tokens": 1200,
+            "input_tokens_details": {"cached_tokens": 200},
+            "output_tokens": 300,
+            "output_tokens_details": {"reasoning_tokens": 100},
+            "total_tokens": 1500,
+        }
+    )
+    fail_statuses: list[int] = field(default_factory=list)
+    always_fail: int | None = None
+    requests: list[RecordedRequest] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def next_failure(self) -> int | None:
+        with self._lock:
+            if self.always_fail is not None:
+                return self.always_fail
+            return self.fail_statuses.pop(0) if self.fail_statuses else None
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps({'type': event, **data})}\n\n".encode()
+
+
+def _shell_call(body: dict[str, Any], command: str) -> dict[str, Any]:
+    offered = {tool.get("name") for tool in body.get("tools") or [] if isinstance(tool, dict)}
+    name = next((tool for tool in SHELL_TOOLS if tool in offered), "shell")
+    if name == "exec_command":
+        arguments: dict[str, Any] = {"cmd": command}
+    elif name == "shell_command":
+        arguments = {"command": command}
+    else:
+        arguments = {"command": ["bash", "-lc", command]}
+    return {
+        "type": "function_call",
+        "id": f"fc_{uuid.uuid4().hex[:12]}",
+        "call_id": f"call_{uuid.uuid4().hex[:12]}",
+        "name": name,
+        "arguments": json.dumps(arguments),
+        "status": "completed",
+    }
+
+
+def _message(text: str) -> dict[str, Any]:
+    return {
+        "type": "message",
+        "id": f"msg_{uuid.uuid4().hex[:12]}",
+        "role": "assistant",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
+
+
+def _has_call_output(body: dict[str, Any]) -> bool:
+    return any(
+        isinstance(item, dict) and item.get("type") == "function_call_output"
+        for item in body.get("input") or []
+    )
+
+
+def build_app(script: ScriptedResponses) -> Starlette:
+    async def responses(request: Request) -> Response:
+        body = json.loads(await request.body() or b"{}")
+        script.requests.append(
+            RecordedRequest(path=request.url.path, headers=dict(request.headers), body=body)
+        )
+        if request.headers.get("authorization") != f"Bearer {script.api_key}":
+            return JSONResponse(
+                {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
+                           "code": "invalid_api_key"}},
+                status_code=401,
+            )  # fmt: skip
+        failure = script.next_failure()
+        if failure is not None:
+            headers = {"retry-after": "0"} if failure == 429 else {}
+            return JSONResponse(
+                {"error": {"message": f"scripted failure {failure}", "type": "server_error"}},
+                status_code=failure,
+                headers=headers,
+            )
+        item = (
+            _message(script.final_message)
+            if _has_call_output(body)
+            else _shell_call(body, script.command)
+        )
+        response_id = f"resp_{uuid.uuid4().hex[:12]}"
+        base = {"id": response_id, "object": "response", "model": body.get("model")}
+
+        async def events() -> AsyncIterator[bytes]:
+            yield _sse("response.created", {"response": {**base, "status": "in_progress"}})
+            yield _sse("response.output_item.added", {"output_index": 0, "item": item})
+            yield _sse("response.output_item.done", {"output_index": 0, "item": item})
+            yield _sse(
+                "response.completed",
+                {"response": {**base, "status": "completed", "output": [item],
+                              "usage": script.usage}},
+            )  # fmt: skip
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def models(_request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": []})
+
+    return Starlette(
+        routes=[
+            Route("/v1/responses", responses, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+        ]
+    )
