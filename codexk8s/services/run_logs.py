@@ -10,7 +10,7 @@ iterator resumes from the last sequence it yielded, so a reconnect neither repea
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -136,3 +136,75 @@ async def follow(
                 yield line
             return
         await asyncio.sleep(poll_seconds)
+
+
+def log_length(engine: Engine, *, run_id: int) -> int:
+    """The sequence of the run's last stored line (its lines are numbered 1..N without gaps)."""
+    with engine.connect() as connection:
+        found = connection.execute(
+            sa.select(RUNS.c.log_sequence).where(RUNS.c.id == run_id)
+        ).scalar()
+    if found is None:
+        raise NotFoundError(f"no run {run_id}")
+    return int(found)
+
+
+def _contains(needle: str) -> sa.ColumnElement[bool]:
+    escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return LOGS.c.line.ilike(f"%{escaped}%", escape="\\")
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """Where a search landed: the matching line, its rank among the matches, and their count."""
+
+    sequence: int
+    index: int  # 1-based
+    count: int
+
+
+def search(
+    engine: Engine, *, run_id: int, needle: str, from_sequence: int = 0, backwards: bool = False
+) -> SearchHit | None:
+    """The first line after FROM_SEQUENCE containing NEEDLE (case-insensitive), or with BACKWARDS
+    the last one before it; wraps around the log. None when no line matches.
+
+    Runs in the database over the whole stored log, so the page never holds more than a window.
+    """
+    if not needle:
+        return None
+    matches = sa.and_(LOGS.c.run_id == run_id, _contains(needle))
+    with engine.connect() as connection:
+        if backwards:
+            query = sa.select(sa.func.max(LOGS.c.sequence)).where(
+                matches, LOGS.c.sequence < from_sequence
+            )
+            wrap = sa.select(sa.func.max(LOGS.c.sequence)).where(matches)
+        else:
+            query = sa.select(sa.func.min(LOGS.c.sequence)).where(
+                matches, LOGS.c.sequence > from_sequence
+            )
+            wrap = sa.select(sa.func.min(LOGS.c.sequence)).where(matches)
+        sequence = connection.execute(query).scalar()
+        if sequence is None:
+            sequence = connection.execute(wrap).scalar()
+        if sequence is None:
+            return None
+        count, index = connection.execute(
+            sa.select(
+                sa.func.count(),
+                sa.func.count().filter(LOGS.c.sequence <= sequence),
+            ).where(matches)
+        ).one()
+    return SearchHit(sequence=int(sequence), index=int(index), count=int(count))
+
+
+def iter_text(engine: Engine, *, run_id: int, page: int = 5000) -> Iterator[str]:
+    """The whole stored log as text, a page of lines at a time (for downloads)."""
+    position = 0
+    while True:
+        lines = read_lines(engine, run_id=run_id, after=position, limit=page)
+        if not lines:
+            return
+        position = lines[-1].sequence
+        yield "".join(f"{line.line}\n" for line in lines)

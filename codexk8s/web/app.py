@@ -7,9 +7,10 @@ import reflex as rx
 from codexk8s.web import routes
 from codexk8s.web.http.app import build_http_app
 from codexk8s.web.lifespan import run_engine
-from codexk8s.web.pages import projects, shell, users
+from codexk8s.web.pages import projects, run, shell, users
 from codexk8s.web.state.auth import AuthState
 from codexk8s.web.state.projects import ProjectsState
+from codexk8s.web.state.run import RunState
 from codexk8s.web.state.users import UsersState
 
 app = rx.App(api_transformer=build_http_app())
@@ -38,3 +39,4 @@ app.add_page(
 app.add_page(
     shell.audit, route=routes.AUDIT, title="Audit · codexk8s", on_load=AuthState.load_session
 )
+app.add_page(run.run_page, route=routes.RUN, title="Run · codexk8s", on_load=RunState.load_run)
