@@ -123,8 +123,8 @@ def test_following_resumes_from_the_last_sequence_without_loss_or_repeat(
     write_lines(engine, run_id, ["b3", "b4", "b5"])
     assert run_async(state._sync(state._generation)) is True
     assert [line.sequence for line in state._lines] == [1, 2, 3, 4, 5]
-    # A second sync with nothing new (a duplicate wake-up) changes nothing.
-    run_async(state._sync(state._generation))
+    # A second sync with nothing new (a duplicate push) changes nothing.
+    run_async(RunState.sync_now.fn(state))
     assert [line.line for line in state._lines] == ["a1", "a2", "b3", "b4", "b5"]
 
     # Paused: new lines are counted but the window stays.

@@ -161,7 +161,9 @@ def header_for(run: RunDetail) -> RunHeader:
 
 def _event_view(event: EventRow) -> EventView:
     detail = ", ".join(
-        f"{key}: {value}" for key, value in event.payload.items() if not isinstance(value, dict)
+        f"{key}: {value}"
+        for key, value in event.payload.items()
+        if value is not None and value != "" and not isinstance(value, dict | list)
     )
     return EventView(
         id=event.id,
@@ -402,13 +404,21 @@ class RunState(rx.State):
                 self._show_window()
             return snapshot.header.is_active or self.last_line < snapshot.total
 
+    @rx.event
+    async def sync_now(self) -> None:
+        """Catch up at once: the entry point for a push ("run-<id> changed"), see
+        `_wait_for_change`."""
+        if self._run_id and not self.is_missing:
+            await self._sync(self._generation)
+
     async def _wait_for_change(self) -> None:
         """Until something about this run may have changed.
 
-        MERGE POINT: today this is a short per-viewer sleep. When `codexk8s.web.live` lands,
-        replace this body with waiting for the push on topic `run-<id>` (the engine's on_change
-        → notifications.publish); `_sync` stays exactly as it is, since it resumes from the last
-        sequence held.
+        MERGE POINT: today this is a short per-viewer sleep (the push plumbing is not in this
+        branch). When `codexk8s.web.live` lands, the page subscribes to topic `run-<id>` instead
+        and each push fires `sync_now` (which runs the same `_sync`); this loop and its sleep then
+        go. `_sync` stays as it is: it resumes from the last sequence held, so a missed or
+        doubled push, or a dropped websocket, neither loses nor repeats a line.
         """
         await asyncio.sleep(FOLLOW_INTERVAL_SECONDS)
 
@@ -477,6 +487,13 @@ class RunState(rx.State):
     @rx.event
     async def show_start(self) -> None:
         await self._load_window(0, following=False)
+
+    @rx.event
+    def download_log(self):
+        """The whole log from the download route (which checks access itself)."""
+        if not self.run.id:
+            return None
+        return rx.download(url=self.download_url, filename=f"run-{self.run.id}.log")
 
     # --- search -------------------------------------------------------------------------------
 
