@@ -169,34 +169,36 @@ def search(
     """The first line after FROM_SEQUENCE containing NEEDLE (case-insensitive), or with BACKWARDS
     the last one before it; wraps around the log. None when no line matches.
 
-    Runs in the database over the whole stored log, so the page never holds more than a window.
+    Runs in the database over the whole stored log (one scan of the run's lines), so the page
+    never holds more than a window.
     """
     if not needle:
         return None
-    matches = sa.and_(LOGS.c.run_id == run_id, _contains(needle))
+    sequence = LOGS.c.sequence
+    if backwards:
+        near = sa.func.max(sequence).filter(sequence < from_sequence)
+        wrap = sa.func.max(sequence)
+        before = sa.func.count().filter(sequence < from_sequence)
+    else:
+        near = sa.func.min(sequence).filter(sequence > from_sequence)
+        wrap = sa.func.min(sequence)
+        before = sa.func.count().filter(sequence <= from_sequence)
     with engine.connect() as connection:
-        if backwards:
-            query = sa.select(sa.func.max(LOGS.c.sequence)).where(
-                matches, LOGS.c.sequence < from_sequence
+        total, near_hit, wrap_hit, counted = connection.execute(
+            sa.select(sa.func.count(), near, wrap, before).where(
+                LOGS.c.run_id == run_id, _contains(needle)
             )
-            wrap = sa.select(sa.func.max(LOGS.c.sequence)).where(matches)
-        else:
-            query = sa.select(sa.func.min(LOGS.c.sequence)).where(
-                matches, LOGS.c.sequence > from_sequence
-            )
-            wrap = sa.select(sa.func.min(LOGS.c.sequence)).where(matches)
-        sequence = connection.execute(query).scalar()
-        if sequence is None:
-            sequence = connection.execute(wrap).scalar()
-        if sequence is None:
-            return None
-        count, index = connection.execute(
-            sa.select(
-                sa.func.count(),
-                sa.func.count().filter(LOGS.c.sequence <= sequence),
-            ).where(matches)
         ).one()
-    return SearchHit(sequence=int(sequence), index=int(index), count=int(count))
+    if not total:
+        return None
+    if near_hit is not None:
+        # Forward: the matches up to FROM_SEQUENCE come first; backward: the hit is the last
+        # of those before FROM_SEQUENCE.
+        index = counted + 1 if not backwards else counted
+        return SearchHit(sequence=int(near_hit), index=int(index), count=int(total))
+    return SearchHit(
+        sequence=int(wrap_hit), index=1 if not backwards else int(total), count=int(total)
+    )
 
 
 def iter_text(engine: Engine, *, run_id: int, page: int = 5000) -> Iterator[str]:
