@@ -194,3 +194,33 @@ def test_cancel_by_a_writer_and_not_offered_to_a_reader(
     with Session(served_engine) as session:
         run = session.get(AgentRun, run_id)
         assert run is not None and run.status == "canceled"
+
+
+def test_a_dropped_connection_resyncs_without_lost_or_repeated_lines(
+    served_app: ServedApp,
+    served_engine: Engine,  # noqa: F811
+    page: Page,
+    artifacts_dir: Path,
+) -> None:
+    writer, _, key = setup(served_engine)
+    run_id = start(served_engine, key, "dev", 303)
+    sign_in(page, served_app, served_engine, writer)
+    page.goto(served_app.base_url + routes.run_page(run_id))
+    lines = page.get_by_test_id("log-lines")
+    expect(lines.locator('[data-seq="3"]')).to_be_visible(timeout=LONG)
+    page.context.set_offline(True)  # the websocket drops while the run keeps writing
+    # Reflex says so when its websocket is gone: the drop really happened.
+    expect(page.get_by_text("Cannot connect to server")).to_be_visible(timeout=LONG)
+    page.wait_for_timeout(2_000)
+    page.screenshot(path=str(artifacts_dir / "run-page-offline.png"), full_page=True)
+    page.context.set_offline(False)
+    expect(page.get_by_test_id("run-status")).to_have_text("succeeded", timeout=LONG)
+    expect(lines.locator('[data-seq="40"]')).to_contain_text("marker 40", timeout=LONG)
+    shown = lines.locator("[data-seq]").evaluate_all(
+        "rows => rows.map(row => [Number(row.dataset.seq), row.querySelector('.log-text')"
+        ".textContent])"
+    )
+    assert shown == [
+        [n, f"marker {n}" if n % 10 == 0 else f"line {n}"] for n in range(1, 41)
+    ]  # every line once, in order, nothing from before the drop repeated
+    page.screenshot(path=str(artifacts_dir / "run-page-after-reconnect.png"), full_page=True)

@@ -544,7 +544,7 @@ def run_page() -> rx.Component:
         "Run",
         rx.el.style(LOG_CSS),
         rx.cond(
-            RunState.is_loading,
+            RunState.is_loading | (RunState.loaded_for != rx.State.run_id),
             _skeleton(),
             rx.cond(
                 RunState.is_missing,

@@ -260,6 +260,9 @@ class RunState(rx.State):
     """One run page per tab."""
 
     is_loading: bool = True
+    # The route's run id this state was loaded for: until on_load catches up with a new URL
+    # (the tab's state comes back with the previous run's values), the page shows the skeleton.
+    loaded_for: str = ""
     is_missing: bool = False
     error: str = ""
     notice: str = ""
@@ -317,9 +320,17 @@ class RunState(rx.State):
         )
 
     def _apply_header(self, snapshot: Snapshot) -> None:
-        self.run, self.events = snapshot.header, snapshot.events
-        self.total_lines, self.can_control = snapshot.total, snapshot.can_control
-        self.is_missing, self.is_loading = False, False
+        # Assign only what changed: every assignment is sent to the browser.
+        if snapshot.header != self.run:
+            self.run = snapshot.header
+        if snapshot.events != self.events:
+            self.events = snapshot.events
+        if snapshot.total != self.total_lines:
+            self.total_lines = snapshot.total
+        if snapshot.can_control != self.can_control:
+            self.can_control = snapshot.can_control
+        if self.is_missing or self.is_loading:
+            self.is_missing, self.is_loading = False, False
 
     def _replace_window(self, snapshot: Snapshot) -> None:
         self._apply_header(snapshot)
@@ -370,7 +381,9 @@ class RunState(rx.State):
         self.is_live, self.is_following = False, True
         self.search_query = self.search_input = ""
         self.match_count = self.match_index = self.match_line = 0
-        run_id = _parse_run_id(str(self.router.page.params.get("run_id", "")))
+        route_id = str(self.router.page.params.get("run_id", ""))
+        run_id = _parse_run_id(route_id)
+        self.loaded_for = route_id
         if run_id is None:
             self._clear(NOT_VISIBLE, is_missing=True)
             return None
@@ -402,7 +415,10 @@ class RunState(rx.State):
                     self._lines = []  # skipped ahead: the old lines are not contiguous
                 self._lines = (self._lines + snapshot.lines)[-WINDOW:]
                 self._show_window()
-            return snapshot.header.is_active or self.last_line < snapshot.total
+            # A finished run's log is followed to its end; paused, there is nothing to wait for.
+            return snapshot.header.is_active or (
+                self.is_following and self.last_line < snapshot.total
+            )
 
     @rx.event
     async def sync_now(self) -> None:
