@@ -7,17 +7,27 @@ from __future__ import annotations
 import re
 import shlex
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from playwright.sync_api import Page, expect
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from codexk8s.crypto import SecretBox
 from codexk8s.db.models import AgentRun
-from codexk8s.services import agents, projects, repositories, run_logs, run_start, users
+from codexk8s.services import (
+    agents,
+    projects,
+    repositories,
+    run_control,
+    run_logs,
+    run_start,
+    users,
+)
 from codexk8s.web import routes
 from tests.conftest import TEST_SECRET_KEY, ServedApp
 from tests.web.test_projects_browser import served_engine  # noqa: F401 (a fixture)
@@ -224,3 +234,44 @@ def test_a_dropped_connection_resyncs_without_lost_or_repeated_lines(
         [n, f"marker {n}" if n % 10 == 0 else f"line {n}"] for n in range(1, 41)
     ]  # every line once, in order, nothing from before the drop repeated
     page.screenshot(path=str(artifacts_dir / "run-page-after-reconnect.png"), full_page=True)
+
+
+def session_lookups(engine: Engine) -> int:
+    """How often the sessions table was read (every page sync resolves the viewer's session)."""
+    with engine.connect() as connection:
+        return int(
+            connection.execute(
+                sa.text(
+                    "SELECT coalesce(idx_scan, 0) + coalesce(seq_scan, 0)"
+                    " FROM pg_stat_user_tables WHERE relname = 'sessions'"
+                )
+            ).scalar_one()
+        )
+
+
+STATS_FLUSH_SECONDS = 12  # PostgreSQL backends publish their statistics within 10 s of idling
+
+
+def test_following_stops_when_the_tab_closes(
+    served_app: ServedApp,
+    served_engine: Engine,  # noqa: F811
+    page: Page,
+) -> None:
+    _, reader, key = setup(served_engine)
+    run_id = start(served_engine, key, "plan", 404)  # waits for minutes: always "running"
+    sign_in(page, served_app, served_engine, reader)
+    page.goto(served_app.base_url + routes.run_page(run_id))
+    expect(page.get_by_test_id("log-lines")).to_contain_text("waiting", timeout=LONG)
+    before = session_lookups(served_engine)
+    time.sleep(STATS_FLUSH_SECONDS)
+    assert session_lookups(served_engine) - before >= 10  # the open page keeps syncing
+
+    page.close()
+    time.sleep(STATS_FLUSH_SECONDS)
+    closed = session_lookups(served_engine)
+    time.sleep(STATS_FLUSH_SECONDS)
+    assert session_lookups(served_engine) - closed <= 2  # nobody syncs for a closed tab
+    with Session(served_engine) as session:
+        run = session.get(AgentRun, run_id)
+        assert run is not None and run.status == "running"
+    run_control.cancel_run(served_engine, run_id=run_id)
