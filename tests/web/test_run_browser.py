@@ -47,7 +47,7 @@ for i in range(1, 41):
         print(f"line {i}", flush=True)
     time.sleep(0.25)
 """
-FOREVER = "import time\nprint('waiting', flush=True)\ntime.sleep(600)"
+FOREVER = "import time\nprint('waiting', flush=True)\ntime.sleep(180)"
 
 
 def command(code: str) -> str:
@@ -79,6 +79,19 @@ def start(engine: Engine, key: str, stage: str, issue: int) -> int:
     return run_start.start_run(
         engine, project_key=key, repository=f"octo-org/{key}", issue=issue, stage=stage
     )
+
+
+def cancel_and_wait(engine: Engine, run_id: int) -> None:
+    """Stop a run the test leaves behind (its process would outlive the served app)."""
+    run_control.cancel_run(engine, run_id=run_id)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with Session(engine) as session:
+            run = session.get(AgentRun, run_id)
+            if run is not None and run.status == "canceled":
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} did not stop")
 
 
 def last_seq(page: Page) -> int:
@@ -205,6 +218,17 @@ def test_cancel_by_a_writer_and_not_offered_to_a_reader(
         run = session.get(AgentRun, run_id)
         assert run is not None and run.status == "canceled"
 
+    # Rerun, confirmed, opens the new run's page.
+    page.get_by_test_id("rerun-run").click()
+    page.get_by_test_id("rerun-run-confirm").click()
+    page.wait_for_url(lambda url: url.rsplit("/", 1)[1] != str(run_id), timeout=LONG)
+    new_id = int(page.url.rsplit("/", 1)[1])
+    expect(page.get_by_test_id("run-title")).to_have_text(f"Run #{new_id}", timeout=LONG)
+    with Session(served_engine) as session:
+        rerun = session.get(AgentRun, new_id)
+        assert rerun is not None and rerun.parent_run_id == run_id
+    cancel_and_wait(served_engine, new_id)
+
 
 def test_a_dropped_connection_resyncs_without_lost_or_repeated_lines(
     served_app: ServedApp,
@@ -274,4 +298,4 @@ def test_following_stops_when_the_tab_closes(
     with Session(served_engine) as session:
         run = session.get(AgentRun, run_id)
         assert run is not None and run.status == "running"
-    run_control.cancel_run(served_engine, run_id=run_id)
+    cancel_and_wait(served_engine, run_id)
