@@ -10,7 +10,7 @@ iterator resumes from the last sequence it yielded, so a reconnect neither repea
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -136,3 +136,77 @@ async def follow(
                 yield line
             return
         await asyncio.sleep(poll_seconds)
+
+
+def log_length(engine: Engine, *, run_id: int) -> int:
+    """The sequence of the run's last stored line (its lines are numbered 1..N without gaps)."""
+    with engine.connect() as connection:
+        found = connection.execute(
+            sa.select(RUNS.c.log_sequence).where(RUNS.c.id == run_id)
+        ).scalar()
+    if found is None:
+        raise NotFoundError(f"no run {run_id}")
+    return int(found)
+
+
+def _contains(needle: str) -> sa.ColumnElement[bool]:
+    escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return LOGS.c.line.ilike(f"%{escaped}%", escape="\\")
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """Where a search landed: the matching line, its rank among the matches, and their count."""
+
+    sequence: int
+    index: int  # 1-based
+    count: int
+
+
+def search(
+    engine: Engine, *, run_id: int, needle: str, from_sequence: int = 0, backwards: bool = False
+) -> SearchHit | None:
+    """The first line after FROM_SEQUENCE containing NEEDLE (case-insensitive), or with BACKWARDS
+    the last one before it; wraps around the log. None when no line matches.
+
+    Runs in the database over the whole stored log (one scan of the run's lines), so the page
+    never holds more than a window.
+    """
+    if not needle:
+        return None
+    sequence = LOGS.c.sequence
+    if backwards:
+        near = sa.func.max(sequence).filter(sequence < from_sequence)
+        wrap = sa.func.max(sequence)
+        before = sa.func.count().filter(sequence < from_sequence)
+    else:
+        near = sa.func.min(sequence).filter(sequence > from_sequence)
+        wrap = sa.func.min(sequence)
+        before = sa.func.count().filter(sequence <= from_sequence)
+    with engine.connect() as connection:
+        total, near_hit, wrap_hit, counted = connection.execute(
+            sa.select(sa.func.count(), near, wrap, before).where(
+                LOGS.c.run_id == run_id, _contains(needle)
+            )
+        ).one()
+    if not total:
+        return None
+    if near_hit is not None:
+        # Forward: the matches up to FROM_SEQUENCE come first; backward: the hit is the last
+        # of those before FROM_SEQUENCE.
+        index = counted + 1 if not backwards else counted
+        return SearchHit(sequence=int(near_hit), index=int(index), count=int(total))
+    return SearchHit(
+        sequence=int(wrap_hit), index=1 if not backwards else int(total), count=int(total)
+    )
+
+
+def iter_text(engine: Engine, *, run_id: int, page: int = 5000) -> Iterator[str]:
+    """The whole stored log as text, a page of lines at a time (for downloads)."""
+    position = 0
+    while True:
+        lines = read_lines(engine, run_id=run_id, after=position, limit=page)
+        if not lines:
+            return
+        position = lines[-1].sequence
+        yield "".join(f"{line.line}\n" for line in lines)

@@ -7,12 +7,13 @@ import reflex as rx
 from codexk8s.web import routes
 from codexk8s.web.http.app import build_http_app
 from codexk8s.web.lifespan import run_engine
-from codexk8s.web.pages import agents, audit, overview, project, projects, shell, users
+from codexk8s.web.pages import agents, audit, overview, project, projects, run, shell, users
 from codexk8s.web.state.agents import AgentsState
 from codexk8s.web.state.audit import AuditState
 from codexk8s.web.state.auth import AuthState
 from codexk8s.web.state.overview import OverviewState
 from codexk8s.web.state.projects import ProjectPageState, ProjectsState
+from codexk8s.web.state.run import RunState
 from codexk8s.web.state.users import UsersState
 
 app = rx.App(api_transformer=build_http_app())
@@ -47,3 +48,4 @@ app.add_page(
 app.add_page(
     audit.audit, route=routes.AUDIT, title="Audit · codexk8s", on_load=AuditState.load_audit
 )
+app.add_page(run.run_page, route=routes.RUN, title="Run · codexk8s", on_load=RunState.load_run)

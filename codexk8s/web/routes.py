@@ -6,6 +6,7 @@ from __future__ import annotations
 OVERVIEW = "/"
 PROJECTS = "/projects"
 RUNS = "/runs"
+RUN = "/runs/[run_id]"  # `run_page(run_id)` builds one
 AGENTS = "/agents"
 USERS = "/users"
 AUDIT = "/audit"
@@ -23,6 +24,7 @@ API_RUNS = f"{API_PREFIX}/runs"
 API_RUN = f"{API_PREFIX}/runs/{{run_id}}"  # `API_RUN.format(run_id=...)` builds one
 API_RUN_EVENTS = f"{API_RUN}/events"
 API_RUN_LOGS = f"{API_RUN}/logs"
+API_RUN_LOG_TEXT = f"{API_RUN}/logs.txt"  # the whole log, as a download
 API_RUN_CANCEL = f"{API_RUN}/cancel"
 API_RUN_RERUN = f"{API_RUN}/rerun"
 
@@ -46,3 +48,8 @@ PROJECT = "/projects/[project_key]"
 
 def project_url(key: str) -> str:
     return f"{PROJECTS}/{key}"
+
+
+def run_page(run_id: int) -> str:
+    """The dashboard URL of one run."""
+    return RUN.replace("[run_id]", str(run_id))

@@ -44,6 +44,7 @@ def build_http_app() -> Starlette:
             Route(routes.API_RUN, api.run_endpoint, methods=ALL_METHODS),
             Route(routes.API_RUN_EVENTS, api.run_events_endpoint, methods=ALL_METHODS),
             Route(routes.API_RUN_LOGS, api.run_logs_endpoint, methods=ALL_METHODS),
+            Route(routes.API_RUN_LOG_TEXT, api.run_log_text_endpoint, methods=ALL_METHODS),
             Route(routes.API_RUN_CANCEL, api.run_cancel_endpoint, methods=ALL_METHODS),
             Route(routes.API_RUN_RERUN, api.run_rerun_endpoint, methods=ALL_METHODS),
             Route(routes.API_AGENT_BRIEF, agent_api.agent_brief, methods=ALL_METHODS),

@@ -1,0 +1,555 @@
+"""The run page: header, cancel/rerun, the live log viewer and the run's timeline."""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from codexk8s.web.components.layout import empty_state, page
+from codexk8s.web.state.run import EventView, RunState
+
+# Styles for the server-rendered log lines (classes only: the HTML comes from
+# codexk8s.web.ansi and codexk8s.web.state.run, never straight from the log).
+LOG_CSS = """
+.log-line { display: flex; gap: 0.75rem; padding: 0 0.5rem; white-space: pre-wrap;
+  word-break: break-word; line-height: 1.45; }
+.log-line:hover { background: var(--gray-a3); }
+.log-no { color: var(--gray-9); min-width: 3.5rem; text-align: right; user-select: none;
+  flex-shrink: 0; }
+.log-ts { color: var(--gray-9); flex-shrink: 0; user-select: none; }
+.log-text { flex: 1; min-width: 0; }
+.log-stderr .log-text { color: var(--red-11); }
+.log-line-current { background: var(--amber-a3); }
+mark.log-match { background: var(--yellow-a6); color: inherit; border-radius: 2px; }
+mark.log-match-current { background: var(--orange-9); color: var(--gray-1);
+  outline: 1px solid var(--orange-11); }
+@media (max-width: 40em) { .log-ts { display: none; } .log-no { min-width: 2.5rem; } }
+"""
+
+STATUS_BADGE = rx.match(
+    RunState.run.status,
+    ("succeeded", rx.badge(RunState.run.status, color_scheme="green", size="2")),
+    ("failed", rx.badge(RunState.run.status, color_scheme="red", size="2")),
+    ("canceled", rx.badge(RunState.run.status, color_scheme="amber", size="2")),
+    ("running", rx.badge(RunState.run.status, color_scheme="blue", size="2")),
+    ("starting", rx.badge(RunState.run.status, color_scheme="blue", size="2")),
+    rx.badge(RunState.run.status, color_scheme="gray", size="2"),
+)
+
+
+def _field(label: str, value: rx.Var | rx.Component, test_id: str) -> rx.Component:
+    return rx.vstack(
+        rx.text(label, size="1", color_scheme="gray", weight="medium"),
+        rx.box(value, data_testid=test_id),
+        spacing="1",
+        min_width="0",
+    )
+
+
+def _text_or_dash(value: rx.Var) -> rx.Component:
+    return rx.text(rx.cond(value != "", value, "—"), size="2")
+
+
+def _link_or_dash(label: rx.Var, url: rx.Var) -> rx.Component:
+    return rx.cond(
+        url != "",
+        rx.link(label, href=url, is_external=True, size="2"),
+        rx.text(rx.cond(label != "", label, "—"), size="2"),
+    )
+
+
+def _confirm(
+    *,
+    label: str,
+    icon: str,
+    title: str,
+    text: str,
+    on_confirm: rx.EventHandler,
+    test_id: str,
+    color: str,
+) -> rx.Component:
+    return rx.alert_dialog.root(
+        rx.alert_dialog.trigger(
+            rx.button(
+                rx.icon(icon, size=16),
+                label,
+                color_scheme=color,
+                variant="soft",
+                data_testid=test_id,
+            ),
+        ),
+        rx.alert_dialog.content(
+            rx.alert_dialog.title(title),
+            rx.alert_dialog.description(text),
+            rx.flex(
+                rx.alert_dialog.cancel(
+                    rx.button(
+                        "Keep it",
+                        variant="soft",
+                        color_scheme="gray",
+                        data_testid=f"{test_id}-dismiss",
+                    ),
+                ),
+                rx.alert_dialog.action(
+                    rx.button(
+                        label,
+                        color_scheme=color,
+                        on_click=on_confirm,
+                        data_testid=f"{test_id}-confirm",
+                    ),
+                ),
+                gap="0.75rem",
+                justify="end",
+                margin_top="1rem",
+            ),
+        ),
+    )
+
+
+def _actions() -> rx.Component:
+    cancel = _confirm(
+        label="Cancel run",
+        icon="circle-stop",
+        title="Cancel this run?",
+        text="The agent is stopped; work it has not pushed is lost. You can rerun it later.",
+        on_confirm=RunState.cancel_run,
+        test_id="cancel-run",
+        color="red",
+    )
+    rerun = _confirm(
+        label="Rerun",
+        icon="rotate-ccw",
+        title="Start this run again?",
+        text="A new run with the same issue, stage and model is queued for a free slot.",
+        on_confirm=RunState.rerun_run,
+        test_id="rerun-run",
+        color="blue",
+    )
+    return rx.cond(
+        RunState.can_control,
+        rx.hstack(
+            rx.cond(
+                RunState.run.is_active,
+                rx.cond(
+                    RunState.run.is_cancel_requested,
+                    rx.badge("stopping…", color_scheme="amber", data_testid="cancel-requested"),
+                    cancel,
+                ),
+                rerun,
+            ),
+            spacing="2",
+        ),
+    )
+
+
+def _header() -> rx.Component:
+    run = RunState.run
+    return rx.card(
+        rx.vstack(
+            rx.flex(
+                rx.hstack(
+                    rx.heading("Run #", run.id, size="5", as_="h2", data_testid="run-title"),
+                    rx.box(STATUS_BADGE, data_testid="run-status"),
+                    rx.cond(
+                        RunState.is_live,
+                        rx.badge(
+                            rx.icon("radio", size=12),
+                            "live",
+                            color_scheme="green",
+                            variant="outline",
+                            data_testid="live-badge",
+                        ),
+                    ),
+                    align="center",
+                    spacing="3",
+                    wrap="wrap",
+                ),
+                rx.spacer(),
+                _actions(),
+                width="100%",
+                gap="0.75rem",
+                wrap="wrap",
+                align="center",
+            ),
+            rx.cond(run.issue_title != "", rx.text(run.issue_title, size="3", weight="medium")),
+            rx.cond(
+                (run.status_reason != "") | (run.status_message != ""),
+                rx.callout(
+                    rx.text(
+                        rx.text.span(run.status_reason, weight="bold"), " ", run.status_message
+                    ),
+                    icon="info",
+                    color_scheme="gray",
+                    size="1",
+                    data_testid="status-reason",
+                ),
+            ),
+            rx.grid(
+                _field("Project", _text_or_dash(run.project_key), "run-project"),
+                _field("Stage", _text_or_dash(run.stage), "run-stage"),
+                _field("Agent", _text_or_dash(run.agent), "run-agent"),
+                _field("Model", _text_or_dash(run.model), "run-model"),
+                _field(
+                    "Repository",
+                    _link_or_dash(run.repository, run.repository_url),
+                    "run-repository",
+                ),
+                _field("Issue", _link_or_dash(run.issue, run.issue_url), "run-issue"),
+                _field("Pull request", _link_or_dash(run.pr, run.pr_url), "run-pr"),
+                _field("Slot", _text_or_dash(run.slot), "run-slot"),
+                _field("Namespace", _text_or_dash(run.namespace), "run-namespace"),
+                _field("Created", _text_or_dash(run.created), "run-created"),
+                _field("Started", _text_or_dash(run.started), "run-started"),
+                _field("Finished", _text_or_dash(run.finished), "run-finished"),
+                _field("Duration", _text_or_dash(run.duration), "run-duration"),
+                _field(
+                    "Tokens (in / cached / out / reasoning)",
+                    rx.text(
+                        run.tokens_input,
+                        " / ",
+                        run.tokens_cached,
+                        " / ",
+                        run.tokens_output,
+                        " / ",
+                        run.tokens_reasoning,
+                        size="2",
+                    ),
+                    "run-tokens",
+                ),
+                _field("Cost", _text_or_dash(run.cost), "run-cost"),
+                columns=rx.breakpoints(initial="2", sm="3", lg="5"),
+                gap="1rem",
+                width="100%",
+            ),
+            spacing="3",
+            width="100%",
+        ),
+        width="100%",
+    )
+
+
+def _messages() -> rx.Component:
+    return rx.fragment(
+        rx.cond(
+            RunState.error != "",
+            rx.callout(
+                RunState.error,
+                icon="triangle-alert",
+                color_scheme="red",
+                role="alert",
+                data_testid="run-error",
+            ),
+        ),
+        rx.cond(
+            RunState.notice != "",
+            rx.callout(
+                RunState.notice,
+                icon="check",
+                color_scheme="green",
+                role="status",
+                data_testid="run-notice",
+            ),
+        ),
+    )
+
+
+def _search() -> rx.Component:
+    return rx.form(
+        rx.hstack(
+            rx.input(
+                placeholder="Search the whole log",
+                value=RunState.search_input,
+                on_change=RunState.set_search_input,
+                aria_label="Search the log",
+                data_testid="log-search",
+                width=rx.breakpoints(initial="100%", sm="14rem"),
+            ),
+            rx.button(
+                rx.icon("search", size=16),
+                "Find",
+                type="submit",
+                variant="soft",
+                data_testid="log-search-submit",
+            ),
+            rx.cond(
+                RunState.search_query != "",
+                rx.hstack(
+                    rx.text(
+                        rx.cond(
+                            RunState.match_count > 0,
+                            rx.text.span(RunState.match_index, " of ", RunState.match_count),
+                            "no matches",
+                        ),
+                        size="2",
+                        color_scheme="gray",
+                        data_testid="log-match-count",
+                        white_space="nowrap",
+                    ),
+                    rx.icon_button(
+                        rx.icon("chevron-up", size=16),
+                        variant="soft",
+                        type="button",
+                        on_click=RunState.previous_match,
+                        aria_label="Previous match",
+                        data_testid="log-match-previous",
+                    ),
+                    rx.icon_button(
+                        rx.icon("chevron-down", size=16),
+                        variant="soft",
+                        type="button",
+                        on_click=RunState.next_match,
+                        aria_label="Next match",
+                        data_testid="log-match-next",
+                    ),
+                    rx.icon_button(
+                        rx.icon("x", size=16),
+                        variant="ghost",
+                        type="button",
+                        on_click=RunState.clear_search,
+                        aria_label="Clear search",
+                        data_testid="log-search-clear",
+                    ),
+                    spacing="2",
+                    align="center",
+                ),
+            ),
+            spacing="2",
+            align="center",
+            wrap="wrap",
+        ),
+        on_submit=RunState.submit_search,
+        reset_on_submit=False,
+    )
+
+
+def _log_toolbar() -> rx.Component:
+    follow_toggle = rx.cond(
+        RunState.is_following,
+        rx.button(
+            rx.icon("pause", size=16),
+            "Pause",
+            variant="soft",
+            on_click=RunState.pause,
+            data_testid="log-pause",
+        ),
+        rx.button(
+            rx.icon("play", size=16),
+            "Follow",
+            variant="solid",
+            on_click=RunState.resume,
+            data_testid="log-resume",
+        ),
+    )
+    return rx.flex(
+        rx.cond(RunState.run.is_active, follow_toggle),
+        rx.button(
+            rx.icon("arrow-down-to-line", size=16),
+            "Jump to end",
+            variant="soft",
+            on_click=RunState.resume,
+            data_testid="log-jump-end",
+        ),
+        rx.button(
+            rx.icon("chevrons-up", size=16),
+            "Older",
+            variant="soft",
+            on_click=RunState.show_older,
+            disabled=~RunState.has_older,
+            data_testid="log-older",
+        ),
+        rx.cond(
+            ~RunState.is_following & (RunState.unseen_lines > 0),
+            rx.button(
+                rx.icon("chevrons-down", size=16),
+                "Newer",
+                variant="soft",
+                on_click=RunState.show_newer,
+                data_testid="log-newer",
+            ),
+        ),
+        rx.button(
+            rx.icon("download", size=16),
+            "Download",
+            variant="soft",
+            on_click=RunState.download_log,
+            data_testid="log-download",
+        ),
+        rx.spacer(),
+        _search(),
+        gap="0.5rem",
+        wrap="wrap",
+        align="center",
+        width="100%",
+    )
+
+
+def _log_status() -> rx.Component:
+    return rx.text(
+        rx.cond(
+            RunState.total_lines > 0,
+            rx.text.span(
+                "Lines ",
+                RunState.first_line,
+                " to ",
+                RunState.last_line,
+                " of ",
+                RunState.total_lines,
+                rx.cond(
+                    ~RunState.is_following & (RunState.unseen_lines > 0),
+                    rx.text.span(" · ", RunState.unseen_lines, " newer not shown"),
+                ),
+                rx.cond(RunState.is_following, " · following", ""),
+            ),
+            "",
+        ),
+        size="1",
+        color_scheme="gray",
+        data_testid="log-status",
+    )
+
+
+def _log_viewer() -> rx.Component:
+    # column-reverse keeps the view pinned to the newest line while following, without script.
+    return rx.vstack(
+        _log_toolbar(),
+        rx.cond(
+            RunState.total_lines == 0,
+            rx.center(
+                rx.text(
+                    rx.cond(
+                        RunState.run.is_active,
+                        "No output yet. Lines appear here as the run writes them.",
+                        "This run wrote no output.",
+                    ),
+                    color_scheme="gray",
+                    size="2",
+                ),
+                padding_y="3rem",
+                width="100%",
+                border="1px dashed var(--gray-a6)",
+                border_radius="var(--radius-3)",
+                data_testid="log-empty",
+            ),
+            rx.box(
+                rx.box(rx.html(RunState.log_html), data_testid="log-lines"),
+                display="flex",
+                flex_direction="column-reverse",
+                overflow_y="auto",
+                max_height=rx.breakpoints(initial="55vh", md="62vh"),
+                width="100%",
+                font_family="var(--code-font-family)",
+                font_size="12.5px",
+                background="var(--gray-a2)",
+                border="1px solid var(--gray-a5)",
+                border_radius="var(--radius-3)",
+                padding_y="0.5rem",
+                data_testid="log-viewer",
+                role="log",
+                aria_live="off",
+            ),
+        ),
+        _log_status(),
+        spacing="2",
+        width="100%",
+    )
+
+
+def _event_row(event: EventView) -> rx.Component:
+    return rx.hstack(
+        rx.text(
+            event.at,
+            size="1",
+            color_scheme="gray",
+            font_family="var(--code-font-family)",
+            min_width="4.5rem",
+        ),
+        rx.vstack(
+            rx.text(event.event_type, size="2", weight="medium"),
+            rx.text(
+                event.actor,
+                rx.cond(event.detail != "", rx.text.span(" · ", event.detail)),
+                size="1",
+                color_scheme="gray",
+            ),
+            spacing="0",
+            min_width="0",
+        ),
+        align="start",
+        spacing="3",
+        padding_y="0.35rem",
+        border_bottom="1px solid var(--gray-a3)",
+        width="100%",
+        data_testid="timeline-event",
+    )
+
+
+def _timeline() -> rx.Component:
+    return rx.card(
+        rx.vstack(
+            rx.heading("Timeline", size="4", as_="h2"),
+            rx.cond(
+                RunState.events.length() > 0,
+                rx.vstack(rx.foreach(RunState.events, _event_row), spacing="0", width="100%"),
+                rx.text("No events recorded for this run yet.", color_scheme="gray", size="2"),
+            ),
+            spacing="3",
+            width="100%",
+        ),
+        width="100%",
+        data_testid="run-timeline",
+    )
+
+
+def _skeleton() -> rx.Component:
+    return rx.vstack(
+        rx.skeleton(rx.box(height="9rem", width="100%"), loading=True),
+        rx.skeleton(rx.box(height="2.25rem", width="100%"), loading=True),
+        rx.skeleton(rx.box(height="50vh", width="100%"), loading=True),
+        spacing="3",
+        width="100%",
+        data_testid="run-loading",
+        aria_busy="true",
+    )
+
+
+def _not_visible() -> rx.Component:
+    return rx.box(
+        empty_state(
+            "search-x",
+            "Run not found",
+            "This run does not exist, or you are not allowed to see it. Runs are shown to "
+            "members of their project; ask a project admin to add you.",
+        ),
+        data_testid="run-not-visible",
+    )
+
+
+def _content() -> rx.Component:
+    return rx.vstack(
+        _messages(),
+        _header(),
+        rx.card(
+            rx.vstack(
+                rx.heading("Log", size="4", as_="h2"), _log_viewer(), spacing="3", width="100%"
+            ),
+            width="100%",
+        ),
+        _timeline(),
+        spacing="4",
+        width="100%",
+    )
+
+
+def run_page() -> rx.Component:
+    return page(
+        "Run",
+        rx.el.style(LOG_CSS),
+        rx.cond(
+            RunState.is_loading | (RunState.loaded_for != rx.State.run_id),
+            _skeleton(),
+            rx.cond(
+                RunState.is_missing,
+                _not_visible(),
+                rx.cond(RunState.run.id > 0, _content(), _messages()),
+            ),
+        ),
+    )

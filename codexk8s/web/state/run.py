@@ -1,0 +1,641 @@
+"""The run page's state: one run's header, its timeline, and a bounded window of its log.
+
+The full log stays in the database; the browser only ever holds `WINDOW` lines, rendered on the
+server into one escaped HTML string (ANSI colours as styled spans, search matches marked), so a
+100,000-line log costs the page no more than a short one.
+
+Keeping up with a live run is one operation, `_sync`: re-check access, reload the header and
+timeline, and fetch the lines after the last sequence this viewer holds. Because it resumes from
+that sequence, a sync after a dropped websocket or a missed wake-up neither loses nor repeats a
+line. What wakes it is isolated in `_wait_for_change` (see there).
+
+Every handler resolves the session again on the server; cancel and rerun check the caller's
+project role with `is_allowed` before calling the service, whatever the page showed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import reflex as rx
+from sqlmodel import Session
+from starlette.requests import cookie_parser
+
+from codexk8s.config import get_settings
+from codexk8s.db.engine import get_engine
+from codexk8s.domain.authorization import Action, Principal, can_see_project, is_allowed
+from codexk8s.domain.runs import RunStatus
+from codexk8s.errors import CodexK8sError, ForbiddenError, NotFoundError
+from codexk8s.services import agent_runs, audit, run_control, run_logs, sessions
+from codexk8s.services.agent_runs import RunDetail
+from codexk8s.services.audit import EventRow
+from codexk8s.services.run_logs import StoredLine
+from codexk8s.web import ansi, routes
+from codexk8s.web.http.auth import SESSION_COOKIE, session_ttl
+from codexk8s.web.state.auth import AuthState
+
+WINDOW = 500  # log lines a viewer holds at most
+FOLLOW_INTERVAL_SECONDS = 0.3
+FOLLOW_MAX_SECONDS = 3600.0  # a forgotten tab stops following after this; "Follow" restarts it
+NOT_VISIBLE = "This run does not exist, or you are not allowed to see it."
+SIGNED_OUT = "Your session has ended; sign in again to see this run."
+GITHUB_WEB = "https://github.com"
+
+
+@dataclass(frozen=True, slots=True)
+class RunHeader:
+    """The run as its page header shows it: display strings, computed on the server."""
+
+    id: int = 0
+    project_key: str = ""
+    status: str = ""
+    status_color: str = "gray"
+    stage: str = ""
+    agent: str = ""
+    model: str = ""
+    repository: str = ""
+    repository_url: str = ""
+    issue: str = ""
+    issue_url: str = ""
+    issue_title: str = ""
+    pr: str = ""
+    pr_url: str = ""
+    slot: str = ""
+    namespace: str = ""
+    created: str = ""
+    started: str = ""
+    finished: str = ""
+    duration: str = ""
+    tokens_input: str = "0"
+    tokens_cached: str = "0"
+    tokens_output: str = "0"
+    tokens_reasoning: str = "0"
+    cost: str = ""
+    status_reason: str = ""
+    status_message: str = ""
+    is_active: bool = False
+    is_cancel_requested: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EventView:
+    id: int
+    at: str
+    event_type: str
+    actor: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    header: RunHeader
+    events: list[EventView]
+    lines: list[StoredLine]
+    total: int
+    can_control: bool
+
+
+STATUS_COLORS = {
+    RunStatus.PENDING.value: "gray",
+    RunStatus.STARTING.value: "blue",
+    RunStatus.RUNNING.value: "blue",
+    RunStatus.SUCCEEDED.value: "green",
+    RunStatus.FAILED.value: "red",
+    RunStatus.CANCELED.value: "amber",
+}
+
+
+def _when(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _duration(run: RunDetail) -> str:
+    if run.started_at is None:
+        return ""
+    end = run.finished_at or datetime.now(UTC)
+    seconds = max(0, int((end - run.started_at).total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    text = f"{hours}h {minutes:02d}m {seconds:02d}s" if hours else f"{minutes}m {seconds:02d}s"
+    return text if run.finished_at else f"{text} so far"
+
+
+def _cost(value: Decimal) -> str:
+    return f"${value:.4f}"
+
+
+def header_for(run: RunDetail) -> RunHeader:
+    repo_url = f"{GITHUB_WEB}/{run.repository}" if run.repository else ""
+    model = run.model or "default"
+    if run.reasoning_effort:
+        model = f"{model} · {run.reasoning_effort} reasoning"
+    pr_url = run.pr_url or (
+        f"{repo_url}/pull/{run.pr_number}" if repo_url and run.pr_number else ""
+    )
+    return RunHeader(
+        id=run.id, project_key=run.project_key, status=run.status,
+        status_color=STATUS_COLORS.get(run.status, "gray"),
+        stage=run.stage + (" (revise)" if run.is_revise else ""), agent=run.agent_key,
+        model=model, repository=run.repository or "", repository_url=repo_url,
+        issue=f"#{run.issue_number}" if run.issue_number else "",
+        issue_url=f"{repo_url}/issues/{run.issue_number}" if repo_url and run.issue_number else "",
+        issue_title=run.issue_title or "",
+        pr=f"#{run.pr_number}" if run.pr_number else ("pull request" if run.pr_url else ""),
+        pr_url=pr_url, slot=str(run.slot_number) if run.slot_number is not None else "",
+        namespace=run.namespace or "", created=_when(run.created_at),
+        started=_when(run.started_at), finished=_when(run.finished_at),
+        duration=_duration(run), tokens_input=f"{run.tokens_input:,}",
+        tokens_cached=f"{run.tokens_cached:,}", tokens_output=f"{run.tokens_output:,}",
+        tokens_reasoning=f"{run.tokens_reasoning:,}", cost=_cost(run.cost_usd),
+        status_reason=run.status_reason or "", status_message=run.status_message or "",
+        is_active=not RunStatus(run.status).is_terminal,
+        is_cancel_requested=run.cancel_requested_at is not None,
+    )  # fmt: skip
+
+
+def _event_view(event: EventRow) -> EventView:
+    detail = ", ".join(
+        f"{key}: {value}"
+        for key, value in event.payload.items()
+        if value is not None and value != "" and not isinstance(value, dict | list)
+    )
+    return EventView(
+        id=event.id,
+        at=event.created_at.astimezone(UTC).strftime("%H:%M:%S"),
+        event_type=event.event_type.replace("_", " "),
+        actor=event.actor_type + (f" {event.actor_id}" if event.actor_id else ""),
+        detail=detail[:300],
+    )
+
+
+def _role_on(session: Session, principal: Principal, project_id: int) -> object:
+    if principal.is_platform_admin:
+        return None
+    return agent_runs.project_role(session=session, principal=principal, project_id=project_id)
+
+
+def check_run_access(principal: Principal, run_id: int, action: Action) -> None:
+    """NotFoundError unless PRINCIPAL may see the run (the same for "no such run" and "not
+    yours", so existence does not leak); ForbiddenError unless they may ACTION."""
+    with Session(get_engine()) as session:
+        project_id = agent_runs.run_project_id(session=session, run_id=run_id)
+        role = _role_on(session, principal, project_id) if project_id is not None else None
+    if project_id is None or not can_see_project(principal, role):  # type: ignore[arg-type]
+        raise NotFoundError(NOT_VISIBLE)
+    if not is_allowed(principal, action, role):  # type: ignore[arg-type]
+        raise ForbiddenError(f"your role on this project does not allow {action.value}")
+
+
+def principal_for(token: str | None) -> Principal | None:
+    if not token:
+        return None
+    return sessions.resolve_session(get_engine(), token, ttl=session_ttl(get_settings()))
+
+
+def load_snapshot(
+    principal: Principal,
+    run_id: int,
+    *,
+    after: int | None,
+    limit: int = WINDOW,
+    is_tail: bool = False,
+) -> Snapshot:
+    """Everything the page shows for RUN_ID as PRINCIPAL may see it, with up to LIMIT log lines
+    after AFTER (None: no lines); IS_TAIL skips ahead so that the lines end at the log's end.
+    NotFoundError when the run is missing or not visible."""
+    check_run_access(principal, run_id, Action.VIEW_PROJECT)
+    engine = get_engine()
+    with Session(engine) as session:
+        run = agent_runs.get_run(session=session, run_id=run_id)
+        events = audit.list_run_events(session=session, run_id=run_id)
+        role = _role_on(session, principal, run.project_id)
+    total = run_logs.log_length(engine, run_id=run_id)
+    lines: list[StoredLine] = []
+    if after is not None and limit > 0:
+        if is_tail:
+            after = max(after, total - limit)
+        if after < total:
+            lines = run_logs.read_lines(engine, run_id=run_id, after=after, limit=limit)
+    return Snapshot(
+        header=header_for(run),
+        events=[_event_view(event) for event in events],
+        lines=lines,
+        total=total,
+        can_control=is_allowed(principal, Action.CANCEL_RUN, role),  # type: ignore[arg-type]
+    )
+
+
+def _line_html(line: StoredLine, needle: str, current: int) -> str:
+    stamp = line.ts.astimezone(UTC)
+    stream = " log-stderr" if line.stream == "stderr" else ""
+    current_class = " log-line-current" if line.sequence == current else ""
+    body = ansi.to_html(line.line, highlight=needle, is_current=line.sequence == current)
+    return (
+        f'<div class="log-line{stream}{current_class}" data-seq="{line.sequence}">'
+        f'<span class="log-no">{line.sequence}</span>'
+        f'<time class="log-ts" datetime="{stamp.isoformat()}">'
+        f"{stamp.strftime('%H:%M:%S.%f')[:-3]}</time>"
+        f'<span class="log-text">{body}</span></div>'
+    )
+
+
+def render_window(lines: list[StoredLine], *, needle: str = "", current: int = 0) -> str:
+    """The window of lines as one HTML string (everything from the log escaped)."""
+    return "".join(_line_html(line, needle, current) for line in lines)
+
+
+def _parse_run_id(text: str) -> int | None:
+    if not text or not text.isascii() or not text.isdigit() or len(text) > 18:
+        return None
+    return int(text)
+
+
+class RunState(rx.State):
+    """One run page per tab."""
+
+    is_loading: bool = True
+    # The route's run id this state was loaded for: until on_load catches up with a new URL
+    # (the tab's state comes back with the previous run's values), the page shows the skeleton.
+    loaded_for: str = ""
+    is_missing: bool = False
+    error: str = ""
+    notice: str = ""
+    run: RunHeader = RunHeader()
+    events: list[EventView] = []
+    can_control: bool = False
+
+    log_html: str = ""
+    first_line: int = 0  # sequence of the first line in the window (0: empty window)
+    last_line: int = 0  # sequence of the last line in the window
+    total_lines: int = 0  # lines stored so far
+    is_following: bool = True
+    is_live: bool = False  # the follow loop is running
+
+    search_query: str = ""
+    search_input: str = ""
+    match_count: int = 0
+    match_index: int = 0
+    match_line: int = 0
+
+    _run_id: int = 0
+    _lines: list[StoredLine] = []
+    _generation: int = 0
+
+    @rx.var
+    def unseen_lines(self) -> int:
+        """Lines stored after the window's end (shown while paused or scrolled back)."""
+        return max(0, self.total_lines - self.last_line)
+
+    @rx.var
+    def has_older(self) -> bool:
+        return self.first_line > 1
+
+    @rx.var
+    def download_url(self) -> str:
+        return routes.API_RUN_LOG_TEXT.format(run_id=self.run.id) if self.run.id else ""
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    def _session_token(self) -> str | None:
+        header = self.router.headers.cookie
+        return cookie_parser(header).get(SESSION_COOKIE) if header else None
+
+    def _clear(self, message: str, *, is_missing: bool) -> None:
+        self.run, self.events, self._lines = RunHeader(), [], []
+        self.log_html, self.first_line, self.last_line, self.total_lines = "", 0, 0, 0
+        self.can_control, self.is_missing, self.error = False, is_missing, message
+        self.is_loading = False
+
+    def _show_window(self) -> None:
+        self.first_line = self._lines[0].sequence if self._lines else 0
+        self.last_line = self._lines[-1].sequence if self._lines else self.last_line
+        self.log_html = render_window(
+            self._lines, needle=self.search_query, current=self.match_line
+        )
+
+    def _apply_header(self, snapshot: Snapshot) -> None:
+        # Assign only what changed: every assignment is sent to the browser.
+        if snapshot.header != self.run:
+            self.run = snapshot.header
+        if snapshot.events != self.events:
+            self.events = snapshot.events
+        if snapshot.total != self.total_lines:
+            self.total_lines = snapshot.total
+        if snapshot.can_control != self.can_control:
+            self.can_control = snapshot.can_control
+        if self.is_missing or self.is_loading:
+            self.is_missing, self.is_loading = False, False
+
+    def _replace_window(self, snapshot: Snapshot) -> None:
+        self._apply_header(snapshot)
+        self._lines = list(snapshot.lines)
+        self.last_line = 0
+        self._show_window()
+
+    async def _fetch(
+        self, *, after: int | None, is_tail: bool = False, is_locked: bool = True
+    ) -> Snapshot | None:
+        """A snapshot for the signed-in caller, or None with the page cleared when they are
+        signed out or may not see the run. The I/O runs in a thread; IS_LOCKED says whether the
+        caller holds the state (a normal handler) or not (the background follow loop)."""
+        if is_locked:
+            token, run_id = self._session_token(), self._run_id
+        else:
+            async with self:
+                token, run_id = self._session_token(), self._run_id
+
+        def work() -> Snapshot | str:
+            principal = principal_for(token)
+            if principal is None:
+                return SIGNED_OUT
+            try:
+                return load_snapshot(principal, run_id, after=after, is_tail=is_tail)
+            except NotFoundError:
+                return NOT_VISIBLE
+
+        found = await asyncio.to_thread(work)
+        if isinstance(found, Snapshot):
+            return found
+        if is_locked:
+            self._clear(found, is_missing=found == NOT_VISIBLE)
+        else:
+            async with self:
+                self._clear(found, is_missing=found == NOT_VISIBLE)
+        return None
+
+    # --- loading and following ----------------------------------------------------------------
+
+    @rx.event
+    async def load_run(self):
+        """`on_load` of the run page: the header, the timeline and the log's tail, then follow."""
+        auth = await self.get_state(AuthState)
+        await auth._resolve_principal()
+        self._generation += 1
+        self.is_loading, self.is_missing, self.error, self.notice = True, False, "", ""
+        self.is_live, self.is_following = False, True
+        self.search_query = self.search_input = ""
+        self.match_count = self.match_index = self.match_line = 0
+        route_id = str(self.router.page.params.get("run_id", ""))
+        run_id = _parse_run_id(route_id)
+        self.loaded_for = route_id
+        if run_id is None:
+            self._clear(NOT_VISIBLE, is_missing=True)
+            return None
+        self._run_id = run_id
+        snapshot = await self._fetch(after=0, is_tail=True)
+        if snapshot is None:
+            return None
+        self._replace_window(snapshot)
+        return RunState.follow_run
+
+    async def _sync(self, generation: int) -> bool:
+        """One catch-up for the follow loop: header, timeline and, when following, the lines
+        after the last sequence held (skipping ahead when more than a window was written).
+        False when there is nothing more to follow or the page moved on."""
+        async with self:
+            is_following, last = self.is_following, self.last_line
+        snapshot = await self._fetch(
+            after=last if is_following else None, is_tail=True, is_locked=False
+        )
+        if snapshot is None:
+            return False
+        async with self:
+            if generation != self._generation:
+                return False
+            self._apply_header(snapshot)
+            # Apply lines only if no other handler moved the window meanwhile.
+            if self.is_following and is_following and self.last_line == last and snapshot.lines:
+                if snapshot.lines[0].sequence != last + 1:
+                    self._lines = []  # skipped ahead: the old lines are not contiguous
+                self._lines = (self._lines + snapshot.lines)[-WINDOW:]
+                self._show_window()
+            # A finished run's log is followed to its end; paused, there is nothing to wait for.
+            return snapshot.header.is_active or (
+                self.is_following and self.last_line < snapshot.total
+            )
+
+    @rx.event
+    async def sync_now(self) -> None:
+        """Catch up at once: the entry point for a push ("run-<id> changed"), see
+        `_wait_for_change`."""
+        if self._run_id and not self.is_missing:
+            await self._sync(self._generation)
+
+    async def _wait_for_change(self) -> None:
+        """Until something about this run may have changed.
+
+        MERGE POINT: today this is a short per-viewer sleep (the push plumbing is not in this
+        branch). When `codexk8s.web.live` lands, the page subscribes to topic `run-<id>` instead
+        and each push fires `sync_now` (which runs the same `_sync`); this loop and its sleep then
+        go. `_sync` stays as it is: it resumes from the last sequence held, so a missed or
+        doubled push, or a dropped websocket, neither loses nor repeats a line.
+        """
+        await asyncio.sleep(FOLLOW_INTERVAL_SECONDS)
+
+    @rx.event(background=True)
+    async def follow_run(self) -> None:
+        """Keep this viewer up to date while the run is active or its log still grows.
+
+        Bounded: it ends when the run is over and its log whole, when the page loads another
+        run or is reloaded (the generation changes), when the tab is gone (Reflex cancels the
+        page-load chain on disconnect, and a stale state is left behind otherwise), or after
+        FOLLOW_MAX_SECONDS.
+        """
+        async with self:
+            if self.is_live:
+                return
+            self.is_live = True
+            generation = self._generation
+        deadline = time.monotonic() + FOLLOW_MAX_SECONDS
+        try:
+            while time.monotonic() < deadline:
+                await self._wait_for_change()
+                async with self:
+                    if generation != self._generation:
+                        return
+                if not await self._sync(generation):
+                    return
+        finally:
+            async with self:
+                if generation == self._generation:
+                    self.is_live = False
+
+    # --- the log window -----------------------------------------------------------------------
+
+    async def _load_window(self, after: int, *, following: bool) -> None:
+        snapshot = await self._fetch(after=after)
+        if snapshot is None:
+            return
+        self.is_following = following
+        self._replace_window(snapshot)
+
+    @rx.event
+    def pause(self) -> None:
+        self.is_following = False
+
+    @rx.event
+    async def resume(self):
+        """Follow again from the end of the log (what was written while paused is skipped to)."""
+        snapshot = await self._fetch(after=0, is_tail=True)
+        if snapshot is None:
+            return None
+        self.is_following = True
+        self._replace_window(snapshot)
+        if self.is_live:
+            return None
+        self._generation += 1
+        return RunState.follow_run
+
+    @rx.event
+    async def show_older(self) -> None:
+        await self._load_window(max(0, self.first_line - 1 - WINDOW), following=False)
+
+    @rx.event
+    async def show_newer(self) -> None:
+        await self._load_window(self.last_line, following=False)
+
+    @rx.event
+    async def show_start(self) -> None:
+        await self._load_window(0, following=False)
+
+    @rx.event
+    def download_log(self):
+        """The whole log from the download route (which checks access itself)."""
+        if not self.run.id:
+            return None
+        return rx.download(url=self.download_url, filename=f"run-{self.run.id}.log")
+
+    # --- search -------------------------------------------------------------------------------
+
+    @rx.event
+    def set_search_input(self, value: str) -> None:
+        self.search_input = value[:200]
+
+    async def _search(self, *, from_sequence: int, backwards: bool) -> None:
+        needle = self.search_query
+        token, run_id = self._session_token(), self._run_id
+
+        def work() -> run_logs.SearchHit | str | None:
+            principal = principal_for(token)
+            if principal is None:
+                return SIGNED_OUT
+            try:
+                check_run_access(principal, run_id, Action.VIEW_PROJECT)
+            except NotFoundError:
+                return NOT_VISIBLE
+            return run_logs.search(
+                get_engine(), run_id=run_id, needle=needle, from_sequence=from_sequence,
+                backwards=backwards,
+            )  # fmt: skip
+
+        hit = await asyncio.to_thread(work)
+        if isinstance(hit, str):
+            self._clear(hit, is_missing=hit == NOT_VISIBLE)
+            return
+        if hit is None:
+            self.match_count = self.match_index = self.match_line = 0
+            self._show_window()
+            return
+        self.match_count, self.match_index, self.match_line = hit.count, hit.index, hit.sequence
+        if self._lines and self.first_line <= hit.sequence <= self.last_line:
+            self.is_following = False
+            self._show_window()
+        else:
+            await self._load_window(max(0, hit.sequence - WINDOW // 2 - 1), following=False)
+
+    @rx.event
+    async def submit_search(self, form: dict | None = None):
+        self.search_query = self.search_input.strip()
+        if not self.search_query:
+            return RunState.clear_search
+        await self._search(from_sequence=0, backwards=False)
+        return _scroll_to_match()
+
+    @rx.event
+    async def next_match(self):
+        if self.search_query:
+            await self._search(from_sequence=self.match_line, backwards=False)
+            return _scroll_to_match()
+
+    @rx.event
+    async def previous_match(self):
+        if self.search_query:
+            await self._search(from_sequence=self.match_line or 1, backwards=True)
+            return _scroll_to_match()
+
+    @rx.event
+    def clear_search(self) -> None:
+        self.search_query = self.search_input = ""
+        self.match_count = self.match_index = self.match_line = 0
+        self._show_window()
+
+    # --- cancel and rerun ---------------------------------------------------------------------
+
+    async def _act(self, action: Action) -> tuple[Principal, int] | None:
+        """The caller, when they may ACTION on this run; otherwise the refusal is shown."""
+        auth = await self.get_state(AuthState)
+        principal = await auth._resolve_principal()
+        if principal is None:
+            self.error = SIGNED_OUT
+            return None
+        try:
+            await asyncio.to_thread(check_run_access, principal, self._run_id, action)
+        except CodexK8sError as exc:
+            self.error = (
+                NOT_VISIBLE
+                if isinstance(exc, NotFoundError)
+                else "Your role on this project does not allow canceling or rerunning runs."
+            )
+            self.notice = ""
+            return None
+        return principal, self._run_id
+
+    @rx.event
+    async def cancel_run(self) -> None:
+        found = await self._act(Action.CANCEL_RUN)
+        if found is None:
+            return
+        principal, run_id = found
+        try:
+            outcome = await asyncio.to_thread(
+                run_control.cancel_run, get_engine(), run_id=run_id,
+                actor_id=str(principal.user_id),
+            )  # fmt: skip
+        except CodexK8sError as exc:
+            self.error, self.notice = str(exc), ""
+            return
+        self.error = ""
+        self.notice = (
+            "Run canceled." if outcome.is_immediate else "Asked the run to stop; it ends shortly."
+        )
+        head = await self._fetch(after=None)
+        if head is not None:
+            self._apply_header(head)
+
+    @rx.event
+    async def rerun_run(self):
+        found = await self._act(Action.RERUN)
+        if found is None:
+            return
+        principal, run_id = found
+        try:
+            new_id = await asyncio.to_thread(
+                run_control.rerun, get_engine(), run_id=run_id, actor_id=str(principal.user_id)
+            )
+        except CodexK8sError as exc:
+            self.error, self.notice = str(exc), ""
+            return
+        return rx.redirect(routes.run_page(new_id))
+
+
+def _scroll_to_match() -> rx.event.EventSpec:
+    return rx.call_script(
+        "document.querySelector('.log-match-current')"
+        "?.scrollIntoView({block: 'center', behavior: 'instant'})"
+    )

@@ -1,0 +1,301 @@
+"""The run page in Chromium against the served app, whose engine runs agents on the local
+runtime: the log follows as the process writes it, pauses and resumes, is searched and
+downloaded; a read_write member cancels a run after confirming, a read member is not offered to."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from playwright.sync_api import Page, expect
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from codexk8s.crypto import SecretBox
+from codexk8s.db.models import AgentRun
+from codexk8s.services import (
+    agents,
+    projects,
+    repositories,
+    run_control,
+    run_logs,
+    run_start,
+    users,
+)
+from codexk8s.web import routes
+from tests.conftest import TEST_SECRET_KEY, ServedApp
+from tests.web.test_projects_browser import served_engine  # noqa: F401 (a fixture)
+from tests.web.test_users_browser import sign_in
+
+pytestmark = pytest.mark.browser
+
+LONG = 60_000  # ms: the first page load may wait for a busy machine
+
+# Numbered lines, slowly; every 10th is a red "marker" line to search for.
+SLOW_LINES = r"""
+import sys, time
+for i in range(1, 41):
+    if i % 10 == 0:
+        print(f"\x1b[31mmarker {i}\x1b[0m", flush=True)
+    else:
+        print(f"line {i}", flush=True)
+    time.sleep(0.25)
+"""
+FOREVER = "import time\nprint('waiting', flush=True)\ntime.sleep(180)"
+
+
+def command(code: str) -> str:
+    return f"{sys.executable} -c {shlex.quote(code)}"
+
+
+def setup(engine: Engine) -> tuple[str, str, str]:
+    """A project with a writer and a reader, a repository, and agents whose commands print
+    numbered lines (dev) or wait (em); returns the two emails and the project key."""
+    suffix = uuid.uuid4().hex[:8]
+    key, writer, reader = f"runs-{suffix}", f"w-{suffix}@example.com", f"r-{suffix}@example.com"
+    with Session(engine) as session:
+        users.add_user(session=session, email=writer, role="user")
+        users.add_user(session=session, email=reader, role="user")
+        projects.create_project(session=session, key=key, name="Run page", slots=4)
+        projects.add_member(session=session, project_key=key, email=writer, role="read_write")
+        projects.add_member(session=session, project_key=key, email=reader, role="read")
+        repositories.add_repository(
+            session=session, box=SecretBox(TEST_SECRET_KEY), project_key=key,
+            full_name=f"octo-org/{key}", webhook_secret="s",
+        )  # fmt: skip
+        agents.set_agent(session=session, key="dev", command=command(SLOW_LINES))
+        agents.set_agent(session=session, key="em", command=command(FOREVER))
+        session.commit()
+    return writer, reader, key
+
+
+def start(engine: Engine, key: str, stage: str, issue: int) -> int:
+    return run_start.start_run(
+        engine, project_key=key, repository=f"octo-org/{key}", issue=issue, stage=stage
+    )
+
+
+def cancel_and_wait(engine: Engine, run_id: int) -> None:
+    """Stop a run the test leaves behind (its process would outlive the served app)."""
+    run_control.cancel_run(engine, run_id=run_id)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with Session(engine) as session:
+            run = session.get(AgentRun, run_id)
+            if run is not None and run.status == "canceled":
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} did not stop")
+
+
+def last_seq(page: Page) -> int:
+    sequences = page.locator("[data-testid=log-lines] [data-seq]").evaluate_all(
+        "rows => rows.map(row => Number(row.dataset.seq))"
+    )
+    return max(sequences, default=0)
+
+
+def test_the_log_follows_pauses_searches_and_downloads(
+    served_app: ServedApp,
+    served_engine: Engine,  # noqa: F811
+    page: Page,
+    artifacts_dir: Path,
+    tmp_path: Path,
+) -> None:
+    writer, _, key = setup(served_engine)
+    run_id = start(served_engine, key, "dev", 101)
+    sign_in(page, served_app, served_engine, writer)
+    page.goto(served_app.base_url + routes.run_page(run_id))
+    expect(page.get_by_test_id("run-title")).to_have_text(f"Run #{run_id}", timeout=LONG)
+    lines = page.get_by_test_id("log-lines")
+    expect(lines.locator('[data-seq="3"]')).to_contain_text("line 3", timeout=LONG)
+    expect(page.get_by_test_id("run-status")).to_have_text("running")
+    expect(page.get_by_test_id("live-badge")).to_be_visible()
+    # The page follows: later lines arrive without any reload.
+    expect(lines.locator('[data-seq="8"]')).to_contain_text("line 8", timeout=LONG)
+    page.screenshot(path=str(artifacts_dir / "run-page-following.png"), full_page=True)
+
+    page.get_by_test_id("log-pause").click()
+    expect(page.get_by_test_id("log-resume")).to_be_visible()
+    held = last_seq(page)
+    expect(page.get_by_test_id("log-status")).to_contain_text("newer not shown", timeout=LONG)
+    assert last_seq(page) == held  # paused: the window did not move
+    page.get_by_test_id("log-resume").click()
+    expect(page.get_by_test_id("log-pause")).to_be_visible()
+    page.wait_for_function(
+        f"() => Math.max(...[...document.querySelectorAll('[data-seq]')]"
+        f".map(r => Number(r.dataset.seq))) > {held + 1}",
+        timeout=LONG,
+    )
+
+    # Wait for the run to finish, then search and download the whole log.
+    expect(page.get_by_test_id("run-status")).to_have_text("succeeded", timeout=LONG)
+    expect(lines.locator('[data-seq="40"]')).to_contain_text("marker 40", timeout=LONG)
+    # The red marker lines are rendered in colour, their text escaped.
+    marker = lines.locator('[data-seq="10"] .log-text span')
+    expect(marker).to_have_text("marker 10")
+    assert "red" in (marker.get_attribute("style") or "")
+
+    page.get_by_test_id("log-search").fill("MARKER")
+    page.get_by_test_id("log-search-submit").click()
+    count = page.get_by_test_id("log-match-count")
+    expect(count).to_have_text("1 of 4")
+    current = page.locator("mark.log-match-current")
+    expect(current).to_have_count(1)
+    expect(lines.locator('[data-seq="10"] mark.log-match-current')).to_have_text("marker")
+    expect(page.locator("mark.log-match")).to_have_count(4)
+    page.get_by_test_id("log-match-next").click()
+    expect(count).to_have_text("2 of 4")
+    expect(lines.locator('[data-seq="20"] mark.log-match-current')).to_be_visible()
+    page.get_by_test_id("log-match-previous").click()
+    page.get_by_test_id("log-match-previous").click()
+    expect(count).to_have_text("4 of 4")
+    expect(lines.locator('[data-seq="40"] mark.log-match-current')).to_be_visible()
+    page.screenshot(path=str(artifacts_dir / "run-page-search.png"), full_page=True)
+
+    with page.expect_download() as download_info:
+        page.get_by_test_id("log-download").click()
+    saved = tmp_path / "run.log"
+    download_info.value.save_as(saved)
+    stored = run_logs.read_lines(served_engine, run_id=run_id, limit=10_000)
+    assert saved.read_text().splitlines() == [line.line for line in stored]
+    assert len(stored) == 40
+
+    timeline = page.get_by_test_id("run-timeline")
+    expect(timeline).to_contain_text("run created")
+    expect(timeline).to_contain_text("succeeded")
+
+
+def test_cancel_by_a_writer_and_not_offered_to_a_reader(
+    served_app: ServedApp,
+    served_engine: Engine,  # noqa: F811
+    page: Page,
+    artifacts_dir: Path,
+) -> None:
+    writer, reader, key = setup(served_engine)
+    run_id = start(served_engine, key, "plan", 202)
+
+    sign_in(page, served_app, served_engine, reader)
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone
+    page.emulate_media(color_scheme="dark")
+    page.goto(served_app.base_url + routes.run_page(run_id))
+    expect(page.get_by_test_id("run-title")).to_have_text(f"Run #{run_id}", timeout=LONG)
+    expect(page.get_by_test_id("log-lines")).to_contain_text("waiting", timeout=LONG)
+    expect(page.get_by_test_id("cancel-run")).to_have_count(0)
+    expect(page.get_by_test_id("rerun-run")).to_have_count(0)
+    page.screenshot(path=str(artifacts_dir / "run-page-reader-phone-dark.png"), full_page=True)
+
+    # A run id that does not exist and one the reader may not see look the same.
+    page.goto(served_app.base_url + routes.run_page(run_id + 100_000))
+    expect(page.get_by_test_id("run-not-visible")).to_be_visible(timeout=LONG)
+    page.screenshot(path=str(artifacts_dir / "run-page-not-found.png"), full_page=True)
+
+    page.context.clear_cookies()
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.emulate_media(color_scheme="light")
+    sign_in(page, served_app, served_engine, writer)
+    page.goto(served_app.base_url + routes.run_page(run_id))
+    expect(page.get_by_test_id("run-status")).to_have_text("running", timeout=LONG)
+    page.get_by_test_id("cancel-run").click()
+    expect(page.get_by_role("alertdialog")).to_contain_text("Cancel this run?")
+    page.screenshot(path=str(artifacts_dir / "run-page-cancel-dialog.png"))
+    page.get_by_test_id("cancel-run-dismiss").click()  # changing one's mind changes nothing
+    expect(page.get_by_role("alertdialog")).to_have_count(0)
+    page.get_by_test_id("cancel-run").click()
+    page.get_by_test_id("cancel-run-confirm").click()
+    expect(page.get_by_test_id("run-notice")).to_contain_text(re.compile("stop|canceled"))
+    # The state change is pushed to the page: no reload.
+    expect(page.get_by_test_id("run-status")).to_have_text("canceled", timeout=LONG)
+    expect(page.get_by_test_id("rerun-run")).to_be_visible()
+    page.screenshot(path=str(artifacts_dir / "run-page-canceled.png"), full_page=True)
+    with Session(served_engine) as session:
+        run = session.get(AgentRun, run_id)
+        assert run is not None and run.status == "canceled"
+
+    # Rerun, confirmed, opens the new run's page.
+    page.get_by_test_id("rerun-run").click()
+    page.get_by_test_id("rerun-run-confirm").click()
+    page.wait_for_url(lambda url: url.rsplit("/", 1)[1] != str(run_id), timeout=LONG)
+    new_id = int(page.url.rsplit("/", 1)[1])
+    expect(page.get_by_test_id("run-title")).to_have_text(f"Run #{new_id}", timeout=LONG)
+    with Session(served_engine) as session:
+        rerun = session.get(AgentRun, new_id)
+        assert rerun is not None and rerun.parent_run_id == run_id
+    cancel_and_wait(served_engine, new_id)
+
+
+def test_a_dropped_connection_resyncs_without_lost_or_repeated_lines(
+    served_app: ServedApp,
+    served_engine: Engine,  # noqa: F811
+    page: Page,
+    artifacts_dir: Path,
+) -> None:
+    writer, _, key = setup(served_engine)
+    run_id = start(served_engine, key, "dev", 303)
+    sign_in(page, served_app, served_engine, writer)
+    page.goto(served_app.base_url + routes.run_page(run_id))
+    lines = page.get_by_test_id("log-lines")
+    expect(lines.locator('[data-seq="3"]')).to_be_visible(timeout=LONG)
+    page.context.set_offline(True)  # the websocket drops while the run keeps writing
+    # Reflex says so when its websocket is gone: the drop really happened.
+    expect(page.get_by_text("Cannot connect to server")).to_be_visible(timeout=LONG)
+    page.wait_for_timeout(2_000)
+    page.screenshot(path=str(artifacts_dir / "run-page-offline.png"), full_page=True)
+    page.context.set_offline(False)
+    expect(page.get_by_test_id("run-status")).to_have_text("succeeded", timeout=LONG)
+    expect(lines.locator('[data-seq="40"]')).to_contain_text("marker 40", timeout=LONG)
+    shown = lines.locator("[data-seq]").evaluate_all(
+        "rows => rows.map(row => [Number(row.dataset.seq), row.querySelector('.log-text')"
+        ".textContent])"
+    )
+    assert shown == [
+        [n, f"marker {n}" if n % 10 == 0 else f"line {n}"] for n in range(1, 41)
+    ]  # every line once, in order, nothing from before the drop repeated
+    page.screenshot(path=str(artifacts_dir / "run-page-after-reconnect.png"), full_page=True)
+
+
+def session_lookups(engine: Engine) -> int:
+    """How often the sessions table was read (every page sync resolves the viewer's session)."""
+    with engine.connect() as connection:
+        return int(
+            connection.execute(
+                sa.text(
+                    "SELECT coalesce(idx_scan, 0) + coalesce(seq_scan, 0)"
+                    " FROM pg_stat_user_tables WHERE relname = 'sessions'"
+                )
+            ).scalar_one()
+        )
+
+
+STATS_FLUSH_SECONDS = 12  # PostgreSQL backends publish their statistics within 10 s of idling
+
+
+def test_following_stops_when_the_tab_closes(
+    served_app: ServedApp,
+    served_engine: Engine,  # noqa: F811
+    page: Page,
+) -> None:
+    _, reader, key = setup(served_engine)
+    run_id = start(served_engine, key, "plan", 404)  # waits for minutes: always "running"
+    sign_in(page, served_app, served_engine, reader)
+    page.goto(served_app.base_url + routes.run_page(run_id))
+    expect(page.get_by_test_id("log-lines")).to_contain_text("waiting", timeout=LONG)
+    before = session_lookups(served_engine)
+    time.sleep(STATS_FLUSH_SECONDS)
+    assert session_lookups(served_engine) - before >= 10  # the open page keeps syncing
+
+    page.close()
+    time.sleep(STATS_FLUSH_SECONDS)
+    closed = session_lookups(served_engine)
+    time.sleep(STATS_FLUSH_SECONDS)
+    assert session_lookups(served_engine) - closed <= 2  # nobody syncs for a closed tab
+    with Session(served_engine) as session:
+        run = session.get(AgentRun, run_id)
+        assert run is not None and run.status == "running"
+    cancel_and_wait(served_engine, run_id)

@@ -1,0 +1,232 @@
+"""The run page's handlers, called directly with a session cookie (no browser): the bounded log
+window, following by sequence, search, paging, who sees the run, and that cancel and rerun are
+refused on the server for those who may not use them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+from reflex.istate.data import RouterData
+from reflex.state import State
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from codexk8s.crypto import get_secret_box
+from codexk8s.db.engine import get_engine, session_scope
+from codexk8s.db.models import AgentRun
+from codexk8s.domain.authorization import Principal
+from codexk8s.domain.runtime import LogLine
+from codexk8s.services import projects, repositories, run_logs, run_start
+from codexk8s.web.http.auth import SESSION_COOKIE
+from codexk8s.web.state.run import NOT_VISIBLE, WINDOW, RunState
+from tests.conftest import run_async
+from tests.web.test_projects_handlers import add_user, session_for
+
+PEOPLE: dict[str, Principal] = {}
+
+
+def state_for(engine: Engine, email: str | None, run_id: object) -> RunState:
+    """The run page's state as an event from EMAIL's browser on /runs/RUN_ID would see it."""
+    token = session_for(engine, PEOPLE[email]) if email is not None else None
+    root = State(_reflex_internal_init=True)
+    cookie = f"{SESSION_COOKIE}={token}" if token else "theme=dark"
+    root.router_data = {
+        "headers": {"cookie": cookie},
+        "pathname": f"/runs/{run_id}",
+        "query": {"run_id": str(run_id)},
+    }
+    root.router = RouterData.from_router_data(root.router_data)
+
+    async def get() -> RunState:
+        return await root.get_state(RunState)
+
+    return run_async(get())
+
+
+def write_lines(engine: Engine, run_id: int, texts: list[str]) -> None:
+    last = run_logs.log_length(engine, run_id=run_id)
+    stamp = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    stored = run_logs.store_batch(
+        engine, run_id=run_id, expected_sequence=last,
+        lines=[LogLine(stream="stdout", line=text, ts=stamp, cursor=None) for text in texts],
+    )  # fmt: skip
+    assert stored == last + len(texts)
+
+
+@pytest.fixture
+def world(app_db: str) -> dict[str, int]:
+    engine = get_engine()
+    for email in ("writer@example.com", "reader@example.com", "outsider@example.com"):
+        PEOPLE[email] = add_user(engine, email)
+    with session_scope(engine) as session:
+        projects.create_project(session=session, key="alpha", name="Alpha")
+        projects.create_project(session=session, key="beta", name="Beta")
+        repositories.add_repository(
+            session=session, box=get_secret_box(), project_key="alpha",
+            full_name="octo-org/octo-repo", webhook_secret="s",
+        )  # fmt: skip
+        projects.add_member(
+            session=session, project_key="alpha", email="writer@example.com", role="read_write"
+        )
+        projects.add_member(
+            session=session, project_key="alpha", email="reader@example.com", role="read"
+        )
+    run_id = run_start.start_run(
+        engine, project_key="alpha", repository="octo-org/octo-repo", issue=42, stage="dev"
+    )
+    return {"run": run_id}
+
+
+def status_of(run_id: int) -> str:
+    with Session(get_engine()) as session:
+        run = session.get(AgentRun, run_id)
+        assert run is not None
+        return run.status
+
+
+def test_header_and_a_bounded_tail_window(world: dict[str, int]) -> None:
+    engine, run_id = get_engine(), world["run"]
+    write_lines(engine, run_id, [f"line {n}" for n in range(1, 1201)])
+    state = state_for(engine, "reader@example.com", run_id)
+    follow = run_async(RunState.load_run.fn(state))
+    assert follow is RunState.follow_run  # an active run is followed
+    assert not state.is_loading and not state.is_missing and state.error == ""
+    header = state.run
+    assert (header.id, header.status, header.stage, header.agent) == (
+        run_id,
+        "pending",
+        "dev",
+        "dev",
+    )
+    assert header.repository_url == "https://github.com/octo-org/octo-repo"
+    assert header.issue == "#42" and header.issue_url.endswith("/octo-org/octo-repo/issues/42")
+    assert header.is_active and header.project_key == "alpha"
+    assert [e.event_type for e in state.events] == ["run created"]
+    # Only the last WINDOW lines are held, and rendered with line numbers and timestamps.
+    assert (state.first_line, state.last_line, state.total_lines) == (701, 1200, 1200)
+    assert len(state._lines) == WINDOW
+    assert state.log_html.count('class="log-line"') == WINDOW
+    assert 'data-seq="1200"' in state.log_html and 'data-seq="700"' not in state.log_html
+    assert "03:04:05.000" in state.log_html
+
+
+def test_following_resumes_from_the_last_sequence_without_loss_or_repeat(
+    world: dict[str, int],
+) -> None:
+    engine, run_id = get_engine(), world["run"]
+    write_lines(engine, run_id, ["a1", "a2"])
+    state = state_for(engine, "reader@example.com", run_id)
+    run_async(RunState.load_run.fn(state))
+    assert state.last_line == 2
+    write_lines(engine, run_id, ["b3", "b4", "b5"])
+    assert run_async(state._sync(state._generation)) is True
+    assert [line.sequence for line in state._lines] == [1, 2, 3, 4, 5]
+    # A second sync with nothing new (a duplicate push) changes nothing.
+    run_async(RunState.sync_now.fn(state))
+    assert [line.line for line in state._lines] == ["a1", "a2", "b3", "b4", "b5"]
+
+    # Paused: new lines are counted but the window stays.
+    RunState.pause.fn(state)
+    write_lines(engine, run_id, ["c6"])
+    run_async(state._sync(state._generation))
+    assert state.last_line == 5 and state.total_lines == 6 and state.unseen_lines == 1
+
+    # Resume jumps to the end; far more than a window behind, the window skips ahead whole.
+    run_async(RunState.resume.fn(state))
+    assert state.is_following and state.last_line == 6
+    write_lines(engine, run_id, [f"d{n}" for n in range(7, 7 + WINDOW + 50)])
+    run_async(state._sync(state._generation))
+    sequences = [line.sequence for line in state._lines]
+    assert sequences == list(range(57, 7 + WINDOW + 50))
+    # A stale loop (the page loaded another run since) must not touch the window.
+    assert run_async(state._sync(state._generation - 1)) is False
+
+
+def test_paging_and_search_over_the_whole_log(world: dict[str, int]) -> None:
+    engine, run_id = get_engine(), world["run"]
+    texts = [f"step {n}" for n in range(1, 2001)]
+    texts[9] = "\x1b[31mERROR\x1b[0m: disk full"  # line 10
+    texts[1499] = "another error here"  # line 1500
+    write_lines(engine, run_id, texts)
+    state = state_for(engine, "reader@example.com", run_id)
+    run_async(RunState.load_run.fn(state))
+    assert state.first_line == 1501
+
+    run_async(RunState.show_older.fn(state))
+    assert (state.first_line, state.last_line, state.is_following) == (1001, 1500, False)
+    run_async(RunState.show_start.fn(state))
+    assert (state.first_line, state.last_line) == (1, 500)
+    run_async(RunState.show_newer.fn(state))
+    assert (state.first_line, state.last_line) == (501, 1000)
+
+    RunState.set_search_input.fn(state, "error")
+    run_async(RunState.submit_search.fn(state))
+    assert (state.match_count, state.match_index, state.match_line) == (2, 1, 10)
+    assert state.first_line <= 10 <= state.last_line
+    assert '<mark class="log-match log-match-current">' in state.log_html
+    assert 'color:var(--red-11)">ERROR</span>' in state.log_html
+
+    run_async(RunState.next_match.fn(state))
+    assert (state.match_index, state.match_line) == (2, 1500)
+    assert state.first_line <= 1500 <= state.last_line
+    run_async(RunState.next_match.fn(state))  # wraps to the first
+    assert (state.match_index, state.match_line) == (1, 10)
+    run_async(RunState.previous_match.fn(state))  # and back around to the last
+    assert (state.match_index, state.match_line) == (2, 1500)
+
+    RunState.set_search_input.fn(state, "no such text")
+    run_async(RunState.submit_search.fn(state))
+    assert state.match_count == 0 and "<mark" not in state.log_html
+    RunState.clear_search.fn(state)
+    assert state.search_query == "" and state.match_line == 0
+
+
+def test_a_read_member_cannot_cancel_or_rerun(world: dict[str, int]) -> None:
+    engine, run_id = get_engine(), world["run"]
+    state = state_for(engine, "reader@example.com", run_id)
+    run_async(RunState.load_run.fn(state))
+    assert state.can_control is False  # the buttons are not rendered
+    run_async(RunState.cancel_run.fn(state))  # a crafted event is refused anyway
+    assert "does not allow" in state.error and status_of(run_id) == "pending"
+    assert run_async(RunState.rerun_run.fn(state)) is None
+    assert "does not allow" in state.error
+
+
+def test_a_read_write_member_cancels_and_reruns(world: dict[str, int]) -> None:
+    engine, run_id = get_engine(), world["run"]
+    state = state_for(engine, "writer@example.com", run_id)
+    run_async(RunState.load_run.fn(state))
+    assert state.can_control is True
+    run_async(RunState.cancel_run.fn(state))
+    assert state.error == "" and state.notice == "Run canceled."
+    assert status_of(run_id) == "canceled" and state.run.status == "canceled"
+    assert not state.run.is_active
+    redirect = run_async(RunState.rerun_run.fn(state))
+    with Session(engine) as session:
+        new_id = session.exec(
+            sa.select(AgentRun.id).where(AgentRun.parent_run_id == run_id)  # type: ignore[arg-type]
+        ).scalar_one()
+    assert status_of(new_id) == "pending"
+    assert f"/runs/{new_id}" in str(redirect)
+
+
+@pytest.mark.parametrize("who", ["outsider", "missing", "garbage", "signed out"])
+def test_missing_and_invisible_runs_look_the_same(world: dict[str, int], who: str) -> None:
+    engine, run_id = get_engine(), world["run"]
+    email, target = {
+        "outsider": ("outsider@example.com", run_id),
+        "missing": ("writer@example.com", run_id + 1000),
+        "garbage": ("writer@example.com", "12abc"),
+        "signed out": (None, run_id),
+    }[who]
+    state = state_for(engine, email, target)
+    assert run_async(RunState.load_run.fn(state)) is None
+    assert state.run.id == 0 and state.log_html == "" and state.events == []
+    if who == "signed out":
+        assert "sign in" in state.error and not state.is_missing
+    else:
+        assert state.is_missing and state.error == NOT_VISIBLE
+    run_async(RunState.cancel_run.fn(state))
+    assert status_of(run_id) == "pending"
