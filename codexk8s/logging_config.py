@@ -1,6 +1,10 @@
 """Process-wide logging: every stdlib and structlog record as one JSON object (or a console line)
 with the correlation ids bound in structlog.contextvars, and secrets masked on the way out.
 
+A JSON line has `timestamp` (ISO 8601, UTC), `level`, `logger`, `message`, the bound context
+(`delivery_id`, `run_id`, `correlation_id`, ...), the record's `extra` fields and, for errors,
+`exception` (the formatted traceback).
+
 `configure_logging()` runs once at process start: in the `codexk8s` CLI (serve included) and in
 each Reflex server worker (codexk8s.web.app). The code keeps using `logging.getLogger(__name__)`;
 the root handler's ProcessorFormatter turns those records into structured lines.
@@ -123,7 +127,7 @@ def _drop_formatter_fields(
     # ProcessorFormatter adds the stdlib record itself; it is not for the output.
     event_dict.pop("_record", None)
     event_dict.pop("_from_structlog", None)
-    event_dict.pop("message", None)  # the formatted message again, already the event
+    event_dict.pop("message", None)  # the formatted message again; "event" becomes "message"
     return event_dict
 
 
@@ -149,6 +153,9 @@ def _final_processors(log_format: str) -> list[Processor]:
     return [
         _drop_formatter_fields,
         structlog.processors.format_exc_info,
+        # Reflex's and Granian's JSON records say "message"; with the same key every line of
+        # the pod has one shape, and Reflex's output supervisor passes ours through untouched.
+        structlog.processors.EventRenamer("message"),
         redact_secrets,
         renderer,
     ]

@@ -49,7 +49,7 @@ def test_stdlib_records_become_json_with_the_usual_fields(stream: io.StringIO) -
     log.info("run %s is %s", 7, "running", extra={"slot": 2})
     log.warning("careful")
     first, second = records(stream)
-    assert first["event"] == "run 7 is running"
+    assert first["message"] == "run 7 is running"
     assert first["level"] == "info" and first["logger"] == "codexk8s.tests.logging"
     assert first["slot"] == 2
     assert str(first["timestamp"]).endswith("Z")
@@ -62,7 +62,7 @@ def test_exceptions_are_one_json_line_with_the_traceback(stream: io.StringIO) ->
     except RuntimeError:
         log.exception("cycle failed")
     (record,) = records(stream)
-    assert record["event"] == "cycle failed" and record["level"] == "error"
+    assert record["message"] == "cycle failed" and record["level"] == "error"
     assert "RuntimeError: database went away" in str(record["exception"])
 
 
@@ -91,7 +91,7 @@ def test_secrets_are_masked_in_message_fields_and_tracebacks(
     text = stream.getvalue()
     assert secret not in text
     first, second = records(stream)
-    assert first["event"] == f"value {REDACTED} here"
+    assert first["message"] == f"value {REDACTED} here"
     assert first["nested"] == {"k": [REDACTED]}
     assert f"bad {REDACTED}" in str(second["exception"])
 
@@ -103,8 +103,8 @@ def test_decrypted_secrets_are_masked_from_then_on(stream: io.StringIO) -> None:
     assert box.decrypt(ciphertext) == "plain-repository-token-42"
     log.info("after: plain-repository-token-42")
     before, after = records(stream)
-    assert before["event"] == "before: plain-repository-token-42"  # not known yet: the defence
-    assert after["event"] == f"after: {REDACTED}"  # is a last line, not a policy
+    assert before["message"] == "before: plain-repository-token-42"  # not known yet: the defence
+    assert after["message"] == f"after: {REDACTED}"  # is a last line, not a policy
 
 
 def test_url_passwords_are_masked_and_ordinary_words_kept() -> None:
@@ -130,10 +130,10 @@ async def test_correlation_ids_stay_with_their_task(stream: io.StringIO) -> None
     finally:
         logging_config.unbind_contextvars("delivery_id")
     lines = records(stream)
-    by_run = sorted((r["run_id"], r["event"]) for r in lines if "run_id" in r)
+    by_run = sorted((r["run_id"], r["message"]) for r in lines if "run_id" in r)
     assert by_run == [(1, "in task"), (1, "in thread"), (2, "in task"), (2, "in thread")]
     assert all(r["delivery_id"] == "outer" for r in lines)
-    assert "run_id" not in lines[-1] and lines[-1]["event"] == "after"
+    assert "run_id" not in lines[-1] and lines[-1]["message"] == "after"
 
 
 def test_console_format_is_one_line_and_masked() -> None:
@@ -154,4 +154,4 @@ def test_console_format_is_one_line_and_masked() -> None:
 def test_configuring_twice_keeps_one_handler(stream: io.StringIO) -> None:
     configure_logging(Settings(), stream=stream)
     log.info("once")
-    assert [r["event"] for r in records(stream)] == ["once"]
+    assert [r["message"] for r in records(stream)] == ["once"]
