@@ -355,9 +355,12 @@ def test_sigterm_drains_webhooks_releases_leases_and_exits_in_time(ops: Ops) -> 
     ok = [o for o in sent if o.status is not None and 200 <= o.status < 300]
     failed = [o for o in sent if o not in ok]
     assert len(ok) > answered_while_draining / 2 > 0
-    # Every request either got a 2xx, or was refused before the server read it (connect error):
-    # no reset connection, no timeout, no 5xx with the delivery half-done.
-    assert {(o.status, o.error) for o in failed} <= {(None, "ConnectError"), (503, None)}, failed
+    # Every request either got a 2xx or failed without an answer: refused (the socket was
+    # closed), or a keep-alive connection closed as the request went out. Never a timeout or a
+    # 5xx of a half-done delivery. None of the failed ones may be stored (checked below).
+    allowed = {(None, "ConnectError"), (None, "RemoteProtocolError"), (None, "ReadError"),
+               (503, None)}  # fmt: skip
+    assert {(o.status, o.error) for o in failed} <= allowed, failed
     # Each client ended on a refusal: the shutdown, not the test, stopped the traffic.
     assert all(per_client and per_client[-1].error == "ConnectError" for per_client in outcomes)
 

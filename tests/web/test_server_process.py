@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -109,3 +110,38 @@ def test_readiness_fails_while_the_drain_file_exists(
     answer = client.get(READYZ)
     assert answer.status_code == 503 and answer.json()["reason"] == "shutting down"
     assert client.get("/healthz").status_code == 200  # alive, only not ready
+
+
+def _gone(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "State:\tZ" in status  # exited, waiting to be reaped by whoever adopted it
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
+def test_killing_serve_outright_stops_the_server_too(tmp_path: Path) -> None:
+    pid_file, drain = tmp_path / "server.pid", tmp_path / "draining"
+    server = (
+        f"import os, pathlib, time; pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))"
+        "; time.sleep(120)"
+    )
+    parent_code = (
+        "import os, sys; from pathlib import Path; "
+        "from codexk8s.web.server_process import supervise; "
+        f"supervise([sys.executable, '-c', {server!r}], env=dict(os.environ), cwd=Path('.'), "
+        f"drain_file=Path({str(drain)!r}), drain_seconds=1, grace_seconds=5)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", parent_code])
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline, "the server never started"
+        time.sleep(0.05)
+    server_pid = int(pid_file.read_text())
+    parent.kill()  # SIGKILL: no chance to stop anything in order
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while not _gone(server_pid):
+        assert time.monotonic() < deadline, "the server outlived a killed serve"
+        time.sleep(0.05)
