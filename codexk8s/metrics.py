@@ -13,8 +13,9 @@ Where each metric is observed:
 - kubernetes_api_*: ApiCaller (codexk8s.adapters.kubernetes.client), once per HTTP attempt.
 - runs, slots_leased, metrics_collect_errors_total: read from the database on every scrape by
   DatabaseCollector.
-- github_api_calls_total, openai_tokens_total, openai_cost_usd_total, live_viewers: defined but
-  not observed yet (no GitHub API client, no OpenAI usage source, no viewer tracking exist yet).
+- live_viewers: the API's live log streams (codexk8s.web.http.api), per process.
+- github_api_calls_total, openai_tokens_total, openai_cost_usd_total: defined but not observed
+  yet (no GitHub API client and no OpenAI usage source exist yet).
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ OPENAI_COST_USD = Counter(
 # --- dashboard ------------------------------------------------------------------------------
 LIVE_VIEWERS = Gauge(
     "codexk8s_live_viewers",
-    "Dashboard clients following a run live. Not observed yet: no viewer tracking exists.",
+    "Clients following a run's log live (GET /api/v1/runs/{id}/logs?follow=1 streams).",
 )
 
 
