@@ -70,9 +70,10 @@ def _rejection_request(request: Request, body: bytes = b"") -> webhook_ingest.We
 
 async def github_webhook(request: Request) -> JSONResponse:
     # Every line logged while handling this delivery (ingest thread included) names it.
+    # Header values are the sender's: cut to the lengths ingest accepts before logging them.
     with bound_contextvars(
-        delivery_id=request.headers.get("x-github-delivery"),
-        github_event=request.headers.get("x-github-event"),
+        delivery_id=(request.headers.get("x-github-delivery") or "")[:100] or None,
+        github_event=(request.headers.get("x-github-event") or "")[:64] or None,
     ):
         response = await _github_webhook(request)
         log.info("webhook answered", extra={"status_code": response.status_code})
