@@ -40,6 +40,7 @@ runs_app = typer.Typer(help="Inspect agent runs.", no_args_is_help=True)
 agent_app = typer.Typer(help="Agent runner and agent settings.", no_args_is_help=True)
 webhook_app = typer.Typer(help="Send webhooks to a running codexk8s.", no_args_is_help=True)
 prompt_app = typer.Typer(help="Prompt templates per stage (work and revise).", no_args_is_help=True)
+secrets_app = typer.Typer(help="Manage the encryption of stored secrets.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(project_app, name="project")
 project_app.add_typer(member_app, name="member")
@@ -49,6 +50,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(agent_app, name="agent")
 app.add_typer(webhook_app, name="webhook")
 app.add_typer(prompt_app, name="prompt")
+app.add_typer(secrets_app, name="secrets")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -221,9 +223,31 @@ def serve(
         "--frontend-port", str(bind_port), "--backend-port", str(bind_port),
         "--backend-host", bind_host,
     ]  # fmt: skip
-    typer.echo(f"codexk8s serving on http://{bind_host}:{bind_port}", err=True)
-    os.chdir(PROJECT_ROOT)
-    os.execvpe(argv[0], argv, env)  # noqa: S606 (argv is fixed; exec hands signals to Reflex)
+    raise typer.Exit(_supervise_server(current, argv, env, f"http://{bind_host}:{bind_port}"))
+
+
+def _supervise_server(current: Settings, argv: list[str], env: dict[str, str], url: str) -> int:
+    """Run the Reflex server as a child that this process shuts down in order on SIGTERM."""
+    import logging
+    import tempfile
+
+    from codexk8s.logging_config import configure_logging
+    from codexk8s.web.server_process import supervise
+
+    configure_logging(current)  # `serve` logs JSON unless CODEXK8S_LOG_FORMAT=console
+    logging.getLogger(__name__).info("codexk8s serving on %s", url, extra={"url": url})
+    drain_file = Path(tempfile.gettempdir()) / f"codexk8s-draining-{os.getpid()}"
+    env.update(
+        CODEXK8S_DRAIN_FILE=str(drain_file),
+        CODEXK8S_LOG_FORMAT=current.log_format,
+        # Reflex's and Granian's own lines as JSON records too.
+        REFLEX_LOG_JSON="true" if current.log_format == "json" else "false",
+    )
+    return supervise(
+        argv, env=env, cwd=PROJECT_ROOT, drain_file=drain_file,
+        drain_seconds=current.shutdown_drain_seconds,
+        grace_seconds=current.shutdown_grace_seconds,
+    )  # fmt: skip
 
 
 # --- users, projects, repositories, tokens --------------------------------------------------------
@@ -673,5 +697,29 @@ def prompt_restore(template_id: int) -> None:
     typer.echo(f"{saved.scope}/{saved.kind}: saved version {saved.version}")
 
 
+@secrets_app.command("rotate")
+def secrets_rotate() -> None:
+    """Re-encrypt every stored secret with CODEXK8S_SECRET_KEY, reading rows written with the
+    keys in CODEXK8S_SECRET_KEY_PREVIOUS (comma-separated). Safe to run again."""
+    from codexk8s.services import secret_rotation
+
+    current = settings()
+    with service_call():
+        result = secret_rotation.rotate_secrets(
+            get_engine(),
+            current_key=current.secret_key_value(),
+            previous_keys=current.previous_secret_keys(),
+        )
+    detail = ", ".join(f"{name}: {count}" for name, count in sorted(result.rotated.items()))
+    typer.echo(
+        f"re-encrypted {result.total_rotated} stored secrets"
+        + (f" ({detail})" if detail else "")
+        + f"; {result.already_current} already under the current key"
+    )
+
+
 def main() -> None:
+    from codexk8s.logging_config import configure_cli_logging
+
+    configure_cli_logging()
     app()

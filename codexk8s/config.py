@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     port: int = Field(default=3000, ge=1, le=65535)
     public_url: str | None = None
     secret_key: SecretStr | None = None
+    # Keys that encrypted stored secrets before the current one (comma-separated), accepted for
+    # reading until `codexk8s secrets rotate` has re-encrypted everything with SECRET_KEY.
+    secret_key_previous: SecretStr | None = None
     owner_email: str | None = None
 
     github_webhook_secret: SecretStr | None = None
@@ -87,6 +90,18 @@ class Settings(BaseSettings):
 
     redis_url: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # One JSON object per line (production, what log collectors parse) or coloured key=value
+    # lines for a person at a terminal.
+    log_format: Literal["json", "console"] = "json"
+
+    # SIGTERM to `codexk8s serve`: readiness fails at once while requests are still served for
+    # SHUTDOWN_DRAIN_SECONDS (endpoints stop routing here), then the server stops accepting,
+    # finishes in-flight requests and releases its leases. The whole shutdown stays within
+    # SHUTDOWN_GRACE_SECONDS, which must be below the pod's terminationGracePeriodSeconds.
+    shutdown_drain_seconds: float = Field(default=5.0, ge=0)
+    shutdown_grace_seconds: float = Field(default=25.0, gt=0)
+    # Set by `codexk8s serve` for its server process: while this file exists, /readyz fails.
+    drain_file: Path | None = None
 
     @field_validator("data_dir")
     @classmethod
@@ -154,6 +169,13 @@ class Settings(BaseSettings):
     @property
     def is_oauth_configured(self) -> bool:
         return bool(self.github_client_id and self.github_client_secret)
+
+    def previous_secret_keys(self) -> list[str]:
+        """The keys listed in SECRET_KEY_PREVIOUS, in order, blanks dropped."""
+        if self.secret_key_previous is None:
+            return []
+        raw = self.secret_key_previous.get_secret_value()
+        return [key.strip() for key in raw.split(",") if key.strip()]
 
     def secret_key_value(self) -> str:
         """The key that signs and encrypts. Embedded mode generates one into the data folder."""

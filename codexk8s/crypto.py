@@ -13,6 +13,8 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from codexk8s.logging_config import register_secret
+
 _ENCRYPTION_INFO = b"codexk8s/encryption/v1"
 _SIGNING_INFO = b"codexk8s/signing/v1"
 TOKEN_PREFIX = "ck8s_"
@@ -51,11 +53,14 @@ class SecretBox:
 
     def decrypt(self, ciphertext: str) -> str:
         try:
-            return self._fernet.decrypt(ciphertext.encode()).decode()
+            plaintext = self._fernet.decrypt(ciphertext.encode()).decode()
         except InvalidToken:
             raise DecryptionError(
                 "stored secret does not decrypt with CODEXK8S_SECRET_KEY"
             ) from None
+        # Whatever was stored encrypted must never appear in a log line of this process.
+        register_secret(plaintext)
+        return plaintext
 
     def rotate(self, ciphertext: str) -> str:
         """Re-encrypt under the current key."""
@@ -88,4 +93,5 @@ def get_secret_box() -> SecretBox:
     """The process-wide box for CODEXK8S_SECRET_KEY (tests clear the cache with the settings)."""
     from codexk8s.config import get_settings
 
-    return SecretBox(get_settings().secret_key_value())
+    settings = get_settings()
+    return SecretBox(settings.secret_key_value(), settings.previous_secret_keys())

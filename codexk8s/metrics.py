@@ -16,9 +16,10 @@ Where each metric is observed:
 - github_api_calls_total: the GitHub REST client (codexk8s.adapters.github.client), once per HTTP
   attempt, labelled with the method and path template.
 - openai_tokens_total: the control plane's own model calls (codexk8s.services.model_checks,
-  learning explanations); agent runs' usage is reported by the agent runner.
-- openai_cost_usd_total, live_viewers: defined but not observed yet (no price table, no viewer
-  tracking).
+  learning explanations) and every answer the per-run model proxy passes on
+  (codexk8s.services.run_brief.meter_model_usage); openai_cost_usd_total: the proxy's answers,
+  priced with CODEXK8S_MODEL_PRICES.
+- live_viewers: the API's live log streams (codexk8s.web.http.api), per process.
 """
 
 from __future__ import annotations
@@ -109,19 +110,19 @@ GITHUB_API_CALLS = Counter(
 )
 OPENAI_TOKENS = Counter(
     "codexk8s_openai_tokens",
-    "OpenAI tokens used around runs, by project and kind (input/output).",
+    "OpenAI tokens by project and kind (input/cached/output/reasoning).",
     ["project", "kind"],
 )
 OPENAI_COST_USD = Counter(
     "codexk8s_openai_cost_usd",
-    "Estimated OpenAI cost of agent runs in USD, by project. Not observed yet.",
+    "Estimated OpenAI cost of agent runs in USD (CODEXK8S_MODEL_PRICES), by project.",
     ["project"],
 )
 
 # --- dashboard ------------------------------------------------------------------------------
 LIVE_VIEWERS = Gauge(
     "codexk8s_live_viewers",
-    "Dashboard clients following a run live. Not observed yet: no viewer tracking exists.",
+    "Clients following a run's log live (GET /api/v1/runs/{id}/logs?follow=1 streams).",
 )
 
 

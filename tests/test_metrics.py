@@ -252,3 +252,18 @@ def test_not_yet_observed_metrics_are_exposed() -> None:
         "codexk8s_github_api_calls", "codexk8s_openai_tokens", "codexk8s_openai_cost_usd",
         "codexk8s_live_viewers",
     } <= names  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"X-Forwarded-For": "203.0.113.9"},
+        {"Forwarded": "for=203.0.113.9;proto=https"},
+        {"X-Real-IP": "203.0.113.9"},
+    ],
+)
+def test_metrics_are_not_served_through_a_proxy(client: TestClient, header: dict[str, str]) -> None:
+    # The public ingress adds these headers; Prometheus scraping the pod directly does not.
+    refused = client.get(METRICS, headers=header)
+    assert refused.status_code == 404 and "codexk8s_" not in refused.text
+    assert client.get(METRICS).status_code == 200

@@ -40,6 +40,7 @@ from codexk8s.domain.runtime import (
     WorkloadPhase,
 )
 from codexk8s.domain.slots import LEASE_RENEW_SECONDS
+from codexk8s.logging_config import bind_contextvars, bound_contextvars
 from codexk8s.services import dispatch, reconcile, run_logs, webhook_redelivery
 from codexk8s.services.github_feedback import GitHubFeedback
 from codexk8s.services.run_states import RUNS
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 LEADER_LOCK_KEY = 0x636B3873  # "ck8s": one advisory lock per database
 LOG_BATCH_LINES = 500
 LOG_BATCH_SECONDS = 0.2
+# On shutdown, a dispatch that already claimed runs gets this long to record their launches.
+STOP_JOBS_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +143,7 @@ class RunEngine:
         self._watch_task: asyncio.Task[None] | None = None
         self._pumps: dict[int, asyncio.Task[None]] = {}
         self._rescan_pumps = True
+        self._running_jobs: set[asyncio.Task[Any]] = set()
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -168,21 +172,56 @@ class RunEngine:
         for job in scheduler.get_jobs():
             job.modify(next_run_time=datetime.now(UTC))
 
-    async def stop(self) -> None:
+    async def stop(self, *, jobs_timeout: float = STOP_JOBS_SECONDS) -> None:
+        """Stop in an order that strands nothing: no new cycles; let a running dispatch record
+        the launches it began; stop the leader's watch and pumps (a pump stores what it holds);
+        hand this replica's slot leases back; give up leadership."""
+        if self._scheduler is not None:
+            self._scheduler.pause()  # no new cycles; shutdown() would cancel the running ones
+        await self._wait_running_jobs(jobs_timeout)
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
         await self._stop_leader_work()
+        try:
+            released = await asyncio.to_thread(
+                reconcile.release_leases, self.engine, owner=self.owner
+            )
+        except sa.exc.SQLAlchemyError:
+            # The leases then run out after LEASE_TTL_SECONDS, as after a crash.
+            log.warning("releasing slot leases failed", exc_info=True)
+            released = 0
         await asyncio.to_thread(self.leadership.release)
-        self.is_leader = False
+        was_leader, self.is_leader = self.is_leader, False
+        log.info(
+            "engine stopped",
+            extra={"leases_released": released, "was_leader": was_leader, "owner": self.owner},
+        )
+
+    async def _wait_running_jobs(self, limit: float) -> None:
+        running = [task for task in self._running_jobs if task is not asyncio.current_task()]
+        if not running:
+            return
+        _done, pending = await asyncio.wait(running, timeout=limit)
+        for task in pending:
+            log.warning("engine job still running at shutdown; cancelling it: %s", task.get_name())
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     def _guarded(self, job: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                self._running_jobs.add(task)
             try:
                 await job()
             except Exception:
                 # A failing cycle must not kill the scheduler; the next cycle retries.
                 log.exception("engine job %s failed", job.__name__)
+            finally:
+                if task is not None:
+                    self._running_jobs.discard(task)
 
         run.__name__ = job.__name__
         return run
@@ -282,17 +321,8 @@ class RunEngine:
             try:
                 async for status in self.runtime.watch():
                     backoff = 1.0
-                    changed = await asyncio.to_thread(
-                        reconcile.apply_workload_status, self.engine, status
-                    )
-                    if changed:
-                        await self._settled({status.run_id: changed})
-                    if changed and status.reason is FailureReason.IMAGE_PULL and status.handle:
-                        # The run is over, but Kubernetes would keep retrying the pull until the
-                        # deadline; stop the workload so it frees its quota now.
-                        await self.runtime.cancel(status.handle, grace_seconds=0)
-                    if status.phase is not WorkloadPhase.MISSING:
-                        await self._ensure_pumps([status.run_id])
+                    with bound_contextvars(run_id=status.run_id):
+                        await self._apply_watched(status)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -300,6 +330,17 @@ class RunEngine:
                 log.exception("runtime watch failed; restarting in %.0fs", backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 30.0)
+
+    async def _apply_watched(self, status: Any) -> None:
+        changed = await asyncio.to_thread(reconcile.apply_workload_status, self.engine, status)
+        if changed:
+            await self._settled({status.run_id: changed})
+        if changed and status.reason is FailureReason.IMAGE_PULL and status.handle:
+            # The run is over, but Kubernetes would keep retrying the pull until the
+            # deadline; stop the workload so it frees its quota now.
+            await self.runtime.cancel(status.handle, grace_seconds=0)
+        if status.phase is not WorkloadPhase.MISSING:
+            await self._ensure_pumps([status.run_id])
 
     def _runs_needing_pumps(self, run_ids: list[int] | None) -> list[Any]:
         query = sa.select(
@@ -358,6 +399,7 @@ class RunEngine:
         Lines are stored in batches: when LOG_BATCH_LINES have arrived, or LOG_BATCH_SECONDS after
         the first unsaved line, whichever comes first, so a quiet run's last line is not held back.
         """
+        bind_contextvars(run_id=run_id)  # this task's own context: every line names the run
         queue: asyncio.Queue[LogLine | BaseException | None] = asyncio.Queue(
             maxsize=4 * LOG_BATCH_LINES
         )

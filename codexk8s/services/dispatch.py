@@ -14,6 +14,7 @@ that do not change.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,6 +30,7 @@ from codexk8s.domain.runs import AgentFailure, RunStatus
 from codexk8s.domain.runtime import Runtime, WorkloadHandle, WorkloadRuntimeError, WorkloadSpec
 from codexk8s.domain.slots import LEASE_TTL_SECONDS, SlotState
 from codexk8s.errors import PreconditionError
+from codexk8s.logging_config import bound_contextvars
 from codexk8s.services.agents import effective_settings
 from codexk8s.services.run_brief import model_precondition
 from codexk8s.services.run_states import RUNS, SLOTS, transition
@@ -36,6 +38,7 @@ from codexk8s.services.run_states import RUNS, SLOTS, transition
 PROJECTS = Project.__table__  # type: ignore[attr-defined]
 AGENTS = Agent.__table__  # type: ignore[attr-defined]
 DEFAULT_BATCH = 20
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +239,10 @@ async def dispatch_pending_runs(
     result = DispatchResult()
 
     async def launch(claim: Claim) -> None:
+        with bound_contextvars(run_id=claim.run_id, correlation_id=claim.correlation_id):
+            await _launch(claim)
+
+    async def _launch(claim: Claim) -> None:
         if model_check is not None and claim.model and claim.engine == "codex":
             try:
                 await model_check(claim.model)
@@ -249,10 +256,15 @@ async def dispatch_pending_runs(
             handle = await runtime.launch(claim.spec)
         except WorkloadRuntimeError as exc:
             await asyncio.to_thread(mark_launch_failed, engine, claim, str(exc))
+            log.warning("launch failed: %s", exc)
             result.failed.append(claim.run_id)
             return
         started = utcnow()
         await asyncio.to_thread(mark_launched, engine, claim, handle, now=started)
+        log.info(
+            "run launched",
+            extra={"runtime": handle.runtime, "workload": handle.name, "owner": owner},
+        )
         result.launched.append(claim.run_id)
         result.latencies.append((started - claim.created_at).total_seconds())
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from codexk8s.config import get_settings
 from codexk8s.db import migrations
 from codexk8s.db.engine import get_engine
 
@@ -19,3 +20,9 @@ def readiness_problem() -> str | None:
     if current != head:
         return f"database schema at {current or 'nothing'}, expected {head}; run `codexk8s migrate`"
     return None
+
+
+def is_draining() -> bool:
+    """True once `codexk8s serve` began shutting down: the replica must leave the endpoints."""
+    drain_file = get_settings().drain_file
+    return drain_file is not None and drain_file.exists()

@@ -9,6 +9,7 @@ functions on slower timers as a safety net.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -27,8 +28,11 @@ from codexk8s.domain.runtime import (
     WorkloadStatus,
 )
 from codexk8s.domain.slots import LEASE_TTL_SECONDS, SlotState
+from codexk8s.logging_config import bound_contextvars
 from codexk8s.services.run_brief import reported_failure
 from codexk8s.services.run_states import FAILURE_REASONS, RUNS, SLOTS, add_event, transition
+
+log = logging.getLogger(__name__)
 
 # A claimed run without a workload is left alone this long: its launch may be under way.
 STARTING_GRACE_SECONDS = 60
@@ -44,6 +48,18 @@ def _active_statuses() -> list[str]:
 
 def apply_workload_status(engine: Engine, status: WorkloadStatus) -> str | None:
     """Apply one observed workload status to its run; return the new run status if it changed."""
+    with bound_contextvars(run_id=status.run_id):
+        changed = _apply_workload_status(engine, status)
+        if changed:
+            log.info(
+                "run is %s", changed,
+                extra={"status": changed, "phase": status.phase.value,
+                       "reason": status.reason.value if status.reason else None},
+            )  # fmt: skip
+        return changed
+
+
+def _apply_workload_status(engine: Engine, status: WorkloadStatus) -> str | None:
     with engine.begin() as connection:
         run = connection.execute(sa.select(RUNS).where(RUNS.c.id == status.run_id)).first()
         if run is None or RunStatus(run.status).is_terminal:
@@ -162,6 +178,19 @@ def renew_leases(engine: Engine, *, run_ids: list[int], owner: str) -> int:
         ).rowcount
 
 
+def release_leases(engine: Engine, *, owner: str) -> int:
+    """Hand this replica's slot leases back on shutdown: they expire now, so the leader (this
+    replica's successor or another one) adopts live workloads, requeues runs never launched and
+    frees slots of finished runs at its next lease cycle instead of after LEASE_TTL_SECONDS.
+    The runs' workloads keep running."""
+    with engine.begin() as connection:
+        return connection.execute(
+            SLOTS.update()
+            .where(SLOTS.c.lease_owner == owner, SLOTS.c.state == SlotState.LEASED.value)
+            .values(lease_until=utcnow(), lease_owner=None)
+        ).rowcount
+
+
 def _expired_slots(engine: Engine) -> list[sa.Row[Any]]:
     with engine.connect() as connection:
         return list(
@@ -216,6 +245,9 @@ async def expire_leases(*, engine: Engine, runtime: Runtime, owner: str) -> Swee
             status = listed.get(row.run_id)
             if status is None or status.phase is WorkloadPhase.MISSING:
                 if await asyncio.to_thread(_requeue, engine, row):
+                    log.info(
+                        "lease expired before launch; run requeued", extra={"run_id": row.run_id}
+                    )
                     result.requeued.append(row.run_id)
                 continue
         else:
@@ -269,10 +301,14 @@ async def deliver_cancellations(
         if not await asyncio.to_thread(_mark_cancel_sent, engine, row):
             continue
         handle = WorkloadHandle.from_json(row.runtime_handle)
-        try:
-            await runtime.cancel(handle, grace_seconds=grace_seconds)
-        except WorkloadRuntimeError:
-            continue  # the sweep settles the run once the workload is gone or ends
+        with bound_contextvars(run_id=row.id):
+            try:
+                await runtime.cancel(handle, grace_seconds=grace_seconds)
+            except WorkloadRuntimeError as exc:
+                # The sweep settles the run once the workload is gone or ends.
+                log.warning("cancelling the workload failed: %s", exc)
+                continue
+            log.info("cancellation sent to the workload", extra={"reason": row.cancel_reason})
         sent.append(row.id)
     return sent
 
@@ -341,10 +377,12 @@ async def cleanup_runtimes(
     """Remove what finished runs left in the runtime (namespaces, work folders) after a TTL."""
     cleaned = []
     for row in await asyncio.to_thread(_cleanable, engine, older_than):
-        try:
-            await runtime.cleanup(WorkloadHandle.from_json(row.runtime_handle))
-        except WorkloadRuntimeError:
-            continue
+        with bound_contextvars(run_id=row.id):
+            try:
+                await runtime.cleanup(WorkloadHandle.from_json(row.runtime_handle))
+            except WorkloadRuntimeError as exc:
+                log.warning("cleanup of the finished run's workload failed: %s", exc)
+                continue
         await asyncio.to_thread(_mark_cleaned, engine, row.id)
         cleaned.append(row.id)
     return cleaned

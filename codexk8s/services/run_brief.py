@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
+from codexk8s import metrics
 from codexk8s.config import ENV_PREFIX, Settings, get_settings
 from codexk8s.crypto import get_secret_box, hash_token, tokens_equal
 from codexk8s.db.models import Agent, FlowEvent, Project, Repository
@@ -284,6 +285,16 @@ def meter_model_usage(
                 cost_usd=RUNS.c.cost_usd + cost,
             )
         )
+        project_key = connection.execute(
+            sa.select(PROJECTS.c.key).where(
+                PROJECTS.c.id
+                == sa.select(RUNS.c.project_id).where(RUNS.c.id == run_id).scalar_subquery()
+            )
+        ).scalar()
+    if project_key is not None:
+        for kind in ("input", "cached", "output", "reasoning"):
+            metrics.OPENAI_TOKENS.labels(project_key, kind).inc(usage[kind])
+        metrics.OPENAI_COST_USD.labels(project_key).inc(float(cost))
     return cost
 
 

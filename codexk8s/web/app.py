@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import reflex as rx
 
+from codexk8s.config import get_settings
+from codexk8s.logging_config import configure_logging
 from codexk8s.web import routes
 from codexk8s.web.http.app import build_http_app
 from codexk8s.web.lifespan import run_engine
@@ -16,6 +18,8 @@ from codexk8s.web.state.projects import ProjectPageState, ProjectsState
 from codexk8s.web.state.run import RunState
 from codexk8s.web.state.users import UsersState
 
+# The server process (and the workers forked from it) log like the CLI: structured, redacted.
+configure_logging(get_settings())
 app = rx.App(api_transformer=build_http_app())
 app.register_lifespan_task(run_engine)
 # Every page resolves who is signed in on load; the Users and Projects pages do so in their own

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -462,12 +461,11 @@ def _serve(monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
     """Run `codexk8s serve` up to the point where it would hand over to Reflex."""
     exec_calls: list[list[str]] = []
 
-    def fake_exec(path: str, argv: list[str], env: dict[str, str]) -> None:
+    def fake_supervise(_current: object, argv: list[str], env: dict[str, str], url: str) -> int:
         exec_calls.append(argv)
         raise _Exec
 
-    monkeypatch.setattr(os, "execvpe", fake_exec)
-    monkeypatch.setattr(os, "chdir", lambda _path: None)
+    monkeypatch.setattr("codexk8s.cli._supervise_server", fake_supervise)
     monkeypatch.setattr("codexk8s.cli.shutil.which", lambda *_a, **_k: "/usr/bin/bun")
     result = CliRunner().invoke(cli_app, ["serve", "--port", "3999"])
     assert isinstance(result.exception, _Exec), result.output

@@ -24,6 +24,7 @@ from sqlmodel import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from codexk8s import metrics
 from codexk8s.config import get_settings
 from codexk8s.db.engine import get_engine
 from codexk8s.domain.access import ProjectRole
@@ -353,6 +354,7 @@ async def _log_events(run_id: int, since: int) -> AsyncIterator[str]:
         get_engine(), run_id=run_id, after=since, poll_seconds=FOLLOW_POLL_SECONDS
     )
     deadline = time.monotonic() + FOLLOW_SECONDS
+    metrics.LIVE_VIEWERS.inc()  # until this stream ends or its client goes away
     try:
         while True:
             remaining = deadline - time.monotonic()
@@ -367,6 +369,7 @@ async def _log_events(run_id: int, since: int) -> AsyncIterator[str]:
                 return
             yield f"id: {line.sequence}\ndata: {json.dumps(_line(line))}\n\n"
     finally:
+        metrics.LIVE_VIEWERS.dec()
         await lines.aclose()
 
 

@@ -17,13 +17,20 @@ from codexk8s.web.http import agent_api, api, auth, health, webhooks
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-async def metrics_endpoint(_request: Request) -> Response:
+# Headers every reverse proxy and ingress controller adds; Prometheus scraping the pod sends none.
+_PROXY_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
+
+
+async def metrics_endpoint(request: Request) -> Response:
     """Prometheus text format of the default registry (see codexk8s.metrics).
 
     Each Reflex worker process answers with its own counters: multiprocess mode is not set up,
     so with several workers a scrape sees one of them. The scrape reads runs and slots from the
-    database, hence the thread. Unauthenticated, like the probes: keep it off public ingress.
+    database, hence the thread. Unauthenticated, like the probes, so it answers only requests
+    that reach the pod directly: one that came through the ingress (or any proxy) gets 404.
     """
+    if any(header in request.headers for header in _PROXY_HEADERS):
+        return Response("Not Found", status_code=404, media_type="text/plain")
     body = await asyncio.to_thread(generate_latest)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 

@@ -16,7 +16,11 @@ async def healthz(_request: Request) -> JSONResponse:
 
 
 async def readyz(_request: Request) -> JSONResponse:
-    """The database is reachable and the schema is at the head migration."""
+    """The database is reachable, the schema is at the head migration, and the replica is not
+    shutting down (readiness fails first on SIGTERM, so traffic moves away before the socket
+    closes)."""
+    if health.is_draining():
+        return JSONResponse({"status": "unavailable", "reason": "shutting down"}, status_code=503)
     problem = await asyncio.to_thread(health.readiness_problem)
     if problem is not None:
         return JSONResponse({"status": "unavailable", "reason": problem}, status_code=503)

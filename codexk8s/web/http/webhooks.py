@@ -4,6 +4,7 @@ the ingest service. The answer is sent once the delivery and its runs are commit
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
@@ -20,8 +21,11 @@ from codexk8s.errors import (
     UnauthorizedError,
     UnavailableError,
 )
+from codexk8s.logging_config import bound_contextvars
 from codexk8s.services import webhook_ingest
 from codexk8s.web.http.errors import error_response, from_exception
+
+log = logging.getLogger(__name__)
 
 
 class _BodyTooLarge(Exception):
@@ -65,6 +69,18 @@ def _rejection_request(request: Request, body: bytes = b"") -> webhook_ingest.We
 
 
 async def github_webhook(request: Request) -> JSONResponse:
+    # Every line logged while handling this delivery (ingest thread included) names it.
+    # Header values are the sender's: cut to the lengths ingest accepts before logging them.
+    with bound_contextvars(
+        delivery_id=(request.headers.get("x-github-delivery") or "")[:100] or None,
+        github_event=(request.headers.get("x-github-event") or "")[:64] or None,
+    ):
+        response = await _github_webhook(request)
+        log.info("webhook answered", extra={"status_code": response.status_code})
+        return response
+
+
+async def _github_webhook(request: Request) -> JSONResponse:
     if request.method != "POST":
         return error_response(
             "method_not_allowed", "use POST for GitHub webhooks", headers={"Allow": "POST"}
