@@ -7,12 +7,16 @@ import reflex as rx
 from codexk8s.web import routes
 from codexk8s.web.http.app import build_http_app
 from codexk8s.web.lifespan import run_engine
-from codexk8s.web.pages import projects, shell, users
+from codexk8s.web.live import live_updates
+from codexk8s.web.pages import projects, runs, shell, users
 from codexk8s.web.state.auth import AuthState
 from codexk8s.web.state.projects import ProjectsState
+from codexk8s.web.state.runs import RunsState
 from codexk8s.web.state.users import UsersState
 
 app = rx.App(api_transformer=build_http_app())
+# Live updates first: the engine's first transitions are then pushed too.
+app.register_lifespan_task(live_updates)
 app.register_lifespan_task(run_engine)
 # Every page resolves who is signed in on load; the Users and Projects pages do so in their own
 # handlers.
@@ -28,7 +32,7 @@ app.add_page(
     title="Projects · codexk8s",
     on_load=ProjectsState.load_projects,
 )
-app.add_page(shell.runs, route=routes.RUNS, title="Runs · codexk8s", on_load=AuthState.load_session)
+app.add_page(runs.runs, route=routes.RUNS, title="Runs · codexk8s", on_load=RunsState.load_runs)
 app.add_page(
     shell.agents, route=routes.AGENTS, title="Agents · codexk8s", on_load=AuthState.load_session
 )

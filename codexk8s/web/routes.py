@@ -6,6 +6,7 @@ from __future__ import annotations
 OVERVIEW = "/"
 PROJECTS = "/projects"
 RUNS = "/runs"
+RUN = "/runs/[run_id]"  # the run page; a row links to f"/runs/{id}"
 AGENTS = "/agents"
 USERS = "/users"
 AUDIT = "/audit"
