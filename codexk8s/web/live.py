@@ -2,8 +2,9 @@
 
 A page that wants to follow changes links a shared state to a watch token in one of its handlers
 (`await watch(self, ProjectLive, "project-7")`) and renders `refresh_trigger(ProjectLive, ...)`,
-a hidden element keyed by the shared `version`: a bump remounts it, and its `on_mount` asks the
-page's own handler to reload from the database, with that viewer's access checked on the server.
+an invisible element whose effect depends on the shared `version`: a bump runs it again, and it
+asks the page's own handler to reload from the database, with that viewer's access checked on
+the server.
 Nothing but a counter crosses from one viewer to another.
 
 Tokens: `project-<id>` and `run-<id>` (the notification topics) and `runs-all`, bumped for every
@@ -20,12 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import reflex as rx
+from reflex_base.constants import EventTriggers
+from reflex_base.vars.base import LiteralVar
 
 from codexk8s.config import get_settings
 from codexk8s.db.engine import get_engine
@@ -72,16 +76,35 @@ async def watch(state: rx.State, live_cls: type[rx.SharedState], token: str) -> 
 
 
 def refresh_trigger(live_cls: type[rx.SharedState], on_change: Any) -> rx.Component:
-    """A hidden element that fires ON_CHANGE (an event handler taking the version) each time
-    the linked token's version moves: the new key remounts it."""
+    """An invisible element that fires ON_CHANGE (an event handler taking the version) when it
+    mounts and each time the linked token's version moves (a React effect on the version)."""
     version = live_cls.version  # type: ignore[attr-defined]
-    return rx.box(
-        key=version.to_string(),
+    return _trigger_class(live_cls).create(
+        rx.box(display="none", data_testid="live-version", data_version=version),
         on_mount=on_change(version),
-        display="none",
-        data_testid="live-version",
-        data_version=version,
     )
+
+
+@functools.cache
+def _trigger_class(live_cls: type[rx.SharedState]) -> type[rx.Fragment]:
+    dependency = str(live_cls.version)  # type: ignore[attr-defined]
+
+    class VersionTrigger(rx.Fragment):
+        """A fragment whose `on_mount` effect also runs again when the version changes."""
+
+        def _get_mount_lifecycle_hook(self) -> str | None:
+            return None  # replaced by the effect below, which must follow the state hooks
+
+        def add_hooks(self) -> list[str | rx.Var]:
+            on_mount = self.event_triggers.get(EventTriggers.ON_MOUNT)
+            if on_mount is None:
+                return []
+            call = str(LiteralVar.create(on_mount)) + "()"
+            return [f"useEffect(() => {{ {call} }}, [{dependency}]);"]
+
+    # The compiled component is named after the class: keep it a valid JS identifier.
+    VersionTrigger.__name__ = VersionTrigger.__qualname__ = f"{live_cls.__name__}Trigger"
+    return VersionTrigger
 
 
 def tokens_for(topic: str) -> list[tuple[type[rx.SharedState], str]]:

@@ -83,6 +83,8 @@ def _signed_in() -> rx.Component:
         ),
         align="center",
         spacing="3",
+        flex_wrap="wrap",
+        min_width="0",
     )
 
 
@@ -95,6 +97,8 @@ def top_bar(title: str) -> rx.Component:
         align="center",
         width="100%",
         padding_bottom="1rem",
+        # At phone width a long email and the buttons wrap instead of widening the page.
+        flex_wrap="wrap",
     )
 
 

@@ -104,7 +104,7 @@ def _row(run: RunView) -> rx.Component:
         rx.table.cell(
             rx.vstack(
                 rx.text(run.target, size="2", weight="medium"),
-                rx.text(run.title, size="1", color_scheme="gray", trim="both",
+                rx.text(run.title, size="1", color_scheme="gray",
                         max_width="24rem", overflow="hidden", text_overflow="ellipsis",
                         white_space="nowrap"),
                 spacing="0",
