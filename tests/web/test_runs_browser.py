@@ -273,7 +273,7 @@ def test_filters_sort_and_paging(
     wide = page.evaluate(
         """() => [...document.querySelectorAll('body *')]
             .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
-            .slice(0, 8).map(e => e.tagName + '.' + e.className + ' ' + e.getAttribute('data-testid'))"""
+            .slice(0, 8).map(e => e.tagName + ' ' + e.getAttribute('data-testid'))"""
     )
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), wide
     page.screenshot(path=str(artifacts_dir / "runs-phone.png"), full_page=True)
