@@ -3,7 +3,12 @@ engine, API cancel), the page resyncs after its websocket dropped, filters and p
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 import sqlalchemy as sa
 from playwright.sync_api import Locator, Page, WebSocketRoute, expect
 from sqlalchemy.engine import Engine
@@ -21,10 +27,16 @@ from codexk8s.adapters.github.webhooks import sign
 from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import make_engine, session_scope
 from codexk8s.db.models import AgentRun
-from codexk8s.services import agents, api_tokens, projects, repositories, users
+from codexk8s.services import agents, api_tokens, notifications, projects, repositories, users
 from codexk8s.web.routes import API_RUN_CANCEL, WEBHOOK_GITHUB
 from codexk8s.web.state.runs import PAGE_SIZE
-from tests.conftest import ServedApp
+from tests.conftest import (
+    ServedApp,
+    _admin_execute,
+    _with_database,
+    free_port,
+    wait_for_http,
+)
 from tests.web.test_users_browser import sign_in
 from tests.webhook_examples import example, with_labels
 
@@ -277,3 +289,79 @@ def test_filters_sort_and_paging(
     )
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), wide
     page.screenshot(path=str(artifacts_dir / "runs-phone.png"), full_page=True)
+
+
+# --- two replicas sharing Redis -------------------------------------------------------------------
+
+REDIS_URL = "redis://127.0.0.1:6379/{db}"
+
+
+@contextlib.contextmanager
+def replica(env: dict[str, str], workdir: Path) -> Iterator[str]:
+    """One more `codexk8s serve` process with ENV (the served app's, changed)."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = {**env, "CODEXK8S_PUBLIC_URL": base_url, "CODEXK8S_DATA_DIR": str(workdir)}
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = (workdir / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "codexk8s"), "serve", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        try:
+            wait_for_http(f"{base_url}/healthz")
+            wait_for_http(f"{base_url}/")
+        except TimeoutError:
+            raise RuntimeError((workdir / "serve.log").read_text()[-4000:]) from None
+        yield base_url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_webhook_on_one_replica_reaches_a_page_on_the_other(
+    served_app: ServedApp,
+    pg_admin_url: str,
+    pg_template: str,
+    tmp_path: Path,
+    page: Page,
+    artifacts_dir: Path,
+) -> None:
+    """Replicas A and B share the database and Redis (Reflex state and notifications): a
+    delivery accepted by A shows up on a Runs page served by B without a reload."""
+    name = f"replicas_{uuid.uuid4().hex[:12]}"
+    _admin_execute(pg_admin_url, f"CREATE DATABASE {name} TEMPLATE {pg_template}")
+    env = {
+        **served_app.env,
+        "CODEXK8S_DATABASE_URL": _with_database(pg_admin_url, name),
+        "CODEXK8S_REDIS_URL": REDIS_URL.format(db=7),
+        "CODEXK8S_ENGINE_ENABLED": "false",
+    }
+    engine = make_engine(env["CODEXK8S_DATABASE_URL"])
+    try:
+        # Started one after the other: both build the frontend in the same .web folder.
+        with replica(env, tmp_path / "a") as replica_a, replica(env, tmp_path / "b") as replica_b:
+            # Both replicas listen on the Redis channel (the other replicas' pushes come there).
+            client = redis.Redis.from_url(env["CODEXK8S_REDIS_URL"])
+            listeners = dict(client.pubsub_numsub(notifications.CHANNEL))
+            client.close()
+            assert listeners[notifications.CHANNEL.encode()] >= 2
+            team = Team(served_app, engine)
+            viewer = ServedApp(replica_b, served_app.process, env, served_app.github)
+            sign_in(page, viewer, engine, team.email)
+            page.goto(replica_b + "/runs")
+            expect(page.get_by_test_id("empty-state")).to_be_visible(timeout=LIVE_TIMEOUT)
+            mark_document(page)
+            team.served_app = ServedApp(replica_a, served_app.process, env, served_app.github)
+            team.label_issue(4301, "Posted to replica A")
+            expect(row_for(page, 4301)).to_have_count(1, timeout=LIVE_TIMEOUT)
+            assert_not_reloaded(page)
+            page.screenshot(path=str(artifacts_dir / "runs-two-replicas.png"), full_page=True)
+    finally:
+        engine.dispose()
+        _admin_execute(pg_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
