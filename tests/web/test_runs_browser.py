@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -294,6 +295,7 @@ def test_filters_sort_and_paging(
 # --- two replicas sharing Redis -------------------------------------------------------------------
 
 REDIS_URL = "redis://127.0.0.1:6379/{db}"
+WEB_DIR = Path(__file__).resolve().parents[2] / ".web"
 
 
 @contextlib.contextmanager
@@ -301,8 +303,16 @@ def replica(env: dict[str, str], workdir: Path) -> Iterator[str]:
     """One more `codexk8s serve` process with ENV (the served app's, changed)."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    env = {**env, "CODEXK8S_PUBLIC_URL": base_url, "CODEXK8S_DATA_DIR": str(workdir)}
     workdir.mkdir(parents=True, exist_ok=True)
+    # Its own copy of the frontend folder: the build writes the backend's port into it, and the
+    # session's served app keeps using the shared one (node_modules is shared, read-only).
+    web = workdir / "web"
+    shutil.copytree(WEB_DIR, web, ignore=shutil.ignore_patterns("node_modules"))
+    (web / "node_modules").symlink_to(WEB_DIR / "node_modules")
+    env = {
+        **env, "CODEXK8S_PUBLIC_URL": base_url, "CODEXK8S_DATA_DIR": str(workdir),
+        "REFLEX_WEB_WORKDIR": str(web),
+    }  # fmt: skip
     log = (workdir / "serve.log").open("wb")
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "codexk8s"), "serve", "--port", str(port)],
@@ -344,7 +354,6 @@ def test_webhook_on_one_replica_reaches_a_page_on_the_other(
     }
     engine = make_engine(env["CODEXK8S_DATABASE_URL"])
     try:
-        # Started one after the other: both build the frontend in the same .web folder.
         with replica(env, tmp_path / "a") as replica_a, replica(env, tmp_path / "b") as replica_b:
             # Both replicas listen on the Redis channel (the other replicas' pushes come there).
             client = redis.Redis.from_url(env["CODEXK8S_REDIS_URL"])
