@@ -160,12 +160,16 @@ async def live_updates(app: Any) -> AsyncIterator[None]:
     """Lifespan task: run the notification hub and push its topics to this replica's viewers."""
     settings = get_settings()
     hub = notifications.get_hub()
-    transport = notifications.transport_for(redis_url=settings.redis_url, engine=get_engine())
-    await hub.start(transport)
+    # One hub per process: a second app in the same process (tests) shares the running one.
+    owns_hub = not hub.is_running
+    if owns_hub:
+        transport = notifications.transport_for(redis_url=settings.redis_url, engine=get_engine())
+        await hub.start(transport)
     consumer = asyncio.create_task(consume(app, hub.subscribe()), name="live-updates")
     try:
         yield
     finally:
         consumer.cancel()
         await asyncio.gather(consumer, return_exceptions=True)
-        await hub.stop()
+        if owns_hub:
+            await hub.stop()
