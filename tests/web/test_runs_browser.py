@@ -290,6 +290,10 @@ def test_filters_sort_and_paging(
     )
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), wide
     page.screenshot(path=str(artifacts_dir / "runs-phone.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.emulate_media(color_scheme="dark")
+    expect(rows.first).to_be_visible()
+    page.screenshot(path=str(artifacts_dir / "runs-dark.png"), full_page=True)
 
 
 # --- two replicas sharing Redis -------------------------------------------------------------------
