@@ -42,6 +42,7 @@ class RunRow:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    issue_title: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,9 +211,156 @@ def _select_runs(
             created_at=run.created_at,
             started_at=run.started_at,
             finished_at=run.finished_at,
+            issue_title=run.issue_title,
         )
         for run, key, owner, name in session.exec(query).all()
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilters:
+    """What the Runs page narrows the list to; None (or empty text) means any."""
+
+    project_id: int | None = None
+    status: str | None = None
+    stage: str | None = None
+    agent_key: str | None = None
+    # Matches the issue/PR number ("42" or "#42") or a part of the issue title, case-insensitive.
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunPage:
+    """One page in display order, with the cursors of its neighbours (None: there is none)."""
+
+    rows: list[RunRow]
+    next_cursor: Cursor | None
+    previous_cursor: Cursor | None
+
+
+def search_page(
+    *,
+    session: Session,
+    project_ids: Collection[int] | None,
+    filters: RunFilters = RunFilters(),
+    limit: int = 50,
+    newest_first: bool = True,
+    after: Cursor | None = None,
+    before: Cursor | None = None,
+) -> RunPage:
+    """A keyset page of runs sorted by (created_at, id), newest or oldest first.
+
+    AFTER (the last row of the current page) asks for the next page, BEFORE (its first row) for
+    the previous one; neither gives the first page. Only runs of PROJECT_IDS when given.
+    """
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidArgumentError(f"limit must be between 1 and {MAX_PAGE}")
+    if after is not None and before is not None:
+        raise InvalidArgumentError("ask for the page after a run or before it, not both")
+    if filters.status:
+        parse_status(filters.status)
+    backwards = before is not None
+    # Walking back reads in the opposite order from the first row shown, then flips the page.
+    descending = newest_first != backwards
+    rows = _search(
+        session=session, project_ids=project_ids, filters=filters, limit=limit + 1,
+        descending=descending, start=before if backwards else after,
+    )  # fmt: skip
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    if backwards:
+        rows.reverse()
+        has_previous, has_next = has_more, True
+    else:
+        has_previous, has_next = after is not None, has_more
+    return RunPage(
+        rows=rows,
+        next_cursor=Cursor.after(rows[-1]) if rows and has_next else None,
+        previous_cursor=Cursor.after(rows[0]) if rows and has_previous else None,
+    )
+
+
+def _search(
+    *,
+    session: Session,
+    project_ids: Collection[int] | None,
+    filters: RunFilters,
+    limit: int,
+    descending: bool,
+    start: Cursor | None,
+) -> list[RunRow]:
+    query = search_query(
+        project_ids=project_ids, filters=filters, limit=limit, descending=descending, start=start
+    )
+    return [
+        RunRow(
+            id=run.id or 0,
+            project_key=project_key,
+            repository=f"{owner}/{name}" if owner else None,
+            issue_number=run.issue_number,
+            pr_number=run.pr_number,
+            stage=run.stage,
+            agent_key=run.agent_key,
+            status=run.status,
+            status_reason=run.status_reason,
+            created_at=run.created_at,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            issue_title=run.issue_title,
+        )
+        for run, project_key, owner, name in session.exec(query).all()
+    ]
+
+
+def search_query(
+    *,
+    project_ids: Collection[int] | None,
+    filters: RunFilters,
+    limit: int,
+    descending: bool = True,
+    start: Cursor | None = None,
+) -> Any:
+    """The SELECT behind `search_page` (the benchmark EXPLAINs it)."""
+    key = sa.tuple_(col(AgentRun.created_at), col(AgentRun.id))
+    order = (
+        (col(AgentRun.created_at).desc(), col(AgentRun.id).desc())
+        if descending
+        else (col(AgentRun.created_at).asc(), col(AgentRun.id).asc())
+    )
+    query = (
+        select(AgentRun, Project.key, Repository.owner, Repository.name)
+        .join(Project, col(Project.id) == col(AgentRun.project_id))
+        .outerjoin(Repository, col(Repository.id) == col(AgentRun.repository_id))
+        .order_by(*order)
+        .limit(limit)
+    )
+    if project_ids is not None:
+        query = query.where(col(AgentRun.project_id).in_(list(project_ids)))
+    if filters.project_id is not None:
+        query = query.where(AgentRun.project_id == filters.project_id)
+    if filters.status:
+        query = query.where(AgentRun.status == filters.status)
+    if filters.stage:
+        query = query.where(AgentRun.stage == filters.stage)
+    if filters.agent_key:
+        query = query.where(AgentRun.agent_key == filters.agent_key)
+    text = (filters.text or "").strip()
+    if text:
+        number = text.removeprefix("#")
+        matches = [col(AgentRun.issue_title).ilike(f"%{_escape_like(text)}%", escape="\\")]
+        if number.isdigit() and len(number) <= 9:
+            matches += [AgentRun.issue_number == int(number), AgentRun.pr_number == int(number)]
+        query = query.where(sa.or_(*matches))
+    if start is not None:
+        bound = sa.tuple_(
+            sa.literal(start.created_at, sa.DateTime(timezone=True)), sa.literal(start.run_id)
+        )
+        query = query.where(key < bound if descending else key > bound)
+    return query
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def get_run(*, session: Session, run_id: int) -> RunDetail:

@@ -15,6 +15,7 @@ from codexk8s.db.models import FlowEvent, Project, utcnow
 from codexk8s.domain.authorization import Action, Principal, is_allowed
 from codexk8s.domain.runs import ActorType
 from codexk8s.errors import InvalidArgumentError
+from codexk8s.services import notifications
 
 _FLOW_EVENTS: sa.Table = FlowEvent.__table__  # type: ignore[attr-defined]
 # RETURNING turns an executemany into one multi-row INSERT ("insertmanyvalues"), and
@@ -89,6 +90,20 @@ def insert_events(*, connection: Connection, events: Sequence[dict[str, Any]]) -
     """
     if events:
         connection.execute(_INSERT_EVENTS, list(events))
+        notifications.publish_on_commit(connection, _topics_of(events))
+
+
+def _topics_of(events: Sequence[dict[str, Any]]) -> set[str]:
+    """What live pages to tell about these events once they commit: a run event changes its run
+    and its project's run list."""
+    topics: set[str] = set()
+    for event in events:
+        if event.get("run_id") is None:
+            continue
+        topics.add(notifications.run_topic(event["run_id"]))
+        if event.get("project_id") is not None:
+            topics.add(notifications.project_topic(event["project_id"]))
+    return topics
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from codexk8s.db.models import AgentRun, RunLog
 from codexk8s.domain.runs import RunStatus
 from codexk8s.domain.runtime import LogLine
 from codexk8s.errors import NotFoundError
+from codexk8s.services import notifications
 
 RUNS = AgentRun.__table__  # type: ignore[attr-defined]
 LOGS = RunLog.__table__  # type: ignore[attr-defined]
@@ -75,6 +76,7 @@ def store_batch(
                     for index, item in enumerate(lines)
                 ],
             )
+            notifications.publish_on_commit(connection, [notifications.run_topic(run_id)])
     return last
 
 

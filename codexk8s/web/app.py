@@ -9,18 +9,21 @@ from codexk8s.logging_config import configure_logging
 from codexk8s.web import routes
 from codexk8s.web.http.app import build_http_app
 from codexk8s.web.lifespan import run_engine
-from codexk8s.web.pages import agents, audit, overview, project, projects, run, shell, users
+from codexk8s.web.live import live_updates
+from codexk8s.web.pages import agents, audit, overview, project, projects, run, runs, users
 from codexk8s.web.state.agents import AgentsState
 from codexk8s.web.state.audit import AuditState
-from codexk8s.web.state.auth import AuthState
 from codexk8s.web.state.overview import OverviewState
 from codexk8s.web.state.projects import ProjectPageState, ProjectsState
 from codexk8s.web.state.run import RunState
+from codexk8s.web.state.runs import RunsState
 from codexk8s.web.state.users import UsersState
 
 # The server process (and the workers forked from it) log like the CLI: structured, redacted.
 configure_logging(get_settings())
 app = rx.App(api_transformer=build_http_app())
+# Live updates first: the engine's first transitions are then pushed too.
+app.register_lifespan_task(live_updates)
 app.register_lifespan_task(run_engine)
 # Every page resolves who is signed in on load; the Users and Projects pages do so in their own
 # handlers.
@@ -42,7 +45,7 @@ app.add_page(
     title="Project · codexk8s",
     on_load=ProjectPageState.load_project,
 )
-app.add_page(shell.runs, route=routes.RUNS, title="Runs · codexk8s", on_load=AuthState.load_session)
+app.add_page(runs.runs, route=routes.RUNS, title="Runs · codexk8s", on_load=RunsState.load_runs)
 app.add_page(
     agents.agents, route=routes.AGENTS, title="Agents · codexk8s", on_load=AgentsState.load_agents
 )

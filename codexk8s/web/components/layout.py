@@ -119,6 +119,8 @@ def _signed_in() -> rx.Component:
         ),
         align="center",
         spacing="3",
+        flex_wrap="wrap",
+        min_width="0",
     )
 
 
@@ -138,6 +140,8 @@ def top_bar(title: str) -> rx.Component:
         wrap="wrap",
         width="100%",
         padding_bottom="1rem",
+        # At phone width a long email and the buttons wrap instead of widening the page.
+        flex_wrap="wrap",
     )
 
 
