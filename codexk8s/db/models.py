@@ -155,6 +155,10 @@ class AgentRun(SQLModel, table=True):
             "ix_agent_runs_project_id_status_created_at", "project_id", "status", "created_at"
         ),
         sa.Index("ix_agent_runs_status_created_at", "status", "created_at"),
+        # The Runs page's keyset order (created_at, id), across all projects and per project, and
+        # the Overview's 14-day window.
+        sa.Index("ix_agent_runs_created_at_id", "created_at", "id"),
+        sa.Index("ix_agent_runs_project_id_created_at_id", "project_id", "created_at", "id"),
         sa.Index(
             "ix_agent_runs_repository_id_issue_number_stage",
             "repository_id",

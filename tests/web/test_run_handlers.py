@@ -19,9 +19,11 @@ from codexk8s.db.models import AgentRun
 from codexk8s.domain.authorization import Principal
 from codexk8s.domain.runtime import LogLine
 from codexk8s.services import projects, repositories, run_logs, run_start
+from codexk8s.web import live
 from codexk8s.web.http.auth import SESSION_COOKIE
 from codexk8s.web.state.run import NOT_VISIBLE, WINDOW, RunState
 from tests.conftest import run_async
+from tests.web.live_context import call_handler
 from tests.web.test_projects_handlers import add_user, session_for
 
 PEOPLE: dict[str, Principal] = {}
@@ -90,8 +92,11 @@ def test_header_and_a_bounded_tail_window(world: dict[str, int]) -> None:
     engine, run_id = get_engine(), world["run"]
     write_lines(engine, run_id, [f"line {n}" for n in range(1, 1201)])
     state = state_for(engine, "reader@example.com", run_id)
-    follow = run_async(RunState.load_run.fn(state))
-    assert follow is RunState.follow_run  # an active run is followed
+    call_handler(state, RunState.load_run.fn)
+    # The tab is linked to the run's live updates.
+    links = state._get_root_state()._reflex_internal_links or {}
+    assert links.get(live.RunLive.get_full_name()) == live.run_token(run_id)
+    assert state.is_live  # an active run
     assert not state.is_loading and not state.is_missing and state.error == ""
     header = state.run
     assert (header.id, header.status, header.stage, header.agent) == (
@@ -112,13 +117,30 @@ def test_header_and_a_bounded_tail_window(world: dict[str, int]) -> None:
     assert "03:04:05.000" in state.log_html
 
 
+def test_a_push_syncs_once_per_new_version(world: dict[str, int]) -> None:
+    engine, run_id = get_engine(), world["run"]
+    write_lines(engine, run_id, ["a1"])
+    state = state_for(engine, "reader@example.com", run_id)
+    call_handler(state, RunState.load_run.fn)
+    seen = state._seen_version
+    write_lines(engine, run_id, ["b2", "b3"])
+    # The trigger fires on mount with the version already seen: nothing is fetched.
+    call_handler(state, RunState.refresh_live.fn, seen)
+    assert state.last_line == 1
+    # A new version: the lines after the last one held arrive, once.
+    call_handler(state, RunState.refresh_live.fn, seen + 1)
+    assert [line.line for line in state._lines] == ["a1", "b2", "b3"]
+    call_handler(state, RunState.refresh_live.fn, seen + 1)
+    assert state.last_line == 3 and len(state._lines) == 3
+
+
 def test_following_resumes_from_the_last_sequence_without_loss_or_repeat(
     world: dict[str, int],
 ) -> None:
     engine, run_id = get_engine(), world["run"]
     write_lines(engine, run_id, ["a1", "a2"])
     state = state_for(engine, "reader@example.com", run_id)
-    run_async(RunState.load_run.fn(state))
+    call_handler(state, RunState.load_run.fn)
     assert state.last_line == 2
     write_lines(engine, run_id, ["b3", "b4", "b5"])
     assert run_async(state._sync(state._generation)) is True
@@ -151,7 +173,7 @@ def test_paging_and_search_over_the_whole_log(world: dict[str, int]) -> None:
     texts[1499] = "another error here"  # line 1500
     write_lines(engine, run_id, texts)
     state = state_for(engine, "reader@example.com", run_id)
-    run_async(RunState.load_run.fn(state))
+    call_handler(state, RunState.load_run.fn)
     assert state.first_line == 1501
 
     run_async(RunState.show_older.fn(state))
@@ -186,7 +208,7 @@ def test_paging_and_search_over_the_whole_log(world: dict[str, int]) -> None:
 def test_a_read_member_cannot_cancel_or_rerun(world: dict[str, int]) -> None:
     engine, run_id = get_engine(), world["run"]
     state = state_for(engine, "reader@example.com", run_id)
-    run_async(RunState.load_run.fn(state))
+    call_handler(state, RunState.load_run.fn)
     assert state.can_control is False  # the buttons are not rendered
     run_async(RunState.cancel_run.fn(state))  # a crafted event is refused anyway
     assert "does not allow" in state.error and status_of(run_id) == "pending"
@@ -197,7 +219,7 @@ def test_a_read_member_cannot_cancel_or_rerun(world: dict[str, int]) -> None:
 def test_a_read_write_member_cancels_and_reruns(world: dict[str, int]) -> None:
     engine, run_id = get_engine(), world["run"]
     state = state_for(engine, "writer@example.com", run_id)
-    run_async(RunState.load_run.fn(state))
+    call_handler(state, RunState.load_run.fn)
     assert state.can_control is True
     run_async(RunState.cancel_run.fn(state))
     assert state.error == "" and state.notice == "Run canceled."
@@ -222,7 +244,7 @@ def test_missing_and_invisible_runs_look_the_same(world: dict[str, int], who: st
         "signed out": (None, run_id),
     }[who]
     state = state_for(engine, email, target)
-    assert run_async(RunState.load_run.fn(state)) is None
+    assert call_handler(state, RunState.load_run.fn) is None
     assert state.run.id == 0 and state.log_html == "" and state.events == []
     if who == "signed out":
         assert "sign in" in state.error and not state.is_missing

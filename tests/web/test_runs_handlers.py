@@ -11,11 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from reflex.istate.data import RouterData
-from reflex.istate.manager.memory import StateManagerMemory
-from reflex.istate.shared import SharedStateBaseInternal
 from reflex.state import State
-from reflex_base.event.context import EventContext
-from reflex_base.registry import RegistrationContext
 
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.db.models import AgentRun
@@ -25,6 +21,7 @@ from codexk8s.services.agent_runs import Cursor, RunFilters
 from codexk8s.web import live
 from codexk8s.web.state.runs import ANY, PAGE_SIZE, SIGNED_OUT, RunsState
 from tests.conftest import run_async
+from tests.web.live_context import call_handler
 from tests.web.test_projects_handlers import add_user, session_for
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -64,26 +61,7 @@ def state_for(token: str | None) -> RunsState:
 
 
 def call(state: RunsState, handler: Callable[..., Awaitable[None]], *args: Any) -> None:
-    """Run a handler the way Reflex does: inside the context that holds linked shared states."""
-
-    registration = RegistrationContext.get()
-
-    async def run() -> None:
-        # run_async's worker thread does not inherit the context the states were registered in.
-        RegistrationContext.set(registration)
-        context = EventContext(
-            token="test-client", state_manager=StateManagerMemory(), enqueue_impl=_no_enqueue
-        )
-        with context:
-            shared = await state.get_state(SharedStateBaseInternal)
-            async with shared._modify_linked_states():
-                await handler(state, *args)
-
-    run_async(run())
-
-
-async def _no_enqueue(*_: Any, **__: Any) -> None:
-    raise AssertionError("the Runs handlers enqueue no events")
+    call_handler(state, handler, *args)
 
 
 def linked_token(state: RunsState) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
+from codexk8s.web import live
 from codexk8s.web.components.layout import empty_state, page
 from codexk8s.web.state.run import EventView, RunState
 
@@ -543,6 +544,8 @@ def run_page() -> rx.Component:
     return page(
         "Run",
         rx.el.style(LOG_CSS),
+        # Pushed changes of this run (web/live.py) call refresh_live; nothing polls.
+        live.refresh_trigger(live.RunLive, RunState.refresh_live),
         rx.cond(
             RunState.is_loading | (RunState.loaded_for != rx.State.run_id),
             _skeleton(),

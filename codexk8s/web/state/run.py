@@ -6,8 +6,11 @@ server into one escaped HTML string (ANSI colours as styled spans, search matche
 
 Keeping up with a live run is one operation, `_sync`: re-check access, reload the header and
 timeline, and fetch the lines after the last sequence this viewer holds. Because it resumes from
-that sequence, a sync after a dropped websocket or a missed wake-up neither loses nor repeats a
-line. What wakes it is isolated in `_wait_for_change` (see there).
+that sequence, a sync after a dropped websocket or a missed or doubled push neither loses nor
+repeats a line. What wakes it is a push, not a poll: `load_run` links the tab's `RunLive` to the
+token `run-<id>` (web/live.py), every transition and stored log batch of the run bumps that
+token's version, and the page's trigger calls `refresh_live` with it. After a reconnect Reflex
+runs `load_run` again, which reloads the tail and links again.
 
 Every handler resolves the session again on the server; cancel and rerun check the caller's
 project role with `is_allowed` before calling the service, whatever the page showed.
@@ -16,7 +19,6 @@ project role with `is_allowed` before calling the service, whatever the page sho
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -34,13 +36,11 @@ from codexk8s.services import agent_runs, audit, run_control, run_logs, sessions
 from codexk8s.services.agent_runs import RunDetail
 from codexk8s.services.audit import EventRow
 from codexk8s.services.run_logs import StoredLine
-from codexk8s.web import ansi, routes
+from codexk8s.web import ansi, live, routes
 from codexk8s.web.http.auth import SESSION_COOKIE, session_ttl
 from codexk8s.web.state.auth import AuthState
 
 WINDOW = 500  # log lines a viewer holds at most
-FOLLOW_INTERVAL_SECONDS = 0.3
-FOLLOW_MAX_SECONDS = 3600.0  # a forgotten tab stops following after this; "Follow" restarts it
 NOT_VISIBLE = "This run does not exist, or you are not allowed to see it."
 SIGNED_OUT = "Your session has ended; sign in again to see this run."
 GITHUB_WEB = "https://github.com"
@@ -275,7 +275,7 @@ class RunState(rx.State):
     last_line: int = 0  # sequence of the last line in the window
     total_lines: int = 0  # lines stored so far
     is_following: bool = True
-    is_live: bool = False  # the follow loop is running
+    is_live: bool = False  # linked to the run's live updates while it is active
 
     search_query: str = ""
     search_input: str = ""
@@ -286,6 +286,7 @@ class RunState(rx.State):
     _run_id: int = 0
     _lines: list[StoredLine] = []
     _generation: int = 0
+    _seen_version: int = 0  # the RunLive version this tab last synced to
 
     @rx.var
     def unseen_lines(self) -> int:
@@ -392,12 +393,14 @@ class RunState(rx.State):
         if snapshot is None:
             return None
         self._replace_window(snapshot)
-        return RunState.follow_run
+        self._seen_version = await live.watch(self, live.RunLive, live.run_token(run_id))
+        self.is_live = snapshot.header.is_active
+        return None
 
     async def _sync(self, generation: int) -> bool:
-        """One catch-up for the follow loop: header, timeline and, when following, the lines
-        after the last sequence held (skipping ahead when more than a window was written).
-        False when there is nothing more to follow or the page moved on."""
+        """One catch-up: header, timeline and, when following, the lines after the last sequence
+        held (skipping ahead when more than a window was written). False when there is nothing
+        more to follow or the page moved on."""
         async with self:
             is_following, last = self.is_following, self.last_line
         snapshot = await self._fetch(
@@ -409,6 +412,7 @@ class RunState(rx.State):
             if generation != self._generation:
                 return False
             self._apply_header(snapshot)
+            self.is_live = snapshot.header.is_active
             # Apply lines only if no other handler moved the window meanwhile.
             if self.is_following and is_following and self.last_line == last and snapshot.lines:
                 if snapshot.lines[0].sequence != last + 1:
@@ -422,49 +426,18 @@ class RunState(rx.State):
 
     @rx.event
     async def sync_now(self) -> None:
-        """Catch up at once: the entry point for a push ("run-<id> changed"), see
-        `_wait_for_change`."""
+        """Catch up at once (also what a push leads to, see `refresh_live`)."""
         if self._run_id and not self.is_missing:
             await self._sync(self._generation)
 
-    async def _wait_for_change(self) -> None:
-        """Until something about this run may have changed.
-
-        MERGE POINT: today this is a short per-viewer sleep (the push plumbing is not in this
-        branch). When `codexk8s.web.live` lands, the page subscribes to topic `run-<id>` instead
-        and each push fires `sync_now` (which runs the same `_sync`); this loop and its sleep then
-        go. `_sync` stays as it is: it resumes from the last sequence held, so a missed or
-        doubled push, or a dropped websocket, neither loses nor repeats a line.
-        """
-        await asyncio.sleep(FOLLOW_INTERVAL_SECONDS)
-
-    @rx.event(background=True)
-    async def follow_run(self) -> None:
-        """Keep this viewer up to date while the run is active or its log still grows.
-
-        Bounded: it ends when the run is over and its log whole, when the page loads another
-        run or is reloaded (the generation changes), when the tab is gone (Reflex cancels the
-        page-load chain on disconnect, and a stale state is left behind otherwise), or after
-        FOLLOW_MAX_SECONDS.
-        """
-        async with self:
-            if self.is_live:
-                return
-            self.is_live = True
-            generation = self._generation
-        deadline = time.monotonic() + FOLLOW_MAX_SECONDS
-        try:
-            while time.monotonic() < deadline:
-                await self._wait_for_change()
-                async with self:
-                    if generation != self._generation:
-                        return
-                if not await self._sync(generation):
-                    return
-        finally:
-            async with self:
-                if generation == self._generation:
-                    self.is_live = False
+    @rx.event
+    async def refresh_live(self, version: int) -> None:
+        """The run changed (its `RunLive` version moved): catch up, unless this version was
+        already seen (the trigger also fires when it mounts)."""
+        if version == self._seen_version:
+            return
+        self._seen_version = version
+        await self.sync_now()
 
     # --- the log window -----------------------------------------------------------------------
 
@@ -480,17 +453,13 @@ class RunState(rx.State):
         self.is_following = False
 
     @rx.event
-    async def resume(self):
+    async def resume(self) -> None:
         """Follow again from the end of the log (what was written while paused is skipped to)."""
         snapshot = await self._fetch(after=0, is_tail=True)
         if snapshot is None:
             return None
         self.is_following = True
         self._replace_window(snapshot)
-        if self.is_live:
-            return None
-        self._generation += 1
-        return RunState.follow_run
 
     @rx.event
     async def show_older(self) -> None:

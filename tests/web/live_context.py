@@ -1,0 +1,37 @@
+"""Run a Reflex event handler in a test the way Reflex does: inside the context that holds the
+shared states a handler links (`codexk8s.web.live.watch`)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from reflex.istate.manager.memory import StateManagerMemory
+from reflex.istate.shared import SharedStateBaseInternal
+from reflex.state import BaseState
+from reflex_base.event.context import EventContext
+from reflex_base.registry import RegistrationContext
+
+from tests.conftest import run_async
+
+
+def call_handler(state: BaseState, handler: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """HANDLER(state, *args) with linked shared states available; returns what it returns."""
+    registration = RegistrationContext.get()
+
+    async def run() -> Any:
+        # run_async's worker thread does not inherit the context the states were registered in.
+        RegistrationContext.set(registration)
+        context = EventContext(
+            token="test-client", state_manager=StateManagerMemory(), enqueue_impl=_no_enqueue
+        )
+        with context:
+            shared = await state.get_state(SharedStateBaseInternal)
+            async with shared._modify_linked_states():
+                return await handler(state, *args)
+
+    return run_async(run())
+
+
+async def _no_enqueue(*_: Any, **__: Any) -> None:
+    raise AssertionError("these handlers enqueue no events")
