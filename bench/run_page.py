@@ -124,7 +124,7 @@ def prepare_database(admin_url: str, db_name: str, agent_code: str) -> str:
         )  # fmt: skip
         agents.set_agent(
             session=session, key="dev",
-            command=f"{sys.executable} -c {shlex.quote(agent_code)}",
+            command=f"{sys.executable} -c {shlex.quote(agent_code)}", engine="process",
         )  # fmt: skip
         session.commit()
     engine.dispose()

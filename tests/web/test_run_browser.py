@@ -69,8 +69,8 @@ def setup(engine: Engine) -> tuple[str, str, str]:
             session=session, box=SecretBox(TEST_SECRET_KEY), project_key=key,
             full_name=f"octo-org/{key}", webhook_secret="s",
         )  # fmt: skip
-        agents.set_agent(session=session, key="dev", command=command(SLOW_LINES))
-        agents.set_agent(session=session, key="em", command=command(FOREVER))
+        agents.set_agent(session=session, key="dev", command=command(SLOW_LINES), engine="process")
+        agents.set_agent(session=session, key="em", command=command(FOREVER), engine="process")
         session.commit()
     return writer, reader, key
 

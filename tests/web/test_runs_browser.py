@@ -74,7 +74,7 @@ class Team:
             )  # fmt: skip
             # The engine launches `sleep` through the local runtime: the run stays running until
             # it is canceled.
-            agents.set_agent(session=session, key="dev", command="sleep 120")
+            agents.set_agent(session=session, key="dev", command="sleep 120", engine="process")
             _, self.api_token = api_tokens.create_token(session=session, email=self.email)
 
     def label_issue(self, number: int, title: str) -> httpx.Response:

@@ -138,7 +138,10 @@ def ops(
         "repo", "add", "web", REPOSITORY,
         "--token-env", "REPO_TOKEN_VALUE", "--webhook-secret-env", "REPO_HOOK_VALUE",
     )  # fmt: skip
-    ops.cli("agent", "set", "dev", "--command", _agent_command(tokens_dir, ops.hold_file))
+    ops.cli(
+        "agent", "set", "dev", "--engine", "process",
+        "--command", _agent_command(tokens_dir, ops.hold_file),
+    )  # fmt: skip
     ops.api_token = ops.cli("token", "create", "octocat@github.com", "--name", "ops").strip()
     with log_path.open("wb") as log:
         ops.process = subprocess.Popen(
