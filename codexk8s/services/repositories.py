@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -226,8 +226,8 @@ class _HookRequest:
     project_id: int
     owner: str
     name: str
-    token: str
-    secret: str
+    token: str = field(repr=False)
+    secret: str = field(repr=False)
 
 
 def _hook_request(
@@ -290,11 +290,18 @@ def _store_hook_id(
     *, engine: Engine | None, request: _HookRequest, hook_id: int, created: bool,
     actor_id: str | None,
 ) -> None:  # fmt: skip
-    with session_scope(engine) as session:
-        set_webhook_id(
-            session=session, full_name=f"{request.owner}/{request.name}", webhook_id=hook_id,
-            created=created, actor_id=actor_id, project_id=request.project_id,
-        )  # fmt: skip
+    full_name = f"{request.owner}/{request.name}"
+    try:
+        with session_scope(engine) as session:
+            set_webhook_id(
+                session=session, full_name=full_name, webhook_id=hook_id, created=created,
+                actor_id=actor_id, project_id=request.project_id,
+            )  # fmt: skip
+    except NotFoundError:
+        raise ConflictError(
+            f"{full_name} was removed from its project while its webhook {hook_id} was being "
+            "registered: the hook stays on GitHub until it is deleted there"
+        ) from None
 
 
 async def register_stored_webhook(

@@ -20,6 +20,7 @@ from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.db.models import FlowEvent, Repository
 from codexk8s.domain.authorization import Principal
 from codexk8s.errors import (
+    ConflictError,
     ForbiddenError,
     NotFoundError,
     PreconditionError,
@@ -45,6 +46,7 @@ class ObservingGitHub(FakeGitHub):
 
     db_url: str = ""
     open_transactions: list[int] | None = None
+    remove_while_creating: bool = False
 
     async def get_repo(self, request: Request) -> Response:
         engine = sa.create_engine(self.db_url, poolclass=NullPool)
@@ -62,6 +64,16 @@ class ObservingGitHub(FakeGitHub):
             self.open_transactions = []
         self.open_transactions.append(int(count))
         return await super().get_repo(request)
+
+    async def hooks(self, request: Request) -> Response:
+        if self.remove_while_creating and request.method == "POST":
+            engine = sa.create_engine(self.db_url, poolclass=NullPool)
+            try:
+                with engine.begin() as connection:
+                    connection.execute(sa.text("DELETE FROM repositories"))
+            finally:
+                engine.dispose()
+        return await super().hooks(request)
 
 
 @pytest.fixture
@@ -210,3 +222,13 @@ def test_read_members_outsiders_and_other_projects_are_refused(github: Observing
         register("octo-org/unknown")
     assert github.calls == [] and repo.hooks == {}
     assert stored_hook_id() is None and events() == []
+
+
+def test_repository_removed_during_the_call_is_reported(github: ObservingGitHub) -> None:
+    repo = github.add_repo("octo-org/octo-repo", token=STORED_TOKEN)
+    attach("octo-org/octo-repo", token=STORED_TOKEN, secret=STORED_SECRET)
+    github.remove_while_creating = True
+    with pytest.raises(ConflictError, match=r"removed from its project while its webhook \d+"):
+        register()
+    # The hook GitHub created is named so that it can be deleted there; no event claims success.
+    assert len(repo.hooks) == 1 and events() == []
