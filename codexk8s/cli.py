@@ -392,21 +392,20 @@ def _create_or_update_hook(
 def repo_register_webhook(full_name: Annotated[str, typer.Argument(metavar="OWNER/NAME")]) -> None:
     """Create or update the webhook of an attached repository (its stored token and secret, or
     CODEXK8S_GITHUB_TOKEN / CODEXK8S_GITHUB_WEBHOOK_SECRET)."""
+    import asyncio
+
     from codexk8s.services import repositories
 
-    box = secret_box()
-    with transaction() as session:
-        repository = repositories.require_by_full_name(session=session, full_name=full_name)
-        owner, name = repository.owner, repository.name
-        token = box.decrypt(repository.token_ciphertext) if repository.token_ciphertext else None
-        secret = (
-            box.decrypt(repository.webhook_secret_ciphertext)
-            if repository.webhook_secret_ciphertext
-            else None
+    current, box = settings(), secret_box()
+    with service_call():
+        hook_id, created = asyncio.run(
+            repositories.register_stored_webhook(
+                box=box, settings=current, actor=None, project_key=None, full_name=full_name
+            )
         )
-    hook_id = _create_or_update_hook(owner, name, token, secret)
-    with transaction() as session:
-        repositories.set_webhook_id(session=session, full_name=full_name, webhook_id=hook_id)
+    owner, name = repositories.parse_full_name(full_name)
+    url = current.effective_public_url + repositories.WEBHOOK_PATH
+    typer.echo(f"{'created' if created else 'updated'} webhook {hook_id} on {owner}/{name} → {url}")
 
 
 @token_app.command("create")

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from codexk8s.crypto import SecretBox
-from codexk8s.db.models import Repository, utcnow
+from codexk8s.adapters.github.client import GitHubClient
+from codexk8s.config import Settings
+from codexk8s.crypto import DecryptionError, SecretBox
+from codexk8s.db.engine import session_scope
+from codexk8s.db.models import Project, Repository, utcnow
 from codexk8s.domain.authorization import Action, Principal
 from codexk8s.domain.repository_provider import (
     HookConfig,
@@ -24,6 +29,7 @@ from codexk8s.errors import (
     ForbiddenError,
     InvalidArgumentError,
     NotFoundError,
+    PreconditionError,
     UnauthorizedError,
     UnavailableError,
 )
@@ -67,17 +73,33 @@ def require_by_full_name(*, session: Session, full_name: str) -> Repository:
     return repository
 
 
-def set_webhook_id(*, session: Session, full_name: str, webhook_id: int) -> Repository:
+def set_webhook_id(
+    *,
+    session: Session,
+    full_name: str,
+    webhook_id: int,
+    created: bool | None = None,
+    actor_id: str | None = None,
+    project_id: int | None = None,
+) -> Repository:
+    """Store the hook id of FULL_NAME and record `webhook_registered` (never the secret).
+    With PROJECT_ID, a repository since moved to another project is treated as gone."""
     repository = require_by_full_name(session=session, full_name=full_name)
+    if project_id is not None and repository.project_id != project_id:
+        raise NotFoundError(f"repository {full_name} is not attached to any project")
     repository.webhook_id = webhook_id
     repository.updated_at = utcnow()
     session.add(repository)
+    payload: dict[str, object] = {"repository": repository.full_name, "webhook_id": webhook_id}
+    if created is not None:
+        payload["created"] = created
     record_event(
         session=session,
         correlation_id=f"project-{repository.project_id}",
-        event_type="repository_webhook_registered",
+        event_type="webhook_registered",
+        actor_id=actor_id,
         project_id=repository.project_id,
-        payload={"repository": repository.full_name, "webhook_id": webhook_id},
+        payload=payload,
     )
     return repository
 
@@ -195,6 +217,130 @@ async def register_webhook(
         return hook.id, True
     except ProviderError as exc:
         raise _provider_error(exc, full_name) from None
+
+
+@dataclass(frozen=True, slots=True)
+class _HookRequest:
+    """What the GitHub call needs, read in one short transaction before it."""
+
+    project_id: int
+    owner: str
+    name: str
+    token: str = field(repr=False)
+    secret: str = field(repr=False)
+
+
+def _hook_request(
+    *,
+    session: Session,
+    box: SecretBox,
+    settings: Settings,
+    actor: Principal | None,
+    project_key: str | None,
+    full_name: str,
+) -> _HookRequest:
+    if project_key is None:
+        # The command line names only the repository: its own project is the one checked.
+        repository = require_by_full_name(session=session, full_name=full_name)
+        owning = session.get(Project, repository.project_id)
+        assert owning is not None  # the foreign key cascades deletes
+        project_key = owning.key
+    # Authorized before the repository is looked up: the answer for a project the caller may
+    # not see says nothing about its repositories.
+    project = projects.authorize(
+        session=session, actor=actor, project_key=project_key, action=Action.EDIT_REPOSITORIES
+    )
+    parse_full_name(full_name)
+    found = get_by_full_name(session=session, full_name=full_name)
+    if found is None or found.project_id != project.id:
+        raise NotFoundError(f"{full_name} is not a repository of {project_key}")
+    repository = found
+    try:
+        token = box.decrypt(repository.token_ciphertext) if repository.token_ciphertext else None
+        secret = (
+            box.decrypt(repository.webhook_secret_ciphertext)
+            if repository.webhook_secret_ciphertext
+            else None
+        )
+    except DecryptionError:
+        raise PreconditionError(
+            f"the stored token or webhook secret of {repository.full_name} does not decrypt with "
+            "CODEXK8S_SECRET_KEY (was the key changed without `secrets rotate`?)"
+        ) from None
+    token = token or (settings.github_token.get_secret_value() if settings.github_token else None)
+    secret = secret or (
+        settings.github_webhook_secret.get_secret_value()
+        if settings.github_webhook_secret
+        else None
+    )
+    if not token:
+        raise PreconditionError(
+            f"{repository.full_name} has no token to register its webhook with: add the "
+            "repository again with a token, or set CODEXK8S_GITHUB_TOKEN"
+        )
+    if not secret:
+        raise PreconditionError(
+            f"{repository.full_name} has no webhook secret: add the repository again with one, "
+            "or set CODEXK8S_GITHUB_WEBHOOK_SECRET"
+        )
+    return _HookRequest(project.id or 0, repository.owner, repository.name, token, secret)
+
+
+def _store_hook_id(
+    *, engine: Engine | None, request: _HookRequest, hook_id: int, created: bool,
+    actor_id: str | None,
+) -> None:  # fmt: skip
+    full_name = f"{request.owner}/{request.name}"
+    try:
+        with session_scope(engine) as session:
+            set_webhook_id(
+                session=session, full_name=full_name, webhook_id=hook_id, created=created,
+                actor_id=actor_id, project_id=request.project_id,
+            )  # fmt: skip
+    except NotFoundError:
+        raise ConflictError(
+            f"{full_name} was removed from its project while its webhook {hook_id} was being "
+            "registered: the hook stays on GitHub until it is deleted there"
+        ) from None
+
+
+async def register_stored_webhook(
+    *,
+    engine: Engine | None = None,
+    box: SecretBox,
+    settings: Settings,
+    actor: Principal | None,
+    project_key: str | None,
+    full_name: str,
+    actor_id: str | None = None,
+) -> tuple[int, bool]:
+    """Create or update the webhook of the attached repository FULL_NAME and store its id.
+
+    ACTOR (None: the local operator) needs EDIT_REPOSITORIES on PROJECT_KEY (None: the
+    repository's own project). The repository's stored token and secret are used, else
+    CODEXK8S_GITHUB_TOKEN / CODEXK8S_GITHUB_WEBHOOK_SECRET; with neither nothing is sent. No
+    transaction is open during the GitHub call, so a slow GitHub holds no row or connection.
+    Returns (hook id, created).
+    """
+
+    def read() -> _HookRequest:
+        with session_scope(engine) as session:
+            return _hook_request(
+                session=session, box=box, settings=settings, actor=actor,
+                project_key=project_key, full_name=full_name,
+            )  # fmt: skip
+
+    request = await asyncio.to_thread(read)
+    async with GitHubClient(token=request.token, api_url=settings.github_api_url) as github:
+        hook_id, created = await register_webhook(
+            provider=github, owner=request.owner, name=request.name,
+            public_url=settings.effective_public_url, secret=request.secret,
+        )  # fmt: skip
+    await asyncio.to_thread(
+        _store_hook_id, engine=engine, request=request, hook_id=hook_id, created=created,
+        actor_id=actor_id,
+    )  # fmt: skip
+    return hook_id, created
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,8 @@ from codexk8s.domain.authorization import Principal
 from codexk8s.services import projects, repositories
 from codexk8s.web.http.auth import SESSION_COOKIE
 from codexk8s.web.state.projects import ProjectPageState, ProjectsState
-from tests.conftest import run_async
+from tests.conftest import reset_caches, run_async
+from tests.github_server import running_github
 from tests.web.test_projects_handlers import add_user, session_for
 
 TOKEN = "ghp_s3cr3t-token-never-shown"
@@ -231,3 +232,65 @@ def test_outsider_and_unknown_key_see_nothing(people: dict[str, Principal]) -> N
     state = page_state("not-a-session")
     call(state, "load_project")
     assert state.project_settings is None and "session has ended" in state.error
+
+
+def register(state: ProjectPageState, full_name: str) -> list[str]:
+    """Drive the register_webhook handler; what `registering` was at each intermediate update."""
+
+    async def drive() -> list[str]:
+        seen = []
+        async for _ in ProjectPageState.register_webhook.fn(state, full_name):
+            seen.append(state.registering)
+        return seen
+
+    return run_async(drive())
+
+
+def test_register_webhook_from_the_page(
+    people: dict[str, Principal], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = get_engine()
+    with running_github() as github:
+        monkeypatch.setenv("CODEXK8S_GITHUB_API_URL", github.base_url)
+        monkeypatch.setenv("CODEXK8S_PUBLIC_URL", "https://ck8s.example.test")
+        reset_caches()
+        repo = github.add_repo("octo/two", token=TOKEN)
+
+        # A read member is not offered the button and is refused by the handler anyway.
+        reader = page_state(session_for(engine, people["read"]))
+        call(reader, "load_project")
+        assert not reader.can_edit_repositories
+        register(reader, "octo/one")
+        assert "not for your role" in reader.error and reader.registering == ""
+
+        state = page_state(session_for(engine, people["read_write"]))
+        call(state, "load_project")
+        assert state.can_edit_repositories
+        # octo/one has no token and there is no global one: said so, nothing sent.
+        register(state, "octo/one")
+        assert "has no token" in state.error and state.notice == ""
+        assert github.calls == []
+
+        call(state, "add_repository", {"full_name": "octo/two", "token": TOKEN,
+                                       "webhook_secret": HOOK_SECRET})  # fmt: skip
+        assert register(state, "octo/two") == ["octo/two"]  # the spinner, while GitHub answers
+        (hook_id,) = repo.hooks
+        assert repo.hooks[hook_id]["_secret"] == HOOK_SECRET
+        assert state.error == "" and state.notice == f"webhook {hook_id} created on octo/two"
+        assert state.registering == ""
+        row = next(r for r in state.repositories if r.full_name == "octo/two")
+        assert row.webhook_id == hook_id
+        register(state, "octo/two")
+        assert state.notice == f"webhook {hook_id} updated on octo/two" and list(repo.hooks) == [
+            hook_id
+        ]
+
+        # GitHub's refusal reaches the page as the service words it; nothing is stored.
+        call(state, "add_repository", {"full_name": "octo/three", "token": TOKEN,
+                                       "webhook_secret": HOOK_SECRET})  # fmt: skip
+        register(state, "octo/three")
+        assert "octo/three not found on GitHub, or the token cannot see it (404)" in state.error
+        assert next(r for r in state.repositories if r.full_name == "octo/three").webhook_id is None
+
+        dumped = json.dumps(state.dict(), default=str)
+        assert TOKEN not in dumped and HOOK_SECRET not in dumped

@@ -130,6 +130,21 @@ def _settings() -> rx.Component:
     )
 
 
+def _register_webhook_button(row: RepositoryRow) -> rx.Component:
+    # Only one registration at a time: the others are disabled while GitHub answers.
+    return rx.button(
+        rx.cond(row.webhook_id, "Update webhook", "Register webhook"),
+        size="1",
+        variant="soft",
+        loading=ProjectPageState.registering == row.full_name,
+        disabled=ProjectPageState.registering != "",
+        on_click=ProjectPageState.register_webhook(row.full_name),
+        title="Create or update this repository's webhook on GitHub with its stored token and "
+        "secret (or the global ones)",
+        data_testid="register-webhook",
+    )
+
+
 def _repository_row(row: RepositoryRow) -> rx.Component:
     return rx.table.row(
         rx.table.row_header_cell(rx.code(row.full_name), data_testid="repository-name"),
@@ -140,15 +155,24 @@ def _repository_row(row: RepositoryRow) -> rx.Component:
         ),
         rx.table.cell(row.services_yaml_path),
         rx.table.cell(
+            rx.cond(row.webhook_id, rx.code(row.webhook_id.to_string()), "not registered"),
+            data_testid="repository-webhook-id",
+        ),
+        rx.table.cell(
             rx.cond(
                 ProjectPageState.can_edit_repositories,
-                rx.button(
-                    "Remove",
-                    size="1",
-                    variant="soft",
-                    color_scheme="red",
-                    on_click=ProjectPageState.remove_repository(row.full_name),
-                    data_testid="remove-repository",
+                rx.hstack(
+                    _register_webhook_button(row),
+                    rx.button(
+                        "Remove",
+                        size="1",
+                        variant="soft",
+                        color_scheme="red",
+                        on_click=ProjectPageState.remove_repository(row.full_name),
+                        data_testid="remove-repository",
+                    ),
+                    spacing="2",
+                    wrap="wrap",
                 ),
             )
         ),
@@ -225,6 +249,7 @@ def _repositories() -> rx.Component:
                                         "Token",
                                         "Webhook secret",
                                         "services.yaml",
+                                        "Webhook",
                                         "",
                                     )
                                 )
@@ -239,8 +264,9 @@ def _repositories() -> rx.Component:
                 ),
                 rx.text(
                     "No repository yet. Add one: its issues labelled run:<stage> start runs here. "
-                    "Then point a GitHub webhook (issues, pull requests, reviews, comments) at "
-                    "/api/v1/webhooks/github with the same secret.",
+                    "Then register its webhook with the button on its row (or point a GitHub "
+                    "webhook for issues, pull requests, reviews and comments at "
+                    "/api/v1/webhooks/github with the same secret).",
                     color_scheme="gray",
                     data_testid="repositories-empty",
                 ),

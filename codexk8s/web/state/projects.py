@@ -8,12 +8,13 @@ look at); hiding the controls from read members is a courtesy, not the protectio
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import reflex as rx
 from sqlmodel import Session
 
+from codexk8s.config import get_settings
 from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.domain.access import ProjectRole
@@ -168,6 +169,8 @@ class ProjectPageState(rx.State):
     edit_learning: bool = False
     edit_model: str = ""
     delete_confirmation: str = ""
+    # The repository whose webhook is being registered: its button spins, the others wait.
+    registering: str = ""
     is_loaded: bool = False
     not_found: bool = False
     error: str = ""
@@ -239,7 +242,7 @@ class ProjectPageState(rx.State):
     @rx.event
     async def load_project(self) -> None:
         """`on_load` of a project's page; also shows its members through ProjectsState."""
-        self.error = self.notice = self.delete_confirmation = ""
+        self.error = self.notice = self.delete_confirmation = self.registering = ""
         self.page_key = str(self.router.page.params.get("project_key", ""))
         found = await self._principal()
         self.is_loaded = True
@@ -300,6 +303,34 @@ class ProjectPageState(rx.State):
         await self._act(
             f"Removed {full_name}.", repositories.remove_repository, full_name=full_name
         )
+
+    @rx.event
+    async def register_webhook(self, full_name: str) -> AsyncIterator[None]:
+        """Create or update FULL_NAME's webhook on GitHub with its stored token and secret.
+
+        The service checks EDIT_REPOSITORIES (read members are refused there, whatever the
+        page shows) and holds no transaction during the GitHub call. The intermediate yield
+        lets the button show its spinner while GitHub answers.
+        """
+        found = await self._principal()
+        if found is None:
+            return
+        principal, email = found
+        self.registering, self.error, self.notice = full_name, "", ""
+        yield
+        try:
+            hook_id, created = await repositories.register_stored_webhook(
+                box=get_secret_box(), settings=get_settings(), actor=principal, actor_id=email,
+                project_key=self.page_key, full_name=full_name,
+            )  # fmt: skip
+        except CodexK8sError as exc:
+            self.error, self.notice = str(exc), ""
+        else:
+            outcome = "created" if created else "updated"
+            self.error, self.notice = "", f"webhook {hook_id} {outcome} on {full_name}"
+        finally:
+            self.registering = ""
+        await self._refresh(principal)
 
     @rx.event
     async def delete_project(self) -> rx.event.EventSpec | None:
