@@ -35,8 +35,9 @@ def test_a_follow_stream_counts_as_a_live_viewer_while_open(
         headers=auth(world, "read"), timeout=30,
     ) as response:  # fmt: skip
         assert response.status_code == 200
-        first = next(response.iter_lines())
-        assert first.startswith("id: 1")
+        # Keep the line iterator referenced: a dropped one is closed, and the stream with it.
+        lines = response.iter_lines()
+        assert next(lines).startswith("id: 1")
         assert _until(lambda: viewers() == before + 1), viewers()
     # The client went away: the stream ended and the viewer is no longer counted.
     assert _until(lambda: viewers() == before), viewers()
