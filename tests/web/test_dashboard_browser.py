@@ -10,13 +10,14 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from playwright.sync_api import Page, expect
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from codexk8s.db.engine import make_engine, session_scope
 from codexk8s.db.models import AgentRun, Project, Repository
-from codexk8s.services import audit, projects, users
+from codexk8s.services import audit, notifications, projects, users
 from tests.conftest import ServedApp
 from tests.web.test_users_browser import sign_in
 
@@ -107,12 +108,20 @@ def test_overview_shows_charts_and_the_same_figures_as_text(
     expect(usage.get_by_test_id("usage-cost")).to_have_text("$1.25")
     expect(page.get_by_test_id("slot-use").get_by_test_id("slot-figure")).to_contain_text(key)
 
-    # The open page refreshes itself: one more failed run shows up without a reload.
+    # The open page is pushed changes: one more failed run, announced on the notification
+    # channel as another replica's engine would announce it, shows up without a reload.
     with session_scope(served_engine) as session:
         project = projects.require_by_key(session=session, key=key)
         session.add(AgentRun(correlation_id=f"{key}-late", project_id=project.id or 0,
                              agent_key="dev", stage="dev", status="failed"))  # fmt: skip
-    expect(page.get_by_test_id("stat-success")).to_have_text("50.0%", timeout=45_000)
+    with served_engine.begin() as connection:
+        topic = notifications.project_topic(project.id or 0)
+        for payload in notifications._payloads("another-replica", [topic]):
+            connection.execute(
+                sa.text("SELECT pg_notify(:channel, :payload)"),
+                {"channel": notifications.CHANNEL, "payload": payload},
+            )
+    expect(page.get_by_test_id("stat-success")).to_have_text("50.0%", timeout=15_000)
     shoot(page, artifacts_dir, "overview")
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import reflex as rx
 
 from codexk8s.services.overview import WINDOW_DAYS, DayCount, SlotUse
+from codexk8s.web import live
 from codexk8s.web.components.layout import empty_state, page
 from codexk8s.web.state.auth import AuthState
 from codexk8s.web.state.overview import DurationRow, OverviewState, UsageRow
@@ -295,6 +296,8 @@ def _sign_in_prompt() -> rx.Component:
 def overview() -> rx.Component:
     return page(
         "Overview",
+        # Run changes in any project are pushed (web/live.py); the state throttles the reloads.
+        live.refresh_trigger(live.ProjectLive, OverviewState.refresh_live),
         rx.cond(
             OverviewState.error != "",
             rx.callout(

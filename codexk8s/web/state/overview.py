@@ -1,13 +1,16 @@
 """The Overview page's state: the viewer's figures, fetched from the overview service.
 
 Only projects the signed-in person may see count (platform admins: all), resolved on the server
-at every load; the page refreshes itself every REFRESH_SECONDS while it is open.
+at every load. The page is kept current by pushes, not polling: it watches every project's run
+changes (`live.ALL_PROJECTS`, see web/live.py) and reloads its figures on a change, at most once
+per MIN_REFRESH_SECONDS, since the figures are aggregates over the whole window.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 import reflex as rx
@@ -18,13 +21,12 @@ from codexk8s.domain.authorization import Principal
 from codexk8s.services import overview
 from codexk8s.services.agent_runs import visible_projects
 from codexk8s.services.overview import DayCount, SlotUse, Usage
+from codexk8s.web import live
 from codexk8s.web.state.auth import AuthState
 
 _log = logging.getLogger(__name__)
-REFRESH_SECONDS = 15
+MIN_REFRESH_SECONDS = 5.0
 NO_RATE = "n/a"
-# A tab left open keeps refreshing at most this long; reopening the page starts again.
-MAX_REFRESH_SECONDS = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +99,9 @@ class OverviewState(rx.State):
     durations: list[DurationRow] = []
     usage_by_project: list[UsageRow] = []
     usage_by_agent: list[UsageRow] = []
-    _refreshing: bool = False
+    _seen_version: int = 0
+    _refreshed_at: float = 0.0  # time.monotonic() of the last reload
+    _is_refresh_pending: bool = False
 
     @rx.var
     def slots_used(self) -> int:
@@ -132,6 +136,7 @@ class OverviewState(rx.State):
         self.usage_by_agent = _usage_rows(figures.usage_by_agent)
 
     async def _reload(self) -> None:
+        self._refreshed_at = time.monotonic()
         auth = await self.get_state(AuthState)
         principal = await auth._resolve_principal()
         if principal is None:
@@ -149,27 +154,33 @@ class OverviewState(rx.State):
         self.is_loaded = True
 
     @rx.event
-    async def load_overview(self) -> rx.event.EventHandler | None:
-        """`on_load` of the Overview page: figures now, then a bounded background refresh."""
+    async def load_overview(self) -> None:
+        """`on_load` of the Overview page: the figures now, and a link to every project's run
+        changes for later."""
         await self._reload()
-        if not self._refreshing:
-            return OverviewState.keep_fresh
+        self._seen_version = await live.watch(self, live.ProjectLive, live.ALL_PROJECTS)
+
+    @rx.event
+    async def refresh_live(self, version: int):
+        """A run changed somewhere: reload now, or once MIN_REFRESH_SECONDS after the last
+        reload when one was that recent (a burst of changes costs one reload)."""
+        if version == self._seen_version:
+            return None
+        self._seen_version = version
+        if time.monotonic() - self._refreshed_at >= MIN_REFRESH_SECONDS:
+            await self._reload()
+            return None
+        if self._is_refresh_pending:
+            return None
+        self._is_refresh_pending = True
+        return OverviewState.refresh_later
 
     @rx.event(background=True)
-    async def keep_fresh(self) -> None:
+    async def refresh_later(self) -> None:
         async with self:
-            if self._refreshing:
-                return
-            self._refreshing = True
-        try:
-            waited = 0
-            while waited < MAX_REFRESH_SECONDS:
-                await asyncio.sleep(REFRESH_SECONDS)
-                waited += REFRESH_SECONDS
-                async with self:
-                    if self.router.page.path not in ("/", "/index"):
-                        return
-                    await self._reload()
-        finally:
-            async with self:
-                self._refreshing = False
+            wait = MIN_REFRESH_SECONDS - (time.monotonic() - self._refreshed_at)
+        await asyncio.sleep(max(0.0, wait))
+        async with self:
+            self._is_refresh_pending = False
+            if self.router.page.path in ("/", "/index"):
+                await self._reload()
