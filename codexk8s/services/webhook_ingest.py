@@ -18,9 +18,11 @@ payload before any query, so one statement reads the repository, its webhook sec
 that may already be active for the decision. Most deliveries start nothing (comments, other
 labels, redundant triggers): on PostgreSQL their delivery row and flow events are written by one
 `INSERT ... ON CONFLICT DO NOTHING` whose CTE also inserts the events, in autocommit, so the whole
-request costs two round trips and stays atomic. A delivery that may start or cancel runs takes the
-locked, multi-statement transaction. Flow events are collected while deciding and written together,
-in order.
+request costs two round trips and stays atomic. Those two statements go straight to the driver's
+cursor (compiled once from the same SQLAlchemy statements): SQLAlchemy's per-execution work cost
+0.1 ms of CPU per statement here, a tenth of the request. A delivery that may start or cancel
+runs takes the locked, multi-statement transaction. Flow events are collected while deciding and
+written together, in order.
 """
 
 from __future__ import annotations
@@ -291,6 +293,26 @@ SELECT id FROM delivery
 )
 
 
+@functools.cache
+def _driver_sql(statement: sa.Executable) -> tuple[str, dict[str, Any]]:
+    """STATEMENT compiled once for psycopg: its SQL (`%(name)s` parameters) and the values of the
+    parameters it binds itself (the literal statuses)."""
+    compiled = statement.compile(dialect=postgresql.psycopg.dialect())  # type: ignore[attr-defined]
+    return str(compiled), dict(compiled.params)
+
+
+def _execute_on_driver(
+    connection: Connection, statement: sa.Executable, parameters: dict[str, Any]
+) -> tuple[Any, ...] | None:
+    """Run STATEMENT on CONNECTION's psycopg connection (in its autocommit mode); its first row."""
+    sql, bound = _driver_sql(statement)
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor:
+        cursor.execute(sql, {**bound, **parameters})
+        return cursor.fetchone() if cursor.description else None
+
+
 def _delivery_values(
     delivery: _Delivery, *, full_name: str | None, repository: _Repository | None,
     payload: dict[str, Any], outcome: str,
@@ -324,20 +346,22 @@ def _lookup(
         owner, name = repositories.parse_full_name(full_name)
     except InvalidArgumentError:
         return None
-    row = connection.execute(
-        _WEBHOOK_TARGET,
-        {
-            "provider": repositories.PROVIDER_GITHUB,
-            "owner": owner,
-            "name": name,
-            # No spec: `issue_number = NULL` matches nothing, so the subquery is NULL.
-            "number": spec.number if spec else None,
-            "stage": spec.stage if spec else None,
-        },
-    ).first()
+    parameters = {
+        "provider": repositories.PROVIDER_GITHUB,
+        "owner": owner,
+        "name": name,
+        # No spec: `issue_number = NULL` matches nothing, so the subquery is NULL.
+        "number": spec.number if spec else None,
+        "stage": spec.stage if spec else None,
+    }
+    if connection.dialect.name == "postgresql":
+        row = _execute_on_driver(connection, _WEBHOOK_TARGET, parameters)
+    else:
+        row = connection.execute(_WEBHOOK_TARGET, parameters).first()
     if row is None:
         return None
-    return _Repository(row.id, row.project_id, row.webhook_secret_ciphertext), row.active_run_id
+    repository_id, project_id, secret_ciphertext, active_run_id = row
+    return _Repository(repository_id, project_id, secret_ciphertext), active_run_id
 
 
 @contextmanager
@@ -358,7 +382,7 @@ def ingest_github_delivery(
     """Verify and record one delivery; raise a CodexK8sError subclass for a rejected request."""
     event, delivery_id = _validated_headers(engine, request)
     try:
-        payload = webhooks.decode_body(request.body, request.content_type)
+        payload, payload_text = webhooks.decode_payload(request.body, request.content_type)
     except webhooks.WebhookFormatError as exc:
         record_rejection(engine, request, "request_rejected", str(exc))
         raise InvalidArgumentError(str(exc)) from None
@@ -381,7 +405,7 @@ def ingest_github_delivery(
             if result is not None:
                 return _record_decided(
                     connection, delivery, full_name=full_name, repository=repository,
-                    payload=payload, outcome=result,
+                    payload=payload, payload_text=payload_text, outcome=result,
                 )  # fmt: skip
     except _Rejected as rejected:
         # Nothing was written by the request; the audit event is the one row it leaves.
@@ -461,7 +485,7 @@ def _duplicate(connection: Connection, delivery: _Delivery) -> IngestOutcome:
 
 def _record_decided(
     connection: Connection, delivery: _Delivery, *, full_name: str | None,
-    repository: _Repository | None, payload: dict[str, Any], outcome: str,
+    repository: _Repository | None, payload: dict[str, Any], payload_text: str, outcome: str,
 ) -> IngestOutcome:  # fmt: skip
     """Write a delivery that starts and cancels nothing, with its flow events, unless a copy of it
     is already recorded."""
@@ -469,9 +493,9 @@ def _record_decided(
         delivery, full_name=full_name, repository=repository, payload=payload, outcome=outcome
     )
     if connection.dialect.name == "postgresql":
-        values.update(payload=json.dumps(payload), events=_events_json(delivery.events))
-        row_id = connection.execute(_RECORD_DECIDED_PG, values).scalar_one_or_none()
-        return delivery.outcome if row_id is not None else _duplicate(connection, delivery)
+        values.update(payload=payload_text, events=_events_json(delivery.events))
+        row = _execute_on_driver(connection, _RECORD_DECIDED_PG, values)
+        return delivery.outcome if row is not None else _duplicate(connection, delivery)
     row_id = connection.execute(_insert_delivery_statement("sqlite"), values).scalar_one_or_none()
     if row_id is None:
         return _duplicate(connection, delivery)

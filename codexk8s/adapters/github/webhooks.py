@@ -37,6 +37,12 @@ def signature_matches(secret: str, body: bytes, header: str | None) -> bool:
 
 def decode_body(body: bytes, content_type: str | None) -> dict[str, Any]:
     """Decode the JSON payload from either content type GitHub uses."""
+    return decode_payload(body, content_type)[0]
+
+
+def decode_payload(body: bytes, content_type: str | None) -> tuple[dict[str, Any], str]:
+    """The payload from either content type GitHub uses, and its JSON text as sent (stored as is,
+    so the hot path need not serialise it again)."""
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     if media_type == "application/x-www-form-urlencoded":
         try:
@@ -60,7 +66,12 @@ def decode_body(body: bytes, content_type: str | None) -> dict[str, Any]:
         raise WebhookFormatError(f"payload is not valid JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise WebhookFormatError("payload must be a JSON object")
-    return payload
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:  # JSON in UTF-16/32, which json.loads also reads
+            raw = json.dumps(payload)
+    return payload, raw
 
 
 def repository_full_name(payload: dict[str, Any]) -> str | None:
