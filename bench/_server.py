@@ -15,6 +15,7 @@ from starlette.routing import Mount, Route
 from codexk8s.config import get_settings
 from codexk8s.db.engine import get_engine
 from codexk8s.web.http.app import build_http_app
+from codexk8s.web.lifespan import freeze_startup_objects
 
 BASELINE_PATH = "/bench/baseline"
 _INSERT = sa.text(
@@ -57,3 +58,6 @@ app = Starlette(
         Mount("", app=build_http_app()),
     ]
 )
+
+# As the product's server does once it has loaded (codexk8s.web.lifespan).
+freeze_startup_objects()

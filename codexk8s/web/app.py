@@ -8,7 +8,7 @@ from codexk8s.config import get_settings
 from codexk8s.logging_config import configure_logging
 from codexk8s.web import routes
 from codexk8s.web.http.app import build_http_app
-from codexk8s.web.lifespan import run_engine
+from codexk8s.web.lifespan import frozen_startup_objects, run_engine
 from codexk8s.web.live import live_updates
 from codexk8s.web.pages import agents, audit, overview, project, projects, run, runs, users
 from codexk8s.web.state.agents import AgentsState
@@ -24,6 +24,7 @@ configure_logging(get_settings())
 app = rx.App(api_transformer=build_http_app())
 # Live updates first: the engine's first transitions are then pushed too.
 app.register_lifespan_task(live_updates)
+app.register_lifespan_task(frozen_startup_objects)
 app.register_lifespan_task(run_engine)
 # Every page resolves who is signed in on load; the Users and Projects pages do so in their own
 # handlers.

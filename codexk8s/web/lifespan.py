@@ -1,8 +1,10 @@
-"""Work that lives as long as the server process: the run engine."""
+"""Work that lives as long as the server process: the run engine, and a garbage-collector
+setting for request latency."""
 
 from __future__ import annotations
 
 import functools
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,6 +15,26 @@ from codexk8s.db.engine import get_engine
 from codexk8s.jobs.engine import RunEngine, replica_id
 from codexk8s.services import model_checks
 from codexk8s.services.github_feedback import GitHubFeedback
+
+
+def freeze_startup_objects() -> None:
+    """Move every object alive after start-up (modules, the compiled app, SQLAlchemy's caches) out
+    of the garbage collector's reach.
+
+    A webhook parses a ~12 KB payload into hundreds of objects, so collections run all the time;
+    each full collection walked the few hundred thousand start-up objects too, and those pauses
+    were the p99 of ingest (77 ms before, 30 ms after, at a p50 of 17 ms; docs/benchmarks.md).
+    Objects created later are collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+@asynccontextmanager
+async def frozen_startup_objects() -> AsyncIterator[None]:
+    """Lifespan task: `freeze_startup_objects` once the app has loaded."""
+    freeze_startup_objects()
+    yield
 
 
 @asynccontextmanager
