@@ -3,13 +3,10 @@
 Measurements (DESIGN §12, issue #7):
   (1) webhook POST → its row visible in an open Runs page, p50/p95 over N deliveries
       (target p95 < 1 s);
-  (2) log line written by a run → visible on its run page (hook: `measure_log_line_to_run_page`);
-  (3) run page of a run with 100,000 log lines: time to interactive and JS heap
-      (hook: `measure_run_page_with_100k_logs`);
   (4) Runs page first paint with 100,000 runs in the database (target < 1 s).
 
-(2) and (3) belong to the run page; their functions receive the same `BenchContext` as the others
-and are skipped with a note until they are filled in. Results go to bench/results/dashboard.json.
+(2) log line → visible on its run page and (3) the run page with 100,000 log lines are measured
+by bench/run_page.py. Results go to bench/results/dashboard.json.
 """
 
 from __future__ import annotations
@@ -181,25 +178,6 @@ def measure_webhook_to_runs_row(ctx: BenchContext) -> Figures:
     return figures
 
 
-def measure_log_line_to_run_page(ctx: BenchContext) -> Figures:
-    """(2) A log line written by a run → visible on its run page, p50/p95 (target p95 < 1 s).
-
-    Hook for the run page: store lines with `run_logs.store_batch` (or run a local agent that
-    prints them) while a page on `/runs/<id>` is open, and time until each line is rendered.
-    """
-    raise NotImplementedError("the run page is measured by the helper that builds it")
-
-
-def measure_run_page_with_100k_logs(ctx: BenchContext) -> Figures:
-    """(3) Open the run page of a run with 100,000 stored log lines: time to interactive and the
-    JS heap (`performance.memory.usedJSHeapSize`), target < 2 s.
-
-    Hook for the run page: seed the lines with one INSERT … SELECT generate_series into
-    run_logs, then time `page.goto(f"/runs/{id}")` until the log viewer answers input.
-    """
-    raise NotImplementedError("the run page is measured by the helper that builds it")
-
-
 def seed_runs(engine: Engine, count: int) -> None:
     """COUNT runs over ten projects (the bench project one of them), one a second apart."""
     with engine.begin() as connection:
@@ -286,8 +264,6 @@ def measure_runs_page_first_paint(ctx: BenchContext) -> Figures:
 
 MEASUREMENTS: list[tuple[str, Callable[[BenchContext], Figures]]] = [
     ("webhook_to_row", measure_webhook_to_runs_row),
-    ("log_line_to_run_page", measure_log_line_to_run_page),
-    ("run_page_100k_logs", measure_run_page_with_100k_logs),
     ("runs_page_100k_runs", measure_runs_page_first_paint),
 ]
 
@@ -420,11 +396,7 @@ def main() -> int:
             if args.only and name not in args.only:
                 continue
             print(f"measuring {name}")
-            try:
-                figures = measure(ctx)
-            except NotImplementedError as exc:
-                figures = Figures(name, skipped=str(exc))
-            summary = figures.summary()
+            summary = measure(ctx).summary()
             results.append(summary)
             print(json.dumps(summary, indent=2, default=str))
         browser.close()
