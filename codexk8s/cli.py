@@ -295,6 +295,29 @@ def member_add(
     typer.echo(f"{email} is now {member.role} on {key}")
 
 
+_LEARNING_CHOICES = {"on": True, "off": False, "default": None}
+
+
+@member_app.command("learning")
+def member_learning(
+    key: str,
+    email: str,
+    mode: Annotated[str, typer.Argument(metavar="on|off|default")],
+) -> None:
+    """Turn learning mode on or off for the runs EMAIL starts on project KEY (by labeling an issue
+    or through the API), or back to the project's default."""
+    from codexk8s.services import projects
+
+    if mode not in _LEARNING_CHOICES:
+        fail(f"learning mode must be on, off or default, not {mode!r}")
+    with transaction() as session:
+        projects.set_member_learning_mode(
+            session=session, actor=None, project_key=key, email=email,
+            learning_mode=_LEARNING_CHOICES[mode],
+        )  # fmt: skip
+    typer.echo(f"learning mode for {email} on {key}: {mode}")
+
+
 @repo_app.command("add")
 def repo_add(
     key: str,

@@ -124,6 +124,25 @@ def test_member_add_and_errors() -> None:
     assert [m.role for m in members] == ["read_write"]
 
 
+def test_member_learning_mode_override() -> None:
+    cli("user", "add", "ada@example.com")
+    cli("project", "create", "web")
+    cli("project", "member", "add", "web", "ada@example.com", "--role", "read")
+    code, out, _ = cli("project", "member", "learning", "web", "ada@example.com", "on")
+    assert code == 0 and "learning mode for ada@example.com on web: on" in out
+    for args, message in [
+        (["web", "ada@example.com", "sometimes"], "must be on, off or default"),
+        (["web", "ghost@example.com", "off"], "no user with email ghost@example.com"),
+    ]:
+        code, _, err = cli("project", "member", "learning", *args)
+        assert code == 1 and message in err, (args, err)
+    with Session(get_engine()) as session:
+        assert [m.learning_mode for m in session.exec(select(ProjectMember)).all()] == [True]
+    assert cli("project", "member", "learning", "web", "ada@example.com", "default")[0] == 0
+    with Session(get_engine()) as session:
+        assert [m.learning_mode for m in session.exec(select(ProjectMember)).all()] == [None]
+
+
 def test_repo_add_stores_secrets_encrypted(monkeypatch: pytest.MonkeyPatch) -> None:
     cli("project", "create", "web")
     monkeypatch.setenv("REPO_TOKEN", "ghp_token_value_123")

@@ -310,6 +310,36 @@ def set_member_role(
     return _member_row(member, user)
 
 
+def set_member_learning_mode(
+    *,
+    session: Session,
+    actor: Principal | None,
+    project_key: str,
+    email: str,
+    learning_mode: bool | None,
+    actor_id: str | None = None,
+) -> MemberRow:
+    """Turn learning mode on or off for the runs member EMAIL starts on PROJECT_KEY, or (None)
+    back to the project's default."""
+    project = _authorize_members(session, actor, project_key, action=Action.MANAGE_MEMBERS)
+    member, user = _member(session, project, email)
+    if member.learning_mode is learning_mode:
+        return _member_row(member, user)
+    previous = member.learning_mode
+    member.learning_mode = learning_mode
+    session.add(member)
+    record_event(
+        session=session,
+        correlation_id=f"project-{project.id}",
+        event_type="member_learning_mode_changed",
+        actor_id=actor_id,
+        project_id=project.id,
+        payload={"email": user.email, "from": previous, "to": learning_mode},
+    )
+    session.flush()
+    return _member_row(member, user)
+
+
 def remove_member(
     *,
     session: Session,

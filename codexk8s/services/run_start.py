@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from codexk8s.db.models import AgentRun, Project, Repository
+from codexk8s.db.models import AgentRun, Project, ProjectMember, Repository, User
 from codexk8s.domain.labels import MODEL_NAME_MAX_LENGTH, REASONING_EFFORTS
 from codexk8s.domain.runs import ACTIVE_STATUSES, ActorType, RunStatus
 from codexk8s.domain.stages import REVIEW_STAGE, AgentRole, parse_stage, role_for
@@ -25,6 +25,8 @@ from codexk8s.services import audit, repositories
 _RUNS: sa.Table = AgentRun.__table__  # type: ignore[attr-defined]
 _REPOSITORIES: sa.Table = Repository.__table__  # type: ignore[attr-defined]
 _PROJECTS: sa.Table = Project.__table__  # type: ignore[attr-defined]
+_MEMBERS: sa.Table = ProjectMember.__table__  # type: ignore[attr-defined]
+_USERS: sa.Table = User.__table__  # type: ignore[attr-defined]
 _ACTIVE_STATUS_VALUES = sorted(status.value for status in ACTIVE_STATUSES)
 _MODEL_NAME = re.compile(r"[A-Za-z0-9._:/-]+")
 MAX_ISSUE_NUMBER = 2**31 - 1
@@ -50,6 +52,21 @@ _PROJECT_SETTINGS = sa.select(_PROJECTS.c.settings).where(
     _PROJECTS.c.id == sa.bindparam("project_id")
 )
 _INSERT_RUN = sa.insert(_RUNS).returning(_RUNS.c.id)
+# The learning-mode override of the project member who asked for the run: by user id (a start
+# from the API or CLI) or by GitHub login (the webhook's sender).
+_MEMBER_LEARNING_MODE = (
+    sa.select(_MEMBERS.c.learning_mode)
+    .select_from(_MEMBERS.join(_USERS, _USERS.c.id == _MEMBERS.c.user_id))
+    .where(
+        _MEMBERS.c.project_id == sa.bindparam("project_id"),
+        sa.or_(
+            _USERS.c.id == sa.bindparam("user_id", type_=sa.Integer),
+            sa.func.lower(_USERS.c.github_login) == sa.bindparam("login", type_=sa.String),
+        ),
+        _MEMBERS.c.learning_mode.is_not(None),
+    )
+    .limit(1)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +95,14 @@ def insert_run_locked(
     spec: RunSpec,
     issue_title: str | None = None,
     delivery_id: str | None = None,
+    requested_by_user_id: int | None = None,
+    requested_by_login: str | None = None,
 ) -> InsertedRun:
     """Insert a pending run for SPEC unless one is active for its (repository, number, stage).
 
-    Runs in the caller's transaction, which holds the repository lock until it commits.
+    Learning mode is the project's default unless the member who asked for the run (the user
+    REQUESTED_BY_USER_ID, or the GitHub user REQUESTED_BY_LOGIN who labeled the issue) set their
+    own. Runs in the caller's transaction, which holds the repository lock until it commits.
     """
     connection.execute(LOCK_REPOSITORY, {"repository_id": repository_id})
     # A statement of its own, after the lock: in READ COMMITTED each statement reads a fresh
@@ -94,6 +115,18 @@ def insert_run_locked(
         return InsertedRun(run_id=None, active_run_id=active, model=None, correlation_id=None)
     settings = connection.execute(_PROJECT_SETTINGS, {"project_id": project_id}).scalar_one() or {}
     model = spec.model or settings.get("default_model")
+    learning_mode = bool(settings.get("learning_mode_default", False))
+    if requested_by_user_id is not None or requested_by_login:
+        override = connection.execute(
+            _MEMBER_LEARNING_MODE,
+            {
+                "project_id": project_id,
+                "user_id": requested_by_user_id,
+                "login": requested_by_login.lower() if requested_by_login else None,
+            },
+        ).scalar()
+        if override is not None:
+            learning_mode = bool(override)
     correlation_id = uuid.uuid4().hex
     run_id: int = connection.execute(
         _INSERT_RUN,
@@ -113,7 +146,7 @@ def insert_run_locked(
             "status": RunStatus.PENDING.value,
             "model": model,
             "reasoning_effort": spec.reasoning_effort,
-            "learning_mode": bool(settings.get("learning_mode_default", False)),
+            "learning_mode": learning_mode,
         },
     ).scalar_one()
     return InsertedRun(
@@ -191,8 +224,9 @@ def start_run(
                 f"repository {owner}/{name} is not attached to project {project_key!r}"
             )
         inserted = insert_run_locked(
-            connection, project_id=project_id, repository_id=repository_id, spec=spec
-        )
+            connection, project_id=project_id, repository_id=repository_id, spec=spec,
+            requested_by_user_id=int(actor_id) if actor_id and actor_id.isdigit() else None,
+        )  # fmt: skip
         if inserted.run_id is None:
             raise ConflictError(
                 f"run {inserted.active_run_id} is already active for this issue and stage"

@@ -550,6 +550,13 @@ def _issue_title(payload: dict[str, Any]) -> str | None:
     return None
 
 
+def _sender_login(payload: dict[str, Any]) -> str | None:
+    """The GitHub user whose action sent the delivery (who applied the label)."""
+    sender = payload.get("sender")
+    login = sender.get("login") if isinstance(sender, dict) else None
+    return login[:100] if isinstance(login, str) and login else None
+
+
 def _already_active(
     delivery: _Delivery, repository: _Repository, spec: RunSpec, run_id: int
 ) -> str:
@@ -580,6 +587,7 @@ def _start_run(
         spec=spec,
         issue_title=_issue_title(payload),
         delivery_id=delivery.outcome.delivery_id,
+        requested_by_login=_sender_login(payload),
     )
     if inserted.run_id is None:
         assert inserted.active_run_id is not None

@@ -11,7 +11,7 @@ from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.db.models import AgentRun, FlowEvent
 from codexk8s.errors import ConflictError, InvalidArgumentError, NotFoundError
-from codexk8s.services import projects, repositories
+from codexk8s.services import projects, repositories, users
 from codexk8s.services.run_start import start_run
 
 
@@ -129,3 +129,51 @@ def test_bad_input_is_refused_and_writes_nothing(
     with pytest.raises(error):
         start_run(get_engine(), **arguments)  # type: ignore[arg-type]
     assert runs() == []
+
+
+def test_learning_mode_is_the_projects_default_unless_the_member_set_their_own(
+    project: str,
+) -> None:
+    with session_scope() as session:
+        users.add_user(session=session, email="learner@example.com")
+        users.add_user(session=session, email="plain@example.com")
+        for email in ("learner@example.com", "plain@example.com"):
+            projects.add_member(
+                session=session, project_key="alpha", email=email, role="read_write"
+            )
+        alpha = projects.require_by_key(session=session, key="alpha")
+        alpha.settings = {**alpha.settings, "learning_mode_default": False}
+        learner = users.require_by_email(session=session, email="learner@example.com")
+        plain = users.require_by_email(session=session, email="plain@example.com")
+        projects.set_member_learning_mode(
+            session=session, actor=None, project_key="alpha", email="learner@example.com",
+            learning_mode=True,
+        )  # fmt: skip
+        learner_id, plain_id = str(learner.id), str(plain.id)
+
+    def start(issue: int, actor_id: str | None) -> bool:
+        run_id = start_run(
+            get_engine(), project_key="alpha", repository="acme/app", issue=issue, stage="dev",
+            actor_id=actor_id,
+        )  # fmt: skip
+        with Session(get_engine()) as session:
+            run = session.get(AgentRun, run_id)
+            assert run is not None
+            return run.learning_mode
+
+    assert start(1, learner_id) is True  # the member's own setting
+    assert start(2, plain_id) is False  # no setting of their own: the project's default
+    assert start(3, None) is False
+    with session_scope() as session:
+        projects.set_member_learning_mode(
+            session=session, actor=None, project_key="alpha", email="learner@example.com",
+            learning_mode=None,
+        )  # fmt: skip
+        alpha = projects.require_by_key(session=session, key="alpha")
+        alpha.settings = {**alpha.settings, "learning_mode_default": True}
+    assert start(4, learner_id) is True  # back to the default, which is now on
+    with Session(get_engine()) as session:
+        changes = session.exec(
+            select(FlowEvent).where(FlowEvent.event_type == "member_learning_mode_changed")
+        ).all()
+    assert [(e.payload["from"], e.payload["to"]) for e in changes] == [(None, True), (True, None)]

@@ -22,7 +22,7 @@ from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.db.migrations import upgrade_to_head
 from codexk8s.db.models import AgentRun, FlowEvent, Repository, WebhookDelivery
 from codexk8s.errors import InvalidArgumentError, UnauthorizedError, UnavailableError
-from codexk8s.services import projects, repositories
+from codexk8s.services import projects, repositories, users
 from codexk8s.services.webhook_ingest import IngestOutcome, WebhookRequest, ingest_github_delivery
 from tests.conftest import TEST_SECRET_KEY, reset_caches
 from tests.webhook_examples import example, with_labels
@@ -412,3 +412,26 @@ def test_concurrent_copies_of_a_delivery_that_starts_nothing(app_db: str) -> Non
     assert sorted(e.event_type for e in events("same")) == sorted(
         ["delivery_accepted", "delivery_ignored"] + ["delivery_duplicate"] * 19
     )
+
+
+def test_the_labelers_own_learning_mode_applies(repo: Repository) -> None:
+    payload = labeled(["run:dev"], "run:dev")
+    login = payload["sender"]["login"]
+    with session_scope() as session:
+        user = users.add_user(session=session, email="labeler@example.com")
+        user.github_login = login.upper()  # GitHub logins compare case-insensitively
+        session.add(user)
+        projects.add_member(
+            session=session, project_key="hello", email="labeler@example.com", role="read_write"
+        )
+        projects.set_member_learning_mode(
+            session=session, actor=None, project_key="hello", email="labeler@example.com",
+            learning_mode=True,
+        )  # fmt: skip
+    (run_id,) = _deliver("issues", payload).runs
+    other = labeled(["run:plan"], "run:plan")
+    other["sender"]["login"] = "someone-else"
+    (other_id,) = _deliver("issues", other).runs
+    with Session(get_engine()) as session:
+        assert session.get(AgentRun, run_id).learning_mode is True  # type: ignore[union-attr]
+        assert session.get(AgentRun, other_id).learning_mode is False  # type: ignore[union-attr]
