@@ -20,7 +20,7 @@ from sqlmodel import Session
 from codexk8s import metrics
 from codexk8s.config import ENV_PREFIX, Settings, get_settings
 from codexk8s.crypto import get_secret_box, hash_token, tokens_equal
-from codexk8s.db.models import Agent, FlowEvent, Project, Repository
+from codexk8s.db.models import Agent, FlowEvent, Project, Repository, WebhookDelivery
 from codexk8s.domain.runs import AgentFailure, RunStatus
 from codexk8s.domain.stages import REVIEW_STAGE, AgentRole
 from codexk8s.errors import (
@@ -35,6 +35,7 @@ from codexk8s.services.run_states import RUNS, add_event
 
 AGENTS = Agent.__table__  # type: ignore[attr-defined]
 PROJECTS = Project.__table__  # type: ignore[attr-defined]
+DELIVERIES = WebhookDelivery.__table__  # type: ignore[attr-defined]
 REPOSITORIES = Repository.__table__  # type: ignore[attr-defined]
 FLOW_EVENTS = FlowEvent.__table__  # type: ignore[attr-defined]
 
@@ -115,6 +116,29 @@ def is_review_run(run: sa.Row[Any]) -> bool:
     return run.stage == REVIEW_STAGE or run.agent_key == AgentRole.REVIEWER.value
 
 
+def _pull_request_branches(
+    connection: Connection, run: sa.Row[Any], full_name: str
+) -> tuple[str, str] | None:
+    """(head, base) branch of the pull request whose review started RUN, when its head is a
+    branch of the repository itself (a fork's branch cannot be pushed to)."""
+    if run.pr_number is None or run.delivery_id is None:
+        return None
+    payload = connection.execute(
+        sa.select(DELIVERIES.c.payload).where(DELIVERIES.c.delivery_id == run.delivery_id)
+    ).scalar()
+    pull = payload.get("pull_request") if isinstance(payload, dict) else None
+    if not isinstance(pull, dict):
+        return None
+    head, base = pull.get("head") or {}, pull.get("base") or {}
+    head_repo = (head.get("repo") or {}).get("full_name") if isinstance(head, dict) else None
+    if not isinstance(head_repo, str) or head_repo.lower() != full_name.lower():
+        return None
+    head_ref, base_ref = head.get("ref"), base.get("ref") if isinstance(base, dict) else None
+    if not isinstance(head_ref, str) or not head_ref or not isinstance(base_ref, str):
+        return None
+    return head_ref, base_ref
+
+
 def build_brief(engine: Engine, *, run: sa.Row[Any], openai_path: str) -> dict[str, Any]:
     """Everything the runner needs for this run. Carries the repository token: never log it.
 
@@ -132,6 +156,12 @@ def build_brief(engine: Engine, *, run: sa.Row[Any], openai_path: str) -> dict[s
                 sa.select(REPOSITORIES).where(REPOSITORIES.c.id == run.repository_id)
             ).first()
             if run.repository_id is not None
+            else None
+        )
+        # A revise run started by a review on a pull request works on that pull request's branch.
+        pull_branches = (
+            _pull_request_branches(connection, run, f"{repository.owner}/{repository.name}")
+            if repository is not None and run.is_revise
             else None
         )
     agent_settings = effective_settings(agent.settings if agent else None, run.agent_key)
@@ -172,8 +202,10 @@ def build_brief(engine: Engine, *, run: sa.Row[Any], openai_path: str) -> dict[s
             "full_name": f"{repository.owner}/{repository.name}",
             "clone_url": f"{settings.github_git_url}/{repository.owner}/{repository.name}.git",
             # None: the remote's default branch (the runner reads it from the clone).
-            "base_branch": project_settings.get("base_branch") or None,
-            "work_branch": f"codex/issue-{target}",
+            "base_branch": (
+                pull_branches[1] if pull_branches else project_settings.get("base_branch") or None
+            ),
+            "work_branch": pull_branches[0] if pull_branches else f"codex/issue-{target}",
             "token": _repository_token(repository, settings),
         },
         # GitHub keeps every pull request's head at refs/pull/<n>/head: a reviewer reads that.
