@@ -1,0 +1,145 @@
+"""The whole path of issue #5 with nothing mocked inside the product: a signed webhook → a run →
+the engine's dispatch → the local runtime → `codexk8s agent run` → the real Codex binary against
+a scripted OpenAI Responses server (through the control plane's model proxy) → the branch pushed
+to a bare git remote → the pull request opened on the loopback GitHub → the service comment
+created, then edited → labels moved → the run succeeded with its usage and cost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from codexk8s.adapters.github.webhooks import sign
+from codexk8s.adapters.local.runtime import LocalRuntime
+from codexk8s.config import get_settings
+from codexk8s.crypto import get_secret_box
+from codexk8s.db.engine import get_engine, session_scope
+from codexk8s.domain.feedback import IN_PROGRESS, IN_REVIEW, SERVICE_MARKER
+from codexk8s.jobs.engine import RunEngine
+from codexk8s.services import projects, repositories, run_logs
+from codexk8s.services.github_feedback import GitHubFeedback
+from codexk8s.services.webhook_ingest import WebhookRequest, ingest_github_delivery
+from tests.agent.conftest import OWNER_REPO, REPO_TOKEN, Remote, load_run
+from tests.codex_server import ScriptedResponses
+from tests.conftest import reset_caches
+from tests.github_server import FakeGitHub, FakeRepo, running_github
+from tests.jobs.test_engine_local import FAST
+from tests.webhook_examples import example, with_labels
+
+SECRET = "full-path-webhook-secret"
+PUBLIC = "https://ck8s.example.test"
+
+
+@pytest.fixture
+def github(control_plane: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeGitHub, str]]:
+    with running_github() as fake:
+        monkeypatch.setenv("CODEXK8S_GITHUB_API_URL", fake.base_url)
+        monkeypatch.setenv("CODEXK8S_PUBLIC_URL", PUBLIC)
+        reset_caches()
+        fake.add_repo(OWNER_REPO, token=REPO_TOKEN)
+        with session_scope() as session:
+            projects.create_project(session=session, key="web", slots=2)
+            repositories.add_repository(
+                session=session, box=get_secret_box(), project_key="web",
+                full_name=OWNER_REPO, token=REPO_TOKEN, webhook_secret=SECRET,
+            )  # fmt: skip
+        yield fake, control_plane
+
+
+def label_issue(number: int) -> int:
+    payload = with_labels(example("issues", "labeled"), "issue", ["run:dev"], "run:dev")
+    payload["issue"]["number"] = number
+    payload["issue"]["title"] = "Say hello"
+    payload["repository"]["full_name"] = OWNER_REPO
+    body = json.dumps(payload).encode()
+    outcome = ingest_github_delivery(
+        engine=get_engine(), box=get_secret_box(), global_secret=None,
+        request=WebhookRequest(
+            delivery_id=str(uuid.uuid4()), event="issues", signature=sign(SECRET, body),
+            content_type="application/json", body=body,
+        ),
+    )  # fmt: skip
+    (run_id,) = outcome.runs
+    return run_id
+
+
+def service_comments(repo: FakeRepo, number: int) -> list[str]:
+    return [c["body"] for c in repo.comments_on(number) if SERVICE_MARKER in c["body"]]
+
+
+async def until(predicate: object, what: str, limit: float = 240) -> None:
+    deadline = time.monotonic() + limit
+    while not await asyncio.to_thread(predicate):  # type: ignore[arg-type]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+async def test_a_labeled_issue_becomes_a_pushed_branch_a_pull_request_and_a_comment(
+    github: tuple[FakeGitHub, str],
+    remote: Remote,
+    openai_api: ScriptedResponses,
+    tmp_path: Path,
+) -> None:
+    fake, callback_url = github
+    repo = fake.repos[OWNER_REPO]
+    settings = get_settings()
+    engine = RunEngine(
+        engine=get_engine(),
+        runtime=LocalRuntime(
+            tmp_path / "runs", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            poll_interval=0.05, kill_grace_seconds=1,
+        ),
+        callback_url=callback_url, owner="replica-1",
+        timings=replace(FAST, feedback_seconds=0.2),
+        feedback=GitHubFeedback(
+            engine=get_engine(), settings=settings, box=get_secret_box(), owner="replica-1",
+            client_options={"backoff_seconds": 0.01},
+        ),
+    )  # fmt: skip
+    repo.issue_labels[31] = ["run:dev"]  # as GitHub has it when it sends the delivery
+    run_id = label_issue(31)
+    await engine.start()
+    try:
+        await until(lambda: any("running" in b for b in service_comments(repo, 31)), "running")
+        assert IN_PROGRESS in repo.issue_labels[31]
+        await until(lambda: load_run(run_id).status == "succeeded", "the run to succeed")
+        await until(lambda: load_run(run_id).pr_url is not None, "the pull request")
+        await until(lambda: IN_REVIEW in repo.issue_labels.get(31, []), "state:in-review")
+        await until(
+            lambda: any("succeeded" in b and "/pull/" in b for b in service_comments(repo, 31)),
+            "the comment to link the pull request",
+        )
+        await asyncio.sleep(1)  # the log pump's last round
+    finally:
+        await engine.stop()
+
+    run = load_run(run_id)
+    # Codex wrote the file in the workspace; the runner committed and pushed the work branch.
+    assert remote.show("codex/issue-31", "HELLO.md") == "hello from codex\n"
+    # The pull request is opened once, from the work branch onto the default branch.
+    (pull,) = repo.pulls.values()
+    assert (pull["head"], pull["base"], pull["state"]) == ("codex/issue-31", "main", "open")
+    assert run.pr_url == f"https://github.com/{OWNER_REPO}/pull/{pull['number']}"
+    assert len(fake.rest_calls("POST", "/pulls")) == 1
+    # One service comment, created once and edited as the run moved.
+    (comment,) = service_comments(repo, 31)
+    assert f"{PUBLIC}/runs/{run_id}" in comment and run.pr_url in comment
+    assert len(fake.rest_calls("POST", "/issues/31/comments")) == 1
+    assert fake.rest_calls("PATCH", "/issues/comments/")
+    # The trigger label stays as the record; in-progress gave way to in-review.
+    assert sorted(repo.issue_labels[31]) == ["run:dev", IN_REVIEW]
+    # Usage metered by the control plane's model proxy, priced, and the token revoked.
+    assert (run.tokens_input, run.tokens_output) == (2400, 600) and run.cost_usd > 0
+    assert run.summary == "Added HELLO.md with a greeting." and run.run_token_hash is None
+    stored = [line.line for line in run_logs.read_lines(get_engine(), run_id=run_id)]
+    assert "runner: pushed codex/issue-31" in stored
+    assert not any(REPO_TOKEN in line or openai_api.api_key in line for line in stored)
