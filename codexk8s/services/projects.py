@@ -59,7 +59,13 @@ def create_project(
     name: str | None = None,
     slots: int = DEFAULT_SLOTS,
     actor_id: str | None = None,
+    actor: Principal | None = None,
+    is_operator: bool = True,
 ) -> Project:
+    """Create project KEY with SLOTS run slots. From the dashboard (IS_OPERATOR false) only a
+    platform admin ACTOR may; the command line is the local operator."""
+    if not is_operator and not is_allowed(actor, Action.CREATE_PROJECT):
+        raise ForbiddenError("creating projects is for platform admins")
     validate_key(key)
     if not 1 <= slots <= MAX_SLOTS:
         raise InvalidArgumentError(f"slots must be between 1 and {MAX_SLOTS}, got {slots}")

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from codexk8s.db.engine import get_engine, session_scope
-from codexk8s.db.models import FlowEvent, User
+from codexk8s.db.models import FlowEvent, Project, User
 from codexk8s.domain.access import PlatformRole
 from codexk8s.domain.authorization import Principal
 from codexk8s.services import projects, sessions, users
@@ -178,3 +178,43 @@ def test_platform_admin_sees_every_project_and_signed_out_sees_nothing(app_db: s
         state.selected_key = "alpha"
         run_async(ProjectsState.remove_member.fn(state, "reader@example.com"))
         assert state.error == SIGNED_OUT and "reader@example.com" in members(engine)
+
+
+def project_keys(engine: Engine) -> list[str]:
+    with Session(engine) as session:
+        return sorted(p.key for p in session.exec(select(Project)).all())
+
+
+def test_only_platform_admins_create_projects_from_the_page(app_db: str) -> None:
+    engine = get_engine()
+    people = setup(engine)
+    state, _ = states_for(session_for(engine, people["owner"]))
+    run_async(ProjectsState.load_projects.fn(state))
+    run_async(
+        ProjectsState.create_project.fn(state, {"key": "web-shop", "name": "Shop", "slots": "3"})
+    )
+    assert state.error == "" and state.notice == "Created project web-shop."
+    assert state.selected_key == "web-shop" and "web-shop" in [p.key for p in state.projects]
+    with Session(engine) as session:
+        created = projects.require_by_key(session=session, key="web-shop")
+        assert (created.name, created.settings["slots"]) == ("Shop", 3)
+        (event,) = session.exec(
+            select(FlowEvent).where(FlowEvent.event_type == "project_created",
+                                    FlowEvent.project_id == created.id)
+        ).all()  # fmt: skip
+        assert event.actor_id == "owner@example.com"
+    # Bad input and duplicates are refused with a message and change nothing.
+    for form, message in [
+        ({"key": "web-shop"}, "already exists"),
+        ({"key": "Bad Key!"}, "key"),
+        ({"key": "other", "slots": "many"}, "slots must be a whole number"),
+        ({"key": "other", "slots": "99"}, "slots must be between 1 and 64"),
+    ]:
+        run_async(ProjectsState.create_project.fn(state, form))
+        assert message in state.error, (form, state.error)
+    assert project_keys(engine) == ["alpha", "beta", "web-shop"]
+    # A project admin who is not a platform admin is refused by the service.
+    state, _ = states_for(session_for(engine, people["lead"]))
+    run_async(ProjectsState.create_project.fn(state, {"key": "sneaky"}))
+    assert state.error == "creating projects is for platform admins"
+    assert project_keys(engine) == ["alpha", "beta", "web-shop"]

@@ -29,7 +29,7 @@ def _no_projects() -> rx.Component:
             "folder-git-2",
             "No projects to show",
             "A project groups repositories, members and run slots. A platform admin creates "
-            "one and adds members; you see the projects you are a member of.",
+            "one (New project, above) and adds members; you see the projects you are a member of.",
             command="codexk8s project create my-project --name 'My project'",
         ),
         data_testid="projects-empty",
@@ -199,9 +199,56 @@ def _members() -> rx.Component:
     )
 
 
+def _new_project_form() -> rx.Component:
+    """Platform admins create projects here (the service checks it again)."""
+    return rx.card(
+        rx.form(
+            rx.flex(
+                rx.input(
+                    name="key",
+                    placeholder="key (lowercase, e.g. web-shop)",
+                    required=True,
+                    aria_label="Project key",
+                    data_testid="new-project-key",
+                ),
+                rx.input(
+                    name="name",
+                    placeholder="display name (optional)",
+                    aria_label="Project name",
+                    data_testid="new-project-name",
+                ),
+                rx.input(
+                    name="slots",
+                    type="number",
+                    min=1,
+                    max=64,
+                    default_value="2",
+                    aria_label="Run slots",
+                    data_testid="new-project-slots",
+                    width="7rem",
+                ),
+                rx.button(
+                    rx.cond(ProjectsState.is_creating, rx.spinner(size="1"), rx.icon("plus")),
+                    "New project",
+                    type="submit",
+                    disabled=ProjectsState.is_creating,
+                    data_testid="new-project-submit",
+                ),
+                gap="0.5rem",
+                wrap="wrap",
+                align="center",
+            ),
+            on_submit=ProjectsState.create_project,
+            reset_on_submit=True,
+        ),
+        width="100%",
+    )
+
+
 def _content() -> rx.Component:
     return rx.vstack(
         _messages(),
+        rx.cond(AuthState.is_platform_admin, _new_project_form()),
         rx.cond(
             ProjectsState.projects.length() > 0,  # type: ignore[attr-defined]
             rx.vstack(

@@ -45,6 +45,7 @@ class ProjectsState(rx.State):
     new_role: str = ProjectRole.READ.value
     error: str = ""
     notice: str = ""
+    is_creating: bool = False
 
     def _selected(self) -> ProjectRow | None:
         return next((p for p in self.projects if p.key == self.selected_key), None)
@@ -114,6 +115,34 @@ class ProjectsState(rx.State):
         found = await self._principal()
         if found is not None:
             await self._refresh(found[0])
+
+    @rx.event
+    async def create_project(self, form: dict[str, Any]) -> None:
+        """The "New project" form (platform admins; the service refuses anyone else)."""
+        found = await self._principal()
+        if found is None:
+            return
+        principal, email = found
+        key = str(form.get("key", "")).strip()
+        slots_text = str(form.get("slots", "") or "2").strip()
+        if not slots_text.isdigit():
+            self.error, self.notice = "slots must be a whole number", ""
+            return
+        self.is_creating = True
+        try:
+            await asyncio.to_thread(
+                _in_transaction, projects.create_project, key=key,
+                name=str(form.get("name", "")).strip() or None, slots=int(slots_text),
+                actor=principal, actor_id=email, is_operator=False,
+            )  # fmt: skip
+        except CodexK8sError as exc:
+            self.error, self.notice = str(exc), ""
+        else:
+            self.error, self.notice = "", f"Created project {key}."
+            self.selected_key = key
+        finally:
+            self.is_creating = False
+        await self._refresh(principal)
 
     @rx.event
     async def select_project(self, key: str) -> None:
