@@ -112,12 +112,9 @@ class Figures:
     name: str
     samples: dict[str, list[float]] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
-    skipped: str | None = None
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, **self.notes}
-        if self.skipped:
-            out["skipped"] = self.skipped
         for key, values in self.samples.items():
             out[key] = {
                 "n": len(values),
