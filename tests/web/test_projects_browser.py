@@ -55,3 +55,24 @@ def test_project_admin_adds_a_member(
         ("lead@example.com", "admin"),
         ("newcomer@example.com", "read"),
     }
+
+
+def test_platform_admin_creates_a_project(
+    served_app: ServedApp, served_engine: Engine, page: Page, artifacts_dir: Path
+) -> None:
+    with Session(served_engine) as session:
+        users.add_user(session=session, email="platform@example.com", role="admin")
+        session.commit()
+    sign_in(page, served_app, served_engine, "platform@example.com")
+    page.goto(served_app.base_url + "/projects")
+    page.get_by_test_id("new-project-key").fill("made-in-browser")
+    page.get_by_test_id("new-project-name").fill("Made in the browser")
+    page.get_by_test_id("new-project-slots").fill("3")
+    page.get_by_test_id("new-project-submit").click()
+    row = page.get_by_test_id("project-row").filter(has_text="made-in-browser")
+    expect(row).to_contain_text("Made in the browser")
+    expect(page.get_by_test_id("new-project-key")).to_have_value("")  # the form was reset
+    page.screenshot(path=str(artifacts_dir / "projects-created.png"), full_page=True)
+    with Session(served_engine) as session:
+        created = projects.require_by_key(session=session, key="made-in-browser")
+        assert created.settings["slots"] == 3
