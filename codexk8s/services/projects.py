@@ -127,6 +127,12 @@ class MemberRow:
     user_id: int
     email: str
     role: str
+    # The member's own learning mode for the runs they start: "on", "off" or "default" (the
+    # project's).
+    learning_mode: str = "default"
+
+
+LEARNING_MODES: dict[bool | None, str] = {True: "on", False: "off", None: "default"}
 
 
 def _membership_role(session: Session, actor: Principal, project_id: int) -> ProjectRole | None:
@@ -198,7 +204,10 @@ def _ensure_an_admin_remains(
 
 def _member_row(member: ProjectMember, user: User) -> MemberRow:
     assert user.id is not None
-    return MemberRow(user_id=user.id, email=user.email, role=member.role)
+    return MemberRow(
+        user_id=user.id, email=user.email, role=member.role,
+        learning_mode=LEARNING_MODES[member.learning_mode],
+    )  # fmt: skip
 
 
 def list_visible_projects(*, session: Session, actor: Principal) -> list[ProjectRow]:

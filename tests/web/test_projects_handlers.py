@@ -218,3 +218,27 @@ def test_only_platform_admins_create_projects_from_the_page(app_db: str) -> None
     run_async(ProjectsState.create_project.fn(state, {"key": "sneaky"}))
     assert state.error == "creating projects is for platform admins"
     assert project_keys(engine) == ["alpha", "beta", "web-shop"]
+
+
+def test_project_admin_sets_a_members_learning_mode(app_db: str) -> None:
+    engine = get_engine()
+    people = setup(engine)
+    state, _ = states_for(session_for(engine, people["lead"]))
+    run_async(ProjectsState.load_projects.fn(state))
+    run_async(ProjectsState.select_project.fn(state, "alpha"))
+    assert {m.email: m.learning_mode for m in state.members}["reader@example.com"] == "default"
+    run_async(ProjectsState.change_member_learning.fn(state, "reader@example.com", "on"))
+    assert state.error == "" and "reader@example.com" in state.notice
+    assert {m.email: m.learning_mode for m in state.members}["reader@example.com"] == "on"
+    run_async(ProjectsState.change_member_learning.fn(state, "reader@example.com", "maybe"))
+    assert state.error == "learning mode must be on, off or default"
+
+    # A read member may not change it, not even their own.
+    state, _ = states_for(session_for(engine, people["reader"]))
+    run_async(ProjectsState.load_projects.fn(state))
+    run_async(ProjectsState.select_project.fn(state, "alpha"))
+    run_async(ProjectsState.change_member_learning.fn(state, "reader@example.com", "off"))
+    assert "admins" in state.error
+    with Session(engine) as session:
+        rows = projects.list_members(session=session, actor=None, project_key="alpha")
+    assert {m.email: m.learning_mode for m in rows}["reader@example.com"] == "on"

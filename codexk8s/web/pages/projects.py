@@ -10,6 +10,9 @@ from codexk8s.web.components.layout import empty_state, page
 from codexk8s.web.state.auth import AuthState
 from codexk8s.web.state.projects import PROJECT_ROLES, ProjectsState
 
+# A member's own learning mode; "default" follows the project's setting.
+LEARNING_CHOICES = ["default", "on", "off"]
+
 
 def _sign_in_prompt() -> rx.Component:
     return rx.box(
@@ -156,6 +159,20 @@ def _member_row(row: MemberRow) -> rx.Component:
         rx.table.cell(
             rx.cond(
                 ProjectsState.can_manage_members,
+                rx.select(
+                    LEARNING_CHOICES,
+                    value=row.learning_mode,
+                    on_change=lambda mode: ProjectsState.change_member_learning(row.email, mode),
+                    size="1",
+                    aria_label="Learning mode of " + row.email,
+                    data_testid="member-learning",
+                ),
+                rx.badge(row.learning_mode, variant="outline", data_testid="member-learning"),
+            )
+        ),
+        rx.table.cell(
+            rx.cond(
+                ProjectsState.can_manage_members,
                 rx.button(
                     "Remove",
                     size="1",
@@ -184,7 +201,12 @@ def _members() -> rx.Component:
         rx.box(
             rx.table.root(
                 rx.table.header(
-                    rx.table.row(*(rx.table.column_header_cell(h) for h in ("Email", "Role", "")))
+                    rx.table.row(
+                        *(
+                            rx.table.column_header_cell(h)
+                            for h in ("Email", "Role", "Learning mode", "")
+                        )
+                    )
                 ),
                 rx.table.body(rx.foreach(ProjectsState.members, _member_row)),
                 width="100%",

@@ -176,6 +176,18 @@ class ProjectsState(rx.State):
         )
 
     @rx.event
+    async def change_member_learning(self, email: str, mode: str) -> None:
+        """A member's own learning mode: "on", "off" or "default" (the project's)."""
+        choices = {label: value for value, label in projects.LEARNING_MODES.items()}
+        if mode not in choices:
+            self.error, self.notice = "learning mode must be on, off or default", ""
+            return
+        await self._apply(
+            "Learning mode for {email} on {project}: " + mode + ".",
+            projects.set_member_learning_mode, email=email, learning_mode=choices[mode],
+        )  # fmt: skip
+
+    @rx.event
     async def remove_member(self, email: str) -> None:
         await self._apply("Removed {email} from {project}.", projects.remove_member, email=email)
 
