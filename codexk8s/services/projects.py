@@ -52,6 +52,20 @@ def require_by_key(*, session: Session, key: str) -> Project:
     return project
 
 
+def _record(
+    session: Session,
+    project: Project,
+    event_type: str,
+    actor_id: str | None,
+    payload: dict[str, object],
+) -> None:
+    """Add a change of PROJECT to its audit trail (correlated by the project)."""
+    record_event(
+        session=session, correlation_id=f"project-{project.id}", event_type=event_type,
+        actor_id=actor_id, project_id=project.id, payload=payload,
+    )  # fmt: skip
+
+
 def create_project(
     *,
     session: Session,
@@ -84,14 +98,7 @@ def create_project(
     assert project.id is not None
     for number in range(1, slots + 1):
         session.add(Slot(project_id=project.id, number=number))
-    record_event(
-        session=session,
-        correlation_id=f"project-{project.id}",
-        event_type="project_created",
-        actor_id=actor_id,
-        project_id=project.id,
-        payload={"key": key, "slots": slots},
-    )
+    _record(session, project, "project_created", actor_id, {"key": key, "slots": slots})
     return project
 
 
@@ -279,13 +286,12 @@ def add_member(
     member = ProjectMember(project_id=project.id, user_id=user.id, role=project_role.value)
     session.add(member)
     project.updated_at = utcnow()
-    record_event(
-        session=session,
-        correlation_id=f"project-{project.id}",
-        event_type="member_added",
-        actor_id=actor_id,
-        project_id=project.id,
-        payload={"email": user.email, "role": project_role.value},
+    _record(
+        session,
+        project,
+        "member_added",
+        actor_id,
+        {"email": user.email, "role": project_role.value},
     )
     session.flush()
     return member
@@ -313,13 +319,12 @@ def set_member_role(
     member.role = project_role.value
     session.add(member)
     project.updated_at = utcnow()
-    record_event(
-        session=session,
-        correlation_id=f"project-{project.id}",
-        event_type="member_role_changed",
-        actor_id=actor_id,
-        project_id=project.id,
-        payload={"email": user.email, "from": previous, "to": project_role.value},
+    _record(
+        session,
+        project,
+        "member_role_changed",
+        actor_id,
+        {"email": user.email, "from": previous, "to": project_role.value},
     )
     session.flush()
     return _member_row(member, user)
@@ -343,13 +348,12 @@ def set_member_learning_mode(
     previous = member.learning_mode
     member.learning_mode = learning_mode
     session.add(member)
-    record_event(
-        session=session,
-        correlation_id=f"project-{project.id}",
-        event_type="member_learning_mode_changed",
-        actor_id=actor_id,
-        project_id=project.id,
-        payload={"email": user.email, "from": previous, "to": learning_mode},
+    _record(
+        session,
+        project,
+        "member_learning_mode_changed",
+        actor_id,
+        {"email": user.email, "from": previous, "to": learning_mode},
     )
     session.flush()
     return _member_row(member, user)
@@ -372,14 +376,7 @@ def remove_member(
     row = _member_row(member, user)
     session.delete(member)
     project.updated_at = utcnow()
-    record_event(
-        session=session,
-        correlation_id=f"project-{project.id}",
-        event_type="member_removed",
-        actor_id=actor_id,
-        project_id=project.id,
-        payload={"email": user.email, "role": row.role},
-    )
+    _record(session, project, "member_removed", actor_id, {"email": user.email, "role": row.role})
     session.flush()
     return row
 
@@ -515,14 +512,7 @@ def update_settings(
     project.settings = after  # a new dict: JSON columns do not track in-place changes
     project.updated_at = utcnow()
     session.add(project)
-    record_event(
-        session=session,
-        correlation_id=f"project-{project.id}",
-        event_type="project_settings_changed",
-        actor_id=actor_id,
-        project_id=project.id,
-        payload={"changes": changes},
-    )
+    _record(session, project, "project_settings_changed", actor_id, {"changes": changes})
     session.flush()
     return project
 
