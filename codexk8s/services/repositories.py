@@ -111,9 +111,14 @@ def check_can_add(*, session: Session, project_key: str, full_name: str) -> tupl
     """Raise what `add_repository` would raise for the name, before anything else is done."""
     owner, name = parse_full_name(full_name)
     projects.require_by_key(session=session, key=project_key)
-    if get_by_full_name(session=session, full_name=full_name) is not None:
-        raise ConflictError(f"repository {owner}/{name} is already attached to a project")
+    _ensure_not_attached(session, full_name)
     return owner, name
+
+
+def _ensure_not_attached(session: Session, full_name: str) -> None:
+    if get_by_full_name(session=session, full_name=full_name) is not None:
+        owner, name = parse_full_name(full_name)
+        raise ConflictError(f"repository {owner}/{name} is already attached to a project")
 
 
 def add_repository(
@@ -135,7 +140,9 @@ def add_repository(
     project = projects.authorize(
         session=session, actor=actor, project_key=project_key, action=Action.EDIT_REPOSITORIES
     )
-    owner, name = check_can_add(session=session, project_key=project_key, full_name=full_name)
+    # The project was just read by the authorisation: only the name is left to check.
+    owner, name = parse_full_name(full_name)
+    _ensure_not_attached(session, full_name)
     assert project.id is not None
     if services_yaml_path is not None and (
         not services_yaml_path.strip()

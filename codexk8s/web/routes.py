@@ -42,12 +42,8 @@ AUTH_GITHUB_CALLBACK = "/auth/github/callback"
 AUTH_LOGOUT = "/auth/logout"
 AUTH_LINK = "/auth/link/{token}"  # `AUTH_LINK.format(token=...)` builds one
 
-# A project's own page; `project_url(key)` builds one.
+# A project's own page (`/projects/<key>`).
 PROJECT = "/projects/[project_key]"
-
-
-def project_url(key: str) -> str:
-    return f"{PROJECTS}/{key}"
 
 
 def run_page(run_id: int) -> str:

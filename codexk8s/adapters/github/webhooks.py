@@ -35,11 +35,6 @@ def signature_matches(secret: str, body: bytes, header: str | None) -> bool:
     return hmac.compare_digest(expected.encode(), header.strip().encode("ascii", "replace"))
 
 
-def decode_body(body: bytes, content_type: str | None) -> dict[str, Any]:
-    """Decode the JSON payload from either content type GitHub uses."""
-    return decode_payload(body, content_type)[0]
-
-
 def decode_payload(body: bytes, content_type: str | None) -> tuple[dict[str, Any], str]:
     """The payload from either content type GitHub uses, and its JSON text as sent (stored as is,
     so the hot path need not serialise it again)."""

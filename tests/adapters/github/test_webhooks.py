@@ -11,7 +11,7 @@ import pytest
 
 from codexk8s.adapters.github.webhooks import (
     WebhookFormatError,
-    decode_body,
+    decode_payload,
     repository_full_name,
     sign,
     signature_matches,
@@ -44,10 +44,19 @@ def test_malformed_signatures_never_match(header: str | None) -> None:
 
 
 def test_decode_json_and_form() -> None:
-    assert decode_body(BODY, "application/json")["action"] == "labeled"
-    assert decode_body(BODY, "application/json; charset=utf-8")["action"] == "labeled"
+    assert decode_payload(BODY, "application/json")[0]["action"] == "labeled"
+    assert decode_payload(BODY, "application/json; charset=utf-8")[0]["action"] == "labeled"
     form = urlencode({"payload": BODY.decode()}).encode()
-    assert decode_body(form, "application/x-www-form-urlencoded") == json.loads(BODY)
+    assert decode_payload(form, "application/x-www-form-urlencoded")[0] == json.loads(BODY)
+
+
+def test_the_payload_text_is_the_json_as_sent() -> None:
+    assert decode_payload(BODY, "application/json")[1] == BODY.decode()
+    form = urlencode({"payload": BODY.decode()}).encode()
+    assert decode_payload(form, "application/x-www-form-urlencoded")[1] == BODY.decode()
+    # JSON in UTF-16, which json.loads reads too, is stored re-serialised as text.
+    payload, text = decode_payload(BODY.decode().encode("utf-16"), "application/json")
+    assert json.loads(text) == payload == json.loads(BODY)
 
 
 @pytest.mark.parametrize(
@@ -63,7 +72,7 @@ def test_decode_json_and_form() -> None:
 )
 def test_decode_errors_say_what_is_wrong(body: bytes, content_type: str, message: str) -> None:
     with pytest.raises(WebhookFormatError, match=message.replace("(", r"\(")):
-        decode_body(body, content_type)
+        decode_payload(body, content_type)
 
 
 def test_repository_full_name() -> None:
