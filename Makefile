@@ -38,11 +38,13 @@ $(TOOLS_STAMP): tools/package.json tools/package-lock.json
 	@touch $@
 
 # Debian packages the tests need: Chromium for the browser tests, PostgreSQL server binaries for
-# the throwaway test database. Installed only when missing.
+# the throwaway test database, redis-server for the private Redis of the replica tests. The tests
+# start (and stop) their own servers; nothing here starts a service. Installed only when missing.
 system-packages:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "install as root: apt-get install$$missing"; exit 1; fi; \
 	  echo "installing Debian packages:$$missing"; \

@@ -99,6 +99,45 @@ def pg_admin_url() -> Iterator[str]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def redis_server_url() -> Iterator[str]:
+    """A Redis server URL (no database number) that tests may use: a private `redis-server` on a
+    free loopback port, started like the throwaway PostgreSQL, unless CODEXK8S_TEST_REDIS_URL
+    points at one."""
+    configured = os.environ.get("CODEXK8S_TEST_REDIS_URL")
+    if configured:
+        yield configured.rstrip("/")
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.exit("redis-server not found; run `make setup` (Debian package redis-server)", 3)
+    workdir = Path(tempfile.mkdtemp(prefix="codexk8s-redis-"))
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir),
+         "--save", "", "--appendonly", "no", "--protected-mode", "yes",
+         "--logfile", str(workdir / "log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                log = (workdir / "log").read_text() if (workdir / "log").exists() else ""
+                raise RuntimeError(f"redis-server did not start on port {port}: {log[-2000:]}")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def _admin_execute(admin_url: str, *statements: str) -> None:
     url = make_url(admin_url)
     with psycopg.connect(

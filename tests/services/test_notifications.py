@@ -21,8 +21,6 @@ from codexk8s.services.notifications import Hub, PostgresTransport, RedisTranspo
 from codexk8s.services.run_start import start_run
 from tests.conftest import run_async
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
 
 class Collector:
     """Reads a subscription in the background and keeps what arrived, in order."""
@@ -221,9 +219,10 @@ def test_postgres_notify_reaches_the_other_replica(app_db: str) -> None:
         engine.dispose()
 
 
-def test_redis_reaches_the_other_replica() -> None:
+def test_redis_reaches_the_other_replica(redis_server_url: str) -> None:
     channel = f"codexk8s_test_{uuid.uuid4().hex}"
-    run_async(_two_replicas(lambda: RedisTransport(REDIS_URL, channel=channel)))
+    url = f"{redis_server_url}/0"
+    run_async(_two_replicas(lambda: RedisTransport(url, channel=channel)))
 
 
 def test_a_lost_transport_is_reconnected(app_db: str) -> None:
@@ -266,7 +265,8 @@ def test_transport_choice() -> None:
     sqlite = make_engine("sqlite://")
     assert notifications.transport_for(redis_url=None, engine=sqlite) is None
     assert isinstance(
-        notifications.transport_for(redis_url=REDIS_URL, engine=sqlite), RedisTransport
+        notifications.transport_for(redis_url="redis://redis.example:6379/0", engine=sqlite),
+        RedisTransport,
     )
     postgres = sa.create_engine("postgresql+psycopg://u:p@db.example:5432/codexk8s")
     chosen = notifications.transport_for(redis_url=None, engine=postgres)

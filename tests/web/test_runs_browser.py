@@ -298,7 +298,6 @@ def test_filters_sort_and_paging(
 
 # --- two replicas sharing Redis -------------------------------------------------------------------
 
-REDIS_URL = "redis://127.0.0.1:6379/{db}"
 WEB_DIR = Path(__file__).resolve().parents[2] / ".web"
 
 
@@ -342,6 +341,7 @@ def test_webhook_on_one_replica_reaches_a_page_on_the_other(
     served_app: ServedApp,
     pg_admin_url: str,
     pg_template: str,
+    redis_server_url: str,
     tmp_path: Path,
     page: Page,
     artifacts_dir: Path,
@@ -353,7 +353,7 @@ def test_webhook_on_one_replica_reaches_a_page_on_the_other(
     env = {
         **served_app.env,
         "CODEXK8S_DATABASE_URL": _with_database(pg_admin_url, name),
-        "CODEXK8S_REDIS_URL": REDIS_URL.format(db=7),
+        "CODEXK8S_REDIS_URL": f"{redis_server_url}/7",
         "CODEXK8S_ENGINE_ENABLED": "false",
     }
     engine = make_engine(env["CODEXK8S_DATABASE_URL"])
