@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 
 from codexk8s.domain.runtime import (
     FailureReason,
+    Leftover,
     LogLine,
     WorkloadHandle,
     WorkloadPhase,
@@ -243,3 +244,7 @@ class CountingRuntime:
 
     async def cleanup(self, handle: WorkloadHandle) -> None:
         self.calls["cleanup"] += 1
+
+    async def list_leftovers(self) -> list[Leftover]:
+        self.calls["leftovers"] += 1
+        return []

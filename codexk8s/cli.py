@@ -613,20 +613,36 @@ def agent_set(
             "cloned workspace instead) or process (--command is the whole workload)."
         ),
     ] = None,
+    pod: Annotated[
+        str | None,
+        typer.Option(
+            help="The agent's pod profile as JSON, laid over CODEXK8S_RUN_POD (Kubernetes "
+            'runtime): {"resources": {"requests": {"cpu": "1"}, "limits": {"memory": "8Gi"}}, '
+            '"nodeSelector": {...}, "tolerations": [...], "imagePullSecrets": ["name"], '
+            '"serviceAccountAnnotations": {...}}; {} clears it.'
+        ),
+    ] = None,
 ) -> None:
     """Change the settings of agent ROLE (pm, sa, em, dev, reviewer, qa, sre, km)."""
     from codexk8s.services import agents
 
+    profile = None
+    if pod is not None:
+        try:
+            profile = json.loads(pod)
+        except json.JSONDecodeError as exc:
+            fail(f"--pod is not JSON: {exc.msg}")
     with transaction() as session:
         agent = agents.set_agent(
             session=session, key=role, command=command, image=image, timeout_minutes=timeout,
-            model=model, engine=engine, actor_id="cli",
+            model=model, engine=engine, pod=profile, actor_id="cli",
         )  # fmt: skip
         settings = agents.effective_settings(agent.settings, agent.key)
     typer.echo(
         f"{role}: engine={settings.engine} command={' '.join(settings.command)} "
         f"image={settings.image or '-'} timeout={settings.timeout_minutes:g}m "
         f"model={settings.model or '-'}"
+        + (f" pod={json.dumps(settings.pod.to_json())}" if settings.pod else "")
     )
 
 

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
+import json
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from codexk8s.domain.runtime import PodProfile, PodProfileError, parse_pod_profile
 
 ENV_PREFIX = "CODEXK8S_"
 SECRET_KEY_FILE = "secret_key"
@@ -65,9 +71,13 @@ class Settings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_MODEL_PRICES)
     )
 
+    # The URL runs reach the control plane at (brief, events, model proxy). The control plane
+    # hands it to every run, and `codexk8s agent run` reads it back. Default: PUBLIC_URL for
+    # the local runtime; the in-cluster Service for the Kubernetes runtime (see
+    # `run_callback_url`), so runs never hairpin through the public ingress.
+    callback_url: str | None = None
     # Read by `codexk8s agent run` only: what dispatch hands to a run's workload.
     run_id: int | None = None
-    callback_url: str | None = None
     run_token: SecretStr | None = None
     # Where the runner clones the repository (default: its working directory).
     agent_workdir: Path | None = None
@@ -80,6 +90,27 @@ class Settings(BaseSettings):
     run_namespace_prefix: str = Field(
         default="codexk8s-run", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
     )
+    # Kubernetes runtime. Every run's pod profile (JSON: resources, nodeSelector, tolerations,
+    # imagePullSecrets, serviceAccountAnnotations; an agent's own profile goes on top).
+    run_pod: str | None = None
+    # Where the control plane's pods are: run pods may reach them (and nothing else inside the
+    # cluster but DNS) on PORT.
+    control_plane_namespace: str = Field(
+        default="codexk8s", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+    )
+    control_plane_labels: str = (
+        "app.kubernetes.io/name=codexk8s,app.kubernetes.io/component=control-plane"
+    )
+    # The cluster DNS run pods may query: NAMESPACE/label=value[,label=value].
+    run_dns: str = "kube-system/k8s-app=kube-dns"
+    # TCP ports run pods may open to public addresses (comma-separated; empty: none).
+    run_egress_ports: str = "443"
+    # Pod and service CIDRs of the cluster that are not private ranges already (comma-separated).
+    cluster_cidrs: str = ""
+    # More destinations for run pods: CIDR[:PORT[/udp|/tcp]], comma-separated.
+    run_egress_allow: str = ""
+    # How long a run's pod may wait for a node or an image before the run fails.
+    run_start_grace_seconds: float = Field(default=300.0, gt=0)
 
     # A replica with the engine off only serves the dashboard and the API.
     engine_enabled: bool = True
@@ -149,6 +180,53 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
+    @field_validator("run_pod")
+    @classmethod
+    def _pod_profile(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            parse_pod_profile(json.loads(value), "the pod profile")
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not JSON: {exc.msg}") from None
+        except PodProfileError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("control_plane_labels", "run_dns", "run_egress_ports", "cluster_cidrs",
+                     "run_egress_allow")  # fmt: skip
+    @classmethod
+    def _network(cls, value: str, info: ValidationInfo) -> str:
+        NETWORK_PARSERS[str(info.field_name)](value)
+        return value
+
+    def pod_profile(self) -> PodProfile:
+        """RUN_POD as a profile (empty when unset)."""
+        return parse_pod_profile(json.loads(self.run_pod) if self.run_pod else None)
+
+    def run_callback_url(self) -> str:
+        """What runs are told to call back to: CALLBACK_URL; else the in-cluster Service of
+        the control plane with the Kubernetes runtime, PUBLIC_URL with the local one.
+
+        A loopback address is refused with the Kubernetes runtime: inside a pod it is the pod.
+        """
+        if self.callback_url:
+            url = self.callback_url
+        elif self.runtime == "kubernetes":
+            return f"http://codexk8s.{self.control_plane_namespace}.svc"
+        else:
+            return self.effective_public_url
+        host = urlsplit(url).hostname or ""
+        if self.runtime == "kubernetes" and (
+            host == "localhost" or host.endswith(".localhost") or _is_loopback(host)
+        ):
+            raise ConfigError(
+                f"{ENV_PREFIX}CALLBACK_URL: {url} is a loopback address, which a run pod "
+                "cannot reach; use the control plane's in-cluster Service "
+                f"(http://codexk8s.{self.control_plane_namespace}.svc)"
+            )
+        return url
+
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'codexk8s.db'}"
@@ -187,6 +265,90 @@ class Settings(BaseSettings):
                 "embedded SQLite database"
             )
         return _embedded_secret_key(self.data_dir)
+
+
+def _items(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_labels(value: str) -> dict[str, str]:
+    """`a=b,c=d` as a dict; ValueError on anything else."""
+    labels = {}
+    for item in _items(value):
+        key, sep, label = item.partition("=")
+        if not sep or not key.strip() or not label.strip():
+            raise ValueError(f"{item!r} is not label=value")
+        labels[key.strip()] = label.strip()
+    if not labels:
+        raise ValueError("give at least one label=value")
+    return labels
+
+
+def parse_ports(value: str) -> tuple[int, ...]:
+    ports = []
+    for item in _items(value):
+        if not item.isdigit() or not 1 <= int(item) <= 65535:
+            raise ValueError(f"{item!r} is not a port (1-65535)")
+        ports.append(int(item))
+    return tuple(ports)
+
+
+def parse_cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a CIDR such as 10.0.0.0/8 ({exc})") from None
+
+
+def parse_egress_rules(value: str) -> tuple[tuple[str, int | None, str], ...]:
+    """`CIDR[:PORT[/udp|/tcp]]` items as (cidr, port, protocol) triples."""
+    rules = []
+    for item in _items(value):
+        # An IPv6 CIDR holds colons itself: the port, if any, follows the prefix length.
+        network, sep, rest = (
+            item.rpartition(":") if "/" in item.rpartition(":")[0] else (item, "", "")
+        )
+        port_text, _, protocol = rest.partition("/")
+        cidr = parse_cidr(network if sep else item)
+        port = None
+        if sep:
+            if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+                raise ValueError(f"{item!r}: {port_text!r} is not a port")
+            port = int(port_text)
+        proto = (protocol or "tcp").upper()
+        if proto not in ("TCP", "UDP"):
+            raise ValueError(f"{item!r}: protocol must be tcp or udp")
+        rules.append((cidr, port, proto))
+    return tuple(rules)
+
+
+def parse_dns(value: str) -> tuple[str, dict[str, str]]:
+    """`NAMESPACE/label=value[,label=value]`: where the cluster DNS pods are."""
+    namespace, _, labels = value.partition("/")
+    if not namespace or not labels:
+        raise ValueError("must be NAMESPACE/label=value[,label=value]")
+    return namespace, parse_labels(labels)
+
+
+def parse_cidrs(value: str) -> tuple[str, ...]:
+    return tuple(parse_cidr(item) for item in _items(value))
+
+
+# How each network setting of the Kubernetes runtime is read (and validated at start-up).
+NETWORK_PARSERS: dict[str, Callable[[str], Any]] = {
+    "control_plane_labels": parse_labels,
+    "run_dns": parse_dns,
+    "run_egress_ports": parse_ports,
+    "cluster_cidrs": parse_cidrs,
+    "run_egress_allow": parse_egress_rules,
+}
 
 
 def _embedded_secret_key(data_dir: Path) -> str:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from codexk8s.cli import app
 from codexk8s.crypto import SecretBox, hash_token
-from codexk8s.db.engine import get_engine
+from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.db.models import (
     AgentRun,
     ApiToken,
@@ -25,6 +25,7 @@ from codexk8s.db.models import (
     Slot,
     User,
 )
+from codexk8s.services import agents
 from tests.conftest import TEST_SECRET_KEY
 
 runner = CliRunner()
@@ -391,6 +392,25 @@ def test_agent_set() -> None:
         (["dev", "--engine", "magic"], "unknown engine 'magic'"),
         (["pm", "--engine", "process"], "engine 'process' needs a command"),
         (["dev", "--command", "unbalanced 'quote"], "cannot parse the command"),
+        (["dev", "--pod", "{oops"], "--pod is not JSON"),
+        (["dev", "--pod", '{"nodeSelector": []}'], "nodeSelector must be an object"),
     ]:
         code, _, err = cli("agent", "set", *args)
         assert code == 1 and message in err, (args, err)
+
+
+def test_agent_pod_profile_reaches_the_runs_spec() -> None:
+    profile = '{"nodeSelector": {"pool": "agents"}, "resources": {"limits": {"memory": "8Gi"}}}'
+    code, out, _ = cli("agent", "set", "dev", "--pod", profile)
+    assert code == 0
+    assert (
+        'pod={"resources": {"limits": {"memory": "8Gi"}}, "nodeSelector": {"pool": "agents"}}'
+        in out
+    )
+    with session_scope() as session:
+        settings = agents.get_settings_for(session=session, key="dev")
+    assert settings.pod is not None and dict(settings.pod.node_selector) == {"pool": "agents"}
+    code, out, _ = cli("agent", "set", "dev", "--pod", "{}")
+    assert code == 0 and "pod=" not in out
+    with session_scope() as session:
+        assert agents.get_settings_for(session=session, key="dev").pod is None

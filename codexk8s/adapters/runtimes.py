@@ -10,7 +10,8 @@ from codexk8s.config import ENV_PREFIX, ConfigError, Settings
 from codexk8s.domain.runtime import Runtime
 
 
-def build_runtime(settings: Settings) -> Runtime:
+def build_runtime(settings: Settings, *, installation: str) -> Runtime:
+    """The configured runtime, stamping and adopting only workloads of `installation`."""
     if settings.runtime == "local":
         from codexk8s.adapters.local.runtime import LocalRuntime
 
@@ -19,7 +20,7 @@ def build_runtime(settings: Settings) -> Runtime:
         path = os.pathsep.join(
             [str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")]
         )
-        return LocalRuntime(settings.data_dir / "runs", path=path)
+        return LocalRuntime(settings.data_dir / "runs", path=path, installation=installation)
     from codexk8s.adapters.kubernetes.runtime import from_settings
 
     if not settings.agent_image:
@@ -27,4 +28,4 @@ def build_runtime(settings: Settings) -> Runtime:
             f"{ENV_PREFIX}AGENT_IMAGE: required with {ENV_PREFIX}RUNTIME=kubernetes (the image "
             "agents run in unless `codexk8s agent set ROLE --image` names another)"
         )
-    return from_settings(settings, image_default=settings.agent_image)
+    return from_settings(settings, image_default=settings.agent_image, installation=installation)

@@ -198,6 +198,8 @@ class AgentRun(SQLModel, table=True):
     # carries it out and moves the run to canceled.
     cancel_requested_at: datetime | None = _ts(nullable=True)
     cancel_reason: str | None = Field(default=None, max_length=64)
+    # A requeued run is not claimed before this (a launch deferred by the runtime).
+    dispatch_after: datetime | None = _ts(nullable=True)
     # Engine bookkeeping: where the workload lives, when it must end, how far its logs are stored.
     lineage: str | None = Field(default=None, max_length=300)
     # none_as_null: "no handle" must be SQL NULL (IS NULL queries), not the JSON value null.
@@ -224,6 +226,15 @@ class AgentRun(SQLModel, table=True):
     tokens_output: int = Field(default=0, sa_type=sa.BigInteger)
     tokens_reasoning: int = Field(default=0, sa_type=sa.BigInteger)
     cost_usd: Decimal = Field(default=Decimal("0"), sa_type=sa.Numeric(12, 6))
+
+
+class Installation(SQLModel, table=True):
+    """One row: this database's id, stamped on every workload (see services/installation.py)."""
+
+    __tablename__ = "installation"
+
+    id: str = Field(primary_key=True, max_length=32)
+    created_at: datetime = _ts()
 
 
 class Slot(SQLModel, table=True):

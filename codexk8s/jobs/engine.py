@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,7 +33,6 @@ from sqlalchemy.engine import Engine
 from codexk8s import metrics
 from codexk8s.domain.runs import TERMINAL_STATUSES
 from codexk8s.domain.runtime import (
-    FailureReason,
     LogLine,
     Runtime,
     WorkloadHandle,
@@ -127,8 +126,11 @@ class RunEngine:
         on_change: Callable[[int, str], Awaitable[None]] | None = None,
         feedback: GitHubFeedback | None = None,
         model_check: dispatch.ModelCheck | None = None,
+        cleanup_after: timedelta = reconcile.CLEANUP_AFTER,
     ) -> None:
         self.engine = engine
+        # How long finished runs keep their namespace or work folder (CLEANUP_AFTER_HOURS).
+        self.cleanup_after = cleanup_after
         self.runtime = runtime
         self.callback_url = callback_url
         self.timings = timings or EngineTimings()
@@ -298,7 +300,13 @@ class RunEngine:
     async def cleanup_once(self) -> list[int]:
         if not self.is_leader:
             return []
-        return await reconcile.cleanup_runtimes(engine=self.engine, runtime=self.runtime)
+        cleaned = await reconcile.cleanup_runtimes(
+            engine=self.engine, runtime=self.runtime, older_than=self.cleanup_after
+        )
+        await reconcile.sweep_leftovers(
+            engine=self.engine, runtime=self.runtime, older_than=self.cleanup_after
+        )
+        return cleaned
 
     async def report_once(self) -> None:
         """Leader job: show changed runs on GitHub (service comment, labels, PRs)."""
@@ -335,10 +343,8 @@ class RunEngine:
         changed = await asyncio.to_thread(reconcile.apply_workload_status, self.engine, status)
         if changed:
             await self._settled({status.run_id: changed})
-        if changed and status.reason is FailureReason.IMAGE_PULL and status.handle:
-            # The run is over, but Kubernetes would keep retrying the pull until the
-            # deadline; stop the workload so it frees its quota now.
-            await self.runtime.cancel(status.handle, grace_seconds=0)
+        if changed:
+            await reconcile.stop_if_stuck(self.runtime, status)
         if status.phase is not WorkloadPhase.MISSING:
             await self._ensure_pumps([status.run_id])
 

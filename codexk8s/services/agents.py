@@ -10,6 +10,7 @@ from sqlmodel import Session, select
 
 from codexk8s.db.models import Agent, User, utcnow
 from codexk8s.domain.authorization import Action, Principal, is_allowed
+from codexk8s.domain.runtime import PodProfile, PodProfileError, parse_pod_profile
 from codexk8s.domain.stages import AgentRole
 from codexk8s.errors import ForbiddenError, InvalidArgumentError, NotFoundError
 from codexk8s.services.audit import record_event
@@ -35,6 +36,8 @@ class AgentSettings:
     timeout_minutes: float
     model: str | None
     engine: str
+    # The agent's own pod profile (Kubernetes runtime), laid over the installation's.
+    pod: PodProfile | None = None
 
     @property
     def workload(self) -> tuple[str, ...]:
@@ -54,6 +57,9 @@ def effective_settings(raw_settings: dict[str, Any] | None, key: str) -> AgentSe
         timeout_minutes=float(raw.get("timeout_minutes") or DEFAULT_TIMEOUT_MINUTES),
         model=raw.get("model") or None,
         engine=engine,
+        pod=parse_pod_profile(raw["pod"], f"the pod profile of agent {key}")
+        if raw.get("pod")
+        else None,
     )
 
 
@@ -71,6 +77,7 @@ def set_agent(
     timeout_minutes: float | None = None,
     model: str | None = None,
     engine: str | None = None,
+    pod: dict[str, Any] | None = None,
     actor_id: str | None = None,
 ) -> Agent:
     """Change an agent's settings. Giving a command switches the agent to it (engine=command)."""
@@ -107,6 +114,13 @@ def set_agent(
         changes["timeout_minutes"] = timeout_minutes
     if model is not None:
         changes["model"] = model or None
+    if pod is not None:
+        try:
+            profile = parse_pod_profile(pod, "the pod profile")
+        except PodProfileError as exc:
+            raise InvalidArgumentError(str(exc)) from None
+        # An empty profile clears the agent's own: the installation's applies alone.
+        changes["pod"] = profile.to_json() or None
     if not changes:
         raise InvalidArgumentError("nothing to change: give at least one setting")
     agent.settings = {**settings, **changes}

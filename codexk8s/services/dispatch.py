@@ -27,7 +27,13 @@ from codexk8s.config import get_settings
 from codexk8s.crypto import hash_token, new_token
 from codexk8s.db.models import Agent, Project, utcnow
 from codexk8s.domain.runs import AgentFailure, RunStatus
-from codexk8s.domain.runtime import Runtime, WorkloadHandle, WorkloadRuntimeError, WorkloadSpec
+from codexk8s.domain.runtime import (
+    Runtime,
+    WorkloadDeferredError,
+    WorkloadHandle,
+    WorkloadRuntimeError,
+    WorkloadSpec,
+)
 from codexk8s.domain.slots import LEASE_TTL_SECONDS, SlotState
 from codexk8s.errors import PreconditionError
 from codexk8s.logging_config import bound_contextvars
@@ -57,6 +63,8 @@ class Claim:
 class DispatchResult:
     launched: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
+    # Back in the queue for a while (WorkloadDeferredError), not failed.
+    deferred: list[int] = field(default_factory=list)
     # Seconds from each launched run's creation to its launch (the dispatch latency).
     latencies: list[float] = field(default_factory=list)
 
@@ -68,12 +76,18 @@ def lineage_of(run: Any, project_key: str) -> str:
     return f"{project_key}/{run.repository_id or 0}/{target}/{run.agent_key}"
 
 
-def _claimable_slots(connection: Connection, batch: int) -> list[sa.Row[Any]]:
+def _ready(now: datetime) -> sa.ColumnElement[bool]:
+    """Pending runs whose launch was not deferred, or whose deferral is over."""
+    return sa.or_(RUNS.c.dispatch_after.is_(None), RUNS.c.dispatch_after <= now)
+
+
+def _claimable_slots(connection: Connection, batch: int, now: datetime) -> list[sa.Row[Any]]:
     pending = (
         sa.select(sa.literal(1))
         .where(
             RUNS.c.project_id == SLOTS.c.project_id,
             RUNS.c.status == RunStatus.PENDING.value,
+            _ready(now),
         )
         .exists()
     )
@@ -89,7 +103,7 @@ def _claimable_slots(connection: Connection, batch: int) -> list[sa.Row[Any]]:
 
 
 def _oldest_pending(
-    connection: Connection, project_id: int, exclude: list[int]
+    connection: Connection, project_id: int, exclude: list[int], now: datetime
 ) -> sa.Row[Any] | None:
     query = (
         sa.select(RUNS)
@@ -97,6 +111,7 @@ def _oldest_pending(
             RUNS.c.project_id == project_id,
             RUNS.c.status == RunStatus.PENDING.value,
             RUNS.c.cancel_requested_at.is_(None),
+            _ready(now),
         )
         .order_by(RUNS.c.created_at, RUNS.c.id)
         .limit(1)
@@ -117,8 +132,8 @@ def claim_runs(
     with engine.begin() as connection:
         claimed_runs: list[int] = []
         project_keys: dict[int, str] = {}
-        for slot in _claimable_slots(connection, batch):
-            run = _oldest_pending(connection, slot.project_id, claimed_runs)
+        for slot in _claimable_slots(connection, batch, now):
+            run = _oldest_pending(connection, slot.project_id, claimed_runs, now)
             if run is None:
                 continue
             agent_row = connection.execute(
@@ -178,6 +193,7 @@ def claim_runs(
                         secret_env={"CODEXK8S_RUN_TOKEN": token},
                         timeout_seconds=max(1, round(settings.timeout_minutes * 60)),
                         labels={"stage": run.stage, "agent": run.agent_key},
+                        pod=settings.pod,
                     ),
                     model=run.model or settings.model,
                     engine=settings.engine,
@@ -210,6 +226,28 @@ def mark_launched(
             },
             event_payload={"runtime": handle.runtime, "name": handle.name},
         )  # fmt: skip
+
+
+def mark_launch_deferred(engine: Engine, claim: Claim, error: WorkloadDeferredError) -> bool:
+    """Back to the queue without its slot; not claimed again before the runtime's retry time."""
+    now = utcnow()
+    with engine.begin() as connection:
+        moved = transition(
+            connection, run_id=claim.run_id, correlation_id=claim.correlation_id,
+            project_id=claim.project_id, from_statuses=[RunStatus.STARTING],
+            to_status=RunStatus.PENDING, reason="launch_deferred", message=str(error),
+            values={
+                "slot_number": None, "run_token_hash": None,
+                "dispatch_after": now + timedelta(seconds=error.retry_after_seconds),
+            },
+        )  # fmt: skip
+        if moved:
+            connection.execute(
+                SLOTS.update()
+                .where(SLOTS.c.run_id == claim.run_id, SLOTS.c.state == SlotState.LEASED.value)
+                .values(state=SlotState.FREE.value, run_id=None, lease_owner=None, lease_until=None)
+            )
+        return moved
 
 
 def mark_launch_failed(
@@ -254,6 +292,11 @@ async def dispatch_pending_runs(
                 return
         try:
             handle = await runtime.launch(claim.spec)
+        except WorkloadDeferredError as exc:
+            await asyncio.to_thread(mark_launch_deferred, engine, claim, exc)
+            log.info("launch deferred: %s", exc)
+            result.deferred.append(claim.run_id)
+            return
         except WorkloadRuntimeError as exc:
             await asyncio.to_thread(mark_launch_failed, engine, claim, str(exc))
             log.warning("launch failed: %s", exc)

@@ -131,6 +131,24 @@ class SweepResult:
     alive: list[int] = field(default_factory=list)
 
 
+# Failures the runtime would keep retrying until the deadline (the image pull, the pod's
+# creation, its scheduling; an unschedulable pod could even start later): once the run has
+# failed for one of them, its workload is stopped so it frees its quota and can never run.
+STUCK_REASONS = frozenset(
+    {FailureReason.IMAGE_PULL, FailureReason.POD_REJECTED, FailureReason.UNSCHEDULABLE}
+)
+
+
+async def stop_if_stuck(runtime: Runtime, status: WorkloadStatus) -> None:
+    """Cancel the workload of a run that just failed for one of STUCK_REASONS."""
+    if status.reason not in STUCK_REASONS or status.handle is None:
+        return
+    try:
+        await runtime.cancel(status.handle, grace_seconds=0)
+    except WorkloadRuntimeError as exc:
+        log.warning("stopping the stuck workload failed: %s", exc)
+
+
 def _active_runs(engine: Engine) -> list[sa.Row[Any]]:
     with engine.connect() as connection:
         return list(
@@ -144,7 +162,11 @@ def _active_runs(engine: Engine) -> list[sa.Row[Any]]:
 
 
 async def reconcile_runs(*, engine: Engine, runtime: Runtime) -> SweepResult:
-    """The safety sweep: one list call to the runtime, one query for active runs."""
+    """The safety sweep: one list call to the runtime, one query for active runs.
+
+    The list may come from a cache (the Kubernetes API server's watch cache) a moment behind:
+    a run whose workload it lacks is read once more directly before it counts as missing.
+    """
     workloads = {s.run_id: s for s in await runtime.list_workloads()}
     result = SweepResult()
     for run in await asyncio.to_thread(_active_runs, engine):
@@ -152,10 +174,11 @@ async def reconcile_runs(*, engine: Engine, runtime: Runtime) -> SweepResult:
         if status is None:
             if run.runtime_handle is None:
                 continue  # claimed, not launched yet; the lease decides
-            status = WorkloadStatus(
-                run_id=run.id, phase=WorkloadPhase.MISSING,
-                handle=WorkloadHandle.from_json(run.runtime_handle),
-            )  # fmt: skip
+            try:
+                status = await runtime.status(WorkloadHandle.from_json(run.runtime_handle), run.id)
+            except WorkloadRuntimeError as exc:
+                log.warning("reading the run's workload failed: %s", exc, extra={"run_id": run.id})
+                continue
         if status.phase in (WorkloadPhase.PENDING, WorkloadPhase.RUNNING):
             result.alive.append(run.id)
             if run.status == RunStatus.RUNNING.value and run.runtime_handle is not None:
@@ -163,6 +186,7 @@ async def reconcile_runs(*, engine: Engine, runtime: Runtime) -> SweepResult:
         changed = await asyncio.to_thread(apply_workload_status, engine, status)
         if changed:
             result.applied[run.id] = changed
+            await stop_if_stuck(runtime, status)
     return result
 
 
@@ -258,6 +282,7 @@ async def expire_leases(*, engine: Engine, runtime: Runtime, owner: str) -> Swee
         changed = await asyncio.to_thread(apply_workload_status, engine, status)
         if changed:
             result.applied[row.run_id] = changed
+            await stop_if_stuck(runtime, status)
     return result
 
 
@@ -386,3 +411,70 @@ async def cleanup_runtimes(
         await asyncio.to_thread(_mark_cleaned, engine, row.id)
         cleaned.append(row.id)
     return cleaned
+
+
+def _runs_of_leftovers(
+    engine: Engine, run_ids: list[int], namespaces: list[str]
+) -> tuple[dict[int, sa.Row[Any]], set[str]]:
+    with engine.connect() as connection:
+        runs = {
+            row.id: row
+            for row in connection.execute(
+                sa.select(RUNS.c.id, RUNS.c.status, RUNS.c.finished_at, RUNS.c.runtime_handle)
+                .where(RUNS.c.id.in_(run_ids))
+            )
+        }  # fmt: skip
+        busy = set(
+            connection.execute(
+                sa.select(RUNS.c.namespace).where(
+                    RUNS.c.namespace.in_(namespaces), RUNS.c.status.in_(_active_statuses())
+                )
+            ).scalars()
+        )
+    return runs, busy
+
+
+async def sweep_leftovers(
+    *, engine: Engine, runtime: Runtime, older_than: timedelta = CLEANUP_AFTER
+) -> list[WorkloadHandle]:
+    """Remove leftovers (namespaces, work folders) that no stored run accounts for.
+
+    `cleanup_runtimes` removes what a finished run's stored handle points to. A leftover
+    created by a launch whose handle was never stored (a crash between the two, a run cancelled
+    while its launch was retried) or by a run this database no longer has is found only by
+    listing the runtime: it goes once it is older than OLDER_THAN and its latest run is over
+    (or unknown), unless an active run uses it.
+    """
+    cutoff = utcnow() - older_than
+    leftovers = [
+        found
+        for found in await runtime.list_leftovers()
+        if found.created_at is not None and found.created_at < cutoff
+    ]
+    if not leftovers:
+        return []
+    runs, busy = await asyncio.to_thread(
+        _runs_of_leftovers,
+        engine,
+        [found.run_id for found in leftovers if found.run_id is not None],
+        [found.handle.namespace for found in leftovers if found.handle.namespace],
+    )
+    removed = []
+    for found in leftovers:
+        run = runs.get(found.run_id) if found.run_id is not None else None
+        if run is not None and (
+            not RunStatus(run.status).is_terminal
+            or run.runtime_handle is not None  # cleanup_runtimes' job, lineage rules included
+            or (run.finished_at is not None and run.finished_at >= cutoff)
+        ):
+            continue
+        if found.handle.namespace and found.handle.namespace in busy:
+            continue
+        try:
+            await runtime.cleanup(found.handle)
+        except WorkloadRuntimeError as exc:
+            log.warning("removing the leftover %s failed: %s", found.handle.name, exc)
+            continue
+        log.info("removed a leftover no run accounts for: %s", found.handle.name)
+        removed.append(found.handle)
+    return removed

@@ -26,6 +26,8 @@ FAILURE_REASONS: dict[FailureReason, str] = {
     FailureReason.OOM_KILLED: "oom_killed",
     FailureReason.IMAGE_PULL: "image_pull",
     FailureReason.EVICTED: "evicted",
+    FailureReason.POD_REJECTED: "pod_rejected",
+    FailureReason.UNSCHEDULABLE: "unschedulable",
     FailureReason.RUNTIME_ERROR: "runtime_error",
 }
 

@@ -7,6 +7,7 @@ import functools
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from codexk8s.adapters.runtimes import build_runtime
 from codexk8s.config import Settings, get_settings
@@ -15,6 +16,7 @@ from codexk8s.db.engine import get_engine
 from codexk8s.jobs.engine import RunEngine, replica_id
 from codexk8s.services import model_checks
 from codexk8s.services.github_feedback import GitHubFeedback
+from codexk8s.services.installation import installation_id
 
 
 def freeze_startup_objects() -> None:
@@ -47,8 +49,9 @@ async def run_engine() -> AsyncIterator[None]:
     owner = replica_id()
     engine = RunEngine(
         engine=get_engine(),
-        runtime=build_runtime(settings),
-        callback_url=settings.effective_public_url,
+        runtime=build_runtime(settings, installation=installation_id(get_engine())),
+        callback_url=settings.run_callback_url(),
+        cleanup_after=timedelta(hours=settings.cleanup_after_hours),
         owner=owner,
         feedback=GitHubFeedback(
             engine=get_engine(), settings=settings, box=get_secret_box(), owner=owner

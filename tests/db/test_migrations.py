@@ -18,6 +18,7 @@ EXPECTED_TABLES = {
     "users", "projects", "project_members", "repositories", "agents", "prompt_templates",
     "webhook_deliveries", "agent_runs", "slots", "flow_events", "run_logs", "learning_feedback",
     "api_tokens", "sessions", "signin_links", "github_feedback", "github_redeliveries",
+    "installation",
 }  # fmt: skip
 
 
@@ -132,3 +133,17 @@ def test_unique_and_lookup_indexes_exist(empty_pg_url: str) -> None:
     slot_indexes = {cols for _n, cols, _u in schema["slots"]["indexes"]}
     assert ("project_id", "state") in slot_indexes
     assert ("uq_run_logs_run_id_sequence", ("run_id", "sequence")) in schema["run_logs"]["unique"]
+
+
+def test_each_database_gets_its_own_installation_id(tmp_path: Path) -> None:
+    from codexk8s.services.installation import installation_id
+
+    ids = []
+    for name in ("one", "two"):
+        url, engine = _sqlite_engine(tmp_path / name)
+        migrations.upgrade_to_head(url)
+        ids.append(installation_id(engine))
+        assert installation_id(engine) == ids[-1]  # stable
+        engine.dispose()
+    assert ids[0] != ids[1]
+    assert all(len(value) == 32 for value in ids)

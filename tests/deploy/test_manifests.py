@@ -17,6 +17,8 @@ import pytest
 import yaml
 
 from codexk8s.adapters.kubernetes.permissions import CLUSTER_ROLE_NAME, granted
+from codexk8s.adapters.kubernetes.runtime import network_from_settings
+from codexk8s.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -149,6 +151,28 @@ def test_the_control_plane_runs_locked_down_with_probes(overlay: str) -> None:
     assert config["data"]["HOST"] == "0.0.0.0"
     assert config["data"]["PUBLIC_URL"].startswith(("http://", "https://"))
     assert config["data"]["AGENT_IMAGE"] == app["image"]
+    # Runs call back to the Service inside the cluster (never through the public URL), and
+    # the control plane learns its own namespace for the run pods' NetworkPolicy.
+    namespace = deployment["metadata"]["namespace"]
+    service_name = only(docs, "Service", "codexk8s")["metadata"]["name"]
+    assert config["data"]["CALLBACK_URL"] == f"http://{service_name}.{namespace}.svc"
+    assert config["data"]["CALLBACK_URL"] != config["data"]["PUBLIC_URL"]
+    assert {
+        "name": "CODEXK8S_CONTROL_PLANE_NAMESPACE",
+        "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+    } in app["env"]
+    settings = Settings(
+        runtime="kubernetes", control_plane_namespace=namespace, **{
+            key.lower(): value for key, value in config["data"].items()
+            if key in ("CALLBACK_URL", "PORT")
+        },
+    )  # fmt: skip
+    assert settings.run_callback_url() == config["data"]["CALLBACK_URL"]
+    run_policy = network_from_settings(settings)
+    assert run_policy.control_plane_port == app["ports"][0]["containerPort"]
+    assert dict(run_policy.control_plane_labels).items() <= (
+        deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
     # The migration Job runs the same image, as locked down.
     job = only(docs, "Job", "codexk8s-migrate")["spec"]["template"]["spec"]
     assert_locked_down(job)

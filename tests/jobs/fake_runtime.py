@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from codexk8s.domain.runtime import (
+    Leftover,
     LogLine,
     WorkloadHandle,
     WorkloadPhase,
@@ -102,3 +103,7 @@ class FakeClusterRuntime:
 
     async def cleanup(self, handle: WorkloadHandle) -> None:
         self.calls["cleanup"] += 1
+
+    async def list_leftovers(self) -> list[Leftover]:
+        self.calls["leftovers"] += 1
+        return []

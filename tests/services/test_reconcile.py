@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 import uuid
@@ -16,7 +17,13 @@ from sqlmodel import Session, select
 from codexk8s.adapters.local.runtime import LocalRuntime
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.db.models import AgentRun, Slot, utcnow
-from codexk8s.domain.runtime import WorkloadPhase
+from codexk8s.domain.runtime import (
+    WorkloadDeferredError,
+    WorkloadHandle,
+    WorkloadPhase,
+    WorkloadSpec,
+    WorkloadStatus,
+)
 from codexk8s.services import agents, dispatch, projects, reconcile
 
 
@@ -121,3 +128,100 @@ async def test_cleanup_waits_for_the_ttl_and_the_lineage(runtime: LocalRuntime) 
     assert cleaned == [claim.run_id]
     assert the_run().cleaned_at is not None
     assert not await asyncio.to_thread(Path(handle.details["workdir"]).exists)
+
+
+class DeferringRuntime(LocalRuntime):
+    """A local runtime whose first launch meets a lineage namespace still being deleted."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, poll_interval=0.05)
+        self.deferrals = 1
+
+    async def launch(self, spec: WorkloadSpec) -> WorkloadHandle:
+        if self.deferrals:
+            self.deferrals -= 1
+            raise WorkloadDeferredError(
+                "namespace x is still being deleted", retry_after_seconds=30
+            )
+        return await super().launch(spec)
+
+
+async def test_a_deferred_launch_requeues_the_run_frees_its_slot_and_waits(
+    runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    deferring = DeferringRuntime(tmp_path / "deferring")
+    result = await dispatch.dispatch_pending_runs(
+        engine=get_engine(), runtime=deferring, owner="me", callback_url="http://x"
+    )
+    run = the_run()
+    assert result.deferred == [run.id] and result.failed == []
+    assert (run.status, run.status_reason, run.slot_number) == ("pending", "launch_deferred", None)
+    assert run.status_message == "namespace x is still being deleted"
+    assert run.dispatch_after is not None and run.dispatch_after > utcnow() + timedelta(seconds=20)
+    assert the_slot().state == "free"
+    # Not claimed again before its time, then claimed as usual.
+    assert dispatch.claim_runs(get_engine(), owner="me", callback_url="http://x") == []
+    with session_scope() as session:
+        session.execute(sa.update(AgentRun).values(dispatch_after=utcnow() - timedelta(seconds=1)))
+    result = await dispatch.dispatch_pending_runs(
+        engine=get_engine(), runtime=deferring, owner="me", callback_url="http://x"
+    )
+    assert result.launched == [run.id]
+    assert the_run().status == "running"
+
+
+async def test_a_workload_missing_from_a_stale_list_is_read_before_it_counts_as_lost(
+    runtime: LocalRuntime,
+) -> None:
+    (claim,) = dispatch.claim_runs(get_engine(), owner="me", callback_url="http://x")
+    handle = await runtime.launch(claim.spec)
+    dispatch.mark_launched(get_engine(), claim, handle)
+
+    class StaleList(LocalRuntime):
+        async def list_workloads(self) -> list[WorkloadStatus]:
+            return []  # a cache that has not seen the new workload yet
+
+    stale = StaleList(runtime.root, poll_interval=0.05)
+    result = await reconcile.reconcile_runs(engine=get_engine(), runtime=stale)
+    assert result.alive == [claim.run_id] and result.applied == {}
+    assert the_run().status == "running"
+
+
+async def test_leftovers_no_run_accounts_for_are_swept_after_the_ttl(
+    runtime: LocalRuntime,
+) -> None:
+    """A launch whose handle was never stored (the run was cancelled while its launch was
+    retried, a crash) leaves a work folder that only listing the runtime finds."""
+    (claim,) = dispatch.claim_runs(get_engine(), owner="me", callback_url="http://x")
+    handle = await runtime.launch(claim.spec)  # never recorded: the replica crashed here
+    deadline = time.monotonic() + 20
+    while (await runtime.status(handle, claim.run_id)).phase is not WorkloadPhase.SUCCEEDED:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    workdir = Path(handle.details["workdir"])
+    day = timedelta(hours=24)
+
+    async def sweep() -> list[WorkloadHandle]:
+        return await reconcile.sweep_leftovers(engine=get_engine(), runtime=runtime, older_than=day)
+
+    assert await sweep() == []  # too new
+    assert (
+        await reconcile.sweep_leftovers(
+            engine=get_engine(), runtime=runtime, older_than=timedelta(0)
+        )
+        == []
+    )  # the run is still active (starting)
+    with session_scope() as session:
+        session.execute(
+            sa.update(AgentRun).values(
+                status="canceled", finished_at=utcnow() - timedelta(hours=25)
+            )
+        )
+    state = workdir / "state.json"
+    old = json.loads(state.read_text())
+    old["launched_at"] = time.time() - 25 * 3600
+    state.write_text(json.dumps(old))
+    (removed,) = await sweep()
+    assert removed.name == handle.name
+    assert not await asyncio.to_thread(workdir.exists)
+    assert await sweep() == []

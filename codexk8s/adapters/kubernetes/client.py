@@ -14,10 +14,13 @@ on create is "adopt", a 404 on delete is "already gone"). A POST that timed out 
 been applied; the retry then meets 409 and the caller adopts the object, which is why every
 create in this runtime is create-or-adopt.
 
-Unary calls run in `asyncio.to_thread` with a total timeout. Streams (watches, log follows) are
-read chunk by chunk on the runtime's own thread pool, because a follow may block a thread for
-minutes and must not starve the default executor that the rest of the control plane (database
-calls) shares; closing a stream shuts its socket down so that thread is released at once.
+Unary calls run in `asyncio.to_thread` with a total timeout. Streams are read chunk by chunk
+on the runtime's own thread pools, because a follow may block a thread for minutes and must not
+starve the default executor that the rest of the control plane (database calls) shares. Log
+follows and watches have separate pools: every running run holds a follow (a quiet one blocks
+its thread until its read timeout), and however many there are, the two watches that report
+every run's status must always find a thread. Closing a stream shuts its socket down so its
+thread is released at once.
 """
 
 from __future__ import annotations
@@ -110,12 +113,15 @@ class ApiCaller:
         retry: RetryPolicy,
         sleep: Sleep,
         stream_executor: Executor,
+        watch_executor: Executor | None = None,
     ) -> None:
         self.request_timeout = request_timeout
         self.connect_timeout = connect_timeout
         self.retry = retry
         self.sleep = sleep
         self.stream_executor = stream_executor
+        # Watches read here; without a pool of their own they share the log follows' pool.
+        self.watch_executor = watch_executor or stream_executor
 
     async def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call `fn` and return its decoded JSON body; `what` names the call in errors."""
@@ -150,12 +156,19 @@ class ApiCaller:
             response.release_conn()
 
     async def open_stream(
-        self, fn: Callable[..., Any], *args: Any, read_timeout: float, **kwargs: Any
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        read_timeout: float,
+        executor: Executor | None = None,
+        **kwargs: Any,
     ) -> ResponseStream:
         """Start a streaming request (one attempt: the stream's owner decides about retries).
 
-        `read_timeout` bounds the silence between two chunks, not the whole stream.
+        `read_timeout` bounds the silence between two chunks, not the whole stream. The stream
+        is opened and read on `executor` (default: the log follows' pool).
         """
+        pool = executor or self.stream_executor
         call = functools.partial(
             fn,
             *args,
@@ -166,11 +179,11 @@ class ApiCaller:
         labels = metrics.kubernetes_call_labels(fn)
         metrics.KUBERNETES_API_CALLS.labels(*labels).inc()
         try:
-            response = await asyncio.get_running_loop().run_in_executor(self.stream_executor, call)
+            response = await asyncio.get_running_loop().run_in_executor(pool, call)
         except Exception:
             metrics.KUBERNETES_API_ERRORS.labels(*labels).inc()
             raise
-        return ResponseStream(response, self.stream_executor)
+        return ResponseStream(response, pool)
 
 
 class ResponseStream:

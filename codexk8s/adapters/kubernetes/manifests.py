@@ -11,13 +11,18 @@ Per run (or per revise lineage, which reuses one namespace) the runtime creates,
   auditable place. (An empty Role also keeps the control plane's own ClusterRole small: RBAC
   only lets a subject create a Role granting what it holds itself.);
 - a ResourceQuota and a LimitRange that cap what the namespace can consume;
-- a NetworkPolicy that denies all ingress to every pod. Egress stays open on purpose: the agent
-  must reach GitHub, the model provider and the control plane's callback URL, whose addresses
-  vary by installation. Clusters that need egress control add their own policy next to it;
+- a NetworkPolicy `codexk8s-run` that denies all ingress and allows only the egress a run needs
+  (see `network_policy_manifest`): DNS, the control plane's pods (brief, events, model proxy)
+  and HTTPS to public addresses. Codex runs with its own sandbox off because the pod is the
+  sandbox, so the pod must not reach the cloud metadata endpoint, the API server or anything
+  else inside the cluster;
 - a Secret `codexk8s-run-<id>-credentials` holding only this run's `secret_env` values;
 - the Job `codexk8s-run-<id>` (see `job_manifest` for its safety settings).
 
-Every name is deterministic, so a second launch of the same run finds the same objects.
+Every name is deterministic, so a second launch of the same run finds the same objects. Every
+object carries the installation's id (`codexk8s.io/installation`): a control plane adopts only
+what its own installation created, so two installations sharing a cluster (or a new database
+next to an old cluster) never take each other's workloads for their own.
 """
 
 from __future__ import annotations
@@ -26,16 +31,17 @@ import base64
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
 from kubernetes.utils import parse_quantity
 
-from codexk8s.domain.runtime import WorkloadSpec, workload_name
+from codexk8s.domain.runtime import PodProfile, WorkloadSpec, workload_name
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "codexk8s"
+INSTALLATION_LABEL = "codexk8s.io/installation"
 PROJECT_LABEL = "codexk8s.io/project"
 RUN_ID_LABEL = "codexk8s.io/run-id"
 LINEAGE_LABEL = "codexk8s.io/lineage"
@@ -49,7 +55,11 @@ SERVICE_ACCOUNT_NAME = "codexk8s-agent"
 ROLE_NAME = "codexk8s-agent"
 QUOTA_NAME = "codexk8s-run"
 LIMIT_RANGE_NAME = "codexk8s-run"
-NETWORK_POLICY_NAME = "codexk8s-deny-ingress"
+NETWORK_POLICY_NAME = "codexk8s-run"
+# Namespaces created by older versions carry this ingress-only policy; it allows nothing more
+# than the current one, so it is left in place.
+LEGACY_NETWORK_POLICY_NAME = "codexk8s-deny-ingress"
+FIELD_MANAGER = "codexk8s"
 CONTAINER_NAME = "agent"
 WORKSPACE_PATH = "/workspace"
 # A path inside the pod (an emptyDir of its own), not a temp file of the control plane.
@@ -82,6 +92,31 @@ class RunPodSettings:
     job_ttl_seconds_after_finished: int = 24 * 3600
     termination_grace_seconds: int = 30
     run_as_user: int = 10001
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    image_pull_secrets: tuple[str, ...] = ()
+    service_account_annotations: Mapping[str, str] = field(default_factory=dict)
+
+    def with_profile(self, profile: PodProfile | None) -> RunPodSettings:
+        """These settings with a pod profile (the installation's, an agent's) laid on top."""
+        if profile is None:
+            return self
+        sizes = {
+            f"{resource.replace('-', '_')}_{kind}": value
+            for kind, values in (("request", profile.requests), ("limit", profile.limits))
+            for resource, value in values.items()
+        }
+        return replace(
+            self,
+            **sizes,
+            node_selector={**self.node_selector, **profile.node_selector},
+            tolerations=profile.tolerations or self.tolerations,
+            image_pull_secrets=profile.image_pull_secrets or self.image_pull_secrets,
+            service_account_annotations={
+                **self.service_account_annotations,
+                **profile.service_account_annotations,
+            },
+        )
 
     def __post_init__(self) -> None:
         pairs = (
@@ -96,6 +131,48 @@ class RunPodSettings:
             raise ValueError("quota_pods must be at least 1")
         if self.run_as_user < 1:
             raise ValueError("run_as_user must be a non-root uid")
+
+
+# Never reachable from a run pod through the internet rule, whatever the settings: private
+# (RFC 1918), carrier-grade NAT (RFC 6598, also used by some clusters for pods), link-local
+# (the cloud metadata endpoints 169.254.169.254 and fd00:ec2::254 live there) and loopback.
+PRIVATE_IPV4 = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16")
+PRIVATE_IPV6 = ("fc00::/7", "fe80::/10")
+
+
+@dataclass(frozen=True, slots=True)
+class EgressRule:
+    """One extra destination run pods may reach: a CIDR, optionally one port and protocol."""
+
+    cidr: str
+    port: int | None = None
+    protocol: str = "TCP"
+
+
+@dataclass(frozen=True, slots=True)
+class RunNetworkSettings:
+    """What a run pod may reach (the egress half of its NetworkPolicy).
+
+    `control_plane_*` select the control plane's pods (the run's callback and model proxy go
+    there; the port is the pods' own, the one a Service forwards to). `dns_*` select the
+    cluster DNS. `internet_ports` are the TCP ports open to public addresses: everything except
+    PRIVATE_IPV4/IPV6 and `cluster_cidrs` (pod and service ranges outside those). `extra` lists
+    more destinations (a proxy, an internal Git server, a NodeLocal DNS address).
+    """
+
+    control_plane_namespace: str = "codexk8s"
+    control_plane_labels: Mapping[str, str] = field(
+        default_factory=lambda: {
+            "app.kubernetes.io/name": "codexk8s",
+            "app.kubernetes.io/component": "control-plane",
+        }
+    )
+    control_plane_port: int = 3000
+    dns_namespace: str = "kube-system"
+    dns_labels: Mapping[str, str] = field(default_factory=lambda: {"k8s-app": "kube-dns"})
+    internet_ports: tuple[int, ...] = (443,)
+    cluster_cidrs: tuple[str, ...] = ()
+    extra: tuple[EgressRule, ...] = ()
 
 
 def is_dns_label(value: str) -> bool:
@@ -113,17 +190,28 @@ def _dns_part(value: str) -> str:
     return re.sub(r"-{2,}", "-", cleaned) or "x"
 
 
-def namespace_name(prefix: str, spec: WorkloadSpec) -> str:
-    """`<prefix>-<project>-<lineage hash>`: a valid DNS-1123 label of at most 63 characters.
+def namespace_tail(spec: WorkloadSpec, installation: str = "") -> str:
+    """The part of a run namespace's name (and lineage label) that tells lineages apart.
+
+    With an installation id the digest covers it too, so two installations on one cluster never
+    pick the same namespace for their own lineages (or for their own run 1).
+    """
+    if installation:
+        return lineage_hash(f"{installation}/{spec.lineage or f'run-{spec.run_id}'}")
+    return lineage_hash(spec.lineage) if spec.lineage else f"r{spec.run_id}"
+
+
+def namespace_name(prefix: str, spec: WorkloadSpec, *, installation: str = "") -> str:
+    """`<prefix>-<project>-<tail>`: a valid DNS-1123 label of at most 63 characters.
 
     Runs with the same lineage get the same namespace (revise runs reuse it); a run without a
-    lineage gets its own (`r<run id>` instead of the hash). The project part is shortened
-    first when the whole would be too long; the lineage part is never cut, so two lineages
-    never collide because of truncation.
+    lineage gets its own. The project part is shortened first when the whole would be too
+    long; the tail (`namespace_tail`) is never cut, so two lineages never collide because of
+    truncation.
     """
     if not is_dns_label(prefix):
         raise ValueError(f"namespace prefix {prefix!r} is not a DNS-1123 label")
-    tail = lineage_hash(spec.lineage) if spec.lineage else f"r{spec.run_id}"
+    tail = namespace_tail(spec, installation)
     room = DNS_LABEL_MAX - len(prefix) - len(tail) - 2
     if room < 1:
         raise ValueError(f"namespace prefix {prefix!r} is too long")
@@ -138,17 +226,19 @@ def _label_value(value: str) -> str:
     return cleaned if _LABEL_VALUE.match(cleaned) else ""
 
 
-def namespace_labels(spec: WorkloadSpec) -> dict[str, str]:
+def namespace_labels(spec: WorkloadSpec, installation: str = "") -> dict[str, str]:
     """Labels of the namespace; `run-id` names the latest run launched into it."""
+    stamp = {INSTALLATION_LABEL: installation} if installation else {}
     return {
         MANAGED_BY_LABEL: MANAGED_BY,
+        **stamp,
         PROJECT_LABEL: _label_value(spec.project_key),
-        LINEAGE_LABEL: lineage_hash(spec.lineage) if spec.lineage else f"r{spec.run_id}",
+        LINEAGE_LABEL: namespace_tail(spec, installation),
         RUN_ID_LABEL: str(spec.run_id),
     }
 
 
-def run_labels(spec: WorkloadSpec) -> dict[str, str]:
+def run_labels(spec: WorkloadSpec, installation: str = "") -> dict[str, str]:
     """Labels of the run's own objects (Job, pod, Secret); the watch keys on `run-id`."""
     extra = {
         key: _label_value(value)
@@ -159,7 +249,7 @@ def run_labels(spec: WorkloadSpec) -> dict[str, str]:
     }
     return {
         **extra,
-        **namespace_labels(spec),
+        **namespace_labels(spec, installation),
         COMPONENT_LABEL: "agent-run",
     }
 
@@ -171,41 +261,56 @@ def _metadata(name: str, namespace: str | None, labels: Mapping[str, str]) -> di
     return meta
 
 
-def namespace_manifest(namespace: str, spec: WorkloadSpec) -> dict[str, Any]:
+def namespace_manifest(
+    namespace: str, spec: WorkloadSpec, *, installation: str = ""
+) -> dict[str, Any]:
     # The Pod Security Admission labels make the API server itself refuse any pod in the run's
     # namespace that is less locked down than `restricted`, whoever creates it.
     labels = {
-        **namespace_labels(spec),
+        **namespace_labels(spec, installation),
         "pod-security.kubernetes.io/enforce": "restricted",
         "pod-security.kubernetes.io/enforce-version": "latest",
     }
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": _metadata(namespace, None, labels)}
 
 
-def service_account_manifest(namespace: str, spec: WorkloadSpec) -> dict[str, Any]:
+def service_account_manifest(
+    namespace: str,
+    spec: WorkloadSpec,
+    settings: RunPodSettings | None = None,
+    *,
+    installation: str = "",
+) -> dict[str, Any]:
+    """The agent's ServiceAccount; its annotations (workload identity: an IAM role, a Google
+    service account) come from the pod settings."""
+    metadata = _metadata(SERVICE_ACCOUNT_NAME, namespace, namespace_labels(spec, installation))
+    if settings is not None and settings.service_account_annotations:
+        metadata["annotations"] = dict(settings.service_account_annotations)
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": _metadata(SERVICE_ACCOUNT_NAME, namespace, namespace_labels(spec)),
+        "metadata": metadata,
         "automountServiceAccountToken": False,
     }
 
 
-def role_manifest(namespace: str, spec: WorkloadSpec) -> dict[str, Any]:
+def role_manifest(namespace: str, spec: WorkloadSpec, *, installation: str = "") -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
-        "metadata": _metadata(ROLE_NAME, namespace, namespace_labels(spec)),
+        "metadata": _metadata(ROLE_NAME, namespace, namespace_labels(spec, installation)),
         # Deliberately empty: the agent needs no Kubernetes API access (see module docstring).
         "rules": [],
     }
 
 
-def role_binding_manifest(namespace: str, spec: WorkloadSpec) -> dict[str, Any]:
+def role_binding_manifest(
+    namespace: str, spec: WorkloadSpec, *, installation: str = ""
+) -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": _metadata(ROLE_NAME, namespace, namespace_labels(spec)),
+        "metadata": _metadata(ROLE_NAME, namespace, namespace_labels(spec, installation)),
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ROLE_NAME},
         "subjects": [
             {"kind": "ServiceAccount", "name": SERVICE_ACCOUNT_NAME, "namespace": namespace}
@@ -220,13 +325,13 @@ def _times(quantity: str, factor: int) -> str:
 
 
 def resource_quota_manifest(
-    namespace: str, spec: WorkloadSpec, settings: RunPodSettings
+    namespace: str, spec: WorkloadSpec, settings: RunPodSettings, *, installation: str = ""
 ) -> dict[str, Any]:
     pods = settings.quota_pods
     return {
         "apiVersion": "v1",
         "kind": "ResourceQuota",
-        "metadata": _metadata(QUOTA_NAME, namespace, namespace_labels(spec)),
+        "metadata": _metadata(QUOTA_NAME, namespace, namespace_labels(spec, installation)),
         "spec": {
             "hard": {
                 "pods": str(pods),
@@ -245,7 +350,7 @@ def resource_quota_manifest(
 
 
 def limit_range_manifest(
-    namespace: str, spec: WorkloadSpec, settings: RunPodSettings
+    namespace: str, spec: WorkloadSpec, settings: RunPodSettings, *, installation: str = ""
 ) -> dict[str, Any]:
     limits = {
         "cpu": settings.cpu_limit,
@@ -260,7 +365,7 @@ def limit_range_manifest(
     return {
         "apiVersion": "v1",
         "kind": "LimitRange",
-        "metadata": _metadata(LIMIT_RANGE_NAME, namespace, namespace_labels(spec)),
+        "metadata": _metadata(LIMIT_RANGE_NAME, namespace, namespace_labels(spec, installation)),
         "spec": {
             "limits": [
                 {"type": "Container", "default": limits, "defaultRequest": requests, "max": limits}
@@ -269,14 +374,78 @@ def limit_range_manifest(
     }
 
 
-def network_policy_manifest(namespace: str, spec: WorkloadSpec) -> dict[str, Any]:
+def _peer_port(port: int, protocol: str = "TCP") -> dict[str, Any]:
+    return {"protocol": protocol, "port": port}
+
+
+def network_policy_manifest(
+    namespace: str,
+    spec: WorkloadSpec,
+    network: RunNetworkSettings | None = None,
+    *,
+    installation: str = "",
+) -> dict[str, Any]:
+    """Ingress: none. Egress: only what a run needs.
+
+    - DNS (UDP and TCP 53) to the cluster DNS pods;
+    - the control plane's pods on their own port (the callback URL's Service forwards there);
+    - `internet_ports` (TCP 443) to every address except private, carrier-grade NAT,
+      link-local (cloud metadata) and the cluster's own ranges;
+    - each `extra` rule.
+
+    A NetworkPolicy is enforced by the cluster's network plugin; on a cluster whose plugin does
+    not enforce policies (flannel alone, kind's default before v0.24) it is stored and ignored.
+    """
+    network = network or RunNetworkSettings()
+    dns_ports = [_peer_port(53, "UDP"), _peer_port(53, "TCP")]
+    egress: list[dict[str, Any]] = [
+        {
+            "to": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": network.dns_namespace}
+                    },
+                    "podSelector": {"matchLabels": dict(network.dns_labels)},
+                }
+            ],
+            "ports": dns_ports,
+        },
+        {
+            "to": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {
+                            "kubernetes.io/metadata.name": network.control_plane_namespace
+                        }
+                    },
+                    "podSelector": {"matchLabels": dict(network.control_plane_labels)},
+                }
+            ],
+            "ports": [_peer_port(network.control_plane_port)],
+        },
+    ]
+    if network.internet_ports:
+        cluster_v4 = tuple(c for c in network.cluster_cidrs if ":" not in c)
+        cluster_v6 = tuple(c for c in network.cluster_cidrs if ":" in c)
+        egress.append(
+            {
+                "to": [
+                    {"ipBlock": {"cidr": "0.0.0.0/0", "except": [*PRIVATE_IPV4, *cluster_v4]}},
+                    {"ipBlock": {"cidr": "::/0", "except": [*PRIVATE_IPV6, *cluster_v6]}},
+                ],
+                "ports": [_peer_port(port) for port in network.internet_ports],
+            }
+        )
+    for rule in network.extra:
+        allowed: dict[str, Any] = {"to": [{"ipBlock": {"cidr": rule.cidr}}]}
+        if rule.port is not None:
+            allowed["ports"] = [_peer_port(rule.port, rule.protocol)]
+        egress.append(allowed)
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": _metadata(NETWORK_POLICY_NAME, namespace, namespace_labels(spec)),
-        # An empty pod selector with policy type Ingress and no rules denies every inbound
-        # connection; egress is not listed, so it stays open (see module docstring).
-        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+        "metadata": _metadata(NETWORK_POLICY_NAME, namespace, namespace_labels(spec, installation)),
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"], "egress": egress},
     }
 
 
@@ -285,11 +454,15 @@ def secret_name(run_id: int) -> str:
 
 
 def secret_manifest(
-    namespace: str, spec: WorkloadSpec, owner: Mapping[str, str] | None = None
+    namespace: str,
+    spec: WorkloadSpec,
+    owner: Mapping[str, str] | None = None,
+    *,
+    installation: str = "",
 ) -> dict[str, Any]:
     """The run's credentials; `owner` (the Job's name and uid) lets Kubernetes delete the
     Secret together with the Job (on cancel, or when the Job's TTL expires)."""
-    metadata = _metadata(secret_name(spec.run_id), namespace, run_labels(spec))
+    metadata = _metadata(secret_name(spec.run_id), namespace, run_labels(spec, installation))
     if owner is not None:
         metadata["ownerReferences"] = [
             {"apiVersion": "batch/v1", "kind": "Job", "name": owner["name"], "uid": owner["uid"]}
@@ -324,7 +497,12 @@ def _env(spec: WorkloadSpec) -> list[dict[str, Any]]:
 
 
 def job_manifest(
-    namespace: str, spec: WorkloadSpec, *, image: str, settings: RunPodSettings
+    namespace: str,
+    spec: WorkloadSpec,
+    *,
+    image: str,
+    settings: RunPodSettings,
+    installation: str = "",
 ) -> dict[str, Any]:
     """The run's Job: one pod, never retried, killed at the deadline, non-root and locked down.
 
@@ -333,7 +511,7 @@ def job_manifest(
     """
     if not spec.command:
         raise ValueError("the workload has no command")
-    labels = run_labels(spec)
+    labels = run_labels(spec, installation)
     resources = {
         "requests": {
             "cpu": settings.cpu_request,
@@ -390,6 +568,12 @@ def job_manifest(
             {"name": "tmp", "emptyDir": {}},
         ],
     }
+    if settings.node_selector:
+        pod_spec["nodeSelector"] = dict(settings.node_selector)
+    if settings.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in settings.tolerations]
+    if settings.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": name} for name in settings.image_pull_secrets]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -406,17 +590,24 @@ def job_manifest(
 
 
 def run_manifests(
-    namespace: str, spec: WorkloadSpec, *, image: str, settings: RunPodSettings
+    namespace: str,
+    spec: WorkloadSpec,
+    *,
+    image: str,
+    settings: RunPodSettings,
+    network: RunNetworkSettings | None = None,
+    installation: str = "",
 ) -> list[dict[str, Any]]:
     """Every object of one run, in creation order (the Job last: its pod needs the rest)."""
+    stamp = {"installation": installation}
     return [
-        namespace_manifest(namespace, spec),
-        service_account_manifest(namespace, spec),
-        role_manifest(namespace, spec),
-        role_binding_manifest(namespace, spec),
-        resource_quota_manifest(namespace, spec, settings),
-        limit_range_manifest(namespace, spec, settings),
-        network_policy_manifest(namespace, spec),
-        secret_manifest(namespace, spec),
-        job_manifest(namespace, spec, image=image, settings=settings),
+        namespace_manifest(namespace, spec, **stamp),
+        service_account_manifest(namespace, spec, settings, **stamp),
+        role_manifest(namespace, spec, **stamp),
+        role_binding_manifest(namespace, spec, **stamp),
+        resource_quota_manifest(namespace, spec, settings, **stamp),
+        limit_range_manifest(namespace, spec, settings, **stamp),
+        network_policy_manifest(namespace, spec, network, **stamp),
+        secret_manifest(namespace, spec, **stamp),
+        job_manifest(namespace, spec, image=image, settings=settings, **stamp),
     ]

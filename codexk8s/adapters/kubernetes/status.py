@@ -5,11 +5,15 @@ them only after the pod has ended. The pod explains why: an evicted pod, an imag
 be pulled, an OOM kill or a non-zero exit code. Precedence for a failed Job: evicted, image
 pull, deadline, OOM, exit code, else runtime error with the Job's own message.
 
-An active Job whose container waits on an image pull or a broken container config is PENDING
-(the kubelet keeps retrying, and a registry hiccup heals) until it has been stuck longer than
-the startup grace; then it is FAILED with `image_pull` / `runtime_error`, so a typo in an image
-tag does not hold a slot until the run's deadline. The Job itself is left to its deadline: the
-caller decides whether to cancel it.
+An active Job whose container waits on an image pull or a broken container config, or whose
+pod no node can take (`PodScheduled=False`, `Unschedulable`), is PENDING (the kubelet keeps
+retrying, a registry hiccup heals, an autoscaler adds a node) until it has been stuck longer
+than the startup grace; then it is FAILED with `image_pull` / `runtime_error` /
+`unschedulable`, so a typo in an image tag or an impossible node selector does not hold a slot
+until the run's deadline. An active Job without any pod that the cluster refused to create
+(the caller found its `FailedCreate` events: quota, LimitRange, Pod Security, a webhook) is
+FAILED with `pod_rejected` and the API server's own words. The Job itself is left to its
+deadline: the caller decides whether to cancel it.
 """
 
 from __future__ import annotations
@@ -155,6 +159,18 @@ def _stuck_since(pod: Obj) -> datetime | None:
     return parse_time(dig(pod, "metadata", "creationTimestamp"))
 
 
+def unschedulable_message(pod: Obj | None) -> str | None:
+    """The scheduler's reason when it could not place POD (None: scheduled, or not tried)."""
+    for cond in dig(pod, "status", "conditions") or []:
+        if (
+            cond.get("type") == "PodScheduled"
+            and cond.get("status") == "False"
+            and cond.get("reason") == "Unschedulable"
+        ):
+            return str(cond.get("message") or "no node can run the pod")
+    return None
+
+
 def workload_status(
     run_id: int,
     job: Obj | None,
@@ -162,8 +178,13 @@ def workload_status(
     *,
     now: datetime,
     startup_grace_seconds: float = DEFAULT_STARTUP_GRACE_SECONDS,
+    rejection: str | None = None,
 ) -> WorkloadStatus:
-    """The status of one run from its Job (None: there is none) and that Job's pods."""
+    """The status of one run from its Job (None: there is none) and that Job's pods.
+
+    `rejection` is why the cluster refused to create the Job's pod (a `FailedCreate` event's
+    message), when the caller looked for one.
+    """
     if job is None:
         return WorkloadStatus(run_id=run_id, phase=WorkloadPhase.MISSING)
     handle = handle_of(job)
@@ -213,24 +234,43 @@ def workload_status(
             run_id=run_id, phase=phase, handle=handle, message=message, started_at=started_at
         )
 
+    def stuck(message: str | None, reason: FailureReason) -> WorkloadStatus:
+        return WorkloadStatus(
+            run_id=run_id,
+            phase=WorkloadPhase.FAILED,
+            handle=handle,
+            reason=reason,
+            message=message,
+            started_at=started_at,
+            finished_at=now,
+        )
+
     if pod is None:
+        if rejection is not None:
+            return stuck(
+                _short(f"the cluster refused the pod: {rejection}"), FailureReason.POD_REJECTED
+            )
         return active(WorkloadPhase.PENDING)
+
+    def past_grace() -> bool:
+        since = _stuck_since(pod)
+        return since is not None and (now - since).total_seconds() > startup_grace_seconds
+
+    unscheduled = unschedulable_message(pod) if dig(pod, "status", "phase") == "Pending" else None
+    if unscheduled is not None:
+        if past_grace():
+            return stuck(
+                _short(f"no node can run the pod: {unscheduled}"), FailureReason.UNSCHEDULABLE
+            )
+        return active(WorkloadPhase.PENDING, _short(f"waiting for a node: {unscheduled}"))
     waiting = dig(agent_container(pod), "state", "waiting") or {}
     waiting_reason = waiting.get("reason")
     if waiting_reason in IMAGE_PULL_PERMANENT | IMAGE_PULL_RETRYING | CONTAINER_SETUP_ERRORS:
         message = _short(f"{waiting_reason}: {waiting.get('message') or ''}".rstrip(": "))
-        since = _stuck_since(pod)
-        stuck = since is not None and (now - since).total_seconds() > startup_grace_seconds
-        if waiting_reason in IMAGE_PULL_PERMANENT or stuck:
+        if waiting_reason in IMAGE_PULL_PERMANENT or past_grace():
             image = waiting_reason not in CONTAINER_SETUP_ERRORS
-            return WorkloadStatus(
-                run_id=run_id,
-                phase=WorkloadPhase.FAILED,
-                handle=handle,
-                reason=FailureReason.IMAGE_PULL if image else FailureReason.RUNTIME_ERROR,
-                message=message,
-                started_at=started_at,
-                finished_at=now,
+            return stuck(
+                message, FailureReason.IMAGE_PULL if image else FailureReason.RUNTIME_ERROR
             )
         return active(WorkloadPhase.PENDING, message)
     # A pod that already ended is still RUNNING until the Job controller records the outcome.

@@ -1,9 +1,10 @@
 """Status changes of every managed run from one watch per kind (Jobs, Pods), never polling.
 
-Both kinds are listed and then watched across all namespaces with the label selector
-`app.kubernetes.io/managed-by=codexk8s` (objects outside this runtime's namespace prefix are
-ignored). The Job gives the phase, the pod the reasons (see status.py); a change of either
-recomputes that run's status, which is yielded only when it differs from the last one yielded.
+Both kinds are listed and then watched across all namespaces with the runtime's label selector
+(`app.kubernetes.io/managed-by=codexk8s` and the installation's id; objects outside this
+runtime's namespace prefix are ignored). The Job gives the phase, the pod the reasons (see
+status.py); a change of either recomputes that run's status, which is yielded only when it
+differs from the last one yielded.
 
 Resume and relist, per kind:
 - every event's `metadata.resourceVersion` (and BOOKMARK events) advances the position; a
@@ -86,8 +87,10 @@ class WorkloadWatcher:
         owns_namespace: Callable[[str], bool],
         timeout_seconds: int,
         startup_grace_seconds: float,
+        selector: str = MANAGED_SELECTOR,
     ) -> None:
         self._caller = caller
+        self._selector = selector
         self._list = {JOBS: list_jobs, PODS: list_pods}
         self._read_pods = read_pods
         self._owns = owns_namespace
@@ -263,7 +266,7 @@ class WorkloadWatcher:
 
     async def _relist(self, kind: str, queue: asyncio.Queue[_Snapshot | _Change]) -> str:
         found = await self._caller.call(
-            f"list {kind}", self._list[kind], label_selector=MANAGED_SELECTOR
+            f"list {kind}", self._list[kind], label_selector=self._selector
         )
         found = found or {}
         await queue.put(_Snapshot(kind, list(found.get("items") or [])))
@@ -274,7 +277,8 @@ class WorkloadWatcher:
     async def _stream(self, kind: str, position: str) -> AsyncIterator[tuple[str, Obj]]:
         stream = await self._caller.open_stream(
             self._list[kind],
-            label_selector=MANAGED_SELECTOR,
+            executor=self._caller.watch_executor,
+            label_selector=self._selector,
             watch=True,
             resource_version=position or None,
             allow_watch_bookmarks=True,

@@ -1,6 +1,8 @@
 """The local runtime: each run's command as a supervised child process (the embedded default).
 
-Layout per run, under the runtime's root folder: `<workload name>/` is the working folder and
+Layout per run, under the runtime's root folder (`<DATA_DIR>/runs/<installation id>/`: a new
+database next to an old data folder starts afresh instead of adopting the old database's run 1
+as its own): `<workload name>/` is the working folder and
 holds `state.json` (supervisor pid and its start time, to tell a live process from a reused
 pid), `stdout.log` / `stderr.log` (everything the command prints) and, once it ended,
 `exit.json` (written by the supervisor, see supervisor.py). Because outcome and output live in
@@ -31,6 +33,7 @@ from typing import Any
 from codexk8s.adapters.local import supervisor
 from codexk8s.domain.runtime import (
     FailureReason,
+    Leftover,
     LogLine,
     WorkloadHandle,
     WorkloadPhase,
@@ -74,15 +77,26 @@ class LocalRuntime:
         path: str | None = None,
         poll_interval: float = 0.25,
         kill_grace_seconds: float = 10.0,
+        installation: str = "",
     ) -> None:
-        self.root = root
+        # Handles stored before installation folders existed still point into `base`.
+        self.base = root
+        self.root = root / installation if installation else root
+        self.installation = installation
         self.path = path if path is not None else os.environ.get("PATH", "/usr/bin:/bin")
         self.poll_interval = poll_interval
         self.kill_grace_seconds = kill_grace_seconds
         # Our own children must be reaped, or they linger as zombies until we exit.
         self._children: dict[str, asyncio.subprocess.Process] = {}
 
-    def _workdir(self, name: str) -> Path:
+    def _workdir(self, name: str, handle: WorkloadHandle | None = None) -> Path:
+        stored = (handle.details.get("workdir") if handle is not None else None) or ""
+        if (
+            stored
+            and Path(stored).name == name
+            and Path(stored).parent.resolve().is_relative_to(self.base.resolve())
+        ):
+            return Path(stored)
         return self.root / name
 
     def _handle(self, name: str, state: Mapping[str, Any]) -> WorkloadHandle:
@@ -107,7 +121,16 @@ class LocalRuntime:
         workdir = self._workdir(spec.name)
         state = self._read_json(workdir / STATE_FILE)
         if state is not None:
-            return self._handle(spec.name, state)  # launched before: adopt, never start twice
+            # Launched before (a restart between launch and its record): adopt, never start
+            # twice, but only this installation's launch of this very run.
+            if (
+                state.get("installation", "") != self.installation
+                or state.get("correlation_id", spec.correlation_id) != spec.correlation_id
+            ):
+                raise WorkloadRuntimeError(
+                    f"the work folder {workdir} holds another run's workload; refusing to adopt it"
+                )
+            return self._handle(spec.name, state)
         if not spec.command:
             raise WorkloadRuntimeError(f"run {spec.run_id} has no command to execute")
         workdir.mkdir(parents=True, exist_ok=True)
@@ -135,6 +158,8 @@ class LocalRuntime:
             "pid": process.pid,
             "start_time": start_time,
             "run_id": spec.run_id,
+            "correlation_id": spec.correlation_id,
+            "installation": self.installation,
             "launched_at": time.time(),
         }
         temporary = workdir / (STATE_FILE + ".tmp")
@@ -148,13 +173,23 @@ class LocalRuntime:
         await process.wait()
         self._children.pop(name, None)
 
-    def _status_of(self, name: str, run_id: int | None = None) -> WorkloadStatus | None:
-        workdir = self._workdir(name)
+    def _status_of(
+        self, name: str, run_id: int | None = None, handle: WorkloadHandle | None = None
+    ) -> WorkloadStatus | None:
+        workdir = self._workdir(name, handle)
         state = self._read_json(workdir / STATE_FILE)
         if state is None:
             return None
         run = int(state.get("run_id", run_id or 0))
-        handle = self._handle(name, state)
+        handle = WorkloadHandle(
+            runtime=RUNTIME_NAME,
+            name=name,
+            details={
+                "pid": state["pid"],
+                "start_time": state["start_time"],
+                "workdir": str(workdir),
+            },
+        )
         started = _utc(float(state.get("launched_at", 0)))
         outcome = self._read_json(workdir / supervisor.EXIT_FILE)
         if outcome is not None:
@@ -177,7 +212,7 @@ class LocalRuntime:
             )
         # The exit record may land a moment after the process is gone: look once more.
         if (workdir / supervisor.EXIT_FILE).exists():
-            return self._status_of(name, run_id)
+            return self._status_of(name, run_id, handle)
         if (workdir / CANCEL_FILE).exists():
             # Killed after the grace period, before the supervisor could write its record.
             return WorkloadStatus(
@@ -190,7 +225,7 @@ class LocalRuntime:
         )  # fmt: skip
 
     async def status(self, handle: WorkloadHandle, run_id: int) -> WorkloadStatus:
-        status = self._status_of(handle.name, run_id)
+        status = self._status_of(handle.name, run_id, handle)
         return status or WorkloadStatus(run_id=run_id, phase=WorkloadPhase.MISSING, handle=handle)
 
     async def list_workloads(self) -> list[WorkloadStatus]:
@@ -220,7 +255,7 @@ class LocalRuntime:
         Each poll drains stdout before stderr, so the relative order of lines written to the
         two streams within one poll interval is not preserved (each stream's own order is).
         """
-        workdir = self._workdir(handle.name)
+        workdir = self._workdir(handle.name, handle)
         offsets = [0, 0]
         if after:
             out_offset, _, err_offset = after.partition(":")
@@ -264,7 +299,7 @@ class LocalRuntime:
             await asyncio.sleep(self.poll_interval)
 
     async def cancel(self, handle: WorkloadHandle, *, grace_seconds: float = 10.0) -> None:
-        workdir = self._workdir(handle.name)
+        workdir = self._workdir(handle.name, handle)
         state = self._read_json(workdir / STATE_FILE)
         if state is None or (workdir / supervisor.EXIT_FILE).exists():
             return
@@ -287,6 +322,25 @@ class LocalRuntime:
             return
 
     async def cleanup(self, handle: WorkloadHandle) -> None:
-        workdir = self._workdir(handle.name)
-        if workdir.is_dir() and workdir.resolve().is_relative_to(self.root.resolve()):
+        workdir = self._workdir(handle.name, handle)
+        if workdir.is_dir() and workdir.resolve().is_relative_to(self.base.resolve()):
             await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+    async def list_leftovers(self) -> list[Leftover]:
+        if not self.root.is_dir():
+            return []
+        leftovers = []
+        for entry in sorted(self.root.iterdir()):
+            state = self._read_json(entry / STATE_FILE) if entry.is_dir() else None
+            if state is None:
+                continue
+            leftovers.append(
+                Leftover(
+                    handle=WorkloadHandle(
+                        runtime=RUNTIME_NAME, name=entry.name, details={"workdir": str(entry)}
+                    ),
+                    run_id=int(state["run_id"]) if "run_id" in state else None,
+                    created_at=_utc(float(state.get("launched_at", 0))),
+                )
+            )
+        return leftovers

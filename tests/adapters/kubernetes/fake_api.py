@@ -7,7 +7,10 @@ from them (410 Gone once compacted), label selectors, PUT, namespaces that own t
 streamed pod logs honouring `sinceSeconds`, and streams that can be dropped on purpose.
 
 There are no controllers: tests play the Job controller and the kubelet with `start_pod`,
-`set_status`, `write_log` and `end_log`.
+`set_status`, `write_log` and `end_log`. Server-side apply (PATCH with
+`application/apply-patch+yaml`) creates or replaces the object and records its field manager;
+`add_event` records an event that `fieldSelector` lists find. Query parameters of every request
+are kept (`requests_with`), so tests can check `fieldValidation` and `resourceVersion`.
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "roles": ("rbac.authorization.k8s.io/v1", "Role", True),
     "rolebindings": ("rbac.authorization.k8s.io/v1", "RoleBinding", True),
     "networkpolicies": ("networking.k8s.io/v1", "NetworkPolicy", True),
+    "events": ("v1", "Event", True),
 }
+APPLY_PATCH = "application/apply-patch+yaml"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 DROP_CLEAN = "drop-clean"
 DROP_ABRUPT = "drop-abrupt"
@@ -122,6 +127,20 @@ def _selector(value: str | None) -> dict[str, str]:
 def _matches(obj: Obj, selector: Mapping[str, str]) -> bool:
     labels = obj.get("metadata", {}).get("labels") or {}
     return all(labels.get(key) == value for key, value in selector.items())
+
+
+def _field(obj: Obj, path: str) -> Any:
+    for part in path.split("."):
+        obj = obj.get(part) if isinstance(obj, Mapping) else None
+    return obj
+
+
+def _fields_match(obj: Obj, selector: str | None) -> bool:
+    """A fieldSelector of `a.b=value` terms (what the runtime sends for events)."""
+    return all(
+        str(_field(obj, path)) == value
+        for path, value in (term.split("=", 1) for term in (selector or "").split(",") if term)
+    )
 
 
 def _merge(target: Obj, patch: Mapping[str, Any]) -> None:
@@ -267,9 +286,49 @@ class FakeCluster:
         self._emit(plural, "DELETED", obj)
         return obj
 
-    def listing(self, plural: str, namespace: str | None, selector: Mapping[str, str]) -> Obj:
+    def apply(self, plural: str, namespace: str | None, name: str, body: Obj, manager: str) -> Obj:
+        """Server-side apply: create the object, or replace what the body names."""
+        obj = copy.deepcopy(body)
+        obj.setdefault("metadata", {})["name"] = name
+        obj["metadata"]["managedFields"] = [{"manager": manager, "operation": "Apply"}]
+        if self.get(plural, namespace, name) is None:
+            return self.create(plural, namespace, obj)
+        return self.replace(plural, namespace, name, obj)
+
+    def add_event(self, namespace: str, involved: Obj, reason: str, message: str) -> Obj:
+        """An event about INVOLVED (an object of the store), as a controller records one."""
+        meta = involved["metadata"]
+        return self.create(
+            "events",
+            namespace,
+            {
+                "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:10]}"},
+                "involvedObject": {
+                    "kind": involved.get("kind"),
+                    "name": meta["name"],
+                    "namespace": namespace,
+                    "uid": meta.get("uid"),
+                },
+                "reason": reason,
+                "message": message,
+                "type": "Warning",
+                "lastTimestamp": now_rfc3339(),
+            },
+        )
+
+    def listing(
+        self,
+        plural: str,
+        namespace: str | None,
+        selector: Mapping[str, str],
+        field_selector: str | None = None,
+    ) -> Obj:
         api_version, kind, _ = RESOURCES[plural]
-        items = [copy.deepcopy(o) for o in self.items(plural, namespace) if _matches(o, selector)]
+        items = [
+            copy.deepcopy(o)
+            for o in self.items(plural, namespace)
+            if _matches(o, selector) and _fields_match(o, field_selector)
+        ]
         return {
             "apiVersion": api_version,
             "kind": f"{kind}List",
@@ -356,7 +415,16 @@ class FakeCluster:
             return self._watch(route, params, request)
         if method == "GET" and route.subresource == "log":
             return self._log(route, params, request)
-        result = self._apply(method, route, request.data, params)
+        if method == "PATCH" and request.headers.get("Content-Type", "").startswith(APPLY_PATCH):
+            manager = params.get("fieldManager")
+            if not manager:
+                raise kube_error(422, "Invalid", "fieldManager is required for apply")
+            if not route.name:
+                raise kube_error(405, "MethodNotAllowed", "apply needs a name")
+            body = request.data if isinstance(request.data, dict) else {}
+            result = self.apply(route.plural, route.namespace, route.name, body, manager)
+        else:
+            result = self._apply(method, route, request.data, params)
         stalls = self.stalls.get((method, route.plural))
         if stalls:
             await asyncio.sleep(stalls.pop(0))
@@ -367,7 +435,12 @@ class FakeCluster:
         if method == "GET" and name:
             return self._existing(plural, namespace, name)
         if method == "GET":
-            return self.listing(plural, namespace, _selector(params.get("labelSelector")))
+            return self.listing(
+                plural,
+                namespace,
+                _selector(params.get("labelSelector")),
+                params.get("fieldSelector"),
+            )
         if method == "POST":
             return self.create(plural, namespace, data)
         if method == "PUT" and name:
@@ -501,3 +574,12 @@ class FakeApiServer(kmock.KubernetesScaffold):
             verb = rbac_verb(request)
             if verb is not None:
                 yield verb
+
+    def requests_with(self, method: str, plural: str) -> list[Mapping[str, str]]:
+        """The query parameters of every METHOD request on PLURAL so far."""
+        found = []
+        for request in list(self):
+            route = Route.parse(request.url.path)
+            if route is not None and route.plural == plural and request.method.value == method:
+                found.append(dict(request.params))
+        return found

@@ -11,27 +11,70 @@ import kubernetes_validate
 import pytest
 
 from codexk8s.adapters.kubernetes import manifests
-from codexk8s.adapters.kubernetes.manifests import RunPodSettings
-from codexk8s.domain.runtime import workload_name
+from codexk8s.adapters.kubernetes.manifests import EgressRule, RunNetworkSettings, RunPodSettings
+from codexk8s.domain.runtime import parse_pod_profile, workload_name
 from tests.adapters.kubernetes.conftest import IMAGE, PREFIX, make_spec
 
 # The oldest and newest 1.3x minor versions the installed kubernetes-validate knows.
 K8S_VERSIONS = ("1.30", "1.34")
 
 
-def all_manifests(**overrides: Any) -> list[dict[str, Any]]:
+def all_manifests(
+    *,
+    settings: RunPodSettings | None = None,
+    network: RunNetworkSettings | None = None,
+    installation: str = "",
+    **overrides: Any,
+) -> list[dict[str, Any]]:
     spec = make_spec(**overrides)
-    namespace = manifests.namespace_name(PREFIX, spec)
-    return manifests.run_manifests(namespace, spec, image=IMAGE, settings=RunPodSettings())
+    namespace = manifests.namespace_name(PREFIX, spec, installation=installation)
+    return manifests.run_manifests(
+        namespace,
+        spec,
+        image=IMAGE,
+        settings=settings or RunPodSettings(),
+        network=network,
+        installation=installation,
+    )
+
+
+# Everything a pod profile and the network settings can set, for the schema check.
+FULL_PROFILE = parse_pod_profile(
+    {
+        "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "8Gi"}},
+        "nodeSelector": {"pool": "agents"},
+        "tolerations": [{"key": "agents", "operator": "Exists", "effect": "NoSchedule"}],
+        "imagePullSecrets": ["registry-credentials"],
+        "serviceAccountAnnotations": {"iam.gke.io/gcp-service-account": "agents@p.iam"},
+    }
+)
+FULL_NETWORK = RunNetworkSettings(
+    cluster_cidrs=("198.18.0.0/15", "2001:db8:42::/56"),
+    internet_ports=(443, 22),
+    extra=(
+        EgressRule("169.254.20.10/32", 53, "UDP"),
+        EgressRule("10.20.0.0/16", 8443),
+        EgressRule("192.168.7.0/24"),
+    ),
+)
 
 
 def job(**overrides: Any) -> dict[str, Any]:
     return all_manifests(**overrides)[-1]
 
 
+@pytest.mark.parametrize("full", [False, True], ids=["defaults", "every-setting"])
 @pytest.mark.parametrize("version", K8S_VERSIONS)
-def test_every_manifest_passes_the_strict_official_schema(version: str) -> None:
-    built = all_manifests()
+def test_every_manifest_passes_the_strict_official_schema(version: str, full: bool) -> None:
+    built = (
+        all_manifests(
+            settings=RunPodSettings().with_profile(FULL_PROFILE),
+            network=FULL_NETWORK,
+            installation="0123456789abcdef0123456789abcdef",
+        )
+        if full
+        else all_manifests()
+    )
     owned = manifests.secret_manifest(
         built[0]["metadata"]["name"], make_spec(), owner={"name": "codexk8s-run-7", "uid": "u-1"}
     )
@@ -194,9 +237,111 @@ def test_the_agent_role_grants_nothing() -> None:
     assert service_account["automountServiceAccountToken"] is False
 
 
-def test_network_policy_denies_all_ingress_and_leaves_egress_open() -> None:
-    policy = next(m for m in all_manifests() if m["kind"] == "NetworkPolicy")
-    assert policy["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+def _policy(**options: Any) -> dict[str, Any]:
+    return next(m for m in all_manifests(**options) if m["kind"] == "NetworkPolicy")["spec"]
+
+
+def test_network_policy_denies_ingress_and_allows_only_dns_control_plane_and_public_https() -> None:
+    spec = _policy()
+    assert spec["podSelector"] == {}
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in spec  # no ingress rule: every inbound connection is denied
+    dns, control_plane, internet = spec["egress"]
+    assert dns["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ]
+    assert dns["ports"] == [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+    assert control_plane["to"][0]["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": "codexk8s"}
+    }
+    assert control_plane["to"][0]["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "codexk8s",
+        "app.kubernetes.io/component": "control-plane",
+    }
+    assert control_plane["ports"] == [{"protocol": "TCP", "port": 3000}]
+    v4, v6 = (peer["ipBlock"] for peer in internet["to"])
+    assert v4["cidr"] == "0.0.0.0/0" and v6["cidr"] == "::/0"
+    # The metadata endpoint, private ranges, CGNAT and link-local are all outside the rule.
+    assert set(v4["except"]) == {
+        "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16",
+    }  # fmt: skip
+    assert set(v6["except"]) == {"fc00::/7", "fe80::/10"}
+    assert internet["ports"] == [{"protocol": "TCP", "port": 443}]
+
+
+def test_network_policy_takes_cluster_ranges_extra_destinations_and_ports() -> None:
+    spec = _policy(network=FULL_NETWORK)
+    internet = spec["egress"][2]
+    v4, v6 = (peer["ipBlock"] for peer in internet["to"])
+    assert "198.18.0.0/15" in v4["except"] and "2001:db8:42::/56" in v6["except"]
+    assert internet["ports"] == [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 22}]
+    node_dns, internal_git, open_range = spec["egress"][3:]
+    assert node_dns == {
+        "to": [{"ipBlock": {"cidr": "169.254.20.10/32"}}],
+        "ports": [{"protocol": "UDP", "port": 53}],
+    }
+    assert internal_git == {
+        "to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}],
+        "ports": [{"protocol": "TCP", "port": 8443}],
+    }
+    assert open_range == {"to": [{"ipBlock": {"cidr": "192.168.7.0/24"}}]}
+    # No internet ports: only DNS, the control plane and the extra rules remain.
+    closed = _policy(network=RunNetworkSettings(internet_ports=()))
+    assert len(closed["egress"]) == 2
+
+
+def test_a_pod_profile_reaches_the_pod_its_service_account_and_the_namespace_limits() -> None:
+    settings = RunPodSettings().with_profile(FULL_PROFILE)
+    built = {m["kind"]: m for m in all_manifests(settings=settings)}
+    pod = built["Job"]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "agents"}
+    assert pod["tolerations"] == [{"key": "agents", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["imagePullSecrets"] == [{"name": "registry-credentials"}]
+    resources = pod["containers"][0]["resources"]
+    assert resources["requests"]["cpu"] == "1" and resources["requests"]["memory"] == "2Gi"
+    assert resources["limits"]["memory"] == "8Gi"
+    assert resources["limits"]["cpu"] == RunPodSettings().cpu_limit  # untouched: the default
+    assert built["ServiceAccount"]["metadata"]["annotations"] == {
+        "iam.gke.io/gcp-service-account": "agents@p.iam"
+    }
+    assert built["LimitRange"]["spec"]["limits"][0]["max"]["memory"] == "8Gi"
+    assert built["ResourceQuota"]["spec"]["hard"]["limits.memory"] == str(2 * 8 * 1024**3)
+    # An agent's profile goes over the installation's: maps merge, lists replace.
+    agent = parse_pod_profile({"nodeSelector": {"gpu": "yes"}, "imagePullSecrets": ["other"]})
+    both = RunPodSettings().with_profile(FULL_PROFILE).with_profile(agent)
+    assert dict(both.node_selector) == {"pool": "agents", "gpu": "yes"}
+    assert both.image_pull_secrets == ("other",)
+    assert both.memory_limit == "8Gi"
+    # Without a profile nothing optional appears.
+    bare = job()["spec"]["template"]["spec"]
+    assert not {"nodeSelector", "tolerations", "imagePullSecrets"} & set(bare)
+
+
+def test_a_profile_whose_request_exceeds_its_limit_is_refused() -> None:
+    with pytest.raises(ValueError, match="cpu request 3 exceeds its limit 2"):
+        RunPodSettings().with_profile(parse_pod_profile({"resources": {"requests": {"cpu": "3"}}}))
+
+
+def test_every_object_carries_the_installation_and_namespaces_differ_per_installation() -> None:
+    one, two = "a" * 32, "b" * 32
+    built = all_manifests(installation=one)
+    for manifest in built:
+        assert manifest["metadata"]["labels"][manifests.INSTALLATION_LABEL] == one
+    assert built[-1]["spec"]["template"]["metadata"]["labels"][manifests.INSTALLATION_LABEL] == one
+    spec = make_spec()
+    names = {
+        manifests.namespace_name(PREFIX, spec, installation=one),
+        manifests.namespace_name(PREFIX, spec, installation=two),
+        manifests.namespace_name(PREFIX, spec),
+    }
+    assert len(names) == 3  # same lineage, three installations: three namespaces
+    lone = make_spec(lineage="")
+    assert manifests.namespace_name(PREFIX, lone, installation=one) != manifests.namespace_name(
+        PREFIX, lone, installation=two
+    )
 
 
 def test_quota_covers_quota_pods_times_the_limits() -> None:

@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from codexk8s.adapters.kubernetes.permissions import CLUSTER_ROLE_NAME, PERMISSIONS, granted
-from codexk8s.adapters.kubernetes.runtime import KubernetesRuntime
-from tests.adapters.kubernetes.conftest import make_spec
+from codexk8s.config import Settings
+from codexk8s.domain.runtime import FailureReason
+from tests.adapters.kubernetes.conftest import Sleeps, make_runtime, make_spec
 from tests.adapters.kubernetes.fake_api import FakeApiServer, FakeCluster
 
 RBAC_DIR = Path(__file__).resolve().parents[3] / "deploy" / "rbac"
@@ -62,7 +63,10 @@ def test_declarations_are_unique() -> None:
 @pytest.mark.parametrize("version", ["1.30", "1.34"])
 def test_rbac_manifests_pass_the_official_schema(version: str) -> None:
     docs = documents()
-    assert {doc["kind"] for doc in docs} == {"ClusterRole", "ClusterRoleBinding", "ServiceAccount"}
+    assert {doc["kind"] for doc in docs} == {
+        "ClusterRole", "ClusterRoleBinding", "ServiceAccount", "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    }  # fmt: skip
     for doc in docs:
         kubernetes_validate.validate(doc, version, strict=True)
     (binding,) = [doc for doc in docs if doc["kind"] == "ClusterRoleBinding"]
@@ -77,10 +81,45 @@ def test_rbac_manifests_pass_the_official_schema(version: str) -> None:
     ]
 
 
+def test_the_admission_policy_fences_in_the_deployed_identity_and_the_default_prefix() -> None:
+    """The policy names the same ServiceAccount the binding grants the ClusterRole to, and the
+    prefix the control plane uses by default; the binding enforces it (Deny)."""
+    docs = documents()
+    (policy,) = [doc for doc in docs if doc["kind"] == "ValidatingAdmissionPolicy"]
+    (binding,) = [doc for doc in docs if doc["kind"] == "ValidatingAdmissionPolicyBinding"]
+    (account,) = [doc for doc in docs if doc["kind"] == "ServiceAccount"]
+    username = (
+        f"system:serviceaccount:{account['metadata']['namespace']}:{account['metadata']['name']}"
+    )
+    (condition,) = policy["spec"]["matchConditions"]
+    assert f"'{username}'" in condition["expression"]
+    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+    assert variables["prefix"] == f"'{Settings().run_namespace_prefix}-'"
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    assert binding["spec"] == {
+        "policyName": policy["metadata"]["name"],
+        "validationActions": ["Deny"],
+    }
+    rules = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rules == [
+        {
+            "apiGroups": ["*"], "apiVersions": ["*"],
+            "operations": ["CREATE", "UPDATE", "DELETE", "CONNECT"], "resources": ["*", "*/*"],
+        }
+    ]  # fmt: skip
+
+
 async def test_a_full_lifecycle_uses_exactly_the_declared_permissions(
-    runtime: KubernetesRuntime, api: FakeApiServer, cluster: FakeCluster
+    api: FakeApiServer, cluster: FakeCluster, sleeps: Sleeps
 ) -> None:
     """Every verb the runtime sends is granted, and every grant is needed by some call."""
+    runtime = make_runtime(api, sleeps, rejection_grace_seconds=0)
+    stuck = await runtime.launch(make_spec(9, lineage="demo/1/43/dev"))
+    job = cluster.get("jobs", stuck.namespace, stuck.name)
+    assert job is not None
+    cluster.add_event(stuck.namespace or "", job, "FailedCreate", "exceeded quota")
+    assert (await runtime.status(stuck, 9)).reason is FailureReason.POD_REJECTED
+    assert await runtime.list_leftovers()
     first = await runtime.launch(make_spec(7))
     await runtime.launch(make_spec(8))  # a revise run: adopts and relabels the namespace
     await runtime.launch(make_spec(8))  # a relaunch: adopts the Job, rewrites the Secret
@@ -96,6 +135,7 @@ async def test_a_full_lifecycle_uses_exactly_the_declared_permissions(
     assert [line.line async for line in runtime.stream_logs(first, follow=False)] == ["hello"]
     await runtime.cancel(first)
     await runtime.cleanup(first)
+    runtime.close()
 
     used = set(api.verbs())
     assert used == granted(), {

@@ -11,17 +11,19 @@ import pytest
 import yaml
 
 from codexk8s.adapters.kubernetes.client import RetryPolicy
+from codexk8s.adapters.kubernetes.manifests import RunPodSettings
 from codexk8s.adapters.kubernetes.runtime import KubernetesRuntime, from_settings
 from codexk8s.config import ConfigError, Settings
 from codexk8s.domain.runtime import (
     FailureReason,
     Runtime,
+    WorkloadDeferredError,
     WorkloadHandle,
     WorkloadPhase,
     WorkloadRuntimeError,
 )
 from tests.adapters.kubernetes.conftest import IMAGE, PREFIX, Sleeps, make_runtime, make_spec
-from tests.adapters.kubernetes.fake_api import FakeApiServer, FakeCluster
+from tests.adapters.kubernetes.fake_api import FakeApiServer, FakeCluster, now_rfc3339
 
 KINDS_PER_NAMESPACE = {
     "serviceaccounts",
@@ -78,7 +80,9 @@ async def test_every_object_the_runtime_sends_passes_the_strict_schema(
     await runtime.launch(make_spec(7))
     await runtime.launch(make_spec(7))  # the adopt path: replaces the Secret again
 
-    sent = [r.data for r in api if r.method.value in ("POST", "PUT")]
+    sent = [r.data for r in api if r.method.value in ("POST", "PUT", "PATCH")]
+    # Every body is a whole object except the namespace's relabel (a merge patch).
+    sent = [body for body in sent if "kind" in body]
     assert {body["kind"] for body in sent} == {
         "Namespace", "ServiceAccount", "Role", "RoleBinding", "ResourceQuota", "LimitRange",
         "NetworkPolicy", "Secret", "Job",
@@ -138,15 +142,128 @@ async def test_a_foreign_namespace_with_the_same_name_is_not_used(
     assert cluster.items("jobs") == []
 
 
-async def test_a_terminating_namespace_fails_the_launch_clearly(
+async def test_a_terminating_lineage_namespace_defers_the_launch(
     runtime: KubernetesRuntime, cluster: FakeCluster
 ) -> None:
     await runtime.launch(make_spec(7))
     namespace = runtime.namespace_for(make_spec(7))
     cluster.set_status("namespaces", "", namespace, {"phase": "Terminating"})
 
-    with pytest.raises(WorkloadRuntimeError, match="being deleted"):
+    with pytest.raises(WorkloadDeferredError, match="still being deleted") as raised:
         await runtime.launch(make_spec(9))
+    assert raised.value.retry_after_seconds > 0
+    assert cluster.get("jobs", namespace, "codexk8s-run-9") is None
+
+
+async def test_lineage_objects_follow_the_current_settings_by_server_side_apply(
+    api: FakeApiServer, cluster: FakeCluster, sleeps: Sleeps
+) -> None:
+    """A revise run after an upgrade (other pod settings) updates the lineage namespace's quota
+    and LimitRange instead of keeping the old ones that would refuse its pod."""
+    before = make_runtime(api, sleeps)
+    first = await before.launch(make_spec(7))
+    before.close()
+    bigger = RunPodSettings(cpu_limit="4", memory_limit="16Gi")
+    after = make_runtime(api, sleeps, pod_settings=bigger)
+    revise = await after.launch(make_spec(9))
+    after.close()
+
+    assert revise.namespace == first.namespace
+    quota = cluster.get("resourcequotas", first.namespace, "codexk8s-run")
+    assert quota is not None
+    assert quota["spec"]["hard"]["limits.cpu"] == "8"
+    limits = cluster.get("limitranges", first.namespace, "codexk8s-run")
+    assert limits is not None
+    assert limits["spec"]["limits"][0]["max"]["memory"] == "16Gi"
+    applies = api.requests_with("PATCH", "resourcequotas")
+    assert applies and all(
+        a["fieldManager"] == "codexk8s"
+        and a["force"] == "true"
+        and a["fieldValidation"] == "Strict"
+        for a in applies
+    )
+    for plural in ("namespaces", "secrets", "jobs"):
+        assert all(p["fieldValidation"] == "Strict" for p in api.requests_with("POST", plural))
+
+
+async def test_periodic_lists_read_from_the_watch_cache(
+    runtime: KubernetesRuntime, api: FakeApiServer
+) -> None:
+    await runtime.launch(make_spec(7))
+    await runtime.list_workloads()
+    await runtime.list_leftovers()
+    for plural in ("jobs", "pods", "namespaces"):
+        lists = [p for p in api.requests_with("GET", plural) if "labelSelector" in p]
+        assert lists and all(p["resourceVersion"] == "0" for p in lists), plural
+
+
+async def test_only_this_installations_workloads_are_seen_or_adopted(
+    api: FakeApiServer, cluster: FakeCluster, sleeps: Sleeps
+) -> None:
+    ours = make_runtime(api, sleeps, installation="ours")
+    theirs = make_runtime(api, sleeps, installation="theirs")
+    try:
+        mine = await ours.launch(make_spec(7))
+        other = await theirs.launch(make_spec(7))  # their run 7 of the same lineage
+        assert mine.namespace != other.namespace
+        assert [s.run_id for s in await ours.list_workloads()] == [7]
+        assert [s.handle for s in await ours.list_workloads()] == [mine]
+        assert [found.handle.namespace for found in await ours.list_leftovers()] == [mine.namespace]
+
+        # Their Job stamped into our namespace under our run's name is not taken for ours.
+        job = cluster.get("jobs", mine.namespace, "codexk8s-run-7")
+        assert job is not None
+        job["metadata"]["labels"]["codexk8s.io/installation"] = "theirs"
+        with pytest.raises(WorkloadRuntimeError, match="another codexk8s installation"):
+            await ours.launch(make_spec(7))
+        # A namespace of theirs under our name is refused too.
+        namespace = cluster.get("namespaces", None, mine.namespace or "")
+        assert namespace is not None
+        namespace["metadata"]["labels"]["codexk8s.io/installation"] = "theirs"
+        with pytest.raises(WorkloadRuntimeError, match="another codexk8s installation"):
+            await ours.launch(make_spec(9))
+    finally:
+        ours.close()
+        theirs.close()
+
+
+async def test_a_pod_the_cluster_refuses_fails_the_run_after_the_grace(
+    api: FakeApiServer, cluster: FakeCluster, sleeps: Sleeps
+) -> None:
+    patient = make_runtime(api, sleeps, rejection_grace_seconds=3600)
+    eager = make_runtime(api, sleeps, rejection_grace_seconds=0)
+    try:
+        handle = await patient.launch(make_spec(7))
+        job = cluster.get("jobs", handle.namespace, handle.name)
+        assert job is not None
+        job["status"] = {"startTime": now_rfc3339(), "active": 0}
+        # No refusal recorded yet: pending, and no events were even read within the grace.
+        assert (await patient.status(handle, 7)).phase is WorkloadPhase.PENDING
+        message = 'pods "codexk8s-run-7-ab" is forbidden: violates PodSecurity "restricted:latest"'
+        cluster.add_event(handle.namespace or "", job, "FailedCreate", message)
+        cluster.add_event(handle.namespace or "", job, "SuccessfulCreate", "not this one")
+        assert (await patient.status(handle, 7)).phase is WorkloadPhase.PENDING
+        status = await eager.status(handle, 7)
+        assert status.phase is WorkloadPhase.FAILED
+        assert status.reason is FailureReason.POD_REJECTED
+        assert status.message == f"the cluster refused the pod: {message}"
+        (listed,) = await eager.list_workloads()
+        assert listed.reason is FailureReason.POD_REJECTED
+        reads = api.requests_with("GET", "events")
+        assert reads and all(
+            r["fieldSelector"]
+            == "involvedObject.kind=Job,involvedObject.name=codexk8s-run-7,reason=FailedCreate"
+            for r in reads
+        )
+    finally:
+        patient.close()
+        eager.close()
+
+
+async def test_cancel_refuses_namespaces_outside_the_prefix(runtime: KubernetesRuntime) -> None:
+    foreign = WorkloadHandle(runtime="kubernetes", name="codexk8s-run-7", namespace="kube-system")
+    with pytest.raises(WorkloadRuntimeError, match="not a run namespace"):
+        await runtime.cancel(foreign)
 
 
 async def test_a_job_name_taken_by_another_run_is_refused(
@@ -418,8 +535,14 @@ async def test_from_settings_uses_the_kubeconfig(
     api: FakeApiServer, cluster: FakeCluster, tmp_path: Path
 ) -> None:
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", str(api.url).rstrip("/"))
-    settings = Settings(runtime="kubernetes", kubeconfig=kubeconfig, run_namespace_prefix="cx")
-    runtime = from_settings(settings, image_default=IMAGE)
+    settings = Settings(
+        runtime="kubernetes", kubeconfig=kubeconfig, run_namespace_prefix="cx", port=8080,
+        run_pod='{"nodeSelector": {"pool": "agents"}, "imagePullSecrets": ["pull"]}',
+        control_plane_namespace="platform", run_egress_ports="443,22",
+        cluster_cidrs="198.18.0.0/15", run_egress_allow="10.9.0.0/16:5000",
+        cleanup_after_hours=2,
+    )  # fmt: skip
+    runtime = from_settings(settings, image_default=IMAGE, installation="inst-1")
     try:
         handle = await runtime.launch(make_spec(7))
     finally:
@@ -428,6 +551,26 @@ async def test_from_settings_uses_the_kubeconfig(
     assert handle.namespace is not None
     assert handle.namespace.startswith("cx-demo-")
     assert next(iter(api)).headers["Authorization"] == "Bearer t0k3n"
+    job = cluster.get("jobs", handle.namespace, handle.name)
+    assert job is not None
+    assert job["metadata"]["labels"]["codexk8s.io/installation"] == "inst-1"
+    assert job["spec"]["ttlSecondsAfterFinished"] == 2 * 3600
+    pod = job["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "agents"}
+    assert pod["imagePullSecrets"] == [{"name": "pull"}]
+    policy = cluster.get("networkpolicies", handle.namespace, "codexk8s-run")
+    assert policy is not None
+    egress = policy["spec"]["egress"]
+    assert egress[1]["to"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "platform"
+    }
+    assert egress[1]["ports"] == [{"protocol": "TCP", "port": 8080}]
+    assert "198.18.0.0/15" in egress[2]["to"][0]["ipBlock"]["except"]
+    assert [p["port"] for p in egress[2]["ports"]] == [443, 22]
+    assert egress[3] == {
+        "to": [{"ipBlock": {"cidr": "10.9.0.0/16"}}],
+        "ports": [{"protocol": "TCP", "port": 5000}],
+    }
 
 
 def test_from_settings_without_kubeconfig_outside_a_cluster_names_the_variable(
@@ -435,11 +578,11 @@ def test_from_settings_without_kubeconfig_outside_a_cluster_names_the_variable(
 ) -> None:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(ConfigError, match=r"^CODEXK8S_KUBECONFIG: "):
-        from_settings(Settings(runtime="kubernetes"), image_default=IMAGE)
+        from_settings(Settings(runtime="kubernetes"), image_default=IMAGE, installation="i")
 
 
 def test_build_runtime_requires_an_agent_image() -> None:
     from codexk8s.adapters.runtimes import build_runtime
 
     with pytest.raises(ConfigError, match=r"^CODEXK8S_AGENT_IMAGE: required"):
-        build_runtime(Settings(runtime="kubernetes"))
+        build_runtime(Settings(runtime="kubernetes"), installation="i")

@@ -293,3 +293,50 @@ def test_is_explained_asks_for_the_pod_only_when_it_matters(
     job_obj: dict[str, Any], pod_obj: dict[str, Any] | None, explained: bool
 ) -> None:
     assert is_explained(job_obj, pod_obj) is explained
+
+
+UNSCHEDULABLE = {
+    "type": "PodScheduled",
+    "status": "False",
+    "reason": "Unschedulable",
+    "message": "0/3 nodes are available: 3 Insufficient cpu.",
+}
+
+
+def test_an_unschedulable_pod_waits_within_the_grace_and_says_why() -> None:
+    waiting_pod = pod(phase="Pending", state={"waiting": {}}, conditions=[UNSCHEDULABLE])
+    status = status_of(job(active=1), waiting_pod, grace=300)
+    assert status.phase is WorkloadPhase.PENDING
+    assert status.message == "waiting for a node: 0/3 nodes are available: 3 Insufficient cpu."
+
+
+def test_an_unschedulable_pod_fails_the_run_after_the_grace() -> None:
+    stuck = pod(
+        phase="Pending",
+        state={"waiting": {}},
+        conditions=[UNSCHEDULABLE],
+        created=NOW - timedelta(seconds=301),
+    )
+    status = status_of(job(active=1), stuck, grace=300)
+    assert status.phase is WorkloadPhase.FAILED
+    assert status.reason is FailureReason.UNSCHEDULABLE
+    assert status.message == "no node can run the pod: 0/3 nodes are available: 3 Insufficient cpu."
+    # Scheduled (the condition turned True) is not stuck, however old.
+    scheduled = pod(
+        phase="Pending",
+        state={"waiting": {"reason": "ContainerCreating"}},
+        conditions=[{**UNSCHEDULABLE, "status": "True", "reason": None}],
+        created=NOW - timedelta(hours=1),
+    )
+    assert status_of(job(active=1), scheduled).phase is WorkloadPhase.PENDING
+
+
+def test_a_refused_pod_fails_the_run_with_the_api_servers_words() -> None:
+    refusal = 'pods "codexk8s-run-7-x" is forbidden: exceeded quota: codexk8s-run'
+    status = workload_status(7, job(active=1), [], now=NOW, rejection=refusal)
+    assert status.phase is WorkloadPhase.FAILED
+    assert status.reason is FailureReason.POD_REJECTED
+    assert status.message == f"the cluster refused the pod: {refusal}"
+    # Once a pod exists the refusal is history (quota freed up, the controller retried).
+    running = workload_status(7, job(active=1), [pod()], now=NOW, rejection=refusal)
+    assert running.phase is WorkloadPhase.RUNNING

@@ -11,8 +11,8 @@ import pytest
 
 from codexk8s.adapters.kubernetes.runtime import KubernetesRuntime
 from codexk8s.adapters.kubernetes.watch import WorkloadWatcher
-from codexk8s.domain.runtime import FailureReason, WorkloadPhase, WorkloadStatus
-from tests.adapters.kubernetes.conftest import Sleeps, make_spec
+from codexk8s.domain.runtime import FailureReason, WorkloadHandle, WorkloadPhase, WorkloadStatus
+from tests.adapters.kubernetes.conftest import Sleeps, make_runtime, make_spec
 from tests.adapters.kubernetes.fake_api import FakeApiServer, FakeCluster
 
 COMPLETE = {
@@ -326,3 +326,39 @@ async def test_a_watch_that_keeps_failing_keeps_backing_off(
     # Never gave up, and never hammered: every attempt waited, with growing delays.
     assert len(sleeps) >= 5
     assert max(sleeps) > min(sleeps)
+
+
+async def test_status_changes_arrive_while_log_follows_fill_their_pool(
+    api: FakeApiServer, cluster: FakeCluster, sleeps: Sleeps
+) -> None:
+    """More quiet log follows than log threads: the watches have threads of their own, so a
+    run's end is still reported at once (with one shared pool they would wait for a follow
+    to time out)."""
+    runtime = make_runtime(api, sleeps, stream_workers=2, log_read_timeout=60)
+    follows: list[asyncio.Task[None]] = []
+    try:
+        handles = [await runtime.launch(make_spec(run_id, lineage="")) for run_id in (1, 2, 3)]
+        for handle in handles:
+            cluster.start_pod(handle.namespace or "", handle.name)
+
+        async def follow(handle: WorkloadHandle) -> None:
+            async for _ in runtime.stream_logs(handle, follow=True):
+                pass
+
+        follows = [asyncio.create_task(follow(handle)) for handle in handles]
+        for _ in range(200):  # until both log threads block on a quiet follow
+            if len(cluster.logs) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        async with watching(runtime.watch()) as statuses:
+            seen = {(await statuses.next()).run_id for _ in range(3)}
+            assert seen == {1, 2, 3}
+            cluster.set_status("jobs", handles[0].namespace or "", handles[0].name, COMPLETE)
+            done = await statuses.next()
+            assert (done.run_id, done.phase) == (1, WorkloadPhase.SUCCEEDED)
+    finally:
+        for task in follows:
+            task.cancel()
+        cluster.close_streams()
+        await asyncio.gather(*follows, return_exceptions=True)
+        runtime.close()

@@ -17,6 +17,7 @@ from codexk8s.domain.runtime import (
     LogLine,
     WorkloadHandle,
     WorkloadPhase,
+    WorkloadRuntimeError,
     WorkloadSpec,
 )
 
@@ -196,3 +197,45 @@ async def test_watch_reports_changes_and_cleanup_removes_the_folder(runtime: Loc
     assert phases[0] is WorkloadPhase.RUNNING and phases[-1] is WorkloadPhase.SUCCEEDED
     await runtime.cleanup(handle)
     assert await runtime.list_workloads() == []
+
+
+async def test_a_new_database_next_to_old_run_folders_starts_afresh(tmp_path: Path) -> None:
+    """Run 1 of a new installation (a new database, the same data folder) never adopts the old
+    installation's run 1 and never shows its output as its own."""
+    old = LocalRuntime(tmp_path / "runs", poll_interval=0.05, installation="old")
+    old_handle = await old.launch(spec(1, "print('old run 1')"))
+    await wait_for(old, old_handle, 1)
+
+    new = LocalRuntime(tmp_path / "runs", poll_interval=0.05, installation="new")
+    assert await new.list_workloads() == []
+    assert await new.list_leftovers() == []
+    handle = await new.launch(spec(1, "print('new run 1')"))
+    assert handle != old_handle
+    await wait_for(new, handle, 1)
+    assert [line.line for line in await collect(new, handle, follow=False)] == ["new run 1"]
+    assert [s.run_id for s in await new.list_workloads()] == [1]
+    # The old installation still finds (and could clean) its own.
+    assert [line.line for line in await collect(old, old_handle, follow=False)] == ["old run 1"]
+
+
+async def test_another_runs_work_folder_is_not_adopted(tmp_path: Path) -> None:
+    runtime = LocalRuntime(tmp_path / "runs", poll_interval=0.05, installation="one")
+    handle = await runtime.launch(spec(2, "print('first')"))
+    await wait_for(runtime, handle, 2)
+    other = WorkloadSpec(
+        run_id=2, correlation_id="another-run", project_key="p", lineage="p/2",
+        command=(sys.executable, "-c", "print('second')"),
+    )  # fmt: skip
+    with pytest.raises(WorkloadRuntimeError, match="another run's workload"):
+        await runtime.launch(other)
+
+
+async def test_handles_stored_before_installation_folders_still_work(tmp_path: Path) -> None:
+    legacy = LocalRuntime(tmp_path / "runs", poll_interval=0.05)
+    handle = await legacy.launch(spec(3, "print('kept')"))
+    upgraded = LocalRuntime(tmp_path / "runs", poll_interval=0.05, installation="new")
+    status = await wait_for(upgraded, handle, 3)
+    assert status.phase is WorkloadPhase.SUCCEEDED
+    assert [line.line for line in await collect(upgraded, handle, follow=False)] == ["kept"]
+    await upgraded.cleanup(handle)
+    assert not await asyncio.to_thread(Path(handle.details["workdir"]).exists)
