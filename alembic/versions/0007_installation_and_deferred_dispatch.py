@@ -36,11 +36,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_installation")),
     )
     op.bulk_insert(installation, [{"id": uuid.uuid4().hex, "created_at": datetime.now(UTC)}])
-    with op.batch_alter_table("agent_runs") as batch:
-        batch.add_column(sa.Column("dispatch_after", sa.DateTime(timezone=True), nullable=True))
+    # A plain ADD COLUMN: batch mode would copy the table on SQLite, and dropping the old copy
+    # with foreign keys on deletes every run's logs (see docs/decisions.md).
+    op.add_column(
+        "agent_runs", sa.Column("dispatch_after", sa.DateTime(timezone=True), nullable=True)
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("agent_runs") as batch:
-        batch.drop_column("dispatch_after")
+    op.drop_column("agent_runs", "dispatch_after")
     op.drop_table("installation")
