@@ -40,6 +40,10 @@ case "$gover" in
   *) die "Go $gover is too old: k8s.io/kubernetes $(sed -n 's/^require k8s.io\/kubernetes //p' "$here/kubernetes/go.mod") needs Go >= 1.26" ;;
 esac
 
+# -s -w make the linker drop the symbol table and DWARF, so the compiler need not write DWARF
+# at all (less work, a smaller GOCACHE).
+goflags=(-trimpath -gcflags=all=-dwarf=false)
+
 modversion() { # module dir, module path -> version required by that go.mod
   awk -v m="$2" '$1 == m && $2 ~ /^v/ { print $2; exit } $1 == "require" && $2 == m { print $3; exit }' "$here/$1/go.mod"
 }
@@ -84,7 +88,7 @@ inputs_hash="$(
   cd "$here" && {
     cat ./*/go.mod ./*/go.sum ./*/*.go
     for mod in "${modules[@]}"; do ldflags_for "$mod"; done
-    echo "$gover CGO_ENABLED=$CGO_ENABLED -trimpath"
+    echo "$gover CGO_ENABLED=$CGO_ENABLED ${goflags[*]}"
   } | sha256sum | cut -c1-10
 )"
 key="${kube_version}-etcd${etcd_version#v}-kwok${kwok_version#v}-${inputs_hash}"
@@ -112,7 +116,7 @@ build_module() {
   tmp="$(mktemp -d "$bindir/.build-$mod.XXXXXX")"
   local targets=(tool)
   [[ $mod == etcd ]] && targets=(.)
-  if ! (cd "$here/$mod" && go build -trimpath -ldflags "$(ldflags_for "$mod")" -o "$tmp/" "${targets[@]}") \
+  if ! (cd "$here/$mod" && go build "${goflags[@]}" -ldflags "$(ldflags_for "$mod")" -o "$tmp/" "${targets[@]}") \
     >"$bindir/../build-$mod.log" 2>&1; then
     rm -rf "$tmp"
     echo "FAILED: go build of tools/kube/$mod; its output ($bindir/../build-$mod.log):" >&2
