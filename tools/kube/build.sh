@@ -29,7 +29,7 @@ die() {
 }
 
 command -v go >/dev/null 2>&1 ||
-  die "no 'go' on PATH: the kube lane builds its Kubernetes binaries from source and needs Go >= 1.26 (https://go.dev/doc/install, or the Debian/Ubuntu golang package of that version)"
+  die "no 'go' on PATH: the kube lane builds its Kubernetes binaries from source and needs Go >= 1.26 (install Go, or put its bin directory on PATH)"
 
 # Our modules only: no go.work from a parent directory, no toolchain switch, go.sum as committed.
 export GOWORK=off GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false" CGO_ENABLED=0
@@ -111,14 +111,16 @@ missing_of() {
 
 # One `go build` per module: the packages the four Kubernetes commands share are compiled once.
 build_module() {
-  local mod="$1" start end tmp
+  local mod="$1" start
   start=$(date +%s%N)
   tmp="$(mktemp -d "$bindir/.build-$mod.XXXXXX")"
+  # Runs in a subshell of its own: a stopped or failed build leaves no temporary directory.
+  trap 'rm -rf "$tmp"' EXIT
+  trap 'exit 143' TERM
   local targets=(tool)
   [[ $mod == etcd ]] && targets=(.)
   if ! (cd "$here/$mod" && go build "${goflags[@]}" -ldflags "$(ldflags_for "$mod")" -o "$tmp/" "${targets[@]}") \
     >"$bindir/../build-$mod.log" 2>&1; then
-    rm -rf "$tmp"
     echo "FAILED: go build of tools/kube/$mod; its output ($bindir/../build-$mod.log):" >&2
     tail -n 40 "$bindir/../build-$mod.log" >&2
     return 1
@@ -127,12 +129,10 @@ build_module() {
   for b in ${binaries[$mod]}; do
     [[ -x $tmp/$b ]] || {
       echo "FAILED: tools/kube/$mod built no $b" >&2
-      rm -rf "$tmp"
       return 1
     }
     mv -f "$tmp/$b" "$bindir/$b"
   done
-  rm -rf "$tmp"
   printf '  %-10s %6ss  %s\n' "$mod" "$(seconds_since "$start")" "${binaries[$mod]}"
 }
 
@@ -153,20 +153,30 @@ else
   echo "building ${todo[*]} with $gover, GOMAXPROCS=${GOMAXPROCS:-$(nproc)} into $bindir"
   # The modules are built at the same time: the Kubernetes build alone leaves cores idle in its
   # long single-threaded link steps, which the two small builds fill.
-  pids=()
+  # Job control: each module's build gets its own process group, so that a failure can stop
+  # the other builds (go and its compilers) instead of waiting minutes for them.
+  set -m
+  declare -A pid_of=()
   for mod in "${todo[@]}"; do
     if [[ ${KUBE_LANE_SERIAL-} == 1 ]]; then
-      build_module "$mod" || exit 1
+      (build_module "$mod") || die "build failed (see above)"
     else
-      build_module "$mod" &
-      pids+=($!)
+      (build_module "$mod") &
+      pid_of[$!]=$mod
     fi
   done
-  failed=0
-  for pid in "${pids[@]}"; do
-    wait "$pid" || failed=1
+  while ((${#pid_of[@]})); do
+    finished=""
+    if ! wait -n -p finished "${!pid_of[@]}"; then
+      for pid in "${!pid_of[@]}"; do
+        [[ $pid == "$finished" ]] || kill -TERM -- "-$pid" 2>/dev/null || true
+      done
+      wait
+      die "build of tools/kube/${pid_of[$finished]:-?} failed (see above); stopped the others"
+    fi
+    unset "pid_of[$finished]"
   done
-  ((failed == 0)) || die "build failed (see above)"
+  set +m
   printf '  %-10s %6ss\n' total "$(seconds_since "$total_start")"
   # Versions recorded for the lane (and for people) beside the binaries.
   printf 'kubernetes %s\netcd %s\nkwok %s\ngo %s\n' "$kube_version" "$etcd_version" "$kwok_version" \
