@@ -33,12 +33,14 @@ kubeconfig path and runs until Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import atexit
 import base64
 import contextlib
 import datetime as dt
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -444,6 +446,9 @@ class Cluster:
         bindir = bindir or build_binaries(quiet=True)
         workdir = Path(workdir or tempfile.mkdtemp(prefix="kube-lane-"))
         workdir.mkdir(parents=True, exist_ok=True)
+        # A start is a new cluster: no objects from an earlier one in a reused work directory
+        # (their nodes would point at the old kwok port). Certificates and logs are kept.
+        shutil.rmtree(workdir / "etcd", ignore_errors=True)
         names = ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok")
         cluster = cls(
             workdir=workdir.resolve(),
@@ -451,6 +456,8 @@ class Cluster:
             pki=Pki(workdir / "pki"),
             ports={name: free_port() for name in names},
         )
+        # Whatever ends this interpreter short of SIGKILL stops the components too.
+        atexit.register(cluster.stop)
         try:
             cluster._boot(nodes, timeout)
         except BaseException:
@@ -707,7 +714,6 @@ class Cluster:
             raise ClusterError("the API server is already running")
         comp.start()
         self._apiserver_expected = True
-        self._clients.clear()
         wait_until("kube-apiserver /readyz", self._apiserver_ready, timeout, alive=self._alive)
 
     def restart_apiserver(self, timeout: float = 60.0) -> None:
@@ -1071,10 +1077,12 @@ class Cluster:
         from kubernetes import client
 
         core = client.CoreV1Api(self.admin_client())
+        if container is None:  # the API server wants a name when a pod has several containers
+            spec = core.read_namespaced_pod(pod, namespace).spec
+            container = spec.containers[0].name
 
         def check() -> bool:
-            kwargs = {"container": container} if container else {}
-            return ok(core.read_namespaced_pod_log(pod, namespace, **kwargs))
+            return ok(core.read_namespaced_pod_log(pod, namespace, container=container))
 
         wait_until(
             f"kwok to serve the log file of {namespace}/{pod}",
@@ -1086,9 +1094,9 @@ class Cluster:
     def exit_pod(
         self, namespace: str, pod: str, exit_code: int, *, reason: str | None = None
     ) -> None:
-        """Make every container of a Running pod exit with `exit_code` now (kwok's pod-exit
-        stage): phase Succeeded for 0, Failed otherwise; `reason` overrides the containers'
-        terminated reason (Completed / Error)."""
+        """Make every container of a pod exit with `exit_code` (kwok's pod-exit stage): at once
+        when it runs, else as soon as it runs. Phase Succeeded for 0, Failed otherwise; `reason`
+        overrides the containers' terminated reason (Completed / Error)."""
         from kubernetes import client
 
         annotations = {EXIT_CODE_ANNOTATION: str(int(exit_code))}

@@ -6,6 +6,7 @@ of the binaries is an error of every test here, never a skip."""
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,10 +31,20 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         pytest.fail(f"the kube lane's control plane did not start: {exc}", pytrace=False)
     _started.append(cluster)
     print(f"\n{cluster.describe()} (started in {cluster.startup_seconds:.1f}s)")
+    # A SIGTERM (a CI time-out, a Ctrl-C'ed make) unwinds like Ctrl-C, so the components stop.
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         yield cluster
     finally:
         cluster.stop()
+        if previous == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @pytest.fixture
