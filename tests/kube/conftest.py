@@ -25,20 +25,23 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """The lane's control plane, started once; KUBE_LANE_WORKDIR chooses its work directory."""
     chosen = os.environ.get("KUBE_LANE_WORKDIR")
     workdir = Path(chosen) if chosen else tmp_path_factory.mktemp("kube-lane")
-    try:
-        cluster = Cluster.start(workdir)
-    except ClusterError as exc:
-        pytest.fail(f"the kube lane's control plane did not start: {exc}", pytrace=False)
-    _started.append(cluster)
-    print(f"\n{cluster.describe()} (started in {cluster.startup_seconds:.1f}s)")
-    # A SIGTERM (a CI time-out, a Ctrl-C'ed make) unwinds like Ctrl-C, so the components stop.
+    # A SIGTERM (a CI time-out, a stopped make) unwinds like Ctrl-C, from the start on, so that
+    # the components are stopped (Cluster.start stops what it started when interrupted).
     previous = signal.getsignal(signal.SIGTERM)
     if previous == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _interrupt)
     try:
-        yield cluster
+        try:
+            cluster = Cluster.start(workdir)
+        except ClusterError as exc:
+            pytest.fail(f"the kube lane's control plane did not start: {exc}", pytrace=False)
+        _started.append(cluster)
+        print(f"\n{cluster.describe()} (started in {cluster.startup_seconds:.1f}s)")
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
     finally:
-        cluster.stop()
         if previous == signal.SIG_DFL:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
