@@ -125,15 +125,17 @@ build_module() {
     tail -n 40 "$bindir/../build-$mod.log" >&2
     return 1
   fi
-  local b
+  # One build links its binaries one after the other: tell when each was ready.
+  local b ready=()
   for b in ${binaries[$mod]}; do
     [[ -x $tmp/$b ]] || {
       echo "FAILED: tools/kube/$mod built no $b" >&2
       return 1
     }
+    ready+=("$b@$(($(stat -c %Y "$tmp/$b") - start / 1000000000))s")
     mv -f "$tmp/$b" "$bindir/$b"
   done
-  printf '  %-10s %6ss  %s\n' "$mod" "$(seconds_since "$start")" "${binaries[$mod]}"
+  printf '  %-10s %6ss  %s\n' "$mod" "$(seconds_since "$start")" "${ready[*]}"
 }
 
 mkdir -p "$bindir"
