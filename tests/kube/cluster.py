@@ -25,6 +25,7 @@ Use from Python::
         log.write("hello", "world")
         cluster.exit_pod("ns", "pod", 3)          # all its containers exit 3: pod Failed
         cluster.kill_apiserver(); cluster.compact_etcd(); cluster.start_apiserver()
+        cluster.kill_component("controller-manager"); cluster.start_component(...)
 
 or from a shell: `python -m tests.kube.cluster [--workdir DIR]` starts it, prints the admin
 kubeconfig path and runs until Ctrl-C.
@@ -423,6 +424,8 @@ class Cluster:
     ports: dict[str, int]
     components: dict[str, Component] = field(default_factory=dict)
     version: str = ""
+    nodes: tuple[str, ...] = NODE_NAMES
+    _down: set[str] = field(default_factory=set)  # components killed on purpose
     _clients: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stopped: bool = False
@@ -455,6 +458,7 @@ class Cluster:
             bindir=bindir,
             pki=Pki(workdir / "pki"),
             ports={name: free_port() for name in names},
+            nodes=nodes,
         )
         # Whatever ends this interpreter short of SIGKILL stops the components too.
         atexit.register(cluster.stop)
@@ -694,27 +698,43 @@ class Cluster:
 
     def _alive(self) -> None:
         for comp in self.components.values():
-            if comp.name == "apiserver" and not self._apiserver_expected:
-                continue
-            comp.check_alive()
+            if comp.name not in self._down:
+                comp.check_alive()
 
-    _apiserver_expected: bool = True
+    # -- crashing and starting components ------------------------------------------------------
 
-    # -- the API server: kill and start again ----------------------------------------------------
+    def kill_component(self, name: str) -> None:
+        """SIGKILL one component (a crash: no graceful shutdown); the others stay up.
+
+        name: etcd, apiserver, controller-manager, scheduler or kwok."""
+        self._down.add(name)
+        self.components[name].kill()
+
+    def start_component(self, name: str, timeout: float = 60.0) -> None:
+        """Start a killed component again with the same flags, port, certificates and data, and
+        wait until it answers (etcd /health, API server /readyz, controller manager and
+        scheduler /healthz, kwok: every node Ready)."""
+        comp = self._component(name)
+        if comp.running:
+            raise ClusterError(f"{name} is already running")
+        comp.start()
+        self._down.discard(name)
+        ready: Callable[[], Any] = {
+            "etcd": self._etcd_healthy,
+            "apiserver": self._apiserver_ready,
+            "controller-manager": lambda: self._healthz("controller-manager"),
+            "scheduler": lambda: self._healthz("scheduler"),
+            "kwok": lambda: self._nodes_ready(self.nodes),
+        }[name]
+        wait_until(f"{name} to answer", ready, timeout, alive=self._alive)
 
     def kill_apiserver(self) -> None:
         """SIGKILL the API server (a crash: no graceful shutdown); etcd and the rest stay up."""
-        self._apiserver_expected = False
-        self.components["apiserver"].kill()
+        self.kill_component("apiserver")
 
     def start_apiserver(self, timeout: float = 60.0) -> None:
         """Start the API server (again: same port, certificates and etcd) and wait for /readyz."""
-        comp = self._component("apiserver")
-        if comp.running:
-            raise ClusterError("the API server is already running")
-        comp.start()
-        self._apiserver_expected = True
-        wait_until("kube-apiserver /readyz", self._apiserver_ready, timeout, alive=self._alive)
+        self.start_component("apiserver", timeout)
 
     def restart_apiserver(self, timeout: float = 60.0) -> None:
         self.kill_apiserver()

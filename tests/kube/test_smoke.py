@@ -314,6 +314,22 @@ def test_apiserver_crash_compaction_and_restart(
     pod_phase(core, kube_namespace, pod.metadata.name, "Running")
 
 
+def test_controller_manager_crash_and_restart(
+    kube_cluster: Cluster, kube_admin: client.ApiClient, kube_namespace: str
+) -> None:
+    core, batch = client.CoreV1Api(kube_admin), client.BatchV1Api(kube_admin)
+    kube_cluster.kill_component("controller-manager")
+    try:
+        batch.create_namespaced_job(kube_namespace, job_manifest("orphan"))
+        time.sleep(2)
+        # Nobody runs the Job controller: no pod.
+        assert not core.list_namespaced_pod(kube_namespace, label_selector="job-name=orphan").items
+    finally:
+        kube_cluster.start_component("controller-manager")
+    pod = job_pod(core, kube_namespace, "orphan")
+    pod_phase(core, kube_namespace, pod.metadata.name, "Running")
+
+
 def test_component_logs_are_kept(kube_cluster: Cluster) -> None:
     for name in ("etcd", "apiserver", "controller-manager", "scheduler", "kwok"):
         log = Path(kube_cluster.components[name].log)
