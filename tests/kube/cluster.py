@@ -7,7 +7,7 @@ Everything listens on 127.0.0.1 only, on free ports, and lives in one work direc
     pki/            a CA made on the fly, serving and client certificates, the service-account key
     kubeconfigs/    admin.kubeconfig (system:masters) and one per component and per test user
     logs/<name>.log each component's output, kept after stop for failing tests to point at
-    etcd/           etcd's data; kept across kill_apiserver()/start_apiserver()
+    etcd/           etcd's data: emptied by start(), kept across kill_/start_component()
     podlogs/        the files that simulated containers "print" to (see PodLog)
 
 Security is the real thing: TLS everywhere (etcd too, with client certificates), client
@@ -104,11 +104,9 @@ def build_binaries(*, quiet: bool = False) -> Path:
     """Build the lane's binaries if missing (tools/kube/build.sh) and return their directory.
 
     A missing Go toolchain or a failed build raises ClusterError with the script's message."""
-    env = dict(os.environ)
     try:
         proc = subprocess.run(
             ["bash", str(BUILD_SCRIPT)],
-            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
