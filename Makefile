@@ -55,14 +55,15 @@ system-packages:
 run: $(PY_STAMP) $(TOOLS_STAMP)
 	$(BIN)/codexk8s serve
 
-test: setup
+test: setup kube-binaries
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The kube lane (docs/kube-lane.md): real kube-apiserver, controller manager, scheduler and etcd
 # with kwok nodes, built from the Go module proxy into ~/.cache/codexk8s/kube when missing.
-# `make test` leaves its tests out (pyproject's addopts); a missing `go` or a failed build fails.
+# `make test` leaves its tests out (pyproject's addopts) but builds the binaries too: the deploy
+# tests build the kustomize overlays with this kubectl. A missing `go` or a failed build fails.
 kube-binaries:
 	bash tools/kube/build.sh
 

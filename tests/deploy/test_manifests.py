@@ -26,17 +26,26 @@ DOCKERFILE = DEPLOY / "Dockerfile"
 OVERLAYS = ("dev", "prod")
 # kubernetes-validate 1.37 ships schemas 1.32 to 1.37; check the oldest and newest we target.
 SCHEMA_VERSIONS = ("1.32", "1.37")
-KUBECTL = shutil.which("kubectl")
-needs_kubectl = pytest.mark.skipif(
-    KUBECTL is None, reason="kubectl is not installed: `kubectl kustomize` builds the overlays"
-)
+
+
+@cache
+def kubectl() -> str:
+    """The kubectl the kube lane builds (`make kube-binaries`, which `make test` runs first): the
+    overlays are built with a known kubectl, never whichever one is on PATH, and never skipped."""
+    bin_dir = subprocess.run(
+        ["bash", str(ROOT / "tools" / "kube" / "build.sh"), "--print-bin-dir"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    path = Path(bin_dir) / "kubectl"
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: run `make kube-binaries` (make test does it first)")
+    return str(path)
 
 
 @cache
 def build(overlay: str) -> tuple[dict[str, Any], ...]:
-    assert KUBECTL is not None
     out = subprocess.run(
-        [KUBECTL, "kustomize", str(DEPLOY / "overlays" / overlay)],
+        [kubectl(), "kustomize", str(DEPLOY / "overlays" / overlay)],
         check=True,
         capture_output=True,
         text=True,
@@ -57,7 +66,6 @@ def control_plane(docs: tuple[dict[str, Any], ...]) -> dict[str, Any]:
     return only(docs, "Deployment", "codexk8s")
 
 
-@needs_kubectl
 @pytest.mark.parametrize("version", SCHEMA_VERSIONS)
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_object_passes_the_official_schema(overlay: str, version: str) -> None:
@@ -84,7 +92,6 @@ def test_every_object_passes_the_official_schema(overlay: str, version: str) -> 
     assert {d["metadata"].get("namespace") for d in namespaced} == {"codexk8s"}
 
 
-@needs_kubectl
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_cluster_role_grants_exactly_the_declared_permissions(overlay: str) -> None:
     docs = build(overlay)
@@ -126,7 +133,6 @@ def assert_locked_down(pod: dict[str, Any]) -> None:
         assert not sec.get("privileged")
 
 
-@needs_kubectl
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_control_plane_runs_locked_down_with_probes(overlay: str) -> None:
     docs = build(overlay)
@@ -195,7 +201,6 @@ def test_the_control_plane_runs_locked_down_with_probes(overlay: str) -> None:
     assert [rule["ports"] for rule in policy["ingress"]] == [[{"protocol": "TCP", "port": 3000}]]
 
 
-@needs_kubectl
 def test_overlays_differ_where_they_should() -> None:
     dev, prod = build("dev"), build("prod")
     assert control_plane(dev)["spec"]["replicas"] == 1
@@ -213,7 +218,6 @@ def test_overlays_differ_where_they_should() -> None:
     assert "CHANGE-ME" in (DEPLOY / "overlays" / "prod" / "ingress-tls.yaml").read_text()
 
 
-@needs_kubectl
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_no_secret_data_is_committed(overlay: str) -> None:
     for doc in build(overlay):

@@ -6,10 +6,11 @@ that the runtime's requests against a fake API server use exactly these verbs). 
 - namespaces: create (launch), get (adopt a lineage's namespace: is it ours, is it
   terminating), patch (label it with the latest run id), delete (cleanup), list (find run
   namespaces that no stored run points to, by label);
-- serviceaccounts, roles, rolebindings, resourcequotas, limitranges, networkpolicies: patch
-  only, as server-side apply: created the first time, brought up to date in a lineage's
-  namespace after an upgrade, never read. The agent's Role is empty, so applying it and its
-  binding needs no further rights (RBAC escalation checks);
+- serviceaccounts, roles, rolebindings, resourcequotas, limitranges, networkpolicies: create
+  and patch, as server-side apply: created the first time (an apply that creates is authorized
+  as `create` too), brought up to date in a lineage's namespace after an upgrade, never read.
+  The agent's Role is empty, so applying it and its binding needs no further rights (RBAC
+  escalation checks);
 - secrets: create and update, never get/list/watch: the control plane writes a run's
   credentials (update: a relaunch's new token, the Job as owner) but cannot read any Secret;
 - jobs: create, get (status, adopt on relaunch), list and watch (across namespaces, by label),
@@ -38,17 +39,17 @@ CLUSTER_ROLE_NAME = "codexk8s-control-plane"
 
 PERMISSIONS: tuple[Permission, ...] = (
     Permission("", "namespaces", ("create", "delete", "get", "list", "patch")),
-    Permission("", "serviceaccounts", ("patch",)),
-    Permission("", "resourcequotas", ("patch",)),
-    Permission("", "limitranges", ("patch",)),
+    Permission("", "serviceaccounts", ("create", "patch")),
+    Permission("", "resourcequotas", ("create", "patch")),
+    Permission("", "limitranges", ("create", "patch")),
     Permission("", "secrets", ("create", "update")),
     Permission("", "pods", ("delete", "list", "watch")),
     Permission("", "pods/log", ("get",)),
     Permission("", "events", ("list",)),
     Permission("batch", "jobs", ("create", "delete", "get", "list", "watch")),
-    Permission("rbac.authorization.k8s.io", "roles", ("patch",)),
-    Permission("rbac.authorization.k8s.io", "rolebindings", ("patch",)),
-    Permission("networking.k8s.io", "networkpolicies", ("patch",)),
+    Permission("rbac.authorization.k8s.io", "roles", ("create", "patch")),
+    Permission("rbac.authorization.k8s.io", "rolebindings", ("create", "patch")),
+    Permission("networking.k8s.io", "networkpolicies", ("create", "patch")),
 )
 
 

@@ -104,7 +104,7 @@ def test_the_admission_policy_fences_in_the_deployed_identity_and_the_default_pr
     assert rules == [
         {
             "apiGroups": ["*"], "apiVersions": ["*"],
-            "operations": ["CREATE", "UPDATE", "DELETE", "CONNECT"], "resources": ["*", "*/*"],
+            "operations": ["CREATE", "UPDATE", "DELETE", "CONNECT"], "resources": ["*/*"],
         }
     ]  # fmt: skip
 
