@@ -30,7 +30,7 @@ from codexk8s.db import log_chunks
 from codexk8s.db.models import Project, utcnow
 from codexk8s.domain.logs import LogPolicy, LogStorage, StoredLine, retention_days, utc
 from codexk8s.services import audit
-from codexk8s.services.run_logs import CHUNKS, LOGS, RUNS, log_is_complete
+from codexk8s.services.run_logs import CHUNKS, LOGS, RUNS, lock_run, log_is_complete
 
 PROJECTS = Project.__table__  # type: ignore[attr-defined]
 LINES_PER_STEP = 10_000  # lines moved (or rows deleted) by one compaction transaction
@@ -79,13 +79,10 @@ def compact_step(engine: Engine, *, run_id: int, limit: int = LINES_PER_STEP) ->
     """Move up to LIMIT of RUN_ID's oldest rows into chunks, in one transaction; return (lines,
     chunks) moved. (0, 0) means the log is all chunks now, or was not the run's to compact."""
     with engine.begin() as connection:
-        run = connection.execute(
-            sa.select(RUNS.c.id)
-            .where(
-                RUNS.c.id == run_id, RUNS.c.log_storage == LogStorage.ROWS.value, log_is_complete()
-            )
-            .with_for_update(key_share=True)
-        ).first()
+        run = lock_run(
+            connection, run_id, RUNS.c.id,
+            where=sa.and_(RUNS.c.log_storage == LogStorage.ROWS.value, log_is_complete()),
+        )  # fmt: skip
         if run is None:
             return 0, 0
         rows = connection.execute(
@@ -173,26 +170,29 @@ def mark_expired(
     """Mark up to LIMIT finished runs whose logs outlived their retention as `removing`, each
     with a `log_removed` flow event; return their ids."""
     now = now or utcnow()
-    with engine.begin() as connection:
+    kept = RUNS.c.log_storage.in_([LogStorage.ROWS.value, LogStorage.CHUNKS.value])
+    with engine.connect() as connection:  # a read before the write transaction (SQLite)
         expired = _expired(connection, default_days, now)
-        runs = connection.execute(
-            sa.select(RUNS.c.id, RUNS.c.correlation_id, RUNS.c.project_id, RUNS.c.log_sequence)
-            .where(
-                RUNS.c.log_storage.in_([LogStorage.ROWS.value, LogStorage.CHUNKS.value]),
-                log_is_complete(),
-                expired,
-            )
+    with engine.begin() as connection:
+        oldest = (
+            sa.select(RUNS.c.id)
+            .where(kept, log_is_complete(), expired)
             .order_by(RUNS.c.finished_at, RUNS.c.id)
             .limit(limit)
-            .with_for_update(key_share=True, skip_locked=True)
+        )
+        if connection.dialect.name == "postgresql":
+            oldest = oldest.with_for_update(key_share=True, skip_locked=True)
+        # One statement (the write lock first on SQLite); KEPT again in the outer WHERE, so a
+        # run another marker got to first is skipped.
+        runs = connection.execute(
+            RUNS.update()
+            .where(RUNS.c.id.in_(oldest.scalar_subquery()), kept)
+            .values(log_storage=LogStorage.REMOVING.value, log_removed_at=now)
+            .returning(RUNS.c.id, RUNS.c.correlation_id, RUNS.c.project_id, RUNS.c.log_sequence)
         ).all()
         if not runs:
             return []
-        connection.execute(
-            RUNS.update()
-            .where(RUNS.c.id.in_([run.id for run in runs]))
-            .values(log_storage=LogStorage.REMOVING.value, log_removed_at=now)
-        )
+        runs.sort(key=lambda run: run.id)
         audit.insert_events(
             connection=connection,
             events=[

@@ -106,12 +106,10 @@ def _store(
     expected_sequence, expected_dropped = expected.sequence, expected.dropped
     texts = [item.line[:MAX_LINE_CHARS] for item in lines]
     with engine.begin() as connection:
-        query = sa.select(
-            RUNS.c.log_sequence, RUNS.c.log_dropped_lines, RUNS.c.log_bytes, RUNS.c.log_cursor,
-            RUNS.c.log_storage, RUNS.c.correlation_id, RUNS.c.project_id,
-        ).where(RUNS.c.id == run_id)  # fmt: skip
-        # FOR NO KEY UPDATE: writers of one run queue here; flow events may still point at it.
-        run = connection.execute(query.with_for_update(key_share=True)).first()
+        run = lock_run(
+            connection, run_id, RUNS.c.log_sequence, RUNS.c.log_dropped_lines, RUNS.c.log_bytes,
+            RUNS.c.log_cursor, RUNS.c.log_storage, RUNS.c.correlation_id, RUNS.c.project_id,
+        )  # fmt: skip
         if run is None or (run.log_sequence, run.log_dropped_lines) != (
             expected_sequence,
             expected_dropped,
@@ -180,6 +178,29 @@ def _store(
         if lines:
             notifications.publish_on_commit(connection, [notifications.run_topic(run_id)])
     return position
+
+
+def lock_run(
+    connection: Connection,
+    run_id: int,
+    *columns: sa.ColumnElement,  # type: ignore[type-arg]
+    where: sa.ColumnElement[bool] | None = None,
+) -> sa.Row | None:  # type: ignore[type-arg]
+    """Read COLUMNS of RUN_ID (when it matches WHERE) and hold its row until commit, so that the
+    run's log writers, compaction and retention take turns.
+
+    PostgreSQL: FOR NO KEY UPDATE (flow events may still be inserted that point at the run).
+    SQLite: a no-op UPDATE … RETURNING, so the transaction starts by taking the write lock
+    (waiting for it); a read first would fail with SQLITE_BUSY when it later needs to write
+    after another writer committed."""
+    condition = RUNS.c.id == run_id if where is None else sa.and_(RUNS.c.id == run_id, where)
+    if connection.dialect.name == "postgresql":
+        query = sa.select(*columns).where(condition).with_for_update(key_share=True)
+        return connection.execute(query).first()
+    touch = (
+        RUNS.update().where(condition).values(log_sequence=RUNS.c.log_sequence).returning(*columns)
+    )
+    return connection.execute(touch).first()
 
 
 def log_is_complete() -> sa.ColumnElement[bool]:
