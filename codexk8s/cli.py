@@ -214,6 +214,11 @@ def serve(
         CODEXK8S_DATA_DIR=str(current.data_dir),
         NPM_CONFIG_REGISTRY=env.get("NPM_CONFIG_REGISTRY", "https://registry.npmjs.org/"),
     )
+    # The frontend is built into the data folder, not the checkout: the build holds this
+    # server's port, so two servers sharing a folder (`make run` while `make test` runs) served
+    # each other's pages. The image points REFLEX_WEB_WORKDIR at its pre-built /app/.web.
+    env.setdefault("REFLEX_WEB_WORKDIR", str(current.data_dir / "web"))
+    env.setdefault("REFLEX_STATES_WORKDIR", str(current.data_dir / "states"))
     if TOOLS_BIN.is_dir():
         env["PATH"] = f"{TOOLS_BIN}{os.pathsep}{env.get('PATH', '')}"
     if shutil.which("bun", path=env["PATH"]) is None:

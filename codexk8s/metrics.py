@@ -107,6 +107,12 @@ KUBERNETES_API_ERRORS = Counter(
     "Kubernetes API requests that failed (any error, including 404/409 the caller handles).",
     ["verb", "resource"],
 )
+KUBERNETES_WATCH_RELISTS = Counter(
+    "codexk8s_kubernetes_watch_relists",
+    "Watches whose position expired (410 Gone: an API server restart, etcd compaction) and that "
+    "listed their kind again, by kind.",
+    ["kind"],
+)
 GITHUB_API_CALLS = Counter(
     "codexk8s_github_api_calls",
     "GitHub REST API requests (every attempt, retries included) by method and path template.",

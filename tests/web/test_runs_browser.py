@@ -298,8 +298,6 @@ def test_filters_sort_and_paging(
 
 # --- two replicas sharing Redis -------------------------------------------------------------------
 
-WEB_DIR = Path(__file__).resolve().parents[2] / ".web"
-
 
 @contextlib.contextmanager
 def replica(env: dict[str, str], workdir: Path) -> Iterator[str]:
@@ -307,11 +305,12 @@ def replica(env: dict[str, str], workdir: Path) -> Iterator[str]:
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     workdir.mkdir(parents=True, exist_ok=True)
-    # Its own copy of the frontend folder: the build writes the backend's port into it, and the
-    # session's served app keeps using the shared one (node_modules is shared, read-only).
+    # Each server builds into its own data folder; starting from a copy of the session's served
+    # app's folder (node_modules shared, read-only) saves the package install.
+    source = Path(env["CODEXK8S_DATA_DIR"]) / "web"
     web = workdir / "web"
-    shutil.copytree(WEB_DIR, web, ignore=shutil.ignore_patterns("node_modules"))
-    (web / "node_modules").symlink_to(WEB_DIR / "node_modules")
+    shutil.copytree(source, web, ignore=shutil.ignore_patterns("node_modules"))
+    (web / "node_modules").symlink_to(source / "node_modules")
     env = {
         **env, "CODEXK8S_PUBLIC_URL": base_url, "CODEXK8S_DATA_DIR": str(workdir),
         "REFLEX_WEB_WORKDIR": str(web),

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -14,7 +18,7 @@ from codexk8s.db.engine import make_engine, session_scope
 from codexk8s.services import users
 from codexk8s.web import routes
 from codexk8s.web.components.layout import NAV_ITEMS
-from tests.conftest import ServedApp
+from tests.conftest import ServedApp, free_port, wait_for_http
 from tests.github_server import CLIENT_ID, email_entry
 
 pytestmark = pytest.mark.browser
@@ -74,3 +78,39 @@ def test_sign_in_button_goes_through_github_and_back(served_app: ServedApp, page
     assert query["code_challenge_method"] == ["S256"] and query["state"][0]
     expect(page).to_have_url(served_app.base_url + "/")
     expect(page.get_by_test_id("signed-in-as")).to_have_text(email)
+
+
+def test_a_second_server_in_the_same_checkout_leaves_the_first_one_alone(
+    served_app: ServedApp, page: Page, tmp_path: Path
+) -> None:
+    """`make run` while `make test` runs: each server builds its frontend into its own data
+    folder, so neither serves the other's build (which answered "Not Found")."""
+    first_web = Path(served_app.env["CODEXK8S_DATA_DIR"]) / "web"
+    built_before = (first_web / "build").stat().st_mtime_ns
+    port = free_port()
+    env = {**served_app.env, "CODEXK8S_DATA_DIR": str(tmp_path / "second"),
+           "CODEXK8S_PUBLIC_URL": f"http://127.0.0.1:{port}"}  # fmt: skip
+    env.pop("REFLEX_WEB_WORKDIR", None)
+    log = (tmp_path / "serve.log").open("wb")
+    second = subprocess.Popen(
+        [str(Path(sys.executable).parent / "codexk8s"), "serve", "--port", str(port)],
+        env=env, cwd=Path(__file__).resolve().parents[2], stdout=log,
+        stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        try:
+            wait_for_http(f"http://127.0.0.1:{port}/")
+        except TimeoutError:
+            raise RuntimeError((tmp_path / "serve.log").read_text()[-4000:]) from None
+        assert (tmp_path / "second" / "web" / "build").is_dir()
+        assert (first_web / "build").stat().st_mtime_ns == built_before
+        for base_url in (served_app.base_url, f"http://127.0.0.1:{port}"):
+            page.goto(base_url + "/runs")
+            expect(page.get_by_role("heading", name="Runs", level=1)).to_be_visible()
+    finally:
+        os.killpg(second.pid, signal.SIGTERM)
+        try:
+            second.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(second.pid, signal.SIGKILL)
+        log.close()

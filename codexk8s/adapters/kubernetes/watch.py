@@ -34,6 +34,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from codexk8s import metrics
 from codexk8s.adapters.kubernetes.client import ApiCaller, describe, is_retryable
 from codexk8s.adapters.kubernetes.manifests import MANAGED_SELECTOR
 from codexk8s.adapters.kubernetes.status import (
@@ -250,6 +251,7 @@ class WorkloadWatcher:
                     error = exc
                 else:
                     log.info("watch of %s expired at %s; relisting", kind, position)
+                    metrics.KUBERNETES_WATCH_RELISTS.labels(kind).inc()
                     position = None
                     if not relisted:
                         continue

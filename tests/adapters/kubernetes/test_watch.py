@@ -9,6 +9,7 @@ from contextlib import aclosing, asynccontextmanager, contextmanager, suppress
 import kmock
 import pytest
 
+from codexk8s import metrics
 from codexk8s.adapters.kubernetes.runtime import KubernetesRuntime
 from codexk8s.adapters.kubernetes.watch import WorkloadWatcher
 from codexk8s.domain.runtime import FailureReason, WorkloadHandle, WorkloadPhase, WorkloadStatus
@@ -187,6 +188,7 @@ async def test_410_gone_relists_and_reports_what_happened_meanwhile(
 ) -> None:
     first = await runtime.launch(make_spec(7))
     second = await runtime.launch(make_spec(8, lineage="demo/1/43/dev"))
+    relists = metrics.KUBERNETES_WATCH_RELISTS.labels("jobs")._value.get()
     async with watching(runtime.watch()) as stream:
         initial = {(await stream.next()).run_id for _ in range(2)}
         assert initial == {7, 8}
@@ -208,6 +210,7 @@ async def test_410_gone_relists_and_reports_what_happened_meanwhile(
         assert changes[8].handle == second
 
     assert len(list_requests(api, "jobs")) == 2  # the first list, and the relist after 410
+    assert metrics.KUBERNETES_WATCH_RELISTS.labels("jobs")._value.get() == relists + 1
 
 
 async def test_an_http_410_answer_also_relists(
