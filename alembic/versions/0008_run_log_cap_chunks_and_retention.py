@@ -25,25 +25,39 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# Bytes a stored line counts against the cap: its UTF-8 text and a newline.
+BACKFILL_BYTES = {
+    "postgresql": (
+        "UPDATE agent_runs SET log_bytes = (SELECT coalesce(sum(octet_length(line) + 1), 0)"
+        " FROM run_logs WHERE run_id = agent_runs.id) WHERE log_sequence > 0"
+    ),
+    "sqlite": (
+        "UPDATE agent_runs SET log_bytes = (SELECT coalesce(sum(length(CAST(line AS BLOB)) + 1),"
+        " 0) FROM run_logs WHERE run_id = agent_runs.id) WHERE log_sequence > 0"
+    ),
+}
+
+
 def _counter(name: str) -> sa.Column:  # type: ignore[type-arg]
     return sa.Column(name, sa.BigInteger(), server_default=sa.text("0"), nullable=False)
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("agent_runs") as batch:
-        batch.add_column(_counter("log_bytes"))
-        batch.add_column(_counter("log_dropped_lines"))
-        batch.add_column(_counter("log_dropped_bytes"))
-        batch.add_column(
-            sa.Column(
-                "log_storage", sa.String(length=16), server_default=sa.text("'rows'"),
-                nullable=False,
-            )
-        )  # fmt: skip
-        batch.add_column(sa.Column("log_removed_at", sa.DateTime(timezone=True), nullable=True))
-        batch.create_index(
-            "ix_agent_runs_log_storage_finished_at", ["log_storage", "finished_at"]
-        )
+    # Plain ADD COLUMN, not batch mode: on SQLite a batch would copy agent_runs and drop the
+    # old table, and with foreign keys on that drop deletes every run's logs (ON DELETE
+    # CASCADE). Constant defaults keep ADD COLUMN possible there.
+    for name in ("log_bytes", "log_dropped_lines", "log_dropped_bytes"):
+        op.add_column("agent_runs", _counter(name))
+    op.add_column(
+        "agent_runs",
+        sa.Column(
+            "log_storage", sa.String(length=16), server_default=sa.text("'rows'"), nullable=False
+        ),
+    )
+    op.add_column("agent_runs", sa.Column("log_removed_at", sa.DateTime(timezone=True)))
+    op.create_index(
+        "ix_agent_runs_log_storage_finished_at", "agent_runs", ["log_storage", "finished_at"]
+    )
     op.create_table(
         "run_log_chunks",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -53,24 +67,17 @@ def upgrade() -> None:
         sa.Column("line_count", sa.Integer(), nullable=False),
         sa.Column("data", sa.LargeBinary(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["run_id"], ["agent_runs.id"], name=op.f("fk_run_log_chunks_run_id_agent_runs"),
+            ["run_id"],
+            ["agent_runs.id"],
+            name=op.f("fk_run_log_chunks_run_id_agent_runs"),
             ondelete="CASCADE",
-        ),  # fmt: skip
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_run_log_chunks")),
         sa.UniqueConstraint(
             "run_id", "first_sequence", name=op.f("uq_run_log_chunks_run_id_first_sequence")
         ),
     )
-    octets = (
-        "octet_length(line)"
-        if op.get_bind().dialect.name == "postgresql"
-        else "length(CAST(line AS BLOB))"
-    )
-    op.execute(
-        "UPDATE agent_runs SET log_bytes = "
-        f"(SELECT coalesce(sum({octets} + 1), 0) FROM run_logs WHERE run_id = agent_runs.id) "
-        "WHERE log_sequence > 0"
-    )
+    op.execute(BACKFILL_BYTES[op.get_bind().dialect.name])
 
 
 def downgrade() -> None:
@@ -80,10 +87,8 @@ def downgrade() -> None:
             "run_log_chunks holds compacted logs; downgrading below 0008 would delete them"
         )
     op.drop_table("run_log_chunks")
-    with op.batch_alter_table("agent_runs") as batch:
-        batch.drop_index("ix_agent_runs_log_storage_finished_at")
-        batch.drop_column("log_removed_at")
-        batch.drop_column("log_storage")
-        batch.drop_column("log_dropped_bytes")
-        batch.drop_column("log_dropped_lines")
-        batch.drop_column("log_bytes")
+    op.drop_index("ix_agent_runs_log_storage_finished_at", table_name="agent_runs")
+    # DROP COLUMN without a table copy (SQLite 3.35+), for the same reason as in upgrade().
+    for name in ("log_removed_at", "log_storage", "log_dropped_bytes", "log_dropped_lines",
+                 "log_bytes"):  # fmt: skip
+        op.drop_column("agent_runs", name)
