@@ -162,7 +162,7 @@ def big_run(engine: Engine, lines: int) -> int:
         ]
         stored = run_logs.store_batch(engine, run_id=run_id, expected_sequence=done, lines=batch)
         assert stored is not None
-        done = stored
+        done = stored.sequence
     return run_id
 
 

@@ -286,6 +286,62 @@ def project_create(
     typer.echo(f"created project {project.key} with {slots} slots")
 
 
+@project_app.command("set")
+def project_set(
+    key: str,
+    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+    slots: Annotated[int | None, typer.Option(help="Runs that may execute at once.")] = None,
+    learning_default: Annotated[
+        bool | None,
+        typer.Option("--learning-default/--no-learning-default", help="Learning mode default."),
+    ] = None,
+    default_model: Annotated[
+        str | None, typer.Option(help="Model of runs that name none ('' clears it).")
+    ] = None,
+    log_retention_days: Annotated[
+        str | None,
+        typer.Option(
+            help="Days finished runs keep their log lines: a number, 'forever' (or 0), or "
+            "'default' (CODEXK8S_LOG_RETENTION_DAYS)."
+        ),
+    ] = None,
+) -> None:
+    """Change project KEY's settings; what is not given stays as it is."""
+    from codexk8s.services import projects
+
+    with transaction() as session:
+        project = projects.require_by_key(session=session, key=key)
+        current = project.settings or {}
+        projects.update_settings(
+            session=session, actor=None, project_key=key,
+            name=name if name is not None else project.name,
+            slots=slots if slots is not None else int(current.get("slots", 1)),
+            learning_mode_default=(
+                learning_default
+                if learning_default is not None
+                else bool(current.get("learning_mode_default", False))
+            ),
+            default_model=(
+                default_model if default_model is not None else current.get("default_model")
+            ),
+            log_retention_days=(
+                projects.parse_log_retention(log_retention_days)
+                if log_retention_days is not None
+                else current.get("log_retention_days")
+            ),
+            actor_id="cli",
+        )  # fmt: skip
+        after = projects.require_by_key(session=session, key=key).settings or {}
+    retention = after.get("log_retention_days")
+    kept = {None: "as the default", 0: "forever"}.get(retention, f"{retention} days")
+    model = after.get("default_model") or "the agent's own"
+    learning = "on" if after.get("learning_mode_default") else "off"
+    typer.echo(
+        f"{key}: {after.get('slots')} slots, learning mode {learning} by default, "
+        f"model {model}, logs kept {kept}"
+    )
+
+
 @member_app.command("add")
 def member_add(
     key: str,
@@ -543,7 +599,13 @@ def runs_logs(
             show(line)
 
     with service_call():
-        run_logs.require_run(get_engine(), run_id=run_id)
+        log = run_logs.log_summary(get_engine(), run_id=run_id)
+        if log.is_removed:
+            typer.echo(
+                f"run {run_id}: its log ({log.lines:,} lines) was removed by log retention",
+                err=True,
+            )
+            return
         if follow:
             asyncio.run(tail())
             return

@@ -15,6 +15,12 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from codexk8s.domain.logs import (
+    DEFAULT_MAX_BYTES_PER_RUN,
+    DEFAULT_MAX_LINES_PER_RUN,
+    LogLimits,
+    LogPolicy,
+)
 from codexk8s.domain.runtime import PodProfile, PodProfileError, parse_pod_profile
 
 ENV_PREFIX = "CODEXK8S_"
@@ -116,6 +122,11 @@ class Settings(BaseSettings):
     engine_enabled: bool = True
     # Terminal runs keep their workload leftovers (namespace, work folder) this long.
     cleanup_after_hours: float = Field(default=24.0, gt=0)
+    # Stored run logs: the cap per run (later lines are counted, not stored) and how long
+    # finished runs keep their lines (unset: forever; a project's own setting overrides it).
+    log_max_lines_per_run: int = Field(default=DEFAULT_MAX_LINES_PER_RUN, ge=1)
+    log_max_bytes_per_run: int = Field(default=DEFAULT_MAX_BYTES_PER_RUN, ge=1024)
+    log_retention_days: int | None = Field(default=None, ge=1)
     # A browser session ends after this long without a request (sliding expiry).
     session_ttl_hours: float = Field(default=12, gt=0)
 
@@ -151,6 +162,12 @@ class Settings(BaseSettings):
             # Only psycopg 3 is installed; make the plain scheme mean it.
             value = "postgresql+psycopg:" + value.removeprefix("postgresql:")
         return value
+
+    @field_validator("log_retention_days", mode="before")
+    @classmethod
+    def _forever(cls, value: object) -> object:
+        # Unset, empty and 0 all mean keep forever.
+        return None if value in (None, "", 0, "0") else value
 
     @field_validator("github_git_url")
     @classmethod
@@ -199,6 +216,14 @@ class Settings(BaseSettings):
     def _network(cls, value: str, info: ValidationInfo) -> str:
         NETWORK_PARSERS[str(info.field_name)](value)
         return value
+
+    def log_policy(self) -> LogPolicy:
+        return LogPolicy(
+            limits=LogLimits(
+                max_lines=self.log_max_lines_per_run, max_bytes=self.log_max_bytes_per_run
+            ),
+            retention_days=self.log_retention_days,
+        )
 
     def pod_profile(self) -> PodProfile:
         """RUN_POD as a profile (empty when unset)."""

@@ -91,6 +91,10 @@ LOG_LINES_STORED = Counter(
     "codexk8s_log_lines_stored",
     "Workload log lines stored in run_logs by the engine's log pumps.",
 )
+LOG_LINES_DROPPED = Counter(
+    "codexk8s_log_lines_dropped",
+    "Workload log lines read but not stored because their run passed its log cap.",
+)
 
 # --- external APIs --------------------------------------------------------------------------
 KUBERNETES_API_CALLS = Counter(

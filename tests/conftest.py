@@ -211,6 +211,22 @@ def app_db(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return pg_url
 
 
+@pytest.fixture(params=["postgresql", "sqlite"])
+def log_db(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> sa.Engine:
+    """The product's engine on a fresh PostgreSQL or SQLite database at head, for code whose
+    paths differ between the two (run logs: row locks, search)."""
+    if request.param == "postgresql":
+        request.getfixturevalue("app_db")
+    else:
+        url = f"sqlite:///{tmp_path / 'logs.db'}"
+        monkeypatch.setenv("CODEXK8S_DATABASE_URL", url)
+        reset_caches()
+        upgrade_to_head(url)
+    return db_engine.get_engine()
+
+
 def wait_for_http(url: str, timeout: float = 240.0) -> None:
     import httpx
 

@@ -25,6 +25,7 @@ from codexk8s.db.models import (
     Slot,
     User,
 )
+from codexk8s.domain.runtime import LogLine
 from codexk8s.services import agents
 from tests.conftest import TEST_SECRET_KEY
 
@@ -372,6 +373,52 @@ def test_runs_cancel_rerun_and_logs() -> None:
     assert code == 0 and out.splitlines() == ["first", "[stderr] second"]
     code, _, err = cli("runs", "logs", "424242")
     assert code == 1 and "no run 424242" in err
+
+
+def test_project_set_changes_only_what_is_given() -> None:
+    assert cli("project", "create", "alpha", "--slots", "3")[0] == 0
+    code, out, _ = cli("project", "set", "alpha", "--log-retention-days", "30")
+    assert code == 0 and "3 slots" in out and "logs kept 30 days" in out
+
+    def stored() -> dict[str, object]:
+        with Session(get_engine()) as session:
+            project = session.exec(select(Project).where(Project.key == "alpha")).one()
+            return dict(project.settings)
+
+    assert stored() == {"slots": 3, "learning_mode_default": False, "default_model": None,
+                        "log_retention_days": 30}  # fmt: skip
+    code, out, _ = cli("project", "set", "alpha", "--log-retention-days", "forever",
+                       "--learning-default")  # fmt: skip
+    assert code == 0 and "logs kept forever" in out and "learning mode on" in out
+    assert stored()["log_retention_days"] == 0 and stored()["slots"] == 3
+    code, out, _ = cli("project", "set", "alpha", "--log-retention-days", "default")
+    assert code == 0 and "logs kept as the default" in out
+    assert "log_retention_days" not in stored() and stored()["learning_mode_default"] is True
+    for bad in ("-1", "1.5", "soon", "36501"):
+        code, _, err = cli("project", "set", "alpha", "--log-retention-days", bad)
+        assert code == 1 and "log retention must be" in err
+    assert cli("project", "set", "nope", "--slots", "2")[0] == 1
+    with Session(get_engine()) as session:
+        changes = session.exec(
+            select(FlowEvent.payload).where(FlowEvent.event_type == "project_settings_changed")
+        ).all()
+    assert [c["changes"].get("log_retention_days") for c in changes] == [
+        [None, 30],
+        [30, 0],
+        [0, None],
+    ]
+
+
+def test_runs_logs_says_when_retention_removed_the_log() -> None:
+    from codexk8s.services import log_maintenance
+    from tests.log_examples import START, make_run, write
+
+    run_id = make_run(get_engine())
+    write(get_engine(), run_id, [LogLine("stdout", "kept a while", START, "1")])
+    assert cli("runs", "logs", str(run_id))[1] == "kept a while\n"
+    log_maintenance.apply_retention(get_engine(), default_days=1, now=START + timedelta(days=2))
+    code, out, err = cli("runs", "logs", str(run_id))
+    assert code == 0 and out == "" and "removed by log retention" in err
 
 
 def test_agent_set() -> None:

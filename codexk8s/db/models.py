@@ -165,6 +165,9 @@ class AgentRun(SQLModel, table=True):
             "issue_number",
             "stage",
         ),
+        # Log upkeep: finished runs whose lines are still rows (compaction), or not yet removed
+        # (retention), oldest first.
+        sa.Index("ix_agent_runs_log_storage_finished_at", "log_storage", "finished_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -213,6 +216,21 @@ class AgentRun(SQLModel, table=True):
     log_sequence: int = Field(
         default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": sa.text("0")}
     )
+    # The per-run cap: bytes stored so far, and what was dropped after the cap (lines, bytes).
+    log_bytes: int = Field(
+        default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": sa.text("0")}
+    )
+    log_dropped_lines: int = Field(
+        default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": sa.text("0")}
+    )
+    log_dropped_bytes: int = Field(
+        default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": sa.text("0")}
+    )
+    # Where the lines are (domain.logs.LogStorage): rows, chunks, removing, removed.
+    log_storage: str = Field(
+        default="rows", max_length=16, sa_column_kwargs={"server_default": sa.text("'rows'")}
+    )
+    log_removed_at: datetime | None = _ts(nullable=True)
     run_token_hash: str | None = Field(default=None, max_length=64)
     pr_url: str | None = Field(default=None, max_length=500)
     # GitHub feedback: the newest GitHub-visible flow event of this run already reported there.
@@ -290,6 +308,26 @@ class RunLog(SQLModel, table=True):
     stream: str = Field(default="stdout", max_length=8)
     line: str = Field(sa_type=sa.Text)
     ts: datetime = _ts()
+
+
+class RunLogChunk(SQLModel, table=True):
+    """Consecutive lines of a finished run's log, compressed (encoding: db/log_chunks.py).
+
+    Compaction moves a finished log's rows here in bounded transactions; readers merge rows and
+    chunks by sequence, so a log reads the same whichever way it is stored.
+    """
+
+    __tablename__ = "run_log_chunks"
+    __table_args__ = (sa.UniqueConstraint("run_id", "first_sequence"),)
+
+    id: int | None = Field(
+        default=None, primary_key=True, sa_type=sa.BigInteger().with_variant(sa.Integer, "sqlite")
+    )
+    run_id: int = Field(foreign_key="agent_runs.id", ondelete="CASCADE")
+    first_sequence: int = Field(sa_type=sa.BigInteger)
+    last_sequence: int = Field(sa_type=sa.BigInteger)
+    line_count: int
+    data: bytes = Field(sa_type=sa.LargeBinary)
 
 
 class LearningFeedback(SQLModel, table=True):

@@ -2,8 +2,8 @@
 
 Every replica dispatches (claims are safe with SKIP LOCKED). One replica at a time, the leader,
 runs what must not run twice: the runtime watch, the safety sweep, lease renewal and expiry,
-cancellation delivery, deadline checks, log pumps, cleanup, GitHub feedback (the reporter) and
-redelivery of failed webhooks. Leadership is a PostgreSQL
+cancellation delivery, deadline checks, log pumps, log retention and compaction, cleanup, GitHub
+feedback (the reporter) and redelivery of failed webhooks. Leadership is a PostgreSQL
 session-level advisory lock held on a dedicated connection; when that connection drops, another
 replica takes over and resumes from what is stored (log cursors, runtime handles). On SQLite (the
 embedded, single-process default) the one process is always the leader.
@@ -31,6 +31,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.engine import Engine
 
 from codexk8s import metrics
+from codexk8s.domain.logs import LogPolicy
 from codexk8s.domain.runs import TERMINAL_STATUSES
 from codexk8s.domain.runtime import (
     LogLine,
@@ -40,7 +41,7 @@ from codexk8s.domain.runtime import (
 )
 from codexk8s.domain.slots import LEASE_RENEW_SECONDS
 from codexk8s.logging_config import bind_contextvars, bound_contextvars
-from codexk8s.services import dispatch, reconcile, run_logs, webhook_redelivery
+from codexk8s.services import dispatch, log_maintenance, reconcile, run_logs, webhook_redelivery
 from codexk8s.services.github_feedback import GitHubFeedback
 from codexk8s.services.run_states import RUNS
 
@@ -62,6 +63,7 @@ class EngineTimings:
     cancel_grace_seconds: float = 10.0
     feedback_seconds: float = 3.0
     redelivery_seconds: float = 120.0
+    log_maintenance_seconds: float = 10.0
 
 
 def replica_id() -> str:
@@ -127,8 +129,11 @@ class RunEngine:
         feedback: GitHubFeedback | None = None,
         model_check: dispatch.ModelCheck | None = None,
         cleanup_after: timedelta = reconcile.CLEANUP_AFTER,
+        log_policy: LogPolicy | None = None,
     ) -> None:
         self.engine = engine
+        # The per-run log cap (pumps) and the default retention (log maintenance).
+        self.log_policy = log_policy or LogPolicy()
         # How long finished runs keep their namespace or work folder (CLEANUP_AFTER_HOURS).
         self.cleanup_after = cleanup_after
         self.runtime = runtime
@@ -159,6 +164,7 @@ class RunEngine:
             (self.cleanup_once, self.timings.cleanup_seconds),
             (self.report_once, self.timings.feedback_seconds),
             (self.redeliver_once, self.timings.redelivery_seconds),
+            (self.maintain_logs_once, self.timings.log_maintenance_seconds),
         ]
         for job, seconds in jobs:
             scheduler.add_job(
@@ -321,6 +327,29 @@ class RunEngine:
                 client_options=self.feedback.client_options,
             )  # fmt: skip
 
+    async def maintain_logs_once(self) -> None:
+        """Leader job: remove logs past retention, compact finished ones (bounded per tick)."""
+        if not self.is_leader:
+            return
+        with _cycle("logs"):
+            retention, compaction = await asyncio.to_thread(
+                log_maintenance.maintain, self.engine, policy=self.log_policy
+            )
+        for run_id in retention.marked:
+            await self._notify(run_id, "log_removed")
+        if retention.marked or retention.removed or compaction.lines:
+            log.info(
+                "log maintenance",
+                extra={
+                    "logs_marked_removed": len(retention.marked),
+                    "log_rows_deleted": retention.rows_deleted,
+                    "log_chunks_deleted": retention.chunks_deleted,
+                    "log_lines_compacted": compaction.lines,
+                    "log_chunks_written": compaction.chunks,
+                    "logs_compacted": len(compaction.compacted),
+                },
+            )
+
     # --- leader work ------------------------------------------------------------------------
 
     async def _watch_forever(self) -> None:
@@ -350,7 +379,11 @@ class RunEngine:
 
     def _runs_needing_pumps(self, run_ids: list[int] | None) -> list[Any]:
         query = sa.select(
-            RUNS.c.id, RUNS.c.runtime_handle, RUNS.c.log_cursor, RUNS.c.log_sequence
+            RUNS.c.id,
+            RUNS.c.runtime_handle,
+            RUNS.c.log_cursor,
+            RUNS.c.log_sequence,
+            RUNS.c.log_dropped_lines,
         ).where(
             RUNS.c.runtime_handle.is_not(None),
             RUNS.c.cleaned_at.is_(None),
@@ -382,9 +415,10 @@ class RunEngine:
         for row in await asyncio.to_thread(self._runs_needing_pumps, run_ids):
             if row.id in self._pumps:
                 continue
+            position = run_logs.LogPosition(row.log_sequence, row.log_dropped_lines)
             task = asyncio.create_task(
                 self._pump(row.id, WorkloadHandle.from_json(row.runtime_handle), row.log_cursor,
-                           row.log_sequence),
+                           position),
                 name=f"log-pump-{row.id}",
             )  # fmt: skip
             self._pumps[row.id] = task
@@ -398,12 +432,15 @@ class RunEngine:
         self._rescan_pumps = True
 
     async def _pump(
-        self, run_id: int, handle: WorkloadHandle, cursor: str | None, sequence: int
-    ) -> None:
+        self, run_id: int, handle: WorkloadHandle, cursor: str | None,
+        position: run_logs.LogPosition,
+    ) -> None:  # fmt: skip
         """Follow one workload's output into run_logs until it ends.
 
         Lines are stored in batches: when LOG_BATCH_LINES have arrived, or LOG_BATCH_SECONDS after
         the first unsaved line, whichever comes first, so a quiet run's last line is not held back.
+        Past the run's cap the lines are still read (and counted, and the cursor moves), just not
+        stored.
         """
         bind_contextvars(run_id=run_id)  # this task's own context: every line names the run
         queue: asyncio.Queue[LogLine | BaseException | None] = asyncio.Queue(
@@ -424,17 +461,19 @@ class RunEngine:
         batch: list[LogLine] = []
 
         async def flush(final: bool = False) -> bool:
-            nonlocal sequence, batch
+            nonlocal position, batch
             stored = await asyncio.to_thread(
-                run_logs.store_batch, self.engine, run_id=run_id, expected_sequence=sequence,
-                lines=batch, final=final,
+                run_logs.store_batch, self.engine, run_id=run_id,
+                expected_sequence=position.sequence, expected_dropped=position.dropped,
+                lines=batch, final=final, limits=self.log_policy.limits,
             )  # fmt: skip
             if stored is None:
                 return False  # another writer moved this run's log: stop, never store twice
-            metrics.LOG_LINES_STORED.inc(len(batch))
+            metrics.LOG_LINES_STORED.inc(stored.sequence - position.sequence)
+            metrics.LOG_LINES_DROPPED.inc(stored.dropped - position.dropped)
             if batch:
                 await self._notify(run_id, "logs")
-            sequence, batch = stored, []
+            position, batch = stored, []
             return True
 
         try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 from codexk8s.db.models import AgentRun, Project, ProjectMember, Repository
 from codexk8s.domain.access import ProjectRole
 from codexk8s.domain.authorization import Principal, can_see_project
+from codexk8s.domain.logs import LogSummary, utc
 from codexk8s.domain.runs import RunStatus
 from codexk8s.errors import InvalidArgumentError, NotFoundError
 from codexk8s.services import projects
@@ -113,6 +114,8 @@ class RunDetail:
     tokens_output: int
     tokens_reasoning: int
     cost_usd: Decimal
+    # What its log holds: lines and bytes stored, dropped after the cap, removed by retention.
+    log: LogSummary = field(default_factory=LogSummary)
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,6 +390,11 @@ def get_run(*, session: Session, run_id: int) -> RunDetail:
         deadline_at=run.deadline_at, tokens_input=run.tokens_input,
         tokens_cached=run.tokens_cached, tokens_output=run.tokens_output,
         tokens_reasoning=run.tokens_reasoning, cost_usd=Decimal(run.cost_usd),
+        log=LogSummary(
+            lines=run.log_sequence, bytes=run.log_bytes, dropped_lines=run.log_dropped_lines,
+            dropped_bytes=run.log_dropped_bytes, storage=run.log_storage,
+            removed_at=utc(run.log_removed_at) if run.log_removed_at is not None else None,
+        ),
     )  # fmt: skip
 
 

@@ -396,6 +396,9 @@ class ProjectSettings:
     slots: int
     learning_mode_default: bool
     default_model: str
+    # Days its finished runs keep their log lines: None the installation's default
+    # (CODEXK8S_LOG_RETENTION_DAYS), 0 forever.
+    log_retention_days: int | None
     role: str | None
     can_edit: bool
     can_edit_repositories: bool
@@ -441,6 +444,7 @@ def get_settings(*, session: Session, actor: Principal, project_key: str) -> Pro
         slots=int(settings.get("slots", 0)),
         learning_mode_default=bool(settings.get("learning_mode_default", False)),
         default_model=str(settings.get("default_model") or ""),
+        log_retention_days=settings.get("log_retention_days"),
         role=role.value if role is not None else None,
         can_edit=is_allowed(actor, Action.EDIT_PROJECT, role),
         can_edit_repositories=is_allowed(actor, Action.EDIT_REPOSITORIES, role),
@@ -473,6 +477,25 @@ def _resize_slots(session: Session, project: Project, slots: int) -> None:
             session.add(Slot(project_id=project.id, number=number))
 
 
+MAX_RETENTION_DAYS = 36_500
+
+
+def parse_log_retention(text: str) -> int | None:
+    """A log retention as typed: empty or "default" → None (the installation's), "forever" or 0
+    → 0, else a whole number of days."""
+    value = text.strip().lower()
+    if value in ("", "default"):
+        return None
+    if value == "forever":
+        return 0
+    if not value.isascii() or not value.isdigit() or int(value) > MAX_RETENTION_DAYS:
+        raise InvalidArgumentError(
+            f"log retention must be a number of days (0-{MAX_RETENTION_DAYS}, 0: forever), "
+            f"'forever' or 'default', got {text!r}"
+        )
+    return int(value)
+
+
 def update_settings(
     *,
     session: Session,
@@ -482,10 +505,12 @@ def update_settings(
     slots: int,
     learning_mode_default: bool,
     default_model: str | None,
+    log_retention_days: int | None,
     actor_id: str | None = None,
 ) -> Project:
-    """Change PROJECT_KEY's name, slot count, learning-mode default and default model (empty: the
-    agent's own model). Validates everything before changing anything."""
+    """Change PROJECT_KEY's name, slot count, learning-mode default, default model (empty: the
+    agent's own model) and log retention in days (None: the installation's, 0: forever).
+    Validates everything before changing anything."""
     display_name = name.strip()
     if not display_name or len(display_name) > 200:
         raise InvalidArgumentError("project name must be 1-200 characters")
@@ -494,14 +519,21 @@ def update_settings(
     model = (default_model or "").strip() or None
     if model is not None and not _MODEL.match(model):
         raise InvalidArgumentError(f"not a model name: {model!r}")
+    if log_retention_days is not None and not 0 <= log_retention_days <= MAX_RETENTION_DAYS:
+        raise InvalidArgumentError(
+            f"log retention must be 0-{MAX_RETENTION_DAYS} days, got {log_retention_days}"
+        )
     project = authorize(
         session=session, actor=actor, project_key=project_key, action=Action.EDIT_PROJECT,
         lock=True,
     )  # fmt: skip
     before = dict(project.settings or {})
     after = {**before, "slots": slots, "learning_mode_default": learning_mode_default,
-             "default_model": model}  # fmt: skip
-    changes = {k: [before.get(k), v] for k, v in after.items() if before.get(k) != v}
+             "default_model": model, "log_retention_days": log_retention_days}  # fmt: skip
+    if log_retention_days is None:
+        del after["log_retention_days"]  # the installation's default: no key at all
+    keys = [*after, *(k for k in before if k not in after)]
+    changes = {k: [before.get(k), after.get(k)] for k in keys if before.get(k) != after.get(k)}
     if project.name != display_name:
         changes["name"] = [project.name, display_name]
     if not changes:

@@ -1,41 +1,74 @@
-"""Run logs: stored as they arrive (so they outlive pods and processes) and read back in order.
+"""Run logs: stored as they arrive (so they outlive pods and processes), capped per run, and read
+back in order the same way whether the lines are rows or compacted chunks.
 
-Writers append batches with consecutive sequence numbers and move the run's `log_sequence` and
-`log_cursor` in the same transaction, with a compare-and-set on `log_sequence`: if two replicas
+Writers append batches with consecutive sequence numbers and move the run's position in the same
+transaction, with a compare-and-set on (`log_sequence`, `log_dropped_lines`): if two replicas
 ever pumped the same run, the second's batch fails the check and is dropped whole, so no line is
-stored twice and none is skipped. Readers ask for lines after a sequence number; the follow
-iterator resumes from the last sequence it yielded, so a reconnect neither repeats nor loses lines.
+stored (or counted as dropped) twice and none is skipped. Past the per-run cap
+(`domain.logs.LogLimits`) lines are counted, not stored: one marker line says where the log was
+cut, the run's counters say how much was dropped, and the runtime cursor keeps moving.
+
+Every reader goes through `read_lines` and `search`, which merge the run's rows with its chunks
+(`db/log_chunks.py`, written by `services/log_maintenance.py`). Rows are read before chunks:
+compaction moves a range from rows to chunks in one transaction, so a range moved between the two
+reads is seen twice (and deduplicated by sequence), never missed. The run's storage state is read
+last: retention marks a log removed before deleting anything, so a reader that still finds it
+unmarked read it whole.
 """
 
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_left, bisect_right
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
-from codexk8s.db.models import AgentRun, RunLog
-from codexk8s.domain.runs import RunStatus
+from codexk8s.db.log_chunks import Chunk
+from codexk8s.db.models import AgentRun, RunLog, RunLogChunk
+from codexk8s.domain.logs import (
+    MAX_LINE_CHARS,
+    TRUNCATION_STREAM,
+    LogLimits,
+    LogStorage,
+    LogSummary,
+    StoredLine,
+    fit_under_cap,
+    line_bytes,
+    truncation_marker,
+    utc,
+)
+from codexk8s.domain.runs import TERMINAL_STATUSES, RunStatus
 from codexk8s.domain.runtime import LogLine
 from codexk8s.errors import NotFoundError
-from codexk8s.services import notifications
+from codexk8s.services import audit, notifications
+
+__all__ = ["MAX_LINE_CHARS", "StoredLine"]
 
 RUNS = AgentRun.__table__  # type: ignore[attr-defined]
 LOGS = RunLog.__table__  # type: ignore[attr-defined]
+CHUNKS = RunLogChunk.__table__  # type: ignore[attr-defined]
 EOF_PREFIX = "eof:"
-MAX_LINE_CHARS = 64 * 1024  # a single gigantic line must not blow up a page or a row
 PAGE = 1000
+DEFAULT_LIMITS = LogLimits()
+
+
+class _LostRace(Exception):
+    """Another writer moved the log between our read and our update (SQLite: no row locks)."""
 
 
 @dataclass(frozen=True, slots=True)
-class StoredLine:
-    sequence: int
-    stream: str
-    line: str
-    ts: datetime
+class LogPosition:
+    """How far a run's log has been written: the last stored sequence and the lines dropped
+    after the cap. Every batch moves one or the other, so the pair is the writers' check."""
+
+    sequence: int = 0
+    dropped: int = 0
+
+
+# --- writing --------------------------------------------------------------------------------------
 
 
 def store_batch(
@@ -45,78 +78,228 @@ def store_batch(
     expected_sequence: int,
     lines: Sequence[LogLine],
     final: bool = False,
-) -> int | None:
-    """Append LINES after EXPECTED_SEQUENCE; return the new last sequence, or None if another
-    writer moved the run's log first (then nothing was written)."""
-    last = expected_sequence + len(lines)
-    cursor = lines[-1].cursor if lines else None
+    expected_dropped: int = 0,
+    limits: LogLimits = DEFAULT_LIMITS,
+) -> LogPosition | None:
+    """Append LINES after the position (EXPECTED_SEQUENCE, EXPECTED_DROPPED), storing what fits
+    under LIMITS and counting the rest; FINAL marks the log complete. Returns the new position,
+    or None when another writer moved the log first, or it is already complete (then nothing
+    was written)."""
+    try:
+        return _store(
+            engine, run_id=run_id, expected=LogPosition(expected_sequence, expected_dropped),
+            lines=lines, final=final, limits=limits,
+        )  # fmt: skip
+    except _LostRace:
+        return None
+
+
+def _store(
+    engine: Engine,
+    *,
+    run_id: int,
+    expected: LogPosition,
+    lines: Sequence[LogLine],
+    final: bool,
+    limits: LogLimits,
+) -> LogPosition | None:
+    expected_sequence, expected_dropped = expected.sequence, expected.dropped
+    texts = [item.line[:MAX_LINE_CHARS] for item in lines]
     with engine.begin() as connection:
-        values: dict[str, object] = {"log_sequence": last}
-        if cursor is not None or final:
-            current = cursor if cursor is not None else _current_cursor(connection, run_id)
-            values["log_cursor"] = (EOF_PREFIX + (current or "")) if final else cursor
+        run = lock_run(
+            connection, run_id, RUNS.c.log_sequence, RUNS.c.log_dropped_lines, RUNS.c.log_bytes,
+            RUNS.c.log_cursor, RUNS.c.log_storage, RUNS.c.correlation_id, RUNS.c.project_id,
+        )  # fmt: skip
+        if run is None or (run.log_sequence, run.log_dropped_lines) != (
+            expected_sequence,
+            expected_dropped,
+        ):
+            return None
+        is_complete = (run.log_cursor or "").startswith(EOF_PREFIX)
+        if lines and (is_complete or run.log_storage != LogStorage.ROWS.value):
+            return None
+        outcome = fit_under_cap(
+            [line_bytes(text) for text in texts], stored_lines=run.log_sequence,
+            stored_bytes=run.log_bytes, is_truncated=run.log_dropped_lines > 0, limits=limits,
+        )  # fmt: skip
+        rows = [
+            {"run_id": run_id, "sequence": expected_sequence + index + 1, "stream": item.stream,
+             "line": texts[index], "ts": item.ts}
+            for index, item in enumerate(lines[: outcome.kept])
+        ]  # fmt: skip
+        added_bytes = outcome.kept_bytes
+        if outcome.dropped and run.log_dropped_lines == 0:
+            marker = truncation_marker(limits)
+            rows.append(
+                {"run_id": run_id, "sequence": expected_sequence + len(rows) + 1,
+                 "stream": TRUNCATION_STREAM, "line": marker, "ts": lines[outcome.kept].ts}
+            )  # fmt: skip
+            added_bytes += line_bytes(marker)
+            audit.insert_events(
+                connection=connection,
+                events=[
+                    audit.flow_event_values(
+                        correlation_id=run.correlation_id, event_type="log_truncated",
+                        run_id=run_id, project_id=run.project_id,
+                        payload={"after_lines": expected_sequence + outcome.kept,
+                                 "max_lines": limits.max_lines, "max_bytes": limits.max_bytes},
+                    )
+                ],
+            )  # fmt: skip
+        position = LogPosition(
+            sequence=expected_sequence + len(rows), dropped=expected_dropped + outcome.dropped
+        )
+        values: dict[str, object] = {
+            "log_sequence": position.sequence,
+            "log_dropped_lines": position.dropped,
+            "log_bytes": run.log_bytes + added_bytes,
+            "log_dropped_bytes": RUNS.c.log_dropped_bytes + outcome.dropped_bytes,
+        }
+        cursor = lines[-1].cursor if lines else None
+        if final:
+            values["log_cursor"] = EOF_PREFIX + (
+                cursor if cursor is not None else (run.log_cursor or "").removeprefix(EOF_PREFIX)
+            )
+        elif cursor is not None:
+            values["log_cursor"] = cursor
         moved = connection.execute(
             RUNS.update()
-            .where(RUNS.c.id == run_id, RUNS.c.log_sequence == expected_sequence)
+            .where(
+                RUNS.c.id == run_id,
+                RUNS.c.log_sequence == expected_sequence,
+                RUNS.c.log_dropped_lines == expected_dropped,
+            )
             .values(**values)
         ).rowcount
-        if not moved:
-            return None
+        if not moved:  # only without row locks (SQLite): another writer got in first
+            raise _LostRace
+        if rows:
+            connection.execute(LOGS.insert(), rows)
         if lines:
-            connection.execute(
-                LOGS.insert(),
-                [
-                    {
-                        "run_id": run_id,
-                        "sequence": expected_sequence + index + 1,
-                        "stream": item.stream,
-                        "line": item.line[:MAX_LINE_CHARS],
-                        "ts": item.ts,
-                    }
-                    for index, item in enumerate(lines)
-                ],
-            )
             notifications.publish_on_commit(connection, [notifications.run_topic(run_id)])
-    return last
+    return position
 
 
-def _current_cursor(connection: sa.Connection, run_id: int) -> str | None:
-    return connection.execute(sa.select(RUNS.c.log_cursor).where(RUNS.c.id == run_id)).scalar()
+def lock_run(
+    connection: Connection,
+    run_id: int,
+    *columns: sa.ColumnElement,  # type: ignore[type-arg]
+    where: sa.ColumnElement[bool] | None = None,
+) -> sa.Row | None:  # type: ignore[type-arg]
+    """Read COLUMNS of RUN_ID (when it matches WHERE) and hold its row until commit, so that the
+    run's log writers, compaction and retention take turns.
+
+    PostgreSQL: FOR NO KEY UPDATE (flow events may still be inserted that point at the run).
+    SQLite: a no-op UPDATE … RETURNING, so the transaction starts by taking the write lock
+    (waiting for it); a read first would fail with SQLITE_BUSY when it later needs to write
+    after another writer committed."""
+    condition = RUNS.c.id == run_id if where is None else sa.and_(RUNS.c.id == run_id, where)
+    if connection.dialect.name == "postgresql":
+        query = sa.select(*columns).where(condition).with_for_update(key_share=True)
+        return connection.execute(query).first()
+    touch = (
+        RUNS.update().where(condition).values(log_sequence=RUNS.c.log_sequence).returning(*columns)
+    )
+    return connection.execute(touch).first()
 
 
-def require_run(engine: Engine, *, run_id: int) -> None:
+def log_is_complete() -> sa.ColumnElement[bool]:
+    """SQL: the run ended and nothing will be added to its log any more (its pump stored the
+    end, it never had a workload, or its workload was cleaned up)."""
+    return sa.and_(
+        RUNS.c.status.in_([status.value for status in TERMINAL_STATUSES]),
+        sa.or_(
+            RUNS.c.runtime_handle.is_(None),
+            RUNS.c.cleaned_at.is_not(None),
+            RUNS.c.log_cursor.startswith(EOF_PREFIX),
+        ),
+    )
+
+
+# --- reading --------------------------------------------------------------------------------------
+
+
+def _summary(row: sa.Row) -> LogSummary:  # type: ignore[type-arg]
+    return LogSummary(
+        lines=int(row.log_sequence), bytes=int(row.log_bytes),
+        dropped_lines=int(row.log_dropped_lines), dropped_bytes=int(row.log_dropped_bytes),
+        storage=row.log_storage,
+        removed_at=utc(row.log_removed_at) if row.log_removed_at is not None else None,
+    )  # fmt: skip
+
+
+_SUMMARY_COLUMNS = (
+    RUNS.c.log_sequence, RUNS.c.log_bytes, RUNS.c.log_dropped_lines, RUNS.c.log_dropped_bytes,
+    RUNS.c.log_storage, RUNS.c.log_removed_at,
+)  # fmt: skip
+
+
+def log_summary(engine: Engine, *, run_id: int) -> LogSummary:
+    """What RUN_ID's log holds; NotFoundError when there is no such run."""
     with engine.connect() as connection:
-        if connection.execute(sa.select(RUNS.c.id).where(RUNS.c.id == run_id)).first() is None:
-            raise NotFoundError(f"no run {run_id}")
+        row = connection.execute(sa.select(*_SUMMARY_COLUMNS).where(RUNS.c.id == run_id)).first()
+    if row is None:
+        raise NotFoundError(f"no run {run_id}")
+    return _summary(row)
+
+
+def _is_removed(connection: Connection, run_id: int) -> bool:
+    storage = connection.execute(sa.select(RUNS.c.log_storage).where(RUNS.c.id == run_id)).scalar()
+    return storage is not None and LogStorage(storage).is_removed
 
 
 def read_lines(
     engine: Engine, *, run_id: int, after: int = 0, limit: int = PAGE
 ) -> list[StoredLine]:
+    """Up to LIMIT lines after sequence AFTER, in order, from rows and chunks alike (none once
+    retention removed the log)."""
+    if limit <= 0:
+        return []
+    first, last = after + 1, after + limit
     with engine.connect() as connection:
         rows = connection.execute(
             sa.select(LOGS.c.sequence, LOGS.c.stream, LOGS.c.line, LOGS.c.ts)
-            .where(LOGS.c.run_id == run_id, LOGS.c.sequence > after)
+            .where(LOGS.c.run_id == run_id, LOGS.c.sequence.between(first, last))
             .order_by(LOGS.c.sequence)
-            .limit(limit)
         ).all()
-    return [StoredLine(sequence=r[0], stream=r[1], line=r[2], ts=r[3]) for r in rows]
+        found = {
+            r[0]: StoredLine(sequence=r[0], stream=r[1], line=r[2], ts=utc(r[3])) for r in rows
+        }
+        if len(found) < limit:  # sequences have no gaps: a full window needs no chunk
+            for chunk in connection.execute(
+                sa.select(CHUNKS.c.first_sequence, CHUNKS.c.data)
+                .where(
+                    CHUNKS.c.run_id == run_id,
+                    CHUNKS.c.last_sequence >= first,
+                    CHUNKS.c.first_sequence <= last,
+                )
+                .order_by(CHUNKS.c.first_sequence)
+            ):
+                for line in Chunk(chunk.first_sequence, chunk.data).lines(first, last):
+                    found.setdefault(line.sequence, line)
+        if _is_removed(connection, run_id):
+            return []
+    return [found[sequence] for sequence in sorted(found)]
 
 
 def _is_finished(engine: Engine, run_id: int) -> bool:
     """The run ended and its log pump stored everything it will ever store."""
     with engine.connect() as connection:
         row = connection.execute(
-            sa.select(RUNS.c.status, RUNS.c.log_cursor, RUNS.c.runtime_handle).where(
-                RUNS.c.id == run_id
-            )
+            sa.select(
+                RUNS.c.status, RUNS.c.log_cursor, RUNS.c.runtime_handle, RUNS.c.cleaned_at
+            ).where(RUNS.c.id == run_id)
         ).first()
     if row is None:
         raise NotFoundError(f"no run {run_id}")
     if not RunStatus(row.status).is_terminal:
         return False
-    # A run that never got a workload has no log to wait for.
-    return row.runtime_handle is None or (row.log_cursor or "").startswith(EOF_PREFIX)
+    # A run that never got a workload, or whose workload is gone, has no log to wait for.
+    return (
+        row.runtime_handle is None
+        or row.cleaned_at is not None
+        or (row.log_cursor or "").startswith(EOF_PREFIX)
+    )
 
 
 async def follow(
@@ -151,9 +334,24 @@ def log_length(engine: Engine, *, run_id: int) -> int:
     return int(found)
 
 
-def _contains(needle: str) -> sa.ColumnElement[bool]:
+# --- search ---------------------------------------------------------------------------------------
+
+
+def fold(text: str) -> bytes:
+    """TEXT as the search compares it: UTF-8 with ASCII letters lower-cased (and nothing else,
+    so rows and chunks, PostgreSQL and SQLite, whatever their locale, agree)."""
+    return text.encode("utf-8", "surrogatepass").lower()
+
+
+def _contains(folded: bytes, dialect: str) -> sa.ColumnElement[bool]:
+    needle = folded.decode("utf-8", "surrogatepass")
     escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return LOGS.c.line.ilike(f"%{escaped}%", escape="\\")
+    pattern = f"%{escaped}%"
+    if dialect == "postgresql":
+        # lower() under the C collation folds ASCII letters only, like bytes.lower().
+        return sa.func.lower(LOGS.c.line.collate("C")).like(pattern, escape="\\")
+    # SQLite's LIKE ignores the case of ASCII letters only.
+    return LOGS.c.line.like(pattern, escape="\\")
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,42 +363,50 @@ class SearchHit:
     count: int
 
 
+def matching_sequences(engine: Engine, *, run_id: int, needle: str) -> list[int]:
+    """The sequences of every line containing NEEDLE (ignoring ASCII case), in order."""
+    folded = fold(needle)
+    if not folded:
+        return []
+    with engine.connect() as connection:
+        hits = set(
+            connection.execute(
+                sa.select(LOGS.c.sequence).where(
+                    LOGS.c.run_id == run_id, _contains(folded, engine.dialect.name)
+                )
+            ).scalars()
+        )
+        for chunk in connection.execute(
+            sa.select(CHUNKS.c.first_sequence, CHUNKS.c.data).where(CHUNKS.c.run_id == run_id)
+        ):
+            hits.update(Chunk(chunk.first_sequence, chunk.data).matching(folded))
+        if _is_removed(connection, run_id):
+            return []
+    return sorted(hits)
+
+
 def search(
     engine: Engine, *, run_id: int, needle: str, from_sequence: int = 0, backwards: bool = False
 ) -> SearchHit | None:
-    """The first line after FROM_SEQUENCE containing NEEDLE (case-insensitive), or with BACKWARDS
-    the last one before it; wraps around the log. None when no line matches.
+    """The first line after FROM_SEQUENCE containing NEEDLE (ignoring ASCII case), or with
+    BACKWARDS the last one before it; wraps around the log. None when no line matches.
 
-    Runs in the database over the whole stored log (one scan of the run's lines), so the page
-    never holds more than a window.
+    Runs over the whole stored log (rows in SQL, chunks in this process), so the page never
+    holds more than a window.
     """
-    if not needle:
+    hits = matching_sequences(engine, run_id=run_id, needle=needle)
+    if not hits:
         return None
-    sequence = LOGS.c.sequence
+    count = len(hits)
     if backwards:
-        near = sa.func.max(sequence).filter(sequence < from_sequence)
-        wrap = sa.func.max(sequence)
-        before = sa.func.count().filter(sequence < from_sequence)
-    else:
-        near = sa.func.min(sequence).filter(sequence > from_sequence)
-        wrap = sa.func.min(sequence)
-        before = sa.func.count().filter(sequence <= from_sequence)
-    with engine.connect() as connection:
-        total, near_hit, wrap_hit, counted = connection.execute(
-            sa.select(sa.func.count(), near, wrap, before).where(
-                LOGS.c.run_id == run_id, _contains(needle)
-            )
-        ).one()
-    if not total:
-        return None
-    if near_hit is not None:
-        # Forward: the matches up to FROM_SEQUENCE come first; backward: the hit is the last
-        # of those before FROM_SEQUENCE.
-        index = counted + 1 if not backwards else counted
-        return SearchHit(sequence=int(near_hit), index=int(index), count=int(total))
-    return SearchHit(
-        sequence=int(wrap_hit), index=1 if not backwards else int(total), count=int(total)
-    )
+        before = bisect_left(hits, from_sequence)  # matches before FROM_SEQUENCE
+        if before:
+            return SearchHit(sequence=hits[before - 1], index=before, count=count)
+        return SearchHit(sequence=hits[-1], index=count, count=count)
+    upto = bisect_right(hits, from_sequence)  # matches up to FROM_SEQUENCE come first
+    if upto < count:
+        return SearchHit(sequence=hits[upto], index=upto + 1, count=count)
+    return SearchHit(sequence=hits[0], index=1, count=count)
 
 
 def iter_text(engine: Engine, *, run_id: int, page: int = 5000) -> Iterator[str]:

@@ -52,6 +52,7 @@ async def run_engine() -> AsyncIterator[None]:
         runtime=build_runtime(settings, installation=installation_id(get_engine())),
         callback_url=settings.run_callback_url(),
         cleanup_after=timedelta(hours=settings.cleanup_after_hours),
+        log_policy=settings.log_policy(),
         owner=owner,
         feedback=GitHubFeedback(
             engine=get_engine(), settings=settings, box=get_secret_box(), owner=owner

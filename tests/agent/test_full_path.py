@@ -109,8 +109,15 @@ async def test_a_labeled_issue_becomes_a_pushed_branch_a_pull_request_and_a_comm
     run_id = label_issue(31)
     await engine.start()
     try:
-        await until(lambda: any("running" in b for b in service_comments(repo, 31)), "running")
-        assert IN_PROGRESS in repo.issue_labels[31]
+        # The reporter edits the comment, then sets the labels: on a busy machine a poll can
+        # fall between the two, so both are waited for together.
+        await until(
+            lambda: (
+                any("running" in b for b in service_comments(repo, 31))
+                and IN_PROGRESS in repo.issue_labels[31]
+            ),
+            "the running comment and state:in-progress",
+        )
         await until(lambda: load_run(run_id).status == "succeeded", "the run to succeed")
         await until(lambda: load_run(run_id).pr_url is not None, "the pull request")
         await until(lambda: IN_REVIEW in repo.issue_labels.get(31, []), "state:in-review")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -18,7 +19,7 @@ EXPECTED_TABLES = {
     "users", "projects", "project_members", "repositories", "agents", "prompt_templates",
     "webhook_deliveries", "agent_runs", "slots", "flow_events", "run_logs", "learning_feedback",
     "api_tokens", "sessions", "signin_links", "github_feedback", "github_redeliveries",
-    "installation",
+    "installation", "run_log_chunks",
 }  # fmt: skip
 
 
@@ -147,3 +148,50 @@ def test_each_database_gets_its_own_installation_id(tmp_path: Path) -> None:
         engine.dispose()
     assert ids[0] != ids[1]
     assert all(len(value) == 32 for value in ids)
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_0008_counts_the_bytes_of_logs_stored_before_it(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A run still writing when the cap arrives must not get a fresh byte budget."""
+    from alembic import command
+
+    url = (
+        request.getfixturevalue("empty_pg_url")
+        if backend == "postgresql"
+        else f"sqlite:///{tmp_path / 'old.db'}"
+    )
+    command.upgrade(migrations.alembic_config(url), "0007")
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sa.text(
+            "INSERT INTO projects (id, key, name, settings, created_at, updated_at)"
+            " VALUES (1, 'p', 'P', '{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+        ))  # fmt: skip
+        for run_id in (1, 2):
+            connection.execute(sa.text(
+                "INSERT INTO agent_runs (id, correlation_id, project_id, agent_key, stage, status,"
+                " is_revise, learning_mode, attempt, log_sequence, created_at, tokens_input,"
+                " tokens_cached, tokens_output, tokens_reasoning, cost_usd) VALUES (:id, :c, 1,"
+                " 'dev', 'dev', 'running', false, false, 1, :n, CURRENT_TIMESTAMP, 0, 0, 0, 0, 0)"
+            ), {"id": run_id, "c": f"c{run_id}", "n": 2 if run_id == 1 else 0})  # fmt: skip
+        for sequence, line in ((1, "héllo"), (2, "")):
+            connection.execute(sa.text(
+                "INSERT INTO run_logs (run_id, sequence, stream, line, ts)"
+                " VALUES (1, :s, 'stdout', :l, CURRENT_TIMESTAMP)"
+            ), {"s": sequence, "l": line})  # fmt: skip
+    migrations.upgrade_to_head(url)
+    with engine.connect() as connection:
+        counted = connection.execute(
+            sa.text("SELECT id, log_bytes, log_storage FROM agent_runs ORDER BY id")
+        ).all()
+        kept = connection.execute(sa.text("SELECT count(*) FROM run_logs")).scalar_one()
+    assert [tuple(row) for row in counted] == [(1, 8, "rows"), (2, 0, "rows")]  # "héllo\n" + "\n"
+    # The lines themselves survive (a table copy on SQLite would have cascaded them away), and
+    # so they do going back down.
+    assert kept == 2
+    command.downgrade(migrations.alembic_config(url), "0007")
+    with engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT count(*) FROM run_logs")).scalar_one() == 2
+    engine.dispose()

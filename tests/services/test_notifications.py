@@ -167,7 +167,7 @@ def test_published_only_after_commit_and_never_on_rollback(alpha_run: int) -> No
             stored = await asyncio.to_thread(
                 run_logs.store_batch, engine, run_id=alpha_run, expected_sequence=0, lines=[line]
             )
-            assert stored == 1
+            assert stored is not None and stored.sequence == 1
             await seen.wait_for(f"run-{alpha_run}")
             await settle()
             assert project not in seen.received

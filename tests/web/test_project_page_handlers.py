@@ -170,6 +170,26 @@ def test_role_matrix(
         assert "not for your role" in state.error and exists and outcome is None
 
 
+def test_log_retention_is_edited_with_the_settings(people: dict[str, Principal]) -> None:
+    engine = get_engine()
+    state = page_state(session_for(engine, people["admin"]))
+    call(state, "load_project")
+    assert state.edit_log_retention == "" and state.log_retention_default == "default: forever"
+    for typed, kept in (("45", 45), ("0", 0), ("forever", 0), (" 7 ", 7)):
+        state.edit_log_retention = typed
+        call(state, "save_settings")
+        assert state.error == "" and settings(engine)[1]["log_retention_days"] == kept
+        assert state.edit_log_retention == str(kept)  # reloaded from what was stored
+    state.edit_log_retention = ""  # back to the installation's default
+    call(state, "save_settings")
+    assert "log_retention_days" not in settings(engine)[1]
+    before = settings(engine)
+    for bad in ("-3", "two weeks", "99999"):
+        state.edit_log_retention = bad
+        call(state, "save_settings")
+        assert "log retention must be" in state.error and settings(engine) == before
+
+
 def test_bad_input_changes_nothing(people: dict[str, Principal]) -> None:
     engine = get_engine()
     state = page_state(session_for(engine, people["admin"]))

@@ -9,6 +9,7 @@ import shlex
 import sys
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,9 +19,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from codexk8s.crypto import SecretBox
-from codexk8s.db.models import AgentRun
+from codexk8s.db.engine import session_scope
+from codexk8s.db.models import AgentRun, RunLog, utcnow
+from codexk8s.domain.logs import LogLimits
+from codexk8s.domain.runtime import LogLine
 from codexk8s.services import (
     agents,
+    log_maintenance,
     projects,
     repositories,
     run_control,
@@ -30,6 +35,7 @@ from codexk8s.services import (
 )
 from codexk8s.web import routes
 from tests.conftest import TEST_SECRET_KEY, ServedApp
+from tests.log_examples import START, make_run, write
 from tests.web.test_projects_browser import served_engine  # noqa: F401 (a fixture)
 from tests.web.test_users_browser import sign_in
 
@@ -296,3 +302,75 @@ def test_an_open_page_of_an_idle_run_does_not_poll(
         run = session.get(AgentRun, run_id)
         assert run is not None and run.status == "running"
     cancel_and_wait(served_engine, run_id)
+
+
+def test_a_compacted_log_reads_like_a_live_one_with_notes_for_the_cap_and_retention(
+    served_app: ServedApp,
+    served_engine: Engine,  # noqa: F811
+    page: Page,
+    artifacts_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """A finished log cut at the cap and compacted into chunks: its tail, older windows, search
+    and download work as before, and the page says how much the cap dropped; a log removed by
+    retention says so instead of showing lines."""
+    writer, _, key = setup(served_engine)
+    capped = make_run(served_engine, project_key=key)
+    lines = [
+        LogLine("stdout", f"\x1b[36mstep\x1b[0m {n}" + (" needle-rare" if n == 17 else ""),
+                START, str(n))
+        for n in range(1, 1_801)
+    ]  # fmt: skip
+    write(served_engine, capped, lines, limits=LogLimits(max_lines=1_500, max_bytes=10**9))
+    log_maintenance.compact_logs(served_engine, run_ids=[capped])
+    with Session(served_engine) as session:
+        run = session.get(AgentRun, capped)
+        assert run is not None and run.log_storage == "chunks"
+        assert (
+            session.exec(
+                sa.select(sa.func.count()).select_from(RunLog).where(RunLog.run_id == capped)
+            ).one()[0]
+            == 0
+        )
+
+    sign_in(page, served_app, served_engine, writer)
+    page.goto(served_app.base_url + routes.run_page(capped))
+    expect(page.get_by_test_id("run-title")).to_have_text(f"Run #{capped}", timeout=LONG)
+    log = page.get_by_test_id("log-lines")
+    expect(log.locator('[data-seq="1501"]')).to_contain_text("log truncated")
+    expect(log.locator('[data-seq="1500"]')).to_have_text(re.compile("step 1500$"))
+    expect(page.get_by_test_id("log-truncated")).to_contain_text("300 lines")
+    expect(page.get_by_test_id("log-status")).to_contain_text("Lines 1002 to 1501 of 1501")
+    page.screenshot(path=str(artifacts_dir / "run-page-compacted-capped.png"), full_page=True)
+    page.get_by_test_id("log-older").click()
+    expect(log.locator('[data-seq="502"]')).to_have_text(re.compile("step 502$"))
+    page.get_by_test_id("log-search").fill("NEEDLE-rare")
+    page.get_by_test_id("log-search-submit").click()
+    expect(page.get_by_test_id("log-match-count")).to_have_text("1 of 1")
+    expect(log.locator('[data-seq="17"] mark.log-match-current')).to_have_text("needle-rare")
+    with page.expect_download() as download_info:
+        page.get_by_test_id("log-download").click()
+    saved = tmp_path / "capped.log"
+    download_info.value.save_as(saved)
+    stored = run_logs.read_lines(served_engine, run_id=capped, limit=10_000)
+    assert saved.read_text().splitlines() == [line.line for line in stored]
+    assert len(stored) == 1_501
+
+    removed = make_run(served_engine, project_key=key, finished_at=utcnow() - timedelta(days=3))
+    write(served_engine, removed, lines[:30])
+    with session_scope(served_engine) as session:
+        project = projects.require_by_key(session=session, key=key)
+        projects.update_settings(
+            session=session, actor=None, project_key=key, name=project.name, slots=4,
+            learning_mode_default=False, default_model=None, log_retention_days=1,
+        )  # fmt: skip
+    log_maintenance.apply_retention(served_engine, default_days=None)
+    page.goto(served_app.base_url + routes.run_page(removed))
+    expect(page.get_by_test_id("run-title")).to_have_text(f"Run #{removed}", timeout=LONG)
+    expect(page.get_by_test_id("log-removed")).to_contain_text(
+        "log (30 lines) was removed by log retention"
+    )
+    expect(page.get_by_test_id("log-empty")).to_have_text("Removed by log retention.")
+    expect(page.get_by_test_id("log-lines")).to_have_count(0)
+    expect(page.get_by_test_id("run-timeline")).to_contain_text("log removed")
+    page.screenshot(path=str(artifacts_dir / "run-page-log-removed.png"), full_page=True)

@@ -54,7 +54,7 @@ def write_lines(engine: Engine, run_id: int, texts: list[str]) -> None:
         engine, run_id=run_id, expected_sequence=last,
         lines=[LogLine(stream="stdout", line=text, ts=stamp, cursor=None) for text in texts],
     )  # fmt: skip
-    assert stored == last + len(texts)
+    assert stored is not None and stored.sequence == last + len(texts)
 
 
 @pytest.fixture

@@ -101,6 +101,20 @@ def _settings() -> rx.Component:
                     ),
                 ),
                 _field(
+                    "Log retention (days)",
+                    rx.input(
+                        placeholder=ProjectPageState.log_retention_default,
+                        value=ProjectPageState.edit_log_retention,
+                        on_change=ProjectPageState.set_edit_log_retention,
+                        disabled=editable,
+                        data_testid="settings-log-retention",
+                        aria_label="Log retention in days (0: forever; empty: the default)",
+                        title="Days finished runs keep their log lines; 0 keeps them forever, "
+                        "empty follows CODEXK8S_LOG_RETENTION_DAYS",
+                        width="10rem",
+                    ),
+                ),
+                _field(
                     "Learning mode by default",
                     rx.switch(
                         checked=ProjectPageState.edit_learning,

@@ -408,18 +408,50 @@ def _log_status() -> rx.Component:
     )
 
 
+def _log_notes() -> rx.Component:
+    return rx.fragment(
+        rx.cond(
+            RunState.run.log_truncated != "",
+            rx.callout(
+                RunState.run.log_truncated,
+                icon="scissors",
+                color_scheme="amber",
+                size="1",
+                width="100%",
+                data_testid="log-truncated",
+            ),
+        ),
+        rx.cond(
+            RunState.run.log_removed != "",
+            rx.callout(
+                RunState.run.log_removed,
+                icon="archive-x",
+                color_scheme="gray",
+                size="1",
+                width="100%",
+                data_testid="log-removed",
+            ),
+        ),
+    )
+
+
 def _log_viewer() -> rx.Component:
     # column-reverse keeps the view pinned to the newest line while following, without script.
     return rx.vstack(
+        _log_notes(),
         _log_toolbar(),
         rx.cond(
             RunState.total_lines == 0,
             rx.center(
                 rx.text(
                     rx.cond(
-                        RunState.run.is_active,
-                        "No output yet. Lines appear here as the run writes them.",
-                        "This run wrote no output.",
+                        RunState.run.log_removed != "",
+                        "Removed by log retention.",
+                        rx.cond(
+                            RunState.run.is_active,
+                            "No output yet. Lines appear here as the run writes them.",
+                            "This run wrote no output.",
+                        ),
                     ),
                     color_scheme="gray",
                     size="2",

@@ -209,6 +209,8 @@ class ProjectPageState(rx.State):
     edit_slots: str = ""
     edit_learning: bool = False
     edit_model: str = ""
+    # Days finished runs keep their log: "" the installation's default, "0" forever.
+    edit_log_retention: str = ""
     delete_confirmation: str = ""
     # The repository whose webhook is being registered: its button spins, the others wait.
     registering: str = ""
@@ -260,6 +262,8 @@ class ProjectPageState(rx.State):
         self.project_settings, self.repositories, self.recent_runs = settings, repos, runs
         self.edit_name, self.edit_slots = settings.name, str(settings.slots)
         self.edit_learning, self.edit_model = settings.learning_mode_default, settings.default_model
+        days = settings.log_retention_days
+        self.edit_log_retention = "" if days is None else str(days)
 
     async def _act(self, done: str, work: Callable[..., object], **kwargs: object) -> bool:
         found = await self._principal()
@@ -313,6 +317,16 @@ class ProjectPageState(rx.State):
         self.edit_model = value
 
     @rx.event
+    def set_edit_log_retention(self, value: str) -> None:
+        self.edit_log_retention = value
+
+    @rx.var
+    def log_retention_default(self) -> str:
+        """What an empty retention means here: the installation's setting."""
+        days = get_settings().log_retention_days
+        return f"default: {days} days" if days else "default: forever"
+
+    @rx.event
     def set_delete_confirmation(self, value: str) -> None:
         self.delete_confirmation = value
 
@@ -323,9 +337,15 @@ class ProjectPageState(rx.State):
         except ValueError:
             self.error, self.notice = f"slots must be a whole number, got {self.edit_slots!r}", ""
             return
+        try:
+            retention = projects.parse_log_retention(self.edit_log_retention)
+        except CodexK8sError as exc:
+            self.error, self.notice = str(exc), ""
+            return
         await self._act(
             "Settings saved.", projects.update_settings, name=self.edit_name, slots=slots,
             learning_mode_default=self.edit_learning, default_model=self.edit_model,
+            log_retention_days=retention,
         )  # fmt: skip
 
     @rx.event

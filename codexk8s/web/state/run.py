@@ -30,6 +30,7 @@ from starlette.requests import cookie_parser
 from codexk8s.config import get_settings
 from codexk8s.db.engine import get_engine
 from codexk8s.domain.authorization import Action, Principal, can_see_project, is_allowed
+from codexk8s.domain.logs import LogSummary, format_bytes
 from codexk8s.domain.runs import RunStatus
 from codexk8s.errors import CodexK8sError, ForbiddenError, NotFoundError
 from codexk8s.services import agent_runs, audit, run_control, run_logs, sessions
@@ -79,6 +80,9 @@ class RunHeader:
     status_message: str = ""
     is_active: bool = False
     is_cancel_requested: bool = False
+    # Notes on the stored log: what the per-run cap dropped, and removal by retention.
+    log_truncated: str = ""
+    log_removed: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +134,22 @@ def _cost(value: Decimal) -> str:
     return f"${value:.4f}"
 
 
+def _log_notes(log: LogSummary) -> tuple[str, str]:
+    truncated = (
+        f"Log truncated: {log.dropped_lines:,} lines ({format_bytes(log.dropped_bytes)}) were "
+        "dropped after the run reached the per-run log cap; the run itself went on."
+        if log.is_truncated
+        else ""
+    )
+    removed = (
+        f"This run's log ({log.lines:,} lines) was removed by log retention on "
+        f"{_when(log.removed_at)}. Its timeline, usage and summary are kept."
+        if log.is_removed
+        else ""
+    )
+    return truncated, removed
+
+
 def header_for(run: RunDetail) -> RunHeader:
     repo_url = f"{GITHUB_WEB}/{run.repository}" if run.repository else ""
     model = run.model or "default"
@@ -138,6 +158,7 @@ def header_for(run: RunDetail) -> RunHeader:
     pr_url = run.pr_url or (
         f"{repo_url}/pull/{run.pr_number}" if repo_url and run.pr_number else ""
     )
+    log_truncated, log_removed = _log_notes(run.log)
     return RunHeader(
         id=run.id, project_key=run.project_key, status=run.status,
         status_color=STATUS_COLORS.get(run.status, "gray"),
@@ -156,6 +177,7 @@ def header_for(run: RunDetail) -> RunHeader:
         status_reason=run.status_reason or "", status_message=run.status_message or "",
         is_active=not RunStatus(run.status).is_terminal,
         is_cancel_requested=run.cancel_requested_at is not None,
+        log_truncated=log_truncated, log_removed=log_removed,
     )  # fmt: skip
 
 
@@ -215,7 +237,8 @@ def load_snapshot(
         run = agent_runs.get_run(session=session, run_id=run_id)
         events = audit.list_run_events(session=session, run_id=run_id)
         role = _role_on(session, principal, run.project_id)
-    total = run_logs.log_length(engine, run_id=run_id)
+    # A log removed by retention has no lines to show (the header says why).
+    total = 0 if run.log.is_removed else run.log.lines
     lines: list[StoredLine] = []
     if after is not None and limit > 0:
         if is_tail:
