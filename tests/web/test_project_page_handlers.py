@@ -22,6 +22,7 @@ from codexk8s.web.http.auth import SESSION_COOKIE
 from codexk8s.web.state.projects import ProjectPageState, ProjectsState
 from tests.conftest import reset_caches, run_async
 from tests.github_server import running_github
+from tests.web.live_context import dashboard_headers
 from tests.web.test_projects_handlers import add_user, session_for
 
 TOKEN = "ghp_s3cr3t-token-never-shown"
@@ -31,7 +32,7 @@ HOOK_SECRET = "hook-s3cr3t-never-shown"
 def page_state(token: str, key: str = "alpha") -> ProjectPageState:
     root = State(_reflex_internal_init=True)
     root.router_data = {
-        "headers": {"cookie": f"{SESSION_COOKIE}={token}"},
+        "headers": dashboard_headers(f"{SESSION_COOKIE}={token}"),
         "pathname": "/projects/[project_key]",
         "query": {"project_key": key},
     }

@@ -25,6 +25,7 @@ from codexk8s.web.http.auth import SESSION_COOKIE
 from codexk8s.web.state.auth import AuthState
 from codexk8s.web.state.users import NOT_ALLOWED, NOT_OWNER, UsersState
 from tests.conftest import ServedApp, run_async
+from tests.web.live_context import dashboard_headers
 
 
 def add_user(engine: Engine, email: str, role: str) -> Principal:
@@ -48,7 +49,7 @@ def states_for(token: str | None) -> tuple[UsersState, AuthState]:
     """The Users and Auth states as an event from a browser holding TOKEN would see them."""
     root = State(_reflex_internal_init=True)
     cookie = f"theme=dark; {SESSION_COOKIE}={token}" if token else "theme=dark"
-    root.router_data = {"headers": {"cookie": cookie}, "pathname": "/users"}
+    root.router_data = {"headers": dashboard_headers(cookie), "pathname": "/users"}
     root.router = RouterData.from_router_data(root.router_data)
 
     async def get() -> tuple[UsersState, AuthState]:

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlmodel import Session
 from starlette.requests import Request
@@ -36,6 +35,7 @@ from codexk8s.errors import (
     NotFoundError,
 )
 from codexk8s.services import agent_runs, audit, projects, run_control, run_logs, run_start
+from codexk8s.web import origins
 from codexk8s.web.http.auth import current_principal
 from codexk8s.web.http.errors import error_response, from_exception
 
@@ -43,7 +43,6 @@ from codexk8s.web.http.errors import error_response, from_exception
 FOLLOW_SECONDS = 600.0
 FOLLOW_POLL_SECONDS = 0.25
 _NO_STORE = {"Cache-Control": "no-store"}
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Handler = Callable[[Request, Principal], Awaitable[Response]]
 
@@ -71,32 +70,6 @@ def _record(row: Any) -> dict[str, Any]:
     return _jsonable(dataclasses.asdict(row))
 
 
-def _origin(url: str) -> tuple[str, str, int | None] | None:
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return None
-    scheme = parts.scheme.lower()
-    if not scheme or not parts.hostname:
-        return None
-    return scheme, parts.hostname.lower(), port or _DEFAULT_PORTS.get(scheme)
-
-
-def _cross_site_problem(request: Request) -> str | None:
-    """Why a cookie-authenticated write may not be from our own pages, or None if it is."""
-    ours = _origin(get_settings().effective_public_url)
-    sent = request.headers.get("origin") or request.headers.get("referer")
-    if not sent:
-        return "a request signed in by cookie must send an Origin (or Referer) header"
-    if _origin(sent) != ours:
-        return (
-            "the request's Origin does not match this server's public URL; "
-            "use an API token for scripts"
-        )
-    return None
-
-
 def _endpoint(handlers: dict[str, Handler]) -> Callable[[Request], Awaitable[Response]]:
     """One route: method dispatch (405 otherwise), authentication, the cross-site check for
     cookie-authenticated writes, and errors mapped to their codes."""
@@ -116,7 +89,7 @@ def _endpoint(handlers: dict[str, Handler]) -> Callable[[Request], Awaitable[Res
                 headers={"WWW-Authenticate": "Bearer", **_NO_STORE},
             )
         if request.method not in ("GET", "HEAD") and "authorization" not in request.headers:
-            problem = _cross_site_problem(request)
+            problem = origins.cross_site_problem(request.headers, get_settings())
             if problem is not None:
                 return error_response("forbidden", problem, headers=_NO_STORE)
         try:
