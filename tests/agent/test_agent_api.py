@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from prometheus_client import REGISTRY
 from sqlmodel import Session, select
 from starlette.testclient import TestClient
 
@@ -130,9 +131,11 @@ def test_result_is_stored_once_and_bad_results_are_refused(
     ):
         answer = client.post(path, json=bad, headers=bearer(first.token))
         assert answer.status_code == 400, bad
+    assert snapshot(first.run_id) == before
+    # Not JSON at all is no runner's doing: refused the same, and its audit event is the one row.
     answer = client.post(path, content=b"not json", headers=bearer(first.token))
     assert answer.status_code == 400
-    assert snapshot(first.run_id) == before
+    assert snapshot(first.run_id) == (*before[:4], before[4] + 1)
 
     answer = client.post(path, json=RESULT, headers=bearer(first.token))
     assert answer.status_code == 200
@@ -238,3 +241,36 @@ def test_model_proxy_swaps_the_run_token_for_the_key(
     assert answer.status_code == 422
     assert "CODEXK8S_OPENAI_API_KEY" in answer.json()["message"]
     assert len(openai_api.requests) == 2
+
+
+def test_deeply_nested_json_is_a_counted_400_that_changes_nothing(
+    client: TestClient, two_runs: tuple[ClaimedRun, ClaimedRun], caplog: pytest.LogCaptureFixture
+) -> None:
+    first, _second = two_runs
+    path = url(routes.API_AGENT_EVENTS, first.run_id)
+    labels = {"route": routes.API_AGENT_EVENTS, "reason": "too_deep"}
+    before_count = REGISTRY.get_sample_value("codexk8s_api_requests_rejected_total", labels) or 0
+    before = snapshot(first.run_id)
+    deep = b'{"kind": "command", "message": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    quiet = TestClient(build_http_app(), raise_server_exceptions=False)
+    answer = quiet.post(
+        path, content=deep, headers={**bearer(first.token), "Content-Type": "application/json"}
+    )
+    assert answer.status_code == 400
+    assert answer.json() == {
+        "error": "invalid_argument",
+        "message": "the body is not valid JSON: it is nested too deeply",
+    }
+    assert REGISTRY.get_sample_value("codexk8s_api_requests_rejected_total", labels) == (
+        before_count + 1
+    )
+    # Only the audit event of the rejection was added.
+    status, summary, tokens, token_hash, events = snapshot(first.run_id)
+    assert (status, summary, tokens, token_hash, events) == (*before[:4], before[4] + 1)
+    with Session(get_engine()) as session:
+        last = session.exec(
+            select(FlowEvent).where(FlowEvent.run_id == first.run_id).order_by(FlowEvent.id.desc())  # type: ignore[union-attr]
+        ).first()
+    assert last is not None and last.event_type == "request_rejected"
+    assert last.payload["reason"] == "too_deep" and last.actor_type == "agent"
+    assert "Traceback" not in caplog.text

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from sqlmodel import Session, select
 from starlette.testclient import TestClient
 
@@ -462,3 +463,58 @@ def test_membership_removed_hides_the_project(client: TestClient, world: World) 
         session.delete(member)
     response = client.get(run_url(routes.API_RUN, run_id), headers=auth(world, "read"))
     assert response.status_code == 404
+
+
+def _api_rejected(route: str, reason: str) -> float:
+    labels = {"route": route, "reason": reason}
+    return REGISTRY.get_sample_value("codexk8s_api_requests_rejected_total", labels) or 0.0
+
+
+DEEP_JSON = b'{"project":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "reason", "message"),
+    [
+        # 100,000 nested arrays made json.loads raise RecursionError (issue #14, item 7).
+        ("POST", routes.API_RUNS, DEEP_JSON, "too_deep", "nested too deeply"),
+        (
+            "POST",
+            routes.API_RUNS,
+            b'{"project": "al\\u0000pha", "repository": "acme/app", "stage": "dev"}',
+            "nul_byte",
+            "NUL",
+        ),
+        ("POST", routes.API_RUNS, b"{not json", "bad_json", "not valid JSON"),
+        # A NUL in a query parameter reached PostgreSQL, which refuses NUL in text.
+        ("GET", routes.API_RUNS + "?project=al%00pha", b"", "nul_byte", "NUL"),
+        ("GET", routes.API_RUNS + "?status=%00", b"", "nul_byte", "NUL"),
+    ],
+)
+def test_malformed_input_is_a_400_that_is_audited_and_counted(
+    world: World, method: str, path: str, body: bytes, reason: str, message: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    client = TestClient(build_http_app(), raise_server_exceptions=False)
+    before = _api_rejected(routes.API_RUNS, reason)
+    with Session(get_engine()) as session:
+        events_before = len(session.exec(select(FlowEvent)).all())
+        runs_before = len(session.exec(select(AgentRun)).all())
+    response = client.request(
+        method, path, content=body or None,
+        headers={**auth(world, "read_write"), "Content-Type": "application/json"},
+    )  # fmt: skip
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_argument"
+    assert message in response.json()["message"]
+    assert _api_rejected(routes.API_RUNS, reason) == before + 1
+    with Session(get_engine()) as session:
+        events = session.exec(select(FlowEvent).order_by(FlowEvent.id)).all()
+        assert len(session.exec(select(AgentRun)).all()) == runs_before
+    assert len(events) == events_before + 1
+    rejection = events[-1]
+    assert rejection.event_type == "request_rejected"
+    assert rejection.actor_id == str(world.users["read_write"])
+    assert rejection.payload["route"] == routes.API_RUNS
+    assert rejection.payload["reason"] == reason
+    assert "Traceback" not in caplog.text

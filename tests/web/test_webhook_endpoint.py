@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 import sqlalchemy as sa
+from prometheus_client import REGISTRY
 from sqlmodel import Session
 from starlette.testclient import TestClient
 
@@ -25,6 +26,8 @@ from tests.conftest import reset_caches, run_async, serve_in_thread
 from tests.webhook_examples import example, with_labels
 
 SECRET = "endpoint-secret"
+# 100,000 nested arrays: Python's JSON decoder gives up with RecursionError (issue #14, item 7).
+DEEP_JSON = b'{"action":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 
 
 @pytest.fixture
@@ -71,6 +74,10 @@ def counts() -> dict[str, int]:
             ]
             for model in (WebhookDelivery, AgentRun, FlowEvent)
         }
+
+
+def rejected(reason: str) -> float:
+    return REGISTRY.get_sample_value("codexk8s_webhooks_rejected_total", {"reason": reason}) or 0.0
 
 
 def audit_types() -> list[str]:
@@ -211,6 +218,24 @@ BAD_INPUTS = [
         id="json-array",
     ),
     pytest.param(
+        {},
+        DEEP_JSON,
+        400,
+        "invalid_argument",
+        "nested too deeply",
+        "request_rejected",
+        id="deep-json",
+    ),
+    pytest.param(
+        {"Content_Type": "application/x-www-form-urlencoded"},
+        b"payload=" + DEEP_JSON,
+        400,
+        "invalid_argument",
+        "nested too deeply",
+        "request_rejected",
+        id="deep-json-in-form",
+    ),
+    pytest.param(
         {"Content_Type": "application/x-www-form-urlencoded"},
         b"nopayload=1",
         400,
@@ -246,6 +271,26 @@ def test_bad_input_is_refused_and_only_audited(
     assert after["agent_runs"] == before["agent_runs"]
     assert after["flow_events"] == before["flow_events"] + 1
     assert audit_types()[-1] == audit
+
+
+def test_deeply_nested_json_is_a_counted_rejection_not_a_crash(
+    hooked: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = TestClient(build_http_app(), raise_server_exceptions=False)
+    before, events_before = rejected("bad_request"), counts()["flow_events"]
+    # Unsigned, like the probe's request: the body is read before the signature can be checked.
+    response = client.post(
+        WEBHOOK_GITHUB, content=DEEP_JSON, headers=headers(DEEP_JSON, X_Hub_Signature_256=None)
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid_argument",
+        "message": "payload is not valid JSON: it is nested too deeply",
+    }
+    assert rejected("bad_request") == before + 1
+    assert counts()["flow_events"] == events_before + 1
+    assert audit_types()[-1] == "request_rejected"
+    assert "Traceback" not in caplog.text and "RecursionError" not in caplog.text
 
 
 def test_no_secret_configured_is_503(app_db: str) -> None:

@@ -60,7 +60,7 @@ class UsageMeter:
             return []
         try:
             body = json.loads(bytes(self._buffer))
-        except ValueError:
+        except (ValueError, RecursionError):
             return []
         usage = normalise(body.get("usage")) if isinstance(body, dict) else None
         return [usage] if usage is not None else []
@@ -69,7 +69,7 @@ class UsageMeter:
     def _completed_usage(data: bytes) -> dict[str, int] | None:
         try:
             event = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
         if not isinstance(event, dict) or event.get("type") != "response.completed":
             return None

@@ -12,7 +12,6 @@ run's own token (`Authorization: Bearer <run token>`), valid only for that run w
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -22,11 +21,13 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from codexk8s import json_input, metrics
 from codexk8s.adapters.openai.usage import UsageMeter
 from codexk8s.config import get_settings
 from codexk8s.db.engine import get_engine
-from codexk8s.errors import CodexK8sError, InvalidArgumentError, PayloadTooLargeError
-from codexk8s.services import run_brief
+from codexk8s.domain.runs import ActorType
+from codexk8s.errors import CodexK8sError, MalformedInputError, PayloadTooLargeError
+from codexk8s.services import audit, run_brief
 from codexk8s.web import routes
 from codexk8s.web.http.errors import error_response, from_exception
 
@@ -59,11 +60,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 async def _json_body(request: Request) -> Any:
-    raw = await _read_body(request, MAX_BODY_BYTES)
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise InvalidArgumentError("the body must be JSON") from None
+    # NUL is allowed: a command's output may hold one, and the flow event's JSON stores it escaped.
+    return json_input.loads(await _read_body(request, MAX_BODY_BYTES), what="the body")
 
 
 def _bearer(request: Request) -> str | None:
@@ -72,10 +70,22 @@ def _bearer(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+def _reject_malformed(route: str, exc: MalformedInputError, run: sa.Row[Any]) -> Response:
+    """Count and audit input the runner never sends, on the run's own trail; then a 400."""
+    metrics.API_REQUESTS_REJECTED.labels(route, exc.reason).inc()
+    audit.record_rejected_request(
+        get_engine(), route=route, reason=exc.reason, message=str(exc),
+        correlation_id=run.correlation_id, actor_type=ActorType.AGENT, actor_id=run.agent_key,
+        project_id=run.project_id, run_id=run.id,
+    )  # fmt: skip
+    return from_exception(exc)
+
+
 def _endpoint(
-    methods: tuple[str, ...], handler: Handler
+    methods: tuple[str, ...], handler: Handler, *, route: str
 ) -> Callable[[Request], Awaitable[Response]]:
-    """Method check, run-token authentication, and errors mapped to their codes."""
+    """Method check, run-token authentication, and errors mapped to their codes (ROUTE, the
+    route's template, names it in the rejection count)."""
 
     async def endpoint(request: Request) -> Response:
         if request.method not in methods:
@@ -89,11 +99,18 @@ def _endpoint(
             run = await asyncio.to_thread(
                 run_brief.authenticate_run, get_engine(), run_id=run_id, token=_bearer(request)
             )
+        except run_brief.RunTokenError as exc:
+            return error_response(
+                "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer", **_NO_STORE}
+            )
+        try:
             return await handler(request, run)
         except run_brief.RunTokenError as exc:
             return error_response(
                 "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer", **_NO_STORE}
             )
+        except MalformedInputError as exc:
+            return await asyncio.to_thread(_reject_malformed, route, exc, run)
         except CodexK8sError as exc:
             return from_exception(exc)
 
@@ -120,8 +137,8 @@ async def _result(request: Request, run: sa.Row[Any]) -> Response:
 
 def _requested_model(body: bytes) -> str | None:
     try:
-        model = json.loads(body).get("model")
-    except (ValueError, AttributeError):
+        model = json_input.loads(body, what="the model request", max_depth=None).get("model")
+    except (MalformedInputError, AttributeError):
         return None
     return model if isinstance(model, str) else None
 
@@ -193,7 +210,7 @@ async def _openai(request: Request, run: sa.Row[Any]) -> Response:
     )  # fmt: skip
 
 
-agent_brief = _endpoint(("GET",), _brief)
-agent_events = _endpoint(("POST",), _events)
-agent_result = _endpoint(("POST",), _result)
-agent_openai = _endpoint(("GET", "POST"), _openai)
+agent_brief = _endpoint(("GET",), _brief, route=routes.API_AGENT_BRIEF)
+agent_events = _endpoint(("POST",), _events, route=routes.API_AGENT_EVENTS)
+agent_result = _endpoint(("POST",), _result, route=routes.API_AGENT_RESULT)
+agent_openai = _endpoint(("GET", "POST"), _openai, route=routes.API_AGENT_OPENAI)

@@ -23,19 +23,21 @@ from sqlmodel import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from codexk8s import metrics
+from codexk8s import json_input, metrics
 from codexk8s.config import get_settings
 from codexk8s.db.engine import get_engine
 from codexk8s.domain.access import ProjectRole
 from codexk8s.domain.authorization import Action, Principal, can_see_project, is_allowed
+from codexk8s.domain.runs import ActorType
 from codexk8s.errors import (
     CodexK8sError,
     ForbiddenError,
     InvalidArgumentError,
+    MalformedInputError,
     NotFoundError,
 )
 from codexk8s.services import agent_runs, audit, projects, run_control, run_logs, run_start
-from codexk8s.web import origins
+from codexk8s.web import origins, routes
 from codexk8s.web.http.auth import current_principal
 from codexk8s.web.http.errors import error_response, from_exception
 
@@ -70,9 +72,29 @@ def _record(row: Any) -> dict[str, Any]:
     return _jsonable(dataclasses.asdict(row))
 
 
-def _endpoint(handlers: dict[str, Handler]) -> Callable[[Request], Awaitable[Response]]:
-    """One route: method dispatch (405 otherwise), authentication, the cross-site check for
-    cookie-authenticated writes, and errors mapped to their codes."""
+def _refuse_nul_parameters(request: Request) -> None:
+    """PostgreSQL text cannot hold NUL: a query parameter with one is refused before any query."""
+    for name, value in request.query_params.multi_items():
+        json_input.refuse_nul(name, "a query parameter's name")
+        json_input.refuse_nul(value, f"query parameter {name}")
+
+
+def _reject_malformed(route: str, exc: MalformedInputError, principal: Principal) -> Response:
+    """Count and audit input no client of ours sends, then answer it like any bad argument."""
+    metrics.API_REQUESTS_REJECTED.labels(route, exc.reason).inc()
+    audit.record_rejected_request(
+        get_engine(), route=route, reason=exc.reason, message=str(exc),
+        correlation_id=f"user-{principal.user_id}", actor_type=ActorType.HUMAN,
+        actor_id=str(principal.user_id),
+    )  # fmt: skip
+    return from_exception(exc)
+
+
+def _endpoint(
+    handlers: dict[str, Handler], *, route: str
+) -> Callable[[Request], Awaitable[Response]]:
+    """One route (ROUTE, its template): method dispatch (405 otherwise), authentication, the
+    cross-site check for cookie-authenticated writes, and errors mapped to their codes."""
     if "GET" in handlers:
         handlers = {**handlers, "HEAD": handlers["GET"]}
     allow = ", ".join(method for method in handlers if method != "HEAD")
@@ -93,7 +115,10 @@ def _endpoint(handlers: dict[str, Handler]) -> Callable[[Request], Awaitable[Res
             if problem is not None:
                 return error_response("forbidden", problem, headers=_NO_STORE)
         try:
+            _refuse_nul_parameters(request)
             return await handler(request, principal)
+        except MalformedInputError as exc:
+            return await asyncio.to_thread(_reject_malformed, route, exc, principal)
         except CodexK8sError as exc:
             return from_exception(exc)
 
@@ -196,10 +221,7 @@ async def list_runs(request: Request, principal: Principal) -> Response:
 
 async def start_run(request: Request, principal: Principal) -> Response:
     """`POST /api/v1/runs` {project, repository, issue, stage, model?, reasoning_effort?}."""
-    try:
-        body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidArgumentError("the body must be a JSON object") from None
+    body = json_input.loads(await request.body(), what="the body", allow_nul=False)
     if not isinstance(body, dict):
         raise InvalidArgumentError("the body must be a JSON object")
     unknown = set(body) - {"project", "repository", "issue", "stage", "model", "reasoning_effort"}
@@ -369,11 +391,11 @@ async def _log_text(run_id: int) -> AsyncIterator[str]:
 
 # --- the routes' endpoints ------------------------------------------------------------------------
 
-projects_endpoint = _endpoint({"GET": list_projects})
-runs_endpoint = _endpoint({"GET": list_runs, "POST": start_run})
-run_endpoint = _endpoint({"GET": get_run})
-run_events_endpoint = _endpoint({"GET": run_events})
-run_logs_endpoint = _endpoint({"GET": run_log})
-run_log_text_endpoint = _endpoint({"GET": run_log_text})
-run_cancel_endpoint = _endpoint({"POST": cancel_run})
-run_rerun_endpoint = _endpoint({"POST": rerun})
+projects_endpoint = _endpoint({"GET": list_projects}, route=routes.API_PROJECTS)
+runs_endpoint = _endpoint({"GET": list_runs, "POST": start_run}, route=routes.API_RUNS)
+run_endpoint = _endpoint({"GET": get_run}, route=routes.API_RUN)
+run_events_endpoint = _endpoint({"GET": run_events}, route=routes.API_RUN_EVENTS)
+run_logs_endpoint = _endpoint({"GET": run_log}, route=routes.API_RUN_LOGS)
+run_log_text_endpoint = _endpoint({"GET": run_log_text}, route=routes.API_RUN_LOG_TEXT)
+run_cancel_endpoint = _endpoint({"POST": cancel_run}, route=routes.API_RUN_CANCEL)
+run_rerun_endpoint = _endpoint({"POST": rerun}, route=routes.API_RUN_RERUN)
