@@ -447,6 +447,41 @@ def token_create(
     typer.echo(plaintext)
 
 
+@token_app.command("list")
+def token_list() -> None:
+    """List every API token, newest first: name, the first characters, owner, when created and
+    last used, and whether it still works (never the token itself)."""
+    from codexk8s.services import api_tokens
+
+    with transaction() as session:
+        rows = api_tokens.list_tokens(session=session, actor=None)
+    if not rows:
+        typer.echo("no API tokens")
+        return
+    typer.echo(
+        f"{'ID':>5}  {'NAME':<20} {'PREFIX':<10} {'OWNER':<32} {'CREATED':<17} "
+        f"{'LAST USED':<17} STATUS"
+    )
+    for row in rows:
+        last_used = f"{row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "never"
+        typer.echo(
+            f"{row.id:>5}  {row.name or '-':<20} {row.prefix or '-':<10} {row.owner_email:<32} "
+            f"{row.created_at:%Y-%m-%d %H:%M} {last_used:<17} {row.status}"
+        )
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[int, typer.Argument(help="The ID `token list` shows.")],
+) -> None:
+    """Revoke the API token TOKEN_ID: it stops working at once."""
+    from codexk8s.services import api_tokens
+
+    with transaction() as session:
+        row = api_tokens.revoke_token(session=session, actor=None, token_id=token_id)
+    typer.echo(f"revoked token {row.id} ({row.name or 'unnamed'}) of {row.owner_email}")
+
+
 @runs_app.command("list")
 def runs_list(
     project: Annotated[str | None, typer.Option(help="Project key.")] = None,

@@ -48,7 +48,8 @@ def _db(app_db: str) -> None:
 def test_every_command_has_help() -> None:
     for command in (
         [], ["serve"], ["migrate"], ["user", "add"], ["project", "create"],
-        ["project", "member", "add"], ["repo", "add"], ["token", "create"], ["runs", "list"],
+        ["project", "member", "add"], ["repo", "add"], ["token", "create"], ["token", "list"],
+        ["token", "revoke"], ["runs", "list"],
         ["agent", "run"],
     ):  # fmt: skip
         code, out, _ = cli(*command, "--help")
@@ -226,6 +227,46 @@ def test_token_create_prints_once_and_stores_hash() -> None:
     code, _, err = cli("token", "create", "ada@example.com", "--expires-days", "0")
     assert code == 1 and "expiry must be" in err
     assert count(ApiToken) == 1
+
+
+def test_token_list_and_revoke() -> None:
+    cli("user", "add", "ada@example.com")
+    cli("user", "add", "bob@example.com")
+    _, ada_token, _ = cli("token", "create", "ada@example.com", "--name", "laptop")
+    _, bob_token, _ = cli("token", "create", "bob@example.com", "--name", "ci")
+    ada_token, bob_token = ada_token.strip(), bob_token.strip()
+
+    code, out, _ = cli("token", "list")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "ID",
+        "NAME",
+        "PREFIX",
+        "OWNER",
+        "CREATED",
+        "LAST",
+        "USED",
+        "STATUS",
+    ]
+    ada_line = next(line for line in lines if "ada@example.com" in line)
+    assert "laptop" in ada_line and ada_token[:9] in ada_line and "active" in ada_line
+    # The list never shows a token itself.
+    assert ada_token not in out and bob_token not in out and ada_token[:12] not in out
+
+    token_id = ada_line.split()[0]
+    code, out, _ = cli("token", "revoke", token_id)
+    assert code == 0 and f"revoked token {token_id} (laptop) of ada@example.com" in out
+    code, out, _ = cli("token", "list")
+    assert "revoked" in next(line for line in out.splitlines() if "ada@example.com" in line)
+    with Session(get_engine()) as session:
+        revoked = session.exec(select(ApiToken).where(ApiToken.id == int(token_id))).one()
+        assert revoked.revoked_at is not None
+        assert session.exec(
+            select(FlowEvent).where(FlowEvent.event_type == "api_token_revoked")
+        ).one()
+    code, _, err = cli("token", "revoke", "999999")
+    assert code == 1 and "no API token with id 999999" in err
 
 
 def test_runs_list_filters_and_json() -> None:

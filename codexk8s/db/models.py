@@ -336,6 +336,8 @@ class ApiToken(SQLModel, table=True):
     user_id: int = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
     name: str = Field(default="", max_length=100)
     token_hash: str = Field(max_length=64, unique=True)
+    # The token's first characters (TOKEN_PREFIX and four more), to recognise it in a list.
+    prefix: str | None = Field(default=None, max_length=16)
     scopes: list[str] = Field(default_factory=list, sa_type=sa.JSON, nullable=False)
     expires_at: datetime | None = _ts(nullable=True)
     last_used_at: datetime | None = _ts(nullable=True)
