@@ -4,6 +4,8 @@ starts, and the cross-site check for cookie-authenticated writes."""
 from __future__ import annotations
 
 import itertools
+import json
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -398,6 +400,55 @@ def test_follow_is_refused_to_outsiders(client: TestClient, world: World) -> Non
         headers=auth(world, "outsider"),
     )  # fmt: skip
     assert response.status_code == 404
+
+
+def _lose_access(world: World, how: str) -> None:
+    with session_scope() as session:
+        if how == "membership_removed":
+            member = session.exec(
+                select(ProjectMember).where(ProjectMember.user_id == world.users["read"])
+            ).one()
+            session.delete(member)
+        elif how == "user_disabled":
+            users.set_disabled(session=session, user_id=world.users["read"], disabled=True,
+                               actor=None)  # fmt: skip
+        elif how == "token_revoked":
+            tokens = api_tokens.list_tokens(session=session, actor=None)
+            token = next(t for t in tokens if t.owner_email == "read@example.com")
+            api_tokens.revoke_token(session=session, actor=None, token_id=token.id)
+
+
+@pytest.mark.parametrize("how", ["membership_removed", "user_disabled", "token_revoked"])
+def test_follow_ends_soon_after_the_reader_loses_access(
+    client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    # Before issue #14 (item 6) a stream went on for FOLLOW_SECONDS (600 s) whatever happened.
+    monkeypatch.setattr(api, "FOLLOW_SECONDS", 8.0)
+    monkeypatch.setattr(api, "FOLLOW_POLL_SECONDS", 0.05)
+    monkeypatch.setattr(api, "ACCESS_RECHECK_SECONDS", 0.3)
+    run_id = make_run(world, status="running")
+    store(run_id, 0, 2)
+    frames: list[str] = []
+    with client.stream(
+        "GET", run_url(routes.API_RUN_LOGS, run_id), params={"follow": "1"},
+        headers=auth(world, "read"),
+    ) as response:  # fmt: skip
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        while len([f for f in frames if f.startswith("id: ")]) < 2:
+            frames.append(next(lines))
+        _lose_access(world, how)
+        started = time.monotonic()
+        store(run_id, 2, 1)  # lines stored after the loss are not delivered (or only one is)
+        frames.extend(lines)
+        elapsed = time.monotonic() - started
+    assert elapsed < 3.0, f"the stream lived {elapsed:.1f}s after access was lost"
+    assert "event: denied" in frames
+    denied = json.loads(frames[frames.index("event: denied") + 1].removeprefix("data: "))
+    assert denied["error"] in ("not_found", "unauthorized") and denied["message"]
+
+
+# --- cross-site requests with the session cookie --------------------------------------------------
 
 
 # --- cross-site requests with the session cookie --------------------------------------------------

@@ -11,6 +11,7 @@ request authenticated by the session cookie must come from our own origin (`Orig
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import time
@@ -35,6 +36,7 @@ from codexk8s.errors import (
     InvalidArgumentError,
     MalformedInputError,
     NotFoundError,
+    UnauthorizedError,
 )
 from codexk8s.services import agent_runs, audit, projects, run_control, run_logs, run_start
 from codexk8s.web import origins, routes
@@ -44,6 +46,9 @@ from codexk8s.web.http.errors import error_response, from_exception
 # A follow stream ends after this long; the client reconnects with Last-Event-ID.
 FOLLOW_SECONDS = 600.0
 FOLLOW_POLL_SECONDS = 0.25
+# How often an open stream checks again that its reader may still read it (credentials still
+# valid, user enabled, still a member): losing access ends the stream within this time.
+ACCESS_RECHECK_SECONDS = 5.0
 _NO_STORE = {"Cache-Control": "no-store"}
 
 Handler = Callable[[Request, Principal], Awaitable[Response]]
@@ -335,36 +340,71 @@ async def run_log(request: Request, principal: Principal) -> Response:
                 "next": lines[-1].sequence if lines else since,
             }
         )
+
+    async def access_lost() -> CodexK8sError | None:
+        """Why the reader may no longer read the run (signed out, token revoked, user disabled,
+        membership gone), or None. The request's own credentials are resolved again."""
+        current = await current_principal(request)
+        if current is None:
+            return UnauthorizedError("your session or API token is no longer valid")
+        try:
+            await asyncio.to_thread(_check_run, current, run_id, Action.VIEW_PROJECT)
+        except CodexK8sError as exc:
+            return exc
+        return None
+
     return StreamingResponse(
-        _log_events(run_id, since),
+        _log_events(run_id, since, access_lost),
         media_type="text/event-stream",
         headers={**_NO_STORE, "X-Accel-Buffering": "no"},
     )
 
 
-async def _log_events(run_id: int, since: int) -> AsyncIterator[str]:
+async def _log_events(
+    run_id: int, since: int, access_lost: Callable[[], Awaitable[CodexK8sError | None]]
+) -> AsyncIterator[str]:
     """SSE frames for the lines after SINCE; `event: end` once the run ended and its log is
-    whole. Bounded to FOLLOW_SECONDS: the stream then just stops and the client resumes."""
+    whole. Bounded to FOLLOW_SECONDS: the stream then just stops and the client resumes. Every
+    ACCESS_RECHECK_SECONDS the reader's access is checked again; once it is lost the stream says
+    why (`event: denied`, the usual error body) and ends."""
     lines = run_logs.follow(
         get_engine(), run_id=run_id, after=since, poll_seconds=FOLLOW_POLL_SECONDS
     )
-    deadline = time.monotonic() + FOLLOW_SECONDS
+    now = time.monotonic()
+    deadline, recheck_at = now + FOLLOW_SECONDS, now + ACCESS_RECHECK_SECONDS
+    # One pending read, never cancelled by a timeout: cancelling would close the generator.
+    pending: asyncio.Future[run_logs.StoredLine] | None = None
     metrics.LIVE_VIEWERS.inc()  # until this stream ends or its client goes away
     try:
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            now = time.monotonic()
+            if now >= deadline:
                 return
+            if now >= recheck_at:
+                recheck_at = now + ACCESS_RECHECK_SECONDS
+                denied = await access_lost()
+                if denied is not None:
+                    body = {"error": denied.code, "message": str(denied)}
+                    yield f"event: denied\ndata: {json.dumps(body)}\n\n"
+                    return
+            if pending is None:
+                pending = asyncio.ensure_future(anext(lines))
+            done, _ = await asyncio.wait({pending}, timeout=min(deadline, recheck_at) - now)
+            if not done:
+                continue
+            read, pending = pending, None
             try:
-                line = await asyncio.wait_for(anext(lines), remaining)
+                line = read.result()
             except StopAsyncIteration:
                 yield "event: end\ndata: {}\n\n"
-                return
-            except TimeoutError:
                 return
             yield f"id: {line.sequence}\ndata: {json.dumps(_line(line))}\n\n"
     finally:
         metrics.LIVE_VIEWERS.dec()
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
         await lines.aclose()
 
 
