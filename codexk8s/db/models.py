@@ -226,6 +226,20 @@ class AgentRun(SQLModel, table=True):
     cost_usd: Decimal = Field(default=Decimal("0"), sa_type=sa.Numeric(12, 6))
 
 
+class RunModelResponse(SQLModel, table=True):
+    """A model response a run created through the model proxy: the only ones it may read later."""
+
+    __tablename__ = "run_model_responses"
+    __table_args__ = (sa.UniqueConstraint("run_id", "response_id"),)
+
+    id: int | None = Field(
+        default=None, primary_key=True, sa_type=sa.BigInteger().with_variant(sa.Integer, "sqlite")
+    )
+    run_id: int = Field(foreign_key="agent_runs.id", ondelete="CASCADE")
+    response_id: str = Field(max_length=128)
+    created_at: datetime = _ts()
+
+
 class Slot(SQLModel, table=True):
     __tablename__ = "slots"
     __table_args__ = (
