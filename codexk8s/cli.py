@@ -340,7 +340,10 @@ def repo_add(
         ),
     ] = False,
 ) -> None:
-    """Attach the GitHub repository OWNER/NAME to project KEY."""
+    """Attach the GitHub repository OWNER/NAME to project KEY. GitHub is asked first whether the
+    token (or, without --token-env, CODEXK8S_GITHUB_TOKEN) reaches the repository."""
+    import asyncio
+
     from codexk8s.services import repositories
 
     token = read_secret_env(token_env, "repository token")
@@ -349,18 +352,39 @@ def repo_add(
     webhook_id = None
     if register_webhook:
         webhook_id = _register_webhook(key, full_name, token, webhook_secret)
-    with transaction() as session:
-        repository = repositories.add_repository(
-            session=session,
-            box=box,
-            project_key=key,
-            full_name=full_name,
-            token=token,
-            webhook_secret=webhook_secret,
-            services_yaml_path=services_yaml,
-            webhook_id=webhook_id,
+    with service_call():
+        repository = asyncio.run(
+            repositories.attach_repository(
+                box=box, settings=settings(), actor=None, project_key=key, full_name=full_name,
+                token=token, webhook_secret=webhook_secret, services_yaml_path=services_yaml,
+                webhook_id=webhook_id,
+            )
+        )  # fmt: skip
+    uses = "its own token" if token else (
+        "CODEXK8S_GITHUB_TOKEN" if settings().github_token else "no token"
+    )  # fmt: skip
+    typer.echo(f"attached {repository.full_name} to {key} (GitHub calls use {uses})")
+
+
+@repo_app.command("allow-global-token")
+def repo_allow_global_token(
+    full_name: Annotated[str, typer.Argument(metavar="OWNER/NAME")],
+) -> None:
+    """Let the attached OWNER/NAME, which has no token of its own, use CODEXK8S_GITHUB_TOKEN
+    (for repositories a member attached without a token before only platform admins could).
+    GitHub is asked first whether the token reaches it."""
+    import asyncio
+
+    from codexk8s.services import repositories
+
+    box = secret_box()
+    with service_call():
+        row = asyncio.run(
+            repositories.allow_global_token(
+                box=box, settings=settings(), actor=None, full_name=full_name
+            )
         )
-    typer.echo(f"attached {repository.full_name} to {key}")
+    typer.echo(f"{row.full_name} may now use CODEXK8S_GITHUB_TOKEN")
 
 
 def _register_webhook(

@@ -90,6 +90,9 @@ class Repository(SQLModel, table=True):
     owner: str = Field(max_length=100)
     name: str = Field(max_length=100)
     token_ciphertext: str | None = Field(default=None, sa_type=sa.Text)
+    # Whether GitHub calls for this repository may fall back to CODEXK8S_GITHUB_TOKEN when it has
+    # no token of its own: only when a platform admin (or the operator) attached or allowed it.
+    global_token_allowed: bool = Field(default=False)
     webhook_secret_ciphertext: str | None = Field(default=None, sa_type=sa.Text)
     webhook_id: int | None = Field(default=None, sa_type=sa.BigInteger)
     services_yaml_path: str = Field(default="services.yaml", max_length=500)

@@ -38,6 +38,7 @@ from codexk8s.errors import (
     PreconditionError,
     UnauthorizedError,
 )
+from codexk8s.services import repositories
 from codexk8s.services.agents import effective_settings
 from codexk8s.services.prompt_templates import render_run_prompt
 from codexk8s.services.run_states import RUNS, add_event
@@ -114,12 +115,17 @@ def _identity(agent: sa.Row[Any] | None, key: str) -> AgentIdentity:
     return AgentIdentity(name=name, email=email)
 
 
-def _repository_token(repository: sa.Row[Any] | None, settings: Settings) -> str | None:
-    if repository is not None and repository.token_ciphertext:
-        return get_secret_box().decrypt(repository.token_ciphertext)
-    if settings.github_token is not None and settings.github_token.get_secret_value():
-        return settings.github_token.get_secret_value()
-    return None
+def _repository_token(repository: sa.Row[Any], settings: Settings) -> str | None:
+    """The token the run clones and pushes with: the repository's own, or the global one where a
+    platform admin allowed it. A repository that would need the global token but may not use it
+    fails the run with a precondition (no token at all configured: None, for public or local
+    repositories)."""
+    token = repositories.token_for(repository, settings=settings, box=get_secret_box())
+    if token is None and settings.github_token is not None and not repository.token_ciphertext:
+        raise PreconditionError(
+            repositories.global_token_refused(f"{repository.owner}/{repository.name}")
+        )
+    return token
 
 
 def is_review_run(run: sa.Row[Any]) -> bool:
