@@ -59,6 +59,12 @@ WEBHOOKS_DUPLICATE = Counter(
     "Deliveries whose X-GitHub-Delivery was already recorded, by event.",
     ["event"],
 )
+WEBHOOKS_REPLAYED = Counter(
+    "codexk8s_webhooks_replayed",
+    "Signed bodies already accepted within 24 h, sent again under a new X-GitHub-Delivery "
+    "(answered as duplicates, nothing started), by event.",
+    ["event"],
+)
 WEBHOOK_INGEST_SECONDS = Histogram(
     "codexk8s_webhook_ingest_seconds",
     "Time to verify and record one delivery (including rejected ones), in seconds.",

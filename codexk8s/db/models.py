@@ -151,6 +151,18 @@ class WebhookDelivery(SQLModel, table=True):
     payload: dict[str, Any] = _json()
 
 
+class WebhookBodyHash(SQLModel, table=True):
+    """The SHA-256 of each accepted webhook body and when it came. GitHub's signature covers only
+    the body, so the same signed body under a new X-GitHub-Delivery within the replay window is
+    a replay, not a delivery (webhook ingest writes this row in the delivery's own statement)."""
+
+    __tablename__ = "webhook_body_hashes"
+
+    body_sha256: str = Field(primary_key=True, max_length=64)
+    delivery_id: str = Field(max_length=100)
+    received_at: datetime = _ts()
+
+
 class AgentRun(SQLModel, table=True):
     __tablename__ = "agent_runs"
     __table_args__ = (

@@ -50,6 +50,7 @@ def client(hooked: None) -> TestClient:
 
 
 def labeled_body() -> bytes:
+    """A new `run:dev` labeling (each body differs, as GitHub's do)."""
     return json.dumps(
         with_labels(example("issues", "labeled"), "issue", ["run:dev"], "run:dev")
     ).encode()
@@ -293,6 +294,35 @@ def test_deeply_nested_json_is_a_counted_rejection_not_a_crash(
     assert "Traceback" not in caplog.text and "RecursionError" not in caplog.text
 
 
+def test_a_captured_body_replayed_with_a_new_delivery_id_is_a_duplicate(
+    client: TestClient,
+) -> None:
+    """Issue #14, item 9: the signature covers only the body, so a captured delivery re-sent
+    with a fresh X-GitHub-Delivery used to start its run again once the first one was over."""
+    body = labeled_body()
+    first = client.post(WEBHOOK_GITHUB, content=body, headers=headers(body))
+    assert first.status_code == 202 and len(first.json()["runs"]) == 1
+    with session_scope() as session:
+        session.execute(sa.update(AgentRun).values(status="succeeded"))
+    before = counts()
+    replayed_before = (
+        REGISTRY.get_sample_value("codexk8s_webhooks_replayed_total", {"event": "issues"}) or 0.0
+    )
+    replay = client.post(WEBHOOK_GITHUB, content=body, headers=headers(body))
+    assert replay.status_code == 200
+    assert replay.json()["duplicate"] is True
+    assert replay.json()["replay_of"] == first.json()["delivery_id"]
+    after = counts()
+    assert after["agent_runs"] == before["agent_runs"]
+    assert after["webhook_deliveries"] == before["webhook_deliveries"]
+    assert after["flow_events"] == before["flow_events"] + 1
+    assert audit_types()[-1] == "delivery_replayed"
+    assert (
+        REGISTRY.get_sample_value("codexk8s_webhooks_replayed_total", {"event": "issues"})
+        == replayed_before + 1
+    )
+
+
 def test_no_secret_configured_is_503(app_db: str) -> None:
     client = TestClient(build_http_app())
     body = labeled_body()
@@ -368,12 +398,12 @@ def test_fifty_simultaneous_copies_make_one_delivery_and_one_run(live_server: st
 
 
 def test_different_deliveries_for_one_issue_start_one_run(live_server: str) -> None:
-    body = labeled_body()
+    bodies = [labeled_body() for _ in range(20)]
 
     async def fire() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=live_server, timeout=60) as http:
             return await asyncio.gather(
-                *(http.post(WEBHOOK_GITHUB, content=body, headers=headers(body)) for _ in range(20))
+                *(http.post(WEBHOOK_GITHUB, content=body, headers=headers(body)) for body in bodies)
             )
 
     responses = run_async(fire())
