@@ -216,6 +216,10 @@ def list_audit_events(
         raise InvalidArgumentError(f"unknown actor type {filters.actor_type!r}")
     if filters.since and filters.until and filters.since >= filters.until:
         raise InvalidArgumentError("the start of the time range must come before its end")
+    texts = (filters.project_key, filters.actor_id, filters.event_type)
+    if any(text and "\x00" in text for text in texts):
+        # PostgreSQL refuses NUL in text; no event has one to find.
+        raise InvalidArgumentError("a filter may not hold a NUL character")
     if actor.is_disabled:
         return [], None
     events = _FLOW_EVENTS.c
