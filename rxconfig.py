@@ -3,6 +3,7 @@
 import reflex as rx
 
 from codexk8s.config import get_settings
+from codexk8s.web.origins import allowed_origins
 
 config = rx.Config(
     app_name="codexk8s",
@@ -11,6 +12,9 @@ config = rx.Config(
     show_built_with_reflex=False,
     # Reflex state is shared between replicas through Redis when one is configured.
     redis_url=get_settings().redis_url,
+    # Only our own pages may use the session cookie: CORS answers (with credentials) and the
+    # Socket.IO handshake of the dashboard accept PUBLIC_URL's origin and refuse every other.
+    cors_allowed_origins=allowed_origins(get_settings()),
     plugins=[
         rx.plugins.RadixThemesPlugin(
             theme=rx.theme(appearance="inherit", accent_color="indigo", radius="medium")

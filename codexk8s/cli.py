@@ -401,7 +401,10 @@ def repo_add(
         ),
     ] = False,
 ) -> None:
-    """Attach the GitHub repository OWNER/NAME to project KEY."""
+    """Attach the GitHub repository OWNER/NAME to project KEY. GitHub is asked first whether the
+    token (or, without --token-env, CODEXK8S_GITHUB_TOKEN) reaches the repository."""
+    import asyncio
+
     from codexk8s.services import repositories
 
     token = read_secret_env(token_env, "repository token")
@@ -410,18 +413,39 @@ def repo_add(
     webhook_id = None
     if register_webhook:
         webhook_id = _register_webhook(key, full_name, token, webhook_secret)
-    with transaction() as session:
-        repository = repositories.add_repository(
-            session=session,
-            box=box,
-            project_key=key,
-            full_name=full_name,
-            token=token,
-            webhook_secret=webhook_secret,
-            services_yaml_path=services_yaml,
-            webhook_id=webhook_id,
+    with service_call():
+        repository = asyncio.run(
+            repositories.attach_repository(
+                box=box, settings=settings(), actor=None, project_key=key, full_name=full_name,
+                token=token, webhook_secret=webhook_secret, services_yaml_path=services_yaml,
+                webhook_id=webhook_id,
+            )
+        )  # fmt: skip
+    uses = "its own token" if token else (
+        "CODEXK8S_GITHUB_TOKEN" if settings().github_token else "no token"
+    )  # fmt: skip
+    typer.echo(f"attached {repository.full_name} to {key} (GitHub calls use {uses})")
+
+
+@repo_app.command("allow-global-token")
+def repo_allow_global_token(
+    full_name: Annotated[str, typer.Argument(metavar="OWNER/NAME")],
+) -> None:
+    """Let the attached OWNER/NAME, which has no token of its own, use CODEXK8S_GITHUB_TOKEN
+    (for repositories a member attached without a token before only platform admins could).
+    GitHub is asked first whether the token reaches it."""
+    import asyncio
+
+    from codexk8s.services import repositories
+
+    box = secret_box()
+    with service_call():
+        row = asyncio.run(
+            repositories.allow_global_token(
+                box=box, settings=settings(), actor=None, full_name=full_name
+            )
         )
-    typer.echo(f"attached {repository.full_name} to {key}")
+    typer.echo(f"{row.full_name} may now use CODEXK8S_GITHUB_TOKEN")
 
 
 def _register_webhook(
@@ -506,6 +530,41 @@ def token_create(
             session=session, email=email, name=name, expires_in_days=expires_days
         )
     typer.echo(plaintext)
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """List every API token, newest first: name, the first characters, owner, when created and
+    last used, and whether it still works (never the token itself)."""
+    from codexk8s.services import api_tokens
+
+    with transaction() as session:
+        rows = api_tokens.list_tokens(session=session, actor=None)
+    if not rows:
+        typer.echo("no API tokens")
+        return
+    typer.echo(
+        f"{'ID':>5}  {'NAME':<20} {'PREFIX':<10} {'OWNER':<32} {'CREATED':<17} "
+        f"{'LAST USED':<17} STATUS"
+    )
+    for row in rows:
+        last_used = f"{row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "never"
+        typer.echo(
+            f"{row.id:>5}  {row.name or '-':<20} {row.prefix or '-':<10} {row.owner_email:<32} "
+            f"{row.created_at:%Y-%m-%d %H:%M} {last_used:<17} {row.status}"
+        )
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[int, typer.Argument(help="The ID `token list` shows.")],
+) -> None:
+    """Revoke the API token TOKEN_ID: it stops working at once."""
+    from codexk8s.services import api_tokens
+
+    with transaction() as session:
+        row = api_tokens.revoke_token(session=session, actor=None, token_id=token_id)
+    typer.echo(f"revoked token {row.id} ({row.name or 'unnamed'}) of {row.owner_email}")
 
 
 @runs_app.command("list")

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
 
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
+    # Billing headers the model proxy sends with every run's request (a run cannot choose them).
+    openai_organization: str | None = None
+    openai_project: str | None = None
     # The model a run uses when neither its labels, its agent nor its project name one.
     default_model: str = "gpt-5-codex"
     model_prices: dict[str, dict[str, float]] = Field(

@@ -13,6 +13,15 @@ class InvalidArgumentError(CodexK8sError):
     code = "invalid_argument"
 
 
+class MalformedInputError(InvalidArgumentError):
+    """Input no client of ours sends: not JSON, nested too deeply, a NUL byte. Answered 400 like
+    any bad argument, and also audited and counted (`reason`), since it is likely a probe."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class UnauthorizedError(CodexK8sError):
     code = "unauthorized"
 

@@ -8,6 +8,8 @@ every worker. Acceptable for now; aggregate per pod in PromQL.
 
 Where each metric is observed:
 - webhooks_*: the webhook route (codexk8s.web.http.webhooks).
+- api_requests_rejected_total: the staff API (codexk8s.web.http.api) and the runner's API
+  (codexk8s.web.http.agent_api), for input no client of ours sends.
 - dispatch_latency_seconds, run_duration_seconds, reconcile_*, log_lines_stored_total: the run
   engine (codexk8s.jobs.engine).
 - kubernetes_api_*: ApiCaller (codexk8s.adapters.kubernetes.client), once per HTTP attempt.
@@ -57,10 +59,24 @@ WEBHOOKS_DUPLICATE = Counter(
     "Deliveries whose X-GitHub-Delivery was already recorded, by event.",
     ["event"],
 )
+WEBHOOKS_REPLAYED = Counter(
+    "codexk8s_webhooks_replayed",
+    "Signed bodies already accepted within 24 h, sent again under a new X-GitHub-Delivery "
+    "(answered as duplicates, nothing started), by event.",
+    ["event"],
+)
 WEBHOOK_INGEST_SECONDS = Histogram(
     "codexk8s_webhook_ingest_seconds",
     "Time to verify and record one delivery (including rejected ones), in seconds.",
     buckets=_FAST_BUCKETS,
+)
+
+# --- APIs -----------------------------------------------------------------------------------
+API_REQUESTS_REJECTED = Counter(
+    "codexk8s_api_requests_rejected",
+    "Malformed requests to the staff and runner APIs by route template and reason: bad_json, "
+    "too_deep, nul_byte.",
+    ["route", "reason"],
 )
 
 # --- runs -----------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -27,7 +28,8 @@ from codexk8s.db.models import (
 )
 from codexk8s.domain.runtime import LogLine
 from codexk8s.services import agents
-from tests.conftest import TEST_SECRET_KEY
+from tests.conftest import TEST_SECRET_KEY, reset_caches
+from tests.github_server import FakeGitHub, running_github
 
 runner = CliRunner()
 
@@ -50,7 +52,9 @@ def _db(app_db: str) -> None:
 def test_every_command_has_help() -> None:
     for command in (
         [], ["serve"], ["migrate"], ["user", "add"], ["project", "create"],
-        ["project", "member", "add"], ["repo", "add"], ["token", "create"], ["runs", "list"],
+        ["project", "member", "add"], ["repo", "add"], ["repo", "allow-global-token"],
+        ["token", "create"], ["token", "list"],
+        ["token", "revoke"], ["runs", "list"],
         ["agent", "run"],
     ):  # fmt: skip
         code, out, _ = cli(*command, "--help")
@@ -145,7 +149,19 @@ def test_member_learning_mode_override() -> None:
         assert [m.learning_mode for m in session.exec(select(ProjectMember)).all()] == [None]
 
 
-def test_repo_add_stores_secrets_encrypted(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def github(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGitHub]:
+    """The GitHub `repo add` asks whether a token reaches the repository."""
+    with running_github() as fake:
+        monkeypatch.setenv("CODEXK8S_GITHUB_API_URL", fake.base_url)
+        reset_caches()
+        yield fake
+
+
+def test_repo_add_stores_secrets_encrypted(
+    monkeypatch: pytest.MonkeyPatch, github: FakeGitHub
+) -> None:
+    github.add_repo("Octo-Org/Octo.Repo", token="ghp_token_value_123", admin=False)
     cli("project", "create", "web")
     monkeypatch.setenv("REPO_TOKEN", "ghp_token_value_123")
     monkeypatch.setenv("HOOK_SECRET", "hook-secret-456")
@@ -190,6 +206,50 @@ def test_repo_add_errors(args: list[str], message: str) -> None:
     assert count(Repository) == 0
 
 
+def test_repo_add_checks_the_token_reaches_the_repository(
+    monkeypatch: pytest.MonkeyPatch, github: FakeGitHub
+) -> None:
+    github.add_repo("team/app", token="ghp_reaches")
+    github.add_repo("victim-org/secret-repo", token="ghp_platform")
+    cli("project", "create", "web")
+    monkeypatch.setenv("REPO_TOKEN", "ghp_reaches")
+    code, _, err = cli("repo", "add", "web", "victim-org/secret-repo", "--token-env", "REPO_TOKEN")
+    assert code == 1 and "not found on GitHub, or the token cannot see it (404)" in err
+    monkeypatch.setenv("REPO_TOKEN", "ghp_revoked")
+    code, _, err = cli("repo", "add", "web", "team/app", "--token-env", "REPO_TOKEN")
+    assert code == 1 and "GitHub rejected the token for team/app (401)" in err
+    assert count(Repository) == 0
+
+    # The operator, without a token of the repository's own: the global one is checked.
+    monkeypatch.setenv("CODEXK8S_GITHUB_TOKEN", "ghp_platform")
+    reset_caches()  # each command is a process of its own
+    code, _, err = cli("repo", "add", "web", "team/app")
+    assert code == 1 and "CODEXK8S_GITHUB_TOKEN cannot see it" in err
+    code, out, _ = cli("repo", "add", "web", "victim-org/secret-repo")
+    assert code == 0 and "(GitHub calls use CODEXK8S_GITHUB_TOKEN)" in out
+    with Session(get_engine()) as session:
+        assert session.exec(select(Repository.global_token_allowed)).one() is True
+
+
+def test_repo_allow_global_token(monkeypatch: pytest.MonkeyPatch, github: FakeGitHub) -> None:
+    github.add_repo("team/app", token="ghp_platform")
+    cli("project", "create", "web")
+    cli("repo", "add", "web", "team/app")  # no token anywhere: nothing to check
+    with Session(get_engine()) as session:
+        session.exec(sa.update(Repository).values(global_token_allowed=False))  # as a member's
+        session.commit()
+    code, _, err = cli("repo", "allow-global-token", "team/app")
+    assert code == 1 and "CODEXK8S_GITHUB_TOKEN is not set" in err
+    monkeypatch.setenv("CODEXK8S_GITHUB_TOKEN", "ghp_platform")
+    reset_caches()  # each command is a process of its own
+    code, out, _ = cli("repo", "allow-global-token", "team/app")
+    assert code == 0 and "team/app may now use CODEXK8S_GITHUB_TOKEN" in out
+    with Session(get_engine()) as session:
+        assert session.exec(select(Repository.global_token_allowed)).one() is True
+    code, _, err = cli("repo", "allow-global-token", "team/other")
+    assert code == 1 and "not attached" in err
+
+
 def test_repo_add_duplicate_is_case_insensitive() -> None:
     cli("project", "create", "web")
     cli("project", "create", "api")
@@ -228,6 +288,46 @@ def test_token_create_prints_once_and_stores_hash() -> None:
     code, _, err = cli("token", "create", "ada@example.com", "--expires-days", "0")
     assert code == 1 and "expiry must be" in err
     assert count(ApiToken) == 1
+
+
+def test_token_list_and_revoke() -> None:
+    cli("user", "add", "ada@example.com")
+    cli("user", "add", "bob@example.com")
+    _, ada_token, _ = cli("token", "create", "ada@example.com", "--name", "laptop")
+    _, bob_token, _ = cli("token", "create", "bob@example.com", "--name", "ci")
+    ada_token, bob_token = ada_token.strip(), bob_token.strip()
+
+    code, out, _ = cli("token", "list")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "ID",
+        "NAME",
+        "PREFIX",
+        "OWNER",
+        "CREATED",
+        "LAST",
+        "USED",
+        "STATUS",
+    ]
+    ada_line = next(line for line in lines if "ada@example.com" in line)
+    assert "laptop" in ada_line and ada_token[:9] in ada_line and "active" in ada_line
+    # The list never shows a token itself.
+    assert ada_token not in out and bob_token not in out and ada_token[:12] not in out
+
+    token_id = ada_line.split()[0]
+    code, out, _ = cli("token", "revoke", token_id)
+    assert code == 0 and f"revoked token {token_id} (laptop) of ada@example.com" in out
+    code, out, _ = cli("token", "list")
+    assert "revoked" in next(line for line in out.splitlines() if "ada@example.com" in line)
+    with Session(get_engine()) as session:
+        revoked = session.exec(select(ApiToken).where(ApiToken.id == int(token_id))).one()
+        assert revoked.revoked_at is not None
+        assert session.exec(
+            select(FlowEvent).where(FlowEvent.event_type == "api_token_revoked")
+        ).one()
+    code, _, err = cli("token", "revoke", "999999")
+    assert code == 1 and "no API token with id 999999" in err
 
 
 def test_runs_list_filters_and_json() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,15 @@ def example(event: str, action: str | None = None) -> dict[str, Any]:
     raise LookupError(f"no {event}.{action} example")
 
 
+_label_changes = itertools.count(1)
+
+
 def with_labels(
     payload: dict[str, Any], item_key: str, names: list[str], changed: str | None
 ) -> dict[str, Any]:
-    """Set the labels on payload[item_key] (issue or pull_request) and the changed label."""
+    """Set the labels on payload[item_key] (issue or pull_request) and the changed label. Like
+    GitHub, each labeling moves the item's `updated_at`, so no two bodies are the same (the same
+    body again is a replay, which ingest refuses)."""
     template = {
         "id": 1,
         "node_id": "L",
@@ -51,4 +57,5 @@ def with_labels(
     ]
     if changed is not None:
         payload["label"] = {**template, "name": changed}
+    payload[item_key]["updated_at"] = f"2026-12-01T00:00:00.{next(_label_changes):06d}Z"
     return payload

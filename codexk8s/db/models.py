@@ -90,6 +90,11 @@ class Repository(SQLModel, table=True):
     owner: str = Field(max_length=100)
     name: str = Field(max_length=100)
     token_ciphertext: str | None = Field(default=None, sa_type=sa.Text)
+    # Whether GitHub calls for this repository may fall back to CODEXK8S_GITHUB_TOKEN when it has
+    # no token of its own: only when a platform admin (or the operator) attached or allowed it.
+    global_token_allowed: bool = Field(
+        default=False, sa_column_kwargs={"server_default": sa.false()}
+    )
     webhook_secret_ciphertext: str | None = Field(default=None, sa_type=sa.Text)
     webhook_id: int | None = Field(default=None, sa_type=sa.BigInteger)
     services_yaml_path: str = Field(default="services.yaml", max_length=500)
@@ -146,6 +151,18 @@ class WebhookDelivery(SQLModel, table=True):
     received_at: datetime = _ts(index=True)
     outcome: str = Field(max_length=64)
     payload: dict[str, Any] = _json()
+
+
+class WebhookBodyHash(SQLModel, table=True):
+    """The SHA-256 of each accepted webhook body and when it came. GitHub's signature covers only
+    the body, so the same signed body under a new X-GitHub-Delivery within the replay window is
+    a replay, not a delivery (webhook ingest writes this row in the delivery's own statement)."""
+
+    __tablename__ = "webhook_body_hashes"
+
+    body_sha256: str = Field(primary_key=True, max_length=64)
+    delivery_id: str = Field(max_length=100)
+    received_at: datetime = _ts()
 
 
 class AgentRun(SQLModel, table=True):
@@ -252,6 +269,20 @@ class Installation(SQLModel, table=True):
     __tablename__ = "installation"
 
     id: str = Field(primary_key=True, max_length=32)
+    created_at: datetime = _ts()
+
+
+class RunModelResponse(SQLModel, table=True):
+    """A model response a run created through the model proxy: the only ones it may read later."""
+
+    __tablename__ = "run_model_responses"
+    __table_args__ = (sa.UniqueConstraint("run_id", "response_id"),)
+
+    id: int | None = Field(
+        default=None, primary_key=True, sa_type=sa.BigInteger().with_variant(sa.Integer, "sqlite")
+    )
+    run_id: int = Field(foreign_key="agent_runs.id", ondelete="CASCADE")
+    response_id: str = Field(max_length=128)
     created_at: datetime = _ts()
 
 
@@ -385,6 +416,8 @@ class ApiToken(SQLModel, table=True):
     user_id: int = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
     name: str = Field(default="", max_length=100)
     token_hash: str = Field(max_length=64, unique=True)
+    # The token's first characters (TOKEN_PREFIX and four more), to recognise it in a list.
+    prefix: str | None = Field(default=None, max_length=16)
     scopes: list[str] = Field(default_factory=list, sa_type=sa.JSON, nullable=False)
     expires_at: datetime | None = _ts(nullable=True)
     last_used_at: datetime | None = _ts(nullable=True)

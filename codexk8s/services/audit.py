@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select
 
 from codexk8s.db.models import FlowEvent, Project, utcnow
@@ -106,6 +106,22 @@ def _topics_of(events: Sequence[dict[str, Any]]) -> set[str]:
     return topics
 
 
+def record_rejected_request(
+    engine: Engine, *, route: str, reason: str, message: str, correlation_id: str,
+    actor_type: ActorType, actor_id: str | None, project_id: int | None = None,
+    run_id: int | None = None,
+) -> None:  # fmt: skip
+    """The one row a malformed API request leaves behind (`request_rejected`, as for webhooks):
+    which route, why, and who sent it."""
+    event = flow_event_values(
+        correlation_id=correlation_id, event_type="request_rejected", actor_type=actor_type,
+        actor_id=actor_id, project_id=project_id, run_id=run_id,
+        payload={"route": route, "reason": reason, "message": message[:500]},
+    )  # fmt: skip
+    with engine.begin() as connection:
+        insert_events(connection=connection, events=[event])
+
+
 @dataclass(frozen=True, slots=True)
 class EventRow:
     """A flow event as plain data."""
@@ -200,6 +216,10 @@ def list_audit_events(
         raise InvalidArgumentError(f"unknown actor type {filters.actor_type!r}")
     if filters.since and filters.until and filters.since >= filters.until:
         raise InvalidArgumentError("the start of the time range must come before its end")
+    texts = (filters.project_key, filters.actor_id, filters.event_type)
+    if any(text and "\x00" in text for text in texts):
+        # PostgreSQL refuses NUL in text; no event has one to find.
+        raise InvalidArgumentError("a filter may not hold a NUL character")
     if actor.is_disabled:
         return [], None
     events = _FLOW_EVENTS.c

@@ -61,7 +61,7 @@ from codexk8s.domain.repository_provider import (
 )
 from codexk8s.domain.stages import REVIEW_STAGE
 from codexk8s.errors import CodexK8sError
-from codexk8s.services import model_checks
+from codexk8s.services import model_checks, repositories
 from codexk8s.services.run_states import RUNS, add_event
 
 log = logging.getLogger(__name__)
@@ -312,14 +312,13 @@ class GitHubFeedback:
             row = connection.execute(
                 sa.select(
                     REPOSITORIES.c.project_id, REPOSITORIES.c.owner, REPOSITORIES.c.name,
-                    REPOSITORIES.c.token_ciphertext, PROJECTS.c.key,
+                    REPOSITORIES.c.token_ciphertext, REPOSITORIES.c.global_token_allowed,
+                    PROJECTS.c.key,
                 )
                 .join(PROJECTS, PROJECTS.c.id == REPOSITORIES.c.project_id)
                 .where(REPOSITORIES.c.id == repository_id)
             ).one()  # fmt: skip
-        token = self.box.decrypt(row.token_ciphertext) if row.token_ciphertext else None
-        if token is None and self.settings.github_token is not None:
-            token = self.settings.github_token.get_secret_value() or None
+        token = repositories.token_for(row, settings=self.settings, box=self.box)
         return _Target(repository_id, row.project_id, row.key, row.owner, row.name, token)
 
     def _issue_runs(self, repository_id: int, issue_number: int) -> list[Any]:

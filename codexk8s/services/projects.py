@@ -41,8 +41,21 @@ def parse_project_role(role: str) -> ProjectRole:
     return parse_choice(ProjectRole, role, "project role")
 
 
+def is_key_shaped(key: str) -> bool:
+    """Whether KEY could be a project's key. No project has one outside the pattern, so such a
+    key (with a NUL byte, say, which PostgreSQL refuses in text) is not found without a query."""
+    return bool(_KEY.match(key))
+
+
+def _find(session: Session, key: str, *, lock: bool = False) -> Project | None:
+    if not is_key_shaped(key):
+        return None
+    query = select(Project).where(Project.key == key)
+    return session.exec(query.with_for_update() if lock else query).first()
+
+
 def get_by_key(*, session: Session, key: str) -> Project | None:
-    return session.exec(select(Project).where(Project.key == key)).first()
+    return _find(session, key)
 
 
 def require_by_key(*, session: Session, key: str) -> Project:
@@ -163,8 +176,7 @@ def _authorize_members(
     may not even see it (worded as for a missing key), ForbiddenError when they may only look.
     LOCK holds the project row until commit so concurrent member changes on it serialize (the
     last-admin check depends on it)."""
-    query = select(Project).where(Project.key == project_key)
-    project = session.exec(query.with_for_update() if lock else query).first()
+    project = _find(session, project_key, lock=lock)
     if project is None:
         raise NotFoundError(f"no project with key {project_key!r}")
     if actor is None:
@@ -412,8 +424,7 @@ def authorize(
 ) -> Project:  # fmt: skip
     """The project PROJECT_KEY when ACTOR (None: the local operator) may do ACTION on it;
     NotFoundError when they may not see it (as for a missing key), ForbiddenError otherwise."""
-    query = select(Project).where(Project.key == project_key)
-    project = session.exec(query.with_for_update() if lock else query).first()
+    project = _find(session, project_key, lock=lock)
     if project is None:
         raise NotFoundError(f"no project with key {project_key!r}")
     if actor is None:

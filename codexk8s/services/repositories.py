@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -104,7 +105,44 @@ def set_webhook_id(
     return repository
 
 
-# Built once: constructing a statement from ORM attributes costs more CPU than running it.
+class _TokenColumns(Protocol):
+    """The columns of a repository row (ORM or Core) that say which token GitHub calls use."""
+
+    token_ciphertext: str | None
+    global_token_allowed: bool
+
+
+def token_for(repository: _TokenColumns, *, settings: Settings, box: SecretBox) -> str | None:
+    """The GitHub token for calls about REPOSITORY (cloning, feedback, hooks, redelivery): its
+    own, else CODEXK8S_GITHUB_TOKEN when a platform admin attached or allowed it, else None.
+    DecryptionError when its stored token does not open with the key."""
+    if repository.token_ciphertext:
+        return box.decrypt(repository.token_ciphertext)
+    if repository.global_token_allowed and settings.github_token is not None:
+        return settings.github_token.get_secret_value() or None
+    return None
+
+
+def global_token_refused(full_name: str) -> str:
+    """What to say where a repository would need the global token it may not use."""
+    return (
+        f"{full_name} has no token of its own and was not attached by a platform admin, so "
+        "CODEXK8S_GITHUB_TOKEN is not used for it: attach it again with a token of its own, or "
+        f"have a platform admin allow it (`codexk8s repo allow-global-token {full_name}`)"
+    )
+
+
+def _may_use_global_token(actor: Principal | None) -> bool:
+    # The operator at the command line (None) is a platform admin too.
+    return actor is None or actor.is_platform_admin
+
+
+def _require_token_or_admin(actor: Principal | None, token: str | None, full_name: str) -> None:
+    if not token and not _may_use_global_token(actor):
+        raise ForbiddenError(
+            f"only a platform admin may attach {full_name} without a token of its own (it would "
+            "use the platform's GitHub token): give the repository a token of its own"
+        )
 
 
 def check_can_add(*, session: Session, project_key: str, full_name: str) -> tuple[str, str]:
@@ -113,6 +151,11 @@ def check_can_add(*, session: Session, project_key: str, full_name: str) -> tupl
     projects.require_by_key(session=session, key=project_key)
     _ensure_not_attached(session, full_name)
     return owner, name
+
+
+def _check_services_yaml_path(path: str | None) -> None:
+    if path is not None and (not path.strip() or path.startswith("/") or ".." in path):
+        raise InvalidArgumentError("services yaml path must be relative to the repository root")
 
 
 def _ensure_not_attached(session: Session, full_name: str) -> None:
@@ -135,27 +178,28 @@ def add_repository(
     actor: Principal | None = None,
 ) -> Repository:
     """Attach FULL_NAME to PROJECT_KEY. ACTOR (None: the local operator at the command line) needs
-    EDIT_REPOSITORIES on the project. The token and webhook secret are stored encrypted and are
-    never read back out by the dashboard."""
+    EDIT_REPOSITORIES on the project; without a TOKEN of the repository's own, ACTOR must be a
+    platform admin, and the repository may then use CODEXK8S_GITHUB_TOKEN. The token and webhook
+    secret are stored encrypted and are never read back out by the dashboard.
+
+    This stores what it is given; `attach_repository` first checks on GitHub that the token
+    reaches the repository, and is what the dashboard and the command line call."""
     project = projects.authorize(
         session=session, actor=actor, project_key=project_key, action=Action.EDIT_REPOSITORIES
     )
     # The project was just read by the authorisation: only the name is left to check.
     owner, name = parse_full_name(full_name)
     _ensure_not_attached(session, full_name)
+    _require_token_or_admin(actor, token, f"{owner}/{name}")
     assert project.id is not None
-    if services_yaml_path is not None and (
-        not services_yaml_path.strip()
-        or services_yaml_path.startswith("/")
-        or ".." in services_yaml_path
-    ):
-        raise InvalidArgumentError("services yaml path must be relative to the repository root")
+    _check_services_yaml_path(services_yaml_path)
     repository = Repository(
         project_id=project.id,
         provider=PROVIDER_GITHUB,
         owner=owner,
         name=name,
         token_ciphertext=box.encrypt(token) if token else None,
+        global_token_allowed=not token,
         webhook_secret_ciphertext=box.encrypt(webhook_secret) if webhook_secret else None,
         webhook_id=webhook_id,
     )
@@ -173,11 +217,138 @@ def add_repository(
         payload={
             "repository": f"{owner}/{name}",
             "has_token": token is not None,
+            "uses_global_token": not token,
             "has_webhook_secret": webhook_secret is not None,
             "webhook_id": webhook_id,
         },
     )
     return repository
+
+
+def _reach_refusal(exc: ProviderError, full_name: str, *, is_global: bool) -> CodexK8sError:
+    """Why a token that was to be stored (or the global one) cannot be used for FULL_NAME."""
+    whose = "CODEXK8S_GITHUB_TOKEN" if is_global else "the token"
+    if isinstance(exc, ProviderAuthError):
+        return UnauthorizedError(
+            f"GitHub rejected {whose} for {full_name} (401): it is wrong, expired or revoked"
+        )
+    if isinstance(exc, ProviderNotFoundError | ProviderForbiddenError):
+        status = 404 if isinstance(exc, ProviderNotFoundError) else 403
+        return NotFoundError(
+            f"repository {full_name} not found on GitHub, or {whose} cannot see it ({status}); "
+            "nothing was attached"
+        )
+    return UnavailableError(f"GitHub could not be asked about {full_name}: {exc}; try again")
+
+
+async def check_token_reaches(
+    *, settings: Settings, full_name: str, token: str, is_global: bool
+) -> None:
+    """Ask GitHub for FULL_NAME with TOKEN; a refusal (401, 403, 404) or an unreachable GitHub
+    raises a CodexK8sError that says which."""
+    owner, name = parse_full_name(full_name)
+    async with GitHubClient(token=token, api_url=settings.github_api_url) as github:
+        try:
+            await github.get_repository(owner, name)
+        except ProviderError as exc:
+            raise _reach_refusal(exc, f"{owner}/{name}", is_global=is_global) from None
+
+
+async def attach_repository(
+    *,
+    engine: Engine | None = None,
+    box: SecretBox,
+    settings: Settings,
+    actor: Principal | None,
+    project_key: str,
+    full_name: str,
+    token: str | None = None,
+    webhook_secret: str | None = None,
+    services_yaml_path: str | None = None,
+    webhook_id: int | None = None,
+    actor_id: str | None = None,
+) -> RepositoryRow:
+    """Attach FULL_NAME to PROJECT_KEY once GitHub confirms that the token it will use reaches it:
+    TOKEN, or (for a platform admin without one) CODEXK8S_GITHUB_TOKEN. Refusals (no right to
+    the global token, a token GitHub refuses, a repository it cannot see) store nothing. No
+    transaction is open during the GitHub call."""
+
+    def check() -> None:
+        with session_scope(engine) as session:
+            projects.authorize(
+                session=session, actor=actor, project_key=project_key,
+                action=Action.EDIT_REPOSITORIES,
+            )  # fmt: skip
+            owner, name = check_can_add(
+                session=session, project_key=project_key, full_name=full_name
+            )
+        _require_token_or_admin(actor, token, f"{owner}/{name}")
+        _check_services_yaml_path(services_yaml_path)
+
+    await asyncio.to_thread(check)
+    global_token = settings.github_token.get_secret_value() if settings.github_token else None
+    reach_with = token or global_token
+    if reach_with:
+        await check_token_reaches(
+            settings=settings, full_name=full_name, token=reach_with, is_global=not token
+        )
+
+    def store() -> RepositoryRow:
+        with session_scope(engine) as session:
+            repository = add_repository(
+                session=session, box=box, project_key=project_key, full_name=full_name,
+                token=token, webhook_secret=webhook_secret, services_yaml_path=services_yaml_path,
+                actor_id=actor_id, webhook_id=webhook_id, actor=actor,
+            )  # fmt: skip
+            return _repository_row(repository)
+
+    return await asyncio.to_thread(store)
+
+
+async def allow_global_token(
+    *,
+    engine: Engine | None = None,
+    box: SecretBox,
+    settings: Settings,
+    actor: Principal | None,
+    full_name: str,
+    actor_id: str | None = None,
+) -> RepositoryRow:
+    """Let the attached FULL_NAME use CODEXK8S_GITHUB_TOKEN (a platform admin's decision, once
+    GitHub confirms the token reaches it): for repositories attached without a token by someone
+    else before only platform admins could."""
+    if not _may_use_global_token(actor):
+        raise ForbiddenError("only a platform admin may let a repository use the platform's token")
+    if settings.github_token is None or not settings.github_token.get_secret_value():
+        raise PreconditionError("CODEXK8S_GITHUB_TOKEN is not set: there is no token to allow")
+
+    def read() -> None:
+        with session_scope(engine) as session:
+            require_by_full_name(session=session, full_name=full_name)
+
+    await asyncio.to_thread(read)
+    await check_token_reaches(
+        settings=settings, full_name=full_name, token=settings.github_token.get_secret_value(),
+        is_global=True,
+    )  # fmt: skip
+
+    def store() -> RepositoryRow:
+        with session_scope(engine) as session:
+            repository = require_by_full_name(session=session, full_name=full_name)
+            if not repository.global_token_allowed:
+                repository.global_token_allowed = True
+                repository.updated_at = utcnow()
+                session.add(repository)
+                record_event(
+                    session=session, correlation_id=f"project-{repository.project_id}",
+                    event_type="repository_global_token_allowed", actor_id=actor_id,
+                    project_id=repository.project_id,
+                    payload={"repository": repository.full_name},
+                )  # fmt: skip
+                session.flush()
+            return _repository_row(repository)
+
+    return await asyncio.to_thread(store)
 
 
 def _provider_error(exc: ProviderError, full_name: str) -> CodexK8sError:
@@ -263,7 +434,7 @@ def _hook_request(
         raise NotFoundError(f"{full_name} is not a repository of {project_key}")
     repository = found
     try:
-        token = box.decrypt(repository.token_ciphertext) if repository.token_ciphertext else None
+        token = token_for(repository, settings=settings, box=box)
         secret = (
             box.decrypt(repository.webhook_secret_ciphertext)
             if repository.webhook_secret_ciphertext
@@ -274,13 +445,14 @@ def _hook_request(
             f"the stored token or webhook secret of {repository.full_name} does not decrypt with "
             "CODEXK8S_SECRET_KEY (was the key changed without `secrets rotate`?)"
         ) from None
-    token = token or (settings.github_token.get_secret_value() if settings.github_token else None)
     secret = secret or (
         settings.github_webhook_secret.get_secret_value()
         if settings.github_webhook_secret
         else None
     )
     if not token:
+        if not repository.global_token_allowed and settings.github_token is not None:
+            raise PreconditionError(global_token_refused(repository.full_name))
         raise PreconditionError(
             f"{repository.full_name} has no token to register its webhook with: add the "
             "repository again with a token, or set CODEXK8S_GITHUB_TOKEN"
@@ -357,9 +529,23 @@ class RepositoryRow:
     id: int
     full_name: str
     has_token: bool
+    # Without a token of its own: whether it may use CODEXK8S_GITHUB_TOKEN (a platform admin's).
+    uses_global_token: bool
     has_webhook_secret: bool
     webhook_id: int | None
     services_yaml_path: str
+
+
+def _repository_row(row: Repository) -> RepositoryRow:
+    return RepositoryRow(
+        id=row.id or 0,
+        full_name=row.full_name,
+        has_token=row.token_ciphertext is not None,
+        uses_global_token=row.token_ciphertext is None and row.global_token_allowed,
+        has_webhook_secret=row.webhook_secret_ciphertext is not None,
+        webhook_id=row.webhook_id,
+        services_yaml_path=row.services_yaml_path,
+    )
 
 
 def list_repositories(
@@ -374,17 +560,7 @@ def list_repositories(
         .where(Repository.project_id == project.id)
         .order_by(col(Repository.owner), col(Repository.name))
     ).all()
-    return [
-        RepositoryRow(
-            id=row.id or 0,
-            full_name=row.full_name,
-            has_token=row.token_ciphertext is not None,
-            has_webhook_secret=row.webhook_secret_ciphertext is not None,
-            webhook_id=row.webhook_id,
-            services_yaml_path=row.services_yaml_path,
-        )
-        for row in rows
-    ]
+    return [_repository_row(row) for row in rows]
 
 
 def remove_repository(

@@ -14,13 +14,22 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
 from codexk8s import metrics
 from codexk8s.config import ENV_PREFIX, Settings, get_settings
 from codexk8s.crypto import get_secret_box, hash_token, tokens_equal
-from codexk8s.db.models import Agent, FlowEvent, Project, Repository, WebhookDelivery
+from codexk8s.db.models import (
+    Agent,
+    FlowEvent,
+    Project,
+    Repository,
+    RunModelResponse,
+    WebhookDelivery,
+    utcnow,
+)
 from codexk8s.domain.runs import AgentFailure, RunStatus
 from codexk8s.domain.stages import REVIEW_STAGE, AgentRole
 from codexk8s.errors import (
@@ -29,6 +38,7 @@ from codexk8s.errors import (
     PreconditionError,
     UnauthorizedError,
 )
+from codexk8s.services import repositories
 from codexk8s.services.agents import effective_settings
 from codexk8s.services.prompt_templates import render_run_prompt
 from codexk8s.services.run_states import RUNS, add_event
@@ -38,6 +48,7 @@ PROJECTS = Project.__table__  # type: ignore[attr-defined]
 DELIVERIES = WebhookDelivery.__table__  # type: ignore[attr-defined]
 REPOSITORIES = Repository.__table__  # type: ignore[attr-defined]
 FLOW_EVENTS = FlowEvent.__table__  # type: ignore[attr-defined]
+MODEL_RESPONSES = RunModelResponse.__table__  # type: ignore[attr-defined]
 
 RESULT_EVENT = "run_result"
 FAILURE_EVENT = "run_failure_reported"
@@ -104,12 +115,17 @@ def _identity(agent: sa.Row[Any] | None, key: str) -> AgentIdentity:
     return AgentIdentity(name=name, email=email)
 
 
-def _repository_token(repository: sa.Row[Any] | None, settings: Settings) -> str | None:
-    if repository is not None and repository.token_ciphertext:
-        return get_secret_box().decrypt(repository.token_ciphertext)
-    if settings.github_token is not None and settings.github_token.get_secret_value():
-        return settings.github_token.get_secret_value()
-    return None
+def _repository_token(repository: sa.Row[Any], settings: Settings) -> str | None:
+    """The token the run clones and pushes with: the repository's own, or the global one where a
+    platform admin allowed it. A repository that would need the global token but may not use it
+    fails the run with a precondition (no token at all configured: None, for public or local
+    repositories)."""
+    token = repositories.token_for(repository, settings=settings, box=get_secret_box())
+    if token is None and settings.github_token is not None and not repository.token_ciphertext:
+        raise PreconditionError(
+            repositories.global_token_refused(f"{repository.owner}/{repository.name}")
+        )
+    return token
 
 
 def is_review_run(run: sa.Row[Any]) -> bool:
@@ -328,6 +344,37 @@ def meter_model_usage(
             metrics.OPENAI_TOKENS.labels(project_key, kind).inc(usage[kind])
         metrics.OPENAI_COST_USD.labels(project_key).inc(float(cost))
     return cost
+
+
+def record_model_responses(engine: Engine, *, run_id: int, response_ids: list[str]) -> None:
+    """Remember the model responses RUN_ID created through the proxy (each once), so it may read
+    them later; ids that are no plain token are not kept (the proxy would not forward them)."""
+    rows = [
+        {"run_id": run_id, "response_id": response_id, "created_at": utcnow()}
+        for response_id in dict.fromkeys(response_ids)
+        if 0 < len(response_id) <= 128
+    ]
+    if not rows:
+        return
+    insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+    with engine.begin() as connection:
+        connection.execute(
+            insert(MODEL_RESPONSES).on_conflict_do_nothing(
+                index_elements=["run_id", "response_id"]
+            ),
+            rows,
+        )
+
+
+def owns_model_response(engine: Engine, *, run_id: int, response_id: str) -> bool:
+    """Whether RUN_ID created the model response RESPONSE_ID through the proxy."""
+    with engine.connect() as connection:
+        found = connection.execute(
+            sa.select(MODEL_RESPONSES.c.id).where(
+                MODEL_RESPONSES.c.run_id == run_id, MODEL_RESPONSES.c.response_id == response_id
+            )
+        ).first()
+    return found is not None
 
 
 def store_result(engine: Engine, *, run: sa.Row[Any], payload: Any) -> dict[str, Any]:

@@ -187,9 +187,10 @@ def set_disabled(
     actor: Principal | None,
     actor_id: str | None = None,
 ) -> UserRow:
-    """Disable USER_ID (ending every session of theirs in this same transaction) or enable them."""
-    # Imported here: sessions imports this module.
-    from codexk8s.services.sessions import revoke_all_for_user
+    """Disable USER_ID (ending every session and revoking every API token of theirs in this same
+    transaction, so enabling them again brings neither back) or enable them."""
+    # Imported here: both modules import this one.
+    from codexk8s.services import api_tokens, sessions
 
     user = _require(session, user_id)
     authorize_user_change(actor, roles=(user.role,))
@@ -212,5 +213,6 @@ def set_disabled(
     session.flush()
     if disabled:
         assert user.id is not None
-        revoke_all_for_user(session=session, user_id=user.id, actor_id=actor_id)
+        sessions.revoke_all_for_user(session=session, user_id=user.id, actor_id=actor_id)
+        api_tokens.revoke_all_for_user(session=session, user_id=user.id, actor_id=actor_id)
     return _row(user)

@@ -7,6 +7,12 @@ Guarantees:
   `INSERT ... ON CONFLICT DO NOTHING`; the runs it triggers and their flow events are written in
   the same transaction. A concurrent copy blocks on the unique index until the first commits,
   then sees the conflict and is answered as a duplicate, so 50 copies at once make one set of runs.
+- The body is a second key: GitHub's signature has no timestamp, so a captured body re-sent
+  under a new delivery id would pass. The SHA-256 of every accepted body is upserted in the same
+  statement as the delivery row (`webhook_body_hashes`, taken over only when older than
+  REPLAY_WINDOW), and the delivery row is written only when that upsert was; the same body within
+  the window under another delivery id is answered as a replay (`delivery_replayed`, nothing else
+  written). GitHub's own redelivery reuses the delivery id and stays the plain duplicate.
 - One active run per (repository, issue/PR number, stage): a delivery that may start one locks
   the repository row (`FOR NO KEY UPDATE`) and checks under the lock, so two different
   deliveries cannot both start one. One that already sees an active run needs no lock.
@@ -28,10 +34,12 @@ written together, in order.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -40,7 +48,14 @@ from sqlalchemy.engine import Connection, Engine
 
 from codexk8s.adapters.github import webhooks
 from codexk8s.crypto import DecryptionError, SecretBox
-from codexk8s.db.models import AgentRun, FlowEvent, Repository, WebhookDelivery, utcnow
+from codexk8s.db.models import (
+    AgentRun,
+    FlowEvent,
+    Repository,
+    WebhookBodyHash,
+    WebhookDelivery,
+    utcnow,
+)
 from codexk8s.domain.runs import ACTIVE_STATUSES, RunStatus
 from codexk8s.domain.triggers import (
     EVENT_PING,
@@ -64,11 +79,14 @@ MAX_EVENT_NAME = 64
 MAX_OUTCOME = 64
 # A delivery row's outcome while the runs it starts or cancels are being decided.
 PROCESSING = "processing"
+# The same body under another delivery id within this long is a replay.
+REPLAY_WINDOW = timedelta(hours=24)
 
 _DELIVERIES: sa.Table = WebhookDelivery.__table__  # type: ignore[attr-defined]
 _RUNS: sa.Table = AgentRun.__table__  # type: ignore[attr-defined]
 _FLOW_EVENTS: sa.Table = FlowEvent.__table__  # type: ignore[attr-defined]
 _REPOSITORIES: sa.Table = Repository.__table__  # type: ignore[attr-defined]
+_BODY_HASHES: sa.Table = WebhookBodyHash.__table__  # type: ignore[attr-defined]
 _ACTIVE_STATUS_VALUES = sorted(status.value for status in ACTIVE_STATUSES)
 
 # Statements are built once: building one costs more CPU than executing it, since SQLAlchemy
@@ -103,6 +121,14 @@ _SET_OUTCOME = (
     .where(_DELIVERIES.c.id == sa.bindparam("row_id"))
     .values(outcome=sa.bindparam("result"))
 )
+# Asked only when a delivery was not written: was its id recorded before (GitHub's redelivery),
+# and which delivery brought the same body (then it is a replay)?
+_DUPLICATE_OF = sa.select(
+    sa.exists().where(_DELIVERIES.c.delivery_id == sa.bindparam("delivery_id")),
+    sa.select(_BODY_HASHES.c.delivery_id)
+    .where(_BODY_HASHES.c.body_sha256 == sa.bindparam("body_sha256"))
+    .scalar_subquery(),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +153,8 @@ class IngestOutcome:
     cancel_requested: list[int] = field(default_factory=list)
     ignored: str | None = None
     is_duplicate: bool = False
+    # For a replayed body: the delivery that brought it first.
+    replay_of: str | None = None
 
     @property
     def is_ping(self) -> bool:
@@ -144,9 +172,11 @@ class _Repository:
 
 @dataclass(slots=True)
 class _Delivery:
-    """A delivery being recorded: its answer so far and the flow events to write with it."""
+    """A delivery being recorded: its answer so far, the SHA-256 of its body, and the flow events
+    to write with it."""
 
     outcome: IngestOutcome
+    body_sha256: str
     events: list[dict[str, Any]] = field(default_factory=list)
 
     def record(
@@ -252,31 +282,37 @@ def _verify_signature(
         )
 
 
-@functools.cache
-def _insert_delivery_statement(dialect_name: str) -> sa.Insert:
-    """`INSERT ... ON CONFLICT (delivery_id) DO NOTHING RETURNING id` in the dialect's spelling."""
-    insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
-    return (
-        insert(_DELIVERIES)
-        .on_conflict_do_nothing(index_elements=["delivery_id"])
-        .returning(_DELIVERIES.c.id)
-    )
-
-
-# PostgreSQL: the delivery row and its flow events in one statement. The events are inserted only
-# when the delivery row is (the CTE selects from the delivery's RETURNING), in the order given, so a
-# duplicate writes nothing and a new delivery is recorded whole or not at all, without BEGIN/COMMIT.
-# Table names are spelled out (the statement is a constant); the tests write through it.
-_RECORD_DECIDED_PG = sa.text(
-    """
-WITH delivery AS (
+# PostgreSQL: the body's hash, then the delivery row, which is written only when the hash row is
+# new or older than the window (it selects from the upsert's RETURNING). Explicit casts: the
+# parameters of an INSERT ... SELECT are not typed by the target columns.
+_CLAIM_BODY_PG = """
+    INSERT INTO webhook_body_hashes (body_sha256, delivery_id, received_at)
+    VALUES (:body_sha256, :delivery_id, :received_at)
+    ON CONFLICT (body_sha256) DO UPDATE
+        SET delivery_id = EXCLUDED.delivery_id, received_at = EXCLUDED.received_at
+        WHERE webhook_body_hashes.received_at < :replay_cutoff
+    RETURNING 1
+"""
+_INSERT_DELIVERY_PG = """
     INSERT INTO webhook_deliveries (delivery_id, event, action, repository_full_name,
                                     repository_id, received_at, outcome, payload)
-    VALUES (:delivery_id, :event, :action, :repository_full_name,
-            :repository_id, :received_at, :outcome, CAST(:payload AS json))
+    SELECT CAST(:delivery_id AS text), CAST(:event AS text), CAST(:action AS text),
+           CAST(:repository_full_name AS text), CAST(:repository_id AS integer),
+           CAST(:received_at AS timestamptz), CAST(:outcome AS text), CAST(:payload AS json)
+    FROM body
     ON CONFLICT (delivery_id) DO NOTHING
     RETURNING id
-), events AS (
+"""
+# A delivery that may start or cancel runs, in its transaction: the row before the runs.
+_CLAIM_DELIVERY_PG = sa.text(f"WITH body AS ({_CLAIM_BODY_PG}) {_INSERT_DELIVERY_PG}")
+# A delivery that starts nothing: body hash, delivery row and its flow events in one statement.
+# Each insert selects from the RETURNING of the one before, so a duplicate or a replay writes
+# nothing and a new delivery is recorded whole or not at all, without BEGIN/COMMIT; the events
+# keep the order given. Table names are spelled out (the statement is a constant); the tests
+# write through it.
+_RECORD_DECIDED_PG = sa.text(
+    f"""
+WITH body AS ({_CLAIM_BODY_PG}), delivery AS ({_INSERT_DELIVERY_PG}), events AS (
     INSERT INTO flow_events (correlation_id, project_id, run_id, actor_type, actor_id,
                                      event_type, payload, created_at)
     SELECT e.correlation_id, e.project_id, e.run_id, e.actor_type, e.actor_id,
@@ -289,8 +325,42 @@ WITH delivery AS (
     ORDER BY e.position
 )
 SELECT id FROM delivery
-"""
+"""  # noqa: S608 (composed of the constants above, no input)
 )
+_DELIVERY_COLUMNS = (
+    "delivery_id", "event", "action", "repository_full_name", "repository_id", "received_at",
+    "outcome", "payload",
+)  # fmt: skip
+
+
+def _claim_delivery(connection: Connection, values: dict[str, Any]) -> int | None:
+    """Write the body's hash and the delivery row (with VALUES from `_delivery_values`); the
+    row's id, or None when the delivery id or the body (within the window) was seen before."""
+    if connection.dialect.name == "postgresql":
+        return connection.execute(_CLAIM_DELIVERY_PG, values).scalar_one_or_none()
+    # SQLite (one process, in a transaction): the same two inserts, one after the other.
+    received_at = values["received_at"]
+    body = (
+        sqlite.insert(_BODY_HASHES)
+        .values(
+            body_sha256=values["body_sha256"], delivery_id=values["delivery_id"],
+            received_at=received_at,
+        )
+        .on_conflict_do_update(
+            index_elements=["body_sha256"],
+            set_={"delivery_id": values["delivery_id"], "received_at": received_at},
+            where=_BODY_HASHES.c.received_at < values["replay_cutoff"],
+        )
+        .returning(_BODY_HASHES.c.body_sha256)
+    )  # fmt: skip
+    if connection.execute(body).first() is None:
+        return None
+    return connection.execute(
+        sqlite.insert(_DELIVERIES)
+        .values({name: values[name] for name in _DELIVERY_COLUMNS})
+        .on_conflict_do_nothing(index_elements=["delivery_id"])
+        .returning(_DELIVERIES.c.id)
+    ).scalar_one_or_none()
 
 
 @functools.cache
@@ -315,17 +385,22 @@ def _execute_on_driver(
 
 def _delivery_values(
     delivery: _Delivery, *, full_name: str | None, repository: _Repository | None,
-    payload: dict[str, Any], outcome: str,
+    payload: dict[str, Any] | str, outcome: str,
 ) -> dict[str, Any]:  # fmt: skip
+    """The delivery row's columns and its body hash's (PAYLOAD: the JSON text received on
+    PostgreSQL, where it is stored as sent; the decoded payload on SQLite)."""
+    received_at = utcnow()
     return {
         "delivery_id": delivery.outcome.delivery_id,
         "event": delivery.outcome.event,
         "action": delivery.outcome.action,
         "repository_full_name": full_name[:201] if full_name else None,
         "repository_id": repository.id if repository else None,
-        "received_at": utcnow(),
+        "received_at": received_at,
         "outcome": outcome[:MAX_OUTCOME],
         "payload": payload,
+        "body_sha256": delivery.body_sha256,
+        "replay_cutoff": received_at - REPLAY_WINDOW,
     }
 
 
@@ -388,7 +463,10 @@ def ingest_github_delivery(
         raise InvalidArgumentError(str(exc)) from None
     full_name = webhooks.repository_full_name(payload)
     action = payload.get("action") if isinstance(payload.get("action"), str) else None
-    delivery = _Delivery(IngestOutcome(delivery_id=delivery_id, event=event, action=action))
+    delivery = _Delivery(
+        IngestOutcome(delivery_id=delivery_id, event=event, action=action),
+        body_sha256=hashlib.sha256(request.body).hexdigest(),
+    )
     # The decision needs only the payload; made first, it tells the lookup which run to look for.
     trigger = None if event == EVENT_PING else trigger_input_from_payload(event, payload)
     decision = None if trigger is None else decide(trigger)
@@ -418,6 +496,7 @@ def ingest_github_delivery(
         return _record_with_runs(
             connection, delivery, decision=decision, number=trigger.number,
             full_name=full_name, repository=repository, payload=payload,
+            payload_text=payload_text,
         )  # fmt: skip
 
 
@@ -470,16 +549,25 @@ def _decide(
 
 
 def _duplicate(connection: Connection, delivery: _Delivery) -> IngestOutcome:
+    """The answer to a delivery that was not written: GitHub's redelivery of a recorded delivery
+    id (`delivery_duplicate`), or a body seen under another delivery id within the window
+    (`delivery_replayed`). Its one flow event is the only row it leaves."""
     outcome = delivery.outcome
-    duplicate = audit.flow_event_values(
+    parameters = {"delivery_id": outcome.delivery_id, "body_sha256": delivery.body_sha256}
+    is_recorded, first = connection.execute(_DUPLICATE_OF, parameters).one()
+    replay_of = None if is_recorded or first == outcome.delivery_id else first
+    payload: dict[str, Any] = {"event": outcome.event, "action": outcome.action}
+    if replay_of is not None:
+        payload["replay_of"] = replay_of
+    event = audit.flow_event_values(
         correlation_id=outcome.delivery_id,
-        event_type="delivery_duplicate",
-        payload={"event": outcome.event, "action": outcome.action},
+        event_type="delivery_duplicate" if replay_of is None else "delivery_replayed",
+        payload=payload,
     )
-    audit.insert_events(connection=connection, events=[duplicate])
+    audit.insert_events(connection=connection, events=[event])
     return IngestOutcome(
         delivery_id=outcome.delivery_id, event=outcome.event, action=outcome.action,
-        is_duplicate=True,
+        is_duplicate=True, replay_of=replay_of,
     )  # fmt: skip
 
 
@@ -488,16 +576,19 @@ def _record_decided(
     repository: _Repository | None, payload: dict[str, Any], payload_text: str, outcome: str,
 ) -> IngestOutcome:  # fmt: skip
     """Write a delivery that starts and cancels nothing, with its flow events, unless a copy of it
-    is already recorded."""
+    is already recorded or its body is a replay."""
+    if connection.dialect.name == "postgresql":
+        values = _delivery_values(
+            delivery, full_name=full_name, repository=repository, payload=payload_text,
+            outcome=outcome,
+        )  # fmt: skip
+        values["events"] = _events_json(delivery.events)
+        row = _execute_on_driver(connection, _RECORD_DECIDED_PG, values)
+        return delivery.outcome if row is not None else _duplicate(connection, delivery)
     values = _delivery_values(
         delivery, full_name=full_name, repository=repository, payload=payload, outcome=outcome
     )
-    if connection.dialect.name == "postgresql":
-        values.update(payload=payload_text, events=_events_json(delivery.events))
-        row = _execute_on_driver(connection, _RECORD_DECIDED_PG, values)
-        return delivery.outcome if row is not None else _duplicate(connection, delivery)
-    row_id = connection.execute(_insert_delivery_statement("sqlite"), values).scalar_one_or_none()
-    if row_id is None:
+    if _claim_delivery(connection, values) is None:
         return _duplicate(connection, delivery)
     audit.insert_events(connection=connection, events=delivery.events)
     return delivery.outcome
@@ -506,14 +597,16 @@ def _record_decided(
 def _record_with_runs(
     connection: Connection, delivery: _Delivery, *, decision: TriggerDecision,
     number: int | None, full_name: str | None, repository: _Repository, payload: dict[str, Any],
+    payload_text: str,
 ) -> IngestOutcome:  # fmt: skip
     """Record a delivery that may start or cancel runs: the row first (so a copy of it waits on
     the unique index and is answered as a duplicate), then the runs, then its final outcome."""
+    is_postgres = connection.dialect.name == "postgresql"
     values = _delivery_values(
-        delivery, full_name=full_name, repository=repository, payload=payload, outcome=PROCESSING
-    )
-    statement = _insert_delivery_statement(connection.dialect.name)
-    row_id = connection.execute(statement, values).scalar_one_or_none()
+        delivery, full_name=full_name, repository=repository,
+        payload=payload_text if is_postgres else payload, outcome=PROCESSING,
+    )  # fmt: skip
+    row_id = _claim_delivery(connection, values)
     if row_id is None:
         return _duplicate(connection, delivery)
     if decision.kind is DecisionKind.START_RUN:

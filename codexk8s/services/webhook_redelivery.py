@@ -24,6 +24,7 @@ from codexk8s.config import Settings
 from codexk8s.crypto import DecryptionError, SecretBox
 from codexk8s.db.models import GitHubRedelivery, Repository, WebhookDelivery, utcnow
 from codexk8s.domain.repository_provider import HookDelivery, ProviderError
+from codexk8s.services import repositories
 
 log = logging.getLogger(__name__)
 REDELIVERIES = GitHubRedelivery.__table__  # type: ignore[attr-defined]
@@ -58,6 +59,7 @@ def _repositories(engine: Engine) -> list[Any]:
                 sa.select(
                     REPOSITORIES.c.id, REPOSITORIES.c.owner, REPOSITORIES.c.name,
                     REPOSITORIES.c.webhook_id, REPOSITORIES.c.token_ciphertext,
+                    REPOSITORIES.c.global_token_allowed,
                 ).where(REPOSITORIES.c.webhook_id.is_not(None))
             ).all()
         )  # fmt: skip
@@ -114,12 +116,10 @@ async def redeliver_failed(
     for repo in await asyncio.to_thread(_repositories, engine):
         full_name = f"{repo.owner}/{repo.name}"
         try:
-            token = box.decrypt(repo.token_ciphertext) if repo.token_ciphertext else None
+            token = repositories.token_for(repo, settings=settings, box=box)
         except DecryptionError:
             result.errors.append(f"{full_name}: token cannot be decrypted")
             continue
-        if token is None and settings.github_token is not None:
-            token = settings.github_token.get_secret_value() or None
         if token is None:
             continue
         async with GitHubClient(

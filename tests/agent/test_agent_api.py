@@ -3,12 +3,21 @@ run-token authentication, the brief, progress, the result (stored once), and the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
+from prometheus_client import REGISTRY
 from sqlmodel import Session, select
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from codexk8s.db.engine import get_engine
@@ -19,7 +28,7 @@ from codexk8s.web import routes
 from codexk8s.web.http.app import build_http_app
 from tests.agent.conftest import REPO_TOKEN, ClaimedRun, Remote, claim, create_run, load_run
 from tests.codex_server import ScriptedResponses
-from tests.conftest import reset_caches
+from tests.conftest import reset_caches, serve_in_thread
 
 CALLBACK = "http://control-plane.test"
 
@@ -130,9 +139,11 @@ def test_result_is_stored_once_and_bad_results_are_refused(
     ):
         answer = client.post(path, json=bad, headers=bearer(first.token))
         assert answer.status_code == 400, bad
+    assert snapshot(first.run_id) == before
+    # Not JSON at all is no runner's doing: refused the same, and its audit event is the one row.
     answer = client.post(path, content=b"not json", headers=bearer(first.token))
     assert answer.status_code == 400
-    assert snapshot(first.run_id) == before
+    assert snapshot(first.run_id) == (*before[:4], before[4] + 1)
 
     answer = client.post(path, json=RESULT, headers=bearer(first.token))
     assert answer.status_code == 200
@@ -238,3 +249,215 @@ def test_model_proxy_swaps_the_run_token_for_the_key(
     assert answer.status_code == 422
     assert "CODEXK8S_OPENAI_API_KEY" in answer.json()["message"]
     assert len(openai_api.requests) == 2
+
+
+def test_deeply_nested_json_is_a_counted_400_that_changes_nothing(
+    client: TestClient, two_runs: tuple[ClaimedRun, ClaimedRun], caplog: pytest.LogCaptureFixture
+) -> None:
+    first, _second = two_runs
+    path = url(routes.API_AGENT_EVENTS, first.run_id)
+    labels = {"route": routes.API_AGENT_EVENTS, "reason": "too_deep"}
+    before_count = REGISTRY.get_sample_value("codexk8s_api_requests_rejected_total", labels) or 0
+    before = snapshot(first.run_id)
+    deep = b'{"kind": "command", "message": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    quiet = TestClient(build_http_app(), raise_server_exceptions=False)
+    answer = quiet.post(
+        path, content=deep, headers={**bearer(first.token), "Content-Type": "application/json"}
+    )
+    assert answer.status_code == 400
+    assert answer.json() == {
+        "error": "invalid_argument",
+        "message": "the body is not valid JSON: it is nested too deeply",
+    }
+    assert REGISTRY.get_sample_value("codexk8s_api_requests_rejected_total", labels) == (
+        before_count + 1
+    )
+    # Only the audit event of the rejection was added.
+    status, summary, tokens, token_hash, events = snapshot(first.run_id)
+    assert (status, summary, tokens, token_hash, events) == (*before[:4], before[4] + 1)
+    with Session(get_engine()) as session:
+        last = session.exec(
+            select(FlowEvent).where(FlowEvent.run_id == first.run_id).order_by(FlowEvent.id.desc())  # type: ignore[union-attr]
+        ).first()
+    assert last is not None and last.event_type == "request_rejected"
+    assert last.payload["reason"] == "too_deep" and last.actor_type == "agent"
+    assert "Traceback" not in caplog.text
+
+
+# --- the model proxy's wire rules (issue #14, items 4 and 5) -------------------------------------
+
+UPSTREAM_KEY = "sk-proxy-test-key-0123456789abcdef"
+
+
+@dataclass
+class Upstream:
+    """A provider that records every request and can misbehave: echo the key back, in an error
+    body, a header, or a streamed body cut into pieces inside the key."""
+
+    url: str
+    requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    misbehave: str = ""
+    response_id: str = "resp_0123abcd"
+
+
+@pytest.fixture
+def upstream(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> Iterator[Upstream]:
+    state: dict[str, Upstream] = {}
+
+    async def anything(request: Request) -> Response:
+        fake = state["fake"]
+        fake.requests.append((request.method, request.url.path, dict(request.headers)))
+        key = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if fake.misbehave == "error":
+            body = {"error": {"message": f"Incorrect API key provided: {key}."}}
+            return JSONResponse(body, status_code=401, headers={"x-request-id": f"req-{key}"})
+        if fake.misbehave == "stream":
+            created = {"type": "response.created", "response": {"id": fake.response_id}}
+            text = (
+                f"event: response.created\ndata: {json.dumps(created)}\n\n"
+                f'event: response.output_text.delta\ndata: {{"delta": "your key is {key}!"}}\n\n'
+            )
+            cut = text.index(key) + 7
+
+            async def pieces() -> AsyncIterator[bytes]:
+                for piece in (text[:cut], text[cut : cut + 9], text[cut + 9 :]):
+                    yield piece.encode()
+                    await asyncio.sleep(0.05)
+
+            return StreamingResponse(pieces(), media_type="text/event-stream")
+        if request.url.path == "/v1/responses" and request.method == "POST":
+            created = {"type": "response.created", "response": {"id": fake.response_id}}
+            return Response(
+                f"event: response.created\ndata: {json.dumps(created)}\n\n",
+                media_type="text/event-stream",
+            )
+        return JSONResponse({"id": request.url.path.rsplit("/", 1)[-1], "object": "thing"})
+
+    app = Starlette(routes=[Route("/{path:path}", anything, methods=["GET", "POST", "DELETE"])])
+    with serve_in_thread(app) as base:
+        state["fake"] = Upstream(url=base)
+        monkeypatch.setenv("CODEXK8S_OPENAI_BASE_URL", f"{base}/v1")
+        monkeypatch.setenv("CODEXK8S_OPENAI_API_KEY", UPSTREAM_KEY)
+        reset_caches()
+        yield state["fake"]
+
+
+def test_proxy_forwards_only_known_headers_and_sets_billing_from_configuration(
+    client: TestClient, two_runs: tuple[ClaimedRun, ClaimedRun], upstream: Upstream,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    first, _ = two_runs
+    base = url(routes.API_AGENT_OPENAI_BASE, first.run_id)
+    sent = {
+        **bearer(first.token),
+        # What a run chose for billing before issue #14 (item 4), and other headers of its own.
+        "OpenAI-Organization": "org-chosen-by-the-run", "OpenAI-Project": "proj-chosen-by-run",
+        "ChatGPT-Account-ID": "acct-1", "X-Anything": "1", "Cookie": "a=b",
+        # What Codex sends and the provider may use.
+        "originator": "codex_exec", "session_id": "s-1", "OpenAI-Beta": "responses=experimental",
+        "x-codex-turn-state": "t-1", "Content-Type": "application/json",
+    }  # fmt: skip
+    answer = client.post(f"{base}/responses", json={"model": "gpt-5"}, headers=sent)
+    assert answer.status_code == 200
+    [(_, _, seen)] = upstream.requests
+    assert seen["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    assert "openai-organization" not in seen and "openai-project" not in seen
+    for name in ("chatgpt-account-id", "x-anything", "cookie"):
+        assert name not in seen, name
+    for name in ("originator", "session_id", "openai-beta", "x-codex-turn-state"):
+        assert seen[name] == sent[next(k for k in sent if k.lower() == name)], name
+
+    monkeypatch.setenv("CODEXK8S_OPENAI_ORGANIZATION", "org-platform")
+    monkeypatch.setenv("CODEXK8S_OPENAI_PROJECT", "proj-platform")
+    reset_caches()
+    client.post(f"{base}/responses", json={"model": "gpt-5"}, headers=sent)
+    seen = upstream.requests[-1][2]
+    assert seen["openai-organization"] == "org-platform"
+    assert seen["openai-project"] == "proj-platform"
+
+
+@pytest.mark.parametrize("misbehave", ["error", "stream"])
+def test_proxy_never_relays_the_key(
+    client: TestClient, two_runs: tuple[ClaimedRun, ClaimedRun], upstream: Upstream,
+    misbehave: str,
+) -> None:  # fmt: skip
+    first, _ = two_runs
+    upstream.misbehave = misbehave
+    base = url(routes.API_AGENT_OPENAI_BASE, first.run_id)
+    answer = client.post(f"{base}/responses", json={"model": "gpt-5"}, headers=bearer(first.token))
+    assert upstream.requests, "the request reached the provider"
+    assert answer.status_code == (401 if misbehave == "error" else 200)
+    assert UPSTREAM_KEY not in answer.text
+    assert UPSTREAM_KEY not in str(answer.headers)
+    assert "[redacted]" in answer.text
+    if misbehave == "stream":
+        assert answer.text.endswith('"your key is [redacted]!"}\n\n')
+
+
+ESCAPES = [
+    # The probe's path: Starlette decodes once, so the provider was sent `%2e%2e`, which a
+    # normalising proxy in front of it turns into `..` (issue #14, item 5).
+    ("GET", "responses/%252e%252e/organization/admin_api_keys"),
+    ("GET", "responses/%2e%2e/organization/admin_api_keys"),
+    ("GET", "responses/..%2Forganization"),
+    ("GET", "models/%2E%2E%2Forganization"),
+    ("POST", "responses/%20"),
+    ("GET", "files"),
+    ("GET", "organization/projects"),
+    ("GET", "responses/resp_1/../../organization"),
+    ("GET", "responses/resp_1/input_items/extra"),
+    ("POST", "models"),
+    ("GET", "models/gpt-5/extra"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), ESCAPES)
+def test_proxy_forwards_only_the_model_routes(
+    client: TestClient, two_runs: tuple[ClaimedRun, ClaimedRun], upstream: Upstream,
+    method: str, path: str,
+) -> None:  # fmt: skip
+    first, _ = two_runs
+    base = url(routes.API_AGENT_OPENAI_BASE, first.run_id)
+    # A real server: the test client decodes the path once more than a server does.
+    with serve_in_thread(build_http_app()) as control_plane:
+        answer = httpx.request(
+            method, f"{control_plane}{base}/{path}", headers=bearer(first.token), timeout=10
+        )
+    assert answer.status_code in (400, 404), answer.text
+    assert answer.json()["error"] in ("invalid_argument", "not_found")
+    assert upstream.requests == []
+
+
+def test_a_run_reads_only_the_responses_it_created(
+    client: TestClient, two_runs: tuple[ClaimedRun, ClaimedRun], upstream: Upstream
+) -> None:
+    first, second = two_runs
+    first_base = url(routes.API_AGENT_OPENAI_BASE, first.run_id)
+    second_base = url(routes.API_AGENT_OPENAI_BASE, second.run_id)
+    # Nobody created this one through the proxy: someone else's, or a guess.
+    for suffix in ("", "/input_items"):
+        answer = client.get(f"{first_base}/responses/resp_0123abcd{suffix}",
+                            headers=bearer(first.token))  # fmt: skip
+        assert answer.status_code == 404
+    assert upstream.requests == []
+
+    created = client.post(
+        f"{first_base}/responses", json={"model": "gpt-5", "stream": True},
+        headers=bearer(first.token),
+    )  # fmt: skip
+    assert created.status_code == 200 and "resp_0123abcd" in created.text
+    for method, suffix in (("GET", ""), ("GET", "/input_items"), ("POST", "/cancel")):
+        answer = client.request(
+            method, f"{first_base}/responses/resp_0123abcd{suffix}", headers=bearer(first.token)
+        )
+        assert answer.status_code == 200, (method, suffix)
+    assert [path for _, path, _ in upstream.requests] == [
+        "/v1/responses", "/v1/responses/resp_0123abcd", "/v1/responses/resp_0123abcd/input_items",
+        "/v1/responses/resp_0123abcd/cancel",
+    ]  # fmt: skip
+    # The other run may not read it.
+    answer = client.get(f"{second_base}/responses/resp_0123abcd", headers=bearer(second.token))
+    assert answer.status_code == 404
+    # Models are anyone's.
+    assert client.get(f"{first_base}/models/gpt-5", headers=bearer(first.token)).status_code == 200
+    assert client.get(f"{first_base}/models", headers=bearer(first.token)).status_code == 200

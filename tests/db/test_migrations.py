@@ -19,7 +19,7 @@ EXPECTED_TABLES = {
     "users", "projects", "project_members", "repositories", "agents", "prompt_templates",
     "webhook_deliveries", "agent_runs", "slots", "flow_events", "run_logs", "learning_feedback",
     "api_tokens", "sessions", "signin_links", "github_feedback", "github_redeliveries",
-    "installation", "run_log_chunks",
+    "installation", "run_log_chunks", "run_model_responses", "webhook_body_hashes",
 }  # fmt: skip
 
 
@@ -195,3 +195,62 @@ def test_0008_counts_the_bytes_of_logs_stored_before_it(
     with engine.connect() as connection:
         assert connection.execute(sa.text("SELECT count(*) FROM run_logs")).scalar_one() == 2
     engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_every_migration_keeps_the_data_of_a_populated_database(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """From 0006 to head and back, with foreign keys on (as the app connects): no step may copy
+    and drop a table others cascade from (SQLite's batch mode does), losing runs, logs or
+    feedback on the way."""
+    from alembic import command
+
+    url = (
+        request.getfixturevalue("empty_pg_url")
+        if backend == "postgresql"
+        else f"sqlite:///{tmp_path / 'populated.db'}"
+    )
+    config = migrations.alembic_config(url)
+    command.upgrade(config, "0006")
+    engine = make_engine(url)
+    statements = [
+        "INSERT INTO projects (id, key, name, settings, created_at, updated_at)"
+        " VALUES (1, 'p', 'P', '{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+        "INSERT INTO repositories (id, project_id, provider, owner, name, services_yaml_path,"
+        " created_at, updated_at) VALUES"
+        " (1, 1, 'github', 'o', 'r', 'services.yaml', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+        "INSERT INTO agent_runs (id, correlation_id, project_id, repository_id, issue_number,"
+        " agent_key, stage, status, is_revise, learning_mode, attempt, log_sequence, tokens_input,"
+        " tokens_cached, tokens_output, tokens_reasoning, cost_usd, created_at)"
+        " VALUES (1, 'c1', 1, 1, 7, 'dev', 'dev', 'succeeded', false, false, 1, 2, 0, 0, 0, 0, 0,"
+        " CURRENT_TIMESTAMP)",
+        "INSERT INTO run_logs (run_id, sequence, stream, line, ts) VALUES"
+        " (1, 1, 'stdout', 'one', CURRENT_TIMESTAMP), (1, 2, 'stdout', 'two', CURRENT_TIMESTAMP)",
+        "INSERT INTO github_feedback (repository_id, issue_number, attempts, updated_at)"
+        " VALUES (1, 7, 0, CURRENT_TIMESTAMP)",
+    ]
+    with engine.begin() as connection:
+        for statement in statements:
+            connection.execute(sa.text(statement))
+    engine.dispose()
+
+    def counts() -> dict[str, int]:
+        counted = make_engine(url)
+        with counted.connect() as connection:
+            found = {
+                table: connection.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()  # noqa: S608 (fixed names)
+                for table in ("agent_runs", "run_logs", "github_feedback", "repositories")
+            }
+            found["linked"] = connection.execute(
+                sa.text("SELECT count(*) FROM agent_runs WHERE repository_id = 1")
+            ).scalar_one()
+        counted.dispose()
+        return found
+
+    kept = {"agent_runs": 1, "run_logs": 2, "github_feedback": 1, "repositories": 1, "linked": 1}
+    assert counts() == kept
+    command.upgrade(config, "head")
+    assert counts() == kept
+    command.downgrade(config, "0006")
+    assert counts() == kept

@@ -9,6 +9,7 @@ import json
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,22 @@ from codexk8s.adapters.github.webhooks import sign
 from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.db.migrations import upgrade_to_head
-from codexk8s.db.models import AgentRun, FlowEvent, Repository, WebhookDelivery
+from codexk8s.db.models import (
+    AgentRun,
+    FlowEvent,
+    Repository,
+    WebhookBodyHash,
+    WebhookDelivery,
+    utcnow,
+)
 from codexk8s.errors import InvalidArgumentError, UnauthorizedError, UnavailableError
 from codexk8s.services import projects, repositories, users
-from codexk8s.services.webhook_ingest import IngestOutcome, WebhookRequest, ingest_github_delivery
+from codexk8s.services.webhook_ingest import (
+    REPLAY_WINDOW,
+    IngestOutcome,
+    WebhookRequest,
+    ingest_github_delivery,
+)
 from tests.conftest import TEST_SECRET_KEY, reset_caches
 from tests.webhook_examples import example, with_labels
 
@@ -313,6 +326,70 @@ def test_sequential_duplicate(repo: Repository) -> None:
         "run_created",
         "delivery_duplicate",
     ]
+
+
+def _finish_all_runs() -> None:
+    with session_scope() as session:
+        session.execute(sa.update(AgentRun).values(status="succeeded"))
+
+
+def test_a_signed_body_replayed_under_a_new_delivery_id_starts_nothing(repo: Repository) -> None:
+    """Issue #14, item 9: GitHub signatures carry no timestamp, so a captured body re-sent with a
+    fresh X-GitHub-Delivery passed as a new delivery and started its run again."""
+    payload = labeled(["run:dev"], "run:dev")
+    first = _deliver("issues", payload, delivery_id="original")
+    assert len(first.runs) == 1
+    _finish_all_runs()  # the run is over: a new delivery of this label would start another
+    before = table_counts()
+    replay = _deliver("issues", payload, delivery_id="captured-and-replayed")
+    assert replay.is_duplicate and replay.replay_of == "original" and replay.runs == []
+    assert len(runs()) == 1
+    # One audit event, no delivery row.
+    assert table_counts() == (before[0], before[1], before[2] + 1)
+    [replayed] = events("captured-and-replayed")
+    assert replayed.event_type == "delivery_replayed"
+    assert replayed.payload == {"event": "issues", "action": "labeled", "replay_of": "original"}
+
+    # A body that starts nothing is refused the same way.
+    comment = example("issue_comment", "created")
+    assert not _deliver("issue_comment", comment, delivery_id="c-1").is_duplicate
+    again = _deliver("issue_comment", comment, delivery_id="c-2")
+    assert again.is_duplicate and again.replay_of == "c-1"
+    assert [e.event_type for e in events("c-2")] == ["delivery_replayed"]
+
+
+def test_githubs_redelivery_of_a_recorded_delivery_is_the_usual_duplicate(
+    repo: Repository,
+) -> None:
+    payload = labeled(["run:dev"], "run:dev")
+    _deliver("issues", payload, delivery_id="guid-1")
+    redelivered = _deliver("issues", payload, delivery_id="guid-1")
+    assert redelivered.is_duplicate and redelivered.replay_of is None
+    assert [e.event_type for e in events("guid-1")][-1] == "delivery_duplicate"
+
+
+def test_the_same_body_is_accepted_again_after_the_window(repo: Repository) -> None:
+    payload = labeled(["run:dev"], "run:dev")
+    _deliver("issues", payload, delivery_id="day-1")
+    _finish_all_runs()
+    with session_scope() as session:
+        session.execute(
+            sa.update(WebhookBodyHash).values(
+                received_at=utcnow() - REPLAY_WINDOW - timedelta(minutes=1)
+            )
+        )
+    later = _deliver("issues", payload, delivery_id="day-2")
+    assert not later.is_duplicate and len(later.runs) == 1
+    # ... and the window starts again from then.
+    _finish_all_runs()
+    assert _deliver("issues", payload, delivery_id="day-2-replayed").replay_of == "day-2"
+
+
+def test_different_bodies_are_different_deliveries(repo: Repository) -> None:
+    first = labeled(["run:dev"], "run:dev")
+    second = labeled(["run:dev"], "run:dev", number=2)
+    assert len(_deliver("issues", first).runs) == 1
+    assert len(_deliver("issues", second).runs) == 1
 
 
 def test_repository_secret_takes_precedence_over_the_global_one(repo: Repository) -> None:

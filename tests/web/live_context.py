@@ -12,6 +12,8 @@ from reflex.state import BaseState
 from reflex_base.event.context import EventContext
 from reflex_base.registry import RegistrationContext
 
+from codexk8s.config import get_settings
+from codexk8s.web.origins import allowed_origins
 from tests.conftest import run_async
 
 
@@ -35,3 +37,9 @@ def call_handler(state: BaseState, handler: Callable[..., Awaitable[Any]], *args
 
 async def _no_enqueue(*_: Any, **__: Any) -> None:
     raise AssertionError("these handlers enqueue no events")
+
+
+def dashboard_headers(cookie: str) -> dict[str, str]:
+    """The Socket.IO handshake headers of a dashboard tab holding COOKIE: our own pages send
+    PUBLIC_URL's origin (handlers resolve nobody without it)."""
+    return {"cookie": cookie, "origin": allowed_origins(get_settings())[0]}

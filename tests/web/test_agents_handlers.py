@@ -17,13 +17,14 @@ from codexk8s.services import agents, prompt_templates
 from codexk8s.web.state.agents import SIGNED_OUT, AgentsState
 from codexk8s.web.state.auth import AuthState
 from tests.conftest import run_async
+from tests.web.live_context import dashboard_headers
 from tests.web.test_projects_handlers import add_user, session_for
 
 
 def states_for(token: str | None) -> tuple[AgentsState, AuthState]:
     root = State(_reflex_internal_init=True)
     cookie = f"theme=dark; codexk8s_session={token}" if token else "theme=dark"
-    root.router_data = {"headers": {"cookie": cookie}, "pathname": "/agents"}
+    root.router_data = {"headers": dashboard_headers(cookie), "pathname": "/agents"}
     root.router = RouterData.from_router_data(root.router_data)
 
     async def get() -> tuple[AgentsState, AuthState]:

@@ -4,12 +4,15 @@ starts, and the cross-site check for cookie-authenticated writes."""
 from __future__ import annotations
 
 import itertools
+import json
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from sqlmodel import Session, select
 from starlette.testclient import TestClient
 
@@ -399,6 +402,55 @@ def test_follow_is_refused_to_outsiders(client: TestClient, world: World) -> Non
     assert response.status_code == 404
 
 
+def _lose_access(world: World, how: str) -> None:
+    with session_scope() as session:
+        if how == "membership_removed":
+            member = session.exec(
+                select(ProjectMember).where(ProjectMember.user_id == world.users["read"])
+            ).one()
+            session.delete(member)
+        elif how == "user_disabled":
+            users.set_disabled(session=session, user_id=world.users["read"], disabled=True,
+                               actor=None)  # fmt: skip
+        elif how == "token_revoked":
+            tokens = api_tokens.list_tokens(session=session, actor=None)
+            token = next(t for t in tokens if t.owner_email == "read@example.com")
+            api_tokens.revoke_token(session=session, actor=None, token_id=token.id)
+
+
+@pytest.mark.parametrize("how", ["membership_removed", "user_disabled", "token_revoked"])
+def test_follow_ends_soon_after_the_reader_loses_access(
+    client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    # Before issue #14 (item 6) a stream went on for FOLLOW_SECONDS (600 s) whatever happened.
+    monkeypatch.setattr(api, "FOLLOW_SECONDS", 8.0)
+    monkeypatch.setattr(api, "FOLLOW_POLL_SECONDS", 0.05)
+    monkeypatch.setattr(api, "ACCESS_RECHECK_SECONDS", 0.3)
+    run_id = make_run(world, status="running")
+    store(run_id, 0, 2)
+    frames: list[str] = []
+    with client.stream(
+        "GET", run_url(routes.API_RUN_LOGS, run_id), params={"follow": "1"},
+        headers=auth(world, "read"),
+    ) as response:  # fmt: skip
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        while len([f for f in frames if f.startswith("id: ")]) < 2:
+            frames.append(next(lines))
+        _lose_access(world, how)
+        started = time.monotonic()
+        store(run_id, 2, 1)  # lines stored after the loss are not delivered (or only one is)
+        frames.extend(lines)
+        elapsed = time.monotonic() - started
+    assert elapsed < 3.0, f"the stream lived {elapsed:.1f}s after access was lost"
+    assert "event: denied" in frames
+    denied = json.loads(frames[frames.index("event: denied") + 1].removeprefix("data: "))
+    assert denied["error"] in ("not_found", "unauthorized") and denied["message"]
+
+
+# --- cross-site requests with the session cookie --------------------------------------------------
+
+
 # --- cross-site requests with the session cookie --------------------------------------------------
 
 
@@ -462,3 +514,58 @@ def test_membership_removed_hides_the_project(client: TestClient, world: World) 
         session.delete(member)
     response = client.get(run_url(routes.API_RUN, run_id), headers=auth(world, "read"))
     assert response.status_code == 404
+
+
+def _api_rejected(route: str, reason: str) -> float:
+    labels = {"route": route, "reason": reason}
+    return REGISTRY.get_sample_value("codexk8s_api_requests_rejected_total", labels) or 0.0
+
+
+DEEP_JSON = b'{"project":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "reason", "message"),
+    [
+        # 100,000 nested arrays made json.loads raise RecursionError (issue #14, item 7).
+        ("POST", routes.API_RUNS, DEEP_JSON, "too_deep", "nested too deeply"),
+        (
+            "POST",
+            routes.API_RUNS,
+            b'{"project": "al\\u0000pha", "repository": "acme/app", "stage": "dev"}',
+            "nul_byte",
+            "NUL",
+        ),
+        ("POST", routes.API_RUNS, b"{not json", "bad_json", "not valid JSON"),
+        # A NUL in a query parameter reached PostgreSQL, which refuses NUL in text.
+        ("GET", routes.API_RUNS + "?project=al%00pha", b"", "nul_byte", "NUL"),
+        ("GET", routes.API_RUNS + "?status=%00", b"", "nul_byte", "NUL"),
+    ],
+)
+def test_malformed_input_is_a_400_that_is_audited_and_counted(
+    world: World, method: str, path: str, body: bytes, reason: str, message: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    client = TestClient(build_http_app(), raise_server_exceptions=False)
+    before = _api_rejected(routes.API_RUNS, reason)
+    with Session(get_engine()) as session:
+        events_before = len(session.exec(select(FlowEvent)).all())
+        runs_before = len(session.exec(select(AgentRun)).all())
+    response = client.request(
+        method, path, content=body or None,
+        headers={**auth(world, "read_write"), "Content-Type": "application/json"},
+    )  # fmt: skip
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_argument"
+    assert message in response.json()["message"]
+    assert _api_rejected(routes.API_RUNS, reason) == before + 1
+    with Session(get_engine()) as session:
+        events = session.exec(select(FlowEvent).order_by(FlowEvent.id)).all()
+        assert len(session.exec(select(AgentRun)).all()) == runs_before
+    assert len(events) == events_before + 1
+    rejection = events[-1]
+    assert rejection.event_type == "request_rejected"
+    assert rejection.actor_id == str(world.users["read_write"])
+    assert rejection.payload["route"] == routes.API_RUNS
+    assert rejection.payload["reason"] == reason
+    assert "Traceback" not in caplog.text

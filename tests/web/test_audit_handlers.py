@@ -12,12 +12,16 @@ from codexk8s.services import audit, projects
 from codexk8s.web.http.auth import SESSION_COOKIE
 from codexk8s.web.state.audit import PAGE_SIZE, AuditState, parse_range
 from tests.conftest import run_async
+from tests.web.live_context import dashboard_headers
 from tests.web.test_projects_handlers import add_user, session_for
 
 
 def audit_state(token: str) -> AuditState:
     root = State(_reflex_internal_init=True)
-    root.router_data = {"headers": {"cookie": f"{SESSION_COOKIE}={token}"}, "pathname": "/audit"}
+    root.router_data = {
+        "headers": dashboard_headers(f"{SESSION_COOKIE}={token}"),
+        "pathname": "/audit",
+    }
     root.router = RouterData.from_router_data(root.router_data)
 
     async def get() -> AuditState:

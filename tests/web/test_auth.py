@@ -209,7 +209,7 @@ def test_live_server_sign_in_following_redirects_by_hand(
         assert SESSION_COOKIE in browser.cookies
         answer = browser.get(f"{base}{routes.API_ME}")
         assert answer.status_code == 200 and answer.json()["github_login"] == "octocat"
-        hop = browser.post(f"{base}{routes.AUTH_LOGOUT}")
+        hop = browser.post(f"{base}{routes.AUTH_LOGOUT}", headers={"Origin": base})
         assert hop.status_code == 303
         assert browser.get(f"{base}{routes.API_ME}").status_code == 401
 
@@ -352,12 +352,11 @@ def test_expired_session_answers_401(client: TestClient) -> None:
     assert answer.json()["error"] == "unauthorized" and answer.json()["message"]
 
 
-@pytest.mark.parametrize("method", ["POST", "GET"])
-def test_logout_kills_the_old_cookie(client: TestClient, method: str) -> None:
+def test_logout_kills_the_old_cookie(client: TestClient) -> None:
     done = sign_in(client)
     token = set_cookies(done)[SESSION_COOKIE].value
-    out = client.request(method, routes.AUTH_LOGOUT)
-    assert out.status_code == (303 if method == "POST" else 302)
+    out = client.post(routes.AUTH_LOGOUT, headers={"Origin": "http://testserver"})
+    assert out.status_code == 303
     assert out.headers["location"] == "/"
     cleared = set_cookies(out)[SESSION_COOKIE]
     assert cleared.value == "" and cleared["max-age"] == "0" and cleared["path"] == "/"
@@ -366,6 +365,36 @@ def test_logout_kills_the_old_cookie(client: TestClient, method: str) -> None:
     assert me(keeper).status_code == 401
     with Session(get_engine()) as session:
         assert session.exec(select(UserSession.revoked_at)).one() is not None
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "status"),
+    [
+        # Any page could sign its visitors out with a link or an <img> (issue #14, item 8).
+        ("GET", {}, 405),
+        ("GET", {"Origin": "http://testserver"}, 405),
+        # A form on another site (or another port of this host) posting to us.
+        ("POST", {"Origin": "https://evil.example"}, 403),
+        ("POST", {"Origin": "http://testserver:8080"}, 403),
+        ("POST", {"Referer": "https://evil.example/page"}, 403),
+        ("POST", {}, 403),
+    ],
+)
+def test_sign_out_is_a_post_from_our_own_pages(
+    client: TestClient, method: str, headers: dict[str, str], status: int
+) -> None:
+    assert sign_in(client).status_code == 302
+    out = client.request(method, routes.AUTH_LOGOUT, headers=headers)
+    assert out.status_code == status
+    assert out.json()["error"] and out.json()["message"]
+    assert SESSION_COOKIE not in set_cookies(out)
+    # The session lives on and nothing was written.
+    assert me(client).status_code == 200
+    with Session(get_engine()) as session:
+        assert session.exec(select(UserSession.revoked_at)).one() is None
+        assert not session.exec(
+            select(FlowEvent).where(FlowEvent.event_type == "user_signed_out")
+        ).all()
 
 
 def test_disabled_user_is_refused_and_their_session_dies(client: TestClient) -> None:

@@ -191,6 +191,14 @@ def test_project_page_settings_repository_and_delete(
         "slots": 3, "learning_mode_default": True, "default_model": "gpt-5-codex"
     }  # fmt: skip
 
+    # The token is checked against the repository on GitHub before anything is stored.
+    page.get_by_test_id("repository-full-name").fill(f"octo-org/other-{key}")
+    page.get_by_test_id("repository-token-input").fill(TOKEN)
+    page.get_by_test_id("add-repository").click()
+    expect(page.get_by_test_id("project-error")).to_contain_text("GitHub rejected the token")
+    expect(page.get_by_test_id("repository-row").filter(has_text=f"other-{key}")).to_have_count(0)
+
+    served_app.github.add_repo(f"octo-org/{key}", token=TOKEN)
     page.get_by_test_id("repository-full-name").fill(f"octo-org/{key}")
     page.get_by_test_id("repository-token-input").fill(TOKEN)
     page.get_by_test_id("repository-secret-input").fill(HOOK_SECRET)

@@ -13,13 +13,13 @@ from codexk8s.services import projects
 from codexk8s.web import live
 from codexk8s.web.state.overview import MIN_REFRESH_SECONDS, OverviewState
 from tests.conftest import run_async
-from tests.web.live_context import call_handler
+from tests.web.live_context import call_handler, dashboard_headers
 from tests.web.test_projects_handlers import add_user, session_for
 
 
 def state_for(token: str) -> OverviewState:
     root = State(_reflex_internal_init=True)
-    root.router_data = {"headers": {"cookie": f"codexk8s_session={token}"}, "pathname": "/"}
+    root.router_data = {"headers": dashboard_headers(f"codexk8s_session={token}"), "pathname": "/"}
     root.router = RouterData.from_router_data(root.router_data)
     return run_async(root.get_state(OverviewState))
 

@@ -5,6 +5,7 @@ role does not allow it, and write-only secrets that never reach the state."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,7 +22,8 @@ from codexk8s.services import projects, repositories
 from codexk8s.web.http.auth import SESSION_COOKIE
 from codexk8s.web.state.projects import ProjectPageState, ProjectsState
 from tests.conftest import reset_caches, run_async
-from tests.github_server import running_github
+from tests.github_server import FakeGitHub, running_github
+from tests.web.live_context import dashboard_headers
 from tests.web.test_projects_handlers import add_user, session_for
 
 TOKEN = "ghp_s3cr3t-token-never-shown"
@@ -31,7 +33,7 @@ HOOK_SECRET = "hook-s3cr3t-never-shown"
 def page_state(token: str, key: str = "alpha") -> ProjectPageState:
     root = State(_reflex_internal_init=True)
     root.router_data = {
-        "headers": {"cookie": f"{SESSION_COOKIE}={token}"},
+        "headers": dashboard_headers(f"{SESSION_COOKIE}={token}"),
         "pathname": "/projects/[project_key]",
         "query": {"project_key": key},
     }
@@ -48,7 +50,17 @@ def call(state: ProjectPageState, handler: str, *args: object) -> object:
 
 
 @pytest.fixture
-def people(app_db: str) -> dict[str, Principal]:
+def github(app_db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGitHub]:
+    """The GitHub a repository's token is checked against when it is attached."""
+    with running_github() as fake:
+        monkeypatch.setenv("CODEXK8S_GITHUB_API_URL", fake.base_url)
+        reset_caches()
+        fake.add_repo("octo/two", token=TOKEN)
+        yield fake
+
+
+@pytest.fixture
+def people(github: FakeGitHub) -> dict[str, Principal]:
     engine = get_engine()
     people = {
         "read": add_user(engine, "read@example.com"),
@@ -241,7 +253,8 @@ def test_slots_shrink_only_when_free(people: dict[str, Principal]) -> None:
 
 def test_outsider_and_unknown_key_see_nothing(people: dict[str, Principal]) -> None:
     engine = get_engine()
-    for key in ("alpha", "no-such"):
+    # A NUL byte in the URL is no key either (PostgreSQL refuses NUL in text: it was an error).
+    for key in ("alpha", "no-such", "al\x00pha"):
         state = page_state(session_for(engine, people["outsider"]), key)
         call(state, "load_project")
         assert state.not_found and state.repositories == [] and state.recent_runs == []
@@ -267,50 +280,82 @@ def register(state: ProjectPageState, full_name: str) -> list[str]:
 
 
 def test_register_webhook_from_the_page(
-    people: dict[str, Principal], monkeypatch: pytest.MonkeyPatch
+    people: dict[str, Principal], github: FakeGitHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine = get_engine()
-    with running_github() as github:
-        monkeypatch.setenv("CODEXK8S_GITHUB_API_URL", github.base_url)
-        monkeypatch.setenv("CODEXK8S_PUBLIC_URL", "https://ck8s.example.test")
-        reset_caches()
-        repo = github.add_repo("octo/two", token=TOKEN)
+    monkeypatch.setenv("CODEXK8S_PUBLIC_URL", "https://ck8s.example.test")
+    reset_caches()
+    repo = github.add_repo("octo/two", token=TOKEN)
 
-        # A read member is not offered the button and is refused by the handler anyway.
-        reader = page_state(session_for(engine, people["read"]))
-        call(reader, "load_project")
-        assert not reader.can_edit_repositories
-        register(reader, "octo/one")
-        assert "not for your role" in reader.error and reader.registering == ""
+    # A read member is not offered the button and is refused by the handler anyway.
+    reader = page_state(session_for(engine, people["read"]))
+    call(reader, "load_project")
+    assert not reader.can_edit_repositories
+    register(reader, "octo/one")
+    assert "not for your role" in reader.error and reader.registering == ""
 
-        state = page_state(session_for(engine, people["read_write"]))
-        call(state, "load_project")
-        assert state.can_edit_repositories
-        # octo/one has no token and there is no global one: said so, nothing sent.
-        register(state, "octo/one")
-        assert "has no token" in state.error and state.notice == ""
-        assert github.calls == []
+    state = page_state(session_for(engine, people["read_write"]))
+    call(state, "load_project")
+    assert state.can_edit_repositories
+    # octo/one has no token and there is no global one: said so, nothing sent.
+    register(state, "octo/one")
+    assert "has no token" in state.error and state.notice == ""
+    assert github.calls == []
 
-        call(state, "add_repository", {"full_name": "octo/two", "token": TOKEN,
-                                       "webhook_secret": HOOK_SECRET})  # fmt: skip
-        assert register(state, "octo/two") == ["octo/two"]  # the spinner, while GitHub answers
-        (hook_id,) = repo.hooks
-        assert repo.hooks[hook_id]["_secret"] == HOOK_SECRET
-        assert state.error == "" and state.notice == f"webhook {hook_id} created on octo/two"
-        assert state.registering == ""
-        row = next(r for r in state.repositories if r.full_name == "octo/two")
-        assert row.webhook_id == hook_id
-        register(state, "octo/two")
-        assert state.notice == f"webhook {hook_id} updated on octo/two" and list(repo.hooks) == [
-            hook_id
-        ]
+    call(state, "add_repository", {"full_name": "octo/two", "token": TOKEN,
+                                   "webhook_secret": HOOK_SECRET})  # fmt: skip
+    assert register(state, "octo/two") == ["octo/two"]  # the spinner, while GitHub answers
+    (hook_id,) = repo.hooks
+    assert repo.hooks[hook_id]["_secret"] == HOOK_SECRET
+    assert state.error == "" and state.notice == f"webhook {hook_id} created on octo/two"
+    assert state.registering == ""
+    row = next(r for r in state.repositories if r.full_name == "octo/two")
+    assert row.webhook_id == hook_id
+    register(state, "octo/two")
+    assert state.notice == f"webhook {hook_id} updated on octo/two" and list(repo.hooks) == [
+        hook_id
+    ]
 
-        # GitHub's refusal reaches the page as the service words it; nothing is stored.
-        call(state, "add_repository", {"full_name": "octo/three", "token": TOKEN,
-                                       "webhook_secret": HOOK_SECRET})  # fmt: skip
-        register(state, "octo/three")
-        assert "octo/three not found on GitHub, or the token cannot see it (404)" in state.error
-        assert next(r for r in state.repositories if r.full_name == "octo/three").webhook_id is None
+    # GitHub's refusal reaches the page as the service words it; nothing is stored. A token that
+    # cannot see the repository is refused when it is attached ...
+    call(state, "add_repository", {"full_name": "octo/three", "token": TOKEN,
+                                   "webhook_secret": HOOK_SECRET})  # fmt: skip
+    assert "octo/three not found on GitHub, or the token cannot see it (404)" in state.error
+    assert "octo/three" not in [r.full_name for r in state.repositories]
+    # ... and one that may read it but not manage its hooks when the webhook is registered.
+    github.add_repo("octo/four", token=TOKEN, admin=False)
+    call(state, "add_repository", {"full_name": "octo/four", "token": TOKEN,
+                                   "webhook_secret": HOOK_SECRET})  # fmt: skip
+    assert state.error == ""
+    register(state, "octo/four")
+    assert "may not manage webhooks of octo/four" in state.error
+    assert next(r for r in state.repositories if r.full_name == "octo/four").webhook_id is None
 
-        dumped = json.dumps(state.dict(), default=str)
-        assert TOKEN not in dumped and HOOK_SECRET not in dumped
+    dumped = json.dumps(state.dict(), default=str)
+    assert TOKEN not in dumped and HOOK_SECRET not in dumped
+
+
+def test_a_read_write_member_cannot_aim_the_platform_token_at_any_repository(
+    people: dict[str, Principal], github: FakeGitHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe (issue #14, item 2): a member attached `victim-org/secret-repo` without a token
+    and the run's brief carried CODEXK8S_GITHUB_TOKEN to clone and push there."""
+    monkeypatch.setenv("CODEXK8S_GITHUB_TOKEN", "ghp_platform_token_0123456789")
+    reset_caches()
+    github.add_repo("victim-org/secret-repo", token="ghp_platform_token_0123456789")
+    engine = get_engine()
+    state = page_state(session_for(engine, people["read_write"]))
+    call(state, "load_project")
+    call(state, "add_repository", {"full_name": "victim-org/secret-repo"})
+    assert "only a platform admin may attach victim-org/secret-repo without a token" in (
+        state.error
+    )
+    assert repos(engine) == ["octo/one"] and github.calls == []
+
+    # A platform admin may; the page says the repository uses the platform's token.
+    admin = page_state(session_for(engine, people["platform_admin"]))
+    call(admin, "load_project")
+    call(admin, "add_repository", {"full_name": "victim-org/secret-repo"})
+    assert admin.error == "" and repos(engine) == ["octo/one", "victim-org/secret-repo"]
+    row = next(r for r in admin.repositories if r.full_name == "victim-org/secret-repo")
+    assert not row.has_token and row.uses_global_token

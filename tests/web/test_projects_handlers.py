@@ -19,6 +19,7 @@ from codexk8s.web.http.auth import SESSION_COOKIE
 from codexk8s.web.state.auth import AuthState
 from codexk8s.web.state.projects import SIGNED_OUT, ProjectsState
 from tests.conftest import run_async
+from tests.web.live_context import dashboard_headers
 
 
 def add_user(engine: Engine, email: str, role: str = "user") -> Principal:
@@ -39,7 +40,7 @@ def states_for(token: str | None) -> tuple[ProjectsState, AuthState]:
     """The Projects and Auth states as an event from a browser holding TOKEN would see them."""
     root = State(_reflex_internal_init=True)
     cookie = f"theme=dark; {SESSION_COOKIE}={token}" if token else "theme=dark"
-    root.router_data = {"headers": {"cookie": cookie}, "pathname": "/projects"}
+    root.router_data = {"headers": dashboard_headers(cookie), "pathname": "/projects"}
     root.router = RouterData.from_router_data(root.router_data)
 
     async def get() -> tuple[ProjectsState, AuthState]:

@@ -23,7 +23,7 @@ from codexk8s.web import live
 from codexk8s.web.http.auth import SESSION_COOKIE
 from codexk8s.web.state.run import NOT_VISIBLE, WINDOW, RunState
 from tests.conftest import run_async
-from tests.web.live_context import call_handler
+from tests.web.live_context import call_handler, dashboard_headers
 from tests.web.test_projects_handlers import add_user, session_for
 
 PEOPLE: dict[str, Principal] = {}
@@ -35,7 +35,7 @@ def state_for(engine: Engine, email: str | None, run_id: object) -> RunState:
     root = State(_reflex_internal_init=True)
     cookie = f"{SESSION_COOKIE}={token}" if token else "theme=dark"
     root.router_data = {
-        "headers": {"cookie": cookie},
+        "headers": dashboard_headers(cookie),
         "pathname": f"/runs/{run_id}",
         "query": {"run_id": str(run_id)},
     }

@@ -21,7 +21,7 @@ from codexk8s.services.agent_runs import Cursor, RunFilters
 from codexk8s.web import live
 from codexk8s.web.state.runs import ANY, PAGE_SIZE, SIGNED_OUT, RunsState
 from tests.conftest import run_async
-from tests.web.live_context import call_handler
+from tests.web.live_context import call_handler, dashboard_headers
 from tests.web.test_projects_handlers import add_user, session_for
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -55,7 +55,7 @@ def add_runs(project_key: str, count: int, *, start: int = 0, **values: Any) -> 
 def state_for(token: str | None) -> RunsState:
     root = State(_reflex_internal_init=True)
     cookie = f"codexk8s_session={token}" if token else "theme=dark"
-    root.router_data = {"headers": {"cookie": cookie}, "pathname": "/runs"}
+    root.router_data = {"headers": dashboard_headers(cookie), "pathname": "/runs"}
     root.router = RouterData.from_router_data(root.router_data)
     return run_async(root.get_state(RunsState))
 

@@ -134,6 +134,7 @@ def ops(
     ops.cli("migrate")
     ops.cli("user", "add", "octocat@github.com", "--role", "admin")
     ops.cli("project", "create", "web", "--slots", "2")
+    served_github.add_repo(REPOSITORY, token=REPO_TOKEN)  # `repo add` checks the token reaches it
     ops.cli(
         "repo", "add", "web", REPOSITORY,
         "--token-env", "REPO_TOKEN_VALUE", "--webhook-secret-env", "REPO_HOOK_VALUE",

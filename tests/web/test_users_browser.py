@@ -3,11 +3,13 @@ event handlers called directly with a session cookie to show the server refuses 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 from reflex.istate.data import RouterData
@@ -15,16 +17,18 @@ from reflex.state import State
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from codexk8s.crypto import hash_token
 from codexk8s.db.engine import get_engine, make_engine, session_scope
 from codexk8s.db.models import User
 from codexk8s.domain.access import PlatformRole
 from codexk8s.domain.authorization import Principal
 from codexk8s.errors import ForbiddenError
-from codexk8s.services import sessions, users
+from codexk8s.services import api_tokens, sessions, users
 from codexk8s.web.http.auth import SESSION_COOKIE
 from codexk8s.web.state.auth import AuthState
 from codexk8s.web.state.users import NOT_ALLOWED, NOT_OWNER, UsersState
 from tests.conftest import ServedApp, run_async
+from tests.web.live_context import dashboard_headers
 
 
 def add_user(engine: Engine, email: str, role: str) -> Principal:
@@ -48,7 +52,7 @@ def states_for(token: str | None) -> tuple[UsersState, AuthState]:
     """The Users and Auth states as an event from a browser holding TOKEN would see them."""
     root = State(_reflex_internal_init=True)
     cookie = f"theme=dark; {SESSION_COOKIE}={token}" if token else "theme=dark"
-    root.router_data = {"headers": {"cookie": cookie}, "pathname": "/users"}
+    root.router_data = {"headers": dashboard_headers(cookie), "pathname": "/users"}
     root.router = RouterData.from_router_data(root.router_data)
 
     async def get() -> tuple[UsersState, AuthState]:
@@ -123,6 +127,42 @@ def test_handlers_act_for_admins_and_refuse_everyone_else(app_db: str) -> None:
         assert not auth.is_signed_in and state.users == []
         run_async(UsersState.disable_user.fn(state, admin.user_id))
         assert role_of(engine, "admin@example.com") == ("admin", False)
+
+
+def test_admins_see_and_revoke_api_tokens_and_nobody_else_does(app_db: str) -> None:
+    engine = get_engine()
+    owner = add_user(engine, "owner@example.com", "owner")
+    plain = add_user(engine, "plain@example.com", "user")
+    with session_scope(engine) as session:
+        row, plaintext = api_tokens.create_token(
+            session=session, email="plain@example.com", name="ci"
+        )
+        token_id = row.id
+    assert token_id is not None and sessions.resolve_api_token(engine, plaintext) is not None
+
+    # A plain user lists no tokens and cannot revoke one, even their own.
+    state, _ = states_for(session_for(engine, plain))
+    run_async(UsersState.load_users.fn(state))
+    assert state.tokens == []
+    run_async(UsersState.revoke_token.fn(state, token_id))
+    assert state.error == NOT_ALLOWED
+    assert sessions.resolve_api_token(engine, plaintext) is not None
+
+    state, _ = states_for(session_for(engine, owner))
+    run_async(UsersState.load_users.fn(state))
+    [shown] = state.tokens
+    assert (shown.id, shown.name, shown.owner_email, shown.status) == (
+        token_id, "ci", "plain@example.com", "active",
+    )  # fmt: skip
+    assert shown.prefix == plaintext[:9] and shown.last_used != "never"
+    # What the browser is sent holds neither the token nor its hash.
+    sent = json.dumps(state.dict(), default=repr)
+    assert plaintext not in sent and hash_token(plaintext) not in sent
+
+    run_async(UsersState.revoke_token.fn(state, token_id))
+    assert state.error == "" and "Revoked" in state.notice
+    assert [t.status for t in state.tokens] == ["revoked"]
+    assert sessions.resolve_api_token(engine, plaintext) is None
 
 
 # --- in the browser -------------------------------------------------------------------------------
@@ -215,3 +255,33 @@ def test_an_owner_manages_users_and_a_plain_user_cannot(
     expect(page.get_by_test_id("signed-in-as")).to_have_count(0)
     page.goto(served_app.base_url + "/users")
     expect(page.get_by_test_id("users-sign-in-prompt")).to_be_visible()
+
+
+@pytest.mark.browser
+def test_an_owner_revokes_an_api_token_from_the_users_page(
+    served_app: ServedApp, served_engine: Engine, page: Page, artifacts_dir: Path
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    owner_email, holder_email = f"owner-{suffix}@example.com", f"holder-{suffix}@example.com"
+    add_user(served_engine, owner_email, "owner")
+    add_user(served_engine, holder_email, "user")
+    with session_scope(served_engine) as session:
+        _row, plaintext = api_tokens.create_token(
+            session=session, email=holder_email, name=f"ci-{suffix}"
+        )
+    me = served_app.base_url + "/api/v1/me"
+    assert httpx.get(me, headers={"Authorization": f"Bearer {plaintext}"}).status_code == 200
+
+    sign_in(page, served_app, served_engine, owner_email)
+    page.goto(served_app.base_url + "/users")
+    row = page.get_by_test_id("token-row").filter(has_text=f"ci-{suffix}")
+    expect(row.get_by_test_id("token-owner")).to_have_text(holder_email)
+    expect(row.get_by_test_id("token-prefix")).to_have_text(plaintext[:9])
+    expect(row.get_by_test_id("token-status")).to_have_text("active")
+    assert plaintext not in page.content()
+    row.get_by_test_id("revoke-token").click()
+    expect(row.get_by_test_id("token-status")).to_have_text("revoked")
+    expect(page.get_by_test_id("users-notice")).to_contain_text(f"ci-{suffix} of {holder_email}")
+    expect(row.get_by_test_id("revoke-token")).to_have_count(0)
+    page.screenshot(path=str(artifacts_dir / "users-tokens.png"), full_page=True)
+    assert httpx.get(me, headers={"Authorization": f"Bearer {plaintext}"}).status_code == 401

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 import sqlalchemy as sa
+from prometheus_client import REGISTRY
 from sqlmodel import Session
 from starlette.testclient import TestClient
 
@@ -25,6 +26,8 @@ from tests.conftest import reset_caches, run_async, serve_in_thread
 from tests.webhook_examples import example, with_labels
 
 SECRET = "endpoint-secret"
+# 100,000 nested arrays: Python's JSON decoder gives up with RecursionError (issue #14, item 7).
+DEEP_JSON = b'{"action":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 
 
 @pytest.fixture
@@ -47,6 +50,7 @@ def client(hooked: None) -> TestClient:
 
 
 def labeled_body() -> bytes:
+    """A new `run:dev` labeling (each body differs, as GitHub's do)."""
     return json.dumps(
         with_labels(example("issues", "labeled"), "issue", ["run:dev"], "run:dev")
     ).encode()
@@ -71,6 +75,10 @@ def counts() -> dict[str, int]:
             ]
             for model in (WebhookDelivery, AgentRun, FlowEvent)
         }
+
+
+def rejected(reason: str) -> float:
+    return REGISTRY.get_sample_value("codexk8s_webhooks_rejected_total", {"reason": reason}) or 0.0
 
 
 def audit_types() -> list[str]:
@@ -211,6 +219,24 @@ BAD_INPUTS = [
         id="json-array",
     ),
     pytest.param(
+        {},
+        DEEP_JSON,
+        400,
+        "invalid_argument",
+        "nested too deeply",
+        "request_rejected",
+        id="deep-json",
+    ),
+    pytest.param(
+        {"Content_Type": "application/x-www-form-urlencoded"},
+        b"payload=" + DEEP_JSON,
+        400,
+        "invalid_argument",
+        "nested too deeply",
+        "request_rejected",
+        id="deep-json-in-form",
+    ),
+    pytest.param(
         {"Content_Type": "application/x-www-form-urlencoded"},
         b"nopayload=1",
         400,
@@ -246,6 +272,55 @@ def test_bad_input_is_refused_and_only_audited(
     assert after["agent_runs"] == before["agent_runs"]
     assert after["flow_events"] == before["flow_events"] + 1
     assert audit_types()[-1] == audit
+
+
+def test_deeply_nested_json_is_a_counted_rejection_not_a_crash(
+    hooked: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = TestClient(build_http_app(), raise_server_exceptions=False)
+    before, events_before = rejected("bad_request"), counts()["flow_events"]
+    # Unsigned, like the probe's request: the body is read before the signature can be checked.
+    response = client.post(
+        WEBHOOK_GITHUB, content=DEEP_JSON, headers=headers(DEEP_JSON, X_Hub_Signature_256=None)
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid_argument",
+        "message": "payload is not valid JSON: it is nested too deeply",
+    }
+    assert rejected("bad_request") == before + 1
+    assert counts()["flow_events"] == events_before + 1
+    assert audit_types()[-1] == "request_rejected"
+    assert "Traceback" not in caplog.text and "RecursionError" not in caplog.text
+
+
+def test_a_captured_body_replayed_with_a_new_delivery_id_is_a_duplicate(
+    client: TestClient,
+) -> None:
+    """Issue #14, item 9: the signature covers only the body, so a captured delivery re-sent
+    with a fresh X-GitHub-Delivery used to start its run again once the first one was over."""
+    body = labeled_body()
+    first = client.post(WEBHOOK_GITHUB, content=body, headers=headers(body))
+    assert first.status_code == 202 and len(first.json()["runs"]) == 1
+    with session_scope() as session:
+        session.execute(sa.update(AgentRun).values(status="succeeded"))
+    before = counts()
+    replayed_before = (
+        REGISTRY.get_sample_value("codexk8s_webhooks_replayed_total", {"event": "issues"}) or 0.0
+    )
+    replay = client.post(WEBHOOK_GITHUB, content=body, headers=headers(body))
+    assert replay.status_code == 200
+    assert replay.json()["duplicate"] is True
+    assert replay.json()["replay_of"] == first.json()["delivery_id"]
+    after = counts()
+    assert after["agent_runs"] == before["agent_runs"]
+    assert after["webhook_deliveries"] == before["webhook_deliveries"]
+    assert after["flow_events"] == before["flow_events"] + 1
+    assert audit_types()[-1] == "delivery_replayed"
+    assert (
+        REGISTRY.get_sample_value("codexk8s_webhooks_replayed_total", {"event": "issues"})
+        == replayed_before + 1
+    )
 
 
 def test_no_secret_configured_is_503(app_db: str) -> None:
@@ -323,12 +398,12 @@ def test_fifty_simultaneous_copies_make_one_delivery_and_one_run(live_server: st
 
 
 def test_different_deliveries_for_one_issue_start_one_run(live_server: str) -> None:
-    body = labeled_body()
+    bodies = [labeled_body() for _ in range(20)]
 
     async def fire() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=live_server, timeout=60) as http:
             return await asyncio.gather(
-                *(http.post(WEBHOOK_GITHUB, content=body, headers=headers(body)) for _ in range(20))
+                *(http.post(WEBHOOK_GITHUB, content=body, headers=headers(body)) for body in bodies)
             )
 
     responses = run_async(fire())

@@ -13,6 +13,9 @@ import json
 from typing import Any
 from urllib.parse import parse_qs
 
+from codexk8s import json_input
+from codexk8s.errors import MalformedInputError
+
 MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB and drops larger ones.
 SIGNATURE_PREFIX = "sha256="
 
@@ -56,9 +59,10 @@ def decode_payload(body: bytes, content_type: str | None) -> tuple[dict[str, Any
             "application/x-www-form-urlencoded"
         )
     try:
-        payload = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise WebhookFormatError(f"payload is not valid JSON: {exc}") from None
+        # No depth walk on the hot path: the decoder's own recursion limit bounds the nesting.
+        payload = json_input.loads(raw, what="payload", max_depth=None)
+    except MalformedInputError as exc:
+        raise WebhookFormatError(str(exc)) from None
     if not isinstance(payload, dict):
         raise WebhookFormatError("payload must be a JSON object")
     if isinstance(raw, bytes):

@@ -1,7 +1,10 @@
-"""Token usage read from OpenAI Responses API answers as they stream through the model proxy.
+"""Token usage (and response ids) read from OpenAI Responses API answers as they stream through
+the model proxy.
 
 A streamed answer (`text/event-stream`) carries its usage in the `response.completed` event;
-a plain JSON answer in its `usage` field. Both are normalised to the run's four counters.
+a plain JSON answer in its `usage` field. Both are normalised to the run's four counters. The id
+of a created response comes in `response.created` (or the JSON answer's `id`): the proxy lets a
+run read only the responses it created.
 """
 
 from __future__ import annotations
@@ -30,11 +33,18 @@ def normalise(raw: Any) -> dict[str, int] | None:
 
 
 class UsageMeter:
-    """Fed the answer's bytes in order; yields the usage of every completed response."""
+    """Fed the answer's bytes in order; yields the usage of every completed response and collects
+    the ids of the responses the answer names (`response_ids`, in order, each once)."""
 
     def __init__(self, *, is_stream: bool) -> None:
         self.is_stream = is_stream
+        self.response_ids: list[str] = []
         self._buffer = bytearray()
+
+    def _saw_response(self, response: Any) -> None:
+        found = response.get("id") if isinstance(response, dict) else None
+        if isinstance(found, str) and found and found not in self.response_ids:
+            self.response_ids.append(found)
 
     def feed(self, chunk: bytes) -> list[dict[str, int]]:
         self._buffer += chunk
@@ -47,7 +57,7 @@ class UsageMeter:
             line = bytes(self._buffer[:end]).strip()
             del self._buffer[: end + 1]
             if line.startswith(b"data:"):
-                usage = self._completed_usage(line[5:])
+                usage = self._read_event(line[5:])
                 if usage is not None:
                     found.append(usage)
         if len(self._buffer) > MAX_LINE_BYTES:
@@ -60,17 +70,25 @@ class UsageMeter:
             return []
         try:
             body = json.loads(bytes(self._buffer))
-        except ValueError:
+        except (ValueError, RecursionError):
             return []
-        usage = normalise(body.get("usage")) if isinstance(body, dict) else None
+        if not isinstance(body, dict):
+            return []
+        self._saw_response(body)
+        usage = normalise(body.get("usage"))
         return [usage] if usage is not None else []
 
-    @staticmethod
-    def _completed_usage(data: bytes) -> dict[str, int] | None:
+    def _read_event(self, data: bytes) -> dict[str, int] | None:
+        """Note the response an event names; the usage of a `response.completed` event."""
         try:
             event = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
-        if not isinstance(event, dict) or event.get("type") != "response.completed":
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
             return None
-        return normalise((event.get("response") or {}).get("usage"))
+        response = event.get("response")
+        if event["type"].startswith("response."):
+            self._saw_response(response)
+        if event["type"] != "response.completed" or not isinstance(response, dict):
+            return None
+        return normalise(response.get("usage"))

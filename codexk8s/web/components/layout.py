@@ -104,9 +104,17 @@ def _sign_in_button() -> rx.Component:
     )
 
 
+# Signing out is an HTTP route too: it revokes the session and clears the HttpOnly cookie, and
+# the full page load gives the next page a fresh connection without that cookie. It takes a POST
+# from our own origin only (a form submission carries the Origin header), so another site cannot
+# sign people out with a link.
+_SIGN_OUT_SCRIPT = (
+    "const form = document.createElement('form'); form.method = 'post'; "
+    f"form.action = {routes.AUTH_LOGOUT!r}; document.body.appendChild(form); form.submit();"
+)
+
+
 def _signed_in() -> rx.Component:
-    # Signing out is an HTTP route too: it revokes the session and clears the HttpOnly cookie,
-    # and the full page load gives the next page a fresh connection without that cookie.
     return rx.hstack(
         rx.text(AuthState.email, size="2", color_scheme="gray", data_testid="signed-in-as"),
         rx.button(
@@ -114,7 +122,7 @@ def _signed_in() -> rx.Component:
             "Sign out",
             variant="soft",
             color_scheme="gray",
-            on_click=rx.call_script(f"window.location.assign({routes.AUTH_LOGOUT!r})"),
+            on_click=rx.call_script(_SIGN_OUT_SCRIPT),
             data_testid="sign-out",
         ),
         align="center",

@@ -6,13 +6,13 @@ run's own token (`Authorization: Bearer <run token>`), valid only for that run w
 - `POST result`  the outcome, once
 - `*    openai/{path}`  the model proxy: forwards the OpenAI Responses API (streaming) with the
   control plane's key, so the key never reaches the run's pod or process, and meters the
-  tokens (and cost) of every answer onto the run.
+  tokens (and cost) of every answer onto the run. What passes (paths, headers, the responses a
+  run may read) and the key scrubbed from answers: `adapters/openai/proxy.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -22,24 +22,20 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from codexk8s import json_input, metrics
+from codexk8s.adapters.openai import proxy
 from codexk8s.adapters.openai.usage import UsageMeter
 from codexk8s.config import get_settings
 from codexk8s.db.engine import get_engine
-from codexk8s.errors import CodexK8sError, InvalidArgumentError, PayloadTooLargeError
-from codexk8s.services import run_brief
+from codexk8s.domain.runs import ActorType
+from codexk8s.errors import CodexK8sError, MalformedInputError, PayloadTooLargeError
+from codexk8s.services import audit, run_brief
 from codexk8s.web import routes
 from codexk8s.web.http.errors import error_response, from_exception
 
 MAX_BODY_BYTES = 1024 * 1024
 # Codex sends the whole conversation with every model request; long sessions grow large.
 MAX_MODEL_REQUEST_BYTES = 32 * 1024 * 1024
-# Only the model endpoints Codex uses; the proxy is not a general way out to the provider.
-PROXY_PREFIXES = ("responses", "models")
-_DROP_REQUEST_HEADERS = frozenset(
-    {"host", "authorization", "content-length", "connection", "keep-alive", "transfer-encoding",
-     "te", "upgrade", "cookie", "accept-encoding", "proxy-authorization", "proxy-connection"}
-)  # fmt: skip
-_PASS_RESPONSE_HEADERS = ("content-type", "retry-after", "x-request-id", "openai-processing-ms")
 _NO_STORE = {"Cache-Control": "no-store"}
 UPSTREAM_TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=60.0, pool=10.0)
 
@@ -59,11 +55,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 async def _json_body(request: Request) -> Any:
-    raw = await _read_body(request, MAX_BODY_BYTES)
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise InvalidArgumentError("the body must be JSON") from None
+    # NUL is allowed: a command's output may hold one, and the flow event's JSON stores it escaped.
+    return json_input.loads(await _read_body(request, MAX_BODY_BYTES), what="the body")
 
 
 def _bearer(request: Request) -> str | None:
@@ -72,10 +65,22 @@ def _bearer(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+def _reject_malformed(route: str, exc: MalformedInputError, run: sa.Row[Any]) -> Response:
+    """Count and audit input the runner never sends, on the run's own trail; then a 400."""
+    metrics.API_REQUESTS_REJECTED.labels(route, exc.reason).inc()
+    audit.record_rejected_request(
+        get_engine(), route=route, reason=exc.reason, message=str(exc),
+        correlation_id=run.correlation_id, actor_type=ActorType.AGENT, actor_id=run.agent_key,
+        project_id=run.project_id, run_id=run.id,
+    )  # fmt: skip
+    return from_exception(exc)
+
+
 def _endpoint(
-    methods: tuple[str, ...], handler: Handler
+    methods: tuple[str, ...], handler: Handler, *, route: str
 ) -> Callable[[Request], Awaitable[Response]]:
-    """Method check, run-token authentication, and errors mapped to their codes."""
+    """Method check, run-token authentication, and errors mapped to their codes (ROUTE, the
+    route's template, names it in the rejection count)."""
 
     async def endpoint(request: Request) -> Response:
         if request.method not in methods:
@@ -89,11 +94,18 @@ def _endpoint(
             run = await asyncio.to_thread(
                 run_brief.authenticate_run, get_engine(), run_id=run_id, token=_bearer(request)
             )
+        except run_brief.RunTokenError as exc:
+            return error_response(
+                "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer", **_NO_STORE}
+            )
+        try:
             return await handler(request, run)
         except run_brief.RunTokenError as exc:
             return error_response(
                 "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer", **_NO_STORE}
             )
+        except MalformedInputError as exc:
+            return await asyncio.to_thread(_reject_malformed, route, exc, run)
         except CodexK8sError as exc:
             return from_exception(exc)
 
@@ -120,8 +132,8 @@ async def _result(request: Request, run: sa.Row[Any]) -> Response:
 
 def _requested_model(body: bytes) -> str | None:
     try:
-        model = json.loads(body).get("model")
-    except (ValueError, AttributeError):
+        model = json_input.loads(body, what="the model request", max_depth=None).get("model")
+    except (MalformedInputError, AttributeError):
         return None
     return model if isinstance(model, str) else None
 
@@ -132,17 +144,25 @@ async def _openai(request: Request, run: sa.Row[Any]) -> Response:
     if problem is not None:
         return error_response("failed_precondition", problem)
     path = request.path_params["path"].strip("/")
-    if path.split("/", 1)[0] not in PROXY_PREFIXES or ".." in path.split("/"):
-        return error_response("not_found", f"the model proxy does not forward /{path}")
+    call = proxy.match_call(request.method, path)
+    if call is None:
+        return error_response(
+            "not_found", f"the model proxy does not forward {request.method} /{path}"
+        )
+    if call.response_id is not None and not await asyncio.to_thread(
+        run_brief.owns_model_response, get_engine(), run_id=run.id, response_id=call.response_id
+    ):
+        return error_response(
+            "not_found", f"this run created no response {call.response_id} through the proxy"
+        )
     body = await _read_body(request, MAX_MODEL_REQUEST_BYTES)
-    headers = {
-        name: value
-        for name, value in request.headers.items()
-        if name.lower() not in _DROP_REQUEST_HEADERS
-    }
     assert settings.openai_api_key is not None  # model_precondition checked it
-    headers["authorization"] = f"Bearer {settings.openai_api_key.get_secret_value()}"
-    url = f"{settings.effective_openai_base_url}/{path}"
+    key = settings.openai_api_key.get_secret_value()
+    headers = proxy.request_headers(
+        request.headers.items(), api_key=key, organization=settings.openai_organization,
+        project=settings.openai_project,
+    )  # fmt: skip
+    url = f"{settings.effective_openai_base_url}/{call.path}"
     if request.url.query:
         url = f"{url}?{request.url.query}"
     client = httpx.AsyncClient(timeout=UPSTREAM_TIMEOUT)
@@ -159,41 +179,63 @@ async def _openai(request: Request, run: sa.Row[Any]) -> Response:
 
     is_stream = upstream.headers.get("content-type", "").startswith("text/event-stream")
     meter = UsageMeter(is_stream=is_stream) if upstream.status_code == 200 else None
+    # Responses this call creates become the run's to read; reads name one it already owns.
+    is_creation = call.response_id is None and call.path.startswith("responses")
     model = _requested_model(body) or run.model
+    scrubber = proxy.SecretScrubber([key])
+    recorded = 0
 
     async def record(usages: list[dict[str, int]]) -> None:
+        nonlocal recorded
+        if meter is not None and is_creation and len(meter.response_ids) > recorded:
+            new_ids, recorded = meter.response_ids[recorded:], len(meter.response_ids)
+            await asyncio.to_thread(
+                run_brief.record_model_responses, get_engine(), run_id=run.id,
+                response_ids=new_ids,
+            )  # fmt: skip
         for usage in usages:
             await asyncio.to_thread(
                 run_brief.meter_model_usage, get_engine(), run_id=run.id, model=model, usage=usage
             )
 
     async def relay() -> AsyncIterator[bytes]:
+        # A plain JSON answer's last piece waits until its response id is recorded, so the run
+        # cannot ask for the response before it is known to be the run's.
+        held = b""
         try:
             async for chunk in upstream.aiter_bytes():
                 if meter is not None:
                     await record(meter.feed(chunk))
-                yield chunk
+                ready = scrubber.feed(chunk)
+                if is_stream:
+                    if ready:
+                        yield ready
+                    continue
+                if held:
+                    yield held
+                held = ready
         except httpx.HTTPError:
-            return  # the client sees a cut stream and retries it
+            # The client sees a cut stream and retries it.
+            if rest := held + scrubber.finish():
+                yield rest
+            return
         if meter is not None:
             await record(meter.finish())
+        if rest := held + scrubber.finish():
+            yield rest
 
     async def close() -> None:
         await upstream.aclose()
         await client.aclose()
 
-    passed = {
-        name: value
-        for name, value in upstream.headers.items()
-        if name in _PASS_RESPONSE_HEADERS or name.startswith("x-ratelimit-")
-    }
     return StreamingResponse(
-        relay(), status_code=upstream.status_code, headers={**passed, **_NO_STORE},
+        relay(), status_code=upstream.status_code,
+        headers={**proxy.response_headers(upstream.headers, scrubber), **_NO_STORE},
         background=BackgroundTask(close),
     )  # fmt: skip
 
 
-agent_brief = _endpoint(("GET",), _brief)
-agent_events = _endpoint(("POST",), _events)
-agent_result = _endpoint(("POST",), _result)
-agent_openai = _endpoint(("GET", "POST"), _openai)
+agent_brief = _endpoint(("GET",), _brief, route=routes.API_AGENT_BRIEF)
+agent_events = _endpoint(("POST",), _events, route=routes.API_AGENT_EVENTS)
+agent_result = _endpoint(("POST",), _result, route=routes.API_AGENT_RESULT)
+agent_openai = _endpoint(("GET", "POST"), _openai, route=routes.API_AGENT_OPENAI)

@@ -11,6 +11,7 @@ request authenticated by the session cookie must come from our own origin (`Orig
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import time
@@ -18,32 +19,37 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlmodel import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from codexk8s import metrics
+from codexk8s import json_input, metrics
 from codexk8s.config import get_settings
 from codexk8s.db.engine import get_engine
 from codexk8s.domain.access import ProjectRole
 from codexk8s.domain.authorization import Action, Principal, can_see_project, is_allowed
+from codexk8s.domain.runs import ActorType
 from codexk8s.errors import (
     CodexK8sError,
     ForbiddenError,
     InvalidArgumentError,
+    MalformedInputError,
     NotFoundError,
+    UnauthorizedError,
 )
 from codexk8s.services import agent_runs, audit, projects, run_control, run_logs, run_start
+from codexk8s.web import origins, routes
 from codexk8s.web.http.auth import current_principal
 from codexk8s.web.http.errors import error_response, from_exception
 
 # A follow stream ends after this long; the client reconnects with Last-Event-ID.
 FOLLOW_SECONDS = 600.0
 FOLLOW_POLL_SECONDS = 0.25
+# How often an open stream checks again that its reader may still read it (credentials still
+# valid, user enabled, still a member): losing access ends the stream within this time.
+ACCESS_RECHECK_SECONDS = 5.0
 _NO_STORE = {"Cache-Control": "no-store"}
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Handler = Callable[[Request, Principal], Awaitable[Response]]
 
@@ -71,35 +77,29 @@ def _record(row: Any) -> dict[str, Any]:
     return _jsonable(dataclasses.asdict(row))
 
 
-def _origin(url: str) -> tuple[str, str, int | None] | None:
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return None
-    scheme = parts.scheme.lower()
-    if not scheme or not parts.hostname:
-        return None
-    return scheme, parts.hostname.lower(), port or _DEFAULT_PORTS.get(scheme)
+def _refuse_nul_parameters(request: Request) -> None:
+    """PostgreSQL text cannot hold NUL: a query parameter with one is refused before any query."""
+    for name, value in request.query_params.multi_items():
+        json_input.refuse_nul(name, "a query parameter's name")
+        json_input.refuse_nul(value, f"query parameter {name}")
 
 
-def _cross_site_problem(request: Request) -> str | None:
-    """Why a cookie-authenticated write may not be from our own pages, or None if it is."""
-    ours = _origin(get_settings().effective_public_url)
-    sent = request.headers.get("origin") or request.headers.get("referer")
-    if not sent:
-        return "a request signed in by cookie must send an Origin (or Referer) header"
-    if _origin(sent) != ours:
-        return (
-            "the request's Origin does not match this server's public URL; "
-            "use an API token for scripts"
-        )
-    return None
+def _reject_malformed(route: str, exc: MalformedInputError, principal: Principal) -> Response:
+    """Count and audit input no client of ours sends, then answer it like any bad argument."""
+    metrics.API_REQUESTS_REJECTED.labels(route, exc.reason).inc()
+    audit.record_rejected_request(
+        get_engine(), route=route, reason=exc.reason, message=str(exc),
+        correlation_id=f"user-{principal.user_id}", actor_type=ActorType.HUMAN,
+        actor_id=str(principal.user_id),
+    )  # fmt: skip
+    return from_exception(exc)
 
 
-def _endpoint(handlers: dict[str, Handler]) -> Callable[[Request], Awaitable[Response]]:
-    """One route: method dispatch (405 otherwise), authentication, the cross-site check for
-    cookie-authenticated writes, and errors mapped to their codes."""
+def _endpoint(
+    handlers: dict[str, Handler], *, route: str
+) -> Callable[[Request], Awaitable[Response]]:
+    """One route (ROUTE, its template): method dispatch (405 otherwise), authentication, the
+    cross-site check for cookie-authenticated writes, and errors mapped to their codes."""
     if "GET" in handlers:
         handlers = {**handlers, "HEAD": handlers["GET"]}
     allow = ", ".join(method for method in handlers if method != "HEAD")
@@ -116,11 +116,14 @@ def _endpoint(handlers: dict[str, Handler]) -> Callable[[Request], Awaitable[Res
                 headers={"WWW-Authenticate": "Bearer", **_NO_STORE},
             )
         if request.method not in ("GET", "HEAD") and "authorization" not in request.headers:
-            problem = _cross_site_problem(request)
+            problem = origins.cross_site_problem(request.headers, get_settings())
             if problem is not None:
                 return error_response("forbidden", problem, headers=_NO_STORE)
         try:
+            _refuse_nul_parameters(request)
             return await handler(request, principal)
+        except MalformedInputError as exc:
+            return await asyncio.to_thread(_reject_malformed, route, exc, principal)
         except CodexK8sError as exc:
             return from_exception(exc)
 
@@ -223,10 +226,7 @@ async def list_runs(request: Request, principal: Principal) -> Response:
 
 async def start_run(request: Request, principal: Principal) -> Response:
     """`POST /api/v1/runs` {project, repository, issue, stage, model?, reasoning_effort?}."""
-    try:
-        body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidArgumentError("the body must be a JSON object") from None
+    body = json_input.loads(await request.body(), what="the body", allow_nul=False)
     if not isinstance(body, dict):
         raise InvalidArgumentError("the body must be a JSON object")
     unknown = set(body) - {"project", "repository", "issue", "stage", "model", "reasoning_effort"}
@@ -340,36 +340,71 @@ async def run_log(request: Request, principal: Principal) -> Response:
                 "next": lines[-1].sequence if lines else since,
             }
         )
+
+    async def access_lost() -> CodexK8sError | None:
+        """Why the reader may no longer read the run (signed out, token revoked, user disabled,
+        membership gone), or None. The request's own credentials are resolved again."""
+        current = await current_principal(request)
+        if current is None:
+            return UnauthorizedError("your session or API token is no longer valid")
+        try:
+            await asyncio.to_thread(_check_run, current, run_id, Action.VIEW_PROJECT)
+        except CodexK8sError as exc:
+            return exc
+        return None
+
     return StreamingResponse(
-        _log_events(run_id, since),
+        _log_events(run_id, since, access_lost),
         media_type="text/event-stream",
         headers={**_NO_STORE, "X-Accel-Buffering": "no"},
     )
 
 
-async def _log_events(run_id: int, since: int) -> AsyncIterator[str]:
+async def _log_events(
+    run_id: int, since: int, access_lost: Callable[[], Awaitable[CodexK8sError | None]]
+) -> AsyncIterator[str]:
     """SSE frames for the lines after SINCE; `event: end` once the run ended and its log is
-    whole. Bounded to FOLLOW_SECONDS: the stream then just stops and the client resumes."""
+    whole. Bounded to FOLLOW_SECONDS: the stream then just stops and the client resumes. Every
+    ACCESS_RECHECK_SECONDS the reader's access is checked again; once it is lost the stream says
+    why (`event: denied`, the usual error body) and ends."""
     lines = run_logs.follow(
         get_engine(), run_id=run_id, after=since, poll_seconds=FOLLOW_POLL_SECONDS
     )
-    deadline = time.monotonic() + FOLLOW_SECONDS
+    now = time.monotonic()
+    deadline, recheck_at = now + FOLLOW_SECONDS, now + ACCESS_RECHECK_SECONDS
+    # One pending read, never cancelled by a timeout: cancelling would close the generator.
+    pending: asyncio.Future[run_logs.StoredLine] | None = None
     metrics.LIVE_VIEWERS.inc()  # until this stream ends or its client goes away
     try:
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            now = time.monotonic()
+            if now >= deadline:
                 return
+            if now >= recheck_at:
+                recheck_at = now + ACCESS_RECHECK_SECONDS
+                denied = await access_lost()
+                if denied is not None:
+                    body = {"error": denied.code, "message": str(denied)}
+                    yield f"event: denied\ndata: {json.dumps(body)}\n\n"
+                    return
+            if pending is None:
+                pending = asyncio.ensure_future(anext(lines))
+            done, _ = await asyncio.wait({pending}, timeout=min(deadline, recheck_at) - now)
+            if not done:
+                continue
+            read, pending = pending, None
             try:
-                line = await asyncio.wait_for(anext(lines), remaining)
+                line = read.result()
             except StopAsyncIteration:
                 yield "event: end\ndata: {}\n\n"
-                return
-            except TimeoutError:
                 return
             yield f"id: {line.sequence}\ndata: {json.dumps(_line(line))}\n\n"
     finally:
         metrics.LIVE_VIEWERS.dec()
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
         await lines.aclose()
 
 
@@ -396,11 +431,11 @@ async def _log_text(run_id: int) -> AsyncIterator[str]:
 
 # --- the routes' endpoints ------------------------------------------------------------------------
 
-projects_endpoint = _endpoint({"GET": list_projects})
-runs_endpoint = _endpoint({"GET": list_runs, "POST": start_run})
-run_endpoint = _endpoint({"GET": get_run})
-run_events_endpoint = _endpoint({"GET": run_events})
-run_logs_endpoint = _endpoint({"GET": run_log})
-run_log_text_endpoint = _endpoint({"GET": run_log_text})
-run_cancel_endpoint = _endpoint({"POST": cancel_run})
-run_rerun_endpoint = _endpoint({"POST": rerun})
+projects_endpoint = _endpoint({"GET": list_projects}, route=routes.API_PROJECTS)
+runs_endpoint = _endpoint({"GET": list_runs, "POST": start_run}, route=routes.API_RUNS)
+run_endpoint = _endpoint({"GET": get_run}, route=routes.API_RUN)
+run_events_endpoint = _endpoint({"GET": run_events}, route=routes.API_RUN_EVENTS)
+run_logs_endpoint = _endpoint({"GET": run_log}, route=routes.API_RUN_LOGS)
+run_log_text_endpoint = _endpoint({"GET": run_log_text}, route=routes.API_RUN_LOG_TEXT)
+run_cancel_endpoint = _endpoint({"POST": cancel_run}, route=routes.API_RUN_CANCEL)
+run_rerun_endpoint = _endpoint({"POST": rerun}, route=routes.API_RUN_RERUN)

@@ -60,7 +60,7 @@ def build_http_app() -> Starlette:
             Route(routes.API_AGENT_OPENAI, agent_api.agent_openai, methods=ALL_METHODS),
             Route(routes.AUTH_GITHUB_LOGIN, auth.github_login, methods=["GET"]),
             Route(routes.AUTH_GITHUB_CALLBACK, auth.github_callback, methods=["GET"]),
-            Route(routes.AUTH_LOGOUT, auth.logout, methods=["GET", "POST"]),
+            Route(routes.AUTH_LOGOUT, auth.logout, methods=ALL_METHODS),
             Route(routes.AUTH_LINK, auth.signin_link, methods=["GET"]),
         ]
     )

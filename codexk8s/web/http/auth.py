@@ -31,7 +31,7 @@ from codexk8s.db.engine import get_engine
 from codexk8s.db.models import User
 from codexk8s.domain.authorization import Principal
 from codexk8s.services import sessions
-from codexk8s.web import routes
+from codexk8s.web import origins, routes
 from codexk8s.web.http.errors import error_response
 
 SESSION_COOKIE = "codexk8s_session"
@@ -264,14 +264,23 @@ async def signin_link(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
-    """`POST` or `GET /auth/logout`: end the session on the server and forget the cookie."""
+    """`POST /auth/logout` from one of our own pages: end the session on the server and forget
+    the cookie. Not GET, and not from another origin: any page could otherwise sign its visitors
+    out with a link, an image or a form of its own."""
+    settings = get_settings()
+    if request.method != "POST":
+        return error_response(
+            "method_not_allowed", "sign out with POST", headers={"Allow": "POST", **_NO_STORE}
+        )
+    problem = origins.cross_site_problem(request.headers, settings)
+    if problem is not None:
+        return error_response("forbidden", problem, headers=_NO_STORE)
     token = request.cookies.get(SESSION_COOKIE)
     if token:
         await asyncio.to_thread(sessions.revoke_session, get_engine(), token)
-    response = _redirect(routes.OVERVIEW, 303 if request.method == "POST" else 302)
+    response = _redirect(routes.OVERVIEW, 303)
     response.delete_cookie(
-        SESSION_COOKIE, path="/", secure=_is_secure(get_settings()), httponly=True,
-        samesite="lax",
+        SESSION_COOKIE, path="/", secure=_is_secure(settings), httponly=True, samesite="lax",
     )  # fmt: skip
     return response
 

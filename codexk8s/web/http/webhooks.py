@@ -115,6 +115,11 @@ async def _github_webhook(request: Request) -> JSONResponse:
         return from_exception(exc)
     # Labelled only once the signature is verified: unsigned requests cannot invent event names.
     metrics.WEBHOOKS_RECEIVED.labels(outcome.event).inc()
+    if outcome.replay_of is not None:
+        metrics.WEBHOOKS_REPLAYED.labels(outcome.event).inc()
+        return JSONResponse(
+            {"duplicate": True, "delivery_id": outcome.delivery_id, "replay_of": outcome.replay_of}
+        )
     if outcome.is_duplicate:
         metrics.WEBHOOKS_DUPLICATE.labels(outcome.event).inc()
         return JSONResponse({"duplicate": True, "delivery_id": outcome.delivery_id})

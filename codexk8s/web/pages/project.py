@@ -55,7 +55,7 @@ def _messages() -> rx.Component:
     )
 
 
-def _field(label: str, control: rx.Component) -> rx.Component:
+def _field(label: str | rx.Var[str], control: rx.Component) -> rx.Component:
     return rx.vstack(rx.text(label, size="2", weight="medium"), control, spacing="1")
 
 
@@ -162,7 +162,12 @@ def _register_webhook_button(row: RepositoryRow) -> rx.Component:
 def _repository_row(row: RepositoryRow) -> rx.Component:
     return rx.table.row(
         rx.table.row_header_cell(rx.code(row.full_name), data_testid="repository-name"),
-        rx.table.cell(rx.cond(row.has_token, "set", "not set"), data_testid="repository-token"),
+        rx.table.cell(
+            rx.cond(
+                row.has_token, "set", rx.cond(row.uses_global_token, "platform token", "not set")
+            ),
+            data_testid="repository-token",
+        ),
         rx.table.cell(
             rx.cond(row.has_webhook_secret, "set", "global secret"),
             data_testid="repository-webhook-secret",
@@ -209,7 +214,11 @@ def _add_repository() -> rx.Component:
                 ),
             ),
             _field(
-                "Token (write-only)",
+                rx.cond(
+                    AuthState.is_platform_admin,
+                    "Token (write-only; none: the platform's token)",
+                    "Token (write-only, required)",
+                ),
                 rx.input(
                     name="token",
                     type="password",

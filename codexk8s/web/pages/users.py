@@ -1,4 +1,5 @@
-"""The Users page: who may sign in, with which platform role, and who is disabled."""
+"""The Users page: who may sign in, with which platform role, who is disabled, and the API
+tokens people hold."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import reflex as rx
 from codexk8s.services.users import UserRow
 from codexk8s.web.components.layout import empty_state, page
 from codexk8s.web.state.auth import AuthState
-from codexk8s.web.state.users import ROLES, UsersState
+from codexk8s.web.state.users import ROLES, TokenView, UsersState
 
 
 def _sign_in_prompt() -> rx.Component:
@@ -132,10 +133,82 @@ def _user_row(row: UserRow) -> rx.Component:
     )
 
 
+def _token_row(token: TokenView) -> rx.Component:
+    return rx.table.row(
+        rx.table.row_header_cell(token.name, data_testid="token-name"),
+        rx.table.cell(rx.code(token.prefix), data_testid="token-prefix"),
+        rx.table.cell(token.owner_email, data_testid="token-owner"),
+        rx.table.cell(token.created),
+        rx.table.cell(token.last_used),
+        rx.table.cell(
+            rx.badge(token.status, color_scheme=token.status_color), data_testid="token-status"
+        ),
+        rx.table.cell(
+            rx.cond(
+                token.status == "active",
+                rx.button(
+                    "Revoke",
+                    size="1",
+                    variant="soft",
+                    color_scheme="red",
+                    on_click=UsersState.revoke_token(token.id),
+                    aria_label="Revoke the token " + token.name + " of " + token.owner_email,
+                    data_testid="revoke-token",
+                ),
+            )
+        ),
+        data_testid="token-row",
+    )
+
+
+def _tokens() -> rx.Component:
+    return rx.vstack(
+        rx.heading("API tokens", size="4", as_="h2"),
+        rx.text(
+            "Tokens for the staff API, created with ",
+            rx.code("codexk8s token create EMAIL"),
+            ". Only their first characters are shown; a revoked token stops working at once.",
+            color_scheme="gray",
+        ),
+        rx.cond(
+            UsersState.tokens.length() > 0,
+            rx.box(
+                rx.table.root(
+                    rx.table.header(
+                        rx.table.row(
+                            *(
+                                rx.table.column_header_cell(h)
+                                for h in (
+                                    "Name",
+                                    "Starts with",
+                                    "Owner",
+                                    "Created",
+                                    "Last used",
+                                    "Status",
+                                    "",
+                                )
+                            ),
+                        )
+                    ),
+                    rx.table.body(rx.foreach(UsersState.tokens, _token_row)),
+                    width="100%",
+                    data_testid="tokens-table",
+                ),
+                width="100%",
+                overflow_x="auto",
+            ),
+            rx.text("No API tokens yet.", data_testid="no-tokens"),
+        ),
+        spacing="3",
+        width="100%",
+    )
+
+
 def _manager() -> rx.Component:
     return rx.vstack(
         rx.text(
-            "Only people added here may sign in. Disabling someone ends their sessions at once.",
+            "Only people added here may sign in. Disabling someone ends their sessions and "
+            "revokes their API tokens at once.",
             color_scheme="gray",
         ),
         _add_form(),
@@ -157,6 +230,7 @@ def _manager() -> rx.Component:
             width="100%",
             overflow_x="auto",
         ),
+        _tokens(),
         spacing="4",
         width="100%",
     )

@@ -5,6 +5,10 @@ cookies to the frontend; the cookie reaches the backend in the headers of the So
 (`self.router.headers.cookie`). The principal lives in a backend-only var; the browser sees only
 what it displays. Handlers that act re-resolve the session on every event, so a revoked session
 or a disabled user loses access at once, not at the next page load.
+
+The handshake's Origin must be ours as well (`web/origins.py`): the Socket.IO server already
+refuses other origins, and a connection that still arrives from elsewhere (or with no Origin, as
+no browser connects) resolves nobody, so a page of another site cannot act with the cookie.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 
 import reflex as rx
+from reflex.istate.data import HeaderData
 from starlette.requests import cookie_parser
 
 from codexk8s.config import get_settings
@@ -19,6 +24,15 @@ from codexk8s.db.engine import get_engine
 from codexk8s.domain.authorization import Principal
 from codexk8s.services import sessions
 from codexk8s.web.http.auth import SESSION_COOKIE, session_ttl
+from codexk8s.web.origins import is_allowed_origin
+
+
+def session_token(headers: HeaderData) -> str | None:
+    """The session cookie of a dashboard connection, from its handshake headers; None when the
+    connection did not come from one of our own pages."""
+    if not is_allowed_origin(headers.origin, get_settings()):
+        return None
+    return cookie_parser(headers.cookie).get(SESSION_COOKIE) if headers.cookie else None
 
 
 def _lookup(token: str) -> tuple[Principal, sessions.UserProfile] | None:
@@ -43,8 +57,7 @@ class AuthState(rx.State):
     _principal: Principal | None = None
 
     def _session_token(self) -> str | None:
-        header = self.router.headers.cookie
-        return cookie_parser(header).get(SESSION_COOKIE) if header else None
+        return session_token(self.router.headers)
 
     async def _resolve_principal(self) -> Principal | None:
         """Look the session up again and refresh what the top bar shows; other states' handlers

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import reflex as rx
-from sqlmodel import Session
 
 from codexk8s.config import get_settings
 from codexk8s.crypto import get_secret_box
@@ -351,13 +350,25 @@ class ProjectPageState(rx.State):
     @rx.event
     async def add_repository(self, form: dict[str, Any]) -> None:
         """The add form's submit: FORM holds full_name, token and webhook_secret; the secrets
-        pass through to the service only."""
+        pass through to the service only, which first asks GitHub whether the token (the
+        platform's, for a platform admin who gives none) reaches the repository."""
+        found = await self._principal()
+        if found is None:
+            return
+        principal, email = found
         full_name = str(form.get("full_name") or "").strip()
-        await self._act(
-            f"Added {full_name}.", _add_repository, full_name=full_name,
-            token=str(form.get("token") or "") or None,
-            webhook_secret=str(form.get("webhook_secret") or "") or None,
-        )  # fmt: skip
+        try:
+            await repositories.attach_repository(
+                box=get_secret_box(), settings=get_settings(), actor=principal,
+                project_key=self.page_key, full_name=full_name,
+                token=str(form.get("token") or "") or None,
+                webhook_secret=str(form.get("webhook_secret") or "") or None, actor_id=email,
+            )  # fmt: skip
+        except CodexK8sError as exc:
+            self.error, self.notice = str(exc), ""
+        else:
+            self.error, self.notice = "", f"Added {full_name}."
+        await self._refresh(principal)
 
     @rx.event
     async def remove_repository(self, full_name: str) -> None:
@@ -401,10 +412,6 @@ class ProjectPageState(rx.State):
         ):
             return rx.redirect(routes.PROJECTS)
         return None
-
-
-def _add_repository(*, session: Session, **kwargs: Any) -> object:
-    return repositories.add_repository(session=session, box=get_secret_box(), **kwargs)
 
 
 def _project_page(

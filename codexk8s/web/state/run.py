@@ -25,7 +25,6 @@ from decimal import Decimal
 
 import reflex as rx
 from sqlmodel import Session
-from starlette.requests import cookie_parser
 
 from codexk8s.config import get_settings
 from codexk8s.db.engine import get_engine
@@ -38,8 +37,8 @@ from codexk8s.services.agent_runs import RunDetail
 from codexk8s.services.audit import EventRow
 from codexk8s.services.run_logs import StoredLine
 from codexk8s.web import ansi, live, routes
-from codexk8s.web.http.auth import SESSION_COOKIE, session_ttl
-from codexk8s.web.state.auth import AuthState
+from codexk8s.web.http.auth import session_ttl
+from codexk8s.web.state.auth import AuthState, session_token
 
 WINDOW = 500  # log lines a viewer holds at most
 NOT_VISIBLE = "This run does not exist, or you are not allowed to see it."
@@ -327,8 +326,7 @@ class RunState(rx.State):
     # --- plumbing -----------------------------------------------------------------------------
 
     def _session_token(self) -> str | None:
-        header = self.router.headers.cookie
-        return cookie_parser(header).get(SESSION_COOKIE) if header else None
+        return session_token(self.router.headers)
 
     def _clear(self, message: str, *, is_missing: bool) -> None:
         self.run, self.events, self._lines = RunHeader(), [], []

@@ -1,4 +1,5 @@
-"""The Users page: platform admins list, add, disable and re-role users.
+"""The Users page: platform admins list, add, disable and re-role users, and see and revoke
+API tokens (never the tokens themselves: only their name, first characters and owner).
 
 Every handler resolves the session again and checks the action on the server; the page hiding
 its controls from non-admins is a courtesy, not the protection. The services check once more.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import reflex as rx
@@ -16,7 +19,8 @@ from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.domain.access import PlatformRole
 from codexk8s.domain.authorization import Action, Principal, is_allowed
 from codexk8s.errors import CodexK8sError
-from codexk8s.services import users
+from codexk8s.services import api_tokens, users
+from codexk8s.services.api_tokens import TokenRow
 from codexk8s.services.users import UserRow
 from codexk8s.web.state.auth import AuthState
 
@@ -33,8 +37,50 @@ def _in_transaction(work: Callable[..., T], /, **kwargs: object) -> T:
         return work(session=session, **kwargs)
 
 
+@dataclass(frozen=True, slots=True)
+class TokenView:
+    """An API token as the page shows it; times are already words."""
+
+    id: int
+    name: str
+    prefix: str
+    owner_email: str
+    created: str
+    last_used: str
+    status: str
+    status_color: str
+
+
+# Active like an enabled user, revoked like a disabled one.
+TOKEN_STATUS_COLORS = {"active": "green", "revoked": "red", "expired": "gray"}
+
+
+def _when(stamp: datetime | None, *, never: str = "never") -> str:
+    if stamp is None:
+        return never
+    aware = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _token_view(row: TokenRow) -> TokenView:
+    return TokenView(
+        id=row.id, name=row.name or "unnamed", prefix=row.prefix or "—",
+        owner_email=row.owner_email, created=_when(row.created_at),
+        last_used=_when(row.last_used_at), status=row.status,
+        status_color=TOKEN_STATUS_COLORS.get(row.status, "gray"),
+    )  # fmt: skip
+
+
+def _users_and_tokens(actor: Principal) -> tuple[list[UserRow], list[TokenView]]:
+    with session_scope(get_engine()) as session:
+        rows = users.list_users(session=session, actor=actor)
+        tokens = api_tokens.list_tokens(session=session, actor=actor)
+    return rows, [_token_view(token) for token in tokens]
+
+
 class UsersState(rx.State):
     users: list[UserRow] = []
+    tokens: list[TokenView] = []
     new_email: str = ""
     new_role: str = PlatformRole.USER.value
     error: str = ""
@@ -46,10 +92,10 @@ class UsersState(rx.State):
         auth = await self.get_state(AuthState)
         principal = await auth._resolve_principal()
         if principal is None:
-            self.users, self.error, self.notice = [], SIGNED_OUT, ""
+            self.users, self.tokens, self.error, self.notice = [], [], SIGNED_OUT, ""
             return None
         if not is_allowed(principal, Action.MANAGE_USERS):
-            self.users, self.error, self.notice = [], NOT_ALLOWED, ""
+            self.users, self.tokens, self.error, self.notice = [], [], NOT_ALLOWED, ""
             return None
         admin_roles = (PlatformRole.OWNER.value, PlatformRole.ADMIN.value)
         if any(role in admin_roles for role in roles) and not is_allowed(
@@ -60,7 +106,7 @@ class UsersState(rx.State):
         return principal, auth.email
 
     async def _refresh(self, principal: Principal) -> None:
-        self.users = await asyncio.to_thread(_in_transaction, users.list_users, actor=principal)
+        self.users, self.tokens = await asyncio.to_thread(_users_and_tokens, principal)
 
     def _row(self, user_id: int) -> UserRow | None:
         return next((row for row in self.users if row.id == user_id), None)
@@ -133,3 +179,22 @@ class UsersState(rx.State):
         await self._apply(
             "Enabled {email}.", users.set_disabled, user_id=int(user_id), disabled=False
         )
+
+    @rx.event
+    async def revoke_token(self, token_id: int) -> None:
+        """End the API token TOKEN_ID; the service refuses an admin an owner's or admin's token."""
+        authorized = await self._authorized()
+        if authorized is None:
+            return
+        principal, email = authorized
+        try:
+            row = await asyncio.to_thread(
+                _in_transaction, api_tokens.revoke_token, actor=principal, actor_id=email,
+                token_id=int(token_id),
+            )  # fmt: skip
+        except CodexK8sError as exc:
+            self.error, self.notice = str(exc), ""
+        else:
+            self.error = ""
+            self.notice = f"Revoked the token {row.name or row.prefix} of {row.owner_email}."
+        await self._refresh(principal)
