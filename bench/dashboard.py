@@ -44,6 +44,10 @@ from codexk8s.services import agent_runs, projects, repositories, sessions, user
 from codexk8s.services.agent_runs import RunFilters
 from codexk8s.web import routes
 
+# The benchmarks start their own PostgreSQL (tests/servers.py) unless --admin-url names one.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.servers import bench_postgres
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "dashboard.json"
 EXAMPLES = ROOT / ".tools/node_modules/@octokit/webhooks-examples/api.github.com/index.json"
@@ -360,7 +364,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--loads", type=int, default=10, help="page loads measured for (4)")
     parser.add_argument(
         "--admin-url",
-        default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+        default=None,
         help="PostgreSQL URL on which the bench database may be dropped and created",
     )
     parser.add_argument("--db-name", default="codexk8s_bench_dashboard")
@@ -375,10 +379,9 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def main() -> int:
-    args = parse_args()
+def run(args: argparse.Namespace, admin_url: str) -> int:
     print(f"preparing database {args.db_name}")
-    db_url = prepare_database(args.admin_url, args.db_name)
+    db_url = prepare_database(admin_url, args.db_name)
     engine = make_engine(db_url)
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="codexk8s-bench-") as tmp, served(
@@ -404,6 +407,12 @@ def main() -> int:
     RESULTS.write_text(json.dumps(document, indent=2, default=str))
     print(f"wrote {RESULTS.relative_to(ROOT)}")
     return 0
+
+
+def main() -> int:
+    args = parse_args()
+    with bench_postgres(args.admin_url) as admin_url:
+        return run(args, admin_url)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,6 @@ from codexk8s.services.run_states import RUNS, SLOTS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "engine.json"
-ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DB_NAME = "codexk8s_bench_engine"
 OWNER = "bench-replica"
 CALLBACK_URL = "http://codexk8s.bench/api/v1/runs"
@@ -111,8 +110,8 @@ class Sample:
 # --- database ------------------------------------------------------------------------------
 
 
-def _admin(*statements: str) -> None:
-    url = make_url(ADMIN_URL)
+def _admin(admin_url: str, *statements: str) -> None:
+    url = make_url(admin_url)
     with psycopg.connect(
         host=url.host, port=url.port, user=url.username, dbname="postgres", autocommit=True
     ) as connection:
@@ -120,9 +119,11 @@ def _admin(*statements: str) -> None:
             connection.execute(statement)  # type: ignore[arg-type]
 
 
-def create_database() -> str:
-    _admin(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)", f"CREATE DATABASE {DB_NAME}")
-    url = make_url(ADMIN_URL).set(database=DB_NAME).render_as_string(hide_password=False)
+def create_database(admin_url: str) -> str:
+    _admin(
+        admin_url, f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)", f"CREATE DATABASE {DB_NAME}"
+    )
+    url = make_url(admin_url).set(database=DB_NAME).render_as_string(hide_password=False)
     upgrade_to_head(url)
     return url
 
@@ -751,15 +752,24 @@ def parse_args() -> argparse.Namespace:
         help="also count the real KubernetesRuntime's requests against the tests' fake API",
     )  # fmt: skip
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--admin-url", default=None, help="default: a private PostgreSQL")
     return parser.parse_args()
 
 
 def main() -> int:
     args = parse_args()
+    sys.path.insert(0, str(ROOT))
+    from tests.servers import bench_postgres
+
+    with bench_postgres(args.admin_url) as admin_url:
+        return run(args, admin_url)
+
+
+def run(args: argparse.Namespace, admin_url: str) -> int:
     # Codex agents need a model key to be dispatched; the benchmark never calls the model.
     os.environ.setdefault("CODEXK8S_OPENAI_API_KEY", "sk-unused")
     total = time.perf_counter()
-    url = create_database()
+    url = create_database(admin_url)
     mapping = ", ".join(f"{k}={v}" for k, v in K8S_REQUESTS_PER_CALL.items())
     print(f"Kubernetes API requests per runtime call: {mapping}")
     calibrated: dict[str, int] | None = None

@@ -24,18 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -52,6 +47,10 @@ from codexk8s.db.models import AgentRun
 from codexk8s.domain.logs import LogLimits
 from codexk8s.domain.runtime import LogLine
 from codexk8s.services import log_maintenance, projects, run_logs
+
+# The benchmarks start their own PostgreSQL (tests/servers.py) unless --admin-url names one.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.servers import bench_postgres
 
 RESULTS = Path(__file__).resolve().parent / "results" / "log_storage.json"
 RARE = "zebracorn"
@@ -115,32 +114,6 @@ def realistic_log(count: int, *, seed: int = 17) -> list[LogLine]:
 
 
 # --- databases ------------------------------------------------------------------------------------
-
-
-@contextmanager
-def throwaway_postgres() -> Iterator[str]:
-    """A private PostgreSQL server for the bench (like the tests' own)."""
-    bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))[-1].parent
-    workdir = Path(tempfile.mkdtemp(prefix="codexk8s-bench-pg-"))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if os.geteuid() == 0:
-        shutil.chown(workdir, "postgres", "postgres")
-    data = workdir / "data"
-    subprocess.run([*as_postgres, str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
-                    "-A", "trust", "-E", "UTF8"], check=True, capture_output=True)  # fmt: skip
-    options = f"-h 127.0.0.1 -p {port} -k {workdir}"
-    start = [str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(workdir / "log"),
-             "-w", "start"]  # fmt: skip
-    subprocess.run([*as_postgres, *start], check=True, capture_output=True)
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast",
-                        "stop"], check=False, capture_output=True)  # fmt: skip
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def fresh_postgres(admin_url: str, name: str) -> str:
@@ -339,7 +312,7 @@ def main() -> int:
         engine = make_engine(f"sqlite:///{path}")
         results["sqlite"] = measure(engine, lines, args.repeat, path)
         engine.dispose()
-    with throwaway_postgres() if args.admin_url is None else _given(args.admin_url) as admin_url:
+    with bench_postgres(args.admin_url) as admin_url:
         engine = make_engine(fresh_postgres(admin_url, "codexk8s_bench_logs"))
         results["postgresql"] = measure(engine, lines, args.repeat, None)
         engine.dispose()
@@ -348,11 +321,6 @@ def main() -> int:
     args.output.write_text(json.dumps(results, indent=2, default=str))
     print(f"\nresults written to {args.output}")
     return 0
-
-
-@contextmanager
-def _given(url: str) -> Iterator[str]:
-    yield url
 
 
 if __name__ == "__main__":

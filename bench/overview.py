@@ -16,6 +16,7 @@ import argparse
 import json
 import random
 import statistics
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import psycopg
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 from codexk8s.db.engine import make_engine
@@ -31,7 +33,10 @@ from codexk8s.db.migrations import upgrade_to_head
 from codexk8s.db.models import AgentRun, Project, Slot
 from codexk8s.services.overview import build_overview
 
-ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+# The benchmarks start their own PostgreSQL (tests/servers.py) unless --admin-url names one.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.servers import bench_postgres
+
 DB = "codexk8s_bench_overview"
 STAGES = ["plan", "dev", "qa", "doc-audit", "release"]
 AGENTS = ["em", "dev", "qa", "km", "em"]
@@ -106,11 +111,21 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--admin-url", default=None, help="default: a private PostgreSQL")
     args = parser.parse_args()
-    with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as c:
+    with bench_postgres(args.admin_url) as admin_url:
+        run(args, admin_url)
+
+
+def run(args: argparse.Namespace, admin_url: str) -> None:
+    url = make_url(admin_url)
+    with psycopg.connect(
+        host=url.host, port=url.port, user=url.username, password=url.password,
+        dbname="postgres", autocommit=True,
+    ) as c:  # fmt: skip
         c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")  # type: ignore[arg-type]
         c.execute(f"CREATE DATABASE {DB}")  # type: ignore[arg-type]
-    pg_url = ADMIN_URL.rsplit("/", 1)[0] + f"/{DB}"
+    pg_url = url.set(database=DB).render_as_string(hide_password=False)
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         sqlite_url = f"sqlite:///{Path(folder) / 'bench.db'}"

@@ -52,6 +52,10 @@ from codexk8s.services import agents, projects, repositories, run_logs, run_star
 from codexk8s.web import routes
 from codexk8s.web.state.run import WINDOW
 
+# The benchmarks start their own PostgreSQL (tests/servers.py) unless --admin-url names one.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.servers import bench_postgres
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "run_page.json"
 SECRET_KEY = "bench-secret-key-0123456789abcdef"
@@ -260,18 +264,20 @@ def measure_open(page: Page, base: str, run_id: int, lines: int) -> dict[str, An
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-    )
+    parser.add_argument("--admin-url", default=None, help="default: a private PostgreSQL")
     parser.add_argument("--db-name", default="codexk8s_bench_runpage")
     parser.add_argument("--lines", type=int, default=100_000)
     parser.add_argument("--live-lines", type=int, default=60)
     parser.add_argument("--interval", type=float, default=0.25)
     parser.add_argument("--opens", type=int, default=5)
     args = parser.parse_args()
+    with bench_postgres(args.admin_url) as admin_url:
+        run(args, admin_url)
 
+
+def run(args: argparse.Namespace, admin_url: str) -> None:
     agent_code = AGENT.format(delay=4, count=args.live_lines, interval=args.interval)
-    db_url = prepare_database(args.admin_url, args.db_name, agent_code)
+    db_url = prepare_database(admin_url, args.db_name, agent_code)
     engine = make_engine(db_url)
     big = big_run(engine, args.lines)
     port = free_port()

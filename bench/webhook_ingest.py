@@ -36,6 +36,10 @@ from codexk8s.db.migrations import upgrade_to_head
 from codexk8s.services import projects, repositories
 from codexk8s.web import routes
 
+# The benchmarks start their own PostgreSQL (tests/servers.py) unless --admin-url names one.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.servers import bench_postgres
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results" / "webhook_ingest.json"
@@ -487,7 +491,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--admin-url",
-        default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+        default=None,
         help="PostgreSQL URL on which the bench database may be dropped and created",
     )
     parser.add_argument("--db-name", default="codexk8s_bench")
@@ -497,8 +501,7 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def main() -> int:
-    args = parse_args()
+def run(args: argparse.Namespace, admin_url: str) -> int:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: `apt-get install wrk` (the load generator of this bench)")
     payload = labeled_payload()
@@ -506,7 +509,7 @@ def main() -> int:
     body = Body.around_nonce(payload)
 
     print(f"preparing database {args.db_name} (repository {full_name} in project {PROJECT_KEY})")
-    db_url = prepare_database(args.admin_url, args.db_name, full_name)
+    db_url = prepare_database(admin_url, args.db_name, full_name)
     if args.connections < 1 or args.threads < 1:
         sys.exit("--connections and --threads must be at least 1")
     # wrk refuses more threads than connections.
@@ -624,6 +627,12 @@ def main() -> int:
     )
     print(f"results written to {RESULTS.relative_to(ROOT)}")
     return 1 if problems else 0
+
+
+def main() -> int:
+    args = parse_args()
+    with bench_postgres(args.admin_url) as admin_url:
+        return run(args, admin_url)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
-import shutil
-import socket
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -27,6 +24,7 @@ from codexk8s.config import get_settings
 from codexk8s.crypto import get_secret_box
 from codexk8s.db import engine as db_engine
 from codexk8s.db.migrations import upgrade_to_head
+from tests.servers import ServerError, free_port, postgres_server, redis_server
 
 if TYPE_CHECKING:
     # tests.github_server imports this module; import it lazily at run time.
@@ -37,24 +35,6 @@ TEMPLATE_DB = "codexk8s_test_template"
 TEST_SECRET_KEY = "test-secret-key-0123456789"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _pg_bindir() -> Path:
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not candidates:
-        pytest.exit("PostgreSQL server binaries not found; run `make setup`", returncode=3)
-    return candidates[-1].parent
-
-
-def _as_postgres_user(argv: list[str]) -> list[str]:
-    # initdb and postgres refuse to run as root.
-    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
-
-
 @pytest.fixture(scope="session")
 def pg_admin_url() -> Iterator[str]:
     """A PostgreSQL server URL (database `postgres`) on which tests may create databases."""
@@ -62,41 +42,11 @@ def pg_admin_url() -> Iterator[str]:
     if configured:
         yield configured.replace("postgresql://", "postgresql+psycopg://", 1)
         return
-    bindir = _pg_bindir()
-    workdir = Path(tempfile.mkdtemp(prefix="codexk8s-pg-"))
-    datadir = workdir / "data"
-    port = free_port()
-    if os.geteuid() == 0:
-        shutil.chown(workdir, "postgres", "postgres")
-        workdir.chmod(0o700)
-    subprocess.run(
-        _as_postgres_user(
-            [str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "-A", "trust",
-             "--no-sync", "-E", "UTF8"]
-        ),
-        check=True, capture_output=True,
-    )  # fmt: skip
-    options = (
-        f"-h 127.0.0.1 -p {port} -k {workdir} "
-        "-c fsync=off -c full_page_writes=off -c max_connections=300"
-    )
-    subprocess.run(
-        _as_postgres_user(
-            [str(bindir / "pg_ctl"), "-D", str(datadir), "-o", options, "-l",
-             str(workdir / "log"), "-w", "-t", "60", "start"]
-        ),
-        check=True, capture_output=True,
-    )  # fmt: skip
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            _as_postgres_user(
-                [str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "stop"]
-            ),
-            check=False, capture_output=True,
-        )  # fmt: skip
-        shutil.rmtree(workdir, ignore_errors=True)
+        with postgres_server() as url:
+            yield url
+    except ServerError as exc:
+        pytest.exit(str(exc), returncode=3)
 
 
 @pytest.fixture(scope="session")
@@ -108,34 +58,11 @@ def redis_server_url() -> Iterator[str]:
     if configured:
         yield configured.rstrip("/")
         return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.exit("redis-server not found; run `make setup` (Debian package redis-server)", 3)
-    workdir = Path(tempfile.mkdtemp(prefix="codexk8s-redis-"))
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir),
-         "--save", "", "--appendonly", "no", "--protected-mode", "yes",
-         "--logfile", str(workdir / "log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            if process.poll() is not None or time.monotonic() > deadline:
-                log = (workdir / "log").read_text() if (workdir / "log").exists() else ""
-                raise RuntimeError(f"redis-server did not start on port {port}: {log[-2000:]}")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        shutil.rmtree(workdir, ignore_errors=True)
+        with redis_server() as url:
+            yield url
+    except ServerError as exc:
+        pytest.exit(str(exc), returncode=3)
 
 
 def _admin_execute(admin_url: str, *statements: str) -> None:

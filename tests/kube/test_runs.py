@@ -26,7 +26,6 @@ from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
-import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from sqlmodel import Session
@@ -39,6 +38,7 @@ from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.db.models import AgentRun
 from codexk8s.domain.feedback import IN_PROGRESS, SERVICE_MARKER
+from codexk8s.domain.runtime import WorkloadSpec
 from codexk8s.jobs.engine import EngineTimings, RunEngine
 from codexk8s.services import agents, projects, reconcile, repositories, run_control, run_logs
 from codexk8s.services.installation import installation_id
@@ -47,6 +47,7 @@ from tests.conftest import reset_caches
 from tests.github_server import FakeGitHub, running_github
 from tests.kube.cluster import NODE_NAMES, REPO, Cluster
 from tests.kube.engine_process import READY, make_engine, make_runtime
+from tests.kube.lane import configuration, deploy_control_plane_identity
 from tests.webhook_examples import example, with_labels
 
 pytestmark = pytest.mark.kube
@@ -78,76 +79,12 @@ async def until(what: str, check: Callable[[], T | None], limit: float = 60.0) -
 # -- the control plane's identity, as deploy/ ships it ------------------------------------------
 
 
-def deploy_rbac_documents() -> list[dict[str, Any]]:
-    found = []
-    for path in sorted((REPO / "deploy" / "rbac").glob("*.yaml")):
-        found += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
-    return found
-
-
 @pytest.fixture(scope="module")
 def control_plane_kubeconfig(
     kube_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """deploy/rbac applied as admin; a kubeconfig holding a token of its ServiceAccount."""
-    from kubernetes.utils import create_from_dict
-
-    admin = kube_cluster.admin_client()
-    core = client.CoreV1Api(admin)
-    namespace, account = CONTROL_PLANE
-    try:
-        core.create_namespace({"metadata": {"name": namespace}})
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-    for doc in deploy_rbac_documents():
-        try:
-            create_from_dict(admin, doc)
-        except Exception as exc:  # FailToCreateError wraps the ApiException
-            if "AlreadyExists" not in str(exc):
-                raise
-    token = core.create_namespaced_service_account_token(
-        account, namespace, {"spec": {"expirationSeconds": 4 * 3600}}
-    ).status.token
-    admin_config = yaml.safe_load(kube_cluster.kubeconfig.read_text())
-    cluster_entry = admin_config["clusters"][0]
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [cluster_entry],
-        "users": [{"name": account, "user": {"token": token}}],
-        "contexts": [
-            {"name": account, "context": {"cluster": cluster_entry["name"], "user": account}}
-        ],
-        "current-context": account,
-    }
-    path = tmp_path_factory.mktemp("control-plane") / "kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    # The admission policy is enforced only once the API server has loaded it.
-    eventually("the admission policy to refuse writes outside run namespaces",
-               lambda: _refused_outside(path), timeout=60)  # fmt: skip
-    return path
-
-
-def _refused_outside(kubeconfig: Path) -> bool:
-    api = client.ApiClient(_configuration(kubeconfig))
-    try:
-        client.CoreV1Api(api).create_namespace({"metadata": {"name": "not-a-run-namespace"}})
-    except ApiException as exc:
-        return exc.status in (403, 422) and "run namespaces" in (exc.body or "")
-    finally:
-        api.close()
-    client.CoreV1Api(api).delete_namespace("not-a-run-namespace")
-    return False
-
-
-def _configuration(kubeconfig: Path) -> client.Configuration:
-    from kubernetes import config as kube_config
-
-    configuration = client.Configuration()
-    kube_config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-    return configuration
+    return deploy_control_plane_identity(kube_cluster, tmp_path_factory.mktemp("control-plane"))
 
 
 # -- the engine ------------------------------------------------------------------------------------
@@ -396,7 +333,7 @@ async def test_cleanup_takes_the_namespace_through_terminating_to_gone(lane: Lan
 def test_the_control_plane_cannot_write_outside_run_namespaces(
     control_plane_kubeconfig: Path, namespace: str
 ) -> None:
-    api = client.ApiClient(_configuration(control_plane_kubeconfig))
+    api = client.ApiClient(configuration(control_plane_kubeconfig))
     job = {
         "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "escape"},
         "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
@@ -425,7 +362,7 @@ def test_the_control_plane_cannot_take_over_or_weaken_a_namespace(
     core_admin = client.CoreV1Api(kube_cluster.admin_client())
     squatted = f"codexk8s-run-squat-{uuid.uuid4().hex[:6]}"
     core_admin.create_namespace({"metadata": {"name": squatted}})  # someone else's, by name
-    api = client.ApiClient(_configuration(control_plane_kubeconfig))
+    api = client.ApiClient(configuration(control_plane_kubeconfig))
     core = client.CoreV1Api(api)
     try:
         with pytest.raises(ApiException) as refused:
@@ -717,3 +654,32 @@ def _calls() -> dict[tuple[str, str], float]:
             if sample.name.endswith("_total"):
                 found[(sample.labels["verb"], sample.labels["resource"])] = sample.value
     return found
+
+
+async def test_a_namespace_no_run_accounts_for_is_swept(lane: Lane) -> None:
+    """A launch whose handle was never stored (a crash right after it, a run this database does
+    not know) leaves a namespace only the label finds; it goes after CLEANUP_AFTER_HOURS."""
+    spec = WorkloadSpec(
+        run_id=9999, correlation_id="orphan", project_key="lane", lineage="lane/1/999/dev",
+        command=("codexk8s", "agent", "run"), secret_env={"CODEXK8S_RUN_TOKEN": "t"},
+    )  # fmt: skip
+    handle = await lane.runtime.launch(spec)
+    namespace = handle.namespace
+    assert namespace is not None
+    kept = await reconcile.sweep_leftovers(
+        engine=get_engine(), runtime=lane.runtime, older_than=timedelta(hours=1)
+    )
+    assert kept == []  # too young
+    (swept,) = await reconcile.sweep_leftovers(
+        engine=get_engine(), runtime=lane.runtime, older_than=timedelta(0)
+    )
+    assert swept.namespace == namespace
+
+    def gone() -> bool:
+        try:
+            lane.core.read_namespace(namespace)
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    await until(f"namespace {namespace} to disappear", gone, limit=120)
