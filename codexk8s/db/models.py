@@ -199,6 +199,11 @@ class AgentRun(SQLModel, table=True):
     agent_key: str = Field(max_length=16)
     stage: str = Field(max_length=32)
     is_revise: bool = Field(default=False)
+    # work (a branch and a pull request) or discussion (an answer on the issue, nothing pushed):
+    # domain.runs.RunMode.
+    mode: str = Field(
+        default="work", max_length=16, sa_column_kwargs={"server_default": sa.text("'work'")}
+    )
     trigger_label: str | None = Field(default=None, max_length=100)
     delivery_id: str | None = Field(default=None, max_length=100)
     status: str = Field(default="pending", max_length=16)
@@ -394,7 +399,40 @@ class GitHubFeedback(SQLModel, table=True):
     retry_after: datetime | None = _ts(nullable=True)
     attempts: int = Field(default=0)
     last_error: str | None = Field(default=None, sa_type=sa.Text)
+    # The newest notice about a delivery that started nothing (a refused sender, conflicting
+    # labels), shown in the service comment while no newer run exists; the newest flow event
+    # reported that way.
+    notice: str | None = Field(default=None, sa_type=sa.Text)
+    notice_at: datetime | None = _ts(nullable=True)
+    notice_event_id: int | None = Field(default=None, sa_type=sa.BigInteger)
     updated_at: datetime = _ts()
+
+
+class AgentSession(SQLModel, table=True):
+    """A Codex session a succeeded run left behind, so the next run of its lineage (a revise run,
+    the next turn of a discussion) can resume it instead of starting cold.
+
+    `data_ciphertext` is the session's rollout file, gzip-compressed, then encrypted with the
+    secret box (it holds the prompt and command output). Versions count along a lineage: a run
+    that resumed version N stores N + 1 with `parent_session_id` pointing at N.
+    """
+
+    __tablename__ = "agent_sessions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="agent_runs.id", ondelete="CASCADE", unique=True)
+    parent_session_id: int | None = Field(
+        default=None, foreign_key="agent_sessions.id", ondelete="SET NULL"
+    )
+    version: int = Field(default=1)
+    thread_id: str = Field(max_length=64)
+    # Where the file lives under CODEX_HOME (sessions/YYYY/MM/DD/rollout-...jsonl).
+    path: str = Field(max_length=300)
+    size_bytes: int = Field(sa_type=sa.BigInteger)
+    raw_size_bytes: int = Field(sa_type=sa.BigInteger)
+    sha256: str = Field(max_length=64)
+    data_ciphertext: bytes = Field(sa_type=sa.LargeBinary)
+    created_at: datetime = _ts()
 
 
 class GitHubRedelivery(SQLModel, table=True):
