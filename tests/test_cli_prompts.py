@@ -25,16 +25,16 @@ def templates() -> int:
 
 def test_migrate_seeds_the_templates_once_and_seed_repeats_safely() -> None:
     code, _, err = cli("migrate")
-    assert code == 0 and "loaded 29 default prompt templates" in err
-    assert templates() == 29
+    assert code == 0 and "loaded 30 default prompt templates" in err
+    assert templates() == 30
     code, _, err = cli("seed")
-    assert code == 0 and err == "" and templates() == 29
+    assert code == 0 and err == "" and templates() == 30
 
 
 def test_prompt_commands_edit_and_restore(tmp_path: Path) -> None:
     assert cli("seed")[0] == 0
     code, out, _ = cli("prompt", "list")
-    assert code == 0 and len(out.splitlines()) == 29
+    assert code == 0 and len(out.splitlines()) == 30
     assert out.splitlines()[0].split()[:3] == ["intake", "work", "v1"]
     code, original, _ = cli("prompt", "show", "dev", "work")
     assert code == 0 and original.startswith("# Stage `{{stage}}`")
@@ -61,4 +61,4 @@ def test_prompt_commands_edit_and_restore(tmp_path: Path) -> None:
     code, out, _ = cli("prompt", "restore", first_id)
     assert code == 0 and out == "dev/work: saved version 3\n"
     assert cli("prompt", "show", "dev", "work")[1] == original
-    assert templates() == 31
+    assert templates() == 32

@@ -9,6 +9,7 @@ an owner may grant or take away the owner and admin roles.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -100,3 +101,28 @@ def is_allowed(
 def can_see_project(principal: Principal | None, project_role: ProjectRole | None) -> bool:
     """Whether the project exists for this person at all (the API answers 404 otherwise)."""
     return is_allowed(principal, Action.VIEW_PROJECT, project_role)
+
+
+def normalize_login(login: str) -> str:
+    """A GitHub login as compared: GitHub treats logins case-insensitively (ASCII only)."""
+    return login.strip().lower()
+
+
+def sender_may_trigger(
+    *,
+    sender: str | None,
+    principal: Principal | None,
+    project_role: ProjectRole | None,
+    allowed_bots: Iterable[str] = (),
+) -> bool:
+    """May the GitHub user SENDER start runs on a project by labeling, commenting or reviewing?
+
+    Yes for a login on the project's allow-list of bots; otherwise only when the codexk8s user
+    linked to that login (PRINCIPAL, with PROJECT_ROLE on the project) may start runs there —
+    the same rule as a start from the dashboard or the API.
+    """
+    if not sender:
+        return False
+    if normalize_login(sender) in {normalize_login(bot) for bot in allowed_bots}:
+        return True
+    return is_allowed(principal, Action.START_RUN, project_role)

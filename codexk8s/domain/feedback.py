@@ -8,19 +8,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 
-from codexk8s.domain.labels import NEED_PREFIX, REVIEWER_NEED, RUN_PREFIX, STATE_PREFIX
-from codexk8s.domain.runs import RunStatus
+from codexk8s.domain.labels import (
+    DISCUSSION_LABEL,
+    NEED_PREFIX,
+    REVIEWER_NEED,
+    RUN_PREFIX,
+    STATE_PREFIX,
+)
+from codexk8s.domain.runs import RunMode, RunStatus
 from codexk8s.domain.stages import REVIEW_STAGE, Stage, parse_stage
 
-SERVICE_MARKER: Final[str] = "<!-- codexk8s:service-comment -->"
+# Every comment codexk8s writes carries a hidden marker starting with this, so ingest can tell
+# its own comments from people's (a discussion never answers itself).
+COMMENT_MARKER_PREFIX: Final[str] = "<!-- codexk8s:"
+SERVICE_MARKER: Final[str] = f"{COMMENT_MARKER_PREFIX}service-comment -->"
 IN_PROGRESS: Final[str] = f"{STATE_PREFIX}in-progress"
 IN_REVIEW: Final[str] = f"{STATE_PREFIX}in-review"
 STATE_LABELS: Final[tuple[str, ...]] = (IN_PROGRESS, IN_REVIEW)
 # Colours GitHub shows for the labels the reporter creates when a repository lacks them.
 LABEL_COLORS: Final[dict[str, str]] = {IN_PROGRESS: "fbca04", IN_REVIEW: "0e8a16"}
 MESSAGE_LIMIT = 500
+NOTICE_LIMIT = 1000
 
 # The stage a successful stage usually hands over to (DESIGN §5 flow order); stages missing here
 # end their line of work.
@@ -54,6 +65,10 @@ def learning_marker(run_id: int) -> str:
     return f"<!-- codexk8s:learning run={run_id} -->"
 
 
+def discussion_marker(run_id: int) -> str:
+    return f"<!-- codexk8s:discussion run={run_id} -->"
+
+
 @dataclass(frozen=True, slots=True)
 class RunView:
     """The parts of a run that GitHub readers see."""
@@ -71,10 +86,16 @@ class RunView:
     pr_url: str | None = None
     pr_number: int | None = None
     summary: str | None = None
+    mode: str = RunMode.WORK.value
+    created_at: datetime | None = None
 
     @property
     def has_pr(self) -> bool:
         return self.pr_url is not None
+
+    @property
+    def is_discussion(self) -> bool:
+        return self.mode == RunMode.DISCUSSION.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +125,9 @@ def next_step_labels(view: RunView) -> tuple[str, ...]:
     stage = parse_stage(view.stage)
     if status is not RunStatus.SUCCEEDED:
         return (view.trigger_label,) if view.trigger_label else ()
+    if view.is_discussion:
+        # The conversation goes on in comments; the work starts with a stage's run label.
+        return ()
     if view.stage == REVIEW_STAGE or stage is None:
         return ()
     revise = f"{RUN_PREFIX}{stage.value}:revise"
@@ -123,6 +147,16 @@ def _next_step_text(view: RunView, labels: Sequence[str]) -> str | None:
         return f"Remove and re-add `{labels[0]}` to try again."
     if view.stage == REVIEW_STAGE:
         return "Address the review: apply `run:<stage>:revise` on the pull request."
+    if view.is_discussion:
+        end = (
+            f"remove `{DISCUSSION_LABEL}` to end it"
+            if view.trigger_label == DISCUSSION_LABEL
+            else f"remove `{view.trigger_label}` to end it"
+        )
+        return (
+            f"Reply on this issue to continue the discussion, {end}, or apply a "
+            "`run:<stage>` label to start the work with this discussion as its context."
+        )
     if not labels:
         return None
     options = " or ".join(f"`{label}`" for label in labels)
@@ -134,9 +168,14 @@ def _one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def render_service_comment(view: RunView, earlier: Sequence[RunView] = ()) -> str:
-    """The service comment's Markdown; EARLIER are previous runs on the same issue, newest first."""
+def render_service_comment(
+    view: RunView, earlier: Sequence[RunView] = (), *, notice: str | None = None
+) -> str:
+    """The service comment's Markdown; EARLIER are previous runs on the same issue, newest first.
+    NOTICE (a delivery after the newest run that started nothing, and why) goes under the run."""
     stage = f"{view.stage} (revise)" if view.is_revise else view.stage
+    if view.is_discussion:
+        stage = f"{stage} (discussion)" if view.stage != "discussion" else stage
     status = view.status
     if view.status_reason:
         status = f"{status} ({view.status_reason})"
@@ -166,7 +205,38 @@ def render_service_comment(view: RunView, earlier: Sequence[RunView] = ()) -> st
     next_text = _next_step_text(view, next_step_labels(view))
     if next_text:
         lines += ["", f"**Next step:** {next_text}"]
+    if notice:
+        lines += ["", f"> ⚠️ {_one_line(notice, NOTICE_LIMIT)}"]
     if earlier:
         items = ", ".join(f"[#{r.run_id}]({r.run_url}) {r.stage} {r.status}" for r in earlier[:5])
         lines += ["", f"<sub>Earlier runs: {items}</sub>"]
     return "\n".join(lines) + "\n"
+
+
+def render_notice_comment(notice: str) -> str:
+    """The service comment of an issue on which no run was started yet, explaining why a
+    delivery started nothing."""
+    return (
+        "\n".join([SERVICE_MARKER, "### codexk8s", "", f"> ⚠️ {_one_line(notice, NOTICE_LIMIT)}"])
+        + "\n"
+    )
+
+
+def shows_notice(newest: RunView | None, notice_at: datetime | None) -> bool:
+    """A notice is shown while no run was created after it."""
+    if notice_at is None:
+        return False
+    return newest is None or newest.created_at is None or notice_at > newest.created_at
+
+
+def sender_refusal(sender: str | None, *, project_key: str, allowed_bots: Sequence[str]) -> str:
+    """Why a delivery from SENDER started nothing, and who may start runs (for the service
+    comment and the delivery's flow event). Members are not named; bots are the project's
+    own configuration."""
+    who = f"@{sender}" if sender else "This delivery's sender"
+    bots = f" and the bots allowed for it ({', '.join(f'`{b}`' for b in allowed_bots)})"
+    return (
+        f"{who} may not start runs here. Runs of project `{project_key}` are started only by "
+        "its members with write access (read_write or admin) whose GitHub login is linked to "
+        f"their codexk8s user{bots if allowed_bots else ''}. Ask a project admin to add you."
+    )

@@ -3,12 +3,13 @@
 Matching rules:
 - Leading and trailing whitespace is stripped; whitespace inside a label is kept, so `run: dev`
   names no stage and is reported as an unknown run label.
-- Prefixes (`run:`, `need:`, `state:`, `[ai-model-`, `[ai-reasoning-`), stage names, the
+- Prefixes (`run:`, `need:`, `state:`, `mode:`, `[ai-model-`, `[ai-reasoning-`), stage names, the
   `:revise` suffix and reasoning efforts match ASCII case-insensitively, as GitHub itself treats
-  label names case-insensitively. `need:` and `state:` values are lower-cased for the same reason.
+  label names case-insensitively. `need:`, `state:` and `mode:` values are lower-cased for the
+  same reason.
 - A model name keeps its case, because model identifiers at some providers are case-sensitive.
-- A prefix with nothing after it (`need:`, `state:`) is an ordinary label, except `run:` which is
-  reported as an unknown run label so the user learns the valid stages.
+- A prefix with nothing after it (`need:`, `state:`, `mode:`) is an ordinary label, except
+  `run:` which is reported as an unknown run label so the user learns the valid stages.
 - Each parsed label has a `canonical` spelling; services store and compare that spelling so that
   adding `RUN:DEV` and later removing `run:dev` refer to the same trigger.
 """
@@ -25,6 +26,9 @@ from codexk8s.domain.stages import Stage, parse_stage
 RUN_PREFIX: Final[str] = "run:"
 NEED_PREFIX: Final[str] = "need:"
 STATE_PREFIX: Final[str] = "state:"
+MODE_PREFIX: Final[str] = "mode:"
+DISCUSSION_MODE: Final[str] = "discussion"
+DISCUSSION_LABEL: Final[str] = f"{MODE_PREFIX}{DISCUSSION_MODE}"
 MODEL_PREFIX: Final[str] = "[ai-model-"
 REASONING_PREFIX: Final[str] = "[ai-reasoning-"
 MODIFIER_SUFFIX: Final[str] = "]"
@@ -89,6 +93,22 @@ class StateLabel:
 
 
 @dataclass(frozen=True, slots=True)
+class ModeLabel:
+    """`mode:<value>`; only `mode:discussion` means something (the agent answers on the issue
+    instead of opening a pull request)."""
+
+    mode: str
+
+    @property
+    def canonical(self) -> str:
+        return f"{MODE_PREFIX}{self.mode}"
+
+    @property
+    def is_discussion(self) -> bool:
+        return self.mode == DISCUSSION_MODE
+
+
+@dataclass(frozen=True, slots=True)
 class ModelLabel:
     """`[ai-model-<name>]`, choosing the model for runs on the issue or PR."""
 
@@ -138,6 +158,7 @@ Label: TypeAlias = (
     | UnknownRunLabel
     | NeedLabel
     | StateLabel
+    | ModeLabel
     | ModelLabel
     | ReasoningLabel
     | InvalidModifierLabel
@@ -158,10 +179,16 @@ class LabelSet:
     reasoning_labels: tuple[ReasoningLabel, ...] = ()
     need_labels: tuple[NeedLabel, ...] = ()
     state_labels: tuple[StateLabel, ...] = ()
+    mode_labels: tuple[ModeLabel, ...] = ()
     invalid: tuple[tuple[str, str], ...] = ()
     others: tuple[OtherLabel, ...] = ()
     unknown_run_labels: tuple[UnknownRunLabel, ...] = ()
     invalid_modifiers: tuple[InvalidModifierLabel, ...] = ()
+
+    @property
+    def has_discussion(self) -> bool:
+        """Whether `mode:discussion` is among the labels."""
+        return any(label.is_discussion for label in self.mode_labels)
 
 
 def _strip_prefix(text: str, prefix: str) -> str | None:
@@ -236,6 +263,9 @@ def parse_label(name: str) -> Label:
     rest = _strip_prefix(text, STATE_PREFIX)
     if rest:
         return StateLabel(state=_lower_ascii(rest))
+    rest = _strip_prefix(text, MODE_PREFIX)
+    if rest:
+        return ModeLabel(mode=_lower_ascii(rest))
     rest = _strip_prefix(text, MODEL_PREFIX)
     if rest is not None:
         return _parse_modifier(text, rest, is_model=True)
@@ -260,6 +290,7 @@ def classify_labels(names: Iterable[str]) -> LabelSet:
     efforts: list[ReasoningLabel] = []
     needs: list[NeedLabel] = []
     states: list[StateLabel] = []
+    modes: list[ModeLabel] = []
     invalid: list[tuple[str, str]] = []
     others: list[OtherLabel] = []
     unknown_runs: list[UnknownRunLabel] = []
@@ -281,6 +312,8 @@ def classify_labels(names: Iterable[str]) -> LabelSet:
                 needs.append(label)
             case StateLabel():
                 states.append(label)
+            case ModeLabel():
+                modes.append(label)
             case UnknownRunLabel():
                 unknown_runs.append(label)
                 invalid.append((label.name, describe_unknown_run_label(label)))
@@ -295,6 +328,7 @@ def classify_labels(names: Iterable[str]) -> LabelSet:
         reasoning_labels=tuple(efforts),
         need_labels=tuple(needs),
         state_labels=tuple(states),
+        mode_labels=tuple(modes),
         invalid=tuple(invalid),
         others=tuple(others),
         unknown_run_labels=tuple(unknown_runs),

@@ -40,6 +40,14 @@ def can_transition(current: RunStatus, target: RunStatus) -> bool:
     return target in ALLOWED_TRANSITIONS[current]
 
 
+class RunMode(StrEnum):
+    """What a run produces: WORK pushes a branch and opens or updates a pull request (reviewer
+    runs post a review); DISCUSSION answers on the issue with one comment and pushes nothing."""
+
+    WORK = "work"
+    DISCUSSION = "discussion"
+
+
 class ActorType(StrEnum):
     HUMAN = "human"
     AGENT = "agent"

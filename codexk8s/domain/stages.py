@@ -44,6 +44,10 @@ class AgentRole(StrEnum):
 # not a Stage member: making it one would let `run:review` labels start reviews and would put a
 # fake stage in every list of stages. Runs store their stage as text, and this is that text.
 REVIEW_STAGE: Final[str] = "review"
+# A discussion started by the `mode:discussion` label (not by a stage's run label) is likewise
+# no stage of the flow: the product manager answers it, before anyone has chosen a stage.
+DISCUSSION_STAGE: Final[str] = "discussion"
+DISCUSSION_ROLE: Final[AgentRole] = AgentRole.PM
 
 STAGE_ROLES: Final[Mapping[Stage, AgentRole]] = MappingProxyType(
     {

@@ -19,18 +19,38 @@ Decisions where the design is silent:
   `invalid_modifier_label`; it becomes a CONFLICT when a run is started while it is present.
 - Trigger labels are reported in canonical spelling (labels.py), so a run started by `RUN:DEV`
   is found again when `run:dev` is removed.
+
+Discussion (issue #19), decided here from the payload alone:
+- Adding `mode:discussion` to an issue or PR without `run:*` labels starts a discussion turn of
+  the pseudo-stage `discussion` (the product manager answers). With a `run:*` label present the
+  real work has started: the label is recorded (`discussion_over`) and starts nothing.
+- A new comment on an issue or PR that carries `mode:discussion` and no `run:*` label starts the
+  next turn. A comment on one whose only run label is `run:<stage>` starts a turn *tentatively*:
+  only a project that made <stage> a discussion stage (`apply_project_policy`) keeps it, every
+  other project records the comment. Comments codexk8s wrote itself (they carry
+  `<!-- codexk8s:`) never start anything, so the agent cannot answer itself.
+- Removing `mode:discussion` cancels a turn that is still pending, as for run labels.
+- Discussion turns ignore the model and reasoning labels on the issue: those choose the model of
+  the work; a discussion uses the project's discussion model and effort.
+
+Who may trigger (the sender) is not decided here: that needs the database (`sender_may_trigger`
+in domain/authorization.py is the rule, webhook ingest asks it after its one lookup).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
+from codexk8s.domain.feedback import COMMENT_MARKER_PREFIX
 from codexk8s.domain.labels import (
+    DISCUSSION_LABEL,
     InvalidModifierLabel,
     LabelSet,
+    ModeLabel,
     ModelLabel,
     NeedLabel,
     ReasoningLabel,
@@ -41,7 +61,15 @@ from codexk8s.domain.labels import (
     describe_unknown_run_label,
     parse_label,
 )
-from codexk8s.domain.stages import REVIEW_STAGE, STAGE_ROLES, AgentRole, Stage
+from codexk8s.domain.runs import RunMode
+from codexk8s.domain.stages import (
+    DISCUSSION_ROLE,
+    DISCUSSION_STAGE,
+    REVIEW_STAGE,
+    STAGE_ROLES,
+    AgentRole,
+    Stage,
+)
 
 EVENT_ISSUES: Final[str] = "issues"
 EVENT_PULL_REQUEST: Final[str] = "pull_request"
@@ -88,6 +116,11 @@ class Reason(StrEnum):
     UNSUPPORTED_ACTION = "unsupported_action"
     MISSING_LABEL = "missing_label"
     MISSING_NUMBER = "missing_number"
+    DISCUSSION_STARTED = "discussion_started"
+    DISCUSSION_CONTINUED = "discussion_continued"
+    DISCUSSION_OVER = "discussion_over"
+    OWN_COMMENT = "own_comment"
+    SENDER_NOT_ALLOWED = "sender_not_allowed"
 
 
 class PayloadError(ValueError):
@@ -105,11 +138,20 @@ class TriggerInput:
     number: int | None = None
     is_pull_request: bool = False
     review_state: str | None = None
+    # The GitHub login whose action sent the delivery (who labeled, commented or reviewed).
+    sender: str | None = None
+    # An issue_comment written by codexk8s itself (its body carries a codexk8s marker).
+    is_own_comment: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class RunSpec:
-    """A run to create; `stage` is a Stage value or REVIEW_STAGE for a reviewer run."""
+    """A run to create; `stage` is a Stage value, REVIEW_STAGE for a reviewer run or
+    DISCUSSION_STAGE for a discussion started by `mode:discussion`.
+
+    `mode` is a RunMode value. `is_tentative`: a comment's turn of a stage's discussion, which
+    stands only if the project made that stage a discussion stage (`apply_project_policy`).
+    """
 
     stage: str
     role: AgentRole
@@ -119,6 +161,20 @@ class RunSpec:
     reasoning_effort: str | None
     number: int
     is_pull_request: bool
+    mode: str = RunMode.WORK.value
+    is_tentative: bool = False
+
+    @property
+    def is_discussion(self) -> bool:
+        return self.mode == RunMode.DISCUSSION.value
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectPolicy:
+    """What a project decides about triggers: stages whose run label starts a discussion
+    instead of work (their comments continue it)."""
+
+    discussion_stages: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +281,8 @@ def _start(
     modifiers: _Modifiers,
     is_pull_request: bool,
     reason: Reason,
+    mode: RunMode = RunMode.WORK,
+    is_tentative: bool = False,
 ) -> TriggerDecision:
     number = _valid_number(inp.number)
     if number is None:
@@ -238,6 +296,8 @@ def _start(
         reasoning_effort=modifiers.reasoning_effort,
         number=number,
         is_pull_request=is_pull_request,
+        mode=mode.value,
+        is_tentative=is_tentative,
     )
     return TriggerDecision(kind=DecisionKind.START_RUN, reason=reason, run=run, label=trigger_label)
 
@@ -311,7 +371,9 @@ def _on_labeled(inp: TriggerInput, *, on_pull_request: bool) -> TriggerDecision:
             return _ignored(Reason.UNKNOWN_STAGE, describe_unknown_run_label(label), canonical)
         case NeedLabel() if on_pull_request and label.is_reviewer:
             return _on_reviewer_label(inp, label)
-        case NeedLabel() | StateLabel():
+        case ModeLabel() if label.is_discussion:
+            return _on_discussion_label(inp, on_pull_request=on_pull_request)
+        case NeedLabel() | StateLabel() | ModeLabel():
             return _record(Reason.COORDINATION_LABEL, label=canonical)
         case ModelLabel() | ReasoningLabel():
             return _record(Reason.MODIFIER_LABEL, label=canonical)
@@ -322,12 +384,97 @@ def _on_labeled(inp: TriggerInput, *, on_pull_request: bool) -> TriggerDecision:
             return _record(Reason.NOT_A_TRIGGER, label=canonical)
 
 
+_NO_MODIFIERS = _Modifiers(model=None, reasoning_effort=None)
+
+
+def _discussion_turn(
+    inp: TriggerInput, *, is_pull_request: bool, reason: Reason
+) -> TriggerDecision:
+    return _start(
+        inp=inp,
+        stage=DISCUSSION_STAGE,
+        role=DISCUSSION_ROLE,
+        is_revise=False,
+        trigger_label=DISCUSSION_LABEL,
+        modifiers=_NO_MODIFIERS,
+        is_pull_request=is_pull_request,
+        reason=reason,
+        mode=RunMode.DISCUSSION,
+    )
+
+
+def _on_discussion_label(inp: TriggerInput, *, on_pull_request: bool) -> TriggerDecision:
+    labels = _current_labels(inp, DISCUSSION_LABEL)
+    if labels.run_labels:
+        message = (
+            f"{DISCUSSION_LABEL} starts nothing while a run label is set "
+            f"({_names(labels.run_labels)}): the work has started. Remove the run labels to "
+            "discuss first."
+        )
+        return _record(Reason.DISCUSSION_OVER, message, DISCUSSION_LABEL)
+    is_pull_request = True if on_pull_request else inp.is_pull_request is True
+    return _discussion_turn(inp, is_pull_request=is_pull_request, reason=Reason.DISCUSSION_STARTED)
+
+
+def _on_comment(inp: TriggerInput) -> TriggerDecision:
+    if inp.is_own_comment:
+        return _record(Reason.OWN_COMMENT)
+    labels = _current_labels(inp, None)
+    is_pull_request = inp.is_pull_request is True
+    if labels.has_discussion and not labels.run_labels:
+        return _discussion_turn(
+            inp, is_pull_request=is_pull_request, reason=Reason.DISCUSSION_CONTINUED
+        )
+    if len(labels.run_labels) == 1 and not labels.run_labels[0].is_revise:
+        (run_label,) = labels.run_labels
+        return _start(
+            inp=inp,
+            stage=run_label.stage,
+            role=STAGE_ROLES[run_label.stage],
+            is_revise=False,
+            trigger_label=run_label.canonical,
+            modifiers=_NO_MODIFIERS,
+            is_pull_request=is_pull_request,
+            reason=Reason.DISCUSSION_CONTINUED,
+            mode=RunMode.DISCUSSION,
+            is_tentative=True,
+        )
+    return _record(Reason.COMMENT_RECORDED)
+
+
+def apply_project_policy(decision: TriggerDecision, policy: ProjectPolicy) -> TriggerDecision:
+    """DECISION once the project is known: a tentative discussion turn stands only for a
+    discussion stage (else the comment is just recorded), and a run label of a discussion stage
+    starts a discussion turn instead of work. Pure, like `decide`."""
+    spec = decision.run
+    if decision.kind is not DecisionKind.START_RUN or spec is None:
+        return decision
+    is_discussion_stage = spec.stage in policy.discussion_stages
+    if spec.is_tentative:
+        if not is_discussion_stage:
+            return _record(Reason.COMMENT_RECORDED)
+        return TriggerDecision(
+            kind=decision.kind, reason=decision.reason,
+            run=dataclasses.replace(spec, is_tentative=False), label=decision.label,
+        )  # fmt: skip
+    if is_discussion_stage and not spec.is_discussion and not spec.is_revise:
+        run = dataclasses.replace(
+            spec, mode=RunMode.DISCUSSION.value, model=None, reasoning_effort=None
+        )
+        return TriggerDecision(
+            kind=decision.kind, reason=Reason.DISCUSSION_STARTED, run=run, label=decision.label
+        )
+    return decision
+
+
 def _on_unlabeled(inp: TriggerInput, *, on_pull_request: bool) -> TriggerDecision:
     if not isinstance(inp.changed_label, str) or not inp.changed_label.strip():
         return _ignored(Reason.MISSING_LABEL)
     label = parse_label(inp.changed_label)
-    cancels = isinstance(label, RunLabel) or (
-        on_pull_request and isinstance(label, NeedLabel) and label.is_reviewer
+    cancels = (
+        isinstance(label, RunLabel)
+        or (on_pull_request and isinstance(label, NeedLabel) and label.is_reviewer)
+        or (isinstance(label, ModeLabel) and label.is_discussion)
     )
     if not cancels:
         return _record(Reason.NOT_A_TRIGGER, label=label.canonical)
@@ -400,7 +547,7 @@ def decide(inp: TriggerInput) -> TriggerDecision:
             return _on_review(inp)
     elif event == EVENT_ISSUE_COMMENT:
         if action == "created":
-            return _record(Reason.COMMENT_RECORDED)
+            return _on_comment(inp)
     else:
         return _ignored(Reason.UNSUPPORTED_EVENT)
     return _ignored(Reason.UNSUPPORTED_ACTION)
@@ -458,6 +605,7 @@ def trigger_input_from_payload(event: str, payload: Mapping[str, Any]) -> Trigge
         is_pull_request = _get(issue, "pull_request") is not None
     else:
         is_pull_request = subject is not None
+    comment_body = _text(_get(_get(payload, "comment"), "body")) or ""
     return TriggerInput(
         event=event_name,
         action=_text(_get(payload, "action")),
@@ -466,4 +614,8 @@ def trigger_input_from_payload(event: str, payload: Mapping[str, Any]) -> Trigge
         number=number,
         is_pull_request=is_pull_request,
         review_state=_text(_get(_get(payload, "review"), "state")),
+        sender=_text(_get(_get(payload, "sender"), "login")) or None,
+        is_own_comment=(
+            event_name == EVENT_ISSUE_COMMENT and COMMENT_MARKER_PREFIX in comment_body
+        ),
     )

@@ -9,7 +9,7 @@ the issue's recorded comments): the agent runner never needs GitHub to build its
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -20,7 +20,10 @@ from sqlmodel import Session, col, select
 from codexk8s.db.models import AgentRun, PromptTemplate, Repository, User, WebhookDelivery
 from codexk8s.domain import prompts
 from codexk8s.domain.authorization import Action, Principal, is_allowed
-from codexk8s.domain.prompts import Comment, PromptContext, TemplateError
+from codexk8s.domain.feedback import COMMENT_MARKER_PREFIX
+from codexk8s.domain.prompts import Comment, DiscussionEntry, PromptContext, TemplateError
+from codexk8s.domain.runs import RunMode, RunStatus
+from codexk8s.domain.stages import DISCUSSION_STAGE
 from codexk8s.errors import ConflictError, ForbiddenError, InvalidArgumentError, NotFoundError
 from codexk8s.services.audit import record_event
 
@@ -289,11 +292,24 @@ def _login(item: dict[str, Any]) -> str:
     return _text(_dict(item.get("user")).get("login")) or "unknown"
 
 
+@dataclass(frozen=True, slots=True)
+class _TimedComment:
+    at: datetime
+    comment: Comment
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands timestamps back without their zone; they were stored in UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def _recorded_comments(
     session: Session, run: AgentRun, repository_name: str | None
-) -> list[Comment]:
-    """The latest comments on the run's issue from recorded issue_comment deliveries, oldest
-    first; later `edited` and `deleted` deliveries of a comment are applied."""
+) -> list[_TimedComment]:
+    """The comments people wrote on the run's issue, from recorded issue_comment deliveries,
+    oldest first, each with when it was first received; later `edited` and `deleted`
+    deliveries of a comment are applied. Comments codexk8s wrote itself (service comments,
+    discussion answers, reviews) are left out: they carry its marker."""
     if run.issue_number is None:
         return []
     where = [
@@ -312,19 +328,61 @@ def _recorded_comments(
         .order_by(col(WebhookDelivery.received_at).desc(), col(WebhookDelivery.id).desc())
         .limit(_COMMENT_DELIVERIES_SCANNED)
     ).all()
-    comments: dict[object, Comment] = {}
+    comments: dict[object, _TimedComment] = {}
     for delivery in reversed(deliveries):
         comment = _dict(delivery.payload.get("comment"))
         key = comment.get("id", delivery.id)
-        if delivery.action == "deleted":
+        body = _text(comment.get("body"))
+        if delivery.action == "deleted" or COMMENT_MARKER_PREFIX in body:
             comments.pop(key, None)
         elif delivery.action in ("created", "edited"):
-            comments[key] = Comment(author=_login(comment), body=_text(comment.get("body")))
-    return list(comments.values())[-prompts.MAX_COMMENTS :]
+            first = comments[key].at if key in comments else _aware(delivery.received_at)
+            comments[key] = _TimedComment(first, Comment(author=_login(comment), body=body))
+    return list(comments.values())
 
 
-def build_context(*, session: Session, run: AgentRun) -> PromptContext:
-    """The prompt context of RUN from what is stored: the run, its delivery, recorded comments.
+def _discussion_answers(session: Session, run: AgentRun) -> list[tuple[datetime, str, str]]:
+    """(when, agent, answer) of the discussion turns on RUN's issue that answered, oldest
+    first (RUN itself excluded)."""
+    if run.repository_id is None or run.issue_number is None:
+        return []
+    rows = session.exec(
+        select(AgentRun.finished_at, AgentRun.created_at, AgentRun.agent_key, AgentRun.summary)
+        .where(
+            AgentRun.repository_id == run.repository_id,
+            AgentRun.issue_number == run.issue_number,
+            AgentRun.mode == RunMode.DISCUSSION.value,
+            AgentRun.status == RunStatus.SUCCEEDED.value,
+            AgentRun.id != run.id,
+            col(AgentRun.summary).is_not(None),
+        )
+        .order_by(col(AgentRun.id))
+    ).all()
+    return [
+        (_aware(finished or created), agent, summary or "")
+        for finished, created, agent, summary in rows
+    ]
+
+
+def _discussion(
+    run: AgentRun, comments: list[_TimedComment], answers: list[tuple[datetime, str, str]]
+) -> tuple[DiscussionEntry, ...]:
+    """The transcript a run gets: for a discussion turn, the people's comments and the earlier
+    answers; for a work run, the same once the issue had a discussion (else nothing)."""
+    if run.mode != RunMode.DISCUSSION.value and not answers:
+        return ()
+    merged = [(c.at, 0, DiscussionEntry(c.comment.author, c.comment.body)) for c in comments]
+    merged += [(at, 1, DiscussionEntry(agent, body, is_agent=True)) for at, agent, body in answers]
+    merged.sort(key=lambda item: (item[0], item[1]))
+    return tuple(entry for _, _, entry in merged)
+
+
+def build_context(
+    *, session: Session, run: AgentRun, project_docs: str = "", since: datetime | None = None
+) -> tuple[PromptContext, list[Comment]]:
+    """The prompt context of RUN from what is stored: the run, its delivery, recorded comments,
+    the issue's discussion; and the comments (and review) received after SINCE, for a run that
+    resumes an earlier session. PROJECT_DOCS is what `{{project_docs}}` becomes.
 
     A run started without a webhook (API, CLI, rerun of such a run) has only its stored title.
     """
@@ -343,15 +401,17 @@ def build_context(*, session: Session, run: AgentRun) -> PromptContext:
         if repository is not None
         else _text(_dict(payload.get("repository")).get("full_name")) or None
     )
-    comments = _recorded_comments(session, run, repository_name)
+    timed = _recorded_comments(session, run, repository_name)
+    comments = [item.comment for item in timed][-prompts.MAX_COMMENTS :]
+    new = [item.comment for item in timed if since is not None and item.at > _aware(since)]
     review = _dict(payload.get("review"))
     if delivery is not None and delivery.event == "pull_request_review" and review.get("body"):
         # The review that asked for changes is what a revise run answers; it is the newest word.
-        comments = [
-            *comments,
-            Comment(author=_login(review), body="(review: changes requested)\n" + review["body"]),
-        ][-prompts.MAX_COMMENTS :]
-    return PromptContext(
+        asked = Comment(_login(review), "(review: changes requested)\n" + review["body"])
+        comments = [*comments, asked][-prompts.MAX_COMMENTS :]
+        new.append(asked)
+    answers = _discussion_answers(session, run)
+    context = PromptContext(
         repository=repository_name or "(repository removed)",
         issue_number=run.issue_number,
         issue_title=_text(item.get("title")) or run.issue_title or "(no title)",
@@ -362,9 +422,13 @@ def build_context(*, session: Session, run: AgentRun) -> PromptContext:
         stage_goal=prompts.stage_goal(run.stage),
         is_revise=run.is_revise,
         pr_number=run.pr_number,
-        learning_mode=run.learning_mode,
+        learning_mode=run.learning_mode and run.mode != RunMode.DISCUSSION.value,
         platform_rules=prompts.platform_rules(run.issue_number),
+        discussion=_discussion(run, timed, answers),
+        is_discussion=run.mode == RunMode.DISCUSSION.value,
+        project_docs=project_docs,
     )
+    return context, new[-prompts.MAX_COMMENTS :]
 
 
 def template_for_run(
@@ -384,19 +448,41 @@ def template_for_run(
     )
 
 
-def render_run_prompt(*, session: Session, run_id: int) -> str:
-    """The rendered prompt of run RUN_ID (the agent runner's brief calls this)."""
+@dataclass(frozen=True, slots=True)
+class RunPrompts:
+    """A run's prompt, and the shorter one it sends instead when it resumes an earlier session
+    (only asked for with `since`)."""
+
+    prompt: str
+    continuation: str | None = None
+
+
+def render_run_prompts(
+    *, session: Session, run_id: int, project_docs: str = "", since: datetime | None = None
+) -> RunPrompts:
+    """The prompts of run RUN_ID (the agent runner's brief calls this). A discussion turn uses
+    the `discussion` template whatever stage it discusses. SINCE (when the resumed session
+    started) also renders the continuation: what was written after it."""
     run = session.get(AgentRun, run_id)
     if run is None:
         raise NotFoundError(f"no run with id {run_id}")
-    if run.stage not in prompts.SCOPES:
+    scope = DISCUSSION_STAGE if run.mode == RunMode.DISCUSSION.value else run.stage
+    if scope not in prompts.SCOPES:
         raise InvalidArgumentError(f"run {run_id} has an unknown stage {run.stage!r}")
+    is_revise = run.is_revise and scope != DISCUSSION_STAGE
     try:
-        body = template_for_run(session=session, stage=run.stage, is_revise=run.is_revise).body
+        body = template_for_run(session=session, stage=scope, is_revise=is_revise).body
     except NotFoundError:
         # A database nobody seeded yet (`migrate` and `serve` seed it) still gets the shipped text.
-        body = _shipped_body(stage=run.stage, is_revise=run.is_revise)
-    return prompts.render(body, build_context(session=session, run=run))
+        body = _shipped_body(stage=scope, is_revise=is_revise)
+    context, new = build_context(session=session, run=run, project_docs=project_docs, since=since)
+    continuation = prompts.render_continuation(context, new) if since is not None else None
+    return RunPrompts(prompt=prompts.render(body, context), continuation=continuation)
+
+
+def render_run_prompt(*, session: Session, run_id: int, project_docs: str = "") -> str:
+    """The rendered prompt of run RUN_ID."""
+    return render_run_prompts(session=session, run_id=run_id, project_docs=project_docs).prompt
 
 
 def _shipped_body(*, stage: str, is_revise: bool) -> str:

@@ -22,7 +22,7 @@ from codexk8s.db.models import AgentRun, FlowEvent, PromptTemplate, Repository, 
 from codexk8s.domain import prompts
 from codexk8s.domain.access import PlatformRole
 from codexk8s.domain.authorization import Principal
-from codexk8s.domain.stages import REVIEW_STAGE, Stage
+from codexk8s.domain.stages import DISCUSSION_STAGE, REVIEW_STAGE, Stage
 from codexk8s.errors import ConflictError, ForbiddenError, InvalidArgumentError, NotFoundError
 from codexk8s.services import projects, prompt_templates, repositories, users
 from codexk8s.services.webhook_ingest import WebhookRequest, ingest_github_delivery
@@ -73,20 +73,24 @@ def prompt_events() -> list[FlowEvent]:
 def test_every_stage_ships_a_work_and_a_revise_template() -> None:
     shipped = {(t.scope, t.kind, t.locale) for t in prompt_templates.shipped_templates()}
     expected = {(s.value, k, "en") for s in Stage for k in prompts.KINDS}
-    assert shipped == expected | {(REVIEW_STAGE, "work", "en")}
+    assert shipped == expected | {(REVIEW_STAGE, "work", "en"), (DISCUSSION_STAGE, "work", "en")}
     for template in prompt_templates.shipped_templates():
         prompts.validate_template(template.body)
         used = set(prompts.placeholders_in(template.body))
-        assert {"issue_title", "issue_body", "comments", "platform_rules", "stage_goal"} <= used
+        assert {"issue_title", "issue_body", "stage_goal", "discussion", "project_docs"} <= used
+        if template.scope != DISCUSSION_STAGE:
+            # A discussion's transcript holds the comments; it pushes nothing, so the platform
+            # rules (about the work branch) are its own.
+            assert {"comments", "platform_rules"} <= used
 
 
 def test_seed_inserts_version_one_once(app_db: str) -> None:
     with session_scope() as session:
-        assert prompt_templates.seed_defaults(session=session) == 29
+        assert prompt_templates.seed_defaults(session=session) == 30
     with session_scope() as session:
         assert prompt_templates.seed_defaults(session=session) == 0
-    assert template_rows() == 29
-    assert [e.payload for e in prompt_events()] == [{"inserted": 29}]
+    assert template_rows() == 30
+    assert [e.payload for e in prompt_events()] == [{"inserted": 30}]
     with Session(get_engine()) as session:
         dev = prompt_templates.current(session=session, scope="dev", kind="work")
     assert dev is not None and dev.version == 1 and dev.author == "codexk8s seed"
@@ -112,7 +116,7 @@ def test_seed_fills_in_only_what_is_missing(seeded: int) -> None:
         )
     with session_scope() as session:
         assert prompt_templates.seed_defaults(session=session) == 2
-    assert template_rows() == 29
+    assert template_rows() == 30
 
 
 # --- versions -------------------------------------------------------------------------------------
@@ -154,7 +158,7 @@ def test_non_admins_may_not_save_or_restore(seeded: int) -> None:
             )
         with pytest.raises(ForbiddenError), session_scope() as session:
             prompt_templates.restore(session=session, actor=actor, template_id=first.id)
-    assert template_rows() == 29 and len(prompt_events()) == 1
+    assert template_rows() == 30 and len(prompt_events()) == 1
 
 
 @pytest.mark.parametrize(
@@ -175,7 +179,7 @@ def test_bad_saves_change_nothing(
     arguments.update(changes)
     with pytest.raises(error, match=message), session_scope() as session:
         prompt_templates.save_version(session=session, actor=admin, **arguments)
-    assert template_rows() == 29 and len(prompt_events()) == 1
+    assert template_rows() == 30 and len(prompt_events()) == 1
 
 
 def test_saving_the_same_text_again_is_refused(admin: Principal) -> None:
@@ -246,7 +250,7 @@ def test_concurrent_seeds_insert_each_template_once(app_db: str) -> None:
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         inserted = [future.result() for future in [pool.submit(seed) for _ in range(3)]]
-    assert sum(inserted) == 29 and template_rows() == 29
+    assert sum(inserted) == 30 and template_rows() == 30
 
 
 def test_seed_and_render_on_the_embedded_sqlite_database(tmp_path: Path) -> None:
@@ -255,7 +259,7 @@ def test_seed_and_render_on_the_embedded_sqlite_database(tmp_path: Path) -> None
     engine = make_engine(url)
     try:
         with session_scope(engine) as session:
-            assert prompt_templates.seed_defaults(session=session) == 29
+            assert prompt_templates.seed_defaults(session=session) == 30
             assert prompt_templates.seed_defaults(session=session) == 0
             project = projects.create_project(session=session, key="lite")
             repository = repositories.add_repository(
@@ -443,10 +447,12 @@ def test_every_stage_renders_for_a_run_without_a_delivery(
         out = render(insert_run(repo.id, scope, is_revise=is_revise))
         assert "Started from the CLI" in out and "`codertocat/hello-world`" in out
         assert prompts.STAGE_GOALS[scope] in out
-        assert "(empty)" in out and "(no comments)" in out
-        # Revise runs use the revise template; the reviewer has none and uses its work template.
+        # A discussion's comments are its transcript (empty here): no "Recent comments".
+        assert "(empty)" in out and ("(no comments)" in out) == (scope != DISCUSSION_STAGE)
+        # Revise runs use the revise template; the reviewer and discussions have none and use
+        # their work template.
         revise_heading = out.startswith("# Revise stage")
-        assert revise_heading == (is_revise and scope != REVIEW_STAGE)
+        assert revise_heading == (is_revise and scope not in (REVIEW_STAGE, DISCUSSION_STAGE))
 
 
 def test_a_run_prompt_follows_the_newest_version(repo: Repository, admin: Principal) -> None:
