@@ -19,7 +19,8 @@ EXPECTED_TABLES = {
     "users", "projects", "project_members", "repositories", "agents", "prompt_templates",
     "webhook_deliveries", "agent_runs", "slots", "flow_events", "run_logs", "learning_feedback",
     "api_tokens", "sessions", "signin_links", "github_feedback", "github_redeliveries",
-    "installation", "run_log_chunks", "run_model_responses", "webhook_body_hashes", "agent_sessions",
+    "installation", "run_log_chunks", "run_model_responses", "webhook_body_hashes",
+    "agent_sessions",
 }  # fmt: skip
 
 
