@@ -263,13 +263,45 @@ def user_add(
     email: str,
     role: Annotated[str, typer.Option(help="owner, admin or user.")] = "user",
     name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+    github_login: Annotated[
+        str | None,
+        typer.Option(help="Their GitHub login, so their labels and comments start runs."),
+    ] = None,
 ) -> None:
     """Allow EMAIL to sign in with GitHub."""
     from codexk8s.services import users
 
     with transaction() as session:
-        user = users.add_user(session=session, email=email, role=role, name=name)
-    typer.echo(f"added user {user.email} ({user.role})")
+        user = users.add_user(
+            session=session, email=email, role=role, name=name, github_login=github_login
+        )
+    linked = f", GitHub {user.github_login}" if user.github_login else ""
+    typer.echo(f"added user {user.email} ({user.role}{linked})")
+
+
+@user_app.command("link")
+def user_link(email: str, github_login: str) -> None:
+    """Link the user EMAIL to GITHUB_LOGIN: labels, comments and reviews on GitHub start runs
+    only for members whose login is linked (their first GitHub sign-in links it too)."""
+    from codexk8s.services import users
+
+    with transaction() as session:
+        row = users.set_github_login(
+            session=session, email=email, github_login=github_login, actor=None, actor_id="cli"
+        )
+    typer.echo(f"{row.email} is GitHub {row.github_login}")
+
+
+@user_app.command("unlink")
+def user_unlink(email: str) -> None:
+    """Remove the GitHub login linked to the user EMAIL."""
+    from codexk8s.services import users
+
+    with transaction() as session:
+        row = users.set_github_login(
+            session=session, email=email, github_login=None, actor=None, actor_id="cli"
+        )
+    typer.echo(f"{row.email} has no GitHub login linked")
 
 
 @project_app.command("create")
@@ -305,11 +337,40 @@ def project_set(
             "'default' (CODEXK8S_LOG_RETENTION_DAYS)."
         ),
     ] = None,
+    trigger_bots: Annotated[
+        str | None,
+        typer.Option(
+            help="GitHub logins of bots that may start runs, comma-separated ('' clears); "
+            "people need membership with write access and a linked login."
+        ),
+    ] = None,
+    discussion_stages: Annotated[
+        str | None,
+        typer.Option(
+            help="Stages whose run label starts a discussion on the issue instead of work, "
+            "comma-separated ('' clears)."
+        ),
+    ] = None,
+    discussion_model: Annotated[
+        str | None, typer.Option(help="Model of discussion turns ('' for the default).")
+    ] = None,
+    discussion_reasoning: Annotated[
+        str | None,
+        typer.Option(help="Reasoning effort of discussion turns ('' for the default)."),
+    ] = None,
 ) -> None:
     """Change project KEY's settings; what is not given stays as it is."""
     from codexk8s.services import projects
 
+    def items(text: str | None) -> list[str] | None:
+        return None if text is None else [item for item in text.split(",") if item.strip()]
+
     with transaction() as session:
+        projects.update_conversation_settings(
+            session=session, actor=None, project_key=key, trigger_bots=items(trigger_bots),
+            discussion_stages=items(discussion_stages), discussion_model=discussion_model,
+            discussion_reasoning_effort=discussion_reasoning, actor_id="cli",
+        )  # fmt: skip
         project = projects.require_by_key(session=session, key=key)
         current = project.settings or {}
         projects.update_settings(
@@ -336,9 +397,12 @@ def project_set(
     kept = {None: "as the default", 0: "forever"}.get(retention, f"{retention} days")
     model = after.get("default_model") or "the agent's own"
     learning = "on" if after.get("learning_mode_default") else "off"
+    bots = ", ".join(after.get("trigger_bots") or []) or "none"
+    discussing = ", ".join(after.get("discussion_stages") or []) or "none"
     typer.echo(
         f"{key}: {after.get('slots')} slots, learning mode {learning} by default, "
-        f"model {model}, logs kept {kept}"
+        f"model {model}, logs kept {kept}, bots that may start runs: {bots}, "
+        f"discussion stages: {discussing}"
     )
 
 

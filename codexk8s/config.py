@@ -133,6 +133,18 @@ class Settings(BaseSettings):
     # A browser session ends after this long without a request (sliding expiry).
     session_ttl_hours: float = Field(default=12, gt=0)
 
+    # Discussion turns (`mode:discussion`): their model (unset: the run's usual default) and
+    # reasoning effort, unless the project names its own. Cheap by default: a conversation
+    # needs less than the work.
+    discussion_model: str | None = None
+    discussion_reasoning_effort: Literal["minimal", "low", "medium", "high", "xhigh"] = "low"
+    # The repository documents a run's prompt may carry (services.yaml `docs` of its role), in
+    # characters altogether.
+    prompt_documents_max_chars: int = Field(default=30_000, ge=0, le=400_000)
+    # A resumable Codex session a run leaves (gzip-compressed rollout) may be this large; a
+    # larger one is not kept and the next run starts fresh.
+    agent_session_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+
     redis_url: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # One JSON object per line (production, what log collectors parse) or coloured key=value

@@ -117,6 +117,27 @@ def reset_caches() -> None:
     db_engine.get_engine.cache_clear()
 
 
+# The sender of every captured payload in @octokit/webhooks-examples.
+EXAMPLE_SENDER = "Codertocat"
+
+
+def link_member(
+    project_key: str, login: str = EXAMPLE_SENDER, *, role: str = "read_write"
+) -> str:
+    """Make the GitHub user LOGIN a member of PROJECT_KEY with ROLE (a codexk8s user linked to
+    that login, created when missing), so that their labels, comments and reviews start runs.
+    Returns the user's email."""
+    from codexk8s.db.engine import session_scope
+    from codexk8s.services import projects, users
+
+    email = f"{login.lower()}@users.example.test"
+    with session_scope() as session:
+        if users.get_by_email(session=session, email=email) is None:
+            users.add_user(session=session, email=email, github_login=login)
+        projects.add_member(session=session, project_key=project_key, email=email, role=role)
+    return email
+
+
 @pytest.fixture(autouse=True)
 def isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """No test sees the developer's CODEXK8S_* variables or writes into the source tree."""

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from codexk8s.config import get_settings
 from codexk8s.crypto import hash_token, new_token
 from codexk8s.db.models import Agent, Project, utcnow
-from codexk8s.domain.runs import AgentFailure, RunStatus
+from codexk8s.domain.runs import AgentFailure, RunMode, RunStatus
 from codexk8s.domain.runtime import (
     Runtime,
     WorkloadDeferredError,
@@ -102,6 +102,24 @@ def _claimable_slots(connection: Connection, batch: int, now: datetime) -> list[
     return list(connection.execute(query).all())
 
 
+def _turn_in_progress() -> sa.ColumnElement[bool]:
+    """A discussion turn whose discussion has another turn starting or running: it waits, so the
+    turns of one issue answer one after the other and each reads the answer before it."""
+    earlier = RUNS.alias("earlier_turn")
+    return sa.and_(
+        RUNS.c.mode == RunMode.DISCUSSION.value,
+        sa.select(sa.literal(1))
+        .where(
+            earlier.c.repository_id == RUNS.c.repository_id,
+            earlier.c.issue_number == RUNS.c.issue_number,
+            earlier.c.stage == RUNS.c.stage,
+            earlier.c.mode == RunMode.DISCUSSION.value,
+            earlier.c.status.in_([RunStatus.STARTING.value, RunStatus.RUNNING.value]),
+        )
+        .exists(),
+    )
+
+
 def _oldest_pending(
     connection: Connection, project_id: int, exclude: list[int], now: datetime
 ) -> sa.Row[Any] | None:
@@ -112,6 +130,7 @@ def _oldest_pending(
             RUNS.c.status == RunStatus.PENDING.value,
             RUNS.c.cancel_requested_at.is_(None),
             _ready(now),
+            ~_turn_in_progress(),
         )
         .order_by(RUNS.c.created_at, RUNS.c.id)
         .limit(1)

@@ -12,7 +12,9 @@ from sqlmodel import Session, col, select
 from codexk8s.db.models import AgentRun, Project, ProjectMember, Slot, User, utcnow
 from codexk8s.domain.access import ProjectRole
 from codexk8s.domain.authorization import Action, Principal, can_see_project, is_allowed
+from codexk8s.domain.labels import REASONING_EFFORTS
 from codexk8s.domain.slots import DEFAULT_SLOTS, MAX_SLOTS
+from codexk8s.domain.stages import Stage, parse_stage
 from codexk8s.errors import (
     ConflictError,
     ForbiddenError,
@@ -416,6 +418,12 @@ class ProjectSettings:
     can_edit_repositories: bool
     can_manage_members: bool
     can_delete: bool
+    # Who besides members with write access may start runs from GitHub, and discussions
+    # (see `update_conversation_settings`).
+    trigger_bots: tuple[str, ...] = ()
+    discussion_stages: tuple[str, ...] = ()
+    discussion_model: str = ""
+    discussion_reasoning_effort: str = ""
 
 
 def authorize(
@@ -461,6 +469,10 @@ def get_settings(*, session: Session, actor: Principal, project_key: str) -> Pro
         can_edit_repositories=is_allowed(actor, Action.EDIT_REPOSITORIES, role),
         can_manage_members=is_allowed(actor, Action.MANAGE_MEMBERS, role),
         can_delete=is_allowed(actor, Action.DELETE_PROJECT, role),
+        trigger_bots=tuple(settings.get("trigger_bots") or ()),
+        discussion_stages=tuple(settings.get("discussion_stages") or ()),
+        discussion_model=str(settings.get("discussion_model") or ""),
+        discussion_reasoning_effort=str(settings.get("discussion_reasoning_effort") or ""),
     )
 
 
@@ -556,6 +568,80 @@ def update_settings(
     project.updated_at = utcnow()
     session.add(project)
     _record(session, project, "project_settings_changed", actor_id, {"changes": changes})
+    session.flush()
+    return project
+
+
+MAX_TRIGGER_BOTS = 50
+
+
+def update_conversation_settings(
+    *,
+    session: Session,
+    actor: Principal | None,
+    project_key: str,
+    trigger_bots: list[str] | None = None,
+    discussion_stages: list[str] | None = None,
+    discussion_model: str | None = None,
+    discussion_reasoning_effort: str | None = None,
+    actor_id: str | None = None,
+) -> Project:
+    """Change who besides members may start runs from GitHub and how discussions run; a None
+    argument leaves that setting as it is, an empty one clears it.
+
+    - TRIGGER_BOTS: GitHub logins (bots, usually `name[bot]`) whose labels, comments and
+      reviews start runs although no codexk8s user is linked to them.
+    - DISCUSSION_STAGES: stages whose run label starts a discussion (answers on the issue, no
+      pull request) instead of work; members' comments then continue it.
+    - DISCUSSION_MODEL / DISCUSSION_REASONING_EFFORT: what discussion turns run with (empty:
+      the installation's CODEXK8S_DISCUSSION_MODEL / _REASONING_EFFORT).
+    Validates everything before changing anything."""
+    changes: dict[str, object] = {}
+    if trigger_bots is not None:
+        bots = list(dict.fromkeys(users.normalize_github_login(bot) for bot in trigger_bots))
+        if len(bots) > MAX_TRIGGER_BOTS:
+            raise InvalidArgumentError(f"at most {MAX_TRIGGER_BOTS} bots may trigger runs")
+        changes["trigger_bots"] = bots
+    if discussion_stages is not None:
+        stages = []
+        for text in discussion_stages:
+            stage = parse_stage(text)
+            if stage is None:
+                raise InvalidArgumentError(
+                    f"unknown stage {text!r}; use: {', '.join(s.value for s in Stage)}"
+                )
+            stages.append(stage.value)
+        changes["discussion_stages"] = list(dict.fromkeys(stages))
+    if discussion_model is not None:
+        model = discussion_model.strip()
+        if model and not _MODEL.match(model):
+            raise InvalidArgumentError(f"not a model name: {discussion_model!r}")
+        changes["discussion_model"] = model or None
+    if discussion_reasoning_effort is not None:
+        effort = discussion_reasoning_effort.strip().lower()
+        if effort and effort not in REASONING_EFFORTS:
+            raise InvalidArgumentError(
+                f"reasoning effort must be one of: {', '.join(REASONING_EFFORTS)}"
+            )
+        changes["discussion_reasoning_effort"] = effort or None
+    project = authorize(
+        session=session, actor=actor, project_key=project_key, action=Action.EDIT_PROJECT,
+        lock=True,
+    )  # fmt: skip
+    before = dict(project.settings or {})
+    after = dict(before)
+    for key, value in changes.items():
+        if value in (None, []):
+            after.pop(key, None)
+        else:
+            after[key] = value
+    diff = {k: [before.get(k), after.get(k)] for k in changes if before.get(k) != after.get(k)}
+    if not diff:
+        return project
+    project.settings = after  # a new dict: JSON columns do not track in-place changes
+    project.updated_at = utcnow()
+    session.add(project)
+    _record(session, project, "project_settings_changed", actor_id, {"changes": diff})
     session.flush()
     return project
 

@@ -88,7 +88,7 @@ def rerun(
             connection.execute(LOCK_REPOSITORY, {"repository_id": run.repository_id})
             active = active_run(
                 connection, repository_id=run.repository_id, number=run.issue_number,
-                stage=run.stage,
+                stage=run.stage, mode=run.mode,
             )  # fmt: skip
             if active is not None:
                 raise ConflictError(f"run {active} is already active for this issue and stage")
@@ -97,7 +97,7 @@ def rerun(
             for name in (
                 "project_id", "repository_id", "issue_number", "pr_number", "issue_title",
                 "agent_key", "stage", "is_revise", "trigger_label", "model", "reasoning_effort",
-                "learning_mode",
+                "learning_mode", "mode",
             )
         }  # fmt: skip
         new_id = connection.execute(

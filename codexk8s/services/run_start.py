@@ -1,8 +1,14 @@
 """Creating runs: the one place a new pending run is inserted for a trigger or a person.
 
-One active run per (repository, issue/PR number, stage): `insert_run_locked` takes the
+One active run per (repository, issue/PR number, stage, mode): `insert_run_locked` takes the
 repository row lock (`FOR NO KEY UPDATE`) and checks for an active run under it, so webhook ingest
-and manual starts (API, dashboard) serialise on the same lock and cannot both create one.
+and manual starts (API, dashboard) serialise on the same lock and cannot both create one. A
+discussion is the exception that proves it: only a *pending* turn blocks the next one (a comment
+during a running turn queues one more turn, which dispatch starts once the running one ended).
+
+A discussion turn's model and reasoning effort come from the project's discussion settings
+(`discussion_model`, `discussion_reasoning_effort`), else CODEXK8S_DISCUSSION_MODEL /
+CODEXK8S_DISCUSSION_REASONING_EFFORT, never from the issue's model labels (those pick the work's).
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from codexk8s.config import get_settings
 from codexk8s.db.models import AgentRun, Project, ProjectMember, Repository, User
 from codexk8s.domain.labels import MODEL_NAME_MAX_LENGTH, REASONING_EFFORTS
-from codexk8s.domain.runs import ACTIVE_STATUSES, ActorType, RunStatus
+from codexk8s.domain.runs import ACTIVE_STATUSES, ActorType, RunMode, RunStatus
 from codexk8s.domain.stages import REVIEW_STAGE, AgentRole, parse_stage, role_for
 from codexk8s.domain.triggers import RunSpec
 from codexk8s.errors import ConflictError, InvalidArgumentError, NotFoundError
@@ -44,9 +51,16 @@ ACTIVE_RUN = sa.select(_RUNS.c.id).where(
     _RUNS.c.repository_id == sa.bindparam("repository_id"),
     _RUNS.c.issue_number == sa.bindparam("number"),
     _RUNS.c.stage == sa.bindparam("stage"),
+    _RUNS.c.mode == sa.bindparam("mode"),
     # One fixed parameter per status: a plain list would be an "expanding" IN, re-rendered on
-    # every execution.
-    _RUNS.c.status.in_([sa.literal(status) for status in _ACTIVE_STATUS_VALUES]),
+    # every execution. For a discussion only a pending turn counts (see the module's docstring).
+    sa.or_(
+        _RUNS.c.status == sa.literal(RunStatus.PENDING.value),
+        sa.and_(
+            sa.bindparam("pending_only", type_=sa.Boolean).is_(sa.false()),
+            _RUNS.c.status.in_([sa.literal(status) for status in _ACTIVE_STATUS_VALUES]),
+        ),
+    ),
 )
 _PROJECT_SETTINGS = sa.select(_PROJECTS.c.settings).where(
     _PROJECTS.c.id == sa.bindparam("project_id")
@@ -78,12 +92,17 @@ class InsertedRun:
     active_run_id: int | None
     model: str | None
     correlation_id: str | None
+    reasoning_effort: str | None = None
 
 
 def active_run(
-    connection: Connection, *, repository_id: int, number: int, stage: str
-) -> int | None:
-    parameters = {"repository_id": repository_id, "number": number, "stage": stage}
+    connection: Connection, *, repository_id: int, number: int, stage: str,
+    mode: str = RunMode.WORK.value,
+) -> int | None:  # fmt: skip
+    parameters = {
+        "repository_id": repository_id, "number": number, "stage": stage, "mode": mode,
+        "pending_only": mode == RunMode.DISCUSSION.value,
+    }  # fmt: skip
     return connection.execute(ACTIVE_RUN, parameters).scalar()
 
 
@@ -109,12 +128,24 @@ def insert_run_locked(
     # snapshot, so it sees a run committed by the previous lock holder. Joined into the locking
     # statement it would read the snapshot taken before waiting for the lock.
     active = active_run(
-        connection, repository_id=repository_id, number=spec.number, stage=spec.stage
-    )
+        connection, repository_id=repository_id, number=spec.number, stage=spec.stage,
+        mode=spec.mode,
+    )  # fmt: skip
     if active is not None:
         return InsertedRun(run_id=None, active_run_id=active, model=None, correlation_id=None)
     settings = connection.execute(_PROJECT_SETTINGS, {"project_id": project_id}).scalar_one() or {}
     model = spec.model or settings.get("default_model")
+    reasoning_effort = spec.reasoning_effort
+    if spec.is_discussion:
+        installation = get_settings()
+        model = (
+            settings.get("discussion_model")
+            or installation.discussion_model
+            or settings.get("default_model")
+        )
+        reasoning_effort = (
+            settings.get("discussion_reasoning_effort") or installation.discussion_reasoning_effort
+        )
     learning_mode = bool(settings.get("learning_mode_default", False))
     if requested_by_user_id is not None or requested_by_login:
         override = connection.execute(
@@ -145,13 +176,15 @@ def insert_run_locked(
             "delivery_id": delivery_id,
             "status": RunStatus.PENDING.value,
             "model": model,
-            "reasoning_effort": spec.reasoning_effort,
+            "reasoning_effort": reasoning_effort,
             "learning_mode": learning_mode,
+            "mode": spec.mode,
         },
     ).scalar_one()
     return InsertedRun(
-        run_id=run_id, active_run_id=None, model=model, correlation_id=correlation_id
-    )
+        run_id=run_id, active_run_id=None, model=model, correlation_id=correlation_id,
+        reasoning_effort=reasoning_effort,
+    )  # fmt: skip
 
 
 def run_spec_for(

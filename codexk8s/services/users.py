@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from codexk8s.db.models import User, utcnow
@@ -22,6 +23,9 @@ from codexk8s.services.validation import parse_choice
 
 # Deliberately loose: one @, no spaces, a dot in the domain. GitHub verifies the address itself.
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# GitHub's own rule: letters, digits and single hyphens, not at either end, at most 39; bots
+# end in "[bot]".
+_GITHUB_LOGIN = re.compile(r"^[A-Za-z0-9](?:-?[A-Za-z0-9]){0,38}(?:\[bot\])?$")
 _ADMIN_ROLES = frozenset({PlatformRole.OWNER.value, PlatformRole.ADMIN.value})
 
 
@@ -29,6 +33,16 @@ def normalize_email(email: str) -> str:
     value = email.strip().lower()
     if not _EMAIL.match(value) or len(value) > 320:
         raise InvalidArgumentError(f"not a valid email address: {email!r}")
+    return value
+
+
+def normalize_github_login(login: str) -> str:
+    """LOGIN as typed, checked against GitHub's rules (its case is kept: GitHub shows it so)."""
+    value = login.strip().removeprefix("@")
+    if not _GITHUB_LOGIN.match(value):
+        raise InvalidArgumentError(
+            f"not a GitHub login: {login!r} (letters, digits and single hyphens, at most 39)"
+        )
     return value
 
 
@@ -54,12 +68,16 @@ def add_user(
     role: str = PlatformRole.USER.value,
     name: str | None = None,
     actor_id: str | None = None,
+    github_login: str | None = None,
 ) -> User:
     normalized = normalize_email(email)
     platform_role = parse_platform_role(role)
+    login = normalize_github_login(github_login) if github_login else None
     if get_by_email(session=session, email=normalized) is not None:
         raise ConflictError(f"user {normalized} already exists")
-    user = User(email=normalized, role=platform_role.value, name=name)
+    if login is not None:
+        _ensure_login_free(session, login, user_id=None)
+    user = User(email=normalized, role=platform_role.value, name=name, github_login=login)
     session.add(user)
     session.flush()
     record_event(
@@ -67,9 +85,52 @@ def add_user(
         correlation_id=f"user-{user.id}",
         event_type="user_added",
         actor_id=actor_id,
-        payload={"email": normalized, "role": platform_role.value},
+        payload={"email": normalized, "role": platform_role.value, "github_login": login},
     )
     return user
+
+
+def _ensure_login_free(session: Session, login: str, *, user_id: int | None) -> None:
+    # Logins are compared case-insensitively (as GitHub does), so `Octocat` and `octocat` are
+    # one person.
+    taken = session.exec(
+        select(User).where(sa.func.lower(User.github_login) == login.lower())
+    ).first()
+    if taken is not None and taken.id != user_id:
+        raise ConflictError(f"GitHub login {login} is already linked to {taken.email}")
+
+
+def set_github_login(
+    *,
+    session: Session,
+    email: str,
+    github_login: str | None,
+    actor: Principal | None,
+    actor_id: str | None = None,
+) -> UserRow:
+    """Link the user EMAIL to GITHUB_LOGIN (None: unlink), before or instead of their first
+    GitHub sign-in (which links it too, and from then on must come from that account). Labels,
+    comments and reviews on GitHub start runs only for members whose login is linked."""
+    user = require_by_email(session=session, email=email)
+    authorize_user_change(actor, roles=(user.role,))
+    login = normalize_github_login(github_login) if github_login else None
+    if login is not None:
+        _ensure_login_free(session, login, user_id=user.id)
+    if user.github_login == login:
+        return _row(user)
+    previous = user.github_login
+    user.github_login = login
+    user.updated_at = utcnow()
+    session.add(user)
+    record_event(
+        session=session,
+        correlation_id=f"user-{user.id}",
+        event_type="user_github_login_changed",
+        actor_id=actor_id,
+        payload={"email": user.email, "from": previous, "to": login},
+    )
+    session.flush()
+    return _row(user)
 
 
 def ensure_owner(*, session: Session, email: str) -> User:

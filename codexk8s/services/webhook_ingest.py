@@ -16,12 +16,21 @@ Guarantees:
 - One active run per (repository, issue/PR number, stage): a delivery that may start one locks
   the repository row (`FOR NO KEY UPDATE`) and checks under the lock, so two different
   deliveries cannot both start one. One that already sees an active run needs no lock.
+- Only people of the project start runs: a delivery that would start one (a trigger label, a
+  discussion comment, a changes-requested review) from a sender who is neither a member with
+  write access (`domain.authorization.sender_may_trigger`, matched by the GitHub login linked
+  to the user) nor on the project's bot allow-list starts nothing; it is recorded as
+  `ignored:sender_not_allowed` with a `trigger_refused` event, which the reporter explains in
+  the issue's service comment. Cancels (unlabel, close) stay open to anyone who can do them on
+  GitHub: they stop spending, they never start it.
 - Only the decision is made here; GitHub calls and workloads happen later, in the engine.
 
 Every delivery GitHub sends runs through here, so it uses SQLAlchemy Core with statements built
 once: the ORM's unit of work cost more CPU than the queries. The trigger decision is made from the
 payload before any query, so one statement reads the repository, its webhook secret and the run
-that may already be active for the decision. Most deliveries start nothing (comments, other
+that may already be active for the decision, plus the project's settings and the sender's roles
+(outer joins, so nothing is read for a delivery that would start nothing). Most deliveries start
+nothing (comments, other
 labels, redundant triggers): on PostgreSQL their delivery row and flow events are written by one
 `INSERT ... ON CONFLICT DO NOTHING` whose CTE also inserts the events, in autocommit, so the whole
 request costs two round trips and stays atomic. Those two statements go straight to the driver's
@@ -51,17 +60,26 @@ from codexk8s.crypto import DecryptionError, SecretBox
 from codexk8s.db.models import (
     AgentRun,
     FlowEvent,
+    Project,
+    ProjectMember,
     Repository,
+    User,
     WebhookBodyHash,
     WebhookDelivery,
     utcnow,
 )
+from codexk8s.domain.access import PlatformRole, ProjectRole
+from codexk8s.domain.authorization import Principal, normalize_login, sender_may_trigger
+from codexk8s.domain.feedback import sender_refusal
 from codexk8s.domain.runs import ACTIVE_STATUSES, RunStatus
 from codexk8s.domain.triggers import (
     EVENT_PING,
     DecisionKind,
+    ProjectPolicy,
+    Reason,
     RunSpec,
     TriggerDecision,
+    apply_project_policy,
     decide,
     trigger_input_from_payload,
 )
@@ -87,6 +105,9 @@ _RUNS: sa.Table = AgentRun.__table__  # type: ignore[attr-defined]
 _FLOW_EVENTS: sa.Table = FlowEvent.__table__  # type: ignore[attr-defined]
 _REPOSITORIES: sa.Table = Repository.__table__  # type: ignore[attr-defined]
 _BODY_HASHES: sa.Table = WebhookBodyHash.__table__  # type: ignore[attr-defined]
+_PROJECTS: sa.Table = Project.__table__  # type: ignore[attr-defined]
+_USERS: sa.Table = User.__table__  # type: ignore[attr-defined]
+_MEMBERS: sa.Table = ProjectMember.__table__  # type: ignore[attr-defined]
 _ACTIVE_STATUS_VALUES = sorted(status.value for status in ACTIVE_STATUSES)
 
 # Statements are built once: building one costs more CPU than executing it, since SQLAlchemy
@@ -99,22 +120,55 @@ _ACTIVE_RUN_FOR_TRIGGER = (
         _RUNS.c.repository_id == _REPOSITORIES.c.id,
         _RUNS.c.issue_number == sa.bindparam("number", type_=sa.Integer),
         _RUNS.c.stage == sa.bindparam("stage", type_=sa.String),
-        # One fixed parameter per status: a plain list would be an "expanding" IN.
-        _RUNS.c.status.in_([sa.literal(status) for status in _ACTIVE_STATUS_VALUES]),
+        _RUNS.c.mode == sa.bindparam("mode", type_=sa.String),
+        # One fixed parameter per status: a plain list would be an "expanding" IN. A discussion
+        # turn waits behind a running one (dispatch starts it after), so for discussions only a
+        # pending turn counts: it will read the new comment anyway.
+        sa.or_(
+            _RUNS.c.status == sa.literal(RunStatus.PENDING.value),
+            sa.and_(
+                sa.bindparam("pending_only", type_=sa.Boolean).is_(sa.false()),
+                _RUNS.c.status.in_([sa.literal(status) for status in _ACTIVE_STATUS_VALUES]),
+            ),
+        ),
     )
     .limit(1)
     .correlate(_REPOSITORIES)
     .scalar_subquery()
 )
-_WEBHOOK_TARGET = sa.select(
-    _REPOSITORIES.c.id,
-    _REPOSITORIES.c.project_id,
-    _REPOSITORIES.c.webhook_secret_ciphertext,
-    _ACTIVE_RUN_FOR_TRIGGER.label("active_run_id"),
-).where(
-    _REPOSITORIES.c.provider == sa.bindparam("provider"),
-    _REPOSITORIES.c.owner == sa.bindparam("owner"),
-    _REPOSITORIES.c.name == sa.bindparam("name"),
+_WEBHOOK_TARGET = (
+    sa.select(
+        _REPOSITORIES.c.id,
+        _REPOSITORIES.c.project_id,
+        _REPOSITORIES.c.webhook_secret_ciphertext,
+        _ACTIVE_RUN_FOR_TRIGGER.label("active_run_id"),
+        _PROJECTS.c.key,
+        _PROJECTS.c.settings,
+        # The sender's codexk8s user (by the GitHub login linked to it) and membership; NULL
+        # for a delivery that starts nothing (no sender is bound), so nothing is looked up.
+        _USERS.c.role,
+        _USERS.c.disabled,
+        _MEMBERS.c.role,
+    )
+    .select_from(
+        _REPOSITORIES.join(_PROJECTS, _PROJECTS.c.id == _REPOSITORIES.c.project_id)
+        .outerjoin(
+            _USERS,
+            sa.func.lower(_USERS.c.github_login) == sa.bindparam("sender", type_=sa.String),
+        )
+        .outerjoin(
+            _MEMBERS,
+            sa.and_(
+                _MEMBERS.c.user_id == _USERS.c.id,
+                _MEMBERS.c.project_id == _REPOSITORIES.c.project_id,
+            ),
+        )
+    )
+    .where(
+        _REPOSITORIES.c.provider == sa.bindparam("provider"),
+        _REPOSITORIES.c.owner == sa.bindparam("owner"),
+        _REPOSITORIES.c.name == sa.bindparam("name"),
+    )
 )
 _SET_OUTCOME = (
     sa.update(_DELIVERIES)
@@ -163,11 +217,48 @@ class IngestOutcome:
 
 @dataclass(frozen=True, slots=True)
 class _Repository:
-    """The columns of the delivery's repository that ingest reads."""
+    """The columns of the delivery's repository that ingest reads, with its project's settings
+    and, for a delivery that would start a run, its sender's roles."""
 
     id: int
     project_id: int
     webhook_secret_ciphertext: str | None
+    project_key: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    sender_platform_role: str | None = None
+    sender_disabled: bool = False
+    sender_project_role: str | None = None
+
+    @property
+    def allowed_bots(self) -> list[str]:
+        bots = self.settings.get("trigger_bots")
+        return [bot for bot in bots if isinstance(bot, str)] if isinstance(bots, list) else []
+
+    @property
+    def policy(self) -> ProjectPolicy:
+        stages = self.settings.get("discussion_stages")
+        if not isinstance(stages, list):
+            return ProjectPolicy()
+        return ProjectPolicy(frozenset(stage for stage in stages if isinstance(stage, str)))
+
+    def may_trigger(self, sender: str | None) -> bool:
+        principal = None
+        if self.sender_platform_role in {role.value for role in PlatformRole}:
+            # The user id plays no part in the rule; the login already identified the user.
+            principal = Principal(
+                user_id=0,
+                platform_role=PlatformRole(self.sender_platform_role),
+                is_disabled=bool(self.sender_disabled),
+            )
+        project_role = (
+            ProjectRole(self.sender_project_role)
+            if self.sender_project_role in {role.value for role in ProjectRole}
+            else None
+        )
+        return sender_may_trigger(
+            sender=sender, principal=principal, project_role=project_role,
+            allowed_bots=self.allowed_bots,
+        )  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -412,9 +503,10 @@ def _events_json(events: list[dict[str, Any]]) -> str:
 
 
 def _lookup(
-    connection: Connection, full_name: str | None, spec: RunSpec | None
+    connection: Connection, full_name: str | None, spec: RunSpec | None, sender: str | None
 ) -> tuple[_Repository, int | None] | None:
-    """The delivery's repository and, for a run trigger, the run already active for it."""
+    """The delivery's repository (with its project and, given a SENDER, the sender's roles)
+    and, for a run trigger, the run already active for it."""
     if not full_name:
         return None
     try:
@@ -428,6 +520,10 @@ def _lookup(
         # No spec: `issue_number = NULL` matches nothing, so the subquery is NULL.
         "number": spec.number if spec else None,
         "stage": spec.stage if spec else None,
+        "mode": spec.mode if spec else None,
+        "pending_only": bool(spec and spec.is_discussion),
+        # No sender: `lower(github_login) = NULL` matches no user.
+        "sender": normalize_login(sender) if spec and sender else None,
     }
     if connection.dialect.name == "postgresql":
         row = _execute_on_driver(connection, _WEBHOOK_TARGET, parameters)
@@ -435,8 +531,19 @@ def _lookup(
         row = connection.execute(_WEBHOOK_TARGET, parameters).first()
     if row is None:
         return None
-    repository_id, project_id, secret_ciphertext, active_run_id = row
-    return _Repository(repository_id, project_id, secret_ciphertext), active_run_id
+    (
+        repository_id, project_id, secret_ciphertext, active_run_id, project_key, settings,
+        platform_role, disabled, project_role,
+    ) = row  # fmt: skip
+    if isinstance(settings, str):  # a driver that hands JSON back as text
+        settings = json.loads(settings)
+    repository = _Repository(
+        repository_id, project_id, secret_ciphertext, project_key=project_key,
+        settings=settings if isinstance(settings, dict) else {},
+        sender_platform_role=platform_role, sender_disabled=bool(disabled),
+        sender_project_role=project_role,
+    )  # fmt: skip
+    return repository, active_run_id
 
 
 @contextmanager
@@ -474,12 +581,22 @@ def ingest_github_delivery(
         decision.run if decision is not None and decision.kind is DecisionKind.START_RUN else None
     )
 
+    sender = trigger.sender if trigger is not None else None
     try:
         with _reading_connection(engine) as connection:
-            found = _lookup(connection, full_name, spec)
+            found = _lookup(connection, full_name, spec, sender)
             repository, active_run_id = found if found else (None, None)
             _verify_signature(box, repository, global_secret, request, full_name)
-            result = _decide(delivery, full_name, repository, decision, active_run_id)
+            if repository is not None and decision is not None:
+                settled = apply_project_policy(decision, repository.policy)
+                if settled.run is not None and spec is not None and settled.run.mode != spec.mode:
+                    # The run already active was looked up for the other mode.
+                    active_run_id = None
+                decision = settled
+            result = _decide(
+                delivery, full_name, repository, decision, active_run_id, sender=sender,
+                number=trigger.number if trigger is not None else None,
+            )  # fmt: skip
             if result is not None:
                 return _record_decided(
                     connection, delivery, full_name=full_name, repository=repository,
@@ -506,6 +623,9 @@ def _decide(
     repository: _Repository | None,
     decision: TriggerDecision | None,
     active_run_id: int | None,
+    *,
+    sender: str | None = None,
+    number: int | None = None,
 ) -> str | None:
     """Record what can be decided without a lock and return the delivery's outcome; None when it
     may start or cancel runs."""
@@ -527,8 +647,11 @@ def _decide(
             delivery.record(
                 "trigger_conflict",
                 project_id=project_id,
-                payload={"reason": str(decision.reason), "message": decision.message},
-            )
+                payload={
+                    "reason": str(decision.reason), "message": decision.message,
+                    "repository_id": repository.id, "number": number,
+                },
+            )  # fmt: skip
             return outcome.ignored
         case DecisionKind.RECORD_ONLY | DecisionKind.IGNORED:
             return _ignore(
@@ -541,6 +664,8 @@ def _decide(
             # take it). The lock serialises creation, so only a delivery that may create a run
             # takes it, and checks again under it (`_start_run`).
             assert decision.run is not None
+            if not repository.may_trigger(sender):
+                return _refuse(delivery, repository, decision, sender)
             if active_run_id is None:
                 return None
             return _already_active(delivery, repository, decision.run, active_run_id)
@@ -635,6 +760,30 @@ def _ignore(
     return f"ignored:{reason}"
 
 
+def _refuse(
+    delivery: _Delivery, repository: _Repository, decision: TriggerDecision, sender: str | None
+) -> str:
+    """A trigger from someone who may not start runs: recorded as ignored, with the event the
+    reporter turns into the service comment's explanation."""
+    assert decision.run is not None
+    message = sender_refusal(
+        sender, project_key=repository.project_key, allowed_bots=repository.allowed_bots
+    )
+    reason = Reason.SENDER_NOT_ALLOWED.value
+    _ignore(delivery, reason, project_id=repository.project_id, message=message)
+    delivery.record(
+        "trigger_refused",
+        project_id=repository.project_id,
+        payload={
+            "reason": reason, "message": message, "sender": sender,
+            "repository_id": repository.id, "number": decision.run.number,
+            "stage": decision.run.stage, "mode": decision.run.mode,
+            "trigger": decision.label or decision.run.trigger_label,
+        },
+    )  # fmt: skip
+    return f"ignored:{reason}"
+
+
 def _issue_title(payload: dict[str, Any]) -> str | None:
     for key in ("issue", "pull_request"):
         item = payload.get(key)
@@ -699,7 +848,8 @@ def _start_run(
             "is_revise": spec.is_revise,
             "trigger_label": spec.trigger_label,
             "model": model,
-            "reasoning_effort": spec.reasoning_effort,
+            "reasoning_effort": inserted.reasoning_effort,
+            "mode": spec.mode,
         },
     )
     return "run_created"

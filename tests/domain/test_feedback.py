@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from codexk8s.domain.feedback import (
+    COMMENT_MARKER_PREFIX,
     IN_PROGRESS,
     IN_REVIEW,
     SERVICE_MARKER,
     RunView,
+    discussion_marker,
     next_step_labels,
+    render_notice_comment,
     render_service_comment,
+    sender_refusal,
+    shows_notice,
     state_labels,
 )
 
@@ -85,3 +92,50 @@ def test_same_state_renders_the_same_text() -> None:
     assert render_service_comment(view("running"), earlier) == render_service_comment(
         view("running"), earlier
     )
+
+
+# --- discussions and notices (issue #19) ------------------------------------------------------
+
+
+def discussion(
+    status: str, *, trigger: str = "mode:discussion", stage: str = "discussion"
+) -> RunView:
+    return RunView(
+        run_id=6, status=status, stage=stage, is_revise=False, run_url="https://ck8s/runs/6",
+        trigger_label=trigger, mode="discussion",
+    )  # fmt: skip
+
+
+def test_a_discussion_turn_offers_to_reply_end_or_start_the_work() -> None:
+    done = discussion("succeeded")
+    assert next_step_labels(done) == ()
+    body = render_service_comment(done)
+    assert "| Stage | discussion |" in body
+    assert "Reply on this issue to continue" in body and "remove `mode:discussion`" in body
+    assert "`run:<stage>`" in body
+    staged = render_service_comment(discussion("succeeded", trigger="run:intake", stage="intake"))
+    assert "| Stage | intake (discussion) |" in staged and "remove `run:intake`" in staged
+    # A failed turn is retried like any run: re-add its label.
+    assert next_step_labels(discussion("failed")) == ("mode:discussion",)
+
+
+def test_a_notice_shows_under_the_run_and_alone_without_runs() -> None:
+    when = datetime(2026, 12, 4, tzinfo=UTC)
+    newest = view("succeeded", created_at=when)
+    assert shows_notice(newest, when + timedelta(seconds=1))
+    assert not shows_notice(newest, when - timedelta(seconds=1))
+    assert not shows_notice(newest, None)
+    assert shows_notice(None, when)
+    text = sender_refusal("mallory", project_key="web", allowed_bots=["renovate[bot]"])
+    assert "@mallory may not start runs" in text and "`web`" in text and "renovate[bot]" in text
+    assert "read_write" in text
+    body = render_service_comment(newest, notice=text)
+    assert body.startswith(SERVICE_MARKER) and f"> ⚠️ {text}" in body
+    alone = render_notice_comment(text)
+    assert alone.startswith(SERVICE_MARKER) and text in alone and "| Status |" not in alone
+    assert "renovate" not in sender_refusal("x", project_key="web", allowed_bots=[])
+
+
+def test_codexk8s_markers_share_one_prefix() -> None:
+    for marker in (SERVICE_MARKER, discussion_marker(3)):
+        assert marker.startswith(COMMENT_MARKER_PREFIX)

@@ -14,6 +14,7 @@ from codexk8s.domain.labels import (
     InvalidModifierLabel,
     Label,
     LabelSet,
+    ModeLabel,
     ModelLabel,
     NeedLabel,
     OtherLabel,
@@ -26,7 +27,7 @@ from codexk8s.domain.labels import (
 )
 from codexk8s.domain.stages import Stage
 
-KNOWN_PREFIXES = ("run:", "need:", "state:", "[ai-model-", "[ai-reasoning-")
+KNOWN_PREFIXES = ("run:", "need:", "state:", "mode:", "[ai-model-", "[ai-reasoning-")
 WHITESPACE = st.text(alphabet=" \t\n\r\u00a0\u2003", max_size=3)
 
 
@@ -45,6 +46,10 @@ WHITESPACE = st.text(alphabet=" \t\n\r\u00a0\u2003", max_size=3)
         ("need:human-input", NeedLabel("human-input")),
         ("state:in-progress", StateLabel("in-progress")),
         ("State:Blocked", StateLabel("blocked")),
+        ("mode:discussion", ModeLabel("discussion")),
+        (" Mode:DISCUSSION ", ModeLabel("discussion")),
+        ("mode:quiet", ModeLabel("quiet")),
+        ("mode:", OtherLabel("mode:")),
         ("[ai-model-gpt-5]", ModelLabel("gpt-5")),
         ("[AI-Model-GPT-5.1-Codex]", ModelLabel("GPT-5.1-Codex")),
         ("[ai-model-openai/gpt-oss:120b_v2]", ModelLabel("openai/gpt-oss:120b_v2")),
@@ -344,3 +349,11 @@ def test_classify_model_names_differing_in_case_are_distinct() -> None:
 def test_classify_accepts_any_iterable_and_empty() -> None:
     assert classify_labels(iter(["run:dev"])).run_labels == (RunLabel(Stage.DEV),)
     assert classify_labels([]) == LabelSet()
+
+
+def test_mode_labels_are_sorted_out_and_only_discussion_means_something() -> None:
+    labels = classify_labels(["mode:discussion", "MODE:Discussion", "mode:quiet", "bug"])
+    assert labels.mode_labels == (ModeLabel("discussion"), ModeLabel("quiet"))
+    assert labels.has_discussion
+    assert not classify_labels(["mode:quiet", "discussion"]).has_discussion
+    assert ModeLabel("discussion").canonical == "mode:discussion"

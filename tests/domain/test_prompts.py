@@ -12,6 +12,7 @@ from codexk8s.domain.prompts import (
     MAX_COMMENT_CHARS,
     MAX_ISSUE_BODY_CHARS,
     Comment,
+    DiscussionEntry,
     PromptContext,
     TemplateError,
     diff,
@@ -191,3 +192,62 @@ def test_rendering_never_re_expands_user_text(
     comments = render("<C>{{comments}}</C>", ctx)
     assert comments == f"<C>{prompts.values(ctx)['comments']}</C>\n"
     assert prompts.values(ctx)["comments"].startswith(f"**@{author or 'a'}** wrote:\n>")
+
+
+# --- discussions, project documents, continuations (issue #19) --------------------------------
+
+
+def test_the_discussion_transcript_keeps_order_authors_and_the_newest_entries() -> None:
+    entries = tuple(
+        DiscussionEntry("alice" if i % 2 == 0 else "pm", f"message {i}", is_agent=i % 2 == 1)
+        for i in range(prompts.MAX_DISCUSSION_ENTRIES + 5)
+    )
+    text = prompts.render_discussion(entries)
+    assert text.startswith(prompts.DISCUSSION_HEADING)
+    assert "message 0\n" not in text and "message 4\n" not in text  # the oldest fell out
+    assert text.index("message 5") < text.index("message 34")
+    assert (
+        "**@alice** wrote:\n> message 6" in text and "**pm** (agent) answered:\n> message 7" in text
+    )
+    assert prompts.render_discussion(()) == ""
+
+
+def test_a_long_discussion_is_cut_to_its_budget_from_the_oldest() -> None:
+    big = "x" * prompts.MAX_COMMENT_CHARS
+    entries = tuple(DiscussionEntry("alice", f"{i} {big}") for i in range(20))
+    text = prompts.render_discussion(entries)
+    assert len(text) < prompts.MAX_DISCUSSION_CHARS + 2 * prompts.MAX_COMMENT_CHARS
+    assert "> 19 " in text and "> 0 " not in text
+
+
+def test_discussion_and_documents_are_appended_to_templates_without_their_placeholders() -> None:
+    ctx = context(discussion=(DiscussionEntry("alice", "Use SQLite?"),), project_docs="DOCS-HERE")
+    out = render("Do it.", ctx)
+    assert out.index("Do it.") < out.index(prompts.DISCUSSION_HEADING) < out.index("DOCS-HERE")
+    placed = render("A {{project_docs}} B {{discussion}} C", ctx)
+    assert placed.count("DOCS-HERE") == 1 and placed.index("DOCS-HERE") < placed.index("Use SQL")
+    assert render("Do it.", context()) == "Do it.\n"
+
+
+def test_a_discussion_run_has_its_own_kind() -> None:
+    assert render("{{kind}}", context(is_discussion=True)) == "discussion\n"
+
+
+@given(st.text(max_size=300))
+def test_user_text_in_a_discussion_comes_out_as_written(text: str) -> None:
+    ctx = context(discussion=(DiscussionEntry("alice", text),), project_docs="")
+    out = render("{{discussion}}", ctx)
+    quoted = "\n".join(f"> {line}" if line else ">" for line in text.splitlines() or [""])
+    assert quoted in out
+
+
+def test_continuations_say_only_what_is_new() -> None:
+    new = (Comment("rev", "(review: changes requested)\nRename it."),)
+    revise = prompts.render_continuation(context(is_revise=True, pr_number=12), new)
+    assert "Reviewers asked for changes on pull request #12" in revise
+    assert "> Rename it." in revise and "codex/issue-42" in revise
+    assert "The service needs /healthz." not in revise  # the issue is in the session already
+    turn = prompts.render_continuation(context(is_discussion=True), (Comment("bob", "And X?"),))
+    assert turn.startswith("# The discussion on #42 continues") and "> And X?" in turn
+    assert "Change no files." in turn
+    assert "nothing new was written" in prompts.render_continuation(context(is_revise=True), ())

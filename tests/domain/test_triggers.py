@@ -8,13 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from codexk8s.domain.stages import REVIEW_STAGE, AgentRole, Stage
+from codexk8s.domain.stages import DISCUSSION_STAGE, REVIEW_STAGE, AgentRole, Stage
 from codexk8s.domain.triggers import (
     DecisionKind,
     PayloadError,
+    ProjectPolicy,
     RunSpec,
     TriggerDecision,
     TriggerInput,
+    apply_project_policy,
     decide,
     trigger_input_from_payload,
 )
@@ -403,6 +405,8 @@ LABELS = st.one_of(
             "[ai-reasoning-low]",
             "[ai-reasoning-high]",
             "[ai-reasoning-max]",
+            "mode:discussion",
+            "mode:other",
             "bug",
         ]
     ),
@@ -433,6 +437,8 @@ ACTIONS = st.one_of(
         review_state=st.one_of(
             st.none(), st.sampled_from(["changes_requested", "approved"]), st.text(max_size=10)
         ),
+        sender=st.one_of(st.none(), st.text(max_size=10)),
+        is_own_comment=st.booleans(),
     )
 )
 def test_decide_never_raises_and_is_consistent(inp: TriggerInput) -> None:
@@ -445,7 +451,11 @@ def test_decide_never_raises_and_is_consistent(inp: TriggerInput) -> None:
         assert inp.number > 0
     if decision.kind is CANCEL_PENDING:
         assert decision.label is not None
-        assert decision.label.startswith(("run:", "need:"))
+        assert decision.label.startswith(("run:", "need:", "mode:discussion"))
+    if decision.run is not None and decision.run.is_discussion:
+        # A discussion never takes the model labels meant for the work.
+        assert decision.run.model is None and decision.run.reasoning_effort is None
+        assert not decision.run.is_revise
     if decision.kind is CONFLICT:
         assert decision.message
 
@@ -610,3 +620,104 @@ def test_pull_request_event_ignores_a_stray_issue() -> None:
     inp = trigger_input_from_payload("pull_request", payload)
     assert inp.number is None
     assert decide(inp).reason == "missing_number"
+
+
+# --- discussions (issue #19) ----------------------------------------------------------------------
+
+
+def comment(*labels: str, number: int | None = 7, own: bool = False) -> TriggerInput:
+    return TriggerInput(
+        event="issue_comment", action="created", labels=labels, number=number,
+        sender="alice", is_own_comment=own,
+    )  # fmt: skip
+
+
+def test_the_discussion_label_starts_a_discussion_turn_that_ignores_model_labels() -> None:
+    decision = decide(issue_labeled("mode:discussion", "bug", "[ai-model-o3]"))
+    assert decision.kind is START and decision.reason == "discussion_started"
+    assert decision.run == RunSpec(
+        stage=DISCUSSION_STAGE, role=AgentRole.PM, is_revise=False,
+        trigger_label="mode:discussion", model=None, reasoning_effort=None, number=7,
+        is_pull_request=False, mode="discussion",
+    )  # fmt: skip
+    assert decide(issue_labeled("Mode:Discussion")).run.trigger_label == "mode:discussion"  # type: ignore[union-attr]
+
+
+def test_the_discussion_label_is_over_once_a_run_label_is_set() -> None:
+    decision = decide(issue_labeled("mode:discussion", "run:dev"))
+    assert decision.kind is RECORD and decision.reason == "discussion_over"
+    assert "run:dev" in decision.message
+
+
+def test_other_modes_start_nothing() -> None:
+    assert decide(issue_labeled("mode:quiet")).kind is RECORD
+
+
+def test_a_comment_continues_a_discussion_until_a_run_label_starts_the_work() -> None:
+    turn = decide(comment("mode:discussion", "bug"))
+    assert turn.kind is START and turn.reason == "discussion_continued"
+    assert turn.run is not None and turn.run.is_discussion and turn.run.stage == DISCUSSION_STAGE
+    assert not turn.run.is_tentative
+    after_work = apply_project_policy(
+        decide(comment("mode:discussion", "run:dev")), ProjectPolicy()
+    )
+    assert after_work.kind is RECORD and after_work.reason == "comment_recorded"
+    assert decide(comment("bug")).reason == "comment_recorded"
+
+
+def test_codexk8s_own_comments_never_start_a_turn() -> None:
+    decision = decide(comment("mode:discussion", own=True))
+    assert decision.kind is RECORD and decision.reason == "own_comment"
+
+
+def test_a_comment_under_a_single_run_label_is_a_tentative_turn_of_that_stage() -> None:
+    decision = decide(comment("run:intake"))
+    assert decision.kind is START and decision.run is not None
+    assert decision.run.is_tentative and decision.run.is_discussion
+    assert (decision.run.stage, decision.run.role) == ("intake", AgentRole.PM)
+    # A revise label or two run labels: no discussion to continue.
+    assert decide(comment("run:intake:revise")).kind is RECORD
+    assert decide(comment("run:intake", "run:dev")).kind is RECORD
+
+
+def test_project_policy_keeps_tentative_turns_only_for_discussion_stages() -> None:
+    tentative = decide(comment("run:intake"))
+    ordinary = apply_project_policy(tentative, ProjectPolicy())
+    assert ordinary.kind is RECORD and ordinary.reason == "comment_recorded"
+    kept = apply_project_policy(tentative, ProjectPolicy(frozenset({"intake"})))
+    assert kept.kind is START and kept.run is not None and not kept.run.is_tentative
+
+
+def test_a_run_label_of_a_discussion_stage_starts_a_discussion_instead_of_work() -> None:
+    policy = ProjectPolicy(frozenset({"intake"}))
+    started = apply_project_policy(decide(issue_labeled("run:intake", "[ai-model-o3]")), policy)
+    assert started.kind is START and started.reason == "discussion_started"
+    assert started.run is not None and started.run.is_discussion
+    assert started.run.model is None and started.run.trigger_label == "run:intake"
+    # Other stages, revise labels and reviewer runs stay work.
+    for inp in (issue_labeled("run:dev"), issue_labeled("run:intake:revise"),
+                pr_labeled("need:reviewer")):  # fmt: skip
+        decision = decide(inp)
+        assert apply_project_policy(decision, policy) == decision
+
+
+def test_removing_the_discussion_label_cancels_a_pending_turn() -> None:
+    removed = TriggerInput(
+        event="issues", action="unlabeled", changed_label="mode:discussion", number=7
+    )
+    decision = decide(removed)
+    assert decision.kind is CANCEL_PENDING and decision.label == "mode:discussion"
+
+
+def test_payload_names_the_sender_and_recognises_codexk8s_comments() -> None:
+    from tests.webhook_examples import example
+
+    payload = example("issue_comment", "created")
+    inp = trigger_input_from_payload("issue_comment", payload)
+    assert inp.sender == "Codertocat" and inp.is_own_comment is False
+    payload["comment"]["body"] = "<!-- codexk8s:discussion run=4 -->\nAn answer"
+    assert trigger_input_from_payload("issue_comment", payload).is_own_comment is True
+    # Only comments: an issue body with the marker is a person's text like any other.
+    labeled = example("issues", "labeled")
+    labeled["issue"]["body"] = "<!-- codexk8s:service-comment -->"
+    assert trigger_input_from_payload("issues", labeled).is_own_comment is False

@@ -37,7 +37,7 @@ from codexk8s.services.webhook_ingest import (
     WebhookRequest,
     ingest_github_delivery,
 )
-from tests.conftest import TEST_SECRET_KEY, reset_caches
+from tests.conftest import TEST_SECRET_KEY, link_member, reset_caches
 from tests.webhook_examples import example, with_labels
 
 REPO = "Codertocat/Hello-World"
@@ -65,10 +65,13 @@ def database(
 def repo(database: str) -> Repository:
     with session_scope() as session:
         projects.create_project(session=session, key="hello", slots=2)
-        return repositories.add_repository(
+        repository = repositories.add_repository(
             session=session, box=get_secret_box(), project_key="hello", full_name=REPO,
             webhook_secret=REPO_SECRET,
         )  # fmt: skip
+    # The payloads' sender may start runs (member-only triggers have tests of their own).
+    link_member("hello")
+    return repository
 
 
 def _deliver(
@@ -407,6 +410,7 @@ def test_global_secret_serves_repositories_without_their_own(app_db: str) -> Non
         repositories.add_repository(
             session=session, box=get_secret_box(), project_key="hello", full_name=REPO
         )
+    link_member("hello")
     outcome = _deliver("issues", labeled(["run:dev"], "run:dev"), secret=GLOBAL_SECRET)
     assert len(outcome.runs) == 1
 
@@ -493,10 +497,11 @@ def test_concurrent_copies_of_a_delivery_that_starts_nothing(app_db: str) -> Non
 
 def test_the_labelers_own_learning_mode_applies(repo: Repository) -> None:
     payload = labeled(["run:dev"], "run:dev")
-    login = payload["sender"]["login"]
+    payload["sender"]["login"] = "Labeler"
+    link_member("hello", "someone-else")
     with session_scope() as session:
         user = users.add_user(session=session, email="labeler@example.com")
-        user.github_login = login.upper()  # GitHub logins compare case-insensitively
+        user.github_login = "LABELER"  # GitHub logins compare case-insensitively
         session.add(user)
         projects.add_member(
             session=session, project_key="hello", email="labeler@example.com", role="read_write"
