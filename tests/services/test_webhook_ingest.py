@@ -5,6 +5,8 @@ autocommit on PostgreSQL, a transaction on SQLite), so the behaviour tests run o
 
 from __future__ import annotations
 
+import copy
+import itertools
 import json
 import uuid
 from collections.abc import Callable
@@ -517,3 +519,242 @@ def test_the_labelers_own_learning_mode_applies(repo: Repository) -> None:
     with Session(get_engine()) as session:
         assert session.get(AgentRun, run_id).learning_mode is True  # type: ignore[union-attr]
         assert session.get(AgentRun, other_id).learning_mode is False  # type: ignore[union-attr]
+
+
+# --- only people of the project trigger runs (issue #19) ----------------------------------------
+
+
+def from_sender(payload: dict[str, Any], login: str) -> dict[str, Any]:
+    payload["sender"]["login"] = login
+    return payload
+
+
+def refused_events(delivery_id: str) -> list[FlowEvent]:
+    return [e for e in events(delivery_id) if e.event_type == "trigger_refused"]
+
+
+def test_a_label_from_someone_outside_the_project_starts_nothing(repo: Repository) -> None:
+    payload = from_sender(labeled(["run:dev"], "run:dev", number=4), "drive-by")
+    outcome = _deliver("issues", payload, delivery_id="outsider")
+    assert outcome.runs == [] and outcome.ignored == "sender_not_allowed" and runs() == []
+    with Session(get_engine()) as session:
+        row = session.exec(select(WebhookDelivery).where(WebhookDelivery.delivery_id == "outsider"))
+        assert row.one().outcome == "ignored:sender_not_allowed"
+    (refused,) = refused_events("outsider")
+    assert refused.project_id is not None
+    assert refused.payload["sender"] == "drive-by" and refused.payload["number"] == 4
+    assert refused.payload["repository_id"] == repo.id and refused.payload["trigger"] == "run:dev"
+    assert "@drive-by may not start runs" in refused.payload["message"]
+    assert "read_write or admin" in refused.payload["message"]
+    ignored = [e for e in events("outsider") if e.event_type == "delivery_ignored"]
+    assert ignored[0].payload["reason"] == "sender_not_allowed"
+
+
+@pytest.mark.parametrize(
+    ("project_role", "platform_role", "disabled", "starts"),
+    [
+        ("read", "user", False, False),
+        ("read_write", "user", False, True),
+        ("admin", "user", False, True),
+        (None, "admin", False, True),  # platform admins may start runs anywhere
+        (None, "user", False, False),
+        ("admin", "user", True, False),  # a disabled user may do nothing
+    ],
+)
+def test_who_may_start_runs_is_the_start_run_rule(
+    repo: Repository, project_role: str | None, platform_role: str, disabled: bool, starts: bool
+) -> None:
+    with session_scope() as session:
+        user = users.add_user(
+            session=session, email="pat@example.com", role=platform_role, github_login="Pat"
+        )
+        user.disabled = disabled
+        session.add(user)
+        if project_role is not None:
+            projects.add_member(
+                session=session, project_key="hello", email="pat@example.com", role=project_role
+            )
+    # GitHub logins compare without case.
+    outcome = _deliver("issues", from_sender(labeled(["run:dev"], "run:dev"), "pat"))
+    assert (len(outcome.runs) == 1) == starts
+    assert outcome.ignored == (None if starts else "sender_not_allowed")
+
+
+def test_a_member_whose_login_is_not_linked_starts_nothing(repo: Repository) -> None:
+    with session_scope() as session:
+        users.add_user(session=session, email="unlinked@example.com")
+        projects.add_member(
+            session=session, project_key="hello", email="unlinked@example.com", role="admin"
+        )
+    outcome = _deliver("issues", from_sender(labeled(["run:dev"], "run:dev"), "unlinked"))
+    assert outcome.ignored == "sender_not_allowed"
+    with session_scope() as session:
+        users.set_github_login(
+            session=session, email="unlinked@example.com", github_login="unlinked", actor=None
+        )
+    assert len(_deliver("issues", from_sender(labeled(["run:dev"], "run:dev"), "unlinked")).runs)
+
+
+def test_an_allow_listed_bot_starts_runs(repo: Repository) -> None:
+    payload = from_sender(labeled(["run:dev"], "run:dev"), "renovate[bot]")
+    assert _deliver("issues", payload).ignored == "sender_not_allowed"
+    with session_scope() as session:
+        projects.update_conversation_settings(
+            session=session, actor=None, project_key="hello", trigger_bots=["Renovate[bot]"]
+        )
+    payload = from_sender(labeled(["run:dev"], "run:dev"), "renovate[bot]")
+    assert len(_deliver("issues", payload).runs) == 1
+    payload = from_sender(labeled(["run:plan"], "run:plan"), "other[bot]")
+    (refused,) = refused_events(_deliver("issues", payload).delivery_id)
+    assert "`Renovate[bot]`" in refused.payload["message"]
+
+
+def test_a_changes_requested_review_from_an_outsider_starts_no_revise(repo: Repository) -> None:
+    payload = with_labels(
+        example("pull_request_review", "submitted"), "pull_request", ["run:dev"], None
+    )
+    payload["review"]["state"] = "changes_requested"
+    outcome = _deliver("pull_request_review", from_sender(payload, "drive-by"))
+    assert outcome.ignored == "sender_not_allowed" and runs() == []
+    outcome = _deliver("pull_request_review", from_sender(copy.deepcopy(payload), "Codertocat"))
+    (run,) = runs()
+    assert outcome.runs == [run.id] and run.is_revise
+
+
+def test_need_reviewer_from_an_outsider_starts_no_review(repo: Repository) -> None:
+    payload = with_labels(
+        example("pull_request", "labeled"), "pull_request", ["need:reviewer"], "need:reviewer"
+    )
+    assert _deliver("pull_request", from_sender(payload, "drive-by")).ignored == (
+        "sender_not_allowed"
+    )
+    assert runs() == []
+
+
+def test_outsiders_may_still_cancel_by_unlabeling(repo: Repository) -> None:
+    """Cancels stop spending: whoever may remove the label on GitHub may stop a pending run."""
+    _deliver("issues", labeled(["run:dev"], "run:dev"))
+    unlabel = from_sender(labeled([], "run:dev"), "drive-by")
+    unlabel["action"] = "unlabeled"
+    outcome = _deliver("issues", unlabel)
+    (run,) = runs()
+    assert outcome.canceled == [run.id]
+
+
+def test_a_refused_trigger_redelivered_is_a_duplicate(repo: Repository) -> None:
+    payload = from_sender(labeled(["run:dev"], "run:dev"), "drive-by")
+    _deliver("issues", payload, delivery_id="twice")
+    again = _deliver("issues", payload, delivery_id="twice")
+    assert again.is_duplicate and len(refused_events("twice")) == 1
+
+
+# --- discussions (issue #19) ---------------------------------------------------------------------
+
+
+def commented(labels: list[str], *, number: int = 1, body: str = "What about X?") -> dict[str, Any]:
+    payload = with_labels(example("issue_comment", "created"), "issue", labels, None)
+    payload.pop("label", None)
+    payload["issue"]["number"] = number
+    payload["comment"]["body"] = body
+    payload["comment"]["id"] = next(_comment_ids)
+    return payload
+
+
+_comment_ids = itertools.count(9000)
+
+
+def set_status(run_id: int, status: str) -> None:
+    with session_scope() as session:
+        session.execute(sa.update(AgentRun).where(AgentRun.id == run_id).values(status=status))
+
+
+def test_the_discussion_label_starts_a_cheap_turn_answered_by_the_pm(repo: Repository) -> None:
+    with session_scope() as session:
+        projects.update_settings(
+            session=session, actor=None, project_key="hello", name="hello", slots=2,
+            learning_mode_default=False, default_model="gpt-5-codex", log_retention_days=None,
+        )  # fmt: skip
+    outcome = _deliver(
+        "issues", labeled(["mode:discussion", "[ai-model-o3]"], "mode:discussion"), delivery_id="d"
+    )
+    (run,) = runs()
+    assert outcome.runs == [run.id]
+    assert (run.stage, run.mode, run.agent_key, run.trigger_label) == (
+        "discussion", "discussion", "pm", "mode:discussion",
+    )  # fmt: skip
+    # Not the issue's model label (that is the work's): the project's model at low effort.
+    assert (run.model, run.reasoning_effort) == ("gpt-5-codex", "low")
+    created = [e for e in events("d") if e.event_type == "run_created"]
+    assert created[0].payload["mode"] == "discussion"
+
+
+def test_discussion_model_and_effort_are_the_projects_own(repo: Repository) -> None:
+    with session_scope() as session:
+        projects.update_conversation_settings(
+            session=session, actor=None, project_key="hello", discussion_model="gpt-5-mini",
+            discussion_reasoning_effort="minimal",
+        )  # fmt: skip
+    _deliver("issues", labeled(["mode:discussion"], "mode:discussion"))
+    (run,) = runs()
+    assert (run.model, run.reasoning_effort) == ("gpt-5-mini", "minimal")
+
+
+def test_comments_continue_the_discussion_one_pending_turn_at_a_time(repo: Repository) -> None:
+    (first,) = _deliver("issues", labeled(["mode:discussion"], "mode:discussion")).runs
+    # Still pending: the pending turn reads the new comment when it starts.
+    folded = _deliver("issue_comment", commented(["mode:discussion"]))
+    assert folded.ignored == "already_active" and len(runs()) == 1
+    # Running: the comment queues the next turn (dispatch starts it after this one).
+    set_status(first, "running")
+    (second,) = _deliver("issue_comment", commented(["mode:discussion"])).runs
+    third = _deliver("issue_comment", commented(["mode:discussion"]))
+    assert third.ignored == "already_active"
+    turn = next(r for r in runs() if r.id == second)
+    assert (turn.mode, turn.stage, turn.status) == ("discussion", "discussion", "pending")
+
+
+def test_outsiders_and_codexk8s_itself_do_not_continue_a_discussion(repo: Repository) -> None:
+    outsider = _deliver("issue_comment", from_sender(commented(["mode:discussion"]), "drive-by"))
+    assert outsider.ignored == "sender_not_allowed" and runs() == []
+    own = commented(["mode:discussion"], body="<!-- codexk8s:discussion run=1 -->\nAn answer")
+    assert _deliver("issue_comment", own).ignored == "own_comment" and runs() == []
+
+
+def test_a_run_label_ends_the_discussion_and_starts_the_work(repo: Repository) -> None:
+    (turn,) = _deliver("issues", labeled(["mode:discussion"], "mode:discussion")).runs
+    set_status(turn, "succeeded")
+    (work,) = _deliver("issues", labeled(["mode:discussion", "run:dev"], "run:dev")).runs
+    assert next(r for r in runs() if r.id == work).mode == "work"
+    after = _deliver("issue_comment", commented(["mode:discussion", "run:dev"]))
+    assert after.ignored == "comment_recorded" and len(runs()) == 2
+
+
+def test_removing_the_discussion_label_cancels_the_pending_turn(repo: Repository) -> None:
+    (turn,) = _deliver("issues", labeled(["mode:discussion"], "mode:discussion")).runs
+    unlabel = labeled([], "mode:discussion")
+    unlabel["action"] = "unlabeled"
+    assert _deliver("issues", unlabel).canceled == [turn]
+
+
+def test_a_discussion_stage_discusses_its_run_label_and_comments(repo: Repository) -> None:
+    with session_scope() as session:
+        projects.update_conversation_settings(
+            session=session, actor=None, project_key="hello", discussion_stages=["intake"]
+        )
+    assert _deliver("issue_comment", commented(["run:dev"])).ignored == "comment_recorded"
+    (turn,) = _deliver("issues", labeled(["run:intake", "[ai-model-o3]"], "run:intake")).runs
+    run = runs()[0]
+    assert (run.stage, run.mode, run.agent_key, run.trigger_label) == (
+        "intake", "discussion", "pm", "run:intake",
+    )  # fmt: skip
+    assert run.model != "o3"
+    set_status(turn, "succeeded")
+    (following,) = _deliver("issue_comment", commented(["run:intake"])).runs
+    assert next(r for r in runs() if r.id == following).mode == "discussion"
+
+
+def test_a_redelivered_discussion_comment_starts_one_turn(repo: Repository) -> None:
+    payload = commented(["mode:discussion"])
+    first = _deliver("issue_comment", payload, delivery_id="c-once")
+    again = _deliver("issue_comment", payload, delivery_id="c-once")
+    assert len(first.runs) == 1 and again.is_duplicate and len(runs()) == 1
