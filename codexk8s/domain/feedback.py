@@ -200,7 +200,8 @@ def render_service_comment(
     ]
     if view.status_message and view.status != RunStatus.SUCCEEDED:
         lines += ["", f"> {_one_line(view.status_message)}"]
-    if view.summary:
+    # A discussion's answer is a comment of its own on the issue; it is not repeated here.
+    if view.summary and not view.is_discussion:
         lines += ["", "**Summary**", "", view.summary.strip()]
     next_text = _next_step_text(view, next_step_labels(view))
     if next_text:

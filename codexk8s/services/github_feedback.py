@@ -6,10 +6,16 @@ and an issue is claimed in `github_feedback` with a compare-and-set lease before
 sent, so two replicas never report the same issue at once. Then, for that issue:
 
 1. each new `run_result` opens or updates the run's pull request (reviewer runs post their
-   review as a PR comment instead) and stores `pr_url` / `pr_number` on the run;
+   review as a PR comment instead, discussion turns their answer as an issue comment) and
+   stores `pr_url` / `pr_number` on the run;
 2. the one service comment is created (or found by its hidden marker) and edited when its text
    changes; 3. `state:*` labels follow the newest run; 4. learning mode posts one explanation
    comment and stores it in `learning_feedback`.
+
+Deliveries that started nothing but deserve an explanation (`trigger_refused`: the sender may
+not start runs; `trigger_conflict`: conflicting labels) are found the same way, by flow events
+newer than the issue's `notice_event_id`; the newest one becomes the service comment's notice
+(the whole comment when the issue has no run yet), shown until a newer run exists.
 
 Every step is idempotent, so a failure anywhere just leaves the runs unreported: the issue is
 retried after a growing delay (or the rate limit's Retry-After), with the error on the feedback
@@ -24,7 +30,7 @@ import hashlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -46,9 +52,12 @@ from codexk8s.domain.feedback import (
     LABEL_COLORS,
     SERVICE_MARKER,
     RunView,
+    discussion_marker,
     learning_marker,
+    render_notice_comment,
     render_service_comment,
     review_marker,
+    shows_notice,
     state_labels,
 )
 from codexk8s.domain.repository_provider import (
@@ -59,6 +68,7 @@ from codexk8s.domain.repository_provider import (
     RepositoryProvider,
     Usage,
 )
+from codexk8s.domain.runs import RunMode
 from codexk8s.domain.stages import REVIEW_STAGE
 from codexk8s.errors import CodexK8sError
 from codexk8s.services import model_checks, repositories
@@ -72,6 +82,8 @@ PROJECTS = Project.__table__  # type: ignore[attr-defined]
 LEARNING = LearningFeedback.__table__  # type: ignore[attr-defined]
 
 RUN_RESULT = "run_result"
+# Flow events of deliveries that started nothing, explained in the service comment.
+NOTICE_EVENTS = ("trigger_refused", "trigger_conflict")
 # Flow events whose change GitHub readers see.
 VISIBLE_EVENTS = (
     "run_created", "run_pending", "run_starting", "run_running", "run_succeeded", "run_failed",
@@ -102,6 +114,13 @@ class _Target:
     owner: str
     name: str
     token: str | None = field(repr=False)
+
+
+def _aware(value: Any) -> Any:
+    # SQLite hands timestamps back without their zone; they were stored in UTC.
+    if value is not None and getattr(value, "tzinfo", None) is None:
+        return value.replace(tzinfo=UTC)
+    return value
 
 
 def retry_delay(attempts: int) -> float:
@@ -185,6 +204,71 @@ class GitHubFeedback:
                     due[key][row.id] = row.newest
         return dict(due)
 
+    def _due_notices(self, batch: int, *, full: bool) -> dict[tuple[int, int], int]:
+        """(repository, issue) → the newest notice event not yet shown, for issues ready."""
+        now = utcnow()
+        repository_id = EVENTS.c.payload["repository_id"].as_integer()
+        number = EVENTS.c.payload["number"].as_integer()
+        newest = sa.func.max(EVENTS.c.id).label("newest")
+        query = (
+            sa.select(repository_id.label("repository_id"), number.label("number"), newest)
+            .select_from(
+                EVENTS.outerjoin(
+                    FEEDBACK,
+                    sa.and_(
+                        FEEDBACK.c.repository_id == repository_id,
+                        FEEDBACK.c.issue_number == number,
+                    ),
+                )
+            )
+            .where(
+                EVENTS.c.event_type.in_(NOTICE_EVENTS),
+                # Conflicts recorded before notices existed name no issue.
+                repository_id.is_not(None),
+                number.is_not(None),
+                EVENTS.c.id > sa.func.coalesce(FEEDBACK.c.notice_event_id, 0),
+                sa.or_(
+                    FEEDBACK.c.id.is_(None),
+                    sa.and_(
+                        sa.or_(FEEDBACK.c.claimed_until.is_(None), FEEDBACK.c.claimed_until < now),
+                        sa.or_(FEEDBACK.c.retry_after.is_(None), FEEDBACK.c.retry_after <= now),
+                    ),
+                ),
+                sa.true() if full else EVENTS.c.created_at > now - RECENT_WINDOW,
+            )
+            .group_by(repository_id, number)
+            .order_by(newest)
+            .limit(batch)
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        # A repository deleted since (its id no longer exists) is skipped by `_target`.
+        return {
+            (row.repository_id, row.number): row.newest
+            for row in rows
+            if row.repository_id is not None and row.number is not None
+        }
+
+    def _load_notice(self, event_id: int) -> tuple[str, Any]:
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                sa.select(EVENTS.c.payload, EVENTS.c.created_at).where(EVENTS.c.id == event_id)
+            ).one()
+        return str((row.payload or {}).get("message") or ""), row.created_at
+
+    def _store_notice(
+        self, repository_id: int, issue_number: int, notice: str, notice_at: Any
+    ) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                FEEDBACK.update()
+                .where(
+                    FEEDBACK.c.repository_id == repository_id,
+                    FEEDBACK.c.issue_number == issue_number,
+                )
+                .values(notice=notice, notice_at=notice_at)
+            )
+
     def _claim(self, repository_id: int, issue_number: int) -> bool:
         """Compare-and-set lease on the issue's feedback row (created on first use)."""
         now = utcnow()
@@ -219,6 +303,7 @@ class GitHubFeedback:
     def _release(
         self, repository_id: int, issue_number: int, runs: dict[int, int], *, error: str | None,
         retry_after: float | None = None, comment: tuple[int, str] | None = None,
+        notice_event_id: int | None = None,
     ) -> None:  # fmt: skip
         """End the claim: mark RUNS reported on success, or schedule the retry on failure."""
         now = utcnow()
@@ -236,6 +321,16 @@ class GitHubFeedback:
                 values.update(comment_id=comment[0], body_sha256=comment[1])
             if error is None:
                 values.update(attempts=0, last_error=None, retry_after=None)
+                if notice_event_id is not None:
+                    values["notice_event_id"] = (
+                        sa.func.greatest(
+                            sa.func.coalesce(FEEDBACK.c.notice_event_id, 0), notice_event_id
+                        )
+                        if connection.dialect.name == "postgresql"
+                        else sa.func.max(
+                            sa.func.coalesce(FEEDBACK.c.notice_event_id, 0), notice_event_id
+                        )
+                    )
                 for run_id, newest in runs.items():
                     connection.execute(
                         RUNS.update()
@@ -252,15 +347,26 @@ class GitHubFeedback:
                     attempts=attempts, last_error=error[:2000],
                     retry_after=now + timedelta(seconds=delay),
                 )  # fmt: skip
-                latest = max(runs)
-                run = connection.execute(
-                    sa.select(RUNS.c.correlation_id, RUNS.c.project_id).where(RUNS.c.id == latest)
-                ).one()
-                add_event(
-                    connection, correlation_id=run.correlation_id, run_id=latest,
-                    project_id=run.project_id, event_type="github_feedback_failed",
-                    payload={"error": error[:500], "attempt": attempts, "retry_in": delay},
-                )  # fmt: skip
+                failure = {"error": error[:500], "attempt": attempts, "retry_in": delay}
+                if runs:
+                    latest = max(runs)
+                    run = connection.execute(
+                        sa.select(RUNS.c.correlation_id, RUNS.c.project_id).where(
+                            RUNS.c.id == latest
+                        )
+                    ).one()
+                    add_event(
+                        connection, correlation_id=run.correlation_id, run_id=latest,
+                        project_id=run.project_id, event_type="github_feedback_failed",
+                        payload=failure,
+                    )  # fmt: skip
+                else:
+                    add_event(
+                        connection, correlation_id=f"feedback-{repository_id}-{issue_number}",
+                        event_type="github_feedback_failed",
+                        payload={**failure, "repository_id": repository_id,
+                                 "number": issue_number},
+                    )  # fmt: skip
             connection.execute(FEEDBACK.update().where(mine).values(**values))
 
     # --- the job ---------------------------------------------------------------------------------
@@ -305,7 +411,62 @@ class GitHubFeedback:
                 continue
             await asyncio.to_thread(self._release, *key, runs, error=None, comment=comment)
             result.reported.append(key)
+        notices = await asyncio.to_thread(functools.partial(self._due_notices, batch, full=full))
+        for key, event_id in notices.items():
+            if key in due or not await asyncio.to_thread(self._claim, *key):
+                continue
+            await self._report_notice(key, event_id, result)
         return result
+
+    async def _report_notice(
+        self, key: tuple[int, int], event_id: int, result: ReportResult
+    ) -> None:
+        """Put the newest notice of an issue into its service comment (creating it when the
+        issue has no run yet)."""
+        repository_id, issue_number = key
+        comment: tuple[int, str] | None = None
+        try:
+            target = await asyncio.to_thread(self._target, repository_id)
+            if target.token is None:
+                await asyncio.to_thread(
+                    self._release, *key, {}, error=None, notice_event_id=event_id
+                )
+                result.skipped.append(key)
+                return
+            notice, notice_at = await asyncio.to_thread(self._load_notice, event_id)
+            await asyncio.to_thread(self._store_notice, *key, notice, notice_at)
+            rows = await asyncio.to_thread(self._issue_runs, repository_id, issue_number)
+            async with self.client(target.token) as github:
+                comment = await self._upsert_comment(
+                    github, target, issue_number, [self._view(row) for row in rows]
+                )
+        except sa.exc.NoResultFound:
+            # The repository was removed since: nothing to tell anyone.
+            await asyncio.to_thread(self._release, *key, {}, error=None, notice_event_id=event_id)
+            result.skipped.append(key)
+            return
+        except ProviderRateLimitedError as exc:
+            await asyncio.to_thread(
+                self._release, *key, {}, error=str(exc), retry_after=exc.retry_after
+            )
+            result.failed.append(key)
+            return
+        except (ProviderError, CodexK8sError, DecryptionError) as exc:
+            log.warning("GitHub notice for %s#%s failed: %s", repository_id, issue_number, exc)
+            await asyncio.to_thread(self._release, *key, {}, error=str(exc))
+            result.failed.append(key)
+            return
+        except Exception as exc:
+            log.exception("GitHub notice for %s#%s failed", repository_id, issue_number)
+            await asyncio.to_thread(
+                self._release, *key, {}, error=f"internal error: {type(exc).__name__}"
+            )
+            result.failed.append(key)
+            return
+        await asyncio.to_thread(
+            self._release, *key, {}, error=None, comment=comment, notice_event_id=event_id
+        )
+        result.reported.append(key)
 
     def _target(self, repository_id: int) -> _Target:
         with self.engine.connect() as connection:
@@ -363,7 +524,8 @@ class GitHubFeedback:
             comment = await self._upsert_comment(github, target, issue_number, views)
             await self._apply_labels(github, target, issue_number, views[0])
             for row in rows:
-                if row.id in results and row.learning_mode and row.pr_number:
+                is_work = row.mode != RunMode.DISCUSSION.value
+                if row.id in results and row.learning_mode and row.pr_number and is_work:
                     await self._learning(github, target, row, results[row.id][1])
         return comment
 
@@ -373,7 +535,7 @@ class GitHubFeedback:
             run_url=self.run_url(row.id), trigger_label=row.trigger_label,
             status_reason=row.status_reason, status_message=row.status_message, model=row.model,
             reasoning_effort=row.reasoning_effort, pr_url=row.pr_url, pr_number=row.pr_number,
-            summary=row.summary,
+            summary=row.summary, mode=row.mode, created_at=_aware(row.created_at),
         )  # fmt: skip
 
     # --- steps -----------------------------------------------------------------------------------
@@ -384,6 +546,20 @@ class GitHubFeedback:
         with self.engine.connect() as connection:
             run = connection.execute(sa.select(RUNS).where(RUNS.c.id == run_id)).one()
         summary = str(result.get("summary") or "").strip() or None
+        if run.mode == RunMode.DISCUSSION.value:
+            # The answer goes on the issue (or PR) as a comment of its own; its marker makes a
+            # retry find it instead of posting it twice, and ingest ignore it as a trigger.
+            if summary:
+                number = run.issue_number or run.pr_number
+                marker = discussion_marker(run_id)
+                if await github.find_comment(target.owner, target.name, number, marker) is None:
+                    footer = f"<sub>codexk8s discussion · run [#{run_id}]({self.run_url(run_id)})"
+                    footer += f" · `{run.model}`</sub>" if run.model else "</sub>"
+                    await github.create_comment(
+                        target.owner, target.name, number, f"{marker}\n{summary}\n\n{footer}\n"
+                    )
+            await asyncio.to_thread(self._store_result, run_id, None, summary)
+            return
         if run.stage == REVIEW_STAGE:
             body = str(result.get("review_body") or "").strip()
             if body:
@@ -437,9 +613,15 @@ class GitHubFeedback:
     async def _upsert_comment(
         self, github: RepositoryProvider, target: _Target, issue_number: int, views: list[RunView]
     ) -> tuple[int, str]:
-        body = render_service_comment(views[0], views[1:])
-        digest = hashlib.sha256(body.encode()).hexdigest()
         row = await asyncio.to_thread(self._feedback_row, target.repository_id, issue_number)
+        notice_at = _aware(row.notice_at) if row.notice_at is not None else None
+        newest = views[0] if views else None
+        notice = row.notice if row.notice and shows_notice(newest, notice_at) else None
+        if newest is None:
+            body = render_notice_comment(notice or "")
+        else:
+            body = render_service_comment(newest, views[1:], notice=notice)
+        digest = hashlib.sha256(body.encode()).hexdigest()
         if row.comment_id is not None and row.body_sha256 == digest:
             return row.comment_id, digest
         owner, name = target.owner, target.name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -107,7 +108,8 @@ def discussion(
 
 
 def test_a_discussion_turn_offers_to_reply_end_or_start_the_work() -> None:
-    done = discussion("succeeded")
+    done = dataclasses.replace(discussion("succeeded"), summary="The long answer.")
+    assert "The long answer." not in render_service_comment(done)  # posted on its own
     assert next_step_labels(done) == ()
     body = render_service_comment(done)
     assert "| Stage | discussion |" in body

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -13,21 +14,25 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from codexk8s.adapters.github.webhooks import sign
 from codexk8s.config import get_settings
 from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.db.models import AgentRun, FlowEvent, LearningFeedback, utcnow
 from codexk8s.db.models import GitHubFeedback as FeedbackRow
-from codexk8s.domain.feedback import IN_PROGRESS, IN_REVIEW, SERVICE_MARKER
+from codexk8s.domain.feedback import IN_PROGRESS, IN_REVIEW, SERVICE_MARKER, discussion_marker
 from codexk8s.domain.runs import RunStatus
 from codexk8s.services import projects, repositories
 from codexk8s.services.github_feedback import FULL_SCAN_EVERY, RUN_RESULT, GitHubFeedback
 from codexk8s.services.run_states import add_event, transition
-from tests.conftest import reset_caches
+from codexk8s.services.webhook_ingest import WebhookRequest, ingest_github_delivery
+from tests.conftest import link_member, reset_caches
 from tests.github_server import FakeGitHub, FakeRepo, running_github
 from tests.openai_server import API_KEY, FakeOpenAI, running_openai
+from tests.webhook_examples import example, with_labels
 
 TOKEN = "ghp_reportertoken0001"
+HOOK_SECRET = "reporter-hook-secret"
 PUBLIC = "https://ck8s.example.test"
 ISSUE = 7
 
@@ -357,3 +362,107 @@ async def test_embedded_sqlite_reports_too(monkeypatch: pytest.MonkeyPatch, tmp_
         (comment,) = service_comments(fake_repo)
         assert "running" in comment["body"]
         assert fake_repo.issue_labels[ISSUE] == [IN_PROGRESS]
+
+
+# --- discussions and notices (issue #19) ---------------------------------------------------------
+
+
+def deliver(payload: dict[str, Any], event_name: str = "issues") -> Any:
+    body = json.dumps(payload).encode()
+    return ingest_github_delivery(
+        engine=get_engine(), box=get_secret_box(), global_secret=HOOK_SECRET,
+        request=WebhookRequest(
+            delivery_id=str(uuid.uuid4()), event=event_name, signature=sign(HOOK_SECRET, body),
+            content_type="application/json", body=body,
+        ),
+    )  # fmt: skip
+
+
+def labeled_by(login: str, labels: list[str], changed: str) -> dict[str, Any]:
+    payload = with_labels(example("issues", "labeled"), "issue", labels, changed)
+    payload["issue"]["number"] = ISSUE
+    payload["repository"]["full_name"] = "octo-org/octo-repo"
+    payload["sender"]["login"] = login
+    return payload
+
+
+async def test_a_discussion_turn_answers_on_the_issue_once_and_opens_no_pull_request(
+    github: FakeGitHub, repo: FakeRepo
+) -> None:
+    run_id = new_run(stage="discussion", learning=True)
+    with session_scope() as session:
+        session.execute(
+            sa.update(AgentRun)
+            .where(AgentRun.id == run_id)
+            .values(mode="discussion", trigger_label="mode:discussion", agent_key="pm")
+        )
+    answer = "Two options: a cron job or a queue. I would start with the cron job."
+    event(run_id, RUN_RESULT, result_payload(branch=None, summary=answer, pr_title=None))
+    move(run_id, RunStatus.STARTING, RunStatus.RUNNING, RunStatus.SUCCEEDED)
+    await reporter().report_once()
+    (reply,) = [c for c in repo.comments_on(ISSUE) if answer in c["body"]]
+    assert reply["body"].startswith(discussion_marker(run_id))
+    assert f"run [#{run_id}]" in reply["body"] and "`gpt-test`" in reply["body"]
+    assert repo.pulls == {} and the_run(run_id).pr_url is None
+    assert not [c for c in repo.comments_on(ISSUE) if "Learning notes" in c["body"]]
+    (comment,) = service_comments(repo)
+    assert "Reply on this issue to continue the discussion" in comment["body"]
+    # A retry after a lost answer finds the reply by its marker instead of posting it again.
+    with get_engine().begin() as connection:
+        connection.execute(sa.update(AgentRun).values(reported_event_id=None))
+    await reporter().report_once()
+    assert len([c for c in repo.comments_on(ISSUE) if answer in c["body"]]) == 1
+
+
+async def test_a_refused_sender_is_told_who_may_start_runs(
+    github: FakeGitHub, repo: FakeRepo
+) -> None:
+    outcome = deliver(labeled_by("drive-by", ["run:dev"], "run:dev"))
+    assert outcome.ignored == "sender_not_allowed"
+    await reporter().report_once()
+    (comment,) = service_comments(repo)
+    assert "@drive-by may not start runs" in comment["body"] and "`web`" in comment["body"]
+    assert "| Status |" not in comment["body"]  # no run yet
+    assert repo.issue_labels.get(ISSUE, []) == []
+    # Reported once: nothing new, no call.
+    calls = len(github.calls)
+    await reporter().report_once()
+    assert len(github.calls) == calls
+    # A run started afterwards replaces the notice; a refusal after it shows under the run.
+    link_member("web", "Codertocat")
+    (run_id,) = deliver(labeled_by("Codertocat", ["run:dev"], "run:dev")).runs
+    await reporter().report_once()
+    (comment,) = service_comments(repo)
+    assert f"[#{run_id}]" in comment["body"] and "may not start runs" not in comment["body"]
+    deliver(labeled_by("mallory", ["run:plan"], "run:plan"))
+    await reporter().report_once()
+    (comment,) = service_comments(repo)
+    assert f"[#{run_id}]" in comment["body"] and "@mallory may not start runs" in comment["body"]
+    assert len(github.rest_calls("POST", f"/issues/{ISSUE}/comments")) == 1
+
+
+async def test_conflicting_labels_are_explained_in_the_service_comment(
+    github: FakeGitHub, repo: FakeRepo
+) -> None:
+    link_member("web", "Codertocat")
+    outcome = deliver(labeled_by("Codertocat", ["run:dev", "run:plan"], "run:dev"))
+    assert outcome.ignored == "trigger_conflict:multiple_run_labels"
+    await reporter().report_once()
+    (comment,) = service_comments(repo)
+    assert "Several run labels are set (run:dev, run:plan)" in comment["body"]
+
+
+async def test_a_failed_notice_is_retried(github: FakeGitHub, repo: FakeRepo) -> None:
+    deliver(labeled_by("drive-by", ["run:dev"], "run:dev"))
+    github.inject("POST /repos/octo-org/octo-repo/issues/7/comments", 500, times=1)
+    result = await reporter().report_once()
+    assert len(result.failed) == 1 and service_comments(repo) == []
+    with Session(get_engine()) as session:
+        (failure,) = session.exec(
+            select(FlowEvent).where(FlowEvent.event_type == "github_feedback_failed")
+        ).all()
+        assert failure.run_id is None and failure.payload["number"] == ISSUE
+    with get_engine().begin() as connection:
+        connection.execute(sa.update(FeedbackRow).values(retry_after=None))
+    assert len((await reporter().report_once()).reported) == 1
+    assert len(service_comments(repo)) == 1
