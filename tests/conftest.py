@@ -121,9 +121,7 @@ def reset_caches() -> None:
 EXAMPLE_SENDER = "Codertocat"
 
 
-def link_member(
-    project_key: str, login: str = EXAMPLE_SENDER, *, role: str = "read_write"
-) -> str:
+def link_member(project_key: str, login: str = EXAMPLE_SENDER, *, role: str = "read_write") -> str:
     """Make the GitHub user LOGIN a member of PROJECT_KEY with ROLE (a codexk8s user linked to
     that login, created when missing), so that their labels, comments and reviews start runs.
     Returns the user's email."""
