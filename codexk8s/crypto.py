@@ -62,12 +62,30 @@ class SecretBox:
         register_secret(plaintext)
         return plaintext
 
+    def encrypt_bytes(self, data: bytes) -> bytes:
+        """DATA encrypted: for stored blobs that are not credentials themselves (an agent's
+        session), so opening one registers nothing for log masking."""
+        return self._fernet.encrypt(data)
+
+    def decrypt_bytes(self, ciphertext: bytes) -> bytes:
+        try:
+            return self._fernet.decrypt(ciphertext)
+        except InvalidToken:
+            raise DecryptionError("stored data does not decrypt with CODEXK8S_SECRET_KEY") from None
+
     def rotate(self, ciphertext: str) -> str:
         """Re-encrypt under the current key."""
         try:
             return self._fernet.rotate(ciphertext.encode()).decode()
         except InvalidToken:
             raise DecryptionError("stored secret does not decrypt with any known key") from None
+
+    def rotate_bytes(self, ciphertext: bytes) -> bytes:
+        """Re-encrypt a blob under the current key."""
+        try:
+            return self._fernet.rotate(ciphertext)
+        except InvalidToken:
+            raise DecryptionError("stored data does not decrypt with any known key") from None
 
 
 def new_token() -> str:

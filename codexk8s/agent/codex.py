@@ -4,6 +4,13 @@ in the run's workspace, against the control plane's model proxy.
 Codex retries each model request itself (with backoff, honouring Retry-After); when a session
 still fails on a transient model error before it did anything, the runner starts it once more
 after a pause. Failures are classified into the run's status reason.
+
+A run that continues an earlier one (a revise run, a later discussion turn) resumes that run's
+session (`codex exec ... resume <thread> -`, the rollout file restored under CODEX_HOME) with a
+prompt that says only what is new. When Codex does not take the session up (no `thread.started`
+for that thread: a missing, damaged or foreign rollout), the runner says so and starts a fresh
+session with the full prompt. Codex reports a resumed thread's usage since its very start, so
+the usage the earlier runs already paid for is taken off.
 """
 
 from __future__ import annotations
@@ -64,6 +71,16 @@ def classify(message: str) -> AgentFailure:
     return AgentFailure.AGENT_ERROR
 
 
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """An earlier session to continue: its thread, the prompt saying what is new, and what the
+    thread had used before (Codex counts a resumed thread's usage from its start)."""
+
+    thread_id: str
+    prompt: str
+    baseline: Usage = field(default_factory=Usage)
+
+
 @dataclass(slots=True)
 class EngineOutcome:
     """How the engine's work ended."""
@@ -72,6 +89,13 @@ class EngineOutcome:
     usage: Usage = field(default_factory=Usage)
     failure: AgentFailure | None = None
     message: str | None = None
+    # The Codex session (thread) the work ran in; whether it resumed an earlier one; why a
+    # resume offered by the brief did not happen.
+    thread_id: str | None = None
+    resumed: bool = False
+    resume_failure: str | None = None
+    # Whether Codex got as far as a turn (a session it could not open never does).
+    started: bool = True
 
     @property
     def is_ok(self) -> bool:
@@ -82,7 +106,9 @@ def _toml(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 
-def codex_argv(brief: dict[str, Any], *, workspace: Path, base_url: str) -> list[str]:
+def codex_argv(
+    brief: dict[str, Any], *, workspace: Path, base_url: str, resume_thread: str | None = None
+) -> list[str]:
     provider = (
         f"model_providers.{PROVIDER}={{name={_toml(PROVIDER)}, base_url={_toml(base_url)}, "
         f'env_key={_toml(TOKEN_ENV)}, wire_api="responses", '
@@ -98,11 +124,13 @@ def codex_argv(brief: dict[str, Any], *, workspace: Path, base_url: str) -> list
         # Commands the model runs see only core variables (PATH, HOME, ...), never the token.
         "-c", 'shell_environment_policy.inherit="core"',
     ]  # fmt: skip
-    if brief.get("sandbox") == "workspace-write":
-        argv += ["--sandbox", "workspace-write"]
+    if brief.get("sandbox") in ("workspace-write", "read-only"):
+        argv += ["--sandbox", str(brief["sandbox"])]
     else:
         # In a pod the pod is the sandbox (non-root, no capabilities, default-deny network).
         argv.append("--dangerously-bypass-approvals-and-sandbox")
+    if resume_thread is not None:
+        argv += ["resume", resume_thread]
     argv.append("-")  # the prompt comes on stdin: no size limit, not in the process list
     return argv
 
@@ -116,6 +144,8 @@ def _codex_env(*, codex_home: Path, token: str) -> dict[str, str]:
 def _session(
     brief: dict[str, Any],
     *,
+    prompt: str,
+    resume_thread: str | None,
     workspace: Path,
     codex_home: Path,
     base_url: str,
@@ -126,7 +156,7 @@ def _session(
     translator = EventTranslator(log, emit)
     codex_home.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        codex_argv(brief, workspace=workspace, base_url=base_url),
+        codex_argv(brief, workspace=workspace, base_url=base_url, resume_thread=resume_thread),
         cwd=workspace, env=_codex_env(codex_home=codex_home, token=token),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         bufsize=1,
@@ -138,10 +168,13 @@ def _session(
         for line in process.stderr:
             if line.strip() and "Reading additional input from stdin" not in line:
                 log(f"codex stderr: {line.rstrip()}")
+                if line.startswith("Error:"):
+                    # Codex's own fatal error (a session it cannot open, a bad option).
+                    translator.record.errors.append(log.mask(line.strip()))
 
     stderr_thread = threading.Thread(target=relay_stderr, daemon=True)
     stderr_thread.start()
-    process.stdin.write(str(brief["prompt"]))
+    process.stdin.write(prompt)
     process.stdin.close()
     for line in process.stdout:
         translator.feed(line)
@@ -160,19 +193,71 @@ def run_codex(
     log: RunLog,
     emit: Callable[[Progress], None],
     retry_delays: tuple[float, ...] = SESSION_RETRY_DELAYS,
+    resume: Resume | None = None,
+) -> EngineOutcome:
+    """Do the brief's work with Codex: in RESUME's session when given and Codex takes it up,
+    else in a fresh one with the brief's full prompt."""
+    common: dict[str, Any] = {
+        "workspace": workspace, "codex_home": codex_home, "base_url": base_url, "token": token,
+        "log": log, "emit": emit, "retry_delays": retry_delays,
+    }  # fmt: skip
+    if resume is None:
+        return _run(brief, prompt=str(brief["prompt"]), resume_thread=None, **common)
+    log(f"codex: resuming session {resume.thread_id}")
+    resumed = _run(brief, prompt=resume.prompt, resume_thread=resume.thread_id, **common)
+    if resumed.started:
+        if resumed.thread_id == resume.thread_id:
+            resumed.usage = resumed.usage.minus(resume.baseline)
+            resumed.resumed = True
+        else:
+            # It worked, in a thread of its own: done, but without the earlier context.
+            resumed.resume_failure = f"Codex started thread {resumed.thread_id} instead"
+        return resumed
+    reason = resumed.message or "Codex did not continue the session"
+    log(f"codex: could not resume session {resume.thread_id} ({reason}); starting a fresh one")
+    emit(Progress("session", f"resume failed, fresh session: {reason}"[:300]))
+    fresh = _run(brief, prompt=str(brief["prompt"]), resume_thread=None, **common)
+    fresh.resume_failure = reason[:2000]
+    for key, value in resumed.usage.as_dict().items():
+        setattr(fresh.usage, key, getattr(fresh.usage, key) + value)
+    return fresh
+
+
+def _run(
+    brief: dict[str, Any],
+    *,
+    prompt: str,
+    resume_thread: str | None,
+    workspace: Path,
+    codex_home: Path,
+    base_url: str,
+    token: str,
+    log: RunLog,
+    emit: Callable[[Progress], None],
+    retry_delays: tuple[float, ...],
 ) -> EngineOutcome:
     usage = Usage()
     attempt = 0
     while True:
         translator, code = _session(
-            brief, workspace=workspace, codex_home=codex_home, base_url=base_url, token=token,
-            log=log, emit=emit,
+            brief, prompt=prompt, resume_thread=resume_thread, workspace=workspace,
+            codex_home=codex_home, base_url=base_url, token=token, log=log, emit=emit,
         )  # fmt: skip
         record = translator.record
         for key, value in record.usage.as_dict().items():
             setattr(usage, key, getattr(usage, key) + value)
+        if resume_thread is not None and not record.turn_started:
+            # Codex could not open the session (it says why on stderr): nothing to retry.
+            message = record.turn_failed or (record.errors[-1] if record.errors else None)
+            return EngineOutcome(
+                summary=None, usage=usage, failure=AgentFailure.AGENT_ERROR,
+                message=(message or f"codex exited with code {code}")[:2000],
+                thread_id=record.thread_id, started=False,
+            )  # fmt: skip
         if record.turn_completed and record.turn_failed is None and code == 0:
-            return EngineOutcome(summary=record.final_message, usage=usage)
+            return EngineOutcome(
+                summary=record.final_message, usage=usage, thread_id=record.thread_id
+            )
         message = record.turn_failed or (record.errors[-1] if record.errors else None)
         message = message or f"codex exited with code {code}"
         failure = classify(message)
@@ -183,5 +268,6 @@ def run_codex(
             attempt += 1
             continue
         return EngineOutcome(
-            summary=record.final_message, usage=usage, failure=failure, message=message[:2000]
-        )
+            summary=record.final_message, usage=usage, failure=failure, message=message[:2000],
+            thread_id=record.thread_id,
+        )  # fmt: skip

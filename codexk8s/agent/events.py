@@ -62,6 +62,15 @@ class Usage:
             "reasoning": self.reasoning,
         }
 
+    def minus(self, other: Usage) -> Usage:
+        """What was used beyond OTHER (never below zero)."""
+        return Usage(
+            input=max(0, self.input - other.input),
+            cached=max(0, self.cached - other.cached),
+            output=max(0, self.output - other.output),
+            reasoning=max(0, self.reasoning - other.reasoning),
+        )
+
 
 @dataclass(slots=True)
 class Progress:
@@ -86,6 +95,7 @@ class SessionRecord:
     files: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     turn_failed: str | None = None
+    turn_started: bool = False
     turn_completed: bool = False
 
 
@@ -118,6 +128,7 @@ class EventTranslator:
             self.record.thread_id = event.get("thread_id")
             self.log(f"codex: session {self.record.thread_id} started")
         elif kind == "turn.started":
+            self.record.turn_started = True
             self.log("codex: turn started")
         elif kind == "turn.completed":
             self.record.turn_completed = True

@@ -111,6 +111,17 @@ class Workspace:
         self.git("checkout", "--detach", local)
         return self.head()
 
+    def checkout_detached(self, branch: str) -> str:
+        """Check out the remote's BRANCH detached, for reading (a discussion); its commit."""
+        if not self.has_remote_branch(branch):
+            raise GitError(f"the branch {branch!r} does not exist on the remote")
+        self.git("checkout", "--detach", f"origin/{branch}")
+        return self.head()
+
+    def is_dirty(self) -> bool:
+        """Whether the work tree differs from its commit (untracked files included)."""
+        return bool(self.git("status", "--porcelain").strip())
+
     def head(self) -> str:
         return self.git("rev-parse", "HEAD").strip()
 

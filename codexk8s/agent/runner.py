@@ -1,10 +1,13 @@
 """`codexk8s agent run`: the program a run's pod or local process executes.
 
 It holds only the run id, the callback URL and the run token. It fetches the brief, clones the
-repository into a fresh workspace, checks out the work branch, hands the work to the engine
-(Codex, or the agent's own command), commits and pushes the work branch (reviewer runs push
-nothing: their final message is the review), and reports the result. Every line it prints is
-stored as the run's log; secrets are masked out of all of them.
+repository into a fresh workspace, checks out the work branch, puts the project documents of its
+role into the prompt (services.yaml `docs`, read from the clone), hands the work to the engine
+(Codex, or the agent's own command), commits and pushes the work branch (reviewer runs and
+discussion turns push nothing: their final message is the review or the answer), leaves its
+Codex session with the control plane for the next run of its lineage, and reports the result.
+A revise run or a later discussion turn first fetches the session it continues and resumes it.
+Every line it prints is stored as the run's log; secrets are masked out of all of them.
 
 Exit codes: 0 succeeded, 1 failed (reason reported to the control plane), 3 the control plane
 could not be reached or refused the run (nothing could be reported).
@@ -12,6 +15,7 @@ could not be reached or refused the run (nothing could be reported).
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -22,11 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from codexk8s.agent.brief import BriefPreconditionError, ControlPlane, ControlPlaneError
-from codexk8s.agent.codex import EngineOutcome, run_codex
-from codexk8s.agent.events import Progress, RunLog, Usage
+from codexk8s.agent.codex import EngineOutcome, Resume, run_codex
+from codexk8s.agent.documents import DocumentsOutcome, collect
+from codexk8s.agent.events import MASK, Progress, RunLog, Usage
 from codexk8s.agent.git import GitError, Identity, Workspace
 from codexk8s.config import ENV_PREFIX, Settings
-from codexk8s.domain.runs import AgentFailure
+from codexk8s.domain.runs import AgentFailure, RunMode
+from codexk8s.domain.sessions import is_session_path, is_thread_id
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -54,6 +60,7 @@ class AgentRunner:
         self.control = ControlPlane(callback_url=callback_url, run_id=run_id, token=token)
         self.usage = Usage()
         self.model: str | None = None
+        self.secrets: list[str] = [token]
 
     # --- reporting ------------------------------------------------------------------------------
 
@@ -89,6 +96,8 @@ class AgentRunner:
             return EXIT_UNREPORTED
         repository = brief["repository"]
         self.log.add_secret(repository.get("token"))
+        if repository.get("token"):
+            self.secrets.append(repository["token"])
         self.model = brief.get("model")
         self.log(
             f"runner: run {self.run_id} · {brief['stage']} · issue #{brief.get('issue_number')} · "
@@ -120,30 +129,49 @@ class AgentRunner:
         base = repository.get("base_branch") or workspace.default_branch()
         work = repository["work_branch"]
         pull_request = brief.get("pull_request")
+        is_discussion = brief.get("mode") == RunMode.DISCUSSION.value
         if not brief.get("push", True) and pull_request:
-            # A review reads the pull request as it is; nothing is committed.
+            # A review (or a discussion on a pull request) reads it as it is; nothing is
+            # committed.
             start = workspace.checkout_pull_request(pull_request["head_ref"])
-            self.log(f"runner: reviewing pull request #{pull_request['number']} at {start[:12]}")
+            doing = "discussing" if is_discussion else "reviewing"
+            self.log(f"runner: {doing} pull request #{pull_request['number']} at {start[:12]}")
+        elif is_discussion:
+            start = workspace.checkout_detached(base)
+            self.log(f"runner: discussing on {base} at {start[:12]}; nothing will be pushed")
         else:
             start = workspace.checkout_work_branch(base=base, work=work)
             self.log(f"runner: on {work} at {start[:12]} (base {base})")
         self.emit(Progress("workspace", f"cloned; working from {start[:12]} (base {base})"))
+        documents = self._place_documents(brief, workspace.path)
 
+        codex_home = self.root / "codex-home"
         if brief["agent"]["engine"] == "codex":
+            resume, offered = self._restore_session(brief, codex_home)
             outcome = run_codex(
-                brief, workspace=workspace.path, codex_home=self.root / "codex-home",
+                brief, workspace=workspace.path, codex_home=codex_home,
                 base_url=self.callback_url + brief["provider"]["path"], token=self.token,
-                log=self.log, emit=self.emit,
+                log=self.log, emit=self.emit, resume=resume,
             )  # fmt: skip
         else:
+            offered = None
             outcome = self._run_command(brief, workspace.path)
         self.usage = outcome.usage
+        self._record_documents(documents, resumed=outcome.resumed)
         if not outcome.is_ok:
             assert outcome.failure is not None
             raise RunFailure(outcome.failure, outcome.message or "the engine failed")
+        if brief["agent"]["engine"] == "codex":
+            self._leave_session(brief, outcome, codex_home, offered if outcome.resumed else None)
         summary = outcome.summary or "(the agent left no summary)"
 
         if not brief.get("push", True):
+            if is_discussion:
+                if workspace.is_dirty():
+                    self.log("runner: the agent changed files during a discussion; not pushed")
+                self.log("runner: discussion turn: nothing is pushed; the summary is the answer")
+                return self._succeed(brief, summary=summary, base=base, branch=None,
+                                     head=workspace.head(), changed=[])  # fmt: skip
             self.log("runner: review run: nothing is pushed; the summary is the review")
             return self._succeed(brief, summary=summary, base=base, branch=None,
                                  head=workspace.head(),
@@ -163,6 +191,120 @@ class AgentRunner:
         self.emit(Progress("push", f"pushed {work} at {head[:12]}", {"files": len(changed)}))
         return self._succeed(brief, summary=summary, base=base, branch=work, head=head,
                              changed=changed)  # fmt: skip
+
+    # --- project documents ----------------------------------------------------------------------
+
+    def _place_documents(self, brief: dict[str, Any], workspace: Path) -> DocumentsOutcome | None:
+        """Put the documents of this run's role where the brief's marker is in its prompt."""
+        spec = brief.get("documents") or {}
+        marker = spec.get("marker")
+        if not marker:
+            return None
+        try:
+            outcome = collect(
+                workspace, services_yaml=str(spec.get("services_yaml") or "services.yaml"),
+                role=str(spec.get("role") or brief["agent"]["key"]),
+                max_chars=int(spec.get("max_chars") or 0),
+            )  # fmt: skip
+        except OSError as exc:
+            outcome = DocumentsOutcome(problems=[f"cannot read the documents: {exc}"])
+        # The marker is replaced, never scanned for again, so document text stays as written.
+        brief["prompt"] = str(brief["prompt"]).replace(marker, outcome.block)
+        included = [d for d in outcome.documents if d.skipped is None]
+        if included:
+            names = ", ".join(d.path for d in included)
+            self.log(f"runner: project documents for {spec.get('role')}: {names}")
+        for problem in outcome.problems:
+            self.log(f"runner: services.yaml: {problem}")
+        return outcome
+
+    def _record_documents(self, documents: DocumentsOutcome | None, *, resumed: bool) -> None:
+        if documents is None:
+            return
+        payload = documents.as_payload()
+        if resumed:
+            # The continuation carries only what is new: the documents came with the session.
+            payload["documents"], payload["chars"] = [], 0
+        payload["resumed"] = resumed
+        try:
+            self.control.post_documents(payload)
+        except ControlPlaneError as exc:
+            self.log(f"runner: could not record the project documents: {exc}")
+
+    # --- resumable sessions ---------------------------------------------------------------------
+
+    def _restore_session(
+        self, brief: dict[str, Any], codex_home: Path
+    ) -> tuple[Resume | None, dict[str, Any] | None]:
+        """Fetch the session the brief offers and put it under CODEX_HOME; None (with a note in
+        the log and the timeline) when that cannot be done, so the run starts fresh."""
+        offered = (brief.get("session") or {}).get("resume")
+        if not offered:
+            return None, None
+        try:
+            stored = self.control.fetch_session(int(offered["id"]))
+        except ControlPlaneError as exc:
+            stored, problem = None, f"cannot fetch it: {exc}"
+        else:
+            problem = "the control plane no longer has it"
+        if stored is not None and not (
+            is_thread_id(stored.thread_id) and is_session_path(stored.path, stored.thread_id)
+        ):
+            stored, problem = None, "it came with an invalid thread or path"
+        if stored is not None:
+            try:
+                raw = gzip.decompress(stored.data)
+            except (OSError, EOFError) as exc:
+                stored, problem = None, f"it does not decompress: {exc}"
+        if stored is None:
+            note = f"session of run {offered.get('from_run')} not resumed ({problem}); fresh start"
+            self.log(f"runner: {note}")
+            self.emit(Progress("session", note))
+            return None, None
+        target = codex_home / stored.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(raw)
+        self.log(
+            f"runner: resuming the session of run {offered.get('from_run')} "
+            f"(version {stored.version}, {len(stored.data)} bytes)"
+        )
+        self.emit(Progress("session", f"resuming session v{stored.version} of run "
+                                      f"{offered.get('from_run')}"))  # fmt: skip
+        prompt = str(offered.get("prompt") or brief["prompt"])
+        return Resume(stored.thread_id, prompt, baseline=_thread_usage(raw)), offered
+
+    def _leave_session(
+        self, brief: dict[str, Any], outcome: EngineOutcome, codex_home: Path,
+        parent: dict[str, Any] | None,
+    ) -> None:  # fmt: skip
+        """Upload the session the work ran in, for the next run of this lineage (best effort:
+        without it the next run starts fresh)."""
+        thread = outcome.thread_id
+        if not thread or not is_thread_id(thread):
+            return
+        found = sorted((codex_home / "sessions").glob(f"*/*/*/rollout-*-{thread}.jsonl"))
+        if not found:
+            self.log(f"runner: no rollout of session {thread} to keep")
+            return
+        path = found[-1].relative_to(codex_home).as_posix()
+        raw = found[-1].read_bytes()
+        for secret in self.secrets:
+            if secret and len(secret) >= 8:
+                raw = raw.replace(secret.encode(), MASK.encode())
+        data = gzip.compress(raw, mtime=0)
+        limit = int((brief.get("session") or {}).get("max_bytes") or 0)
+        if limit and len(data) > limit:
+            self.log(f"runner: the session is {len(data)} bytes, above {limit}: not kept")
+            return
+        try:
+            stored = self.control.put_session(
+                data, thread_id=thread, path=path,
+                parent_id=int(parent["id"]) if parent else None,
+            )  # fmt: skip
+        except ControlPlaneError as exc:
+            self.log(f"runner: could not keep the session: {exc}")
+            return
+        self.log(f"runner: kept session {thread} as version {stored.get('version')}")
 
     @staticmethod
     def _target(brief: dict[str, Any]) -> str:
@@ -247,6 +389,25 @@ class AgentRunner:
         if not summary:
             summary = next((line for line in reversed(tail) if line.strip()), "")
         return EngineOutcome(summary=self.log.mask(summary) or None)
+
+
+def _thread_usage(rollout: bytes) -> Usage:
+    """The usage a session's thread had reached (its last `token_count` event)."""
+    usage = Usage()
+    for line in rollout.splitlines():
+        if b'"token_count"' not in line:
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        payload = event.get("payload") if isinstance(event, dict) else None
+        info = payload.get("info") if isinstance(payload, dict) else None
+        total = info.get("total_token_usage") if isinstance(info, dict) else None
+        if isinstance(total, dict):
+            usage = Usage()
+            usage.add(total)
+    return usage
 
 
 def run_from_settings(settings: Settings) -> int:

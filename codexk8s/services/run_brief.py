@@ -9,6 +9,7 @@ and only while the run is starting or running; terminal transitions clear the ha
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -30,7 +31,8 @@ from codexk8s.db.models import (
     WebhookDelivery,
     utcnow,
 )
-from codexk8s.domain.runs import AgentFailure, RunStatus
+from codexk8s.domain.documents import Skipped
+from codexk8s.domain.runs import AgentFailure, RunMode, RunStatus
 from codexk8s.domain.stages import REVIEW_STAGE, AgentRole
 from codexk8s.errors import (
     ConflictError,
@@ -38,9 +40,9 @@ from codexk8s.errors import (
     PreconditionError,
     UnauthorizedError,
 )
-from codexk8s.services import repositories
+from codexk8s.services import agent_sessions, repositories
 from codexk8s.services.agents import effective_settings
-from codexk8s.services.prompt_templates import render_run_prompt
+from codexk8s.services.prompt_templates import render_run_prompts
 from codexk8s.services.run_states import RUNS, add_event
 
 AGENTS = Agent.__table__  # type: ignore[attr-defined]
@@ -54,6 +56,8 @@ RESULT_EVENT = "run_result"
 FAILURE_EVENT = "run_failure_reported"
 PROGRESS_EVENT = "run_progress"
 USAGE_EVENT = "run_usage"
+DOCUMENTS_EVENT = "run_documents"
+MAX_DOCUMENTS = 100
 # The keys of the `run_result` flow event; GitHub feedback reads exactly these.
 RESULT_KEYS = (
     "branch", "base_branch", "head_sha", "changed_files", "summary", "pr_title", "pr_body",
@@ -132,6 +136,16 @@ def is_review_run(run: sa.Row[Any]) -> bool:
     return run.stage == REVIEW_STAGE or run.agent_key == AgentRole.REVIEWER.value
 
 
+def is_discussion_run(run: sa.Row[Any]) -> bool:
+    return run.mode == RunMode.DISCUSSION.value
+
+
+def documents_marker() -> str:
+    """A one-time stand-in for `{{project_docs}}`: the runner, which reads the documents from
+    its clone, replaces it. Random per brief, so no text a person wrote can contain it."""
+    return f"[[codexk8s:project-docs:{secrets.token_hex(16)}]]"
+
+
 def _pull_request_branches(
     connection: Connection, run: sa.Row[Any], full_name: str
 ) -> tuple[str, str] | None:
@@ -187,12 +201,20 @@ def build_brief(engine: Engine, *, run: sa.Row[Any], openai_path: str) -> dict[s
             raise PreconditionError(problem)
     if repository is None:
         raise PreconditionError(f"run {run.id} has no repository to work on")
+    resume = (
+        agent_sessions.find_resumable(engine, run=run) if agent_settings.engine == "codex" else None
+    )
+    marker = documents_marker() if settings.prompt_documents_max_chars > 0 else ""
     with Session(engine) as session:
-        prompt = render_run_prompt(session=session, run_id=run.id)
+        prompts = render_run_prompts(
+            session=session, run_id=run.id, project_docs=marker,
+            since=(resume.started_at or utcnow()) if resume is not None else None,
+        )  # fmt: skip
     project_settings = dict(project.settings or {}) if project is not None else {}
     raw_agent = dict(agent.settings or {}) if agent is not None else {}
     identity = _identity(agent, run.agent_key)
     target = run.issue_number if run.issue_number is not None else run.id
+    is_discussion = is_discussion_run(run)
     return {
         "run_id": run.id,
         "correlation_id": run.correlation_id,
@@ -202,7 +224,8 @@ def build_brief(engine: Engine, *, run: sa.Row[Any], openai_path: str) -> dict[s
         "issue_number": run.issue_number,
         "pr_number": run.pr_number,
         "issue_title": run.issue_title,
-        "prompt": prompt,
+        "mode": run.mode,
+        "prompt": prompts.prompt,
         "model": run.model or agent_settings.model or settings.default_model,
         "reasoning_effort": (
             run.reasoning_effort or raw_agent.get("reasoning_effort") or DEFAULT_REASONING_EFFORT
@@ -230,11 +253,82 @@ def build_brief(engine: Engine, *, run: sa.Row[Any], openai_path: str) -> dict[s
             if run.pr_number is not None
             else None
         ),
-        "push": not is_review_run(run),
+        # Reviewer runs and discussion turns push nothing: their final message is what they
+        # leave (a review, an answer on the issue).
+        "push": not is_review_run(run) and not is_discussion,
         "provider": {"name": "codexk8s", "path": openai_path, "wire_api": "responses"},
-        # In a pod the pod is the sandbox; a local process gets Codex's workspace sandbox.
-        "sandbox": "workspace-write" if settings.runtime == "local" else "danger-full-access",
+        # In a pod the pod is the sandbox; a local process gets Codex's workspace sandbox (a
+        # discussion only reads).
+        "sandbox": (
+            ("read-only" if is_discussion else "workspace-write")
+            if settings.runtime == "local"
+            else "danger-full-access"
+        ),
+        # Where the runner puts the documents of its role (services.yaml `docs`).
+        "documents": {
+            "marker": marker,
+            "services_yaml": repository.services_yaml_path or "services.yaml",
+            "role": run.agent_key,
+            "max_chars": settings.prompt_documents_max_chars,
+        },
+        # The Codex session to resume (a revise run, a later discussion turn), with the shorter
+        # prompt that says only what is new; and the upload limit of the session it leaves.
+        "session": {
+            "resume": (
+                {**resume.as_brief(), "prompt": prompts.continuation}
+                if resume is not None
+                else None
+            ),
+            "max_bytes": settings.agent_session_max_bytes,
+        },
     }
+
+
+def record_documents(engine: Engine, *, run: sa.Row[Any], payload: Any) -> dict[str, Any]:
+    """Record which project documents the run's prompt received (the runner read them from its
+    clone) as the `run_documents` event the run's page and the runs API show."""
+    if not isinstance(payload, dict):
+        raise InvalidArgumentError("the body must be a JSON object")
+    raw = payload.get("documents")
+    if not isinstance(raw, list) or len(raw) > MAX_DOCUMENTS:
+        raise InvalidArgumentError(f"`documents` must be a list of at most {MAX_DOCUMENTS}")
+    skipped_values = {item.value for item in Skipped}
+    documents = []
+    for item in raw:
+        if not isinstance(item, dict):
+            raise InvalidArgumentError("each document must be an object")
+        path = item.get("path")
+        numbers = [item.get("bytes"), item.get("chars")]
+        skipped = item.get("skipped")
+        if not isinstance(path, str) or not path or len(path) > 300:
+            raise InvalidArgumentError("a document's `path` must be a short string")
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers):
+            raise InvalidArgumentError("a document's `bytes` and `chars` must be whole numbers")
+        if skipped is not None and skipped not in skipped_values:
+            raise InvalidArgumentError(f"`skipped` must be one of: {', '.join(skipped_values)}")
+        documents.append({
+            "path": path, "bytes": numbers[0], "chars": numbers[1],
+            "truncated": item.get("truncated") is True, "skipped": skipped,
+        })  # fmt: skip
+    problems = payload.get("problems") or []
+    if not isinstance(problems, list) or not all(isinstance(p, str) for p in problems):
+        raise InvalidArgumentError("`problems` must be a list of strings")
+    services_yaml = payload.get("services_yaml")
+    event = {
+        "services_yaml": services_yaml if isinstance(services_yaml, str) else None,
+        "found": payload.get("found") is True,
+        "documents": documents,
+        "chars": sum(d["chars"] for d in documents),
+        "problems": [p[:300] for p in problems[:20]],
+        "resumed": payload.get("resumed") is True,
+    }
+    with engine.begin() as connection:
+        add_event(
+            connection, correlation_id=run.correlation_id, event_type=DOCUMENTS_EVENT,
+            run_id=run.id, project_id=run.project_id, payload=event, actor_type="agent",
+            actor_id=run.agent_key,
+        )  # fmt: skip
+    return {"recorded": True}
 
 
 def record_progress(engine: Engine, *, run: sa.Row[Any], payload: Any) -> None:

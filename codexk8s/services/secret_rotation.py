@@ -47,12 +47,21 @@ def encrypted_columns() -> list[tuple[sa.Table, list[sa.Column]]]:
     return found
 
 
-def _opens(box: SecretBox, ciphertext: str) -> bool:
+def _opens(box: SecretBox, ciphertext: str | bytes) -> bool:
     try:
-        box.decrypt(ciphertext)
+        if isinstance(ciphertext, bytes):
+            box.decrypt_bytes(ciphertext)
+        else:
+            box.decrypt(ciphertext)
     except DecryptionError:
         return False
     return True
+
+
+def _rotate(box: SecretBox, ciphertext: str | bytes) -> str | bytes:
+    if isinstance(ciphertext, bytes):
+        return box.rotate_bytes(ciphertext)
+    return box.rotate(ciphertext)
 
 
 def rotate_secrets(engine: Engine, *, current_key: str, previous_keys: list[str]) -> RotationResult:
@@ -63,12 +72,15 @@ def rotate_secrets(engine: Engine, *, current_key: str, previous_keys: list[str]
     with engine.begin() as connection:
         for table, columns in encrypted_columns():
             (key,) = table.primary_key.columns
-            query = sa.select(key, *columns).order_by(key)
+            query = sa.select(key).order_by(key)
             if connection.dialect.name == "postgresql":
                 # Writers of these rows wait until the rotation commits.
                 query = query.with_for_update()
-            for row in connection.execute(query).all():
-                changes: dict[str, str] = {}
+            # The keys first, then one row at a time: a table of blobs (agent sessions, up to
+            # megabytes each) never sits in memory whole.
+            for (row_key,) in connection.execute(query).all():
+                row = connection.execute(sa.select(key, *columns).where(key == row_key)).one()
+                changes: dict[str, str | bytes] = {}
                 for column in columns:
                     ciphertext = row._mapping[column]
                     if ciphertext is None:
@@ -77,7 +89,7 @@ def rotate_secrets(engine: Engine, *, current_key: str, previous_keys: list[str]
                         result.already_current += 1
                         continue
                     try:
-                        changes[column.name] = any_key.rotate(ciphertext)
+                        changes[column.name] = _rotate(any_key, ciphertext)
                     except DecryptionError:
                         raise RotationError(
                             f"{table.name}.{column.name} of row {row._mapping[key]} opens with "

@@ -4,6 +4,9 @@ run's own token (`Authorization: Bearer <run token>`), valid only for that run w
 - `GET  brief`   what to do (prompt, model, repository, branches, credentials)
 - `POST events`  progress for the run's timeline
 - `POST result`  the outcome, once
+- `POST documents`  which project documents the prompt received (`run_documents`)
+- `GET  session`  the Codex session this run resumes (gzip; 404: start fresh)
+- `PUT  session`  the session this run leaves for the next run of its lineage, once
 - `*    openai/{path}`  the model proxy: forwards the OpenAI Responses API (streaming) with the
   control plane's key, so the key never reaches the run's pod or process, and meters the
   tokens (and cost) of every answer onto the run. What passes (paths, headers, the responses a
@@ -27,9 +30,10 @@ from codexk8s.adapters.openai import proxy
 from codexk8s.adapters.openai.usage import UsageMeter
 from codexk8s.config import get_settings
 from codexk8s.db.engine import get_engine
+from codexk8s.domain import sessions as session_wire
 from codexk8s.domain.runs import ActorType
 from codexk8s.errors import CodexK8sError, MalformedInputError, PayloadTooLargeError
-from codexk8s.services import audit, run_brief
+from codexk8s.services import agent_sessions, audit, run_brief
 from codexk8s.web import routes
 from codexk8s.web.http.errors import error_response, from_exception
 
@@ -127,6 +131,45 @@ async def _events(request: Request, run: sa.Row[Any]) -> Response:
 async def _result(request: Request, run: sa.Row[Any]) -> Response:
     payload = await _json_body(request)
     stored = await asyncio.to_thread(run_brief.store_result, get_engine(), run=run, payload=payload)
+    return JSONResponse(stored, headers=_NO_STORE)
+
+
+async def _documents(request: Request, run: sa.Row[Any]) -> Response:
+    payload = await _json_body(request)
+    recorded = await asyncio.to_thread(
+        run_brief.record_documents, get_engine(), run=run, payload=payload
+    )
+    return JSONResponse(recorded, status_code=202, headers=_NO_STORE)
+
+
+async def _session(request: Request, run: sa.Row[Any]) -> Response:
+    if request.method == "GET":
+        wanted = request.query_params.get("id")
+        if wanted is not None and not wanted.isdigit():
+            return error_response("invalid_argument", "`id` must be a session id")
+        ref, data = await asyncio.to_thread(
+            agent_sessions.load_for_resume, get_engine(), run=run,
+            session_id=int(wanted) if wanted is not None else None,
+        )  # fmt: skip
+        headers = {
+            **_NO_STORE,
+            session_wire.ID_HEADER: str(ref.id),
+            session_wire.VERSION_HEADER: str(ref.version),
+            session_wire.THREAD_HEADER: ref.thread_id,
+            session_wire.PATH_HEADER: ref.path,
+        }
+        return Response(data, media_type="application/gzip", headers=headers)
+    limit = get_settings().agent_session_max_bytes
+    body = await _read_body(request, limit)
+    parent = request.headers.get(session_wire.PARENT_HEADER)
+    if parent is not None and not parent.isdigit():
+        return error_response("invalid_argument", f"{session_wire.PARENT_HEADER} must be an id")
+    stored = await asyncio.to_thread(
+        agent_sessions.store, get_engine(), run=run, body=body,
+        thread_id=request.headers.get(session_wire.THREAD_HEADER),
+        path=request.headers.get(session_wire.PATH_HEADER),
+        parent_id=int(parent) if parent is not None else None,
+    )  # fmt: skip
     return JSONResponse(stored, headers=_NO_STORE)
 
 
@@ -238,4 +281,6 @@ async def _openai(request: Request, run: sa.Row[Any]) -> Response:
 agent_brief = _endpoint(("GET",), _brief, route=routes.API_AGENT_BRIEF)
 agent_events = _endpoint(("POST",), _events, route=routes.API_AGENT_EVENTS)
 agent_result = _endpoint(("POST",), _result, route=routes.API_AGENT_RESULT)
+agent_documents = _endpoint(("POST",), _documents, route=routes.API_AGENT_DOCUMENTS)
+agent_session = _endpoint(("GET", "PUT"), _session, route=routes.API_AGENT_SESSION)
 agent_openai = _endpoint(("GET", "POST"), _openai, route=routes.API_AGENT_OPENAI)

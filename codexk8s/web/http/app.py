@@ -57,6 +57,8 @@ def build_http_app() -> Starlette:
             Route(routes.API_AGENT_BRIEF, agent_api.agent_brief, methods=ALL_METHODS),
             Route(routes.API_AGENT_EVENTS, agent_api.agent_events, methods=ALL_METHODS),
             Route(routes.API_AGENT_RESULT, agent_api.agent_result, methods=ALL_METHODS),
+            Route(routes.API_AGENT_DOCUMENTS, agent_api.agent_documents, methods=ALL_METHODS),
+            Route(routes.API_AGENT_SESSION, agent_api.agent_session, methods=ALL_METHODS),
             Route(routes.API_AGENT_OPENAI, agent_api.agent_openai, methods=ALL_METHODS),
             Route(routes.AUTH_GITHUB_LOGIN, auth.github_login, methods=["GET"]),
             Route(routes.AUTH_GITHUB_CALLBACK, auth.github_callback, methods=["GET"]),
