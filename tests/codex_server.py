@@ -5,9 +5,17 @@ answered as server-sent events: `response.created`, `response.output_item.added/
 `response.completed` with `usage`). The conversation is scripted and stateless, so retries and
 reconnects behave like the real service:
 
-- a request whose input holds no `function_call_output` yet is answered with one function call
-  to the shell tool Codex offered (`exec_command` / `shell_command` / `shell`) running `command`;
-- a request that already carries the call's output is answered with the final message.
+- a request whose input holds no output of `command` after its last user message (the prompt;
+  in a resumed session the history comes before it) is answered with one function call to the
+  shell tool Codex offered (`exec_command` / `shell_command` / `shell`) running `command`;
+- a request that already carries that call's output is answered with the final message.
+
+`explore` makes it behave like a model that first reads what it needs: each of those commands is
+called (one per request) before `command`, unless a call of it is anywhere in the input already —
+in a resumed session the earlier reads are in the history. With `usage_from_size` the usage of an
+answer is estimated from the request itself (4 bytes of JSON per token for input and output, the
+longest prefix shared with an earlier request as cached input, as prompt caching does) instead of
+the fixed `usage`, so that runs of different shapes can be compared.
 
 `fail_statuses` makes the next requests fail with those HTTP statuses first (429 with
 `Retry-After`, 500, ...); `always_fail` makes every request fail. Every request is recorded
@@ -56,8 +64,29 @@ class ScriptedResponses:
     )
     fail_statuses: list[int] = field(default_factory=list)
     always_fail: int | None = None
+    explore: tuple[str, ...] = ()
+    usage_from_size: bool = False
     requests: list[RecordedRequest] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _seen: list[str] = field(default_factory=list)
+
+    def usage_of(self, body: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+        if not self.usage_from_size:
+            return self.usage
+        text = json.dumps(
+            [body.get("instructions"), body.get("tools"), body.get("input")], sort_keys=True
+        )
+        with self._lock:
+            shared = max((_common_prefix(text, earlier) for earlier in self._seen), default=0)
+            self._seen.append(text)
+        output = len(json.dumps(item)) // 4
+        return {
+            "input_tokens": len(text) // 4,
+            "input_tokens_details": {"cached_tokens": shared // 4},
+            "output_tokens": output,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": len(text) // 4 + output,
+        }
 
     def next_failure(self) -> int | None:
         with self._lock:
@@ -99,11 +128,64 @@ def _message(text: str) -> dict[str, Any]:
     }
 
 
-def _has_call_output(body: dict[str, Any]) -> bool:
-    return any(
-        isinstance(item, dict) and item.get("type") == "function_call_output"
-        for item in body.get("input") or []
+def _common_prefix(a: str, b: str) -> int:
+    length = min(len(a), len(b))
+    index = 0
+    while index < length and a[index] == b[index]:
+        index += 1
+    return index
+
+
+def _items(body: dict[str, Any]) -> list[dict[str, Any]]:
+    return [item for item in body.get("input") or [] if isinstance(item, dict)]
+
+
+def _since_prompt(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The input items after the last user message (the prompt of this turn)."""
+    items = _items(body)
+    last_user = max(
+        (i for i, item in enumerate(items) if item.get("type") == "message"
+         and item.get("role") == "user"),
+        default=-1,
+    )  # fmt: skip
+    return items[last_user + 1 :]
+
+
+def _runs(item: dict[str, Any], command: str) -> bool:
+    """Whether ITEM is a shell call running COMMAND (as `_shell_call` spells it)."""
+    if item.get("type") != "function_call":
+        return False
+    try:
+        arguments = json.loads(item.get("arguments") or "{}")
+    except ValueError:
+        return False
+    called = (
+        arguments.get("cmd") or arguments.get("command") if isinstance(arguments, dict) else None
     )
+    if isinstance(called, list):
+        called = called[-1] if called else None
+    return called == command
+
+
+def _did_the_work(body: dict[str, Any], command: str) -> bool:
+    """Whether this turn already ran COMMAND and got its output."""
+    turn = _since_prompt(body)
+    calls = {item.get("call_id") for item in turn if _runs(item, command)}
+    return any(item.get("type") == "function_call_output" and item.get("call_id") in calls
+               for item in turn)  # fmt: skip
+
+
+def _called(body: dict[str, Any], command: str) -> bool:
+    return any(_runs(item, command) for item in _items(body))
+
+
+def _next_item(script: ScriptedResponses, body: dict[str, Any]) -> dict[str, Any]:
+    for command in script.explore:
+        if not _called(body, command):
+            return _shell_call(body, command)
+    if _did_the_work(body, script.command):
+        return _message(script.final_message)
+    return _shell_call(body, script.command)
 
 
 def build_app(script: ScriptedResponses) -> Starlette:
@@ -126,11 +208,7 @@ def build_app(script: ScriptedResponses) -> Starlette:
                 status_code=failure,
                 headers=headers,
             )
-        item = (
-            _message(script.final_message)
-            if _has_call_output(body)
-            else _shell_call(body, script.command)
-        )
+        item = _next_item(script, body)
         response_id = f"resp_{uuid.uuid4().hex[:12]}"
         base = {"id": response_id, "object": "response", "model": body.get("model")}
 
@@ -141,7 +219,7 @@ def build_app(script: ScriptedResponses) -> Starlette:
             yield _sse(
                 "response.completed",
                 {"response": {**base, "status": "completed", "output": [item],
-                              "usage": script.usage}},
+                              "usage": script.usage_of(body, item)}},
             )  # fmt: skip
 
         return StreamingResponse(events(), media_type="text/event-stream")

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from codexk8s.db.models import AgentRun, Project, ProjectMember, Repository
+from codexk8s.db.models import AgentRun, FlowEvent, Project, ProjectMember, Repository
 from codexk8s.domain.access import ProjectRole
 from codexk8s.domain.authorization import Principal, can_see_project
 from codexk8s.domain.logs import LogSummary, utc
@@ -116,6 +116,15 @@ class RunDetail:
     cost_usd: Decimal
     # What its log holds: lines and bytes stored, dropped after the cap, removed by retention.
     log: LogSummary = field(default_factory=LogSummary)
+    # work or discussion (an answer on the issue, nothing pushed).
+    mode: str = "work"
+    # The project documents its prompt received (the newest `run_documents` event's payload:
+    # services_yaml, found, documents [{path, bytes, chars, truncated, skipped}], chars,
+    # problems, resumed), or None when none were recorded.
+    documents: dict[str, Any] | None = None
+    # Its Codex session: which stored session it resumed ({session_id, version, from_run}),
+    # why a resume did not happen, and the session it left ({session_id, version, bytes}).
+    session: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +375,22 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def _session_summary(events: list[tuple[str, dict[str, Any]]]) -> dict[str, Any] | None:
+    summary: dict[str, Any] = {}
+    for event_type, payload in events:
+        if event_type == "session_resume_started":
+            summary["resumed"] = {
+                key: payload.get(key) for key in ("session_id", "version", "from_run")
+            }
+        elif event_type == "session_stored":
+            summary["stored"] = {
+                key: payload.get(key) for key in ("session_id", "version", "bytes")
+            }
+        elif event_type == "run_progress" and payload.get("kind") == "session":
+            summary.setdefault("notes", []).append(str(payload.get("message") or ""))
+    return summary or None
+
+
 def get_run(*, session: Session, run_id: int) -> RunDetail:
     row = session.exec(
         select(AgentRun, Project.key, Repository.owner, Repository.name)
@@ -376,6 +401,24 @@ def get_run(*, session: Session, run_id: int) -> RunDetail:
     if row is None:
         raise NotFoundError(f"no run {run_id}")
     run, key, owner, name = row
+    conversation = session.exec(
+        select(FlowEvent.event_type, FlowEvent.payload)
+        .where(
+            FlowEvent.run_id == run_id,
+            sa.or_(
+                col(FlowEvent.event_type).in_(
+                    ["run_documents", "session_resume_started", "session_stored"]
+                ),
+                sa.and_(
+                    FlowEvent.event_type == "run_progress",
+                    FlowEvent.payload["kind"].as_string() == "session",  # type: ignore[index]
+                ),
+            ),
+        )
+        .order_by(col(FlowEvent.id))
+    ).all()
+    documents = [dict(p or {}) for t, p in conversation if t == "run_documents"]
+    session_events = [(t, dict(p or {})) for t, p in conversation if t != "run_documents"]
     return RunDetail(
         id=run.id or 0, project_id=run.project_id, project_key=key,
         repository=f"{owner}/{name}" if owner else None, issue_number=run.issue_number,
@@ -395,6 +438,8 @@ def get_run(*, session: Session, run_id: int) -> RunDetail:
             dropped_bytes=run.log_dropped_bytes, storage=run.log_storage,
             removed_at=utc(run.log_removed_at) if run.log_removed_at is not None else None,
         ),
+        mode=run.mode, documents=documents[-1] if documents else None,
+        session=_session_summary(session_events),
     )  # fmt: skip
 
 

@@ -96,8 +96,9 @@ class ClaimedRun:
 
 
 def create_run(
-    *, issue: int = 7, stage: str = "dev", agent_key: str = "dev", pr_number: int | None = None
-) -> int:
+    *, issue: int = 7, stage: str = "dev", agent_key: str = "dev", pr_number: int | None = None,
+    is_revise: bool = False, mode: str = "work",
+) -> int:  # fmt: skip
     with session_scope() as session:
         if projects.get_by_key(session=session, key="web") is None:
             projects.create_project(session=session, key="web", slots=2)
@@ -112,7 +113,7 @@ def create_run(
             correlation_id=uuid.uuid4().hex, project_id=project.id or 0,
             repository_id=repository.id, issue_number=issue, pr_number=pr_number,
             issue_title="Say hello",
-            agent_key=agent_key, stage=stage, model="gpt-5",
+            agent_key=agent_key, stage=stage, model="gpt-5", is_revise=is_revise, mode=mode,
         )  # fmt: skip
         session.add(run)
         session.flush()

@@ -4,7 +4,9 @@ run-token authentication, the brief, progress, the result (stored once), and the
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
+import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,9 +23,10 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from codexk8s.db.engine import get_engine
-from codexk8s.db.models import AgentRun, FlowEvent
+from codexk8s.db.models import AgentRun, AgentSession, FlowEvent
+from codexk8s.domain import sessions as session_wire
 from codexk8s.domain.runtime import WorkloadPhase, WorkloadStatus
-from codexk8s.services import reconcile
+from codexk8s.services import agent_runs, reconcile
 from codexk8s.web import routes
 from codexk8s.web.http.app import build_http_app
 from tests.agent.conftest import REPO_TOKEN, ClaimedRun, Remote, claim, create_run, load_run
@@ -461,3 +464,155 @@ def test_a_run_reads_only_the_responses_it_created(
     # Models are anyone's.
     assert client.get(f"{first_base}/models/gpt-5", headers=bearer(first.token)).status_code == 200
     assert client.get(f"{first_base}/models", headers=bearer(first.token)).status_code == 200
+
+
+# --- sessions and documents (issue #19) --------------------------------------------------------
+
+THREAD = "01a23b27-23c9-7121-93c5-c30fbd78b04e"
+SESSION_PATH = f"sessions/2026/12/03/rollout-2026-12-03T09-05-50-{THREAD}.jsonl"
+# A well-formed path, but of another thread than the header names.
+OTHER_THREAD_PATH = SESSION_PATH.replace(THREAD, "00000000-0000-0000-0000-000000000000")
+
+
+def session_headers(token: str, **extra: str) -> dict[str, str]:
+    return {
+        **bearer(token), "Content-Type": "application/gzip",
+        session_wire.THREAD_HEADER: THREAD, session_wire.PATH_HEADER: SESSION_PATH, **extra,
+    }  # fmt: skip
+
+
+def rollout(text: str = "the prompt and the work") -> bytes:
+    line = json.dumps({"type": "response_item", "payload": {"text": text}})
+    return gzip.compress(line.encode() + b"\n")
+
+
+def finish(run_id: int) -> None:
+    for phase in (WorkloadPhase.RUNNING, WorkloadPhase.SUCCEEDED):
+        reconcile.apply_workload_status(
+            get_engine(), WorkloadStatus(run_id=run_id, phase=phase, exit_code=0)
+        )
+
+
+def test_a_session_is_stored_once_encrypted_and_resumed_by_the_revise_run(
+    client: TestClient,
+) -> None:
+    first = claim(create_run(issue=5), CALLBACK)
+    path = url(routes.API_AGENT_SESSION, first.run_id)
+    # Nothing to resume for a first run.
+    assert client.get(path, headers=bearer(first.token)).status_code == 404
+    body = rollout("secret-free prompt text, plus the key sk-test-upstream-key by accident")
+    stored = client.put(path, content=body, headers=session_headers(first.token))
+    assert stored.status_code == 200 and stored.json()["version"] == 1
+    # The same upload again is the retry of a lost answer; another one is a conflict.
+    assert client.put(path, content=body, headers=session_headers(first.token)).status_code == 200
+    other = client.put(path, content=rollout("else"), headers=session_headers(first.token))
+    assert other.status_code == 409
+    with Session(get_engine()) as session:
+        (row,) = session.exec(select(AgentSession)).all()
+        assert b"secret-free prompt text" not in row.data_ciphertext  # encrypted at rest
+        assert row.thread_id == THREAD and row.path == SESSION_PATH
+    finish(first.run_id)
+
+    revise = claim(create_run(issue=5, is_revise=True), CALLBACK)
+    brief = client.get(url(routes.API_AGENT_BRIEF, revise.run_id), headers=bearer(revise.token))
+    offer = brief.json()["session"]["resume"]
+    assert offer["from_run"] == first.run_id and offer["version"] == 1
+    assert "What is new since your last session" in offer["prompt"]
+    got = client.get(
+        url(routes.API_AGENT_SESSION, revise.run_id), params={"id": offer["id"]},
+        headers=bearer(revise.token),
+    )  # fmt: skip
+    assert got.status_code == 200 and got.headers[session_wire.THREAD_HEADER] == THREAD
+    text = gzip.decompress(got.content).decode()
+    # The control plane's model key was scrubbed before it was stored.
+    assert "sk-test-upstream-key" not in text and "[redacted]" in text
+    assert "secret-free prompt text" in text
+    # Another run's token gets nothing, and a stale id is not this run's session.
+    stranger = claim(create_run(issue=6, is_revise=True), CALLBACK)
+    assert (
+        client.get(
+            url(routes.API_AGENT_SESSION, revise.run_id), headers=bearer(stranger.token)
+        ).status_code
+        == 401
+    )
+    assert (
+        client.get(
+            url(routes.API_AGENT_SESSION, stranger.run_id), headers=bearer(stranger.token)
+        ).status_code
+        == 404
+    )
+    stored = client.put(
+        url(routes.API_AGENT_SESSION, revise.run_id), content=rollout("v2"),
+        headers=session_headers(revise.token, **{session_wire.PARENT_HEADER: str(offer["id"])}),
+    )  # fmt: skip
+    assert stored.json()["version"] == 2
+    with Session(get_engine()) as session:
+        events_of = session.exec(
+            select(FlowEvent.event_type).where(FlowEvent.run_id == revise.run_id)
+        ).all()
+    assert "session_resume_started" in events_of and "session_stored" in events_of
+
+
+@pytest.mark.parametrize(
+    ("change", "status"),
+    [
+        ({session_wire.THREAD_HEADER: "not-a-uuid"}, 400),
+        ({session_wire.PATH_HEADER: "../../etc/passwd"}, 400),
+        ({session_wire.PATH_HEADER: OTHER_THREAD_PATH}, 400),
+        ({session_wire.PARENT_HEADER: "first"}, 400),
+    ],
+)
+def test_a_session_upload_with_bad_headers_is_refused(
+    client: TestClient, change: dict[str, str], status: int
+) -> None:
+    run = claim(create_run(issue=5), CALLBACK)
+    answer = client.put(
+        url(routes.API_AGENT_SESSION, run.run_id), content=rollout(),
+        headers={**session_headers(run.token), **change},
+    )  # fmt: skip
+    assert answer.status_code == status, answer.text
+    with Session(get_engine()) as session:
+        assert session.exec(select(AgentSession)).all() == []
+
+
+def test_a_session_that_is_not_gzip_too_large_or_a_bomb_is_refused(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = claim(create_run(issue=5), CALLBACK)
+    path = url(routes.API_AGENT_SESSION, run.run_id)
+    headers = session_headers(run.token)
+    assert client.put(path, content=b"plain text", headers=headers).status_code == 400
+    monkeypatch.setenv("CODEXK8S_AGENT_SESSION_MAX_BYTES", "2048")
+    reset_caches()
+    big = gzip.compress(os.urandom(4096))
+    assert client.put(path, content=big, headers=headers).status_code == 413
+    bomb = gzip.compress(b"\0" * (2048 * 17))  # small compressed, more than 16x inflated
+    assert len(bomb) <= 2048
+    assert client.put(path, content=bomb, headers=headers).status_code == 413
+
+
+def test_documents_are_recorded_and_checked(client: TestClient) -> None:
+    run = claim(create_run(issue=5), CALLBACK)
+    path = url(routes.API_AGENT_DOCUMENTS, run.run_id)
+    good = {
+        "services_yaml": "services.yaml", "found": True, "problems": [],
+        "documents": [
+            {"path": "docs/arch.md", "bytes": 120, "chars": 118, "truncated": False,
+             "skipped": None},
+            {"path": "docs/big.md", "bytes": 90000, "chars": 0, "skipped": "budget"},
+        ],
+    }  # fmt: skip
+    assert client.post(path, json=good, headers=bearer(run.token)).status_code == 202
+    for bad in (
+        {"documents": "docs/arch.md"},
+        {"documents": [{"path": "a", "bytes": -1, "chars": 0}]},
+        {"documents": [{"path": "a", "bytes": 1, "chars": 0, "skipped": "stolen"}]},
+    ):
+        assert client.post(path, json=bad, headers=bearer(run.token)).status_code == 400
+    with Session(get_engine()) as session:
+        (event,) = session.exec(
+            select(FlowEvent).where(FlowEvent.event_type == "run_documents")
+        ).all()
+    assert event.payload["chars"] == 118 and event.payload["documents"][1]["skipped"] == "budget"
+    detail = agent_runs.get_run(session=Session(get_engine()), run_id=run.run_id)
+    assert [d["path"] for d in detail.documents["documents"]] == ["docs/arch.md", "docs/big.md"]

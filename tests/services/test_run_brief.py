@@ -19,7 +19,7 @@ from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.services import projects, repositories, run_brief
 from codexk8s.services.run_brief import RUNS, cost_usd, model_precondition
 from codexk8s.services.webhook_ingest import WebhookRequest, ingest_github_delivery
-from tests.conftest import reset_caches
+from tests.conftest import link_member, reset_caches
 from tests.webhook_examples import example, with_labels
 
 USAGE = {"input": 1_000_000, "cached": 200_000, "output": 100_000, "reasoning": 50_000}
@@ -60,6 +60,7 @@ def test_a_revise_run_from_a_review_works_on_the_pull_requests_branch(
             session=session, box=get_secret_box(), project_key="hello",
             full_name="Codertocat/Hello-World", webhook_secret=secret,
         )  # fmt: skip
+    link_member("hello")
 
     def deliver(event: str, payload: dict[str, Any]) -> int:
         body = json.dumps(payload).encode()
