@@ -121,7 +121,9 @@ def reset_caches() -> None:
 EXAMPLE_SENDER = "Codertocat"
 
 
-def link_member(project_key: str, login: str = EXAMPLE_SENDER, *, role: str = "read_write") -> str:
+def link_member(
+    project_key: str, login: str = EXAMPLE_SENDER, *, role: str = "read_write", engine: Any = None
+) -> str:
     """Make the GitHub user LOGIN a member of PROJECT_KEY with ROLE (a codexk8s user linked to
     that login, created when missing), so that their labels, comments and reviews start runs.
     Returns the user's email."""
@@ -129,7 +131,7 @@ def link_member(project_key: str, login: str = EXAMPLE_SENDER, *, role: str = "r
     from codexk8s.services import projects, users
 
     email = f"{login.lower()}@users.example.test"
-    with session_scope() as session:
+    with session_scope(engine) as session:
         if users.get_by_email(session=session, email=email) is None:
             users.add_user(session=session, email=email, github_login=login)
         projects.add_member(session=session, project_key=project_key, email=email, role=role)

@@ -25,6 +25,7 @@ from codexk8s.db.models import AgentRun
 from codexk8s.services import projects, repositories
 from codexk8s.web.http.app import build_http_app
 from codexk8s.web.routes import METRICS, WEBHOOK_GITHUB
+from tests.conftest import link_member
 from tests.jobs.test_engine_local import make_engine, set_command, trigger, until, until_status
 from tests.webhook_examples import example, with_labels
 
@@ -44,6 +45,7 @@ def project(app_db: str) -> str:
             session=session, box=get_secret_box(), project_key="web",
             full_name="Codertocat/Hello-World", webhook_secret=SECRET,
         )  # fmt: skip
+    link_member("web")
     return "web"
 
 

@@ -30,7 +30,7 @@ from codexk8s.services.github_feedback import GitHubFeedback
 from codexk8s.services.webhook_ingest import WebhookRequest, ingest_github_delivery
 from tests.agent.conftest import OWNER_REPO, REPO_TOKEN, Remote, load_run
 from tests.codex_server import ScriptedResponses
-from tests.conftest import reset_caches
+from tests.conftest import link_member, reset_caches
 from tests.github_server import FakeGitHub, FakeRepo, running_github
 from tests.jobs.test_engine_local import FAST
 from tests.webhook_examples import example, with_labels
@@ -52,6 +52,7 @@ def github(control_plane: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tupl
                 session=session, box=get_secret_box(), project_key="web",
                 full_name=OWNER_REPO, token=REPO_TOKEN, webhook_secret=SECRET,
             )  # fmt: skip
+        link_member("web")  # the payloads' sender may start runs
         yield fake, control_plane
 
 

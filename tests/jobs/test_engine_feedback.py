@@ -23,7 +23,7 @@ from codexk8s.jobs.engine import RunEngine
 from codexk8s.services import model_checks, projects, repositories
 from codexk8s.services.github_feedback import GitHubFeedback
 from codexk8s.services.webhook_ingest import WebhookRequest, ingest_github_delivery
-from tests.conftest import reset_caches
+from tests.conftest import link_member, reset_caches
 from tests.github_server import FakeGitHub, FakeRepo, running_github
 from tests.jobs.test_engine_local import FAST, SECRET, set_command, trigger, until, until_status
 from tests.openai_server import API_KEY, FakeOpenAI, running_openai
@@ -48,6 +48,7 @@ def fakes(app_db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeGi
                 session=session, box=get_secret_box(), project_key="web",
                 full_name="Codertocat/Hello-World", webhook_secret=SECRET, token=TOKEN,
             )  # fmt: skip
+        link_member("web")
         yield github, openai
 
 

@@ -28,6 +28,7 @@ from codexk8s.errors import ConflictError
 from codexk8s.jobs.engine import EngineTimings, RunEngine
 from codexk8s.services import agents, projects, repositories, run_control, run_logs
 from codexk8s.services.webhook_ingest import WebhookRequest, ingest_github_delivery
+from tests.conftest import link_member
 from tests.webhook_examples import example, with_labels
 
 SECRET = "engine-secret"
@@ -45,6 +46,7 @@ def project(app_db: str) -> str:
             session=session, box=get_secret_box(), project_key="web",
             full_name="Codertocat/Hello-World", webhook_secret=SECRET,
         )  # fmt: skip
+    link_member("web")
     return "web"
 
 

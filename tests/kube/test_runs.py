@@ -43,7 +43,7 @@ from codexk8s.jobs.engine import EngineTimings, RunEngine
 from codexk8s.services import agents, projects, reconcile, repositories, run_control, run_logs
 from codexk8s.services.installation import installation_id
 from codexk8s.services.webhook_ingest import WebhookRequest, ingest_github_delivery
-from tests.conftest import reset_caches
+from tests.conftest import link_member, reset_caches
 from tests.github_server import FakeGitHub, running_github
 from tests.kube.cluster import NODE_NAMES, REPO, Cluster
 from tests.kube.engine_process import READY, make_engine, make_runtime
@@ -203,6 +203,7 @@ def github(app_db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGitHub]
                 session=session, box=get_secret_box(), project_key="lane",
                 full_name=REPOSITORY, webhook_secret=SECRET, token=TOKEN,
             )  # fmt: skip
+        link_member("lane")
         set_agent()
         yield fake
 

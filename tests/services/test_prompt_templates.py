@@ -26,6 +26,7 @@ from codexk8s.domain.stages import DISCUSSION_STAGE, REVIEW_STAGE, Stage
 from codexk8s.errors import ConflictError, ForbiddenError, InvalidArgumentError, NotFoundError
 from codexk8s.services import projects, prompt_templates, repositories, users
 from codexk8s.services.webhook_ingest import WebhookRequest, ingest_github_delivery
+from tests.conftest import link_member
 from tests.webhook_examples import example, with_labels
 
 REPO = "Codertocat/Hello-World"
@@ -311,10 +312,12 @@ def test_the_local_operator_saves_without_a_user(seeded: int) -> None:
 def repo(seeded: int) -> Repository:
     with session_scope() as session:
         projects.create_project(session=session, key="hello", slots=2)
-        return repositories.add_repository(
+        repository = repositories.add_repository(
             session=session, box=get_secret_box(), project_key="hello", full_name=REPO,
             webhook_secret=SECRET,
         )  # fmt: skip
+    link_member("hello")
+    return repository
 
 
 def deliver(event: str, payload: dict[str, Any]) -> None:

@@ -36,6 +36,7 @@ from tests.conftest import (
     _admin_execute,
     _with_database,
     free_port,
+    link_member,
     wait_for_http,
 )
 from tests.web.test_users_browser import sign_in
@@ -76,6 +77,7 @@ class Team:
             # it is canceled.
             agents.set_agent(session=session, key="dev", command="sleep 120", engine="process")
             _, self.api_token = api_tokens.create_token(session=session, email=self.email)
+        link_member(self.project, engine=engine)
 
     def label_issue(self, number: int, title: str) -> httpx.Response:
         """POST a signed `issues.labeled run:dev` delivery, as GitHub sends it."""

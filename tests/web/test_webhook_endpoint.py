@@ -22,7 +22,7 @@ from codexk8s.db.models import AgentRun, FlowEvent, WebhookDelivery
 from codexk8s.services import projects, repositories
 from codexk8s.web.http.app import build_http_app
 from codexk8s.web.routes import WEBHOOK_GITHUB
-from tests.conftest import reset_caches, run_async, serve_in_thread
+from tests.conftest import link_member, reset_caches, run_async, serve_in_thread
 from tests.webhook_examples import example, with_labels
 
 SECRET = "endpoint-secret"
@@ -42,6 +42,7 @@ def hooked(app_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
             project_key="hello",
             full_name="Codertocat/Hello-World",
         )
+    link_member("hello")
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from codexk8s.crypto import SecretBox
 from codexk8s.db.engine import make_engine
 from codexk8s.services import projects, repositories
 from codexk8s.web.routes import WEBHOOK_GITHUB
-from tests.conftest import TEST_SECRET_KEY, ServedApp
+from tests.conftest import TEST_SECRET_KEY, ServedApp, link_member
 from tests.webhook_examples import example, examples, with_labels
 
 EVENTS = ("issues", "pull_request", "pull_request_review", "issue_comment", "ping")
@@ -42,6 +42,7 @@ def attached(served_app: ServedApp) -> ServedApp:
                 full_name="Codertocat/Hello-World",
             )  # fmt: skip
             session.commit()
+            link_member("examples", engine=engine)
     engine.dispose()
     return served_app
 
