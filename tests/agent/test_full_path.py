@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -151,3 +152,89 @@ async def test_a_labeled_issue_becomes_a_pushed_branch_a_pull_request_and_a_comm
     stored = [line.line for line in run_logs.read_lines(get_engine(), run_id=run_id)]
     assert "runner: pushed codex/issue-31" in stored
     assert not any(REPO_TOKEN in line or openai_api.api_key in line for line in stored)
+
+
+def deliver(event_name: str, payload: dict[str, object]) -> Any:
+    body = json.dumps(payload).encode()
+    return ingest_github_delivery(
+        engine=get_engine(), box=get_secret_box(), global_secret=None,
+        request=WebhookRequest(
+            delivery_id=str(uuid.uuid4()), event=event_name, signature=sign(SECRET, body),
+            content_type="application/json", body=body,
+        ),
+    )  # fmt: skip
+
+
+def comment_payload(number: int, body: str, login: str = "Codertocat") -> dict[str, Any]:
+    """An issue_comment `created` delivery as GitHub sends it for a comment on issue NUMBER."""
+    payload = with_labels(example("issue_comment", "created"), "issue", ["mode:discussion"], None)
+    payload.pop("label", None)
+    payload["issue"]["number"] = number
+    payload["repository"]["full_name"] = OWNER_REPO
+    payload["comment"]["body"] = body
+    payload["comment"]["id"] = abs(hash(body)) % 10**9
+    payload["sender"]["login"] = login
+    return payload
+
+
+async def test_a_discussion_answers_on_the_issue_and_a_members_reply_continues_it(
+    github: tuple[FakeGitHub, str],
+    remote: Remote,
+    openai_api: ScriptedResponses,
+    tmp_path: Path,
+) -> None:
+    """mode:discussion → a turn that reads the code and answers as an issue comment, no branch,
+    no pull request → GitHub echoes that comment (ignored) → a member's reply starts the next
+    turn, which resumes the first turn's Codex session and answers again."""
+    fake, callback_url = github
+    repo = fake.repos[OWNER_REPO]
+    engine = RunEngine(
+        engine=get_engine(),
+        runtime=LocalRuntime(
+            tmp_path / "runs", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            poll_interval=0.05, kill_grace_seconds=1,
+        ),
+        callback_url=callback_url, owner="replica-1",
+        timings=replace(FAST, feedback_seconds=0.2),
+        feedback=GitHubFeedback(
+            engine=get_engine(), settings=get_settings(), box=get_secret_box(),
+            owner="replica-1", client_options={"backoff_seconds": 0.01},
+        ),
+    )  # fmt: skip
+    openai_api.command = "cat README.md"
+    openai_api.final_message = "I read the README. Which greeting do you want?"
+    payload = with_labels(example("issues", "labeled"), "issue", ["mode:discussion"],
+                          "mode:discussion")  # fmt: skip
+    payload["issue"]["number"] = 33
+    payload["repository"]["full_name"] = OWNER_REPO
+    (first,) = deliver("issues", payload).runs
+
+    def answers() -> list[str]:
+        return [c["body"] for c in repo.comments_on(33) if "codexk8s:discussion" in c["body"]]
+
+    await engine.start()
+    try:
+        await until(lambda: len(answers()) == 1, "the first answer on the issue")
+        # GitHub sends the answer back as a new comment: it starts nothing.
+        echo = deliver("issue_comment", comment_payload(33, answers()[0], login="codexk8s-bot"))
+        assert echo.ignored == "own_comment"
+        openai_api.final_message = "Then a friendly hello in English it is."
+        (second,) = deliver("issue_comment", comment_payload(33, "A friendly one, please.")).runs
+        await until(lambda: len(answers()) == 2, "the second answer")
+        await until(lambda: load_run(second).status == "succeeded", "the second turn")
+        await asyncio.sleep(1)
+    finally:
+        await engine.stop()
+
+    assert "Which greeting do you want?" in answers()[0]
+    assert "friendly hello in English" in answers()[1]
+    assert remote.branches() == ["main"] and repo.pulls == {}
+    first_run, second_run = load_run(first), load_run(second)
+    assert (first_run.mode, first_run.stage, first_run.agent_key) == ("discussion", "discussion",
+                                                                      "pm")  # fmt: skip
+    assert first_run.reasoning_effort == "low"
+    stored = [line.line for line in run_logs.read_lines(get_engine(), run_id=second)]
+    assert any(f"resuming the session of run {first}" in line for line in stored), stored
+    (comment,) = service_comments(repo, 33)
+    assert "Reply on this issue to continue the discussion" in comment
+    assert second_run.run_token_hash is None
