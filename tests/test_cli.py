@@ -561,3 +561,41 @@ def test_agent_pod_profile_reaches_the_runs_spec() -> None:
     assert code == 0 and "pod=" not in out
     with session_scope() as session:
         assert agents.get_settings_for(session=session, key="dev").pod is None
+
+
+def test_users_link_their_github_login_and_projects_name_who_else_may_trigger() -> None:
+    code, out, _ = cli("user", "add", "dev@example.com", "--github-login", "Octo-Dev")
+    assert code == 0 and "GitHub Octo-Dev" in out
+    code, _, err = cli("user", "add", "other@example.com", "--github-login", "octo-dev")
+    assert code == 1 and "already linked to dev@example.com" in err
+    assert cli("user", "add", "other@example.com")[0] == 0
+    code, _, err = cli("user", "link", "other@example.com", "not a login!")
+    assert code == 1 and "not a GitHub login" in err
+    code, out, _ = cli("user", "link", "other@example.com", "@octo-other")
+    assert code == 0 and out == "other@example.com is GitHub octo-other\n"
+    assert cli("user", "unlink", "other@example.com")[1] == (
+        "other@example.com has no GitHub login linked\n"
+    )
+
+    assert cli("project", "create", "alpha")[0] == 0
+    code, out, _ = cli(
+        "project", "set", "alpha", "--trigger-bots", "renovate[bot], Dependabot[bot]",
+        "--discussion-stages", "intake,PRD", "--discussion-model", "gpt-5-mini",
+        "--discussion-reasoning", "minimal",
+    )  # fmt: skip
+    assert code == 0, out
+    assert "bots that may start runs: renovate[bot], Dependabot[bot]" in out
+    assert "discussion stages: intake, prd" in out
+    with Session(get_engine()) as session:
+        settings = session.exec(select(Project).where(Project.key == "alpha")).one().settings
+    assert settings["discussion_model"] == "gpt-5-mini"
+    assert settings["discussion_reasoning_effort"] == "minimal"
+    code, out, _ = cli("project", "set", "alpha", "--trigger-bots", "")
+    assert code == 0 and "bots that may start runs: none" in out
+    for option, value, message in (
+        ("--discussion-stages", "review", "unknown stage"),
+        ("--discussion-reasoning", "extreme", "reasoning effort must be"),
+        ("--trigger-bots", "bad bot", "not a GitHub login"),
+    ):
+        code, _, err = cli("project", "set", "alpha", option, value)
+        assert code == 1 and message in err
