@@ -56,6 +56,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update"]  # fmt: skip
 SECRET_KEY = "bench-secret-key-0123456789abcdef"
 WEBHOOK_SECRET = "bench-webhook-secret"
+SENDER, SENDER_EMAIL = "Codertocat", "codertocat@bench.example"
 OWNER_EMAIL = "bench-owner@example.com"
 PROJECT_KEY = "bench"
 REPOSITORY = "bench-org/app"
@@ -299,6 +300,11 @@ def prepare_database(admin_url: str, db_name: str) -> str:
                 session=session, box=SecretBox(SECRET_KEY), project_key=PROJECT_KEY,
                 full_name=REPOSITORY,
             )  # fmt: skip
+            # The captured payloads' sender labels the issues: a member who may start runs.
+            users.add_user(session=session, email=SENDER_EMAIL, github_login=SENDER)
+            projects.add_member(
+                session=session, project_key=PROJECT_KEY, email=SENDER_EMAIL, role="read_write"
+            )
             session.commit()
     finally:
         engine.dispose()

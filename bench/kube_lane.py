@@ -45,7 +45,7 @@ from codexk8s.crypto import get_secret_box  # noqa: E402
 from codexk8s.db.engine import get_engine, session_scope  # noqa: E402
 from codexk8s.db.migrations import upgrade_to_head  # noqa: E402
 from codexk8s.jobs.engine import EngineTimings  # noqa: E402
-from codexk8s.services import agents, projects, reconcile, repositories  # noqa: E402
+from codexk8s.services import agents, projects, reconcile, repositories, users  # noqa: E402
 from codexk8s.services.installation import installation_id  # noqa: E402
 from codexk8s.services.webhook_ingest import WebhookRequest, ingest_github_delivery  # noqa: E402
 from tests.conftest import reset_caches  # noqa: E402
@@ -238,6 +238,12 @@ def prepare(admin_url: str, work: Path, kubeconfig: Path, github_url: str) -> No
         repositories.add_repository(
             session=session, box=get_secret_box(), project_key="bench",
             full_name=REPOSITORY, webhook_secret=SECRET, token=TOKEN,
+        )  # fmt: skip
+        # The captured payloads' sender labels the issues: a member who may start runs.
+        users.add_user(session=session, email="codertocat@bench.example", github_login="Codertocat")
+        projects.add_member(
+            session=session, project_key="bench", email="codertocat@bench.example",
+            role="read_write",
         )  # fmt: skip
         agents.set_agent(
             session=session, key="dev", image=IMAGE, command="codexk8s agent run",

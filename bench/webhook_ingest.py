@@ -33,7 +33,7 @@ from sqlmodel import Session
 from codexk8s.crypto import SecretBox
 from codexk8s.db.engine import make_engine
 from codexk8s.db.migrations import upgrade_to_head
-from codexk8s.services import projects, repositories
+from codexk8s.services import projects, repositories, users
 from codexk8s.web import routes
 
 # The benchmarks start their own PostgreSQL (tests/servers.py) unless --admin-url names one.
@@ -49,6 +49,7 @@ SECRET_KEY = "bench-secret-key-0123456789abcdef"
 WEBHOOK_SECRET = "bench-webhook-secret"
 TRIGGER_LABEL = "run:dev"
 PROJECT_KEY = "bench"
+BENCH_EMAIL = "sender@bench.example"
 TARGET_RATIO = 0.60
 TARGET_P99_MS = 50.0
 
@@ -216,8 +217,9 @@ def admin_execute(admin_url: str, *statements: str) -> None:
             connection.execute(statement)  # type: ignore[arg-type]
 
 
-def prepare_database(admin_url: str, db_name: str, full_name: str) -> str:
-    """Drop and recreate the bench database, migrate it, attach the payload's repository."""
+def prepare_database(admin_url: str, db_name: str, full_name: str, sender: str) -> str:
+    """Drop and recreate the bench database, migrate it, attach the payload's repository and make
+    the payload's sender a member who may start runs (so every request takes the full path)."""
     if not db_name.replace("_", "").isalnum():
         sys.exit(f"bad database name {db_name!r}")
     admin_execute(
@@ -233,6 +235,10 @@ def prepare_database(admin_url: str, db_name: str, full_name: str) -> str:
                 session=session, box=SecretBox(SECRET_KEY), project_key=PROJECT_KEY,
                 full_name=full_name,
             )  # fmt: skip
+            users.add_user(session=session, email=BENCH_EMAIL, github_login=sender)
+            projects.add_member(
+                session=session, project_key=PROJECT_KEY, email=BENCH_EMAIL, role="read_write"
+            )
             session.commit()
     finally:
         engine.dispose()
@@ -509,7 +515,7 @@ def run(args: argparse.Namespace, admin_url: str) -> int:
     body = Body.around_nonce(payload)
 
     print(f"preparing database {args.db_name} (repository {full_name} in project {PROJECT_KEY})")
-    db_url = prepare_database(admin_url, args.db_name, full_name)
+    db_url = prepare_database(admin_url, args.db_name, full_name, payload["sender"]["login"])
     if args.connections < 1 or args.threads < 1:
         sys.exit("--connections and --threads must be at least 1")
     # wrk refuses more threads than connections.
