@@ -70,6 +70,12 @@ class ScriptedResponses:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _seen: list[str] = field(default_factory=list)
 
+    def forget_cache(self) -> None:
+        """Start the estimate's prompt cache afresh (a run hours after the last one finds it
+        cold)."""
+        with self._lock:
+            self._seen.clear()
+
     def usage_of(self, body: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
         if not self.usage_from_size:
             return self.usage

@@ -319,7 +319,9 @@ class AgentRunner:
         self, brief: dict[str, Any], *, summary: str, base: str, branch: str | None, head: str,
         changed: list[str],
     ) -> int:  # fmt: skip
-        is_review = not brief.get("push", True)
+        is_discussion = brief.get("mode") == RunMode.DISCUSSION.value
+        # A discussion's answer is its summary (posted as a comment), not a review.
+        is_review = not brief.get("push", True) and not is_discussion
         number = brief.get("issue_number")
         title = brief.get("issue_title") or f"Issue {self._target(brief)}"
         closing = "Closes" if brief["stage"] == "dev" else "Refs"

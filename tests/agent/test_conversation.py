@@ -135,7 +135,7 @@ def test_a_discussion_turn_reads_pushes_nothing_and_the_next_turn_resumes_it(
     assert remote.branches() == ["main"]
     (result,) = events(first.run_id, "run_result")
     assert result["summary"] == openai_api.final_message and result["branch"] is None
-    assert result["changed_files"] == []
+    assert result["changed_files"] == [] and result["review_body"] is None
     assert "Rules of a discussion" in first_input(openai_api)
     assert settle(first, 0) == "succeeded"
     (stored,) = events(first.run_id, "session_stored")
