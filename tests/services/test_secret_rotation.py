@@ -163,3 +163,32 @@ def test_the_service_reads_old_rows_while_previous_keys_are_configured(
     monkeypatch.setenv("CODEXK8S_SECRET_KEY_PREVIOUS", OLD_KEY)
     reset_caches()
     assert get_secret_box().decrypt(stored["octo/one:hook"]) == "hook-one-bbbbbbbb"
+
+
+def test_agent_session_blobs_are_rotated_too(stored: dict[str, str]) -> None:
+    """Binary ciphertext (an agent's session, issue #19) is rotated like the text secrets."""
+    import gzip
+    import uuid
+
+    from codexk8s.db.models import AgentRun, AgentSession
+
+    blob = gzip.compress(b'{"type": "session_meta"}\n')
+    with Session(get_engine()) as session:
+        run = AgentRun(correlation_id=uuid.uuid4().hex, project_id=1, agent_key="dev",
+                       stage="dev")  # fmt: skip
+        session.add(run)
+        session.flush()
+        sealed = SecretBox(OLD_KEY).encrypt_bytes(blob)
+        session.add(AgentSession(
+            run_id=run.id or 0, thread_id="t", path="p", size_bytes=len(blob),
+            raw_size_bytes=0, sha256="0" * 64, data_ciphertext=sealed,
+        ))  # fmt: skip
+        session.commit()
+    result = secret_rotation.rotate_secrets(get_engine(), current_key=NEW_KEY,
+                                            previous_keys=[OLD_KEY])  # fmt: skip
+    assert result.rotated["agent_sessions.data_ciphertext"] == 1
+    with Session(get_engine()) as session:
+        (row,) = session.exec(sa.select(AgentSession)).all()
+    assert SecretBox(NEW_KEY).decrypt_bytes(row[0].data_ciphertext) == blob
+    with pytest.raises(DecryptionError):
+        SecretBox(OLD_KEY).decrypt_bytes(row[0].data_ciphertext)
