@@ -53,6 +53,8 @@ from codexk8s.web import routes
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import itertools
+
 from tests.servers import bench_postgres, free_port  # noqa: E402
 from tests.webhook_examples import example, with_labels  # noqa: E402
 
@@ -335,10 +337,7 @@ def measure(args: argparse.Namespace, admin_url: str) -> dict[str, Any]:
     stored = samples[-1]["lines"] if samples else 0
     busy = [s for s in samples if s["running"] > 0]
     window = (busy[-1]["t"] - busy[0]["t"]) if len(busy) > 1 else 0.0
-    rates = [
-        (b["lines"] - a["lines"]) / (b["t"] - a["t"])
-        for a, b in zip(samples, samples[1:], strict=False)
-    ]
+    rates = [(b["lines"] - a["lines"]) / (b["t"] - a["t"]) for a, b in itertools.pairwise(samples)]
     cores = {
         name: round((busy[-1][f"cpu_{name}"] - busy[0][f"cpu_{name}"]) / window, 2)
         for name in groups
@@ -356,7 +355,7 @@ def measure(args: argparse.Namespace, admin_url: str) -> dict[str, Any]:
             (busy[-1]["lines"] - busy[0]["lines"]) / window, 0
         )
         if window
-        else 0,  # fmt: skip
+        else 0,
         "log_line_to_browser": spread(shown, 0.5, 0.95) if shown else None,
         "webhook_starting_runs": spread(starting, 0.5, 0.99),
         "webhook_ingest_under_load": spread(idle, 0.5, 0.99),
