@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import shlex
@@ -53,8 +54,6 @@ from codexk8s.web import routes
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import itertools
-
 from tests.servers import bench_postgres, free_port  # noqa: E402
 from tests.webhook_examples import example, with_labels  # noqa: E402
 
