@@ -11,8 +11,10 @@ carrying the time it was printed. While they stream:
 - webhook ingest under load: a delivery that starts nothing (a label that is no trigger) every
   0.2 s, timed from request to answer (p50 / p99);
 - dispatch latency: each run's creation → start (p50 / p95 / max);
-- CPU: user + system seconds of the server's process tree, of PostgreSQL's and of the runs'
-  (agents and their supervisors), over the streaming window, as cores in use;
+- CPU: user + system seconds of the server's process tree, of PostgreSQL's and of the whole
+  machine (runs, supervisors, the browser), over the streaming window, as cores in use;
+- how far storage is behind printing: lines printed but not stored yet, in seconds of output
+  per running run (mean and max over the samples);
 - database size before and after.
 
 Writes bench/results/load.json.
@@ -30,6 +32,7 @@ import json
 import os
 import shlex
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -206,14 +209,9 @@ def tree(root: psutil.Process) -> list[psutil.Process]:
         return []
 
 
-def run_processes(runs_root: Path) -> list[psutil.Process]:
-    """The runs' supervisors and agents: processes whose working folder is a run folder."""
-    found = []
-    for process in psutil.process_iter(["cwd"]):
-        cwd = process.info.get("cwd") or ""
-        if cwd.startswith(str(runs_root)):
-            found.append(process)
-    return found
+def machine_busy_seconds() -> float:
+    times = psutil.cpu_times()
+    return float(times.user + times.system + getattr(times, "nice", 0.0))
 
 
 def postgres_processes(port: int) -> list[psutil.Process]:
@@ -227,8 +225,9 @@ def postgres_processes(port: int) -> list[psutil.Process]:
 class Sampler(threading.Thread):
     """Every 2 s: lines stored so far, and the CPU time of each group of processes."""
 
-    def __init__(self, db_url: str, groups: dict[str, Any]) -> None:
+    def __init__(self, db_url: str, groups: dict[str, Any], rate: int, seconds: int) -> None:
         super().__init__(daemon=True)
+        self.rate, self.seconds = rate, seconds
         self.db_url = db_url.replace("postgresql+psycopg://", "postgresql://")
         self.groups = groups
         self.samples: list[dict[str, Any]] = []
@@ -239,12 +238,20 @@ class Sampler(threading.Thread):
             while not self.stop.wait(2.0):
                 stored = connection.execute(
                     "SELECT coalesce(sum(log_sequence), 0), count(*) FILTER (WHERE status ="
-                    " 'running') FROM agent_runs"
+                    " 'running'), coalesce(sum(least(extract(epoch FROM now() - started_at)"
+                    " * %s, %s) - log_sequence) FILTER (WHERE status = 'running'), 0)"
+                    " FROM agent_runs",
+                    (self.rate, self.rate * self.seconds),
                 ).fetchone()
                 assert stored is not None
-                sample = {"t": time.monotonic(), "lines": int(stored[0]), "running": stored[1]}
+                sample = {
+                    "t": time.monotonic(), "lines": int(stored[0]), "running": stored[1],
+                    # Lines printed but not stored yet, in seconds of output per running run.
+                    "behind_s": float(stored[2]) / self.rate / stored[1] if stored[1] else 0.0,
+                }  # fmt: skip
                 for name, find in self.groups.items():
-                    sample[f"cpu_{name}"] = cpu_seconds(find())
+                    # The whole machine: runs, supervisors, the browser, everything.
+                    sample[f"cpu_{name}"] = cpu_seconds(find()) if find else machine_busy_seconds()
                 self.samples.append(sample)
 
 
@@ -282,7 +289,7 @@ def measure(args: argparse.Namespace, admin_url: str) -> dict[str, Any]:
             groups = {
                 "server": lambda: tree(server_tree),
                 "postgres": lambda: postgres_processes(pg_port),
-                "runs": lambda: run_processes(data_dir / "runs"),
+                "machine": None,
             }
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(
@@ -297,15 +304,20 @@ def measure(args: argparse.Namespace, admin_url: str) -> dict[str, Any]:
                 page.goto(f"{base}/auth/link/{link}")
                 page.get_by_test_id("signed-in-as").wait_for(timeout=120_000)
 
-                sampler = Sampler(db_url, groups)
+                sampler = Sampler(db_url, groups, args.rate, args.seconds)
                 sampler.start()
                 started = time.monotonic()
                 starting = [
                     post_webhook(base, f"{REPOSITORY}-{n // SLOTS_PER_PROJECT}", n + 1, "run:dev")
                     for n in range(args.runs)
                 ]
-                print(f"{args.runs} runs labelled in {time.monotonic() - started:.1f}s", flush=True)
+                labelled_in = time.monotonic() - started
+                print(f"{args.runs} runs labelled in {labelled_in:.1f}s", flush=True)
                 page.goto(base + routes.run_page(1))
+                page.get_by_test_id("run-title").wait_for(timeout=120_000)
+                # Only lines printed once the page is open and following count: the older ones
+                # were loaded, not pushed.
+                opened = time.time() + 1.0
                 idle: list[float] = []
                 deadline = started + args.seconds + 15
                 number = 100_000
@@ -341,7 +353,8 @@ def measure(args: argparse.Namespace, admin_url: str) -> dict[str, Any]:
         name: round((busy[-1][f"cpu_{name}"] - busy[0][f"cpu_{name}"]) / window, 2)
         for name in groups
     } if window else {}  # fmt: skip
-    shown = [seen_ms / 1000 - printed for seen_ms, printed in seen.values()]
+    shown = [seen_ms / 1000 - printed for seen_ms, printed in seen.values() if printed > opened]
+    behind = [s["behind_s"] for s in samples if s["running"]]
     return {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "runs": args.runs,
@@ -356,6 +369,11 @@ def measure(args: argparse.Namespace, admin_url: str) -> dict[str, Any]:
         if window
         else 0,
         "log_line_to_browser": spread(shown, 0.5, 0.95) if shown else None,
+        "storage_behind_printing_s": {
+            "mean": round(statistics.mean(behind), 2) if behind else None,
+            "max": round(max(behind), 2) if behind else None,
+        },
+        "labelling_all_runs_s": round(labelled_in, 1),
         "webhook_starting_runs": spread(starting, 0.5, 0.99),
         "webhook_ingest_under_load": spread(idle, 0.5, 0.99),
         "dispatch_latency": spread(dispatch, 0.5, 0.95),

@@ -134,6 +134,8 @@ class RunEngine:
         self.engine = engine
         # The per-run log cap (pumps) and the default retention (log maintenance).
         self.log_policy = log_policy or LogPolicy()
+        # Every pump's lines go through one writer: one transaction per write for all runs.
+        self.log_writer = run_logs.LogWriter(engine, limits=self.log_policy.limits)
         # How long finished runs keep their namespace or work folder (CLEANUP_AFTER_HOURS).
         self.cleanup_after = cleanup_after
         self.runtime = runtime
@@ -462,11 +464,9 @@ class RunEngine:
 
         async def flush(final: bool = False) -> bool:
             nonlocal position, batch
-            stored = await asyncio.to_thread(
-                run_logs.store_batch, self.engine, run_id=run_id,
-                expected_sequence=position.sequence, expected_dropped=position.dropped,
-                lines=batch, final=final, limits=self.log_policy.limits,
-            )  # fmt: skip
+            stored = await self.log_writer.store(
+                run_logs.PendingBatch(run_id=run_id, expected=position, lines=batch, final=final)
+            )
             if stored is None:
                 return False  # another writer moved this run's log: stop, never store twice
             metrics.LOG_LINES_STORED.inc(stored.sequence - position.sequence)
@@ -509,7 +509,8 @@ class RunEngine:
         tasks = [t for t in [self._watch_task, *self._pumps.values()] if t is not None]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)  # stopping pumps store what they hold
+        await self.log_writer.close()
         self._watch_task = None
         self._pumps.clear()
 
