@@ -41,7 +41,14 @@ from codexk8s.domain.runtime import (
 )
 from codexk8s.domain.slots import LEASE_RENEW_SECONDS
 from codexk8s.logging_config import bind_contextvars, bound_contextvars
-from codexk8s.services import dispatch, log_maintenance, reconcile, run_logs, webhook_redelivery
+from codexk8s.services import (
+    dispatch,
+    log_maintenance,
+    notifications,
+    reconcile,
+    run_logs,
+    webhook_redelivery,
+)
 from codexk8s.services.github_feedback import GitHubFeedback
 from codexk8s.services.run_states import RUNS
 
@@ -153,6 +160,8 @@ class RunEngine:
         self._pumps: dict[int, asyncio.Task[None]] = {}
         self._rescan_pumps = True
         self._running_jobs: set[asyncio.Task[Any]] = set()
+        self._dispatch_lock = asyncio.Lock()
+        self._nudges: asyncio.Task[None] | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -181,11 +190,28 @@ class RunEngine:
             await self.sweep_once()
         for job in scheduler.get_jobs():
             job.modify(next_run_time=datetime.now(UTC))
+        self._nudges = asyncio.create_task(self._dispatch_on_changes(), name="engine-nudges")
+
+    async def _dispatch_on_changes(self) -> None:
+        """Dispatch as soon as a project changes (a webhook or a person started a run, a run
+        ended and freed a slot), here or on another replica, instead of at the next tick: the
+        timer stays as the safety net. Changes that arrive during a dispatch cause one more."""
+        async for topic in notifications.subscribe():
+            if not topic.startswith("project-"):
+                continue
+            try:
+                await self.dispatch_once()
+            except Exception:
+                log.exception("dispatch after a change failed; the timer tries again")
 
     async def stop(self, *, jobs_timeout: float = STOP_JOBS_SECONDS) -> None:
         """Stop in an order that strands nothing: no new cycles; let a running dispatch record
         the launches it began; stop the leader's watch and pumps (a pump stores what it holds);
         hand this replica's slot leases back; give up leadership."""
+        if self._nudges is not None:
+            self._nudges.cancel()
+            await asyncio.gather(self._nudges, return_exceptions=True)
+            self._nudges = None
         if self._scheduler is not None:
             self._scheduler.pause()  # no new cycles; shutdown() would cancel the running ones
         await self._wait_running_jobs(jobs_timeout)
@@ -239,13 +265,16 @@ class RunEngine:
     # --- jobs -------------------------------------------------------------------------------
 
     async def dispatch_once(self) -> dispatch.DispatchResult:
-        result = await dispatch.dispatch_pending_runs(
-            engine=self.engine,
-            runtime=self.runtime,
-            owner=self.owner,
-            callback_url=self.callback_url,
-            model_check=self.model_check,
-        )
+        # The timer and the change nudges take turns (dispatching twice at once is safe, as
+        # replicas do, but a wasted query).
+        async with self._dispatch_lock:
+            result = await dispatch.dispatch_pending_runs(
+                engine=self.engine,
+                runtime=self.runtime,
+                owner=self.owner,
+                callback_url=self.callback_url,
+                model_check=self.model_check,
+            )
         for seconds in result.latencies:
             metrics.DISPATCH_LATENCY_SECONDS.observe(seconds)
         for run_id in result.launched:
