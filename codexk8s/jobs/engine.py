@@ -505,28 +505,44 @@ class RunEngine:
             position, batch = stored, []
             return True
 
+        loop = asyncio.get_running_loop()
+        # When the oldest unsaved line must be stored: a line arriving every few milliseconds
+        # must not keep pushing the batch back (it did, up to LOG_BATCH_LINES lines: seconds).
+        due: float | None = None
         try:
             while True:
-                try:
-                    timeout = LOG_BATCH_SECONDS if batch else None
-                    item = await asyncio.wait_for(queue.get(), timeout=timeout)
-                except TimeoutError:
+                if due is None:
+                    items = [await queue.get()]
+                else:
+                    try:
+                        items = [await asyncio.wait_for(queue.get(), due - loop.time())]
+                    except TimeoutError:
+                        items = []
+                while not queue.empty():  # take what is there in one go, not one wait per line
+                    items.append(queue.get_nowait())
+                for item in items:
+                    if item is None:
+                        await flush(final=True)
+                        return
+                    if isinstance(item, BaseException):
+                        log.error(
+                            "log stream of run %s failed: %s; resuming on the next tick",
+                            run_id, item,
+                        )  # fmt: skip
+                        if batch:
+                            await flush()
+                        return
+                    batch.append(item)
+                    if due is None:
+                        due = loop.time() + LOG_BATCH_SECONDS
+                    if len(batch) >= LOG_BATCH_LINES:
+                        if not await flush():
+                            return
+                        due = None
+                if due is not None and loop.time() >= due:
                     if not await flush():
                         return
-                    continue
-                if item is None:
-                    await flush(final=True)
-                    return
-                if isinstance(item, BaseException):
-                    log.error(
-                        "log stream of run %s failed: %s; resuming on the next tick", run_id, item
-                    )
-                    if batch:
-                        await flush()
-                    return
-                batch.append(item)
-                if len(batch) >= LOG_BATCH_LINES and not await flush():
-                    return
+                    due = None
         except asyncio.CancelledError:
             if batch:
                 await flush()
