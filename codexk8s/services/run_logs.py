@@ -105,43 +105,102 @@ def store_batches(
     """`store_batch` for several runs (one batch each) in one transaction: the engine's log
     writer stores every pump's lines together, so the commits a second do not grow with the
     number of runs writing. Each run keeps its own check; one run's lost race or finished log
-    leaves the others' batches stored."""
+    leaves the others' batches stored.
+
+    On PostgreSQL the statements do not grow with the runs either: one SELECT locks every run's
+    row, one pipelined UPDATE moves their positions, one INSERT adds every line. SQLite (one
+    writer at a time anyway) takes them one by one.
+    """
     if len({batch.run_id for batch in batches}) != len(batches):
         raise ValueError("one batch per run and transaction")
-    results: dict[int, LogPosition | None] = {}
-    rows: list[dict[str, object]] = []
+    ordered = sorted(batches, key=lambda b: b.run_id)  # one lock order for every writer
+    results: dict[int, LogPosition | None] = {batch.run_id: None for batch in ordered}
     with engine.begin() as connection:
-        for batch in sorted(batches, key=lambda b: b.run_id):  # one lock order for every writer
-            stored = _store(connection, batch, limits=limits)
-            if stored is None:
-                results[batch.run_id] = None
-                continue
-            results[batch.run_id], new_rows = stored
-            rows += new_rows
+        if connection.dialect.name == "postgresql":
+            locked = {
+                row.id: row
+                for row in connection.execute(
+                    sa.select(RUNS.c.id, *_POSITION_COLUMNS)
+                    .where(RUNS.c.id.in_([batch.run_id for batch in ordered]))
+                    .order_by(RUNS.c.id)
+                    .with_for_update(key_share=True)
+                )
+            }
+        else:
+            locked = {}
+            for batch in ordered:
+                row = lock_run(connection, batch.run_id, RUNS.c.id, *_POSITION_COLUMNS)
+                if row is not None:
+                    locked[batch.run_id] = row
+        plans = [
+            plan
+            for batch in ordered
+            if batch.run_id in locked
+            and (plan := _plan(batch, locked[batch.run_id], limits)) is not None
+        ]
+        if not plans:
+            return results
+        moved = connection.execute(
+            RUNS.update()
+            .where(
+                RUNS.c.id == sa.bindparam("run"),
+                RUNS.c.log_sequence == sa.bindparam("old_sequence"),
+                RUNS.c.log_dropped_lines == sa.bindparam("old_dropped"),
+            )
+            .values(
+                log_sequence=sa.bindparam("new_sequence"),
+                log_dropped_lines=sa.bindparam("new_dropped"),
+                log_bytes=sa.bindparam("new_bytes"),
+                log_dropped_bytes=RUNS.c.log_dropped_bytes + sa.bindparam("more_dropped_bytes"),
+                log_cursor=sa.func.coalesce(
+                    sa.bindparam("cursor", type_=sa.Text), RUNS.c.log_cursor
+                ),
+            ),
+            [plan.update for plan in plans],
+        ).rowcount
+        if moved != len(plans):
+            # The rows are locked (SQLite: the write lock is ours): only a bug gets here.
+            raise RuntimeError(f"log positions moved under their lock ({moved} of {len(plans)})")
+        rows = [row for plan in plans for row in plan.rows]
         if rows:
             connection.execute(LOGS.insert(), rows)
+        truncated = [plan.truncation_event for plan in plans if plan.truncation_event]
+        if truncated:
+            audit.insert_events(connection=connection, events=truncated)
+        notifications.publish_on_commit(
+            connection, [notifications.run_topic(plan.run_id) for plan in plans if plan.rows]
+        )
+        for plan in plans:
+            results[plan.run_id] = plan.position
     return results
 
 
-def _store(
-    connection: Connection, batch: PendingBatch, *, limits: LogLimits
-) -> tuple[LogPosition, list[dict[str, object]]] | None:
-    """Check and move one run's position; the rows to insert, or None (nothing to do)."""
+_POSITION_COLUMNS = (
+    RUNS.c.log_sequence, RUNS.c.log_dropped_lines, RUNS.c.log_bytes, RUNS.c.log_cursor,
+    RUNS.c.log_storage, RUNS.c.correlation_id, RUNS.c.project_id,
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    run_id: int
+    position: LogPosition
+    rows: list[dict[str, object]]
+    update: dict[str, object]
+    truncation_event: dict[str, object] | None
+
+
+def _plan(batch: PendingBatch, run: sa.Row, limits: LogLimits) -> _Plan | None:  # type: ignore[type-arg]
+    """What storing BATCH does to RUN (its locked row): None when the writer is behind, or the
+    log takes no more lines."""
     run_id, lines = batch.run_id, batch.lines
     expected_sequence, expected_dropped = batch.expected.sequence, batch.expected.dropped
-    texts = [item.line[:MAX_LINE_CHARS] for item in lines]
-    run = lock_run(
-        connection, run_id, RUNS.c.log_sequence, RUNS.c.log_dropped_lines, RUNS.c.log_bytes,
-        RUNS.c.log_cursor, RUNS.c.log_storage, RUNS.c.correlation_id, RUNS.c.project_id,
-    )  # fmt: skip
-    if run is None or (run.log_sequence, run.log_dropped_lines) != (
-        expected_sequence,
-        expected_dropped,
-    ):
+    if (run.log_sequence, run.log_dropped_lines) != (expected_sequence, expected_dropped):
         return None
     is_complete = (run.log_cursor or "").startswith(EOF_PREFIX)
     if lines and (is_complete or run.log_storage != LogStorage.ROWS.value):
         return None
+    texts = [item.line[:MAX_LINE_CHARS] for item in lines]
     outcome = fit_under_cap(
         [line_bytes(text) for text in texts], stored_lines=run.log_sequence,
         stored_bytes=run.log_bytes, is_truncated=run.log_dropped_lines > 0, limits=limits,
@@ -152,56 +211,35 @@ def _store(
         for index, item in enumerate(lines[: outcome.kept])
     ]  # fmt: skip
     added_bytes = outcome.kept_bytes
-    truncated_now = bool(outcome.dropped and run.log_dropped_lines == 0)
-    if truncated_now:
+    event = None
+    if outcome.dropped and run.log_dropped_lines == 0:
         marker = truncation_marker(limits)
         rows.append(
             {"run_id": run_id, "sequence": expected_sequence + len(rows) + 1,
              "stream": TRUNCATION_STREAM, "line": marker, "ts": lines[outcome.kept].ts}
         )  # fmt: skip
         added_bytes += line_bytes(marker)
+        event = audit.flow_event_values(
+            correlation_id=run.correlation_id, event_type="log_truncated", run_id=run_id,
+            project_id=run.project_id,
+            payload={"after_lines": expected_sequence + outcome.kept,
+                     "max_lines": limits.max_lines, "max_bytes": limits.max_bytes},
+        )  # fmt: skip
     position = LogPosition(
         sequence=expected_sequence + len(rows), dropped=expected_dropped + outcome.dropped
     )
-    values: dict[str, object] = {
-        "log_sequence": position.sequence,
-        "log_dropped_lines": position.dropped,
-        "log_bytes": run.log_bytes + added_bytes,
-        "log_dropped_bytes": RUNS.c.log_dropped_bytes + outcome.dropped_bytes,
-    }
     cursor = lines[-1].cursor if lines else None
     if batch.final:
-        values["log_cursor"] = EOF_PREFIX + (
+        cursor = EOF_PREFIX + (
             cursor if cursor is not None else (run.log_cursor or "").removeprefix(EOF_PREFIX)
         )
-    elif cursor is not None:
-        values["log_cursor"] = cursor
-    moved = connection.execute(
-        RUNS.update()
-        .where(
-            RUNS.c.id == run_id,
-            RUNS.c.log_sequence == expected_sequence,
-            RUNS.c.log_dropped_lines == expected_dropped,
-        )
-        .values(**values)
-    ).rowcount
-    if not moved:  # only without row locks (SQLite): another writer got in first
-        return None
-    if truncated_now:
-        audit.insert_events(
-            connection=connection,
-            events=[
-                audit.flow_event_values(
-                    correlation_id=run.correlation_id, event_type="log_truncated",
-                    run_id=run_id, project_id=run.project_id,
-                    payload={"after_lines": expected_sequence + outcome.kept,
-                             "max_lines": limits.max_lines, "max_bytes": limits.max_bytes},
-                )
-            ],
-        )  # fmt: skip
-    if lines:
-        notifications.publish_on_commit(connection, [notifications.run_topic(run_id)])
-    return position, rows
+    update = {
+        "run": run_id, "old_sequence": expected_sequence, "old_dropped": expected_dropped,
+        "new_sequence": position.sequence, "new_dropped": position.dropped,
+        "new_bytes": run.log_bytes + added_bytes, "more_dropped_bytes": outcome.dropped_bytes,
+        "cursor": cursor,
+    }  # fmt: skip
+    return _Plan(run_id, position, rows, update, event)
 
 
 class LogWriter:
