@@ -236,7 +236,8 @@ def test_a_discussion_run_has_its_own_kind() -> None:
 @given(st.text(max_size=300))
 def test_user_text_in_a_discussion_comes_out_as_written(text: str) -> None:
     ctx = context(discussion=(DiscussionEntry("alice", text),), project_docs="")
-    out = render("{{discussion}}", ctx)
+    # Not at the very end: a prompt's trailing whitespace is trimmed.
+    out = render("{{discussion}}\nEND", ctx)
     quoted = "\n".join(f"> {line}" if line else ">" for line in text.splitlines() or [""])
     assert quoted in out
 

@@ -139,6 +139,9 @@ def ops(
         "repo", "add", "web", REPOSITORY,
         "--token-env", "REPO_TOKEN_VALUE", "--webhook-secret-env", "REPO_HOOK_VALUE",
     )  # fmt: skip
+    # The captured payloads' sender labels the issues: a member with write access, linked.
+    ops.cli("user", "add", "labeler@example.com", "--github-login", "Codertocat")
+    ops.cli("project", "member", "add", "web", "labeler@example.com", "--role", "read_write")
     ops.cli(
         "agent", "set", "dev", "--engine", "process",
         "--command", _agent_command(tokens_dir, ops.hold_file),
