@@ -101,10 +101,8 @@ def relative(value: datetime | None, now: datetime | None = None) -> str:
 
 def ordinal(value: int) -> str:
     """1st, 2nd, 3rd, 4th, 11th, 22nd."""
-    if 10 <= value % 100 <= 20:
-        suffix = "th"
-    else:
-        suffix = {1: "st", 2: "nd", 3: "rd"}.get(value % 10, "th")
+    teens = 10 <= value % 100 <= 20
+    suffix = "th" if teens else {1: "st", 2: "nd", 3: "rd"}.get(value % 10, "th")
     return f"{value}{suffix}"
 
 

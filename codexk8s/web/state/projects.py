@@ -44,6 +44,10 @@ class ProjectsState(rx.State):
     new_role: str = ProjectRole.READ.value
     error: str = ""
     notice: str = ""
+    # The outcome of a member change, shown in the members panel itself (on /projects and on a
+    # project's page alike), so the person sees it where they acted.
+    member_error: str = ""
+    member_notice: str = ""
     is_creating: bool = False
 
     def _selected(self) -> ProjectRow | None:
@@ -98,11 +102,22 @@ class ProjectsState(rx.State):
                 _in_transaction, work, actor=principal, actor_id=email,
                 project_key=self.selected_key, **kwargs,
             )  # fmt: skip
+        except NotFoundError as exc:
+            email = str(kwargs.get("email", ""))
+            self.member_error = (
+                f"{email} has no account here yet: a platform admin adds people on the Users "
+                "page first, then you can add them to the project."
+                if email and str(exc).startswith("no user with email")
+                else str(exc)
+            )
+            self.member_notice = ""
+            ok = False
         except CodexK8sError as exc:
-            self.error, self.notice = str(exc), ""
+            self.member_error, self.member_notice = str(exc), ""
             ok = False
         else:
-            self.error, self.notice = "", done.format(**kwargs, project=self.selected_key)
+            self.member_error = ""
+            self.member_notice = done.format(**kwargs, project=self.selected_key)
             ok = True
         await self._refresh(principal)
         return ok
@@ -145,7 +160,7 @@ class ProjectsState(rx.State):
 
     @rx.event
     async def select_project(self, key: str) -> None:
-        self.error = self.notice = ""
+        self.error = self.notice = self.member_error = self.member_notice = ""
         found = await self._principal()
         if found is None:
             return
@@ -162,6 +177,9 @@ class ProjectsState(rx.State):
 
     @rx.event
     async def add_member(self) -> None:
+        if not self.new_email.strip():
+            self.member_error, self.member_notice = "Enter the email of the person to add.", ""
+            return
         if await self._apply(
             "Added {email} to {project} as {role}.", projects.add_member,
             email=self.new_email.strip(), role=self.new_role,
@@ -179,7 +197,8 @@ class ProjectsState(rx.State):
         """A member's own learning mode: "on", "off" or "default" (the project's)."""
         choices = {label: value for value, label in projects.LEARNING_MODES.items()}
         if mode not in choices:
-            self.error, self.notice = "learning mode must be on, off or default", ""
+            self.member_error = "The learning mode must be on, off or default."
+            self.member_notice = ""
             return
         await self._apply(
             "Learning mode for {email} on {project}: " + mode + ".",
@@ -296,7 +315,7 @@ class ProjectPageState(rx.State):
         if self.project_settings is not None:
             members = await self.get_state(ProjectsState)
             members.selected_key = self.page_key
-            members.error = members.notice = ""
+            members.error = members.notice = members.member_error = members.member_notice = ""
             await members._refresh(found[0])
 
     @rx.event
