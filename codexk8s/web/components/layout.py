@@ -6,6 +6,7 @@ from __future__ import annotations
 import reflex as rx
 
 from codexk8s.web import routes
+from codexk8s.web.components.status import STATUS_CSS
 from codexk8s.web.state.auth import AuthState
 
 NAV_ITEMS: tuple[tuple[str, str, str], ...] = (
@@ -153,9 +154,18 @@ def top_bar(title: str) -> rx.Component:
     )
 
 
+# A run page sets a status favicon (web/state/run.py); every other page puts the app's back.
+_RESET_FAVICON = (
+    "(() => { const l = document.querySelector(\"link[rel~='icon']\");"
+    " if (l && l.dataset.status) { l.href = '/favicon.ico'; delete l.dataset.status; } })()"
+)
+
+
 def page(title: str, *children: rx.Component) -> rx.Component:
     """Wrap a page's content in the shared frame."""
     return rx.flex(
+        rx.el.style(STATUS_CSS),
+        rx.fragment() if title == "Run" else rx.box(on_mount=rx.call_script(_RESET_FAVICON)),
         sidebar(),
         rx.box(
             top_bar(title),
