@@ -44,6 +44,8 @@ class RunRow:
     started_at: datetime | None
     finished_at: datetime | None
     issue_title: str | None = None
+    attempt: int = 1
+    parent_run_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +217,8 @@ def _select_runs(
             started_at=run.started_at,
             finished_at=run.finished_at,
             issue_title=run.issue_title,
+            attempt=run.attempt,
+            parent_run_id=run.parent_run_id,
         )
         for run, key, owner, name in session.exec(query).all()
     ]
@@ -310,9 +314,20 @@ def _search(
             started_at=run.started_at,
             finished_at=run.finished_at,
             issue_title=run.issue_title,
+            attempt=run.attempt,
+            parent_run_id=run.parent_run_id,
         )
         for run, project_key, owner, name in session.exec(query).all()
     ]
+
+
+def count_runs(
+    *, session: Session, project_ids: Collection[int] | None, filters: RunFilters = RunFilters()
+) -> int:
+    """How many runs `search_page` pages through with these filters (the list's total)."""
+    query = search_query(project_ids=project_ids, filters=filters, limit=1).order_by(None)
+    inner = query.limit(None).with_only_columns(col(AgentRun.id)).subquery()
+    return int(session.exec(sa.select(sa.func.count()).select_from(inner)).one()[0])
 
 
 def search_query(

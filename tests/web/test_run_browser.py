@@ -118,7 +118,9 @@ def test_the_log_follows_pauses_searches_and_downloads(
     run_id = start(served_engine, key, "dev", 101)
     sign_in(page, served_app, served_engine, writer)
     page.goto(served_app.base_url + routes.run_page(run_id))
-    expect(page.get_by_test_id("run-title")).to_have_text(f"Run #{run_id}", timeout=LONG)
+    expect(page.get_by_test_id("run-title")).to_have_text(
+        re.compile(rf"^Run #{run_id}( ·|$)"), timeout=LONG
+    )
     lines = page.get_by_test_id("log-lines")
     expect(lines.locator('[data-seq="3"]')).to_contain_text("line 3", timeout=LONG)
     expect(page.get_by_test_id("run-status")).to_have_text("running")
@@ -191,7 +193,9 @@ def test_cancel_by_a_writer_and_not_offered_to_a_reader(
     page.set_viewport_size({"width": 390, "height": 844})  # a phone
     page.emulate_media(color_scheme="dark")
     page.goto(served_app.base_url + routes.run_page(run_id))
-    expect(page.get_by_test_id("run-title")).to_have_text(f"Run #{run_id}", timeout=LONG)
+    expect(page.get_by_test_id("run-title")).to_have_text(
+        re.compile(rf"^Run #{run_id}( ·|$)"), timeout=LONG
+    )
     expect(page.get_by_test_id("log-lines")).to_contain_text("waiting", timeout=LONG)
     expect(page.get_by_test_id("cancel-run")).to_have_count(0)
     expect(page.get_by_test_id("rerun-run")).to_have_count(0)
@@ -229,7 +233,9 @@ def test_cancel_by_a_writer_and_not_offered_to_a_reader(
     page.get_by_test_id("rerun-run-confirm").click()
     page.wait_for_url(lambda url: url.rsplit("/", 1)[1] != str(run_id), timeout=LONG)
     new_id = int(page.url.rsplit("/", 1)[1])
-    expect(page.get_by_test_id("run-title")).to_have_text(f"Run #{new_id}", timeout=LONG)
+    expect(page.get_by_test_id("run-title")).to_have_text(
+        re.compile(rf"^Run #{new_id}( ·|$)"), timeout=LONG
+    )
     with Session(served_engine) as session:
         rerun = session.get(AgentRun, new_id)
         assert rerun is not None and rerun.parent_run_id == run_id
@@ -335,7 +341,9 @@ def test_a_compacted_log_reads_like_a_live_one_with_notes_for_the_cap_and_retent
 
     sign_in(page, served_app, served_engine, writer)
     page.goto(served_app.base_url + routes.run_page(capped))
-    expect(page.get_by_test_id("run-title")).to_have_text(f"Run #{capped}", timeout=LONG)
+    expect(page.get_by_test_id("run-title")).to_have_text(
+        re.compile(rf"^Run #{capped}( ·|$)"), timeout=LONG
+    )
     log = page.get_by_test_id("log-lines")
     expect(log.locator('[data-seq="1501"]')).to_contain_text("log truncated")
     expect(log.locator('[data-seq="1500"]')).to_have_text(re.compile("step 1500$"))
@@ -366,7 +374,9 @@ def test_a_compacted_log_reads_like_a_live_one_with_notes_for_the_cap_and_retent
         )  # fmt: skip
     log_maintenance.apply_retention(served_engine, default_days=None)
     page.goto(served_app.base_url + routes.run_page(removed))
-    expect(page.get_by_test_id("run-title")).to_have_text(f"Run #{removed}", timeout=LONG)
+    expect(page.get_by_test_id("run-title")).to_have_text(
+        re.compile(rf"^Run #{removed}( ·|$)"), timeout=LONG
+    )
     expect(page.get_by_test_id("log-removed")).to_contain_text(
         "log (30 lines) was removed by log retention"
     )

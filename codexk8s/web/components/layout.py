@@ -93,7 +93,7 @@ def sidebar() -> rx.Component:
     )
 
 
-def _sign_in_button() -> rx.Component:
+def sign_in_button(test_id: str = "sign-in") -> rx.Component:
     # A full page load, not a client-side route change: sign-in is a chain of HTTP
     # redirects served outside the single-page app.
     return rx.button(
@@ -101,7 +101,7 @@ def _sign_in_button() -> rx.Component:
         "Sign in",
         variant="soft",
         on_click=rx.call_script(f"window.location.assign({routes.AUTH_GITHUB_LOGIN!r})"),
-        data_testid="sign-in",
+        data_testid=test_id,
     )
 
 
@@ -133,7 +133,7 @@ def _signed_in() -> rx.Component:
     )
 
 
-def top_bar(title: str) -> rx.Component:
+def top_bar(title: str | rx.Var) -> rx.Component:
     return rx.flex(
         rx.heading(title, size="6", as_="h1"),
         rx.spacer(),
@@ -141,7 +141,7 @@ def top_bar(title: str) -> rx.Component:
         rx.color_mode.button(
             variant="ghost", aria_label="Toggle dark and light theme", data_testid="theme-toggle"
         ),
-        rx.cond(AuthState.is_signed_in, _signed_in(), _sign_in_button()),
+        rx.cond(AuthState.is_signed_in, _signed_in(), sign_in_button()),
         align="center",
         # At phone width a long email and the sign-out button go to a second line instead of
         # widening the page.
@@ -161,11 +161,12 @@ _RESET_FAVICON = (
 )
 
 
-def page(title: str, *children: rx.Component) -> rx.Component:
-    """Wrap a page's content in the shared frame."""
+def page(title: str | rx.Var, *children: rx.Component) -> rx.Component:
+    """Wrap a page's content in the shared frame (TITLE may name what the page shows)."""
+    is_run_page = isinstance(title, str) and title == "Run"
     return rx.flex(
         rx.el.style(STATUS_CSS),
-        rx.fragment() if title == "Run" else rx.box(on_mount=rx.call_script(_RESET_FAVICON)),
+        rx.fragment() if is_run_page else rx.box(on_mount=rx.call_script(_RESET_FAVICON)),
         sidebar(),
         rx.box(
             top_bar(title),

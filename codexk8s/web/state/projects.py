@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import reflex as rx
@@ -19,15 +20,29 @@ from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.domain.access import ProjectRole
 from codexk8s.domain.authorization import Principal
 from codexk8s.errors import CodexK8sError, NotFoundError
-from codexk8s.services import projects, repositories
+from codexk8s.services import overview, projects, repositories
 from codexk8s.services.projects import MemberRow, ProjectRow, ProjectSettings, RecentRun
 from codexk8s.services.repositories import RepositoryRow
 from codexk8s.web import routes
+from codexk8s.web.components import formatters as fmt
 from codexk8s.web.state.auth import AuthState
 
 T = TypeVar("T")
 
 PROJECT_ROLES: list[str] = [role.value for role in ProjectRole]
+COST_RANGES = ["7", "14", "30", "90"]
+
+
+@dataclass(frozen=True, slots=True)
+class CostRow:
+    """One day of a project's cost."""
+
+    day: str
+    runs: int
+    cost: str
+    cost_value: float
+
+
 SIGNED_OUT = "Your session has ended; sign in again."
 
 
@@ -230,6 +245,10 @@ class ProjectPageState(rx.State):
     # Days finished runs keep their log: "" the installation's default, "0" forever.
     edit_log_retention: str = ""
     delete_confirmation: str = ""
+    # Cost over the chosen range (days ending today).
+    cost_days: int = 14
+    cost_rows: list[CostRow] = []
+    cost_total: str = "$0.00"
     # The repository whose webhook is being registered: its button spins, the others wait.
     registering: str = ""
     is_loaded: bool = False
@@ -271,13 +290,16 @@ class ProjectPageState(rx.State):
     async def _refresh(self, principal: Principal) -> None:
         key = self.page_key
         try:
-            settings, repos, runs = await asyncio.to_thread(_project_page, principal, key)
+            settings, repos, runs, costs, total = await asyncio.to_thread(
+                _project_page, principal, key, self.cost_days
+            )
         except NotFoundError:
             self.project_settings, self.repositories, self.recent_runs = None, [], []
             self.not_found = True
             return
         self.not_found = False
         self.project_settings, self.repositories, self.recent_runs = settings, repos, runs
+        self.cost_rows, self.cost_total = costs, total
         self.edit_name, self.edit_slots = settings.name, str(settings.slots)
         self.edit_learning, self.edit_model = settings.learning_mode_default, settings.default_model
         days = settings.log_retention_days
@@ -301,6 +323,16 @@ class ProjectPageState(rx.State):
             ok = True
         await self._refresh(principal)
         return ok
+
+    @rx.event
+    async def set_cost_days(self, value: str) -> None:
+        """The cost panel's range: 7, 14, 30 or 90 days."""
+        if value not in COST_RANGES:
+            return
+        self.cost_days = int(value)
+        found = await self._principal()
+        if found is not None:
+            await self._refresh(found[0])
 
     @rx.event
     async def load_project(self) -> None:
@@ -434,10 +466,25 @@ class ProjectPageState(rx.State):
 
 
 def _project_page(
-    principal: Principal, key: str
-) -> tuple[ProjectSettings, list[RepositoryRow], list[RecentRun]]:
+    principal: Principal, key: str, cost_days: int = 14
+) -> tuple[ProjectSettings, list[RepositoryRow], list[RecentRun], list[CostRow], str]:
     with session_scope(get_engine()) as session:
         settings = projects.get_settings(session=session, actor=principal, project_key=key)
         repos = repositories.list_repositories(session=session, actor=principal, project_key=key)
         runs = projects.recent_runs(session=session, actor=principal, project_key=key)
-    return settings, repos, runs
+        # The same figures as the Overview, for this project alone (get_settings checked that
+        # the caller may see it).
+        figures = overview.build_overview(
+            session=session, project_ids=[settings.id], days=cost_days
+        )
+    rows = [
+        CostRow(
+            day=day.day,
+            runs=day.succeeded + day.failed + day.canceled + day.active,
+            cost=fmt.money(day.cost_usd),
+            cost_value=round(day.cost_usd, 6),
+        )
+        for day in figures.days
+    ]
+    total = fmt.money(sum(day.cost_usd for day in figures.days))
+    return settings, repos, runs, rows, total
