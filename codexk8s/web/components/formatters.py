@@ -59,8 +59,8 @@ def span(start: datetime | None, end: datetime | None, now: datetime | None = No
     if start is None:
         return ""
     if end is None:
-        return duration(((now or datetime.now(UTC)) - start).total_seconds()) + " so far"
-    return duration((end - start).total_seconds())
+        return duration(((now or datetime.now(UTC)) - _utc(start)).total_seconds()) + " so far"
+    return duration((_utc(end) - _utc(start)).total_seconds())
 
 
 def timestamp(value: datetime | None) -> str:
