@@ -375,6 +375,7 @@ class RunState(rx.State):
     _lines: list[StoredLine] = []
     _generation: int = 0
     _seen_version: int = 0  # the RunLive version this tab last synced to
+    _tab_sent: str = ""  # the tab title last set in the browser
 
     @rx.var
     def unseen_lines(self) -> int:
@@ -488,8 +489,8 @@ class RunState(rx.State):
         self._replace_window(snapshot)
         self._seen_version = await live.watch(self, live.RunLive, live.run_token(run_id))
         self.is_live = snapshot.header.is_active
-        tab = tab_script(self.run)
-        return [_scroll_to_current(), tab] if wanted_line else tab
+        self._tab_sent = ""  # the trigger's mount sends it (see refresh_live)
+        return _scroll_to_current() if wanted_line else None
 
     async def _sync(self, generation: int) -> bool:
         """One catch-up: header, timeline and, when following, the lines after the last sequence
@@ -528,12 +529,15 @@ class RunState(rx.State):
     async def refresh_live(self, version: int) -> None:
         """The run changed (its `RunLive` version moved): catch up, unless this version was
         already seen (the trigger also fires when it mounts)."""
-        if version == self._seen_version:
+        if version != self._seen_version:
+            self._seen_version = version
+            await self.sync_now()
+        # The tab's title and icon follow the status; sent again when it changes, and once
+        # when the page has mounted (the router sets the page's own title on navigation).
+        if not self.run.id or self.run.tab_title == self._tab_sent:
             return None
-        self._seen_version = version
-        before = self.run.status
-        await self.sync_now()
-        return tab_script(self.run) if self.run.status != before else None
+        self._tab_sent = self.run.tab_title
+        return tab_script(self.run)
 
     # --- the log window -----------------------------------------------------------------------
 
