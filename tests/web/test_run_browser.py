@@ -176,8 +176,69 @@ def test_the_log_follows_pauses_searches_and_downloads(
     assert len(stored) == 40
 
     timeline = page.get_by_test_id("run-timeline")
-    expect(timeline).to_contain_text("run created")
-    expect(timeline).to_contain_text("succeeded")
+    expect(timeline).to_contain_text("Run created")
+    expect(timeline).to_contain_text("Run succeeded")
+
+
+def test_the_page_answers_what_happened(
+    served_app: ServedApp,
+    served_engine: Engine,  # noqa: F811
+    page: Page,
+    artifacts_dir: Path,
+) -> None:
+    """Issue #16: the result panel, a timeline in words with links into the log, failures in
+    red, the status in the tab, line permalinks, and "following" only while the run is live."""
+    writer, _, key = setup(served_engine)
+    run_id = start(served_engine, key, "dev", 102)
+    sign_in(page, served_app, served_engine, writer)
+    page.goto(served_app.base_url + routes.run_page(run_id))
+    expect(page.get_by_test_id("run-status")).to_have_text("running", timeout=LONG)
+    expect(page).to_have_title(f"Running · run #{run_id} · {key} · codexk8s", timeout=LONG)
+    icon = page.locator("link[rel~='icon']")
+    expect(icon).to_have_attribute("href", "/favicon-running.svg")
+    expect(page.get_by_test_id("log-status")).to_contain_text("following")
+    expect(page.get_by_test_id("run-model")).to_have_text("gpt-5-codex")  # not "default"
+    expect(page.get_by_test_id("run-status")).to_have_text("succeeded", timeout=LONG)
+    expect(page).to_have_title(f"Succeeded · run #{run_id} · {key} · codexk8s")
+    expect(icon).to_have_attribute("href", "/favicon-succeeded.svg")
+    expect(page.get_by_test_id("log-status")).not_to_contain_text("following")
+    result = page.get_by_test_id("run-result")
+    expect(result.get_by_test_id("result-pr")).to_contain_text(
+        "runs its own process, which reported no result"
+    )
+    expect(result.get_by_test_id("run-cost")).to_have_text("$0.00")
+    timeline = page.get_by_test_id("run-timeline")
+    for raw in ("owner:", "is_pull_request", "human ", "reason:"):
+        expect(timeline).not_to_contain_text(raw)
+    expect(timeline).to_contain_text("Slot taken, launching")
+    # An event's time opens the log where it happened.
+    running = page.get_by_test_id("timeline-event").filter(has_text="Agent started")
+    running.get_by_test_id("timeline-log-link").click()
+    expect(page.locator(".log-line-current")).to_have_count(1)
+    page.screenshot(path=str(artifacts_dir / "run-page-result.png"), full_page=True)
+
+    # A line's number is its permalink: the page opens at that line, marked.
+    page.locator('[data-seq="25"] a.log-no').click()
+    expect(page).to_have_url(re.compile(rf"/runs/{run_id}\?line=25$"))
+    expect(page.locator('[data-seq="25"].log-line-current')).to_be_visible(timeout=LONG)
+
+    # A failed run: the reason in words, in red.
+    failing = make_run(served_engine, project_key=key, status="failed", has_workload=False)
+    with served_engine.begin() as connection:
+        connection.execute(
+            AgentRun.__table__.update()  # type: ignore[attr-defined]
+            .where(AgentRun.id == failing)
+            .values(status_reason="pod_rejected", status_message="exceeded quota: cpu")
+        )
+    page.goto(served_app.base_url + routes.run_page(failing))
+    callout = page.get_by_test_id("status-reason")
+    expect(callout).to_have_text(
+        "The cluster refused to create the run's pod: exceeded quota: cpu", timeout=LONG
+    )
+    expect(callout).to_have_attribute("role", "alert")
+    page.emulate_media(color_scheme="dark")
+    page.screenshot(path=str(artifacts_dir / "run-page-failed-dark.png"), full_page=True)
+    expect(page).to_have_title(f"Failed · run #{failing} · {key} · codexk8s")
 
 
 def test_cancel_by_a_writer_and_not_offered_to_a_reader(
