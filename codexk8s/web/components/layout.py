@@ -19,18 +19,34 @@ NAV_ITEMS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def _is_current(href: str) -> rx.Var:
+    """Whether the page shown is HREF's (a run's page counts as Runs, a project's as Projects)."""
+    path = rx.State.router.page.path
+    if href == routes.OVERVIEW:
+        return (path == "/") | (path == "/index")
+    return path.startswith(href)  # type: ignore[attr-defined]
+
+
 def _nav_link(label: str, href: str, icon: str) -> rx.Component:
+    is_current = _is_current(href)
     return rx.link(
-        rx.hstack(rx.icon(icon, size=18), rx.text(label, size="3"), spacing="2", align="center"),
+        rx.hstack(
+            rx.icon(icon, size=18),
+            rx.text(label, size="3", weight=rx.cond(is_current, "bold", "regular")),
+            spacing="2",
+            align="center",
+        ),
         href=href,
         underline="none",
-        color_scheme="gray",
+        color_scheme=rx.cond(is_current, "indigo", "gray"),
         high_contrast=True,
         padding_x="0.75rem",
         padding_y="0.5rem",
         border_radius="var(--radius-2)",
+        background=rx.cond(is_current, "var(--accent-a4)", "transparent"),
         _hover={"background": "var(--gray-a3)"},
         width="100%",
+        aria_current=rx.cond(is_current, "page", "false"),
         data_testid=f"nav-{label.lower()}",
     )
 
