@@ -180,7 +180,7 @@ def test_a_newcomer_follows_the_demo_run_live(
 
     # Again: the same project, repository and agent, a new run.
     again = subprocess.run(
-        [CLI, "demo", "--pace", "0"], env=env, capture_output=True, text=True, timeout=120
+        [CLI, "demo", "--pace", "0.6"], env=env, capture_output=True, text=True, timeout=120
     )
     assert again.returncode == 0 and "created" not in again.stdout, again.stdout
     assert re.search(r"run \d+ started", again.stdout).group(0) != run_url.group(0)  # type: ignore[union-attr]

@@ -443,5 +443,5 @@ def test_a_compacted_log_reads_like_a_live_one_with_notes_for_the_cap_and_retent
     )
     expect(page.get_by_test_id("log-empty")).to_have_text("Removed by log retention.")
     expect(page.get_by_test_id("log-lines")).to_have_count(0)
-    expect(page.get_by_test_id("run-timeline")).to_contain_text("log removed")
+    expect(page.get_by_test_id("run-timeline")).to_contain_text("Log removed by retention")
     page.screenshot(path=str(artifacts_dir / "run-page-log-removed.png"), full_page=True)

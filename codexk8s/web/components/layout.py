@@ -177,9 +177,9 @@ _RESET_FAVICON = (
 )
 
 
-def page(title: str | rx.Var, *children: rx.Component) -> rx.Component:
-    """Wrap a page's content in the shared frame (TITLE may name what the page shows)."""
-    is_run_page = isinstance(title, str) and title == "Run"
+def page(title: str | rx.Var, *children: rx.Component, is_run_page: bool = False) -> rx.Component:
+    """Wrap a page's content in the shared frame (TITLE may name what the page shows; a run's
+    page keeps the status favicon it sets)."""
     return rx.flex(
         rx.el.style(STATUS_CSS),
         rx.fragment() if is_run_page else rx.box(on_mount=rx.call_script(_RESET_FAVICON)),

@@ -664,7 +664,7 @@ def _content() -> rx.Component:
 
 def run_page() -> rx.Component:
     return page(
-        "Run",
+        rx.cond(RunState.run.id > 0, "Run #" + RunState.run.id.to_string(), "Run"),
         rx.el.style(LOG_CSS),
         # Pushed changes of this run (web/live.py) call refresh_live; nothing polls.
         live.refresh_trigger(live.RunLive, RunState.refresh_live),
@@ -677,4 +677,5 @@ def run_page() -> rx.Component:
                 rx.cond(RunState.run.id > 0, _content(), _messages()),
             ),
         ),
+        is_run_page=True,
     )
