@@ -229,6 +229,7 @@ def add_runs(engine: Engine, project_key: str, count: int, **values: Any) -> lis
                 "stage": values.get("stage", "dev"),
                 "status": values.get("status", "succeeded"),
                 "status_reason": values.get("status_reason"),
+                "repository_id": values.get("repository_id"),
                 "attempt": values.get("attempt", 1),
                 "parent_run_id": values.get("parent_run_id"),
                 "created_at": values.get("created_at", base + timedelta(minutes=n)),
@@ -312,11 +313,18 @@ def test_the_list_reads_at_a_glance_and_its_filters_are_shareable(
     repo#issue, reasons in words, whole rows clickable, reruns linked to their parent."""
     team = Team(served_app, served_engine)
     recent = datetime.now(UTC) - timedelta(minutes=5)
+    with served_engine.connect() as connection:
+        repository_id = connection.execute(
+            sa.text("SELECT id FROM repositories WHERE owner || '/' || name = :n"),
+            {"n": team.repository},
+        ).scalar_one()
     (parent,) = add_runs(served_engine, team.project, 1, status="failed",
-                         status_reason="agent_error", created_at=recent)  # fmt: skip
+                         status_reason="agent_error", created_at=recent,
+                         repository_id=repository_id)  # fmt: skip
     (child,) = add_runs(served_engine, team.project, 1, status="failed", attempt=2,
                         status_reason="unschedulable", parent_run_id=parent,
-                        created_at=recent + timedelta(seconds=30))  # fmt: skip
+                        created_at=recent + timedelta(seconds=30),
+                        repository_id=repository_id)  # fmt: skip
     add_runs(served_engine, team.project, 3)
     open_runs(page, team)
     expect(page.get_by_test_id("runs-total")).to_have_text("5 runs")
