@@ -128,7 +128,7 @@ def test_overview_shows_charts_and_the_same_figures_as_text(
     # Issue #16: the recently failed runs are listed, and the counts open the filtered list.
     failed = page.get_by_test_id("overview-failed").get_by_test_id("overview-run")
     expect(failed).to_have_count(2)
-    expect(failed.first.get_by_test_id("run-status")).to_have_attribute("data-status", "failed")
+    expect(failed.first.locator("[data-status]")).to_have_attribute("data-status", "failed")
     expect(page.get_by_test_id("overview-running")).to_contain_text("Nothing is running.")
     # The current page is marked in the navigation.
     nav = page.get_by_role("navigation", name="Main")
