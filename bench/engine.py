@@ -64,7 +64,7 @@ from sqlalchemy.engine import Engine, make_url
 from codexk8s.db.engine import make_engine
 from codexk8s.db.migrations import upgrade_to_head
 from codexk8s.domain.runs import TERMINAL_STATUSES, RunStatus
-from codexk8s.domain.runtime import WorkloadPhase, WorkloadStatus
+from codexk8s.domain.runtime import LogLine, WorkloadPhase, WorkloadStatus
 from codexk8s.domain.slots import LEASE_TTL_SECONDS, SlotState
 from codexk8s.jobs.engine import RunEngine
 from codexk8s.services import dispatch, reconcile, run_logs
@@ -579,6 +579,41 @@ class Bench:
             f"leases e={CHANGES}", "leases", self.leases_cycle, before=orphan_claims,
             after=restore, baseline="leases idle", count_changed=self.count_requeued,
         )  # fmt: skip
+
+        # (g) the log writer: one write for b streaming runs with ten lines each (the engine
+        # stores every pump's lines together; the statements must not grow with b or N).
+        batches: list[run_logs.PendingBatch] = []
+        stamp = _now()
+
+        for b in (1, CHANGES, 200):
+
+            async def streaming(b: int = b) -> None:
+                ids = [row.id for row in pick_running(e, st, b)]
+                with e.connect() as connection:
+                    positions = connection.execute(
+                        sa.select(RUNS.c.id, RUNS.c.log_sequence, RUNS.c.log_dropped_lines)
+                        .where(RUNS.c.id.in_(ids))
+                    ).all()  # fmt: skip
+                batches[:] = [
+                    run_logs.PendingBatch(
+                        run_id=row.id,
+                        expected=run_logs.LogPosition(row.log_sequence, row.log_dropped_lines),
+                        lines=[
+                            LogLine("stdout", f"compiling module {n}", stamp, str(n))
+                            for n in range(10)
+                        ],
+                    )
+                    for row in positions
+                ]
+
+            async def write() -> int:
+                stored = await asyncio.to_thread(run_logs.store_batches, e, batches)
+                return sum(1 for position in stored.values() if position is not None)
+
+            await self.measure(
+                f"log write b={b}", "log write", write, before=streaming,
+                baseline=None if b == 1 else "log write b=1",
+            )  # fmt: skip
 
 
 # --- report --------------------------------------------------------------------------------

@@ -45,7 +45,13 @@ from codexk8s.crypto import get_secret_box  # noqa: E402
 from codexk8s.db.engine import get_engine, session_scope  # noqa: E402
 from codexk8s.db.migrations import upgrade_to_head  # noqa: E402
 from codexk8s.jobs.engine import EngineTimings  # noqa: E402
-from codexk8s.services import agents, projects, reconcile, repositories  # noqa: E402
+from codexk8s.services import (  # noqa: E402
+    agents,
+    notifications,
+    projects,
+    reconcile,
+    repositories,
+)
 from codexk8s.services.installation import installation_id  # noqa: E402
 from codexk8s.services.webhook_ingest import WebhookRequest, ingest_github_delivery  # noqa: E402
 from tests.conftest import reset_caches  # noqa: E402
@@ -165,6 +171,13 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 async def measure(cluster: Any, runs: int) -> dict[str, Any]:
+    # As in `serve`: the notification hub runs beside the engine (PostgreSQL LISTEN/NOTIFY here).
+    hub = notifications.get_hub()
+    async with hub.running(notifications.transport_for(redis_url=None, engine=get_engine())):
+        return await _measure(cluster, runs)
+
+
+async def _measure(cluster: Any, runs: int) -> dict[str, Any]:
     runtime = make_runtime()
     engine = make_engine(runtime, EngineTimings())  # the product's own intervals
     await engine.start()

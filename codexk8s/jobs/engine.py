@@ -41,7 +41,14 @@ from codexk8s.domain.runtime import (
 )
 from codexk8s.domain.slots import LEASE_RENEW_SECONDS
 from codexk8s.logging_config import bind_contextvars, bound_contextvars
-from codexk8s.services import dispatch, log_maintenance, reconcile, run_logs, webhook_redelivery
+from codexk8s.services import (
+    dispatch,
+    log_maintenance,
+    notifications,
+    reconcile,
+    run_logs,
+    webhook_redelivery,
+)
 from codexk8s.services.github_feedback import GitHubFeedback
 from codexk8s.services.run_states import RUNS
 
@@ -134,6 +141,8 @@ class RunEngine:
         self.engine = engine
         # The per-run log cap (pumps) and the default retention (log maintenance).
         self.log_policy = log_policy or LogPolicy()
+        # Every pump's lines go through one writer: one transaction per write for all runs.
+        self.log_writer = run_logs.LogWriter(engine, limits=self.log_policy.limits)
         # How long finished runs keep their namespace or work folder (CLEANUP_AFTER_HOURS).
         self.cleanup_after = cleanup_after
         self.runtime = runtime
@@ -151,6 +160,8 @@ class RunEngine:
         self._pumps: dict[int, asyncio.Task[None]] = {}
         self._rescan_pumps = True
         self._running_jobs: set[asyncio.Task[Any]] = set()
+        self._dispatch_lock = asyncio.Lock()
+        self._nudges: asyncio.Task[None] | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -179,11 +190,28 @@ class RunEngine:
             await self.sweep_once()
         for job in scheduler.get_jobs():
             job.modify(next_run_time=datetime.now(UTC))
+        self._nudges = asyncio.create_task(self._dispatch_on_changes(), name="engine-nudges")
+
+    async def _dispatch_on_changes(self) -> None:
+        """Dispatch as soon as a project changes (a webhook or a person started a run, a run
+        ended and freed a slot), here or on another replica, instead of at the next tick: the
+        timer stays as the safety net. Changes that arrive during a dispatch cause one more."""
+        async for topic in notifications.subscribe():
+            if not topic.startswith("project-"):
+                continue
+            try:
+                await self.dispatch_once()
+            except Exception:
+                log.exception("dispatch after a change failed; the timer tries again")
 
     async def stop(self, *, jobs_timeout: float = STOP_JOBS_SECONDS) -> None:
         """Stop in an order that strands nothing: no new cycles; let a running dispatch record
         the launches it began; stop the leader's watch and pumps (a pump stores what it holds);
         hand this replica's slot leases back; give up leadership."""
+        if self._nudges is not None:
+            self._nudges.cancel()
+            await asyncio.gather(self._nudges, return_exceptions=True)
+            self._nudges = None
         if self._scheduler is not None:
             self._scheduler.pause()  # no new cycles; shutdown() would cancel the running ones
         await self._wait_running_jobs(jobs_timeout)
@@ -237,13 +265,16 @@ class RunEngine:
     # --- jobs -------------------------------------------------------------------------------
 
     async def dispatch_once(self) -> dispatch.DispatchResult:
-        result = await dispatch.dispatch_pending_runs(
-            engine=self.engine,
-            runtime=self.runtime,
-            owner=self.owner,
-            callback_url=self.callback_url,
-            model_check=self.model_check,
-        )
+        # The timer and the change nudges take turns (dispatching twice at once is safe, as
+        # replicas do, but a wasted query).
+        async with self._dispatch_lock:
+            result = await dispatch.dispatch_pending_runs(
+                engine=self.engine,
+                runtime=self.runtime,
+                owner=self.owner,
+                callback_url=self.callback_url,
+                model_check=self.model_check,
+            )
         for seconds in result.latencies:
             metrics.DISPATCH_LATENCY_SECONDS.observe(seconds)
         for run_id in result.launched:
@@ -462,11 +493,9 @@ class RunEngine:
 
         async def flush(final: bool = False) -> bool:
             nonlocal position, batch
-            stored = await asyncio.to_thread(
-                run_logs.store_batch, self.engine, run_id=run_id,
-                expected_sequence=position.sequence, expected_dropped=position.dropped,
-                lines=batch, final=final, limits=self.log_policy.limits,
-            )  # fmt: skip
+            stored = await self.log_writer.store(
+                run_logs.PendingBatch(run_id=run_id, expected=position, lines=batch, final=final)
+            )
             if stored is None:
                 return False  # another writer moved this run's log: stop, never store twice
             metrics.LOG_LINES_STORED.inc(stored.sequence - position.sequence)
@@ -476,28 +505,44 @@ class RunEngine:
             position, batch = stored, []
             return True
 
+        loop = asyncio.get_running_loop()
+        # When the oldest unsaved line must be stored: a line arriving every few milliseconds
+        # must not keep pushing the batch back (it did, up to LOG_BATCH_LINES lines: seconds).
+        due: float | None = None
         try:
             while True:
-                try:
-                    timeout = LOG_BATCH_SECONDS if batch else None
-                    item = await asyncio.wait_for(queue.get(), timeout=timeout)
-                except TimeoutError:
+                if due is None:
+                    items = [await queue.get()]
+                else:
+                    try:
+                        items = [await asyncio.wait_for(queue.get(), due - loop.time())]
+                    except TimeoutError:
+                        items = []
+                while not queue.empty():  # take what is there in one go, not one wait per line
+                    items.append(queue.get_nowait())
+                for item in items:
+                    if item is None:
+                        await flush(final=True)
+                        return
+                    if isinstance(item, BaseException):
+                        log.error(
+                            "log stream of run %s failed: %s; resuming on the next tick",
+                            run_id, item,
+                        )  # fmt: skip
+                        if batch:
+                            await flush()
+                        return
+                    batch.append(item)
+                    if due is None:
+                        due = loop.time() + LOG_BATCH_SECONDS
+                    if len(batch) >= LOG_BATCH_LINES:
+                        if not await flush():
+                            return
+                        due = None
+                if due is not None and loop.time() >= due:
                     if not await flush():
                         return
-                    continue
-                if item is None:
-                    await flush(final=True)
-                    return
-                if isinstance(item, BaseException):
-                    log.error(
-                        "log stream of run %s failed: %s; resuming on the next tick", run_id, item
-                    )
-                    if batch:
-                        await flush()
-                    return
-                batch.append(item)
-                if len(batch) >= LOG_BATCH_LINES and not await flush():
-                    return
+                    due = None
         except asyncio.CancelledError:
             if batch:
                 await flush()
@@ -509,7 +554,8 @@ class RunEngine:
         tasks = [t for t in [self._watch_task, *self._pumps.values()] if t is not None]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)  # stopping pumps store what they hold
+        await self.log_writer.close()
         self._watch_task = None
         self._pumps.clear()
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 from bisect import bisect_left, bisect_right
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -56,10 +57,6 @@ PAGE = 1000
 DEFAULT_LIMITS = LogLimits()
 
 
-class _LostRace(Exception):
-    """Another writer moved the log between our read and our update (SQLite: no row locks)."""
-
-
 @dataclass(frozen=True, slots=True)
 class LogPosition:
     """How far a run's log has been written: the last stored sequence and the lines dropped
@@ -86,99 +83,230 @@ def store_batch(
     under LIMITS and counting the rest; FINAL marks the log complete. Returns the new position,
     or None when another writer moved the log first, or it is already complete (then nothing
     was written)."""
-    try:
-        return _store(
-            engine, run_id=run_id, expected=LogPosition(expected_sequence, expected_dropped),
-            lines=lines, final=final, limits=limits,
-        )  # fmt: skip
-    except _LostRace:
-        return None
+    batch = PendingBatch(
+        run_id=run_id, expected=LogPosition(expected_sequence, expected_dropped), lines=lines,
+        final=final,
+    )  # fmt: skip
+    return store_batches(engine, [batch], limits=limits)[run_id]
 
 
-def _store(
-    engine: Engine,
-    *,
-    run_id: int,
-    expected: LogPosition,
-    lines: Sequence[LogLine],
-    final: bool,
-    limits: LogLimits,
-) -> LogPosition | None:
-    expected_sequence, expected_dropped = expected.sequence, expected.dropped
-    texts = [item.line[:MAX_LINE_CHARS] for item in lines]
+@dataclass(frozen=True, slots=True)
+class PendingBatch:
+    """One run's lines to append after EXPECTED (see `store_batch`)."""
+
+    run_id: int
+    expected: LogPosition
+    lines: Sequence[LogLine]
+    final: bool = False
+
+
+def store_batches(
+    engine: Engine, batches: Sequence[PendingBatch], *, limits: LogLimits = DEFAULT_LIMITS
+) -> dict[int, LogPosition | None]:
+    """`store_batch` for several runs (one batch each) in one transaction: the engine's log
+    writer stores every pump's lines together, so the commits a second do not grow with the
+    number of runs writing. Each run keeps its own check; one run's lost race or finished log
+    leaves the others' batches stored.
+
+    On PostgreSQL the statements do not grow with the runs either: one SELECT locks every run's
+    row, one pipelined UPDATE moves their positions, one INSERT adds every line. SQLite (one
+    writer at a time anyway) takes them one by one.
+    """
+    if len({batch.run_id for batch in batches}) != len(batches):
+        raise ValueError("one batch per run and transaction")
+    ordered = sorted(batches, key=lambda b: b.run_id)  # one lock order for every writer
+    results: dict[int, LogPosition | None] = {batch.run_id: None for batch in ordered}
     with engine.begin() as connection:
-        run = lock_run(
-            connection, run_id, RUNS.c.log_sequence, RUNS.c.log_dropped_lines, RUNS.c.log_bytes,
-            RUNS.c.log_cursor, RUNS.c.log_storage, RUNS.c.correlation_id, RUNS.c.project_id,
-        )  # fmt: skip
-        if run is None or (run.log_sequence, run.log_dropped_lines) != (
-            expected_sequence,
-            expected_dropped,
-        ):
-            return None
-        is_complete = (run.log_cursor or "").startswith(EOF_PREFIX)
-        if lines and (is_complete or run.log_storage != LogStorage.ROWS.value):
-            return None
-        outcome = fit_under_cap(
-            [line_bytes(text) for text in texts], stored_lines=run.log_sequence,
-            stored_bytes=run.log_bytes, is_truncated=run.log_dropped_lines > 0, limits=limits,
-        )  # fmt: skip
-        rows = [
-            {"run_id": run_id, "sequence": expected_sequence + index + 1, "stream": item.stream,
-             "line": texts[index], "ts": item.ts}
-            for index, item in enumerate(lines[: outcome.kept])
-        ]  # fmt: skip
-        added_bytes = outcome.kept_bytes
-        if outcome.dropped and run.log_dropped_lines == 0:
-            marker = truncation_marker(limits)
-            rows.append(
-                {"run_id": run_id, "sequence": expected_sequence + len(rows) + 1,
-                 "stream": TRUNCATION_STREAM, "line": marker, "ts": lines[outcome.kept].ts}
-            )  # fmt: skip
-            added_bytes += line_bytes(marker)
-            audit.insert_events(
-                connection=connection,
-                events=[
-                    audit.flow_event_values(
-                        correlation_id=run.correlation_id, event_type="log_truncated",
-                        run_id=run_id, project_id=run.project_id,
-                        payload={"after_lines": expected_sequence + outcome.kept,
-                                 "max_lines": limits.max_lines, "max_bytes": limits.max_bytes},
-                    )
-                ],
-            )  # fmt: skip
-        position = LogPosition(
-            sequence=expected_sequence + len(rows), dropped=expected_dropped + outcome.dropped
-        )
-        values: dict[str, object] = {
-            "log_sequence": position.sequence,
-            "log_dropped_lines": position.dropped,
-            "log_bytes": run.log_bytes + added_bytes,
-            "log_dropped_bytes": RUNS.c.log_dropped_bytes + outcome.dropped_bytes,
-        }
-        cursor = lines[-1].cursor if lines else None
-        if final:
-            values["log_cursor"] = EOF_PREFIX + (
-                cursor if cursor is not None else (run.log_cursor or "").removeprefix(EOF_PREFIX)
-            )
-        elif cursor is not None:
-            values["log_cursor"] = cursor
+        if connection.dialect.name == "postgresql":
+            locked = {
+                row.id: row
+                for row in connection.execute(
+                    sa.select(RUNS.c.id, *_POSITION_COLUMNS)
+                    .where(RUNS.c.id.in_([batch.run_id for batch in ordered]))
+                    .order_by(RUNS.c.id)
+                    .with_for_update(key_share=True)
+                )
+            }
+        else:
+            locked = {}
+            for batch in ordered:
+                row = lock_run(connection, batch.run_id, RUNS.c.id, *_POSITION_COLUMNS)
+                if row is not None:
+                    locked[batch.run_id] = row
+        plans = [
+            plan
+            for batch in ordered
+            if batch.run_id in locked
+            and (plan := _plan(batch, locked[batch.run_id], limits)) is not None
+        ]
+        if not plans:
+            return results
         moved = connection.execute(
             RUNS.update()
             .where(
-                RUNS.c.id == run_id,
-                RUNS.c.log_sequence == expected_sequence,
-                RUNS.c.log_dropped_lines == expected_dropped,
+                RUNS.c.id == sa.bindparam("run"),
+                RUNS.c.log_sequence == sa.bindparam("old_sequence"),
+                RUNS.c.log_dropped_lines == sa.bindparam("old_dropped"),
             )
-            .values(**values)
+            .values(
+                log_sequence=sa.bindparam("new_sequence"),
+                log_dropped_lines=sa.bindparam("new_dropped"),
+                log_bytes=sa.bindparam("new_bytes"),
+                log_dropped_bytes=RUNS.c.log_dropped_bytes + sa.bindparam("more_dropped_bytes"),
+                log_cursor=sa.func.coalesce(
+                    sa.bindparam("cursor", type_=sa.Text), RUNS.c.log_cursor
+                ),
+            ),
+            [plan.update for plan in plans],
         ).rowcount
-        if not moved:  # only without row locks (SQLite): another writer got in first
-            raise _LostRace
+        if moved != len(plans):
+            # The rows are locked (SQLite: the write lock is ours): only a bug gets here.
+            raise RuntimeError(f"log positions moved under their lock ({moved} of {len(plans)})")
+        rows = [row for plan in plans for row in plan.rows]
         if rows:
             connection.execute(LOGS.insert(), rows)
-        if lines:
-            notifications.publish_on_commit(connection, [notifications.run_topic(run_id)])
-    return position
+        truncated = [plan.truncation_event for plan in plans if plan.truncation_event]
+        if truncated:
+            audit.insert_events(connection=connection, events=truncated)
+        notifications.publish_on_commit(
+            connection, [notifications.run_topic(plan.run_id) for plan in plans if plan.rows]
+        )
+        for plan in plans:
+            results[plan.run_id] = plan.position
+    return results
+
+
+_POSITION_COLUMNS = (
+    RUNS.c.log_sequence, RUNS.c.log_dropped_lines, RUNS.c.log_bytes, RUNS.c.log_cursor,
+    RUNS.c.log_storage, RUNS.c.correlation_id, RUNS.c.project_id,
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    run_id: int
+    position: LogPosition
+    rows: list[dict[str, object]]
+    update: dict[str, object]
+    truncation_event: dict[str, object] | None
+
+
+def _plan(batch: PendingBatch, run: sa.Row, limits: LogLimits) -> _Plan | None:  # type: ignore[type-arg]
+    """What storing BATCH does to RUN (its locked row): None when the writer is behind, or the
+    log takes no more lines."""
+    run_id, lines = batch.run_id, batch.lines
+    expected_sequence, expected_dropped = batch.expected.sequence, batch.expected.dropped
+    if (run.log_sequence, run.log_dropped_lines) != (expected_sequence, expected_dropped):
+        return None
+    is_complete = (run.log_cursor or "").startswith(EOF_PREFIX)
+    if lines and (is_complete or run.log_storage != LogStorage.ROWS.value):
+        return None
+    texts = [item.line[:MAX_LINE_CHARS] for item in lines]
+    outcome = fit_under_cap(
+        [line_bytes(text) for text in texts], stored_lines=run.log_sequence,
+        stored_bytes=run.log_bytes, is_truncated=run.log_dropped_lines > 0, limits=limits,
+    )  # fmt: skip
+    rows: list[dict[str, object]] = [
+        {"run_id": run_id, "sequence": expected_sequence + index + 1, "stream": item.stream,
+         "line": texts[index], "ts": item.ts}
+        for index, item in enumerate(lines[: outcome.kept])
+    ]  # fmt: skip
+    added_bytes = outcome.kept_bytes
+    event = None
+    if outcome.dropped and run.log_dropped_lines == 0:
+        marker = truncation_marker(limits)
+        rows.append(
+            {"run_id": run_id, "sequence": expected_sequence + len(rows) + 1,
+             "stream": TRUNCATION_STREAM, "line": marker, "ts": lines[outcome.kept].ts}
+        )  # fmt: skip
+        added_bytes += line_bytes(marker)
+        event = audit.flow_event_values(
+            correlation_id=run.correlation_id, event_type="log_truncated", run_id=run_id,
+            project_id=run.project_id,
+            payload={"after_lines": expected_sequence + outcome.kept,
+                     "max_lines": limits.max_lines, "max_bytes": limits.max_bytes},
+        )  # fmt: skip
+    position = LogPosition(
+        sequence=expected_sequence + len(rows), dropped=expected_dropped + outcome.dropped
+    )
+    cursor = lines[-1].cursor if lines else None
+    if batch.final:
+        cursor = EOF_PREFIX + (
+            cursor if cursor is not None else (run.log_cursor or "").removeprefix(EOF_PREFIX)
+        )
+    update = {
+        "run": run_id, "old_sequence": expected_sequence, "old_dropped": expected_dropped,
+        "new_sequence": position.sequence, "new_dropped": position.dropped,
+        "new_bytes": run.log_bytes + added_bytes, "more_dropped_bytes": outcome.dropped_bytes,
+        "cursor": cursor,
+    }  # fmt: skip
+    return _Plan(run_id, position, rows, update, event)
+
+
+class LogWriter:
+    """Stores what every log pump of this process hands it, together: each write is one
+    transaction for all the runs whose lines arrived meanwhile (`store_batches`).
+
+    A pump awaits its batch's outcome (the new position, or None when another writer moved the
+    log), as with `store_batch`; the writer collects batches for WINDOW seconds after the first
+    one, so with many runs streaming the commits a second stay a handful instead of one per run
+    and flush. A failed transaction fails every batch in it (the pumps start again from what is
+    stored).
+    """
+
+    def __init__(
+        self, engine: Engine, *, limits: LogLimits = DEFAULT_LIMITS, window: float = 0.05
+    ) -> None:
+        self.engine = engine
+        self.limits = limits
+        self.window = window
+        self._pending: dict[int, tuple[PendingBatch, asyncio.Future[LogPosition | None]]] = {}
+        self._arrived = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.transactions = 0  # for tests and benchmarks
+
+    async def store(self, batch: PendingBatch) -> LogPosition | None:
+        if batch.run_id in self._pending:
+            raise RuntimeError(f"run {batch.run_id} already has a batch waiting")
+        future: asyncio.Future[LogPosition | None] = asyncio.get_running_loop().create_future()
+        self._pending[batch.run_id] = (batch, future)
+        self._arrived.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._write_forever(), name="log-writer")
+        return await asyncio.shield(future)
+
+    async def _write_forever(self) -> None:
+        while True:
+            await self._arrived.wait()
+            await asyncio.sleep(self.window)
+            self._arrived.clear()
+            taken, self._pending = self._pending, {}
+            if not taken:
+                continue
+            try:
+                stored = await asyncio.to_thread(
+                    store_batches, self.engine, [batch for batch, _ in taken.values()],
+                    limits=self.limits,
+                )  # fmt: skip
+            except Exception as exc:
+                for _, future in taken.values():
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            self.transactions += 1
+            for run_id, (_, future) in taken.items():
+                if not future.done():
+                    future.set_result(stored[run_id])
+
+    async def close(self) -> None:
+        """Stop writing (after the pumps stopped: a stopping pump writes what it holds first)."""
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+        for _, future in self._pending.values():
+            future.cancel()
+        self._pending.clear()
 
 
 def lock_run(

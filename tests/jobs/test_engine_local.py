@@ -26,7 +26,14 @@ from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.db.models import AgentRun, FlowEvent, Slot
 from codexk8s.errors import ConflictError
 from codexk8s.jobs.engine import EngineTimings, RunEngine
-from codexk8s.services import agents, projects, repositories, run_control, run_logs
+from codexk8s.services import (
+    agents,
+    notifications,
+    projects,
+    repositories,
+    run_control,
+    run_logs,
+)
 from codexk8s.services.webhook_ingest import WebhookRequest, ingest_github_delivery
 from tests.webhook_examples import example, with_labels
 
@@ -277,3 +284,27 @@ async def test_rerun_refuses_while_another_run_of_the_target_is_active(project: 
     second = trigger(11)  # a new trigger for the same issue and stage, still pending
     with pytest.raises(ConflictError, match=f"run {second} is already active"):
         await asyncio.to_thread(run_control.rerun, get_engine(), run_id=first)
+
+
+async def test_a_new_run_is_dispatched_at_once_not_at_the_next_tick(
+    project: str, tmp_path: Path
+) -> None:
+    """With the dispatch timer at a minute, a labelled issue still starts within a second: the
+    change it publishes nudges the dispatcher (this replica's or, through the transport, any)."""
+    slow = RunEngine(
+        engine=get_engine(), runtime=LocalRuntime(tmp_path / "runs", poll_interval=0.05),
+        callback_url="http://127.0.0.1:1",
+        timings=EngineTimings(dispatch_seconds=60, leader_seconds=60, sweep_seconds=60,
+                              lease_seconds=60, cleanup_seconds=3600),
+    )  # fmt: skip
+    set_command("print('nudged')")
+    async with notifications.get_hub().running():
+        await slow.start()
+        try:
+            await asyncio.sleep(0.3)  # the start-up cycles are done; the timer waits a minute
+            started = time.monotonic()
+            run_id = trigger(31)
+            await until_status(run_id, "running", "succeeded", limit=5)
+            assert time.monotonic() - started < 2
+        finally:
+            await slow.stop()

@@ -163,3 +163,34 @@ async def test_replicas_pumping_one_run_at_once_store_and_count_it_once(
             await engine.stop()
             engine.engine.dispose()
     check_capped(run_id)
+
+
+class SteadyRuntime(ChattyRuntime):
+    """One workload printing a line every 20 ms, without end."""
+
+    async def stream_logs(
+        self, handle: WorkloadHandle, *, follow: bool, after: str | None = None
+    ) -> AsyncIterator[LogLine]:
+        n = int(after or 0)
+        while True:
+            n += 1
+            yield LogLine("stdout", f"line {n}", datetime.now(UTC), str(n))
+            await asyncio.sleep(0.02)
+
+
+async def test_a_steady_stream_is_stored_within_the_batch_time(app_db: str) -> None:
+    """A line every 20 ms never leaves the pump 0.2 s without a new line: the batch is due
+    0.2 s after its first line all the same, not after 500 lines (ten seconds here)."""
+    run_id = running_run()
+    engine = RunEngine(engine=get_engine(), runtime=SteadyRuntime(), callback_url="http://x")  # type: ignore[arg-type]
+    try:
+        await engine.leader_tick()
+        started = time.monotonic()
+        while state(run_id)[0] == 0:
+            assert time.monotonic() - started < 1.5, "nothing stored after 1.5 s of lines"
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(1.0)
+        stored = state(run_id)[0]
+        assert 25 <= stored <= 80  # about a second and a half of lines, in batches of ~10
+    finally:
+        await engine.stop()

@@ -3,6 +3,7 @@ marker line, the counts on the run, the cursor that keeps moving, writers that l
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -186,3 +187,79 @@ def test_search_ignores_ascii_case_only_and_treats_wildcards_literally(
     hit = run_logs.search(log_db, run_id=run_id, needle=needle)
     got = (hit.sequence, hit.index, hit.count) if hit else None
     assert got == ((want[0], 1, len(want)) if want else None)
+
+
+def test_batches_of_many_runs_go_in_one_transaction_and_a_stale_one_spoils_nothing(
+    log_db: Engine,
+) -> None:
+    runs = [make_run(log_db) for _ in range(4)]
+    lines = example_lines(10)
+    write(log_db, runs[3], lines[:3], final=False, limits=NO_CAP)  # runs[3] is at 3, not 0
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    sa.event.listen(log_db, "before_cursor_execute", count)
+    try:
+        stored = run_logs.store_batches(
+            log_db,
+            [
+                run_logs.PendingBatch(run_id=run_id, expected=run_logs.LogPosition(), lines=lines)
+                for run_id in runs
+            ],
+            limits=NO_CAP,
+        )
+    finally:
+        sa.event.remove(log_db, "before_cursor_execute", count)
+    assert [stored[run_id] for run_id in runs[:3]] == [run_logs.LogPosition(10, 0)] * 3
+    assert stored[runs[3]] is None  # its writer was behind: nothing of it stored twice
+    for run_id in runs[:3]:
+        assert texts(log_db, run_id) == [line.line for line in lines]
+    assert texts(log_db, runs[3]) == [line.line for line in lines[:3]]
+    inserts = [s for s in statements if s.startswith("INSERT INTO run_logs")]
+    assert len(inserts) == 1  # every run's lines in one statement
+    with pytest.raises(ValueError, match="one batch per run"):
+        run_logs.store_batches(
+            log_db,
+            [run_logs.PendingBatch(run_id=runs[0], expected=run_logs.LogPosition(10, 0), lines=[])]
+            * 2,
+        )
+
+
+async def test_the_log_writer_stores_concurrent_pumps_in_few_transactions(
+    log_db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = run_logs.LogWriter(log_db, limits=NO_CAP, window=0.05)
+    runs = [make_run(log_db) for _ in range(20)]
+    lines = example_lines(5)
+    try:
+        stored = await asyncio.gather(
+            *(
+                writer.store(
+                    run_logs.PendingBatch(
+                        run_id=run_id, expected=run_logs.LogPosition(), lines=lines
+                    )
+                )
+                for run_id in runs
+            )
+        )
+        assert stored == [run_logs.LogPosition(5, 0)] * 20
+        assert writer.transactions == 1  # twenty pumps, one commit
+        for run_id in runs:
+            assert texts(log_db, run_id) == [line.line for line in lines]
+        # A stale pump gets None, as from store_batch; a failing write fails its batches.
+        again = run_logs.PendingBatch(run_id=runs[0], expected=run_logs.LogPosition(), lines=lines)
+        assert await writer.store(again) is None
+
+        def database_gone(*_: object, **__: object) -> None:
+            raise sa.exc.OperationalError("INSERT", {}, Exception("connection refused"))
+
+        monkeypatch.setattr(run_logs, "store_batches", database_gone)
+        later = run_logs.PendingBatch(
+            run_id=runs[1], expected=run_logs.LogPosition(5, 0), lines=lines
+        )
+        with pytest.raises(sa.exc.OperationalError):
+            await writer.store(later)
+    finally:
+        await writer.close()
