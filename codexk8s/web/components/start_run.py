@@ -29,7 +29,7 @@ def start_run_button(*, choose_project: bool = True) -> rx.Component:
     its own project)."""
     state = StartRunState
     return rx.cond(
-        state.can_start,
+        state.can_start if choose_project else state.page_project != "",
         rx.dialog.root(
             rx.dialog.trigger(
                 rx.button(

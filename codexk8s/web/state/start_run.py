@@ -30,6 +30,9 @@ class StartRunState(rx.State):
     error: str = ""
     is_open: bool = False
     is_starting: bool = False
+    # On a project's page: that project, when the person may start runs in it ("" otherwise,
+    # and then the page shows no button even if they may start runs elsewhere).
+    page_project: str = ""
 
     _targets: dict[str, list[str]] = {}
 
@@ -50,7 +53,7 @@ class StartRunState(rx.State):
         principal = await auth._resolve_principal()
         self.is_open, self.error = False, ""
         if principal is None:
-            self.projects, self._targets = [], {}
+            self.projects, self._targets, self.page_project = [], {}, ""
             return
         targets = await asyncio.to_thread(
             run_start.start_targets, get_engine(), principal=principal
@@ -58,12 +61,20 @@ class StartRunState(rx.State):
         self._targets = {t.project_key: t.repositories for t in targets}
         self.projects = list(self._targets)
         page_key = str(self.router.page.params.get("project_key", "") or "")
-        self._choose(page_key if page_key in self._targets else self.project)
+        self.page_project = page_key if page_key in self._targets else ""
+        if page_key in self._targets:
+            self._choose(page_key)
+        elif self.project not in self._targets:
+            self._choose(self.projects[0] if self.projects else "")
+        else:
+            self._choose(self.project)
 
     @rx.event
     def open_dialog(self) -> None:
         self.error, self.is_open = "", True
-        if self.project not in self._targets and self.projects:
+        if self.page_project:
+            self._choose(self.page_project)
+        elif self.project not in self._targets and self.projects:
             self._choose(self.projects[0])
 
     @rx.event
