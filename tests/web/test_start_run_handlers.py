@@ -22,7 +22,6 @@ from tests.conftest import run_async
 from tests.web.live_context import dashboard_headers
 from tests.web.test_projects_handlers import add_user, session_for
 
-
 PEOPLE: dict[str, Any] = {}
 
 
