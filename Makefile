@@ -15,10 +15,11 @@ TOOLS_STAMP := $(TOOLS)/.installed
 export PATH := $(CURDIR)/$(TOOLS)/node_modules/.bin:$(PATH)
 export NPM_CONFIG_REGISTRY := $(NPM_REGISTRY)
 
-.PHONY: help setup run test test-kube kube-binaries lint format lock system-packages bench clean
+.PHONY: help setup run demo test test-kube kube-binaries lint format lock system-packages bench clean
 
 help:
 	@echo "make run    serve codexk8s at http://127.0.0.1:3000 (SQLite, local runtime)"
+	@echo "make demo   start a live demo run on the server \`make run\` started (prints the links)"
 	@echo "make test   ruff + the whole test suite (starts its own PostgreSQL)"
 	@echo "make test-kube  the kube lane: tests against a real control plane (builds it with Go)"
 	@echo "make setup  install everything the two above need (idempotent)"
@@ -54,6 +55,11 @@ system-packages:
 
 run: $(PY_STAMP) $(TOOLS_STAMP)
 	$(BIN)/codexk8s serve
+
+# A newcomer's first run: a demo project, repository and agent (a scripted local process), then a
+# signed issues.labeled delivery through the webhook endpoint of the server `make run` started.
+demo: $(PY_STAMP)
+	$(BIN)/codexk8s demo
 
 test: setup kube-binaries
 	$(BIN)/ruff check .

@@ -176,6 +176,75 @@ def _print_signin_link(current: Settings, bind_host: str, bind_port: int) -> Non
 
 
 @app.command()
+def demo(
+    email: Annotated[
+        str | None,
+        typer.Option(help="Owner to sign in as (default CODEXK8S_OWNER_EMAIL or the first owner)."),
+    ] = None,
+    pace: Annotated[
+        float, typer.Option(help="Speed of the demo agent's output (1: about 15 s, 0: at once).")
+    ] = 1.0,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for the server (`make run`) to be ready.")
+    ] = 90.0,
+    force_agent: Annotated[
+        bool, typer.Option(help="Point the dev agent at the demo agent even if it was set up.")
+    ] = False,
+) -> None:
+    """Start a live demo run on the embedded default: a demo project, repository and agent (once),
+    then a signed `issues.labeled` delivery through the running server's webhook endpoint.
+    Prints the sign-in link and the run's URL."""
+    import logging
+
+    from codexk8s.services import demo as demo_service
+    from codexk8s.services import sessions
+    from codexk8s.web import routes
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # a newcomer reads the run's URL
+    current = settings()
+    if not current.is_embedded:
+        fail("the demo runs on the embedded default (SQLite); unset CODEXK8S_DATABASE_URL", code=2)
+    if current.runtime != "local":
+        fail("the demo runs on the local runtime; unset CODEXK8S_RUNTIME", code=2)
+    with transaction() as session:
+        setup = demo_service.prepare(
+            session=session, box=get_secret_box(), owner_email=email or current.owner_email,
+            pace=pace, force_agent=force_agent,
+        )  # fmt: skip
+    for item in setup.created:
+        typer.echo(f"created {item}")
+    base = current.effective_public_url
+    if not demo_service.wait_until_ready(base, timeout=wait):
+        fail(f"no codexk8s answers at {base}: start it first with `make run` (or `codexk8s serve`)")
+    try:
+        answer = demo_service.send_delivery(base, setup)
+    except httpx_error() as exc:
+        fail(f"could not reach {base}: {exc}")
+    if answer.status_code >= 400:
+        fail(f"the webhook endpoint answered {answer.status_code}: {answer.text}")
+    runs = answer.json().get("runs") or []
+    run_id = runs[0] if runs else None
+    if run_id is None:
+        with Session(get_engine()) as session:
+            run_id = demo_service.active_demo_run(session=session, issue_number=setup.issue_number)
+        if run_id is None:
+            fail(f"the delivery started no run: {answer.text}")
+        typer.echo(f"a demo run is still under way; showing run {run_id}")
+    with service_call():
+        token = sessions.create_signin_link(get_engine(), email=setup.owner_email)
+    run_url = f"{base}{routes.run_page(run_id)}"
+    link = f"{base}{routes.AUTH_LINK.format(token=token)}?next={routes.run_page(run_id)}"
+    typer.echo(f"run {run_id} started: {run_url}")
+    typer.echo(f"sign in and watch it (link works once, for 15 minutes):\n  {link}")
+
+
+def httpx_error() -> type[Exception]:
+    import httpx
+
+    return httpx.HTTPError
+
+
+@app.command()
 def serve(
     host: Annotated[
         str | None, typer.Option(help="Address to bind (default CODEXK8S_HOST).")

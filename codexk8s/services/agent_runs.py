@@ -44,6 +44,8 @@ class RunRow:
     started_at: datetime | None
     finished_at: datetime | None
     issue_title: str | None = None
+    attempt: int = 1
+    parent_run_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +226,8 @@ def _select_runs(
             started_at=run.started_at,
             finished_at=run.finished_at,
             issue_title=run.issue_title,
+            attempt=run.attempt,
+            parent_run_id=run.parent_run_id,
         )
         for run, key, owner, name in session.exec(query).all()
     ]
@@ -319,9 +323,22 @@ def _search(
             started_at=run.started_at,
             finished_at=run.finished_at,
             issue_title=run.issue_title,
+            attempt=run.attempt,
+            parent_run_id=run.parent_run_id,
         )
         for run, project_key, owner, name in session.exec(query).all()
     ]
+
+
+def count_runs(
+    *, session: Session, project_ids: Collection[int] | None, filters: RunFilters = RunFilters()
+) -> int:
+    """How many runs `search_page` pages through with these filters (the list's total): one
+    count over agent_runs alone, on the same conditions (no join: every run has a project)."""
+    query = (
+        sa.select(sa.func.count()).select_from(AgentRun).where(*_conditions(project_ids, filters))
+    )
+    return int(session.execute(query).scalar_one())
 
 
 def search_query(
@@ -343,32 +360,44 @@ def search_query(
         select(AgentRun, Project.key, Repository.owner, Repository.name)
         .join(Project, col(Project.id) == col(AgentRun.project_id))
         .outerjoin(Repository, col(Repository.id) == col(AgentRun.repository_id))
+        .where(*_conditions(project_ids, filters))
         .order_by(*order)
         .limit(limit)
     )
-    if project_ids is not None:
-        query = query.where(col(AgentRun.project_id).in_(list(project_ids)))
-    if filters.project_id is not None:
-        query = query.where(AgentRun.project_id == filters.project_id)
-    if filters.status:
-        query = query.where(AgentRun.status == filters.status)
-    if filters.stage:
-        query = query.where(AgentRun.stage == filters.stage)
-    if filters.agent_key:
-        query = query.where(AgentRun.agent_key == filters.agent_key)
-    text = (filters.text or "").strip()
-    if text:
-        number = text.removeprefix("#")
-        matches = [col(AgentRun.issue_title).ilike(f"%{_escape_like(text)}%", escape="\\")]
-        if number.isdigit() and len(number) <= 9:
-            matches += [AgentRun.issue_number == int(number), AgentRun.pr_number == int(number)]
-        query = query.where(sa.or_(*matches))
     if start is not None:
         bound = sa.tuple_(
             sa.literal(start.created_at, sa.DateTime(timezone=True)), sa.literal(start.run_id)
         )
         query = query.where(key < bound if descending else key > bound)
     return query
+
+
+def _conditions(
+    project_ids: Collection[int] | None, filters: RunFilters
+) -> list[sa.ColumnElement[bool]]:
+    """The WHERE of a run search (shared by the page and its count)."""
+    conditions: list[sa.ColumnElement[bool]] = []
+    if project_ids is not None:
+        conditions.append(col(AgentRun.project_id).in_(list(project_ids)))
+    if filters.project_id is not None:
+        conditions.append(col(AgentRun.project_id) == filters.project_id)
+    if filters.status:
+        conditions.append(col(AgentRun.status) == filters.status)
+    if filters.stage:
+        conditions.append(col(AgentRun.stage) == filters.stage)
+    if filters.agent_key:
+        conditions.append(col(AgentRun.agent_key) == filters.agent_key)
+    text = (filters.text or "").strip()
+    if text:
+        number = text.removeprefix("#")
+        matches = [col(AgentRun.issue_title).ilike(f"%{_escape_like(text)}%", escape="\\")]
+        if number.isdigit() and len(number) <= 9:
+            matches += [
+                col(AgentRun.issue_number) == int(number),
+                col(AgentRun.pr_number) == int(number),
+            ]
+        conditions.append(sa.or_(*matches))
+    return conditions
 
 
 def _escape_like(text: str) -> str:

@@ -146,7 +146,7 @@ class AgentRow:
     key: str
     name: str
     engine: str
-    command: str  # the raw command of an engine=command agent, "" otherwise
+    command: str  # the raw command of a command or process agent ("" for codex)
     image: str
     timeout_minutes: float
     model: str
@@ -165,7 +165,7 @@ def list_roster(*, session: Session) -> list[AgentRow]:
                 name=agent.name,
                 engine=settings.engine,
                 command=str((agent.settings or {}).get("command") or "")
-                if settings.engine == "command"
+                if settings.engine != "codex"
                 else "",
                 image=settings.image or "",
                 timeout_minutes=settings.timeout_minutes,
@@ -180,30 +180,55 @@ def update_agent(
     session: Session,
     actor: Principal | None,
     key: str,
+    engine: str,
     image: str,
     command: str,
     timeout_minutes: float,
     model: str,
 ) -> AgentRow:
-    """Set an agent's image, command, timeout and model from the Agents page (platform admins).
+    """Set an agent's engine, image, command, timeout and model from the Agents page (platform
+    admins).
 
-    An empty command switches the agent back to the agent runner (engine codex); a command
-    switches it to that command. Empty image or model fall back to the defaults.
+    Only what differs from the stored settings is changed (and audited), so a form that shows
+    the agent as it is and is saved with one field edited changes that field alone: the engine,
+    the command and the pod profile of a `process` agent stay as they were. A `command` or
+    `process` engine needs a command; `codex` keeps a stored command for a later switch back.
+    Empty image or model fall back to the defaults.
     """
     if not is_allowed(actor, Action.MANAGE_AGENTS):
         raise ForbiddenError("only platform admins change agent settings")
     assert actor is not None
     user = session.get(User, actor.user_id)
+    current = next((row for row in list_roster(session=session) if row.key == key), None)
+    if current is None:
+        raise NotFoundError(f"agent {key!r} is missing from the roster; run `codexk8s migrate`")
+    engine = engine.strip() or current.engine
+    if engine not in ENGINES:
+        raise InvalidArgumentError(f"unknown engine {engine!r}; use one of: {', '.join(ENGINES)}")
     command = command.strip()
-    set_agent(
-        session=session,
-        key=key,
-        command=command or None,
-        engine=None if command else "codex",
-        image=image.strip(),
-        timeout_minutes=timeout_minutes,
-        model=model.strip(),
-        actor_id=user.email if user is not None else str(actor.user_id),
-    )
-    session.flush()
+    if engine != "codex" and not command:
+        raise InvalidArgumentError(
+            "a command agent and a process agent need a command; choose Codex to run the agent "
+            "runner"
+        )
+    changes: dict[str, Any] = {}
+    if engine != "codex" and command != current.command:
+        changes["command"] = command
+    if engine != current.engine or "command" in changes:
+        # set_agent makes a new command an engine=command agent; say the engine outright.
+        changes["engine"] = engine
+    if image.strip() != current.image:
+        changes["image"] = image.strip()
+    if timeout_minutes != current.timeout_minutes:
+        changes["timeout_minutes"] = timeout_minutes
+    if model.strip() != current.model:
+        changes["model"] = model.strip()
+    if changes:
+        set_agent(
+            session=session,
+            key=key,
+            actor_id=user.email if user is not None else str(actor.user_id),
+            **changes,
+        )
+        session.flush()
     return next(row for row in list_roster(session=session) if row.key == key)

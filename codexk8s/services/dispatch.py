@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from codexk8s.config import get_settings
 from codexk8s.crypto import hash_token, new_token
 from codexk8s.db.models import Agent, Project, utcnow
+from codexk8s.domain.logs import utc
 from codexk8s.domain.runs import AgentFailure, RunMode, RunStatus
 from codexk8s.domain.runtime import (
     Runtime,
@@ -328,7 +329,9 @@ async def dispatch_pending_runs(
             extra={"runtime": handle.runtime, "workload": handle.name, "owner": owner},
         )
         result.launched.append(claim.run_id)
-        result.latencies.append((started - claim.created_at).total_seconds())
+        # SQLite hands back naive UTC times: without this every launch on the embedded default
+        # logged a TypeError (after the launch itself had gone through).
+        result.latencies.append((started - utc(claim.created_at)).total_seconds())
 
     await asyncio.gather(*(launch(claim) for claim in claims))
     return result

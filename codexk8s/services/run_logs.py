@@ -23,6 +23,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -460,6 +461,26 @@ def log_length(engine: Engine, *, run_id: int) -> int:
     if found is None:
         raise NotFoundError(f"no run {run_id}")
     return int(found)
+
+
+def sequence_at(engine: Engine, *, run_id: int, at: datetime) -> int:
+    """The first line written at or after AT (the last line when none was), by a binary search
+    over `read_lines`, so rows and chunks answer alike; 0 for an empty or removed log. Lines are
+    stored in the order they were written, so their timestamps do not go back."""
+    low, high = 1, log_length(engine, run_id=run_id)
+    if high == 0:
+        return 0
+    answer = high
+    while low <= high:
+        middle = (low + high) // 2
+        found = read_lines(engine, run_id=run_id, after=middle - 1, limit=1)
+        if not found:
+            return 0
+        if found[0].ts >= at:
+            answer, high = middle, middle - 1
+        else:
+            low = middle + 1
+    return answer
 
 
 # --- search ---------------------------------------------------------------------------------------

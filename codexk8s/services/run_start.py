@@ -16,12 +16,14 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from codexk8s.config import get_settings
 from codexk8s.db.models import AgentRun, Project, ProjectMember, Repository, User
+from codexk8s.domain.authorization import Principal
 from codexk8s.domain.labels import MODEL_NAME_MAX_LENGTH, REASONING_EFFORTS
 from codexk8s.domain.runs import ACTIVE_STATUSES, ActorType, RunMode, RunStatus
 from codexk8s.domain.stages import REVIEW_STAGE, AgentRole, parse_stage, role_for
@@ -288,3 +290,78 @@ def start_run(
             ],
         )
     return inserted.run_id
+
+
+# --- starting a run as a person (the staff API and the dashboard) --------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StartTarget:
+    """A project the person may start runs in, with its repositories."""
+
+    project_key: str
+    repositories: list[str]
+
+
+def _may_start(session: Any, principal: Principal, project: Any) -> tuple[bool, bool]:
+    """(may see it, may start runs in it) for PRINCIPAL."""
+    from codexk8s.domain.access import ProjectRole
+    from codexk8s.domain.authorization import Action, can_see_project, is_allowed
+    from codexk8s.services import agent_runs
+
+    role: ProjectRole | None = None
+    if not principal.is_platform_admin:
+        role = agent_runs.project_role(session=session, principal=principal, project_id=project.id)
+    return can_see_project(principal, role), is_allowed(principal, Action.START_RUN, role)
+
+
+def start_run_as(
+    engine: Engine,
+    *,
+    principal: Principal,
+    project_key: str,
+    repository: str,
+    issue: Any,
+    stage: str,
+    model: str | None = None,
+    reasoning_effort: str | None = None,
+) -> int:
+    """`start_run` for a signed-in person: NotFoundError for a project they may not see (the
+    same as no project), ForbiddenError unless their role may start runs. The staff API's
+    `POST /api/v1/runs` and the dashboard's "Start run" both come here."""
+    from sqlmodel import Session
+
+    from codexk8s.errors import ForbiddenError
+    from codexk8s.services import projects
+
+    with Session(engine) as session:
+        project = projects.get_by_key(session=session, key=project_key)
+        may_see, may_start = _may_start(session, principal, project) if project else (False, False)
+    if not may_see:
+        raise NotFoundError(f"no project with key {project_key!r}")
+    if not may_start:
+        raise ForbiddenError("your role on this project does not allow starting runs")
+    return start_run(
+        engine, project_key=project_key, repository=repository, issue=issue, stage=stage,
+        model=model, reasoning_effort=reasoning_effort, actor_id=str(principal.user_id),
+    )  # fmt: skip
+
+
+def start_targets(engine: Engine, *, principal: Principal) -> list[StartTarget]:
+    """The projects PRINCIPAL may start runs in and their repositories, by key and name."""
+    from sqlmodel import Session, col, select
+
+    from codexk8s.services import agent_runs
+
+    targets = []
+    with Session(engine) as session:
+        for view in agent_runs.visible_projects(session=session, principal=principal):
+            if not _may_start(session, principal, view)[1]:
+                continue
+            names = session.exec(
+                select(Repository.owner, Repository.name)
+                .where(Repository.project_id == view.id)
+                .order_by(col(Repository.owner), col(Repository.name))
+            ).all()
+            targets.append(StartTarget(view.key, [f"{owner}/{name}" for owner, name in names]))
+    return targets

@@ -17,6 +17,7 @@ from codexk8s.web.state.overview import OverviewState
 from codexk8s.web.state.projects import ProjectPageState, ProjectsState
 from codexk8s.web.state.run import RunState
 from codexk8s.web.state.runs import RunsState
+from codexk8s.web.state.start_run import StartRunState
 from codexk8s.web.state.users import UsersState
 
 # The server process (and the workers forked from it) log like the CLI: structured, redacted.
@@ -44,9 +45,14 @@ app.add_page(
     project.project,
     route=routes.PROJECT,
     title="Project · codexk8s",
-    on_load=ProjectPageState.load_project,
+    on_load=[ProjectPageState.load_project, StartRunState.load_targets],
 )
-app.add_page(runs.runs, route=routes.RUNS, title="Runs · codexk8s", on_load=RunsState.load_runs)
+app.add_page(
+    runs.runs,
+    route=routes.RUNS,
+    title="Runs · codexk8s",
+    on_load=[RunsState.load_runs, StartRunState.load_targets],
+)
 app.add_page(
     agents.agents, route=routes.AGENTS, title="Agents · codexk8s", on_load=AgentsState.load_agents
 )

@@ -12,8 +12,8 @@ from playwright.sync_api import Browser, Page, expect
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from codexk8s.db.engine import make_engine
-from codexk8s.services import prompt_templates
+from codexk8s.db.engine import make_engine, session_scope
+from codexk8s.services import agents, prompt_templates
 from tests.conftest import ServedApp
 from tests.web.test_users_browser import add_user, sign_in
 
@@ -112,6 +112,26 @@ def test_admin_edits_saves_and_restores_a_template_and_a_user_only_reads(
     expect(page.get_by_test_id("agents-notice")).to_have_text("Saved the settings of km.")
     expect(km.get_by_test_id("agent-timeout")).to_have_text("45 min")
     expect(km).to_contain_text("gpt-5-codex")
+
+    # A process agent opens with its engine and command, and saving the timeout keeps both.
+    with session_scope(served_engine) as session:
+        agents.set_agent(session=session, key="sre", engine="process", command="sh -c 'echo hi'")
+    page.reload()
+    sre = page.get_by_test_id("agent-row").filter(has=page.get_by_text("sre", exact=True))
+    expect(sre.get_by_test_id("agent-engine")).to_contain_text("own process")
+    expect(sre.get_by_test_id("agent-engine")).to_contain_text("sh -c 'echo hi'")
+    sre.get_by_test_id("edit-agent").click()
+    expect(page.get_by_test_id("agent-engine-select")).to_contain_text("Own process")
+    expect(page.get_by_test_id("agent-command")).to_have_value("sh -c 'echo hi'")
+    page.get_by_test_id("agent-timeout-input").fill("7")
+    page.get_by_test_id("save-agent").click()
+    expect(page.get_by_test_id("agents-notice")).to_have_text("Saved the settings of sre.")
+    expect(sre.get_by_test_id("agent-engine")).to_contain_text("own process")
+    with Session(served_engine) as session:
+        stored = agents.get_settings_for(session=session, key="sre")
+    assert (stored.engine, stored.command, stored.timeout_minutes) == (
+        "process", ("sh", "-c", "echo hi"), 7.0,
+    )  # fmt: skip
     page.emulate_media(color_scheme="dark")
     page.screenshot(path=str(artifacts_dir / "agents-admin-dark.png"), full_page=True)
 

@@ -144,6 +144,8 @@ def test_admin_changes_agent_settings(app_db: str) -> None:
     state = loaded(engine, "admin@example.com", "owner")
     call(AgentsState.start_edit_agent, state, "qa")
     assert state.editing_key == "qa" and state.edit_timeout == "60"
+    assert state.edit_engine == "codex"
+    call(AgentsState.set_edit_engine, state, "command")
     state.edit_image, state.edit_command = "ghcr.io/acme/qa:1", "make check"
     state.edit_timeout, state.edit_model = "abc", "gpt-5-codex"
     call(AgentsState.save_agent, state)
@@ -159,12 +161,55 @@ def test_admin_changes_agent_settings(app_db: str) -> None:
         settings = agents.get_settings_for(session=session, key="qa")
     assert settings.command == ("make", "check") and settings.image == "ghcr.io/acme/qa:1"
 
-    # Clearing the command switches back to the agent runner.
+    # A command engine without a command is refused; choosing Codex switches back.
     call(AgentsState.start_edit_agent, state, "qa")
     state.edit_command = ""
     call(AgentsState.save_agent, state)
+    assert "need a command" in state.error
+    call(AgentsState.set_edit_engine, state, "codex")
+    call(AgentsState.save_agent, state)
     qa = next(row for row in state.roster if row.key == "qa")
     assert (qa.engine, qa.command) == ("codex", "")
+
+
+def test_editing_a_process_agent_keeps_its_engine_command_and_pod(app_db: str) -> None:
+    """Issue #16: the form opened a process agent with an empty command and saving only the
+    timeout stored `engine: codex`. It now shows the real engine and command and changes only
+    the edited field (the pod profile, not on the form, stays)."""
+    engine = get_engine()
+    pod = {"nodeSelector": {"pool": "agents"}}
+    with session_scope(engine) as session:
+        agents.set_agent(
+            session=session, key="dev", engine="process",
+            command="sh -c 'echo working; sleep 2'", pod=pod,
+        )  # fmt: skip
+    state = loaded(engine, "admin@example.com", "owner")
+    dev = next(row for row in state.roster if row.key == "dev")
+    assert (dev.engine, dev.command) == ("process", "sh -c 'echo working; sleep 2'")
+    call(AgentsState.start_edit_agent, state, "dev")
+    assert state.edit_engine == "process"
+    assert state.edit_command == "sh -c 'echo working; sleep 2'"
+    state.edit_timeout = "5"
+    call(AgentsState.save_agent, state)
+    assert state.error == "" and state.notice == "Saved the settings of dev."
+    with Session(engine) as session:
+        stored = session.exec(select(Agent).where(Agent.key == "dev")).one().settings
+        events = session.exec(
+            select(FlowEvent).where(FlowEvent.event_type == "agent_updated")
+        ).all()
+    assert stored["engine"] == "process"
+    assert stored["command"] == "sh -c 'echo working; sleep 2'"
+    assert stored["timeout_minutes"] == 5.0 and stored["pod"] == pod
+    # Only the edited field is audited as changed.
+    assert events[-1].payload["changes"] == {"timeout_minutes": 5.0}
+
+    # Saving an untouched form changes nothing and says so.
+    call(AgentsState.start_edit_agent, state, "dev")
+    call(AgentsState.save_agent, state)
+    assert state.notice == "No changes to save for dev."
+    with Session(engine) as session:
+        again = session.exec(select(FlowEvent).where(FlowEvent.event_type == "agent_updated")).all()
+    assert len(again) == len(events)
 
 
 def test_a_plain_user_reads_but_is_refused_on_the_server(app_db: str) -> None:

@@ -430,6 +430,22 @@ def test_signin_link_works_once(client: TestClient) -> None:
     assert other.get(routes.AUTH_LINK.format(token="made-up")).status_code == 403
 
 
+def test_a_signin_link_opens_the_page_it_names_on_this_site_only(client: TestClient) -> None:
+    """`codexk8s demo` prints a link that opens the run's page; `next` never leaves the site."""
+    for wanted, lands in [
+        ("/runs/7", "/runs/7"),
+        ("/runs?status=failed", "/runs?status=failed"),
+        ("//evil.example/x", "/"),
+        ("https://evil.example/", "/"),
+        ("/\\evil.example", "/"),
+        ("/runs/7\r\nSet-Cookie: x=1", "/"),
+    ]:
+        token = sessions.create_signin_link(get_engine(), email=OWNER)
+        fresh = TestClient(build_http_app(), follow_redirects=False)
+        used = fresh.get(routes.AUTH_LINK.format(token=token), params={"next": wanted})
+        assert used.status_code == 302 and used.headers["location"] == lands, wanted
+
+
 def test_expired_signin_link_is_refused(client: TestClient) -> None:
     token = sessions.create_signin_link(get_engine(), email=OWNER)
     with get_engine().begin() as connection:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from playwright.sync_api import Page, expect
@@ -124,6 +125,23 @@ def test_overview_shows_charts_and_the_same_figures_as_text(
     expect(page.get_by_test_id("stat-success")).to_have_text("50.0%", timeout=15_000)
     shoot(page, artifacts_dir, "overview")
 
+    # Issue #16: the recently failed runs are listed, and the counts open the filtered list.
+    failed = page.get_by_test_id("overview-failed").get_by_test_id("overview-run")
+    expect(failed).to_have_count(2)
+    expect(failed.first.locator("[data-status]")).to_have_attribute("data-status", "failed")
+    expect(page.get_by_test_id("overview-running")).to_contain_text("Nothing is running.")
+    # The current page is marked in the navigation.
+    nav = page.get_by_role("navigation", name="Main")
+    expect(nav.get_by_test_id("nav-overview")).to_have_attribute("aria-current", "page")
+    expect(nav.get_by_test_id("nav-runs")).to_have_attribute("aria-current", "false")
+    page.get_by_test_id("stat-queued-link").click()
+    expect(page).to_have_url(re.compile(r"/runs\?status=pending$"))
+    expect(page.get_by_test_id("filter-status")).to_contain_text("pending")
+    expect(nav.get_by_test_id("nav-runs")).to_have_attribute("aria-current", "page")
+    # The app's static files are served (the favicon answered 404 before).
+    icon = httpx.get(served_app.base_url + "/favicon.ico", timeout=30)
+    assert icon.status_code == 200 and icon.content[:4] == b"\x00\x00\x01\x00"
+
 
 def test_audit_filters(
     served_app: ServedApp, served_engine: Engine, page: Page, artifacts_dir: Path
@@ -147,6 +165,8 @@ def test_audit_filters(
     page.get_by_test_id("audit-type").click()
     page.get_by_role("option", name="browser_probe").click()
     expect(types).to_have_text(["browser_probe"])
+    # One line each, in words.
+    expect(events.first.get_by_test_id("audit-summary")).to_have_text("Browser probe")
     events.first.locator("summary").click()
     expect(events.first.get_by_test_id("audit-payload")).to_contain_text('"note": "visible to')
 

@@ -57,6 +57,55 @@ def test_project_admin_adds_a_member(
     }
 
 
+def test_member_changes_on_the_project_page_say_what_happened(
+    served_app: ServedApp, served_engine: Engine, page: Page, artifacts_dir: Path
+) -> None:
+    """Issue #16: on a project's page, adding someone without an account did nothing visible,
+    a successful add said nothing, and Remove acted at once. Each outcome is now shown in the
+    members panel and a removal asks first."""
+    with Session(served_engine) as session:
+        users.add_user(session=session, email="lead2@example.com", role="user")
+        users.add_user(session=session, email="joiner@example.com", role="user")
+        projects.create_project(session=session, key="members-page", name="Members page")
+        projects.add_member(
+            session=session, project_key="members-page", email="lead2@example.com", role="admin"
+        )
+        session.commit()
+    sign_in(page, served_app, served_engine, "lead2@example.com")
+    page.goto(served_app.base_url + "/projects/members-page")
+    members = page.get_by_test_id("members-table")
+    expect(members.get_by_test_id("member-email")).to_have_text(["lead2@example.com"])
+
+    page.get_by_test_id("new-member-email").fill("nobody@example.com")
+    page.get_by_test_id("add-member").click()
+    expect(page.get_by_test_id("members-error")).to_contain_text(
+        "nobody@example.com has no account here yet"
+    )
+    page.get_by_test_id("new-member-email").fill("joiner@example.com")
+    page.get_by_test_id("add-member").click()
+    expect(page.get_by_test_id("members-notice")).to_have_text(
+        "Added joiner@example.com to members-page as read."
+    )
+    expect(page.get_by_test_id("members-error")).to_have_count(0)
+    joiner = members.get_by_test_id("member-row").filter(has_text="joiner@example.com")
+
+    # Remove asks first; keeping them changes nothing.
+    joiner.get_by_test_id("remove-member").click()
+    expect(page.get_by_role("alertdialog")).to_contain_text("Remove joiner@example.com?")
+    page.get_by_test_id("remove-member-dismiss").click()
+    expect(members.get_by_test_id("member-email")).to_have_count(2)
+    joiner.get_by_test_id("remove-member").click()
+    page.screenshot(path=str(artifacts_dir / "project-member-remove.png"), full_page=True)
+    page.get_by_test_id("remove-member-confirm").click()
+    expect(page.get_by_test_id("members-notice")).to_have_text(
+        "Removed joiner@example.com from members-page."
+    )
+    expect(members.get_by_test_id("member-email")).to_have_text(["lead2@example.com"])
+    with Session(served_engine) as session:
+        listed = projects.list_members(session=session, actor=None, project_key="members-page")
+    assert [m.email for m in listed] == ["lead2@example.com"]
+
+
 def test_platform_admin_creates_a_project(
     served_app: ServedApp, served_engine: Engine, page: Page, artifacts_dir: Path
 ) -> None:

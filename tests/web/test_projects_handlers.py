@@ -101,20 +101,32 @@ def test_project_admin_manages_members_through_the_handlers(app_db: str) -> None
 
     state.new_email, state.new_role = "newbie@example.com", "read_write"
     run_async(ProjectsState.add_member.fn(state))
-    assert state.error == "" and state.notice == "Added newbie@example.com to alpha as read_write."
+    assert (
+        state.member_error == ""
+        and state.member_notice == "Added newbie@example.com to alpha as read_write."
+    )
     assert state.new_email == "" and state.new_role == "read"
     assert ("newbie@example.com", "read_write") in [(m.email, m.role) for m in state.members]
 
     run_async(ProjectsState.change_member_role.fn(state, "reader@example.com", "read_write"))
-    assert state.error == "" and members(engine)["reader@example.com"] == "read_write"
+    assert state.member_error == "" and members(engine)["reader@example.com"] == "read_write"
 
     # The last admin may not demote themselves; the database keeps them admin.
     run_async(ProjectsState.change_member_role.fn(state, "lead@example.com", "read"))
-    assert "only admin" in state.error and members(engine)["lead@example.com"] == "admin"
+    assert "only admin" in state.member_error and members(engine)["lead@example.com"] == "admin"
 
     run_async(ProjectsState.remove_member.fn(state, "newbie@example.com"))
-    assert state.error == "" and "newbie@example.com" not in members(engine)
+    assert state.member_error == "" and "newbie@example.com" not in members(engine)
     assert "newbie@example.com" not in [m.email for m in state.members]
+
+    # Adding someone without an account says so, and what to do; an empty email too.
+    state.new_email = "stranger@example.com"
+    run_async(ProjectsState.add_member.fn(state))
+    assert "stranger@example.com has no account" in state.member_error
+    assert state.member_notice == "" and "stranger@example.com" not in members(engine)
+    state.new_email = "  "
+    run_async(ProjectsState.add_member.fn(state))
+    assert state.member_error == "Enter the email of the person to add."
 
     # A project they cannot see cannot be selected, and its members are not shown.
     run_async(ProjectsState.select_project.fn(state, "beta"))
@@ -136,15 +148,15 @@ def test_read_member_is_refused_on_the_server(app_db: str) -> None:
     # Calling the handlers anyway (as a crafted event would) changes nothing.
     state.new_email, state.new_role = "newbie@example.com", "admin"
     run_async(ProjectsState.add_member.fn(state))
-    assert "for its admins" in state.error
+    assert "for its admins" in state.member_error
     for call in (
         lambda: ProjectsState.change_member_role.fn(state, "reader@example.com", "admin"),
         lambda: ProjectsState.change_member_role.fn(state, "lead@example.com", "read"),
         lambda: ProjectsState.remove_member.fn(state, "lead@example.com"),
     ):
-        state.error = ""
+        state.member_error = ""
         run_async(call())
-        assert "for its admins" in state.error and state.notice == ""
+        assert "for its admins" in state.member_error and state.member_notice == ""
     assert members(engine) == before and member_events(engine) == events_before
 
     # Nor can an outsider reach a project by setting its key: it does not exist for them.
@@ -153,7 +165,7 @@ def test_read_member_is_refused_on_the_server(app_db: str) -> None:
     assert state.projects == []
     state.selected_key = "alpha"
     run_async(ProjectsState.remove_member.fn(state, "lead@example.com"))
-    assert state.error == "no project with key 'alpha'" and state.members == []
+    assert state.member_error == "no project with key 'alpha'" and state.members == []
     assert members(engine) == before and member_events(engine) == events_before
 
 
@@ -168,7 +180,7 @@ def test_platform_admin_sees_every_project_and_signed_out_sees_nothing(app_db: s
     ]
     run_async(ProjectsState.select_project.fn(state, "alpha"))
     run_async(ProjectsState.remove_member.fn(state, "lead@example.com"))
-    assert state.error == "" and "lead@example.com" not in members(engine)
+    assert state.member_error == "" and "lead@example.com" not in members(engine)
 
     for token in (None, "not-a-session"):
         state, auth = states_for(token)
@@ -229,17 +241,17 @@ def test_project_admin_sets_a_members_learning_mode(app_db: str) -> None:
     run_async(ProjectsState.select_project.fn(state, "alpha"))
     assert {m.email: m.learning_mode for m in state.members}["reader@example.com"] == "default"
     run_async(ProjectsState.change_member_learning.fn(state, "reader@example.com", "on"))
-    assert state.error == "" and "reader@example.com" in state.notice
+    assert state.member_error == "" and "reader@example.com" in state.member_notice
     assert {m.email: m.learning_mode for m in state.members}["reader@example.com"] == "on"
     run_async(ProjectsState.change_member_learning.fn(state, "reader@example.com", "maybe"))
-    assert state.error == "learning mode must be on, off or default"
+    assert state.member_error == "The learning mode must be on, off or default."
 
     # A read member may not change it, not even their own.
     state, _ = states_for(session_for(engine, people["reader"]))
     run_async(ProjectsState.load_projects.fn(state))
     run_async(ProjectsState.select_project.fn(state, "alpha"))
     run_async(ProjectsState.change_member_learning.fn(state, "reader@example.com", "off"))
-    assert "admins" in state.error
+    assert "admins" in state.member_error
     with Session(engine) as session:
         rows = projects.list_members(session=session, actor=None, project_key="alpha")
     assert {m.email: m.learning_mode for m in rows}["reader@example.com"] == "on"

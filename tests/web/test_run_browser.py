@@ -118,7 +118,9 @@ def test_the_log_follows_pauses_searches_and_downloads(
     run_id = start(served_engine, key, "dev", 101)
     sign_in(page, served_app, served_engine, writer)
     page.goto(served_app.base_url + routes.run_page(run_id))
-    expect(page.get_by_test_id("run-title")).to_have_text(f"Run #{run_id}", timeout=LONG)
+    expect(page.get_by_test_id("run-title")).to_have_text(
+        re.compile(rf"^Run #{run_id}( ·|$)"), timeout=LONG
+    )
     lines = page.get_by_test_id("log-lines")
     expect(lines.locator('[data-seq="3"]')).to_contain_text("line 3", timeout=LONG)
     expect(page.get_by_test_id("run-status")).to_have_text("running")
@@ -174,8 +176,69 @@ def test_the_log_follows_pauses_searches_and_downloads(
     assert len(stored) == 40
 
     timeline = page.get_by_test_id("run-timeline")
-    expect(timeline).to_contain_text("run created")
-    expect(timeline).to_contain_text("succeeded")
+    expect(timeline).to_contain_text("Run created")
+    expect(timeline).to_contain_text("Run succeeded")
+
+
+def test_the_page_answers_what_happened(
+    served_app: ServedApp,
+    served_engine: Engine,  # noqa: F811
+    page: Page,
+    artifacts_dir: Path,
+) -> None:
+    """Issue #16: the result panel, a timeline in words with links into the log, failures in
+    red, the status in the tab, line permalinks, and "following" only while the run is live."""
+    writer, _, key = setup(served_engine)
+    run_id = start(served_engine, key, "dev", 102)
+    sign_in(page, served_app, served_engine, writer)
+    page.goto(served_app.base_url + routes.run_page(run_id))
+    expect(page.get_by_test_id("run-status")).to_have_text("running", timeout=LONG)
+    expect(page).to_have_title(f"Running · run #{run_id} · {key} · codexk8s", timeout=LONG)
+    icon = page.locator("link[rel~='icon']")
+    expect(icon).to_have_attribute("href", "/favicon-running.svg")
+    expect(page.get_by_test_id("log-status")).to_contain_text("following")
+    expect(page.get_by_test_id("run-model")).to_have_text("gpt-5-codex")  # not "default"
+    expect(page.get_by_test_id("run-status")).to_have_text("succeeded", timeout=LONG)
+    expect(page).to_have_title(f"Succeeded · run #{run_id} · {key} · codexk8s")
+    expect(icon).to_have_attribute("href", "/favicon-succeeded.svg")
+    expect(page.get_by_test_id("log-status")).not_to_contain_text("following")
+    result = page.get_by_test_id("run-result")
+    expect(result.get_by_test_id("result-pr")).to_contain_text(
+        "runs its own process, which reported no result"
+    )
+    expect(result.get_by_test_id("run-cost")).to_have_text("$0.00")
+    timeline = page.get_by_test_id("run-timeline")
+    for raw in ("owner:", "is_pull_request", "human ", "reason:"):
+        expect(timeline).not_to_contain_text(raw)
+    expect(timeline).to_contain_text("Slot taken, launching")
+    # An event's time opens the log where it happened.
+    running = page.get_by_test_id("timeline-event").filter(has_text="Agent started")
+    running.get_by_test_id("timeline-log-link").click()
+    expect(page.locator(".log-line-current")).to_have_count(1)
+    page.screenshot(path=str(artifacts_dir / "run-page-result.png"), full_page=True)
+
+    # A line's number is its permalink: the page opens at that line, marked.
+    page.locator('[data-seq="25"] a.log-no').click()
+    expect(page).to_have_url(re.compile(rf"/runs/{run_id}\?line=25$"))
+    expect(page.locator('[data-seq="25"].log-line-current')).to_be_visible(timeout=LONG)
+
+    # A failed run: the reason in words, in red.
+    failing = make_run(served_engine, project_key=key, status="failed", has_workload=False)
+    with served_engine.begin() as connection:
+        connection.execute(
+            AgentRun.__table__.update()  # type: ignore[attr-defined]
+            .where(AgentRun.id == failing)
+            .values(status_reason="pod_rejected", status_message="exceeded quota: cpu")
+        )
+    page.goto(served_app.base_url + routes.run_page(failing))
+    callout = page.get_by_test_id("status-reason")
+    expect(callout).to_have_text(
+        "The cluster refused to create the run's pod: exceeded quota: cpu", timeout=LONG
+    )
+    expect(callout).to_have_attribute("role", "alert")
+    page.emulate_media(color_scheme="dark")
+    page.screenshot(path=str(artifacts_dir / "run-page-failed-dark.png"), full_page=True)
+    expect(page).to_have_title(f"Failed · run #{failing} · {key} · codexk8s")
 
 
 def test_cancel_by_a_writer_and_not_offered_to_a_reader(
@@ -191,7 +254,9 @@ def test_cancel_by_a_writer_and_not_offered_to_a_reader(
     page.set_viewport_size({"width": 390, "height": 844})  # a phone
     page.emulate_media(color_scheme="dark")
     page.goto(served_app.base_url + routes.run_page(run_id))
-    expect(page.get_by_test_id("run-title")).to_have_text(f"Run #{run_id}", timeout=LONG)
+    expect(page.get_by_test_id("run-title")).to_have_text(
+        re.compile(rf"^Run #{run_id}( ·|$)"), timeout=LONG
+    )
     expect(page.get_by_test_id("log-lines")).to_contain_text("waiting", timeout=LONG)
     expect(page.get_by_test_id("cancel-run")).to_have_count(0)
     expect(page.get_by_test_id("rerun-run")).to_have_count(0)
@@ -229,7 +294,9 @@ def test_cancel_by_a_writer_and_not_offered_to_a_reader(
     page.get_by_test_id("rerun-run-confirm").click()
     page.wait_for_url(lambda url: url.rsplit("/", 1)[1] != str(run_id), timeout=LONG)
     new_id = int(page.url.rsplit("/", 1)[1])
-    expect(page.get_by_test_id("run-title")).to_have_text(f"Run #{new_id}", timeout=LONG)
+    expect(page.get_by_test_id("run-title")).to_have_text(
+        re.compile(rf"^Run #{new_id}( ·|$)"), timeout=LONG
+    )
     with Session(served_engine) as session:
         rerun = session.get(AgentRun, new_id)
         assert rerun is not None and rerun.parent_run_id == run_id
@@ -335,7 +402,9 @@ def test_a_compacted_log_reads_like_a_live_one_with_notes_for_the_cap_and_retent
 
     sign_in(page, served_app, served_engine, writer)
     page.goto(served_app.base_url + routes.run_page(capped))
-    expect(page.get_by_test_id("run-title")).to_have_text(f"Run #{capped}", timeout=LONG)
+    expect(page.get_by_test_id("run-title")).to_have_text(
+        re.compile(rf"^Run #{capped}( ·|$)"), timeout=LONG
+    )
     log = page.get_by_test_id("log-lines")
     expect(log.locator('[data-seq="1501"]')).to_contain_text("log truncated")
     expect(log.locator('[data-seq="1500"]')).to_have_text(re.compile("step 1500$"))
@@ -366,11 +435,13 @@ def test_a_compacted_log_reads_like_a_live_one_with_notes_for_the_cap_and_retent
         )  # fmt: skip
     log_maintenance.apply_retention(served_engine, default_days=None)
     page.goto(served_app.base_url + routes.run_page(removed))
-    expect(page.get_by_test_id("run-title")).to_have_text(f"Run #{removed}", timeout=LONG)
+    expect(page.get_by_test_id("run-title")).to_have_text(
+        re.compile(rf"^Run #{removed}( ·|$)"), timeout=LONG
+    )
     expect(page.get_by_test_id("log-removed")).to_contain_text(
         "log (30 lines) was removed by log retention"
     )
     expect(page.get_by_test_id("log-empty")).to_have_text("Removed by log retention.")
     expect(page.get_by_test_id("log-lines")).to_have_count(0)
-    expect(page.get_by_test_id("run-timeline")).to_contain_text("log removed")
+    expect(page.get_by_test_id("run-timeline")).to_contain_text("Log removed by retention")
     page.screenshot(path=str(artifacts_dir / "run-page-log-removed.png"), full_page=True)

@@ -108,7 +108,7 @@ def test_header_and_a_bounded_tail_window(world: dict[str, int]) -> None:
     assert header.repository_url == "https://github.com/octo-org/octo-repo"
     assert header.issue == "#42" and header.issue_url.endswith("/octo-org/octo-repo/issues/42")
     assert header.is_active and header.project_key == "alpha"
-    assert [e.event_type for e in state.events] == ["run created"]
+    assert [e.event_type for e in state.events] == ["Run created"]
     # Only the last WINDOW lines are held, and rendered with line numbers and timestamps.
     assert (state.first_line, state.last_line, state.total_lines) == (701, 1200, 1200)
     assert len(state._lines) == WINDOW
@@ -201,7 +201,7 @@ def test_paging_and_search_over_the_whole_log(world: dict[str, int]) -> None:
     RunState.set_search_input.fn(state, "no such text")
     run_async(RunState.submit_search.fn(state))
     assert state.match_count == 0 and "<mark" not in state.log_html
-    RunState.clear_search.fn(state)
+    run_async(RunState.clear_search.fn(state))
     assert state.search_query == "" and state.match_line == 0
 
 
@@ -252,3 +252,163 @@ def test_missing_and_invisible_runs_look_the_same(world: dict[str, int], who: st
         assert state.is_missing and state.error == NOT_VISIBLE
     run_async(RunState.cancel_run.fn(state))
     assert status_of(run_id) == "pending"
+
+
+def _finish(engine: Engine, run_id: int, *, status: str, reason: str | None, result: bool) -> None:
+    """Move the run through starting and running to STATUS, with the agent's result events."""
+    from codexk8s.domain.runs import RunStatus
+    from codexk8s.services.run_states import add_event, transition
+
+    with engine.begin() as connection:
+        run = connection.execute(sa.select(AgentRun.__table__).where(AgentRun.id == run_id)).one()
+        common = {"run_id": run_id, "correlation_id": run.correlation_id,
+                  "project_id": run.project_id}  # fmt: skip
+        transition(
+            connection,
+            **common,
+            from_statuses=[RunStatus.PENDING],
+            to_status=RunStatus.STARTING,
+            event_payload={"slot": 1, "owner": "vm-1"},
+        )
+        transition(connection, **common, from_statuses=[RunStatus.STARTING],
+                   to_status=RunStatus.RUNNING)  # fmt: skip
+        add_event(connection, **common, event_type="run_progress", actor_type="agent",
+                  actor_id="dev", payload={"kind": "command", "message": "make test",
+                                           "exit_code": 2})  # fmt: skip
+        if result:
+            connection.execute(
+                AgentRun.__table__.update().where(AgentRun.id == run_id)
+                .values(summary="Fixed the typo.", cost_usd=0.69)
+            )  # fmt: skip
+            add_event(connection, **common, event_type="run_usage", actor_type="agent",
+                      actor_id="dev", payload={"model": "gpt-5-mini", "cost_usd": "0.690000",
+                                               "metered": {"input": 10, "output": 5}})  # fmt: skip
+            add_event(connection, **common, event_type="run_result", actor_type="agent",
+                      actor_id="dev", payload={"branch": "codex/issue-42",
+                                               "changed_files": ["README.md", "docs/a.md"],
+                                               "summary": "Fixed the typo.",
+                                               "is_pull_request": False})  # fmt: skip
+        transition(connection, **common, from_statuses=[RunStatus.RUNNING],
+                   to_status=RunStatus(status), reason=reason)  # fmt: skip
+
+
+def test_the_page_says_what_happened_in_words(world: dict[str, int]) -> None:
+    """Issue #16: a result panel (summary, branch, changed files, cost, the reason there is no
+    pull request), a timeline in words without raw values, and the model actually used."""
+    engine, run_id = get_engine(), world["run"]
+    _finish(engine, run_id, status="succeeded", reason=None, result=True)
+    state = state_for(engine, "reader@example.com", run_id)
+    call_handler(state, RunState.load_run.fn)
+    run = state.run
+    assert run.summary == "Fixed the typo." and run.branch == "codex/issue-42"
+    assert run.changed_files == ("README.md", "docs/a.md")
+    assert run.cost == "$0.69" and run.model == "gpt-5-mini"
+    assert run.no_pr_reason.startswith("No repository token: GitHub feedback skipped")
+    assert run.tab_title == f"Succeeded · run #{run_id} · alpha · codexk8s"
+    titles = [e.event_type for e in state.events]
+    assert titles[:4] == ["Run created", "Slot taken, launching", "Agent started", "Ran a command"]
+    assert "Agent reported its result" in titles and titles[-1] == "Run succeeded"
+    shown = " ".join(f"{e.event_type} {e.actor} {e.detail}" for e in state.events)
+    for raw in ("is_pull_request", "False", "0.690000", "vm-1", "owner:", "human ", "_"):
+        assert raw not in shown, raw
+    command = next(e for e in state.events if e.event_type == "Ran a command")
+    assert command.detail == "$ make test (exit 2)" and command.tone == "bad"
+    assert command.icon == "terminal"
+
+
+def test_a_failure_is_explained_and_red(world: dict[str, int]) -> None:
+    engine, run_id = get_engine(), world["run"]
+    _finish(engine, run_id, status="failed", reason="agent_error", result=False)
+    state = state_for(engine, "reader@example.com", run_id)
+    call_handler(state, RunState.load_run.fn)
+    assert state.run.reason_text == "The agent reported a failure" and state.run.is_failure
+    assert state.run.no_pr_reason == "The run failed, so no pull request was opened."
+    failed = state.events[-1]
+    assert (failed.event_type, failed.tone) == ("Run failed", "bad")
+    assert failed.detail == "The agent reported a failure"
+
+
+def test_a_queued_run_says_why_it_waits(world: dict[str, int]) -> None:
+    """Both slots of alpha taken by two runs: the third says who holds them and its place."""
+    engine = get_engine()
+    from codexk8s.domain.runs import RunStatus
+    from codexk8s.services.run_states import transition
+
+    holders = [world["run"]]
+    holders.append(
+        run_start.start_run(
+            engine, project_key="alpha", repository="octo-org/octo-repo", issue=43, stage="dev"
+        )
+    )
+    with engine.begin() as connection:
+        for number, holder in enumerate(holders, start=1):
+            run = connection.execute(
+                sa.select(AgentRun.__table__).where(AgentRun.id == holder)
+            ).one()
+            transition(connection, run_id=holder, correlation_id=run.correlation_id,
+                       project_id=run.project_id, from_statuses=[RunStatus.PENDING],
+                       to_status=RunStatus.STARTING, values={"slot_number": number})  # fmt: skip
+            connection.execute(
+                sa.text(
+                    "UPDATE slots SET state='leased', run_id=:r WHERE project_id=:p AND number=:n"
+                ),
+                {"r": holder, "p": run.project_id, "n": number},
+            )
+    waiting = [
+        run_start.start_run(
+            engine, project_key="alpha", repository="octo-org/octo-repo", issue=n, stage="dev"
+        )
+        for n in (44, 45)
+    ]
+    state = state_for(engine, "reader@example.com", waiting[1])
+    call_handler(state, RunState.load_run.fn)
+    assert state.run.queue_text == (
+        f"Waiting for a slot: alpha 2/2 in use by #{holders[0]}, #{holders[1]}; 2nd in line."
+    )
+    with engine.begin() as connection:
+        connection.execute(
+            AgentRun.__table__.update()
+            .where(AgentRun.id == waiting[1])
+            .values(
+                dispatch_after=datetime(2099, 1, 1, tzinfo=UTC),
+                status_message="namespace codexk8s-run-x is still terminating",
+            )
+        )
+    call_handler(state, RunState.load_run.fn)
+    assert state.run.queue_text == (
+        "The runtime asked to wait before launching: namespace codexk8s-run-x is still "
+        "terminating. It is tried again shortly."
+    )
+
+
+def test_permalink_timeline_jump_and_search_keep_the_newest_lines(world: dict[str, int]) -> None:
+    engine, run_id = get_engine(), world["run"]
+    from datetime import timedelta
+
+    base = datetime(2026, 1, 2, 3, 0, 0, tzinfo=UTC)
+    lines = [
+        LogLine(stream="stdout", line=f"line {n}", ts=base + timedelta(seconds=n), cursor=None)
+        for n in range(1, 1201)
+    ]
+    run_logs.store_batch(engine, run_id=run_id, expected_sequence=0, lines=lines)
+    assert run_logs.sequence_at(engine, run_id=run_id, at=base + timedelta(seconds=700.5)) == 701
+
+    # A permalink opens the page at its line, marked, and stays there.
+    state = state_for(engine, "reader@example.com", run_id)
+    state.router_data["query"]["line"] = "300"
+    state._get_root_state().router = RouterData.from_router_data(state.router_data)
+    call_handler(state, RunState.load_run.fn)
+    assert state.focus_line == 300 and state.first_line <= 300 <= state.last_line
+    assert 'id="L300"' in state.log_html and "log-line-current" in state.log_html
+    assert 'href="?line=300"' in state.log_html and not state.is_following
+
+    # The timeline jumps to the line written at an event's time.
+    run_async(RunState.jump_to_time.fn(state, (base + timedelta(seconds=1100)).isoformat()))
+    assert state.focus_line == 1100 and state.first_line <= 1100 <= state.last_line
+
+    # After a search on a live run, clearing it follows the newest lines again.
+    RunState.set_search_input.fn(state, "line 5")
+    run_async(RunState.submit_search.fn(state))
+    assert state.match_count > 0 and not state.is_following
+    run_async(RunState.clear_search.fn(state))
+    assert state.is_following and state.last_line == 1200

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -119,8 +120,9 @@ class Team:
 
 
 def row_for(page: Page, number: int) -> Locator:
+    # The target reads `owner/name#42`.
     return page.get_by_test_id("run-row").filter(
-        has=page.get_by_test_id("run-target").get_by_text(f"#{number}", exact=True)
+        has=page.get_by_test_id("run-target").get_by_text(re.compile(rf"#{number}$"))
     )
 
 
@@ -228,7 +230,11 @@ def add_runs(engine: Engine, project_key: str, count: int, **values: Any) -> lis
                 "agent_key": values.get("agent_key", "dev"),
                 "stage": values.get("stage", "dev"),
                 "status": values.get("status", "succeeded"),
-                "created_at": base + timedelta(minutes=n),
+                "status_reason": values.get("status_reason"),
+                "repository_id": values.get("repository_id"),
+                "attempt": values.get("attempt", 1),
+                "parent_run_id": values.get("parent_run_id"),
+                "created_at": values.get("created_at", base + timedelta(minutes=n)),
                 "started_at": base + timedelta(minutes=n),
                 "finished_at": base + timedelta(minutes=n, seconds=95),
             }
@@ -282,9 +288,13 @@ def test_filters_sort_and_paging(
     expect(rows.first.get_by_test_id("run-link")).to_have_text(f"#{ids[0]}")
     page.screenshot(path=str(artifacts_dir / "runs-table.png"), full_page=True)
 
-    # Phone width: the table scrolls sideways inside the page, the page itself does not.
+    # Phone width: cards with the status first instead of the table; the page keeps its width.
     page.set_viewport_size({"width": 390, "height": 844})
-    expect(rows.first).to_be_visible()
+    cards = page.get_by_test_id("run-card")
+    expect(cards.first).to_be_visible()
+    expect(page.get_by_test_id("runs-table")).to_be_hidden()
+    status_box = cards.first.get_by_test_id("run-status").bounding_box()
+    assert status_box is not None and status_box["x"] + status_box["width"] <= 390
     wide = page.evaluate(
         """() => [...document.querySelectorAll('body *')]
             .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
@@ -296,6 +306,95 @@ def test_filters_sort_and_paging(
     page.emulate_media(color_scheme="dark")
     expect(rows.first).to_be_visible()
     page.screenshot(path=str(artifacts_dir / "runs-dark.png"), full_page=True)
+
+
+def test_the_list_reads_at_a_glance_and_its_filters_are_shareable(
+    served_app: ServedApp, served_engine: Engine, page: Page, artifacts_dir: Path
+) -> None:
+    """Issue #16: filters in the URL, a total, relative times with the absolute one on hover,
+    repo#issue, reasons in words, whole rows clickable, reruns linked to their parent."""
+    team = Team(served_app, served_engine)
+    recent = datetime.now(UTC) - timedelta(minutes=5)
+    with served_engine.connect() as connection:
+        repository_id = connection.execute(
+            sa.text("SELECT id FROM repositories WHERE owner || '/' || name = :n"),
+            {"n": team.repository},
+        ).scalar_one()
+    (parent,) = add_runs(served_engine, team.project, 1, status="failed",
+                         status_reason="agent_error", created_at=recent,
+                         repository_id=repository_id)  # fmt: skip
+    (child,) = add_runs(served_engine, team.project, 1, status="failed", attempt=2,
+                        status_reason="unschedulable", parent_run_id=parent,
+                        created_at=recent + timedelta(seconds=30),
+                        repository_id=repository_id)  # fmt: skip
+    add_runs(served_engine, team.project, 3)
+    open_runs(page, team)
+    expect(page.get_by_test_id("runs-total")).to_have_text("5 runs")
+    choose(page, "filter-status", "failed")
+    expect(page).to_have_url(re.compile(r"/runs\?status=failed$"))
+    expect(page.get_by_test_id("runs-total")).to_have_text("2 runs match these filters")
+    rows = page.get_by_test_id("run-row")
+    first = rows.first
+    expect(first.get_by_test_id("run-target")).to_contain_text(f"{team.repository}#5000")
+    expect(first.get_by_test_id("run-reason")).to_have_text("No node could take the run's pod")
+    expect(first.get_by_test_id("run-created")).to_have_text("4 min ago")
+    expect(first.get_by_test_id("run-created")).to_have_attribute(
+        "title", re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$")
+    )
+    expect(first.get_by_test_id("run-attempt")).to_have_text(f"attempt 2 of #{parent}")
+    page.screenshot(path=str(artifacts_dir / "runs-at-a-glance.png"), full_page=True)
+
+    # The filtered list is shareable: a new tab on the URL shows the same.
+    other = page.context.new_page()
+    other.goto(team.served_app.base_url + "/runs?status=failed&q=5000")
+    expect(other.get_by_test_id("run-row")).to_have_count(2)
+    expect(other.get_by_test_id("filter-status")).to_contain_text("failed")
+    expect(other.get_by_test_id("filter-search")).to_have_value("5000")
+    other.close()
+
+    # A click anywhere on the row opens the run; the parent link opens the parent.
+    first.get_by_test_id("run-stage").click()
+    expect(page).to_have_url(re.compile(rf"/runs/{child}$"))
+    expect(page.get_by_test_id("run-attempt")).to_have_text(
+        f"Attempt 2 · rerun of #{parent}", timeout=LIVE_TIMEOUT
+    )
+    page.get_by_test_id("run-attempt").click()
+    expect(page).to_have_url(re.compile(rf"/runs/{parent}$"))
+    expect(page.get_by_test_id("status-reason")).to_contain_text("The agent reported a failure")
+
+
+def test_start_run_from_the_runs_page_and_sign_in_when_signed_out(
+    served_app: ServedApp, served_engine: Engine, page: Page, browser: Any, artifacts_dir: Path
+) -> None:
+    team = Team(served_app, served_engine)
+    open_runs(page, team)
+    page.get_by_test_id("start-run").click()
+    expect(page.get_by_test_id("start-run-repository")).to_contain_text(team.repository)
+    page.get_by_test_id("start-run-submit").click()
+    expect(page.get_by_test_id("start-run-error")).to_contain_text("number of the issue")
+    page.get_by_test_id("start-run-number").fill("77")
+    page.screenshot(path=str(artifacts_dir / "runs-start-run.png"), full_page=True)
+    page.get_by_test_id("start-run-submit").click()
+    expect(page).to_have_url(re.compile(r"/runs/\d+$"), timeout=LIVE_TIMEOUT)
+    run_id = team.run_id(77)
+    expect(page).to_have_url(re.compile(rf"/runs/{run_id}$"))
+    with served_engine.connect() as connection:
+        events = connection.execute(
+            sa.text("SELECT event_type, actor_type FROM flow_events WHERE run_id = :r"),
+            {"r": run_id},
+        ).all()
+    assert ("run_created", "human") in [tuple(e) for e in events]
+    team.cancel(run_id)
+
+    # A signed-out visitor is asked to sign in, not told there are no runs.
+    context = browser.new_context()
+    try:
+        stranger = context.new_page()
+        stranger.goto(team.served_app.base_url + "/runs")
+        expect(stranger.get_by_test_id("runs-sign-in")).to_be_visible()
+        expect(stranger.get_by_test_id("empty-state")).not_to_contain_text("No runs yet")
+    finally:
+        context.close()
 
 
 # --- two replicas sharing Redis -------------------------------------------------------------------

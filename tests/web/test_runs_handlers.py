@@ -132,10 +132,12 @@ def test_filters_search_and_sort(people: dict[str, str]) -> None:
              started_at=BASE, finished_at=BASE + timedelta(minutes=3, seconds=5))  # fmt: skip
     state = state_for(people["owner"])
     call(state, RunsState.load_runs.fn)
-    assert len(state.runs) == 5
+    assert len(state.runs) == 5 and state.total_text == "5 runs"
 
     call(state, RunsState.set_stage.fn, "plan")
     assert [r.id for r in state.runs] == plan[::-1] and state.is_filtered
+    assert state.total == 2 and state.total_text == "2 runs match these filters"
+    assert state._query() == "stage=plan"  # what the page writes into its URL
     assert state.runs[0].status == "running" and state.runs[0].duration.endswith("so far")
     call(state, RunsState.set_stage.fn, ANY)
     call(state, RunsState.set_status.fn, "failed")

@@ -4,7 +4,9 @@ Layout per run, under the runtime's root folder (`<DATA_DIR>/runs/<installation 
 database next to an old data folder starts afresh instead of adopting the old database's run 1
 as its own): `<workload name>/` is the working folder and
 holds `state.json` (supervisor pid and its start time, to tell a live process from a reused
-pid), `stdout.log` / `stderr.log` (everything the command prints) and, once it ended,
+pid), `output.log` (everything the command prints on stdout and stderr, one timestamped record a
+line, in the order written; runs started by an older supervisor have `stdout.log` /
+`stderr.log`) and, once it ended,
 `exit.json` (written by the supervisor, see supervisor.py). Because outcome and output live in
 files, a control plane that restarts finds a run that is still going, follows its output from
 where it stopped, and learns the exit code of one that ended meanwhile. A run whose process is
@@ -59,6 +61,21 @@ def _process_start_time(pid: int) -> str | None:
     if fields[0] == "Z":  # a zombie has finished; only its exit status is left
         return None
     return fields[19]
+
+
+OUTPUT_CURSOR = "out:"
+
+
+def _parse_record(raw: bytes) -> tuple[str, datetime, str]:
+    """One `output.log` record: stream, read time, text (see supervisor.record)."""
+    body = raw.rstrip(b"\n")
+    head, _, text = body.partition(b" ")
+    stream = "stderr" if head[:1] == b"e" else "stdout"
+    try:
+        at = datetime.fromtimestamp(float(head[1:]), UTC)
+    except ValueError:
+        at = datetime.now(UTC)
+    return stream, at, text.decode("utf-8", "replace")
 
 
 def _utc(timestamp: float) -> datetime:
@@ -250,12 +267,51 @@ class LocalRuntime:
     async def stream_logs(
         self, handle: WorkloadHandle, *, follow: bool, after: str | None = None
     ) -> AsyncIterator[LogLine]:
-        """Lines of stdout and stderr; the cursor is "<stdout offset>:<stderr offset>".
-
-        Each poll drains stdout before stderr, so the relative order of lines written to the
-        two streams within one poll interval is not preserved (each stream's own order is).
-        """
+        """Lines of stdout and stderr in the order the command wrote them, each with the time
+        the supervisor read it; the cursor is `out:<byte offset>` into `output.log`. A run
+        started by an older supervisor (two files) is read the old way (cursor
+        "<stdout offset>:<stderr offset>")."""
         workdir = self._workdir(handle.name, handle)
+        if (after and not after.startswith(OUTPUT_CURSOR)) or (
+            (workdir / supervisor.STDOUT_FILE).exists()
+            and not (workdir / supervisor.OUTPUT_FILE).exists()
+        ):
+            async for line in self._stream_two_files(workdir, follow=follow, after=after):
+                yield line
+            return
+        offset = int(after[len(OUTPUT_CURSOR) :] or 0) if after else 0
+        path = workdir / supervisor.OUTPUT_FILE
+        while True:
+            finished = (workdir / supervisor.EXIT_FILE).exists() or not (
+                workdir / STATE_FILE
+            ).exists()
+            produced = False
+            if path.exists():
+                with path.open("rb") as output:
+                    output.seek(offset)
+                    data = output.read(1 << 20)
+                end = data.rfind(b"\n") + 1  # the supervisor writes whole records only
+                position = 0
+                for raw in data[:end].splitlines(keepends=True):
+                    position += len(raw)
+                    stream, at, text = _parse_record(raw)
+                    produced = True
+                    yield LogLine(
+                        stream=stream, line=text, ts=at,
+                        cursor=f"{OUTPUT_CURSOR}{offset + position}",
+                    )  # fmt: skip
+                offset += position
+            if produced:
+                continue  # there may be more than one read's worth waiting
+            if not follow or finished:
+                return
+            await asyncio.sleep(self.poll_interval)
+
+    async def _stream_two_files(
+        self, workdir: Path, *, follow: bool, after: str | None
+    ) -> AsyncIterator[LogLine]:
+        """The output of a supervisor from before `output.log`: stdout drained before stderr
+        per poll (each stream's own order is kept)."""
         offsets = [0, 0]
         if after:
             out_offset, _, err_offset = after.partition(":")

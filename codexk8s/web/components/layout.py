@@ -6,6 +6,7 @@ from __future__ import annotations
 import reflex as rx
 
 from codexk8s.web import routes
+from codexk8s.web.components.status import STATUS_CSS
 from codexk8s.web.state.auth import AuthState
 
 NAV_ITEMS: tuple[tuple[str, str, str], ...] = (
@@ -18,18 +19,34 @@ NAV_ITEMS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def _is_current(href: str) -> rx.Var:
+    """Whether the page shown is HREF's (a run's page counts as Runs, a project's as Projects)."""
+    path = rx.State.router.page.path
+    if href == routes.OVERVIEW:
+        return (path == "/") | (path == "/index")
+    return path.startswith(href)  # type: ignore[attr-defined]
+
+
 def _nav_link(label: str, href: str, icon: str) -> rx.Component:
+    is_current = _is_current(href)
     return rx.link(
-        rx.hstack(rx.icon(icon, size=18), rx.text(label, size="3"), spacing="2", align="center"),
+        rx.hstack(
+            rx.icon(icon, size=18),
+            rx.text(label, size="3", weight=rx.cond(is_current, "bold", "regular")),
+            spacing="2",
+            align="center",
+        ),
         href=href,
         underline="none",
-        color_scheme="gray",
+        color_scheme=rx.cond(is_current, "indigo", "gray"),
         high_contrast=True,
         padding_x="0.75rem",
         padding_y="0.5rem",
         border_radius="var(--radius-2)",
+        background=rx.cond(is_current, "var(--accent-a4)", "transparent"),
         _hover={"background": "var(--gray-a3)"},
         width="100%",
+        aria_current=rx.cond(is_current, "page", "false"),
         data_testid=f"nav-{label.lower()}",
     )
 
@@ -92,7 +109,7 @@ def sidebar() -> rx.Component:
     )
 
 
-def _sign_in_button() -> rx.Component:
+def sign_in_button(test_id: str = "sign-in") -> rx.Component:
     # A full page load, not a client-side route change: sign-in is a chain of HTTP
     # redirects served outside the single-page app.
     return rx.button(
@@ -100,7 +117,7 @@ def _sign_in_button() -> rx.Component:
         "Sign in",
         variant="soft",
         on_click=rx.call_script(f"window.location.assign({routes.AUTH_GITHUB_LOGIN!r})"),
-        data_testid="sign-in",
+        data_testid=test_id,
     )
 
 
@@ -132,7 +149,7 @@ def _signed_in() -> rx.Component:
     )
 
 
-def top_bar(title: str) -> rx.Component:
+def top_bar(title: str | rx.Var) -> rx.Component:
     return rx.flex(
         rx.heading(title, size="6", as_="h1"),
         rx.spacer(),
@@ -140,7 +157,7 @@ def top_bar(title: str) -> rx.Component:
         rx.color_mode.button(
             variant="ghost", aria_label="Toggle dark and light theme", data_testid="theme-toggle"
         ),
-        rx.cond(AuthState.is_signed_in, _signed_in(), _sign_in_button()),
+        rx.cond(AuthState.is_signed_in, _signed_in(), sign_in_button()),
         align="center",
         # At phone width a long email and the sign-out button go to a second line instead of
         # widening the page.
@@ -153,9 +170,19 @@ def top_bar(title: str) -> rx.Component:
     )
 
 
-def page(title: str, *children: rx.Component) -> rx.Component:
-    """Wrap a page's content in the shared frame."""
+# A run page sets a status favicon (web/state/run.py); every other page puts the app's back.
+_RESET_FAVICON = (
+    "(() => { const l = document.querySelector(\"link[rel~='icon']\");"
+    " if (l && l.dataset.status) { l.href = '/favicon.ico'; delete l.dataset.status; } })()"
+)
+
+
+def page(title: str | rx.Var, *children: rx.Component, is_run_page: bool = False) -> rx.Component:
+    """Wrap a page's content in the shared frame (TITLE may name what the page shows; a run's
+    page keeps the status favicon it sets)."""
     return rx.flex(
+        rx.el.style(STATUS_CSS),
+        rx.fragment() if is_run_page else rx.box(on_mount=rx.call_script(_RESET_FAVICON)),
         sidebar(),
         rx.box(
             top_bar(title),

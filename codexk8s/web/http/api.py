@@ -238,17 +238,10 @@ async def start_run(request: Request, principal: Principal) -> Response:
     project_key: str = body["project"]
 
     def start() -> agent_runs.RunDetail:
-        with Session(get_engine()) as session:
-            project = projects.get_by_key(session=session, key=project_key)
-            role = _role(session, principal, project.id) if project and project.id else None
-        if project is None or not can_see_project(principal, role):
-            raise NotFoundError(f"no project with key {project_key!r}")
-        if not is_allowed(principal, Action.START_RUN, role):
-            raise ForbiddenError("your role on this project does not allow starting runs")
-        run_id = run_start.start_run(
-            get_engine(), project_key=project_key, repository=body["repository"],
-            issue=body.get("issue"), stage=body["stage"], model=body.get("model"),  # type: ignore[arg-type]
-            reasoning_effort=body.get("reasoning_effort"), actor_id=str(principal.user_id),
+        run_id = run_start.start_run_as(
+            get_engine(), principal=principal, project_key=project_key,
+            repository=body["repository"], issue=body.get("issue"), stage=body["stage"],
+            model=body.get("model"), reasoning_effort=body.get("reasoning_effort"),
         )  # fmt: skip
         return _get_run(run_id)
 

@@ -132,13 +132,30 @@ def _not_configured() -> HTMLResponse:
 # --- sessions -------------------------------------------------------------------------------------
 
 
-async def _signed_in(request: Request, user: User, settings: Settings) -> Response:
+def local_path(value: str | None) -> str:
+    """VALUE when it is a path on this site (`/runs/5`), else the Overview: a sign-in link's
+    `next` never sends anyone to another site (`//evil.example`, `https://…`, `/\\evil`)."""
+    if (
+        not value
+        or not value.startswith("/")
+        or value.startswith("//")
+        or "\\" in value
+        or any(ord(ch) < 0x21 for ch in value)
+        or len(value) > 512
+    ):
+        return routes.OVERVIEW
+    return value
+
+
+async def _signed_in(
+    request: Request, user: User, settings: Settings, *, next_path: str | None = None
+) -> Response:
     ttl = session_ttl(settings)
     token = await asyncio.to_thread(
         sessions.create_session, get_engine(), user=user, ttl=ttl,
         user_agent=request.headers.get("user-agent"),
     )  # fmt: skip
-    response = _redirect(routes.OVERVIEW)
+    response = _redirect(local_path(next_path))
     response.set_cookie(
         SESSION_COOKIE, token, max_age=SESSION_COOKIE_MAX_AGE, path="/",
         secure=_is_secure(settings), httponly=True, samesite="lax",
@@ -260,7 +277,10 @@ async def signin_link(request: Request) -> Response:
         )
     except sessions.SignInRefusedError as exc:
         return _refusal_page(exc)
-    return await _signed_in(request, user, get_settings())
+    # `codexk8s demo` links straight to the run it started.
+    return await _signed_in(
+        request, user, get_settings(), next_path=request.query_params.get("next")
+    )
 
 
 async def logout(request: Request) -> Response:

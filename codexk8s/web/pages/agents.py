@@ -7,10 +7,16 @@ import reflex as rx
 from codexk8s.domain import prompts
 from codexk8s.domain.prompts import DiffLine
 from codexk8s.services.agents import AgentRow
+from codexk8s.web.components.forms import form_row
 from codexk8s.web.components.layout import empty_state, page
 from codexk8s.web.state.agents import KINDS, SCOPES, AgentsState, VersionRow
 from codexk8s.web.state.auth import AuthState
 
+ENGINE_LABELS = (
+    ("codex", "Codex (agent runner)"),
+    ("command", "Command in the runner"),
+    ("process", "Own process"),
+)
 MONO = "var(--code-font-family, ui-monospace, monospace)"
 
 
@@ -68,7 +74,17 @@ def _agent_row(row: AgentRow) -> rx.Component:
         rx.table.row_header_cell(rx.code(row.key), data_testid="agent-key"),
         rx.table.cell(row.name),
         rx.table.cell(
-            rx.cond(row.engine == "command", rx.code(row.command), rx.badge("agent runner")),
+            rx.vstack(
+                rx.match(
+                    row.engine,
+                    ("command", rx.badge("command in the runner", color_scheme="blue")),
+                    ("process", rx.badge("own process", color_scheme="violet")),
+                    rx.badge("Codex (agent runner)", color_scheme="gray"),
+                ),
+                rx.cond(row.command != "", rx.code(row.command, size="1")),
+                spacing="1",
+                align="start",
+            ),
             data_testid="agent-engine",
         ),
         rx.table.cell(rx.cond(row.image != "", rx.code(row.image), "default")),
@@ -113,6 +129,20 @@ def _agent_form() -> rx.Component:
         rx.vstack(
             rx.heading("Settings of ", rx.code(AgentsState.editing_key), size="3", as_="h3"),
             rx.flex(
+                form_row(
+                    "Engine",
+                    rx.select.root(
+                        rx.select.trigger(data_testid="agent-engine-select", width="100%"),
+                        rx.select.content(
+                            *(rx.select.item(label, value=value) for value, label in ENGINE_LABELS)
+                        ),
+                        value=AgentsState.edit_engine,
+                        on_change=AgentsState.set_edit_engine,
+                    ),
+                    hint="Codex: the agent runner drives Codex. Command: the runner runs the "
+                    "command in the checkout. Process: the command is the whole workload.",
+                    width="16rem",
+                ),
                 _field(
                     "Image",
                     AgentsState.edit_image,
@@ -125,7 +155,7 @@ def _agent_form() -> rx.Component:
                     AgentsState.edit_command,
                     AgentsState.set_edit_command,
                     "agent-command",
-                    "empty: the agent runner (Codex)",
+                    "needed for the command and process engines",
                 ),
                 _field(
                     "Timeout (minutes)",

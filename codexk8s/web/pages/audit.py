@@ -98,54 +98,50 @@ def _filters() -> rx.Component:
 
 
 def _event(item: AuditItem) -> rx.Component:
-    return rx.card(
-        rx.vstack(
-            rx.flex(
-                rx.badge(item.event_type, data_testid="audit-event-type"),
-                rx.text(item.created_at, size="2", color_scheme="gray"),
-                rx.cond(item.project_key != "", rx.code(item.project_key, size="2")),
-                rx.cond(
-                    item.run_id > 0,
-                    rx.link(
-                        "run " + item.run_id.to_string(), href="/runs/" + item.run_id.to_string()
+    """One event on one line (what, when, where, who, in words); the payload folded below."""
+    return rx.box(
+        rx.el.details(
+            rx.el.summary(
+                rx.flex(
+                    rx.badge(item.event_type, size="1", data_testid="audit-event-type"),
+                    rx.text(item.summary, size="2", flex="1", min_width="12rem",
+                            overflow="hidden", text_overflow="ellipsis", white_space="nowrap",
+                            data_testid="audit-summary"),
+                    rx.cond(item.project_key != "", rx.code(item.project_key, size="1")),
+                    rx.cond(
+                        item.run_id > 0,
+                        rx.link("run #" + item.run_id.to_string(),
+                                href="/runs/" + item.run_id.to_string(), size="2"),
                     ),
+                    rx.text(item.actor_type, rx.cond(item.actor_id != "", ": " + item.actor_id, ""),
+                            size="1", color_scheme="gray", data_testid="audit-actor-text"),
+                    rx.text(item.created_ago, title=item.created_at, size="1",
+                            color_scheme="gray", white_space="nowrap"),
+                    gap="0.6rem",
+                    align="center",
+                    wrap="wrap",
+                    display="inline-flex",
+                    width="calc(100% - 1.2rem)",
                 ),
-                rx.text(
-                    item.actor_type,
-                    rx.cond(item.actor_id != "", ": " + item.actor_id, ""),
-                    size="2",
-                    data_testid="audit-actor-text",
-                ),
-                spacing="3",
-                align="center",
-                wrap="wrap",
+                style={"cursor": "pointer"},
             ),
-            rx.el.details(
-                rx.el.summary(
-                    "Payload · " + item.correlation_id,
-                    style={"cursor": "pointer", "color": "var(--gray-11)", "font-size": "0.85rem"},
-                ),
-                rx.el.pre(
-                    item.payload_text,
-                    style={
-                        "white-space": "pre-wrap",
-                        "word-break": "break-word",
-                        "font-size": "0.8rem",
-                        "background": "var(--gray-a3)",
-                        "padding": "0.5rem",
-                        "border-radius": "var(--radius-2)",
-                        "margin": "0.25rem 0 0 0",
-                    },
-                    data_testid="audit-payload",
-                ),
-                width="100%",
+            rx.el.pre(
+                item.payload_text,
+                style={
+                    "white-space": "pre-wrap", "word-break": "break-word", "font-size": "0.8rem",
+                    "background": "var(--gray-a3)", "padding": "0.5rem",
+                    "border-radius": "var(--radius-2)", "margin": "0.25rem 0 0 0",
+                },
+                data_testid="audit-payload",
             ),
-            spacing="2",
+            rx.text("correlation " + item.correlation_id, size="1", color_scheme="gray"),
             width="100%",
         ),
+        padding_y="0.35rem",
+        border_bottom="1px solid var(--gray-a4)",
         width="100%",
         data_testid="audit-event",
-    )
+    )  # fmt: skip
 
 
 def _pager() -> rx.Component:

@@ -6,17 +6,20 @@ from typing import Any
 
 import reflex as rx
 
-from codexk8s.services.overview import WINDOW_DAYS, DayCount, SlotUse
-from codexk8s.web import live
+from codexk8s.services.overview import WINDOW_DAYS, SlotUse
+from codexk8s.web import live, routes
 from codexk8s.web.components.layout import empty_state, page
+from codexk8s.web.components.status import STATUS_FILLS, status_badge
 from codexk8s.web.state.auth import AuthState
-from codexk8s.web.state.overview import DurationRow, OverviewState, UsageRow
+from codexk8s.web.state.overview import DayRow, DurationRow, OverviewState, UsageRow
+from codexk8s.web.state.runs import RunView
 
+# The runs-per-day bars in the one status palette (web/components/status.py).
 STATUS_COLORS = {
-    "succeeded": "var(--green-9)",
-    "failed": "var(--red-9)",
-    "canceled": "var(--gray-8)",
-    "active": "var(--blue-9)",
+    "succeeded": STATUS_FILLS["succeeded"],
+    "failed": STATUS_FILLS["failed"],
+    "canceled": STATUS_FILLS["canceled"],
+    "active": STATUS_FILLS["running"],
 }
 _AXIS = {"stroke": "var(--gray-11)", "font_size": 12}
 
@@ -26,8 +29,10 @@ def _chart_data(rows: rx.Var) -> rx.Var:
     return rows.to(list[dict[str, Any]])
 
 
-def _stat(label: str, value: rx.Var | str, test_id: str, icon: str) -> rx.Component:
-    return rx.card(
+def _stat(
+    label: str, value: rx.Var | str, test_id: str, icon: str, href: str | None = None
+) -> rx.Component:
+    card = rx.card(
         rx.hstack(
             rx.icon(icon, size=22, color="var(--accent-9)"),
             rx.vstack(
@@ -40,13 +45,31 @@ def _stat(label: str, value: rx.Var | str, test_id: str, icon: str) -> rx.Compon
         ),
         min_width="10rem",
         flex="1",
+        _hover={"background": "var(--gray-a3)"} if href else {},
     )
+    if href is None:
+        return card
+    # The count opens the list of those runs.
+    return rx.link(card, href=href, underline="none", color="inherit", flex="1",
+                   min_width="10rem", data_testid=f"{test_id}-link")  # fmt: skip
 
 
 def _stats() -> rx.Component:
     return rx.flex(
-        _stat("Active runs", OverviewState.active_runs.to_string(), "stat-active", "play"),
-        _stat("Queued runs", OverviewState.queued_runs.to_string(), "stat-queued", "hourglass"),
+        _stat(
+            "Active runs",
+            OverviewState.active_runs.to_string(),
+            "stat-active",
+            "play",
+            href=routes.RUNS + "?status=running",
+        ),
+        _stat(
+            "Queued runs",
+            OverviewState.queued_runs.to_string(),
+            "stat-queued",
+            "hourglass",
+            href=routes.RUNS + "?status=pending",
+        ),
         _stat(
             "Slots in use",
             OverviewState.slots_used.to_string() + " / " + OverviewState.slots_total.to_string(),
@@ -92,14 +115,14 @@ def _table(headers: list[str], rows: rx.Component, test_id: str) -> rx.Component
     )
 
 
-def _day_row(day: DayCount) -> rx.Component:
+def _day_row(day: DayRow) -> rx.Component:
     return rx.table.row(
         rx.table.row_header_cell(day.day),
         rx.table.cell(day.succeeded),
         rx.table.cell(day.failed),
         rx.table.cell(day.canceled),
         rx.table.cell(day.active),
-        rx.table.cell("$" + day.cost_usd.to_string()),
+        rx.table.cell(day.cost_text),
         data_testid="day-figure",
     )
 
@@ -196,7 +219,7 @@ def _usage(title: str, rows: rx.Var, test_id: str) -> rx.Component:
         title,
         test_id,
         rx.recharts.bar_chart(
-            rx.recharts.bar(data_key="tokens", name="tokens", fill="var(--accent-9)"),
+            rx.recharts.bar(data_key="cost_usd", name="cost (USD)", fill="var(--accent-9)"),
             rx.recharts.x_axis(data_key="name", **_AXIS),
             rx.recharts.y_axis(**_AXIS),
             rx.recharts.graphing_tooltip(),
@@ -238,8 +261,9 @@ def _no_runs() -> rx.Component:
             "No runs yet",
             "Runs start when a run:<stage> label (run:dev, run:plan, ...) lands on an issue of a "
             "repository connected to one of your projects. Connect a repository on its project "
-            "page, then label an issue — or replay a saved webhook from the command line.",
-            command="codexk8s webhook replay payload.json --event issues --secret-env HOOK_SECRET",
+            "page, then label an issue. Trying codexk8s on one machine? `make demo` starts a "
+            "demo run you can watch here.",
+            command="make demo",
         ),
         data_testid="overview-empty",
     )
@@ -261,9 +285,61 @@ def _skeleton() -> rx.Component:
     )
 
 
+def _run_line(run: RunView) -> rx.Component:
+    return rx.hstack(
+        status_badge(run.status),
+        rx.link(f"#{run.id}", href=run.href, weight="medium"),
+        rx.text(run.target, size="2", overflow="hidden", text_overflow="ellipsis",
+                white_space="nowrap", flex="1", min_width="0"),
+        rx.text(rx.cond(run.status_reason != "", run.status_reason, run.duration), size="1",
+                color_scheme="gray", overflow="hidden", text_overflow="ellipsis",
+                white_space="nowrap", max_width="40%"),
+        rx.text(run.created_ago, title=run.created, size="1", color_scheme="gray",
+                white_space="nowrap"),
+        align="center",
+        spacing="2",
+        width="100%",
+        padding_y="0.3rem",
+        border_bottom="1px solid var(--gray-a3)",
+        data_testid="overview-run",
+    )  # fmt: skip
+
+
+def _run_list(title: str, runs: rx.Var, empty: str, href: str, test_id: str) -> rx.Component:
+    return _section(
+        title,
+        test_id,
+        rx.cond(
+            runs.length() > 0,  # type: ignore[attr-defined]
+            rx.vstack(rx.foreach(runs, _run_line), spacing="0", width="100%"),
+            rx.text(empty, size="2", color_scheme="gray"),
+        ),
+        rx.link("All of them", href=href, size="2"),
+    )
+
+
 def _figures_page() -> rx.Component:
     return rx.vstack(
         _stats(),
+        rx.grid(
+            _run_list(
+                "Running now",
+                OverviewState.running_runs,
+                "Nothing is running.",
+                routes.RUNS + "?status=running",
+                "overview-running",
+            ),
+            _run_list(
+                "Failed recently",
+                OverviewState.failed_runs,
+                "No run has failed.",
+                routes.RUNS + "?status=failed",
+                "overview-failed",
+            ),
+            columns=rx.breakpoints(initial="1", lg="2"),
+            spacing="4",
+            width="100%",
+        ),
         _runs_per_day(),
         rx.grid(
             _durations(),

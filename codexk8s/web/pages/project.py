@@ -2,57 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import reflex as rx
 
 from codexk8s.services.projects import RecentRun
 from codexk8s.services.repositories import RepositoryRow
 from codexk8s.web import routes
+from codexk8s.web.components.confirm import confirm_button
+from codexk8s.web.components.data_table import data_table
 from codexk8s.web.components.layout import empty_state, page
+from codexk8s.web.components.messages import messages
+from codexk8s.web.components.start_run import start_run_button
+from codexk8s.web.components.status import status_badge as kit_status_badge
 from codexk8s.web.pages.projects import _members
 from codexk8s.web.state.auth import AuthState
-from codexk8s.web.state.projects import ProjectPageState
-
-STATUS_COLORS = {
-    "pending": "gray",
-    "starting": "blue",
-    "running": "blue",
-    "succeeded": "green",
-    "failed": "red",
-    "canceled": "orange",
-}
+from codexk8s.web.state.projects import COST_RANGES, ProjectPageState
 
 
 def status_badge(status: rx.Var[str]) -> rx.Component:
-    return rx.match(
-        status,
-        *((name, rx.badge(name, color_scheme=color)) for name, color in STATUS_COLORS.items()),
-        rx.badge(status),
-    )
+    return kit_status_badge(status)
 
 
 def _messages() -> rx.Component:
-    return rx.fragment(
-        rx.cond(
-            ProjectPageState.error != "",
-            rx.callout(
-                ProjectPageState.error,
-                icon="triangle-alert",
-                color_scheme="red",
-                role="alert",
-                data_testid="project-error",
-            ),
-        ),
-        rx.cond(
-            ProjectPageState.notice != "",
-            rx.callout(
-                ProjectPageState.notice,
-                icon="check",
-                color_scheme="green",
-                role="status",
-                data_testid="project-notice",
-            ),
-        ),
-    )
+    return messages(ProjectPageState.error, ProjectPageState.notice, "project")
 
 
 def _field(label: str | rx.Var[str], control: rx.Component) -> rx.Component:
@@ -182,13 +155,14 @@ def _repository_row(row: RepositoryRow) -> rx.Component:
                 ProjectPageState.can_edit_repositories,
                 rx.hstack(
                     _register_webhook_button(row),
-                    rx.button(
-                        "Remove",
+                    confirm_button(
+                        label="Remove",
+                        title="Detach " + row.full_name + "?",
+                        text="Its labels no longer start runs here and its stored token and "
+                        "webhook secret are deleted. Runs it already has stay.",
+                        on_confirm=ProjectPageState.remove_repository(row.full_name),
+                        test_id="remove-repository",
                         size="1",
-                        variant="soft",
-                        color_scheme="red",
-                        on_click=ProjectPageState.remove_repository(row.full_name),
-                        data_testid="remove-repository",
                     ),
                     spacing="2",
                     wrap="wrap",
@@ -311,10 +285,71 @@ def _run_row(run: RecentRun) -> rx.Component:
         rx.table.cell(run.stage),
         rx.table.cell(run.agent_key),
         rx.table.cell(
-            rx.cond(run.issue_number, run.repository + " #" + run.issue_number.to_string(), "")
+            rx.cond(run.issue_number, run.repository + "#" + run.issue_number.to_string(), "")
         ),
         rx.table.cell(run.created_at),
+        on_click=rx.redirect("/runs/" + run.id.to_string()),
+        cursor="pointer",
+        _hover={"background": "var(--gray-a3)"},
         data_testid="recent-run",
+    )
+
+
+def _cost() -> rx.Component:
+    """What the project's runs cost per day over the chosen range."""
+    return rx.card(
+        rx.vstack(
+            rx.flex(
+                rx.heading("Cost", size="4", as_="h2"),
+                rx.spacer(),
+                rx.select.root(
+                    rx.select.trigger(aria_label="Range", data_testid="cost-range"),
+                    rx.select.content(
+                        *(rx.select.item(f"Last {d} days", value=d) for d in COST_RANGES)
+                    ),
+                    value=ProjectPageState.cost_days.to_string(),
+                    on_change=ProjectPageState.set_cost_days,
+                ),
+                align="center",
+                width="100%",
+                gap="0.5rem",
+            ),
+            rx.text(
+                rx.text.span(ProjectPageState.cost_total, weight="bold", size="5"),
+                " in the last ",
+                ProjectPageState.cost_days,
+                " days",
+                data_testid="cost-total",
+            ),
+            rx.recharts.bar_chart(
+                rx.recharts.bar(data_key="cost_value", name="Cost (USD)", fill="var(--accent-9)"),
+                rx.recharts.x_axis(data_key="day"),
+                rx.recharts.y_axis(),
+                rx.recharts.graphing_tooltip(),
+                data=ProjectPageState.cost_rows.to(list[dict[str, Any]]),
+                height=180,
+                width="100%",
+            ),
+            data_table(
+                ["Day", "Runs", "Cost"],
+                rx.table.body(
+                    rx.foreach(
+                        ProjectPageState.cost_rows,
+                        lambda row: rx.table.row(
+                            rx.table.cell(row.day),
+                            rx.table.cell(row.runs),
+                            rx.table.cell(row.cost),
+                            data_testid="cost-row",
+                        ),
+                    )
+                ),
+                test_id="cost-table",
+            ),
+            spacing="3",
+            width="100%",
+        ),
+        width="100%",
+        data_testid="project-cost",
     )
 
 
@@ -423,15 +458,19 @@ def _content() -> rx.Component:
             ),
             rx.code(ProjectPageState.page_key, data_testid="project-page-key"),
             rx.badge(ProjectPageState.role_text, data_testid="project-page-role"),
+            rx.spacer(),
+            start_run_button(choose_project=False),
             align="center",
             spacing="3",
             wrap="wrap",
+            width="100%",
         ),
         _messages(),
         _settings(),
         _repositories(),
         rx.card(_members(), width="100%"),
         _recent_runs(),
+        _cost(),
         rx.cond(ProjectPageState.can_delete, _delete()),
         spacing="4",
         width="100%",
@@ -440,7 +479,11 @@ def _content() -> rx.Component:
 
 def project() -> rx.Component:
     return page(
-        "Project",
+        rx.cond(
+            ProjectPageState.project_name != "",
+            "Project " + ProjectPageState.project_name,
+            "Project",
+        ),
         rx.cond(
             ProjectPageState.is_loaded & AuthState.is_resolved,
             rx.cond(

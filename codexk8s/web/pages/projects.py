@@ -6,7 +6,10 @@ import reflex as rx
 
 from codexk8s.services.projects import MemberRow, ProjectRow
 from codexk8s.web import routes
+from codexk8s.web.components.confirm import confirm_button
+from codexk8s.web.components.forms import form_row
 from codexk8s.web.components.layout import empty_state, page
+from codexk8s.web.components.messages import messages
 from codexk8s.web.state.auth import AuthState
 from codexk8s.web.state.projects import PROJECT_ROLES, ProjectsState
 
@@ -40,28 +43,7 @@ def _no_projects() -> rx.Component:
 
 
 def _messages() -> rx.Component:
-    return rx.fragment(
-        rx.cond(
-            ProjectsState.error != "",
-            rx.callout(
-                ProjectsState.error,
-                icon="triangle-alert",
-                color_scheme="red",
-                role="alert",
-                data_testid="projects-error",
-            ),
-        ),
-        rx.cond(
-            ProjectsState.notice != "",
-            rx.callout(
-                ProjectsState.notice,
-                icon="check",
-                color_scheme="green",
-                role="status",
-                data_testid="projects-notice",
-            ),
-        ),
-    )
+    return messages(ProjectsState.error, ProjectsState.notice, "projects")
 
 
 def _project_row(row: ProjectRow) -> rx.Component:
@@ -173,13 +155,14 @@ def _member_row(row: MemberRow) -> rx.Component:
         rx.table.cell(
             rx.cond(
                 ProjectsState.can_manage_members,
-                rx.button(
-                    "Remove",
+                confirm_button(
+                    label="Remove",
+                    title="Remove " + row.email + "?",
+                    text="They lose access to this project at once: its runs, logs and "
+                    "settings. You can add them again later.",
+                    on_confirm=ProjectsState.remove_member(row.email),
+                    test_id="remove-member",
                     size="1",
-                    variant="soft",
-                    color_scheme="red",
-                    on_click=ProjectsState.remove_member(row.email),
-                    data_testid="remove-member",
                 ),
             )
         ),
@@ -190,6 +173,7 @@ def _member_row(row: MemberRow) -> rx.Component:
 def _members() -> rx.Component:
     return rx.vstack(
         rx.heading("Members of ", ProjectsState.selected_name, size="4", as_="h2"),
+        messages(ProjectsState.member_error, ProjectsState.member_notice, "members"),
         rx.cond(
             ProjectsState.can_manage_members,
             _add_form(),
@@ -226,28 +210,32 @@ def _new_project_form() -> rx.Component:
     return rx.card(
         rx.form(
             rx.flex(
-                rx.input(
-                    name="key",
-                    placeholder="key (lowercase, e.g. web-shop)",
-                    required=True,
-                    aria_label="Project key",
-                    data_testid="new-project-key",
+                form_row(
+                    "Key",
+                    rx.input(
+                        name="key",
+                        placeholder="web-shop",
+                        required=True,
+                        data_testid="new-project-key",
+                    ),
+                    hint="lowercase letters, digits and dashes",
                 ),
-                rx.input(
-                    name="name",
-                    placeholder="display name (optional)",
-                    aria_label="Project name",
-                    data_testid="new-project-name",
+                form_row(
+                    "Name",
+                    rx.input(name="name", placeholder="optional", data_testid="new-project-name"),
                 ),
-                rx.input(
-                    name="slots",
-                    type="number",
-                    min=1,
-                    max=64,
-                    default_value="2",
-                    aria_label="Run slots",
-                    data_testid="new-project-slots",
-                    width="7rem",
+                form_row(
+                    "Run slots",
+                    rx.input(
+                        name="slots",
+                        type="number",
+                        min=1,
+                        max=64,
+                        default_value="2",
+                        data_testid="new-project-slots",
+                        width="7rem",
+                    ),
+                    hint="runs at once",
                 ),
                 rx.button(
                     rx.cond(ProjectsState.is_creating, rx.spinner(size="1"), rx.icon("plus")),
@@ -256,9 +244,9 @@ def _new_project_form() -> rx.Component:
                     disabled=ProjectsState.is_creating,
                     data_testid="new-project-submit",
                 ),
-                gap="0.5rem",
+                gap="0.75rem",
                 wrap="wrap",
-                align="center",
+                align="end",
             ),
             on_submit=ProjectsState.create_project,
             reset_on_submit=True,

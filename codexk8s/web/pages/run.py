@@ -5,7 +5,10 @@ from __future__ import annotations
 import reflex as rx
 
 from codexk8s.web import live
+from codexk8s.web.components.confirm import confirm_button
 from codexk8s.web.components.layout import empty_state, page
+from codexk8s.web.components.messages import messages
+from codexk8s.web.components.status import status_badge
 from codexk8s.web.state.run import EventView, RunState
 
 # Styles for the server-rendered log lines (classes only: the HTML comes from
@@ -15,7 +18,9 @@ LOG_CSS = """
   word-break: break-word; line-height: 1.45; }
 .log-line:hover { background: var(--gray-a3); }
 .log-no { color: var(--gray-9); min-width: 3.5rem; text-align: right; user-select: none;
-  flex-shrink: 0; }
+  flex-shrink: 0; text-decoration: none; }
+.log-no:hover { color: var(--accent-11); text-decoration: underline; }
+.log-line { content-visibility: auto; contain-intrinsic-size: auto 1.45em; }
 .log-ts { color: var(--gray-9); flex-shrink: 0; user-select: none; }
 .log-text { flex: 1; min-width: 0; }
 .log-stderr .log-text { color: var(--red-11); }
@@ -26,15 +31,7 @@ mark.log-match-current { background: var(--orange-9); color: var(--gray-1);
 @media (max-width: 40em) { .log-ts { display: none; } .log-no { min-width: 2.5rem; } }
 """
 
-STATUS_BADGE = rx.match(
-    RunState.run.status,
-    ("succeeded", rx.badge(RunState.run.status, color_scheme="green", size="2")),
-    ("failed", rx.badge(RunState.run.status, color_scheme="red", size="2")),
-    ("canceled", rx.badge(RunState.run.status, color_scheme="amber", size="2")),
-    ("running", rx.badge(RunState.run.status, color_scheme="blue", size="2")),
-    ("starting", rx.badge(RunState.run.status, color_scheme="blue", size="2")),
-    rx.badge(RunState.run.status, color_scheme="gray", size="2"),
-)
+STATUS_BADGE = status_badge(RunState.run.status, size="2")
 
 
 def _field(label: str, value: rx.Var | rx.Component, test_id: str) -> rx.Component:
@@ -58,56 +55,8 @@ def _link_or_dash(label: rx.Var, url: rx.Var) -> rx.Component:
     )
 
 
-def _confirm(
-    *,
-    label: str,
-    icon: str,
-    title: str,
-    text: str,
-    on_confirm: rx.EventHandler,
-    test_id: str,
-    color: str,
-) -> rx.Component:
-    return rx.alert_dialog.root(
-        rx.alert_dialog.trigger(
-            rx.button(
-                rx.icon(icon, size=16),
-                label,
-                color_scheme=color,
-                variant="soft",
-                data_testid=test_id,
-            ),
-        ),
-        rx.alert_dialog.content(
-            rx.alert_dialog.title(title),
-            rx.alert_dialog.description(text),
-            rx.flex(
-                rx.alert_dialog.cancel(
-                    rx.button(
-                        "Keep it",
-                        variant="soft",
-                        color_scheme="gray",
-                        data_testid=f"{test_id}-dismiss",
-                    ),
-                ),
-                rx.alert_dialog.action(
-                    rx.button(
-                        label,
-                        color_scheme=color,
-                        on_click=on_confirm,
-                        data_testid=f"{test_id}-confirm",
-                    ),
-                ),
-                gap="0.75rem",
-                justify="end",
-                margin_top="1rem",
-            ),
-        ),
-    )
-
-
 def _actions() -> rx.Component:
-    cancel = _confirm(
+    cancel = confirm_button(
         label="Cancel run",
         icon="circle-stop",
         title="Cancel this run?",
@@ -116,7 +65,7 @@ def _actions() -> rx.Component:
         test_id="cancel-run",
         color="red",
     )
-    rerun = _confirm(
+    rerun = confirm_button(
         label="Rerun",
         icon="rotate-ccw",
         title="Start this run again?",
@@ -148,7 +97,18 @@ def _header() -> rx.Component:
         rx.vstack(
             rx.flex(
                 rx.hstack(
-                    rx.heading("Run #", run.id, size="5", as_="h2", data_testid="run-title"),
+                    rx.heading(
+                        "Run #",
+                        run.id,
+                        rx.text.span(" · ", run.project_key, color_scheme="gray"),
+                        rx.cond(
+                            run.issue != "",
+                            rx.text.span(" · ", run.repository, run.issue, color_scheme="gray"),
+                        ),
+                        size="5",
+                        as_="h2",
+                        data_testid="run-title",
+                    ),
                     rx.box(STATUS_BADGE, data_testid="run-status"),
                     rx.cond(
                         RunState.is_live,
@@ -173,14 +133,35 @@ def _header() -> rx.Component:
             ),
             rx.cond(run.issue_title != "", rx.text(run.issue_title, size="3", weight="medium")),
             rx.cond(
-                (run.status_reason != "") | (run.status_message != ""),
+                run.attempt_text != "",
+                rx.link(
+                    run.attempt_text, href=run.parent_href, size="2", data_testid="run-attempt"
+                ),
+            ),
+            rx.cond(
+                run.queue_text != "",
                 rx.callout(
-                    rx.text(
-                        rx.text.span(run.status_reason, weight="bold"), " ", run.status_message
-                    ),
-                    icon="info",
+                    run.queue_text,
+                    icon="hourglass",
                     color_scheme="gray",
                     size="1",
+                    width="100%",
+                    data_testid="run-queue",
+                ),
+            ),
+            rx.cond(
+                (run.reason_text != "") | (run.status_message != ""),
+                rx.callout(
+                    rx.text(
+                        rx.text.span(run.reason_text, weight="bold"),
+                        rx.cond((run.status_message != "") & (run.reason_text != ""), ": ", ""),
+                        run.status_message,
+                    ),
+                    icon=rx.cond(run.is_failure, "octagon-alert", "info"),
+                    color_scheme=rx.cond(run.is_failure, "red", "gray"),
+                    size="1",
+                    width="100%",
+                    role=rx.cond(run.is_failure, "alert", "status"),
                     data_testid="status-reason",
                 ),
             ),
@@ -198,25 +179,14 @@ def _header() -> rx.Component:
                 _field("Pull request", _link_or_dash(run.pr, run.pr_url), "run-pr"),
                 _field("Slot", _text_or_dash(run.slot), "run-slot"),
                 _field("Namespace", _text_or_dash(run.namespace), "run-namespace"),
-                _field("Created", _text_or_dash(run.created), "run-created"),
+                _field(
+                    "Created",
+                    rx.text(run.created_ago, title=run.created, size="2"),
+                    "run-created",
+                ),
                 _field("Started", _text_or_dash(run.started), "run-started"),
                 _field("Finished", _text_or_dash(run.finished), "run-finished"),
                 _field("Duration", _text_or_dash(run.duration), "run-duration"),
-                _field(
-                    "Tokens (in / cached / out / reasoning)",
-                    rx.text(
-                        run.tokens_input,
-                        " / ",
-                        run.tokens_cached,
-                        " / ",
-                        run.tokens_output,
-                        " / ",
-                        run.tokens_reasoning,
-                        size="2",
-                    ),
-                    "run-tokens",
-                ),
-                _field("Cost", _text_or_dash(run.cost), "run-cost"),
                 columns=rx.breakpoints(initial="2", sm="3", lg="5"),
                 gap="1rem",
                 width="100%",
@@ -229,28 +199,7 @@ def _header() -> rx.Component:
 
 
 def _messages() -> rx.Component:
-    return rx.fragment(
-        rx.cond(
-            RunState.error != "",
-            rx.callout(
-                RunState.error,
-                icon="triangle-alert",
-                color_scheme="red",
-                role="alert",
-                data_testid="run-error",
-            ),
-        ),
-        rx.cond(
-            RunState.notice != "",
-            rx.callout(
-                RunState.notice,
-                icon="check",
-                color_scheme="green",
-                role="status",
-                data_testid="run-notice",
-            ),
-        ),
-    )
+    return messages(RunState.error, RunState.notice, "run")
 
 
 def _search() -> rx.Component:
@@ -398,7 +347,7 @@ def _log_status() -> rx.Component:
                     ~RunState.is_following & (RunState.unseen_lines > 0),
                     rx.text.span(" · ", RunState.unseen_lines, " newer not shown"),
                 ),
-                rx.cond(RunState.is_following, " · following", ""),
+                rx.cond(RunState.is_following & RunState.is_live, " · following", ""),
             ),
             "",
         ),
@@ -486,32 +435,69 @@ def _log_viewer() -> rx.Component:
     )
 
 
+_TONE_COLORS = {"bad": "red", "good": "green", "warn": "amber", "neutral": "gray"}
+
+
 def _event_row(event: EventView) -> rx.Component:
+    color = rx.match(
+        event.tone, *((tone, f"var(--{c}-11)") for tone, c in _TONE_COLORS.items()), "inherit"
+    )
     return rx.hstack(
-        rx.text(
-            event.at,
-            size="1",
-            color_scheme="gray",
-            font_family="var(--code-font-family)",
-            min_width="4.5rem",
+        rx.box(
+            rx.icon(event.icon, size=16),
+            color=color,
+            padding_top="0.15rem",
+            flex_shrink="0",
         ),
         rx.vstack(
-            rx.text(event.event_type, size="2", weight="medium"),
-            rx.text(
-                event.actor,
-                rx.cond(event.detail != "", rx.text.span(" · ", event.detail)),
-                size="1",
-                color_scheme="gray",
+            rx.hstack(
+                rx.text(event.event_type, size="2", weight="medium", color=color),
+                rx.text(event.actor, size="1", color_scheme="gray"),
+                spacing="2",
+                align="baseline",
+                wrap="wrap",
+            ),
+            rx.cond(
+                event.detail != "",
+                rx.text(
+                    event.detail,
+                    size="1",
+                    color=rx.cond(event.tone == "bad", "var(--red-11)", "var(--gray-11)"),
+                    font_family=rx.cond(
+                        event.detail.startswith("$ "), "var(--code-font-family)", "inherit"
+                    ),
+                    word_break="break-word",
+                ),
             ),
             spacing="0",
             min_width="0",
+            flex="1",
+        ),
+        rx.vstack(
+            rx.link(
+                event.at,
+                href="#log",
+                title=event.at_full + " · show the log from here",
+                on_click=RunState.jump_to_time(event.at_iso),
+                size="1",
+                font_family="var(--code-font-family)",
+                data_testid="timeline-log-link",
+            ),
+            rx.text(event.since, size="1", color_scheme="gray"),
+            spacing="0",
+            align="end",
+            flex_shrink="0",
         ),
         align="start",
         spacing="3",
-        padding_y="0.35rem",
+        padding_y="0.4rem",
+        padding_x="0.5rem",
+        border_radius="var(--radius-2)",
+        background=rx.cond(event.tone == "bad", "var(--red-a2)", "transparent"),
         border_bottom="1px solid var(--gray-a3)",
         width="100%",
         data_testid="timeline-event",
+        data_tone=event.tone,
     )
 
 
@@ -529,6 +515,106 @@ def _timeline() -> rx.Component:
         ),
         width="100%",
         data_testid="run-timeline",
+    )
+
+
+def _result() -> rx.Component:
+    """What the run produced: the agent's summary, the pull request (or why there is none),
+    the branch, the changed files, tokens and cost."""
+    run = RunState.run
+    return rx.card(
+        rx.vstack(
+            rx.heading("Result", size="4", as_="h2"),
+            rx.cond(
+                run.summary != "",
+                rx.text(run.summary, size="2", data_testid="result-summary"),
+                rx.text(
+                    rx.cond(
+                        run.is_active,
+                        "The agent's summary appears here when it reports its result.",
+                        "The agent reported no summary.",
+                    ),
+                    size="2",
+                    color_scheme="gray",
+                    data_testid="result-summary",
+                ),
+            ),
+            rx.grid(
+                _field(
+                    "Pull request",
+                    rx.cond(
+                        run.pr_url != "",
+                        rx.link(
+                            rx.icon("git-pull-request", size=14),
+                            " ",
+                            run.pr,
+                            href=run.pr_url,
+                            is_external=True,
+                            size="2",
+                        ),
+                        rx.text(
+                            rx.cond(
+                                run.no_pr_reason != "",
+                                run.no_pr_reason,
+                                rx.cond(run.is_active, "Not yet", "—"),
+                            ),
+                            size="2",
+                            color_scheme="gray",
+                        ),
+                    ),
+                    "result-pr",
+                ),
+                _field(
+                    "Branch",
+                    rx.cond(
+                        run.branch != "",
+                        rx.code(run.branch, size="2"),
+                        rx.text("—", size="2"),
+                    ),
+                    "result-branch",
+                ),
+                _field(
+                    "Changed files",
+                    rx.cond(
+                        run.changed_files.length() > 0,
+                        rx.vstack(
+                            rx.foreach(run.changed_files, lambda f: rx.code(f, size="1")),
+                            spacing="1",
+                            align="start",
+                        ),
+                        rx.text("—", size="2"),
+                    ),
+                    "result-files",
+                ),
+                _field(
+                    "Tokens",
+                    rx.text(
+                        run.tokens_total,
+                        title=(
+                            "input "
+                            + run.tokens_input
+                            + " (cached "
+                            + run.tokens_cached
+                            + ") · output "
+                            + run.tokens_output
+                            + " (reasoning "
+                            + run.tokens_reasoning
+                            + ")"
+                        ),
+                        size="2",
+                    ),
+                    "run-tokens",
+                ),
+                _field("Cost", _text_or_dash(run.cost), "run-cost"),
+                columns=rx.breakpoints(initial="1", sm="2", lg="5"),
+                gap="1rem",
+                width="100%",
+            ),
+            spacing="3",
+            width="100%",
+        ),
+        width="100%",
+        data_testid="run-result",
     )
 
 
@@ -560,9 +646,13 @@ def _content() -> rx.Component:
     return rx.vstack(
         _messages(),
         _header(),
+        _result(),
         rx.card(
             rx.vstack(
-                rx.heading("Log", size="4", as_="h2"), _log_viewer(), spacing="3", width="100%"
+                rx.heading("Log", size="4", as_="h2", id="log"),
+                _log_viewer(),
+                spacing="3",
+                width="100%",
             ),
             width="100%",
         ),
@@ -574,7 +664,7 @@ def _content() -> rx.Component:
 
 def run_page() -> rx.Component:
     return page(
-        "Run",
+        rx.cond(RunState.run.id > 0, "Run #" + RunState.run.id.to_string(), "Run"),
         rx.el.style(LOG_CSS),
         # Pushed changes of this run (web/live.py) call refresh_live; nothing polls.
         live.refresh_trigger(live.RunLive, RunState.refresh_live),
@@ -587,4 +677,5 @@ def run_page() -> rx.Component:
                 rx.cond(RunState.run.id > 0, _content(), _messages()),
             ),
         ),
+        is_run_page=True,
     )

@@ -5,28 +5,14 @@ from __future__ import annotations
 import reflex as rx
 
 from codexk8s.web import live
-from codexk8s.web.components.layout import empty_state, page
+from codexk8s.web.components.layout import empty_state, page, sign_in_button
+from codexk8s.web.components.start_run import start_run_button
+from codexk8s.web.components.status import status_badge as kit_status_badge
 from codexk8s.web.state.runs import AGENTS, ANY, STAGES, STATUSES, RunsState, RunView
-
-# Badge colour per status (Radix colour scales read well in both themes).
-STATUS_COLORS: dict[str, str] = {
-    "pending": "gray",
-    "starting": "amber",
-    "running": "blue",
-    "succeeded": "green",
-    "failed": "red",
-    "canceled": "orange",
-}
 
 
 def status_badge(status: rx.Var[str]) -> rx.Component:
-    return rx.match(
-        status,
-        *((name, rx.badge(name, color_scheme=color, variant="soft", data_testid="run-status",
-                          data_status=name))
-          for name, color in STATUS_COLORS.items()),
-        rx.badge(status, color_scheme="gray", data_testid="run-status"),
-    )  # fmt: skip
+    return kit_status_badge(status, test_id="run-status")
 
 
 def _filter_select(
@@ -95,53 +81,117 @@ def filters() -> rx.Component:
     )  # fmt: skip
 
 
+def _target(run: RunView) -> rx.Component:
+    return rx.vstack(
+        rx.text(run.target, size="2", weight="medium"),
+        rx.text(run.title, size="1", color_scheme="gray", max_width="24rem", overflow="hidden",
+                text_overflow="ellipsis", white_space="nowrap"),
+        rx.cond(
+            run.attempt != "",
+            rx.link(run.attempt, href=run.parent_href, size="1", data_testid="run-attempt",
+                    on_click=rx.stop_propagation),
+        ),
+        spacing="0",
+        min_width="0",
+    )  # fmt: skip
+
+
+def _status(run: RunView) -> rx.Component:
+    return rx.vstack(
+        status_badge(run.status),
+        rx.cond(run.status_reason != "",
+                rx.text(run.status_reason, size="1", color_scheme="gray",
+                        data_testid="run-reason")),
+        spacing="1",
+    )  # fmt: skip
+
+
+def _created(run: RunView) -> rx.Component:
+    return rx.text(run.created_ago, title=run.created, size="1", white_space="nowrap",
+                   data_testid="run-created")  # fmt: skip
+
+
 def _row(run: RunView) -> rx.Component:
+    # The whole row opens the run; the link inside stays for keyboards and new tabs.
     return rx.table.row(
         rx.table.cell(
             rx.link(f"#{run.id}", href=run.href, data_testid="run-link", weight="medium")
         ),
+        rx.table.cell(_status(run)),
         rx.table.cell(run.project_key, data_testid="run-project"),
-        rx.table.cell(
-            rx.vstack(
-                rx.text(run.target, size="2", weight="medium"),
-                rx.text(run.title, size="1", color_scheme="gray",
-                        max_width="24rem", overflow="hidden", text_overflow="ellipsis",
-                        white_space="nowrap"),
-                spacing="0",
-            ),
-            data_testid="run-target",
-        ),
+        rx.table.cell(_target(run), data_testid="run-target"),
         rx.table.cell(run.stage, data_testid="run-stage"),
         rx.table.cell(run.agent, data_testid="run-agent"),
-        rx.table.cell(
-            rx.vstack(
-                status_badge(run.status),
-                rx.cond(run.status_reason != "",
-                        rx.text(run.status_reason, size="1", color_scheme="gray")),
-                spacing="1",
-            )
-        ),
-        rx.table.cell(rx.text(run.created, size="1", white_space="nowrap")),
+        rx.table.cell(_created(run)),
         rx.table.cell(rx.text(run.duration, size="2", white_space="nowrap"),
                       data_testid="run-duration"),
+        on_click=rx.redirect(run.href),
+        cursor="pointer",
+        _hover={"background": "var(--gray-a3)"},
         data_testid="run-row",
         data_run_id=run.id,
     )  # fmt: skip
 
 
-def _table() -> rx.Component:
-    headers = ("Run", "Project", "Issue", "Stage", "Agent", "Status", "Created", "Duration")
-    return rx.box(
-        rx.table.root(
-            rx.table.header(rx.table.row(*(rx.table.column_header_cell(h) for h in headers))),
-            rx.table.body(rx.foreach(RunsState.runs, _row)),
-            variant="surface",
-            size="1",
+def _card(run: RunView) -> rx.Component:
+    """A run on a phone: the status first, then what it is about."""
+    return rx.card(
+        rx.vstack(
+            rx.hstack(
+                status_badge(run.status),
+                rx.link(f"#{run.id}", href=run.href, weight="medium"),
+                rx.spacer(),
+                _created(run),
+                align="center",
+                width="100%",
+            ),
+            _target(run),
+            rx.text(run.project_key, " · ", run.stage, " · ", run.duration, size="1",
+                    color_scheme="gray"),
+            rx.cond(run.status_reason != "",
+                    rx.text(run.status_reason, size="1", color_scheme="gray")),
+            spacing="1",
             width="100%",
-            data_testid="runs-table",
         ),
-        overflow_x="auto",
+        on_click=rx.redirect(run.href),
+        cursor="pointer",
         width="100%",
+        data_testid="run-card",
+    )  # fmt: skip
+
+
+def _table() -> rx.Component:
+    headers = ("Run", "Status", "Project", "Issue", "Stage", "Agent", "Created", "Duration")
+    return rx.fragment(
+        rx.box(
+            rx.table.root(
+                rx.table.header(rx.table.row(*(rx.table.column_header_cell(h) for h in headers))),
+                rx.table.body(rx.foreach(RunsState.runs, _row)),
+                variant="surface",
+                size="1",
+                width="100%",
+                data_testid="runs-table",
+            ),
+            overflow_x="auto",
+            width="100%",
+            display=rx.breakpoints(initial="none", sm="block"),
+        ),
+        rx.vstack(
+            rx.foreach(RunsState.runs, _card),
+            spacing="2",
+            width="100%",
+            display=rx.breakpoints(initial="flex", sm="none"),
+            data_testid="runs-cards",
+        ),
+    )
+
+
+def _total() -> rx.Component:
+    return rx.text(
+        RunsState.total_text,
+        size="2",
+        color_scheme="gray",
+        data_testid="runs-total",
     )
 
 
@@ -181,10 +231,22 @@ def _empty() -> rx.Component:
         empty_state(
             "play", "No runs yet",
             "Label an issue of a connected repository with run:dev (or another run:<stage> "
-            "label) and its run appears here at once. Connect a repository on the Projects page "
-            "first.",
-            command="codexk8s repo add <project> <owner>/<repo> --webhook-secret-env SECRET",
+            "label), or start one here, and its run appears at once. Trying codexk8s on one "
+            "machine? `make demo` starts a demo run.",
+            command="make demo",
         ),
+    )  # fmt: skip
+
+
+def _sign_in_prompt() -> rx.Component:
+    return rx.box(
+        empty_state(
+            "log-in", "Sign in to see runs",
+            "Runs are shown to the members of their project. Sign in with GitHub, or on one "
+            "machine open the one-time link `codexk8s serve` printed.",
+        ),
+        rx.center(sign_in_button("runs-sign-in-button"), padding_top="1rem"),
+        data_testid="runs-sign-in",
     )  # fmt: skip
 
 
@@ -192,15 +254,24 @@ def runs() -> rx.Component:
     return page(
         "Runs",
         live.refresh_trigger(live.ProjectLive, RunsState.refresh_live),
-        filters(),
         rx.cond(
-            RunsState.error != "",
-            rx.callout(RunsState.error, icon="triangle-alert", color_scheme="red",
-                       margin_bottom="1rem", data_testid="runs-error"),
-        ),
-        rx.cond(
-            RunsState.is_loading,
-            _skeleton(),
-            rx.cond(RunsState.runs.length() > 0, rx.fragment(_table(), _pager()), _empty()),
+            RunsState.is_signed_out,
+            _sign_in_prompt(),
+            rx.fragment(
+                rx.flex(filters(), rx.spacer(), rx.box(start_run_button(), padding_top="1.2rem"),
+                        wrap="wrap", width="100%", gap="0.75rem"),
+                rx.cond(
+                    RunsState.error != "",
+                    rx.callout(RunsState.error, icon="triangle-alert", color_scheme="red",
+                               margin_bottom="1rem", data_testid="runs-error"),
+                ),
+                rx.cond(
+                    RunsState.is_loading,
+                    _skeleton(),
+                    rx.cond(RunsState.runs.length() > 0,
+                            rx.vstack(_total(), _table(), _pager(), spacing="2", width="100%"),
+                            _empty()),
+                ),
+            ),
         ),
     )  # fmt: skip

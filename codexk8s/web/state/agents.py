@@ -67,6 +67,7 @@ class AgentsState(rx.State):
 
     roster: list[AgentRow] = []
     editing_key: str = ""
+    edit_engine: str = "codex"
     edit_image: str = ""
     edit_command: str = ""
     edit_timeout: str = ""
@@ -273,12 +274,18 @@ class AgentsState(rx.State):
             return
         self.error = self.notice = ""
         self.editing_key = key
+        self.edit_engine = row.engine
         self.edit_image, self.edit_command = row.image, row.command
         self.edit_timeout, self.edit_model = f"{row.timeout_minutes:g}", row.model
 
     @rx.event
     def cancel_edit_agent(self) -> None:
         self.editing_key = ""
+
+    @rx.event
+    def set_edit_engine(self, value: str) -> None:
+        if value in agents.ENGINES:
+            self.edit_engine = value
 
     @rx.event
     def set_edit_image(self, value: str) -> None:
@@ -306,15 +313,21 @@ class AgentsState(rx.State):
         except ValueError:
             self.error, self.notice = "The timeout must be a number of minutes.", ""
             return
+        before = next((r for r in self.roster if r.key == self.editing_key), None)
         try:
-            await asyncio.to_thread(
+            saved = await asyncio.to_thread(
                 _in_transaction, agents.update_agent, actor=found[0], key=self.editing_key,
-                image=self.edit_image, command=self.edit_command, timeout_minutes=timeout,
-                model=self.edit_model,
+                engine=self.edit_engine, image=self.edit_image, command=self.edit_command,
+                timeout_minutes=timeout, model=self.edit_model,
             )  # fmt: skip
         except CodexK8sError as exc:
             self.error, self.notice = str(exc), ""
             return
-        self.error, self.notice = "", f"Saved the settings of {self.editing_key}."
+        self.error = ""
+        self.notice = (
+            f"No changes to save for {self.editing_key}."
+            if saved == before
+            else f"Saved the settings of {self.editing_key}."
+        )
         self.editing_key = ""
         await self._reload_roster()

@@ -15,9 +15,11 @@ import reflex as rx
 
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.domain.authorization import Principal
+from codexk8s.domain.explanations import describe_event
 from codexk8s.errors import CodexK8sError, InvalidArgumentError
 from codexk8s.services import audit
 from codexk8s.services.agent_runs import visible_projects
+from codexk8s.web.components import formatters as fmt
 from codexk8s.web.state.auth import AuthState
 
 PAGE_SIZE = 50
@@ -38,12 +40,17 @@ class AuditItem:
     actor_id: str
     event_type: str
     payload_text: str
+    created_ago: str = ""
+    summary: str = ""  # the event in words, one line
 
 
 def _item(row: audit.AuditRow) -> AuditItem:
     stamp = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+    words = describe_event(row.event_type, dict(row.payload or {}))
     return AuditItem(
         id=row.id,
+        created_ago=fmt.relative(stamp),
+        summary=(words.title + (f" · {words.detail}" if words.detail else ""))[:200],
         created_at=stamp.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         project_key=row.project_key or "",
         run_id=row.run_id or 0,

@@ -12,18 +12,22 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import reflex as rx
 from sqlmodel import Session
 
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.domain.authorization import Principal
-from codexk8s.services import overview
-from codexk8s.services.agent_runs import visible_projects
-from codexk8s.services.overview import DayCount, SlotUse, Usage
+from codexk8s.services import agent_runs, overview
+from codexk8s.services.agent_runs import RunFilters, visible_projects
+from codexk8s.services.overview import SlotUse, Usage
 from codexk8s.web import live
+from codexk8s.web.components import formatters as fmt
 from codexk8s.web.state.auth import AuthState
+from codexk8s.web.state.runs import RunView, run_view
 
+LIST_SIZE = 5  # running and recently failed runs listed
 _log = logging.getLogger(__name__)
 MIN_REFRESH_SECONDS = 5.0
 NO_RATE = "n/a"
@@ -45,16 +49,29 @@ def _usage_rows(rows: list[Usage]) -> list[UsageRow]:
     return [
         UsageRow(
             name=u.name, runs=u.runs, tokens=u.tokens_input + u.tokens_output,
-            tokens_text=f"{u.tokens_input:,} in / {u.tokens_output:,} out",
-            cost_usd=u.cost_usd, cost_text=f"${u.cost_usd:,.2f}",
+            tokens_text=f"{fmt.number(u.tokens_input)} in / {fmt.number(u.tokens_output)} out",
+            cost_usd=u.cost_usd, cost_text=fmt.money(u.cost_usd),
         )
         for u in rows
     ]  # fmt: skip
 
 
-def _load(principal: Principal) -> overview.Overview:
+def _load(principal: Principal) -> tuple[overview.Overview, list[RunView], list[RunView]]:
+    """The figures, the runs at work now and the runs that failed last."""
     with session_scope(get_engine()) as session:
-        return _build(session, principal)
+        figures = _build(session, principal)
+        ids = [p.id for p in visible_projects(session=session, principal=principal)]
+        now = datetime.now(UTC)
+
+        def newest(status: str, limit: int) -> list[RunView]:
+            page = agent_runs.search_page(
+                session=session, project_ids=ids, filters=RunFilters(status=status), limit=limit
+            )
+            return [run_view(row, now) for row in page.rows]
+
+        at_work = newest("running", LIST_SIZE) + newest("starting", LIST_SIZE)
+        failed = newest("failed", LIST_SIZE)
+    return figures, sorted(at_work, key=lambda r: -r.id)[:LIST_SIZE], failed
 
 
 def _build(session: Session, principal: Principal) -> overview.Overview:
@@ -67,13 +84,20 @@ def _build(session: Session, principal: Principal) -> overview.Overview:
 
 
 def _duration_text(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    minutes, rest = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m {rest:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
+    return fmt.duration(seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class DayRow:
+    """One day of the window, with its cost as money."""
+
+    day: str
+    succeeded: int
+    failed: int
+    canceled: int
+    active: int
+    cost_usd: float
+    cost_text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +119,12 @@ class OverviewState(rx.State):
     window_runs: int = 0
     success_rate_text: str = NO_RATE
     slot_use: list[SlotUse] = []
-    days: list[DayCount] = []
+    days: list[DayRow] = []
     durations: list[DurationRow] = []
     usage_by_project: list[UsageRow] = []
     usage_by_agent: list[UsageRow] = []
+    running_runs: list[RunView] = []
+    failed_runs: list[RunView] = []
     _seen_version: int = 0
     _refreshed_at: float = 0.0  # time.monotonic() of the last reload
     _is_refresh_pending: bool = False
@@ -117,6 +143,7 @@ class OverviewState(rx.State):
         self.success_rate_text = NO_RATE
         self.slot_use, self.days, self.durations = [], [], []
         self.usage_by_project, self.usage_by_agent = [], []
+        self.running_runs, self.failed_runs = [], []
 
     def _show(self, figures: overview.Overview) -> None:
         self.active_runs, self.queued_runs = figures.active_runs, figures.queued_runs
@@ -124,7 +151,13 @@ class OverviewState(rx.State):
         rate = figures.success_rate
         self.success_rate_text = NO_RATE if rate is None else f"{rate * 100:.1f}%"
         self.slot_use = figures.slot_use
-        self.days = figures.days
+        self.days = [
+            DayRow(
+                day=d.day, succeeded=d.succeeded, failed=d.failed, canceled=d.canceled,
+                active=d.active, cost_usd=d.cost_usd, cost_text=fmt.money(d.cost_usd),
+            )
+            for d in figures.days
+        ]  # fmt: skip
         self.durations = [
             DurationRow(
                 stage=d.stage, runs=d.runs, p50_seconds=d.p50_seconds, p95_seconds=d.p95_seconds,
@@ -144,13 +177,14 @@ class OverviewState(rx.State):
             self.is_loaded = True
             return
         try:
-            figures = await asyncio.to_thread(_load, principal)
+            figures, at_work, failed = await asyncio.to_thread(_load, principal)
         except Exception:  # shown to the person in plain words, the details go to the log
             _log.exception("overview failed")
             self.error = "The overview could not be loaded; try again in a moment."
         else:
             self.error = ""
             self._show(figures)
+            self.running_runs, self.failed_runs = at_work, failed
         self.is_loaded = True
 
     @rx.event

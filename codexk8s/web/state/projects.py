@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import reflex as rx
@@ -19,15 +20,29 @@ from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.domain.access import ProjectRole
 from codexk8s.domain.authorization import Principal
 from codexk8s.errors import CodexK8sError, NotFoundError
-from codexk8s.services import projects, repositories
+from codexk8s.services import overview, projects, repositories
 from codexk8s.services.projects import MemberRow, ProjectRow, ProjectSettings, RecentRun
 from codexk8s.services.repositories import RepositoryRow
 from codexk8s.web import routes
+from codexk8s.web.components import formatters as fmt
 from codexk8s.web.state.auth import AuthState
 
 T = TypeVar("T")
 
 PROJECT_ROLES: list[str] = [role.value for role in ProjectRole]
+COST_RANGES = ["7", "14", "30", "90"]
+
+
+@dataclass(frozen=True, slots=True)
+class CostRow:
+    """One day of a project's cost."""
+
+    day: str
+    runs: int
+    cost: str
+    cost_value: float
+
+
 SIGNED_OUT = "Your session has ended; sign in again."
 
 
@@ -44,6 +59,10 @@ class ProjectsState(rx.State):
     new_role: str = ProjectRole.READ.value
     error: str = ""
     notice: str = ""
+    # The outcome of a member change, shown in the members panel itself (on /projects and on a
+    # project's page alike), so the person sees it where they acted.
+    member_error: str = ""
+    member_notice: str = ""
     is_creating: bool = False
 
     def _selected(self) -> ProjectRow | None:
@@ -98,11 +117,22 @@ class ProjectsState(rx.State):
                 _in_transaction, work, actor=principal, actor_id=email,
                 project_key=self.selected_key, **kwargs,
             )  # fmt: skip
+        except NotFoundError as exc:
+            email = str(kwargs.get("email", ""))
+            self.member_error = (
+                f"{email} has no account here yet: a platform admin adds people on the Users "
+                "page first, then you can add them to the project."
+                if email and str(exc).startswith("no user with email")
+                else str(exc)
+            )
+            self.member_notice = ""
+            ok = False
         except CodexK8sError as exc:
-            self.error, self.notice = str(exc), ""
+            self.member_error, self.member_notice = str(exc), ""
             ok = False
         else:
-            self.error, self.notice = "", done.format(**kwargs, project=self.selected_key)
+            self.member_error = ""
+            self.member_notice = done.format(**kwargs, project=self.selected_key)
             ok = True
         await self._refresh(principal)
         return ok
@@ -145,7 +175,7 @@ class ProjectsState(rx.State):
 
     @rx.event
     async def select_project(self, key: str) -> None:
-        self.error = self.notice = ""
+        self.error = self.notice = self.member_error = self.member_notice = ""
         found = await self._principal()
         if found is None:
             return
@@ -162,6 +192,9 @@ class ProjectsState(rx.State):
 
     @rx.event
     async def add_member(self) -> None:
+        if not self.new_email.strip():
+            self.member_error, self.member_notice = "Enter the email of the person to add.", ""
+            return
         if await self._apply(
             "Added {email} to {project} as {role}.", projects.add_member,
             email=self.new_email.strip(), role=self.new_role,
@@ -179,7 +212,8 @@ class ProjectsState(rx.State):
         """A member's own learning mode: "on", "off" or "default" (the project's)."""
         choices = {label: value for value, label in projects.LEARNING_MODES.items()}
         if mode not in choices:
-            self.error, self.notice = "learning mode must be on, off or default", ""
+            self.member_error = "The learning mode must be on, off or default."
+            self.member_notice = ""
             return
         await self._apply(
             "Learning mode for {email} on {project}: " + mode + ".",
@@ -211,6 +245,10 @@ class ProjectPageState(rx.State):
     # Days finished runs keep their log: "" the installation's default, "0" forever.
     edit_log_retention: str = ""
     delete_confirmation: str = ""
+    # Cost over the chosen range (days ending today).
+    cost_days: int = 14
+    cost_rows: list[CostRow] = []
+    cost_total: str = "$0.00"
     # The repository whose webhook is being registered: its button spins, the others wait.
     registering: str = ""
     is_loaded: bool = False
@@ -252,13 +290,16 @@ class ProjectPageState(rx.State):
     async def _refresh(self, principal: Principal) -> None:
         key = self.page_key
         try:
-            settings, repos, runs = await asyncio.to_thread(_project_page, principal, key)
+            settings, repos, runs, costs, total = await asyncio.to_thread(
+                _project_page, principal, key, self.cost_days
+            )
         except NotFoundError:
             self.project_settings, self.repositories, self.recent_runs = None, [], []
             self.not_found = True
             return
         self.not_found = False
         self.project_settings, self.repositories, self.recent_runs = settings, repos, runs
+        self.cost_rows, self.cost_total = costs, total
         self.edit_name, self.edit_slots = settings.name, str(settings.slots)
         self.edit_learning, self.edit_model = settings.learning_mode_default, settings.default_model
         days = settings.log_retention_days
@@ -284,6 +325,16 @@ class ProjectPageState(rx.State):
         return ok
 
     @rx.event
+    async def set_cost_days(self, value: str) -> None:
+        """The cost panel's range: 7, 14, 30 or 90 days."""
+        if value not in COST_RANGES:
+            return
+        self.cost_days = int(value)
+        found = await self._principal()
+        if found is not None:
+            await self._refresh(found[0])
+
+    @rx.event
     async def load_project(self) -> None:
         """`on_load` of a project's page; also shows its members through ProjectsState."""
         self.error = self.notice = self.delete_confirmation = self.registering = ""
@@ -296,7 +347,7 @@ class ProjectPageState(rx.State):
         if self.project_settings is not None:
             members = await self.get_state(ProjectsState)
             members.selected_key = self.page_key
-            members.error = members.notice = ""
+            members.error = members.notice = members.member_error = members.member_notice = ""
             await members._refresh(found[0])
 
     @rx.event
@@ -415,10 +466,25 @@ class ProjectPageState(rx.State):
 
 
 def _project_page(
-    principal: Principal, key: str
-) -> tuple[ProjectSettings, list[RepositoryRow], list[RecentRun]]:
+    principal: Principal, key: str, cost_days: int = 14
+) -> tuple[ProjectSettings, list[RepositoryRow], list[RecentRun], list[CostRow], str]:
     with session_scope(get_engine()) as session:
         settings = projects.get_settings(session=session, actor=principal, project_key=key)
         repos = repositories.list_repositories(session=session, actor=principal, project_key=key)
         runs = projects.recent_runs(session=session, actor=principal, project_key=key)
-    return settings, repos, runs
+        # The same figures as the Overview, for this project alone (get_settings checked that
+        # the caller may see it).
+        figures = overview.build_overview(
+            session=session, project_ids=[settings.id], days=cost_days
+        )
+    rows = [
+        CostRow(
+            day=day.day,
+            runs=day.succeeded + day.failed + day.canceled + day.active,
+            cost=fmt.money(day.cost_usd),
+            cost_value=round(day.cost_usd, 6),
+        )
+        for day in figures.days
+    ]
+    total = fmt.money(sum(day.cost_usd for day in figures.days))
+    return settings, repos, runs, rows, total

@@ -19,9 +19,9 @@ project role with `is_allowed` before calling the service, whatever the page sho
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 
 import reflex as rx
 from sqlmodel import Session
@@ -29,14 +29,18 @@ from sqlmodel import Session
 from codexk8s.config import get_settings
 from codexk8s.db.engine import get_engine
 from codexk8s.domain.authorization import Action, Principal, can_see_project, is_allowed
+from codexk8s.domain.explanations import NEUTRAL_REASONS, actor_words, describe_event, reason_words
 from codexk8s.domain.logs import LogSummary, format_bytes
 from codexk8s.domain.runs import RunStatus
 from codexk8s.errors import CodexK8sError, ForbiddenError, NotFoundError
-from codexk8s.services import agent_runs, audit, run_control, run_logs, sessions
+from codexk8s.services import agent_runs, audit, run_control, run_logs, run_story, sessions
 from codexk8s.services.agent_runs import RunDetail
 from codexk8s.services.audit import EventRow
 from codexk8s.services.run_logs import StoredLine
+from codexk8s.services.run_story import RunStory
 from codexk8s.web import ansi, live, routes
+from codexk8s.web.components import formatters as fmt
+from codexk8s.web.components.status import STATUS_WORDS, status_color
 from codexk8s.web.http.auth import session_ttl
 from codexk8s.web.state.auth import AuthState, session_token
 
@@ -67,6 +71,7 @@ class RunHeader:
     slot: str = ""
     namespace: str = ""
     created: str = ""
+    created_ago: str = ""
     started: str = ""
     finished: str = ""
     duration: str = ""
@@ -74,23 +79,41 @@ class RunHeader:
     tokens_cached: str = "0"
     tokens_output: str = "0"
     tokens_reasoning: str = "0"
+    tokens_total: str = "0"
     cost: str = ""
     status_reason: str = ""
     status_message: str = ""
+    # The reason in words ("The agent reported a failure"), and whether it is a failure (red).
+    reason_text: str = ""
+    is_failure: bool = False
     is_active: bool = False
     is_cancel_requested: bool = False
     # Notes on the stored log: what the per-run cap dropped, and removal by retention.
     log_truncated: str = ""
     log_removed: str = ""
+    # What it produced, or why it waits (services/run_story.py).
+    summary: str = ""
+    branch: str = ""
+    changed_files: tuple[str, ...] = ()
+    no_pr_reason: str = ""
+    queue_text: str = ""
+    attempt_text: str = ""
+    parent_href: str = ""
+    tab_title: str = "Run"
 
 
 @dataclass(frozen=True, slots=True)
 class EventView:
     id: int
-    at: str
-    event_type: str
+    at: str  # time of day
+    at_iso: str  # for the jump into the log
+    at_full: str  # hover title: the full timestamp
+    since: str  # "+12s" after the previous event
+    event_type: str  # the title, in words
     actor: str
     detail: str
+    tone: str  # neutral, good, bad, warn
+    icon: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,35 +125,25 @@ class Snapshot:
     can_control: bool
 
 
-STATUS_COLORS = {
-    RunStatus.PENDING.value: "gray",
-    RunStatus.STARTING.value: "blue",
-    RunStatus.RUNNING.value: "blue",
-    RunStatus.SUCCEEDED.value: "green",
-    RunStatus.FAILED.value: "red",
-    RunStatus.CANCELED.value: "amber",
+_EVENT_ICONS = {
+    "run_created": "circle-plus",
+    "run_rerun_requested": "rotate-ccw",
+    "run_pending": "clock",
+    "run_starting": "rocket",
+    "run_running": "play",
+    "run_progress": "terminal",
+    "run_usage": "gauge",
+    "run_result": "file-check",
+    "run_failure_reported": "octagon-alert",
+    "run_succeeded": "circle-check",
+    "run_failed": "circle-x",
+    "run_canceled": "circle-slash",
+    "run_cancel_requested": "hand",
+    "run_cancel_sent": "hand",
+    "github_feedback_failed": "github",
+    "log_truncated": "scissors",
+    "log_removed": "archive-x",
 }
-
-
-def _when(value: datetime | None) -> str:
-    if value is None:
-        return ""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _duration(run: RunDetail) -> str:
-    if run.started_at is None:
-        return ""
-    end = run.finished_at or datetime.now(UTC)
-    seconds = max(0, int((end - run.started_at).total_seconds()))
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    text = f"{hours}h {minutes:02d}m {seconds:02d}s" if hours else f"{minutes}m {seconds:02d}s"
-    return text if run.finished_at else f"{text} so far"
-
-
-def _cost(value: Decimal) -> str:
-    return f"${value:.4f}"
 
 
 def _log_notes(log: LogSummary) -> tuple[str, str]:
@@ -142,25 +155,52 @@ def _log_notes(log: LogSummary) -> tuple[str, str]:
     )
     removed = (
         f"This run's log ({log.lines:,} lines) was removed by log retention on "
-        f"{_when(log.removed_at)}. Its timeline, usage and summary are kept."
+        f"{fmt.timestamp(log.removed_at)}. Its timeline, usage and summary are kept."
         if log.is_removed
         else ""
     )
     return truncated, removed
 
 
-def header_for(run: RunDetail) -> RunHeader:
+def _queue_text(story: RunStory | None) -> str:
+    queue = story.queue if story is not None else None
+    if queue is None:
+        return ""
+    if queue.is_deferred:
+        return (
+            "The runtime asked to wait before launching"
+            + (f": {queue.message}" if queue.message else "")
+            + ". It is tried again shortly."
+        )
+    holders = ", ".join(f"#{run_id}" for run_id in queue.holders)
+    in_use = f"{queue.project_key} {len(queue.holders)}/{queue.slots} in use"
+    if len(queue.holders) >= queue.slots:
+        by = f" by {holders}" if holders else ""
+        return f"Waiting for a slot: {in_use}{by}; {fmt.ordinal(queue.position)} in line."
+    return f"Waiting to be picked up: {in_use}; {fmt.ordinal(queue.position)} in line."
+
+
+def header_for(run: RunDetail, story: RunStory | None = None) -> RunHeader:
     repo_url = f"{GITHUB_WEB}/{run.repository}" if run.repository else ""
-    model = run.model or "default"
+    model = story.model if story is not None else (run.model or "")
     if run.reasoning_effort:
         model = f"{model} · {run.reasoning_effort} reasoning"
     pr_url = run.pr_url or (
         f"{repo_url}/pull/{run.pr_number}" if repo_url and run.pr_number else ""
     )
     log_truncated, log_removed = _log_notes(run.log)
+    reason = run.status_reason or ""
+    status = RunStatus(run.status)
+    is_failure = status is RunStatus.FAILED or (
+        status is RunStatus.CANCELED and reason not in NEUTRAL_REASONS and reason != ""
+    )
+    attempt = ""
+    if run.parent_run_id is not None:
+        attempt = f"Attempt {run.attempt} · rerun of #{run.parent_run_id}"
+    tokens_total = run.tokens_input + run.tokens_output
     return RunHeader(
         id=run.id, project_key=run.project_key, status=run.status,
-        status_color=STATUS_COLORS.get(run.status, "gray"),
+        status_color=status_color(run.status),
         stage=run.stage + (" (revise)" if run.is_revise else ""), agent=run.agent_key,
         model=model, repository=run.repository or "", repository_url=repo_url,
         issue=f"#{run.issue_number}" if run.issue_number else "",
@@ -168,30 +208,48 @@ def header_for(run: RunDetail) -> RunHeader:
         issue_title=run.issue_title or "",
         pr=f"#{run.pr_number}" if run.pr_number else ("pull request" if run.pr_url else ""),
         pr_url=pr_url, slot=str(run.slot_number) if run.slot_number is not None else "",
-        namespace=run.namespace or "", created=_when(run.created_at),
-        started=_when(run.started_at), finished=_when(run.finished_at),
-        duration=_duration(run), tokens_input=f"{run.tokens_input:,}",
-        tokens_cached=f"{run.tokens_cached:,}", tokens_output=f"{run.tokens_output:,}",
-        tokens_reasoning=f"{run.tokens_reasoning:,}", cost=_cost(run.cost_usd),
-        status_reason=run.status_reason or "", status_message=run.status_message or "",
-        is_active=not RunStatus(run.status).is_terminal,
+        namespace=run.namespace or "", created=fmt.timestamp(run.created_at),
+        created_ago=fmt.relative(run.created_at),
+        started=fmt.timestamp(run.started_at), finished=fmt.timestamp(run.finished_at),
+        duration=fmt.span(run.started_at, run.finished_at),
+        tokens_input=fmt.number(run.tokens_input), tokens_cached=fmt.number(run.tokens_cached),
+        tokens_output=fmt.number(run.tokens_output),
+        tokens_reasoning=fmt.number(run.tokens_reasoning), tokens_total=fmt.number(tokens_total),
+        cost=fmt.money(run.cost_usd),
+        status_reason=reason, status_message=run.status_message or "",
+        reason_text=reason_words(reason), is_failure=is_failure,
+        is_active=not status.is_terminal,
         is_cancel_requested=run.cancel_requested_at is not None,
         log_truncated=log_truncated, log_removed=log_removed,
+        summary=(story.summary if story else run.summary) or "",
+        branch=story.branch if story else "",
+        changed_files=tuple(story.changed_files) if story else (),
+        no_pr_reason=story.no_pr_reason if story else "",
+        queue_text=_queue_text(story) if status is RunStatus.PENDING else "",
+        attempt_text=attempt,
+        parent_href=routes.run_page(run.parent_run_id) if run.parent_run_id else "",
+        tab_title=f"{STATUS_WORDS.get(run.status, run.status).capitalize()} · run #{run.id} · "
+        f"{run.project_key} · codexk8s",
     )  # fmt: skip
 
 
-def _event_view(event: EventRow) -> EventView:
-    detail = ", ".join(
-        f"{key}: {value}"
-        for key, value in event.payload.items()
-        if value is not None and value != "" and not isinstance(value, dict | list)
-    )
+def _event_view(event: EventRow, previous: EventRow | None) -> EventView:
+    words = describe_event(event.event_type, event.payload)
+    since = ""
+    if previous is not None:
+        gap = (event.created_at - previous.created_at).total_seconds()
+        since = f"+{fmt.duration(gap)}" if gap >= 1 else ""
     return EventView(
         id=event.id,
-        at=event.created_at.astimezone(UTC).strftime("%H:%M:%S"),
-        event_type=event.event_type.replace("_", " "),
-        actor=event.actor_type + (f" {event.actor_id}" if event.actor_id else ""),
-        detail=detail[:300],
+        at=fmt.clock(event.created_at),
+        at_iso=event.created_at.astimezone(UTC).isoformat(),
+        at_full=fmt.timestamp(event.created_at),
+        since=since,
+        event_type=words.title,
+        actor=actor_words(event.actor_type, event.actor_id),
+        detail=words.detail,
+        tone=words.tone,
+        icon=_EVENT_ICONS.get(event.event_type, "dot"),
     )
 
 
@@ -236,6 +294,7 @@ def load_snapshot(
         run = agent_runs.get_run(session=session, run_id=run_id)
         events = audit.list_run_events(session=session, run_id=run_id)
         role = _role_on(session, principal, run.project_id)
+        story = run_story.explain_run(session=session, run_id=run_id)
     # A log removed by retention has no lines to show (the header says why).
     total = 0 if run.log.is_removed else run.log.lines
     lines: list[StoredLine] = []
@@ -245,8 +304,11 @@ def load_snapshot(
         if after < total:
             lines = run_logs.read_lines(engine, run_id=run_id, after=after, limit=limit)
     return Snapshot(
-        header=header_for(run),
-        events=[_event_view(event) for event in events],
+        header=header_for(run, story),
+        events=[
+            _event_view(event, events[index - 1] if index else None)
+            for index, event in enumerate(events)
+        ],
         lines=lines,
         total=total,
         can_control=is_allowed(principal, Action.CANCEL_RUN, role),  # type: ignore[arg-type]
@@ -259,8 +321,11 @@ def _line_html(line: StoredLine, needle: str, current: int) -> str:
     current_class = " log-line-current" if line.sequence == current else ""
     body = ansi.to_html(line.line, highlight=needle, is_current=line.sequence == current)
     return (
-        f'<div class="log-line{stream}{current_class}" data-seq="{line.sequence}">'
-        f'<span class="log-no">{line.sequence}</span>'
+        f'<div class="log-line{stream}{current_class}" data-seq="{line.sequence}" '
+        f'id="L{line.sequence}">'
+        # A permalink: the run page opens at this line (`?line=N`).
+        f'<a class="log-no" href="?line={line.sequence}" title="Link to line {line.sequence}">'
+        f"{line.sequence}</a>"
         f'<time class="log-ts" datetime="{stamp.isoformat()}">'
         f"{stamp.strftime('%H:%M:%S.%f')[:-3]}</time>"
         f'<span class="log-text">{body}</span></div>'
@@ -299,6 +364,7 @@ class RunState(rx.State):
     is_following: bool = True
     is_live: bool = False  # linked to the run's live updates while it is active
 
+    focus_line: int = 0  # a line opened by its permalink or from the timeline
     search_query: str = ""
     search_input: str = ""
     match_count: int = 0
@@ -309,6 +375,7 @@ class RunState(rx.State):
     _lines: list[StoredLine] = []
     _generation: int = 0
     _seen_version: int = 0  # the RunLive version this tab last synced to
+    _tab_sent: str = ""  # the tab title last set in the browser
 
     @rx.var
     def unseen_lines(self) -> int:
@@ -338,7 +405,7 @@ class RunState(rx.State):
         self.first_line = self._lines[0].sequence if self._lines else 0
         self.last_line = self._lines[-1].sequence if self._lines else self.last_line
         self.log_html = render_window(
-            self._lines, needle=self.search_query, current=self.match_line
+            self._lines, needle=self.search_query, current=self.match_line or self.focus_line
         )
 
     def _apply_header(self, snapshot: Snapshot) -> None:
@@ -402,21 +469,28 @@ class RunState(rx.State):
         self.is_loading, self.is_missing, self.error, self.notice = True, False, "", ""
         self.is_live, self.is_following = False, True
         self.search_query = self.search_input = ""
-        self.match_count = self.match_index = self.match_line = 0
+        self.match_count = self.match_index = self.match_line = self.focus_line = 0
         route_id = str(self.router.page.params.get("run_id", ""))
+        wanted_line = _parse_run_id(str(self.router.page.params.get("line", "")))
         run_id = _parse_run_id(route_id)
         self.loaded_for = route_id
         if run_id is None:
             self._clear(NOT_VISIBLE, is_missing=True)
             return None
         self._run_id = run_id
-        snapshot = await self._fetch(after=0, is_tail=True)
+        if wanted_line:
+            # A permalink: open the window around the line and stay there.
+            self.focus_line, self.is_following = wanted_line, False
+            snapshot = await self._fetch(after=max(0, wanted_line - WINDOW // 2 - 1))
+        else:
+            snapshot = await self._fetch(after=0, is_tail=True)
         if snapshot is None:
             return None
         self._replace_window(snapshot)
         self._seen_version = await live.watch(self, live.RunLive, live.run_token(run_id))
         self.is_live = snapshot.header.is_active
-        return None
+        self._tab_sent = ""  # the trigger's mount sends it (see refresh_live)
+        return _scroll_to_current() if wanted_line else None
 
     async def _sync(self, generation: int) -> bool:
         """One catch-up: header, timeline and, when following, the lines after the last sequence
@@ -455,10 +529,15 @@ class RunState(rx.State):
     async def refresh_live(self, version: int) -> None:
         """The run changed (its `RunLive` version moved): catch up, unless this version was
         already seen (the trigger also fires when it mounts)."""
-        if version == self._seen_version:
-            return
-        self._seen_version = version
-        await self.sync_now()
+        if version != self._seen_version:
+            self._seen_version = version
+            await self.sync_now()
+        # The tab's title and icon follow the status; sent again when it changes, and once
+        # when the page has mounted (the router sets the page's own title on navigation).
+        if not self.run.id or self.run.tab_title == self._tab_sent:
+            return None
+        self._tab_sent = self.run.tab_title
+        return tab_script(self.run)
 
     # --- the log window -----------------------------------------------------------------------
 
@@ -476,10 +555,14 @@ class RunState(rx.State):
     @rx.event
     async def resume(self) -> None:
         """Follow again from the end of the log (what was written while paused is skipped to)."""
+        await self._follow_tail()
+
+    async def _follow_tail(self) -> None:
         snapshot = await self._fetch(after=0, is_tail=True)
         if snapshot is None:
-            return None
-        self.is_following = True
+            return
+        self.focus_line = 0
+        self.is_following = True  # the page says "following" only while the run is live
         self._replace_window(snapshot)
 
     @rx.event
@@ -560,10 +643,48 @@ class RunState(rx.State):
             return _scroll_to_match()
 
     @rx.event
-    def clear_search(self) -> None:
+    async def clear_search(self) -> None:
+        """Forget the search; on a live run, follow its newest lines again (a search moved the
+        window back, and those lines must not stay hidden)."""
         self.search_query = self.search_input = ""
         self.match_count = self.match_index = self.match_line = 0
-        self._show_window()
+        if self.is_live:
+            await self._follow_tail()
+        else:
+            self._show_window()
+
+    @rx.event
+    async def jump_to_time(self, at_iso: str):
+        """Open the log where a timeline event happened: the first line written at or after it."""
+        try:
+            at = datetime.fromisoformat(at_iso)
+        except ValueError:
+            return None
+        token, run_id = self._session_token(), self._run_id
+
+        def work() -> int | str:
+            principal = principal_for(token)
+            if principal is None:
+                return SIGNED_OUT
+            try:
+                check_run_access(principal, run_id, Action.VIEW_PROJECT)
+            except NotFoundError:
+                return NOT_VISIBLE
+            return run_logs.sequence_at(get_engine(), run_id=run_id, at=at)
+
+        found = await asyncio.to_thread(work)
+        if isinstance(found, str):
+            self._clear(found, is_missing=found == NOT_VISIBLE)
+            return None
+        if found == 0:
+            return None
+        self.focus_line = found
+        if self._lines and self.first_line <= found <= self.last_line:
+            self.is_following = False
+            self._show_window()
+        else:
+            await self._load_window(max(0, found - WINDOW // 2 - 1), following=False)
+        return _scroll_to_current()
 
     # --- cancel and rerun ---------------------------------------------------------------------
 
@@ -622,6 +743,26 @@ class RunState(rx.State):
             self.error, self.notice = str(exc), ""
             return
         return rx.redirect(routes.run_page(new_id))
+
+
+def tab_script(run: RunHeader) -> rx.event.EventSpec:
+    """The browser tab says the run's status: its title, and a favicon in the status colour
+    (assets/favicon-<status>.svg)."""
+    icon = f"/favicon-{run.status}.svg" if run.status in STATUS_WORDS else "/favicon.ico"
+    return rx.call_script(
+        f"document.title = {json.dumps(run.tab_title)};"
+        "(() => { let l = document.querySelector(\"link[rel~='icon']\");"
+        " if (!l) { l = document.createElement('link'); l.rel = 'icon';"
+        " document.head.appendChild(l); }"
+        f" l.href = {json.dumps(icon)}; l.dataset.status = {json.dumps(run.status)}; }})()"
+    )
+
+
+def _scroll_to_current() -> rx.event.EventSpec:
+    return rx.call_script(
+        "document.querySelector('.log-line-current')"
+        "?.scrollIntoView({block: 'center', behavior: 'instant'})"
+    )
 
 
 def _scroll_to_match() -> rx.event.EventSpec:

@@ -9,19 +9,23 @@ reload the page the viewer is on, from the database.
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import urlencode
 
 import reflex as rx
 
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.domain.authorization import Principal
+from codexk8s.domain.explanations import reason_words
 from codexk8s.domain.runs import RunStatus
 from codexk8s.domain.stages import AgentRole, Stage
 from codexk8s.errors import CodexK8sError
 from codexk8s.services import agent_runs
 from codexk8s.services.agent_runs import Cursor, RunFilters, RunRow
-from codexk8s.web import live
+from codexk8s.web import live, routes
+from codexk8s.web.components import formatters as fmt
 from codexk8s.web.state.auth import AuthState
 
 ANY = "all"  # the "no filter" choice (a select item cannot have an empty value)
@@ -45,43 +49,37 @@ class RunView:
     stage: str
     agent: str
     status: str
-    status_reason: str
-    created: str
+    status_reason: str  # in words
+    created: str  # the absolute time (hover)
+    created_ago: str  # "5 min ago"
     duration: str
+    attempt: str  # "attempt 2 of #26", or ""
+    parent_href: str
 
 
 def format_duration(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m {seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
+    return fmt.duration(seconds)
 
 
 def run_view(row: RunRow, now: datetime) -> RunView:
-    if row.started_at is None:
-        duration = "-"
-    else:
-        end = row.finished_at or now
-        duration = format_duration((end - row.started_at).total_seconds())
-        if row.finished_at is None:
-            duration += " so far"
+    duration = fmt.span(row.started_at, row.finished_at, now) or "-"
+    repository = row.repository or ""
     if row.pr_number is not None:
-        target = f"PR #{row.pr_number}"
+        target = f"{repository} PR #{row.pr_number}".strip()
     elif row.issue_number is not None:
-        target = f"#{row.issue_number}"
+        target = f"{repository}#{row.issue_number}"
     else:
-        target = ""
+        target = repository
+    parent = row.parent_run_id
     return RunView(
         id=row.id, href=f"/runs/{row.id}", project_key=row.project_key,
-        repository=row.repository or "", target=target, title=row.issue_title or "",
+        repository=repository, target=target, title=row.issue_title or "",
         stage=row.stage, agent=row.agent_key, status=row.status,
-        status_reason=row.status_reason or "",
-        created=row.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        status_reason=reason_words(row.status_reason),
+        created=fmt.timestamp(row.created_at), created_ago=fmt.relative(row.created_at, now),
         duration=duration,
+        attempt=f"attempt {row.attempt} of #{parent}" if parent is not None else "",
+        parent_href=f"/runs/{parent}" if parent is not None else "",
     )  # fmt: skip
 
 
@@ -93,8 +91,9 @@ def _load_page(
     newest_first: bool,
     after: Cursor | None,
     before: Cursor | None,
-) -> tuple[list[str], int | None, agent_runs.RunPage]:
-    """The viewer's project keys, the filtered project's id, and one page, in one transaction."""
+) -> tuple[list[str], int | None, agent_runs.RunPage, int]:
+    """The viewer's project keys, the filtered project's id, one page and how many runs match,
+    in one transaction."""
     with session_scope(get_engine()) as session:
         visible = agent_runs.visible_projects(session=session, principal=principal)
         by_key = {p.key: p.id for p in visible}
@@ -103,15 +102,18 @@ def _load_page(
             if project_key not in by_key:
                 raise CodexK8sError(f"no project with key {project_key!r}")
             project_id = by_key[project_key]
+        chosen = RunFilters(
+            project_id=project_id, status=filters.status, stage=filters.stage,
+            agent_key=filters.agent_key, text=filters.text,
+        )  # fmt: skip
         page = agent_runs.search_page(
-            session=session, project_ids=list(by_key.values()),
-            filters=RunFilters(
-                project_id=project_id, status=filters.status, stage=filters.stage,
-                agent_key=filters.agent_key, text=filters.text,
-            ),
+            session=session, project_ids=list(by_key.values()), filters=chosen,
             limit=PAGE_SIZE, newest_first=newest_first, after=after, before=before,
         )  # fmt: skip
-    return sorted(by_key), project_id, page
+        total = agent_runs.count_runs(
+            session=session, project_ids=list(by_key.values()), filters=chosen
+        )
+    return sorted(by_key), project_id, page, total
 
 
 class RunsState(rx.State):
@@ -126,7 +128,9 @@ class RunsState(rx.State):
     has_next: bool = False
     has_previous: bool = False
     is_loading: bool = True
+    is_signed_out: bool = False
     error: str = ""
+    total: int = 0
 
     # Where the page shown starts: ("after" | "before", encoded cursor), or ("", "") for the
     # first page. A live refresh reloads the same place.
@@ -141,6 +145,11 @@ class RunsState(rx.State):
             any(v != ANY for v in (self.project, self.status, self.stage, self.agent))
             or self.search.strip() != ""
         )
+
+    @rx.var
+    def total_text(self) -> str:
+        noun = "run" if self.total == 1 else "runs"
+        return f"{self.total:,} {noun}" + (" match these filters" if self.is_filtered else "")
 
     @rx.var
     def sort_order(self) -> str:
@@ -161,12 +170,13 @@ class RunsState(rx.State):
         principal = await auth._resolve_principal()
         if principal is None:
             self.runs, self.project_keys, self.has_next, self.has_previous = [], [], False, False
-            self.error, self.is_loading = SIGNED_OUT, False
+            self.error, self.is_loading, self.is_signed_out, self.total = SIGNED_OUT, False, True, 0
             return
+        self.is_signed_out = False
         kind, token = anchor if anchor is not None else self._anchor
         try:
             cursor = Cursor.decode(token) if token else None
-            keys, project_id, page = await asyncio.to_thread(
+            keys, project_id, page, total = await asyncio.to_thread(
                 _load_page, principal, project_key=None if self.project == ANY else self.project,
                 filters=self._filters(), newest_first=self.newest_first,
                 after=cursor if kind == "after" else None,
@@ -181,7 +191,7 @@ class RunsState(rx.State):
             # emptied under us: show the first page, full.
             await self._reload(("", ""))
             return
-        self.project_keys, self.error = keys, ""
+        self.project_keys, self.error, self.total = keys, "", total
         self._anchor = (kind, token)
         now = datetime.now(UTC)
         self.runs = [run_view(row, now) for row in page.rows]
@@ -192,10 +202,47 @@ class RunsState(rx.State):
         token = live.project_token(project_id)
         self._seen_version = await live.watch(self, live.ProjectLive, token)
 
+    def _query(self) -> str:
+        """The filters as the page's query string, so a filtered list can be shared."""
+        pairs = [
+            (name, value)
+            for name, value in (
+                ("project", self.project), ("status", self.status), ("stage", self.stage),
+                ("agent", self.agent),
+            )
+            if value != ANY
+        ]  # fmt: skip
+        if self.search.strip():
+            pairs.append(("q", self.search.strip()))
+        if not self.newest_first:
+            pairs.append(("sort", "oldest"))
+        return urlencode(pairs)
+
+    def _url_script(self) -> rx.event.EventSpec:
+        query = self._query()
+        url = routes.RUNS + (f"?{query}" if query else "")
+        return rx.call_script(f"window.history.replaceState(null, '', {json.dumps(url)})")
+
+    def _read_query(self) -> None:
+        params = self.router.page.params
+
+        def one(name: str) -> str:
+            value = params.get(name, "")
+            return str(value[0] if isinstance(value, list) and value else value or "")
+
+        self.project = one("project")[:100] or ANY
+        self.status = one("status") if one("status") in STATUSES else ANY
+        self.stage = one("stage") if one("stage") in STAGES else ANY
+        self.agent = one("agent") if one("agent") in AGENTS else ANY
+        self.search = one("q")[:200]
+        self.newest_first = one("sort") != "oldest"
+
     @rx.event
     async def load_runs(self) -> None:
-        """`on_load` (and after a reconnect): the current filters' first page, from the database."""
+        """`on_load` (and after a reconnect): the filters in the URL, their first page, from the
+        database. A signed-out visitor is asked to sign in (the page shows no list)."""
         self.is_loading = True
+        self._read_query()
         await self._reload(("", ""))
 
     @rx.event
@@ -205,44 +252,45 @@ class RunsState(rx.State):
             return
         await self._reload()
 
-    async def _first_page(self) -> None:
+    async def _first_page(self) -> rx.event.EventSpec:
         await self._reload(("", ""))
+        return self._url_script()
 
     @rx.event
-    async def set_project(self, value: str) -> None:
+    async def set_project(self, value: str):
         self.project = value
-        await self._first_page()
+        return await self._first_page()
 
     @rx.event
-    async def set_status(self, value: str) -> None:
+    async def set_status(self, value: str):
         self.status = value if value in STATUSES else ANY
-        await self._first_page()
+        return await self._first_page()
 
     @rx.event
-    async def set_stage(self, value: str) -> None:
+    async def set_stage(self, value: str):
         self.stage = value if value in STAGES else ANY
-        await self._first_page()
+        return await self._first_page()
 
     @rx.event
-    async def set_agent(self, value: str) -> None:
+    async def set_agent(self, value: str):
         self.agent = value if value in AGENTS else ANY
-        await self._first_page()
+        return await self._first_page()
 
     @rx.event
-    async def set_search(self, value: str) -> None:
+    async def set_search(self, value: str):
         self.search = value[:200]
-        await self._first_page()
+        return await self._first_page()
 
     @rx.event
-    async def set_sort(self, value: str) -> None:
+    async def set_sort(self, value: str):
         self.newest_first = value != "oldest"
-        await self._first_page()
+        return await self._first_page()
 
     @rx.event
-    async def clear_filters(self) -> None:
+    async def clear_filters(self):
         self.project = self.status = self.stage = self.agent = ANY
         self.search = ""
-        await self._first_page()
+        return await self._first_page()
 
     @rx.event
     async def next_page(self) -> None:

@@ -48,16 +48,48 @@ def runtime(tmp_path: Path) -> LocalRuntime:
     return LocalRuntime(tmp_path / "runs", poll_interval=0.05, kill_grace_seconds=1)
 
 
-async def test_success_with_stdout_and_stderr(runtime: LocalRuntime) -> None:
-    handle = await runtime.launch(
-        spec(1, "import sys\nprint('one')\nprint('oops', file=sys.stderr)\nprint('two')")
+async def test_success_with_stdout_and_stderr_in_the_order_written(runtime: LocalRuntime) -> None:
+    """Issue #16: stdout and stderr come back interleaved as the command wrote them (the old
+    reader drained stdout before stderr within each poll), each line with its own time."""
+    code = (
+        "import sys, time\n"
+        "for i in range(3):\n"
+        "    print(f'out {i}', flush=True)\n"
+        "    print(f'err {i}', file=sys.stderr, flush=True)\n"
+        "    time.sleep(0.02)\n"
+        "print('last line without a newline', end='', flush=True)"
     )
+    handle = await runtime.launch(spec(1, code))
     status = await wait_for(runtime, handle, 1)
     assert (status.phase, status.exit_code, status.reason) == (WorkloadPhase.SUCCEEDED, 0, None)
     lines = await collect(runtime, handle, follow=False)
     assert [(line.stream, line.line) for line in lines] == [
-        ("stdout", "one"), ("stdout", "two"), ("stderr", "oops"),
+        ("stdout", "out 0"), ("stderr", "err 0"), ("stdout", "out 1"), ("stderr", "err 1"),
+        ("stdout", "out 2"), ("stderr", "err 2"), ("stdout", "last line without a newline"),
     ]  # fmt: skip
+    stamps = [line.ts for line in lines]
+    assert stamps == sorted(stamps) and stamps[-1] > stamps[0]  # read times, not one poll's
+    # Any line's cursor resumes right after it (a restarted control plane reads on from there).
+    rest = await collect(runtime, handle, follow=False, after=lines[3].cursor)
+    assert [line.line for line in rest] == [line.line for line in lines[4:]]
+
+
+async def test_a_run_from_before_output_log_is_read_from_its_two_files(tmp_path: Path) -> None:
+    """A run started by an older supervisor (stdout.log and stderr.log) and adopted after an
+    upgrade is still read, with its old cursors."""
+    runtime = LocalRuntime(tmp_path / "runs", poll_interval=0.05)
+    handle = await runtime.launch(spec(30, "print('x')"))
+    await wait_for(runtime, handle, 30)
+    workdir = Path(handle.name) if Path(handle.name).is_absolute() else None
+    folder = workdir or next((tmp_path / "runs").rglob("exit.json")).parent
+    (folder / "output.log").unlink()
+    (folder / "stdout.log").write_bytes(b"old out\n")
+    (folder / "stderr.log").write_bytes(b"old err\n")
+    lines = await collect(runtime, handle, follow=False)
+    assert [(line.stream, line.line) for line in lines] == [
+        ("stdout", "old out"), ("stderr", "old err"),
+    ]  # fmt: skip
+    assert lines[0].cursor == "8:0"
 
 
 async def test_failure_reports_the_exit_code(runtime: LocalRuntime) -> None:
