@@ -253,6 +253,9 @@ class AgentRun(SQLModel, table=True):
         default="rows", max_length=16, sa_column_kwargs={"server_default": sa.text("'rows'")}
     )
     log_removed_at: datetime | None = _ts(nullable=True)
+    # Set while the run waits for a person (a question or an approval, `run_requests`): its
+    # deadline stops counting; the answer moves `deadline_at` on by the time waited.
+    waiting_since: datetime | None = _ts(nullable=True)
     run_token_hash: str | None = Field(default=None, max_length=64)
     pr_url: str | None = Field(default=None, max_length=500)
     # GitHub feedback: the newest GitHub-visible flow event of this run already reported there.
@@ -433,6 +436,35 @@ class AgentSession(SQLModel, table=True):
     sha256: str = Field(max_length=64)
     data_ciphertext: bytes = Field(sa_type=sa.LargeBinary)
     created_at: datetime = _ts()
+
+
+class RunRequest(SQLModel, table=True):
+    """A question or an approval request a run's agent put to the people of its project
+    (domain.run_requests): pending until someone answers, or until the wait limit passes."""
+
+    __tablename__ = "run_requests"
+    __table_args__ = (sa.Index("ix_run_requests_status_project_id", "status", "project_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="agent_runs.id", ondelete="CASCADE", index=True)
+    project_id: int = Field(foreign_key="projects.id", ondelete="CASCADE")
+    # question or approval
+    kind: str = Field(max_length=16)
+    # pending, answered, approved, denied, timed_out, canceled
+    status: str = Field(default="pending", max_length=16)
+    # The question, or the action to approve; the options offered, or the action's details.
+    text: str = Field(sa_type=sa.Text)
+    options: list[Any] = Field(default_factory=list, sa_type=sa.JSON, nullable=False)
+    details: str | None = Field(default=None, sa_type=sa.Text)
+    # Who may answer: owner (a project admin) or delegated (any member with write access).
+    policy: str = Field(max_length=16)
+    answer: str | None = Field(default=None, sa_type=sa.Text)
+    answered_by: str | None = Field(default=None, max_length=320)
+    # dashboard, api, github
+    answered_via: str | None = Field(default=None, max_length=16)
+    created_at: datetime = _ts()
+    expires_at: datetime = _ts()
+    answered_at: datetime | None = _ts(nullable=True)
 
 
 class GitHubRedelivery(SQLModel, table=True):

@@ -20,7 +20,7 @@ EXPECTED_TABLES = {
     "webhook_deliveries", "agent_runs", "slots", "flow_events", "run_logs", "learning_feedback",
     "api_tokens", "sessions", "signin_links", "github_feedback", "github_redeliveries",
     "installation", "run_log_chunks", "run_model_responses", "webhook_body_hashes",
-    "agent_sessions",
+    "agent_sessions", "run_requests",
 }  # fmt: skip
 
 
