@@ -144,6 +144,10 @@ class Settings(BaseSettings):
     # A resumable Codex session a run leaves (gzip-compressed rollout) may be this large; a
     # larger one is not kept and the next run starts fresh.
     agent_session_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # How long a run may wait for a person (a question, an approval) before the request times
+    # out and the run fails; its own deadline is paused meanwhile. The run keeps its slot while
+    # it waits (docs/decisions.md).
+    human_wait_minutes: float = Field(default=24 * 60, gt=0, le=14 * 24 * 60)
 
     redis_url: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"

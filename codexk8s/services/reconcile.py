@@ -30,6 +30,7 @@ from codexk8s.domain.runtime import (
 from codexk8s.domain.slots import LEASE_TTL_SECONDS, SlotState
 from codexk8s.logging_config import bound_contextvars
 from codexk8s.services.run_brief import reported_failure
+from codexk8s.services.run_requests import HUMAN_FAILURE_REASONS
 from codexk8s.services.run_states import FAILURE_REASONS, RUNS, SLOTS, add_event, transition
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 STARTING_GRACE_SECONDS = 60
 # The runtime enforces deadlines itself; the engine steps in only after this extra time.
 DEADLINE_GRACE_SECONDS = 60
+FAILING_CANCEL_REASONS = frozenset({"timeout", *HUMAN_FAILURE_REASONS})
 CLEANUP_AFTER = timedelta(hours=24)
 CLEANUP_BATCH = 50
 
@@ -109,11 +111,19 @@ def _apply_workload_status(engine: Engine, status: WorkloadStatus) -> str | None
                 reported = reported_failure(connection, run.id)
                 if reported is not None:
                     reason, message = reported[0], reported[1] or message
+        if run.cancel_reason in HUMAN_FAILURE_REASONS:
+            # A person said no (or nobody answered): the run fails even if the agent finished
+            # its turn before the stop reached it.
+            target = RunStatus.FAILED
         if target is not RunStatus.SUCCEEDED and (
             run.cancel_requested_at is not None or status.reason is FailureReason.CANCELED
         ):
-            if run.cancel_reason != "timeout":
+            # A deadline, a denied approval or an unanswered question fails the run; any other
+            # stop request cancels it.
+            if run.cancel_reason not in FAILING_CANCEL_REASONS:
                 target = RunStatus.CANCELED
+            elif run.cancel_reason in HUMAN_FAILURE_REASONS and run.status_message:
+                message = run.status_message
             reason = run.cancel_reason or "canceled"
         moved = transition(
             connection, **common, from_statuses=[RunStatus.STARTING, RunStatus.RUNNING],
@@ -347,6 +357,8 @@ def request_deadline_cancellations(engine: Engine) -> list[int]:
                 RUNS.c.status == RunStatus.RUNNING.value,
                 RUNS.c.deadline_at < cutoff,
                 RUNS.c.cancel_requested_at.is_(None),
+                # Waiting for a person pauses the deadline (services.run_requests).
+                RUNS.c.waiting_since.is_(None),
             )
         ).all()
         for row in rows:

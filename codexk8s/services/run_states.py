@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from codexk8s.db.models import AgentRun, Slot, utcnow
+from codexk8s.db.models import AgentRun, RunRequest, Slot, utcnow
 from codexk8s.domain.runs import ActorType, RunStatus, can_transition
 from codexk8s.domain.runtime import FailureReason
 from codexk8s.domain.slots import SlotState
@@ -17,6 +17,7 @@ from codexk8s.services import audit
 
 RUNS = AgentRun.__table__  # type: ignore[attr-defined]
 SLOTS = Slot.__table__  # type: ignore[attr-defined]
+REQUESTS = RunRequest.__table__  # type: ignore[attr-defined]
 
 # How a workload failure maps to the run's status reason.
 FAILURE_REASONS: dict[FailureReason, str] = {
@@ -82,6 +83,7 @@ def transition(
         update["status_message"] = message[:4000]
     if to_status.is_terminal:
         update.setdefault("finished_at", now)
+        update["waiting_since"] = None
     if to_status.is_terminal or to_status is RunStatus.PENDING:
         # The run token dies with the run (or with a launch that never happened): a leaked token
         # of an ended run opens nothing.
@@ -95,6 +97,12 @@ def transition(
         return False
     if to_status.is_terminal:
         release_slot(connection, run_id=run_id)
+        # Nobody can answer an ended run: its open questions leave the inbox.
+        connection.execute(
+            REQUESTS.update()
+            .where(REQUESTS.c.run_id == run_id, REQUESTS.c.status == "pending")
+            .values(status="canceled", answered_via="system", answered_at=now)
+        )
     add_event(
         connection,
         correlation_id=correlation_id,

@@ -1,0 +1,118 @@
+"""Agents that ask: the platform tools a run's agent may call, the approval policy of each, and
+who may answer a question or an approval request (issue #18)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from codexk8s.domain.access import ProjectRole
+from codexk8s.domain.authorization import Action, Principal, is_allowed
+
+
+class Tool(StrEnum):
+    ASK = "ask"
+    REQUEST_APPROVAL = "request_approval"
+    REPORT_PROGRESS = "report_progress"
+    PAST_RUNS = "past_runs"
+
+
+class ApprovalPolicy(StrEnum):
+    NONE = "none"  # allowed without asking anyone
+    OWNER = "owner"  # a project admin (or a platform admin) decides
+    DELEGATED = "delegated"  # any member with write access decides
+
+
+class RequestKind(StrEnum):
+    QUESTION = "question"
+    APPROVAL = "approval"
+
+
+class RequestStatus(StrEnum):
+    PENDING = "pending"
+    ANSWERED = "answered"
+    APPROVED = "approved"
+    DENIED = "denied"
+    TIMED_OUT = "timed_out"
+    CANCELED = "canceled"  # the run ended while it waited
+
+
+# What each tool needs unless the project says otherwise: a question always waits for a person
+# (its policy says who may answer), an approval request waits for an admin, the read-only and
+# timeline tools go through.
+DEFAULT_POLICIES: dict[Tool, ApprovalPolicy] = {
+    Tool.ASK: ApprovalPolicy.DELEGATED,
+    Tool.REQUEST_APPROVAL: ApprovalPolicy.OWNER,
+    Tool.REPORT_PROGRESS: ApprovalPolicy.NONE,
+    Tool.PAST_RUNS: ApprovalPolicy.NONE,
+}
+# A question cannot be answered by nobody.
+ALLOWED_POLICIES: dict[Tool, frozenset[ApprovalPolicy]] = {
+    tool: (
+        frozenset({ApprovalPolicy.OWNER, ApprovalPolicy.DELEGATED})
+        if tool is Tool.ASK
+        else frozenset(ApprovalPolicy)
+    )
+    for tool in Tool
+}
+# The project settings key holding {tool: policy} overrides.
+POLICIES_SETTING = "tool_policies"
+
+STATUS_WORDS: dict[RequestStatus, str] = {
+    RequestStatus.PENDING: "waiting for an answer",
+    RequestStatus.ANSWERED: "answered",
+    RequestStatus.APPROVED: "approved",
+    RequestStatus.DENIED: "denied",
+    RequestStatus.TIMED_OUT: "no answer in time",
+    RequestStatus.CANCELED: "the run ended first",
+}
+
+
+def effective_policy(tool: Tool, overrides: dict[str, str] | None) -> ApprovalPolicy:
+    """TOOL's policy on a project with these settings overrides (unknown values: the default)."""
+    raw = (overrides or {}).get(tool.value)
+    try:
+        policy = ApprovalPolicy(raw) if raw is not None else DEFAULT_POLICIES[tool]
+    except ValueError:
+        return DEFAULT_POLICIES[tool]
+    return policy if policy in ALLOWED_POLICIES[tool] else DEFAULT_POLICIES[tool]
+
+
+def may_answer(
+    principal: Principal | None, policy: ApprovalPolicy, project_role: ProjectRole | None
+) -> bool:
+    """May PRINCIPAL (with PROJECT_ROLE on the run's project) answer a request under POLICY?"""
+    if policy is ApprovalPolicy.OWNER:
+        return is_allowed(principal, Action.EDIT_PROJECT, project_role)
+    return is_allowed(principal, Action.START_RUN, project_role)
+
+
+def parse_answer_command(body: str) -> tuple[int | None, str] | None:
+    """`/answer [#<request id>] <text>` at the start of a comment's line: (id or None, text);
+    None when the comment holds no such line. Approvals: `/answer approve` or `/answer deny ...`."""
+    for line in body.splitlines():
+        stripped = line.strip()
+        if not stripped.lower().startswith("/answer"):
+            continue
+        rest = stripped[len("/answer") :]
+        if rest and not rest[0].isspace():
+            continue
+        rest = rest.strip()
+        request_id: int | None = None
+        if rest.startswith("#"):
+            head, _, tail = rest[1:].partition(" ")
+            if head.isdigit():
+                request_id, rest = int(head), tail.strip()
+        if rest:
+            return request_id, rest
+    return None
+
+
+def approval_decision(text: str) -> tuple[bool, str] | None:
+    """An approval answer's decision: (approved, the note after the word); None if it is neither
+    an approval nor a denial."""
+    word, _, note = text.strip().partition(" ")
+    if word.lower() in ("approve", "approved", "yes"):
+        return True, note.strip()
+    if word.lower() in ("deny", "denied", "no", "reject"):
+        return False, note.strip()
+    return None

@@ -1,0 +1,471 @@
+"""Agents that ask (issue #18): the questions and approval requests a run's agent puts to the
+people of its project through the platform MCP tools, their answers, and the policies that say
+who may give them.
+
+The database is the source of truth: the tool call stores a `run_requests` row and waits until
+that row is decided (answered in the dashboard, the API, or by `/answer` on GitHub, on any
+replica) or its wait limit passes. While a request is pending the run's `waiting_since` is set:
+its deadline is paused, and the answer moves `deadline_at` on by the time waited. A denial or a
+question left unanswered asks the run to stop, and the run fails with that reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import Session
+
+from codexk8s.db.engine import get_engine
+from codexk8s.db.models import Project, RunRequest, User, utcnow
+from codexk8s.domain.access import ProjectRole
+from codexk8s.domain.authorization import Action, Principal, can_see_project
+from codexk8s.domain.run_requests import (
+    ALLOWED_POLICIES,
+    POLICIES_SETTING,
+    ApprovalPolicy,
+    RequestKind,
+    RequestStatus,
+    Tool,
+    approval_decision,
+    effective_policy,
+    may_answer,
+)
+from codexk8s.domain.runs import RunStatus
+from codexk8s.errors import ConflictError, ForbiddenError, InvalidArgumentError, NotFoundError
+from codexk8s.services import agent_runs, projects
+from codexk8s.services.run_states import RUNS, add_event
+
+REQUESTS = RunRequest.__table__  # type: ignore[attr-defined]
+PROJECTS = Project.__table__  # type: ignore[attr-defined]
+USERS = User.__table__  # type: ignore[attr-defined]
+
+MAX_TEXT = 4_000
+MAX_OPTIONS = 10
+# How often a waiting tool call looks at its row: an answer resumes the run within this.
+POLL_SECONDS = 0.25
+# The reasons a run fails with when a person said no or nobody answered.
+DENIED_REASON = "approval_denied"
+UNANSWERED_REASON = "question_unanswered"
+HUMAN_FAILURE_REASONS = frozenset({DENIED_REASON, UNANSWERED_REASON})
+_ACTIVE = (RunStatus.STARTING.value, RunStatus.RUNNING.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """How a request ended, as the agent hears it."""
+
+    request_id: int
+    kind: str
+    status: str
+    answer: str | None
+    answered_by: str | None
+
+    @property
+    def is_approved(self) -> bool:
+        return self.status in (RequestStatus.APPROVED.value, RequestStatus.ANSWERED.value)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRequest:
+    """A request waiting for an answer, as the inbox shows it."""
+
+    id: int
+    run_id: int
+    project_key: str
+    kind: str
+    text: str
+    options: tuple[str, ...]
+    details: str | None
+    policy: str
+    issue_number: int | None
+    created_at: datetime
+    expires_at: datetime
+
+
+def _text(value: Any, what: str, *, required: bool = True) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidArgumentError(f"`{what}` must be a non-empty string")
+    if len(value) > MAX_TEXT:
+        raise InvalidArgumentError(f"`{what}` must be at most {MAX_TEXT} characters")
+    return value.strip()
+
+
+def _options(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_OPTIONS
+        or not all(isinstance(o, str) and o.strip() and len(o) <= 200 for o in value)
+    ):
+        raise InvalidArgumentError(f"`options` must be at most {MAX_OPTIONS} short strings")
+    return [o.strip() for o in value]
+
+
+def policy_for(connection: Connection, *, project_id: int, tool: Tool) -> ApprovalPolicy:
+    settings = connection.execute(
+        sa.select(PROJECTS.c.settings).where(PROJECTS.c.id == project_id)
+    ).scalar_one_or_none()
+    return effective_policy(tool, (settings or {}).get(POLICIES_SETTING))
+
+
+def _event(connection: Connection, run: sa.Row[Any], event_type: str, **payload: Any) -> None:
+    add_event(
+        connection, correlation_id=run.correlation_id, event_type=event_type, run_id=run.id,
+        project_id=run.project_id, payload=payload, actor_type="agent", actor_id=run.agent_key,
+    )  # fmt: skip
+
+
+def record_tool_call(engine: Engine, *, run: sa.Row[Any], tool: Tool, policy: str) -> None:
+    """Every platform tool call leaves a `tool_called` event on the run's trail."""
+    with engine.begin() as connection:
+        _event(connection, run, "tool_called", tool=tool.value, policy=policy)
+
+
+def open_request(
+    engine: Engine, *, run: sa.Row[Any], kind: RequestKind, text: Any, options: Any = None,
+    details: Any = None, wait_minutes: float,
+) -> Decision | int:  # fmt: skip
+    """Store a question or an approval request of RUN and pause the run's deadline: the new
+    request's id. An approval whose policy is `none` is decided at once: its Decision."""
+    tool = Tool.ASK if kind is RequestKind.QUESTION else Tool.REQUEST_APPROVAL
+    question = _text(text, "question" if kind is RequestKind.QUESTION else "action")
+    choices = _options(options) if kind is RequestKind.QUESTION else []
+    more = _text(details, "details", required=False)
+    now = utcnow()
+    with engine.begin() as connection:
+        current = connection.execute(sa.select(RUNS).where(RUNS.c.id == run.id)).first()
+        if current is None or current.status not in _ACTIVE:
+            raise ConflictError("the run has ended")
+        policy = policy_for(connection, project_id=run.project_id, tool=tool)
+        _event(connection, run, "tool_called", tool=tool.value, policy=policy.value)
+        if policy is ApprovalPolicy.NONE:
+            request_id = connection.execute(
+                REQUESTS.insert().values(
+                    run_id=run.id,
+                    project_id=run.project_id,
+                    kind=kind.value,
+                    text=question,
+                    options=[],
+                    details=more,
+                    policy=policy.value,
+                    status=RequestStatus.APPROVED.value,
+                    answered_via="policy",
+                    created_at=now,
+                    expires_at=now,
+                    answered_at=now,
+                )
+            ).inserted_primary_key[0]
+            _event(
+                connection, run, "run_request_approved", request_id=request_id,
+                kind=kind.value, text=question[:500], by="policy none",
+            )  # fmt: skip
+            return Decision(request_id, kind.value, RequestStatus.APPROVED.value, None, None)
+        pending = connection.execute(
+            sa.select(REQUESTS.c.id).where(
+                REQUESTS.c.run_id == run.id, REQUESTS.c.status == RequestStatus.PENDING.value
+            )
+        ).first()
+        if pending is not None:
+            raise ConflictError(f"request {pending.id} of this run is still waiting for an answer")
+        request_id = connection.execute(
+            REQUESTS.insert().values(
+                run_id=run.id,
+                project_id=run.project_id,
+                kind=kind.value,
+                text=question,
+                options=choices,
+                details=more,
+                policy=policy.value,
+                status=RequestStatus.PENDING.value,
+                created_at=now,
+                expires_at=now + timedelta(minutes=wait_minutes),
+            )
+        ).inserted_primary_key[0]
+        connection.execute(
+            RUNS.update()
+            .where(RUNS.c.id == run.id, RUNS.c.waiting_since.is_(None))
+            .values(waiting_since=now)
+        )
+        _event(
+            connection, run, "run_request_opened", request_id=request_id, kind=kind.value,
+            text=question[:500], options=choices, policy=policy.value,
+        )  # fmt: skip
+    return int(request_id)
+
+
+def _decision(row: sa.Row[Any]) -> Decision:
+    return Decision(row.id, row.kind, row.status, row.answer, row.answered_by)
+
+
+def _settle(
+    connection: Connection, *, request: sa.Row[Any], status: RequestStatus, answer: str | None,
+    by: str | None, via: str, actor_type: str = "human",
+) -> bool:  # fmt: skip
+    """Decide a pending request once (a lost race changes nothing: False); resume the run's
+    deadline; ask the run to stop when the decision ends it."""
+    now = utcnow()
+    changed = connection.execute(
+        REQUESTS.update()
+        .where(REQUESTS.c.id == request.id, REQUESTS.c.status == RequestStatus.PENDING.value)
+        .values(status=status.value, answer=answer, answered_by=by, answered_via=via,
+                answered_at=now)
+    ).rowcount  # fmt: skip
+    if not changed:
+        return False
+    run = connection.execute(sa.select(RUNS).where(RUNS.c.id == request.run_id)).first()
+    assert run is not None
+    values: dict[str, Any] = {"waiting_since": None}
+    if run.waiting_since is not None and run.deadline_at is not None:
+        values["deadline_at"] = run.deadline_at + (now - _aware(run.waiting_since))
+    stop_reason = {
+        RequestStatus.DENIED: DENIED_REASON, RequestStatus.TIMED_OUT: UNANSWERED_REASON
+    }.get(status)  # fmt: skip
+    message = None
+    if stop_reason is not None and run.status in _ACTIVE and run.cancel_requested_at is None:
+        message = (
+            f"{by or 'a person'} denied {request.text[:200]!r}" + (f": {answer}" if answer else "")
+            if status is RequestStatus.DENIED
+            else f"nobody answered {request.text[:200]!r} in time"
+        )
+        values.update(cancel_requested_at=now, cancel_reason=stop_reason, status_message=message)
+    connection.execute(RUNS.update().where(RUNS.c.id == run.id).values(**values))
+    add_event(
+        connection, correlation_id=run.correlation_id, event_type=f"run_request_{status.value}",
+        run_id=run.id, project_id=run.project_id, actor_type=actor_type, actor_id=by,
+        payload={"request_id": request.id, "kind": request.kind, "answer": (answer or "")[:500],
+                 "via": via, "waited_seconds": round((now - _aware(request.created_at))
+                                                     .total_seconds(), 3)},
+    )  # fmt: skip
+    if message is not None:
+        add_event(
+            connection, correlation_id=run.correlation_id, event_type="run_cancel_requested",
+            run_id=run.id, project_id=run.project_id, payload={"reason": stop_reason},
+        )  # fmt: skip
+    return True
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands timezone-aware columns back naive.
+    return value if value.tzinfo is not None else value.replace(tzinfo=utcnow().tzinfo)
+
+
+def _expire_or_cancel(engine: Engine, request_id: int) -> None:
+    with engine.begin() as connection:
+        request = connection.execute(sa.select(REQUESTS).where(REQUESTS.c.id == request_id)).first()
+        if request is None or request.status != RequestStatus.PENDING.value:
+            return
+        run_status = connection.execute(
+            sa.select(RUNS.c.status).where(RUNS.c.id == request.run_id)
+        ).scalar_one()
+        if run_status not in _ACTIVE:
+            _settle(connection, request=request, status=RequestStatus.CANCELED, answer=None,
+                    by=None, via="system", actor_type="system")  # fmt: skip
+        elif _aware(request.expires_at) <= utcnow():
+            _settle(connection, request=request, status=RequestStatus.TIMED_OUT, answer=None,
+                    by=None, via="system", actor_type="system")  # fmt: skip
+
+
+def check_request(engine: Engine, *, request_id: int) -> Decision | None:
+    """The request's decision, or None while it is pending (expiring it when its time is up,
+    cancelling it when its run has ended)."""
+    _expire_or_cancel(engine, request_id)
+    with engine.connect() as connection:
+        row = connection.execute(sa.select(REQUESTS).where(REQUESTS.c.id == request_id)).first()
+    if row is None:
+        raise NotFoundError(f"no request {request_id}")
+    return None if row.status == RequestStatus.PENDING.value else _decision(row)
+
+
+async def wait_for_decision(
+    engine: Engine, *, request_id: int, poll_seconds: float = POLL_SECONDS
+) -> Decision:
+    """Block (asynchronously) until the request is decided on any replica, or times out."""
+    while True:
+        decision = await asyncio.to_thread(check_request, engine, request_id=request_id)
+        if decision is not None:
+            return decision
+        await asyncio.sleep(poll_seconds)
+
+
+def answer_request(
+    engine: Engine, *, principal: Principal | None, request_id: int, answer: str | None = None,
+    approve: bool | None = None, via: str = "dashboard", by: str | None = None,
+) -> Decision:  # fmt: skip
+    """A person's answer to request REQUEST_ID: the text of a question's answer, or an approval's
+    decision (APPROVE, or an answer starting with approve/deny). PRINCIPAL None: the local
+    operator (the CLI). NotFoundError when they may not see the run's project."""
+    with engine.begin() as connection:
+        request = connection.execute(sa.select(REQUESTS).where(REQUESTS.c.id == request_id)).first()
+        if request is None:
+            raise NotFoundError(f"no request {request_id}")
+        if principal is not None:
+            with Session(bind=connection) as session:
+                role = agent_runs.project_role(
+                    session=session, principal=principal, project_id=request.project_id
+                )
+            if not can_see_project(principal, role):
+                raise NotFoundError(f"no request {request_id}")
+            if not may_answer(principal, ApprovalPolicy(request.policy), role):
+                who = "a project admin" if request.policy == "owner" else "a member with write"
+                raise ForbiddenError(f"only {who} access may answer request {request_id}")
+            if by is None:
+                by = connection.execute(
+                    sa.select(USERS.c.email).where(USERS.c.id == principal.user_id)
+                ).scalar_one_or_none()
+        if request.status != RequestStatus.PENDING.value:
+            raise ConflictError(f"request {request_id} is already {request.status}")
+        note = _text(answer, "answer", required=approve is not None or
+                     request.kind == RequestKind.QUESTION.value)  # fmt: skip
+        if request.kind == RequestKind.QUESTION.value:
+            status = RequestStatus.ANSWERED
+        else:
+            if approve is None:
+                decided = approval_decision(note or "")
+                if decided is None:
+                    raise InvalidArgumentError("answer an approval with approve or deny")
+                approve, note = decided[0], decided[1] or None
+            status = RequestStatus.APPROVED if approve else RequestStatus.DENIED
+        if not _settle(connection, request=request, status=status, answer=note, by=by, via=via):
+            raise ConflictError(f"request {request_id} was answered meanwhile")
+    return Decision(request_id, request.kind, status.value, note, by)
+
+
+def pending_requests(*, session: Session, principal: Principal) -> list[PendingRequest]:
+    """The pending requests PRINCIPAL may answer, across their projects, oldest first."""
+    views = {v.id: v for v in agent_runs.visible_projects(session=session, principal=principal)}
+    if not views:
+        return []
+    rows = (
+        session.connection()
+        .execute(
+            sa.select(REQUESTS, RUNS.c.issue_number)
+            .join(RUNS, RUNS.c.id == REQUESTS.c.run_id)
+            .where(
+                REQUESTS.c.status == RequestStatus.PENDING.value,
+                REQUESTS.c.project_id.in_(list(views)),
+            )
+            .order_by(REQUESTS.c.created_at, REQUESTS.c.id)
+        )
+        .all()
+    )
+    found = []
+    for row in rows:
+        view = views[row.project_id]
+        role = view.role
+        if not may_answer(
+            principal, ApprovalPolicy(row.policy), ProjectRole(role) if role is not None else None
+        ):
+            continue
+        found.append(PendingRequest(
+            id=row.id, run_id=row.run_id, project_key=view.key, kind=row.kind, text=row.text,
+            options=tuple(row.options or ()), details=row.details, policy=row.policy,
+            issue_number=row.issue_number, created_at=_aware(row.created_at),
+            expires_at=_aware(row.expires_at),
+        ))  # fmt: skip
+    return found
+
+
+def pending_for_issue(
+    connection: Connection, *, repository_id: int, number: int
+) -> list[sa.Row[Any]]:
+    """The pending requests of active runs on issue or pull request NUMBER of a repository."""
+    return list(
+        connection.execute(
+            sa.select(REQUESTS)
+            .join(RUNS, RUNS.c.id == REQUESTS.c.run_id)
+            .where(
+                RUNS.c.repository_id == repository_id,
+                sa.or_(RUNS.c.issue_number == number, RUNS.c.pr_number == number),
+                REQUESTS.c.status == RequestStatus.PENDING.value,
+            )
+            .order_by(REQUESTS.c.id)
+        ).all()
+    )
+
+
+def past_runs(engine: Engine, *, run: sa.Row[Any], limit: Any = 10) -> list[dict[str, Any]]:
+    """The run's project's earlier finished runs, newest first: evidence for self-improvement."""
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 50:
+        raise InvalidArgumentError("`limit` must be a whole number from 1 to 50")
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.select(
+                RUNS.c.id, RUNS.c.stage, RUNS.c.agent_key, RUNS.c.issue_number, RUNS.c.status,
+                RUNS.c.status_reason, RUNS.c.status_message, RUNS.c.summary, RUNS.c.finished_at,
+            )
+            .where(
+                RUNS.c.project_id == run.project_id, RUNS.c.id != run.id,
+                RUNS.c.status.in_([s.value for s in RunStatus if s.is_terminal]),
+            )
+            .order_by(RUNS.c.id.desc())
+            .limit(limit)
+        ).all()  # fmt: skip
+    return [
+        {
+            "run_id": r.id,
+            "stage": r.stage,
+            "agent": r.agent_key,
+            "issue": r.issue_number,
+            "status": r.status,
+            "reason": r.status_reason,
+            "message": (r.status_message or "")[:500] or None,
+            "summary": (r.summary or "")[:1000] or None,
+            "finished_at": _aware(r.finished_at).isoformat() if r.finished_at else None,
+        }
+        for r in rows
+    ]
+
+
+def tool_policies(*, session: Session, actor: Principal | None, project_key: str) -> dict[str, str]:
+    """Every platform tool's effective policy on the project, for anyone who may see it."""
+    project = projects.authorize(
+        session=session, actor=actor, project_key=project_key, action=Action.VIEW_PROJECT
+    )
+    overrides = (project.settings or {}).get(POLICIES_SETTING)
+    return {tool.value: effective_policy(tool, overrides).value for tool in Tool}
+
+
+def set_tool_policy(
+    *, session: Session, actor: Principal | None, project_key: str, tool: str, policy: str
+) -> dict[str, str]:
+    """Set one tool's approval policy on a project (project admins): every policy afterwards."""
+    try:
+        parsed_tool, parsed = Tool(tool), ApprovalPolicy(policy)
+    except ValueError as exc:
+        raise InvalidArgumentError(
+            f"tools: {', '.join(Tool)}; policies: {', '.join(ApprovalPolicy)}"
+        ) from exc
+    if parsed not in ALLOWED_POLICIES[parsed_tool]:
+        raise InvalidArgumentError(f"{tool} cannot have the policy {policy}")
+    project = projects.authorize(
+        session=session, actor=actor, project_key=project_key, action=Action.EDIT_PROJECT,
+        lock=True,
+    )  # fmt: skip
+    settings = dict(project.settings or {})
+    settings[POLICIES_SETTING] = {**(settings.get(POLICIES_SETTING) or {}), tool: policy}
+    project.settings = settings
+    project.updated_at = utcnow()
+    session.add(project)
+    add_event(
+        session.connection(), correlation_id=f"project-{project.id}",
+        event_type="tool_policy_changed", project_id=project.id,
+        payload={"tool": tool, "policy": policy},
+        actor_type="human" if actor is not None else "system",
+        actor_id=str(actor.user_id) if actor is not None else None,
+    )  # fmt: skip
+    session.flush()
+    return {t.value: effective_policy(t, settings[POLICIES_SETTING]).value for t in Tool}
+
+
+def pending_requests_for(principal: Principal) -> list[PendingRequest]:
+    """`pending_requests` in a session of its own."""
+    with Session(get_engine()) as session:
+        return pending_requests(session=session, principal=principal)
