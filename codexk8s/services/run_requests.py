@@ -469,3 +469,34 @@ def pending_requests_for(principal: Principal) -> list[PendingRequest]:
     """`pending_requests` in a session of its own."""
     with Session(get_engine()) as session:
         return pending_requests(session=session, principal=principal)
+
+
+def report_progress(engine: Engine, *, run: sa.Row[Any], message: Any) -> None:
+    """The `report_progress` tool: a line on the run's timeline, while the run is active."""
+    text = _text(message, "message")
+    with engine.begin() as connection:
+        status = connection.execute(
+            sa.select(RUNS.c.status).where(RUNS.c.id == run.id)
+        ).scalar_one_or_none()
+        if status not in _ACTIVE:
+            raise ConflictError("the run has ended")
+        _event(connection, run, "tool_called", tool=Tool.REPORT_PROGRESS.value, policy="none")
+        _event(connection, run, "run_progress", kind="agent", message=(text or "")[:2000])
+
+
+def record_refused_call(engine: Engine, *, run_id: int, reason: str) -> None:
+    """A platform tool call refused for its token: audited on the run named in the path (when it
+    exists), so a leaked or stale token shows up on that run's trail."""
+    with engine.begin() as connection:
+        run = connection.execute(
+            sa.select(RUNS.c.id, RUNS.c.correlation_id, RUNS.c.project_id).where(
+                RUNS.c.id == run_id
+            )
+        ).first()
+        if run is None:
+            return
+        add_event(
+            connection, correlation_id=run.correlation_id, event_type="request_rejected",
+            run_id=run.id, project_id=run.project_id, actor_type="agent",
+            payload={"route": "mcp", "reason": "unauthorized", "message": reason[:500]},
+        )  # fmt: skip

@@ -35,6 +35,7 @@ API_AGENT_EVENTS = f"{API_AGENT_RUN}/events"
 API_AGENT_RESULT = f"{API_AGENT_RUN}/result"
 API_AGENT_DOCUMENTS = f"{API_AGENT_RUN}/documents"
 API_AGENT_SESSION = f"{API_AGENT_RUN}/session"
+API_AGENT_MCP = f"{API_AGENT_RUN}/mcp"  # the platform MCP server (streamable HTTP)
 API_AGENT_OPENAI_BASE = f"{API_AGENT_RUN}/openai"  # the model provider base URL a run uses
 API_AGENT_OPENAI = f"{API_AGENT_OPENAI_BASE}/{{path:path}}"
 

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from codexk8s import metrics as _metrics  # noqa: F401  (registers the codexk8s_* metrics)
 from codexk8s.web import routes
-from codexk8s.web.http import agent_api, api, auth, health, webhooks
+from codexk8s.web.http import agent_api, agent_mcp, api, auth, health, webhooks
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -60,6 +60,7 @@ def build_http_app() -> Starlette:
             Route(routes.API_AGENT_DOCUMENTS, agent_api.agent_documents, methods=ALL_METHODS),
             Route(routes.API_AGENT_SESSION, agent_api.agent_session, methods=ALL_METHODS),
             Route(routes.API_AGENT_OPENAI, agent_api.agent_openai, methods=ALL_METHODS),
+            Route(routes.API_AGENT_MCP, agent_mcp.agent_mcp, methods=ALL_METHODS),
             Route(routes.AUTH_GITHUB_LOGIN, auth.github_login, methods=["GET"]),
             Route(routes.AUTH_GITHUB_CALLBACK, auth.github_callback, methods=["GET"]),
             Route(routes.AUTH_LOGOUT, auth.logout, methods=ALL_METHODS),
