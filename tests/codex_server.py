@@ -17,6 +17,10 @@ answer is estimated from the request itself (4 bytes of JSON per token for input
 longest prefix shared with an earlier request as cached input, as prompt caching does) instead of
 the fixed `usage`, so that runs of different shapes can be compared.
 
+`mcp_calls` makes it call tools of the platform MCP server first, one per request, in order:
+(tool, arguments) pairs, each called once per conversation, as Codex offers them (in the
+`mcp__<server>` namespace).
+
 `fail_statuses` makes the next requests fail with those HTTP statuses first (429 with
 `Retry-After`, 500, ...); `always_fail` makes every request fail. Every request is recorded
 (path, headers, JSON body) for assertions.
@@ -65,6 +69,8 @@ class ScriptedResponses:
     fail_statuses: list[int] = field(default_factory=list)
     always_fail: int | None = None
     explore: tuple[str, ...] = ()
+    mcp_calls: tuple[tuple[str, dict[str, Any]], ...] = ()
+    mcp_server: str = "codexk8s"
     usage_from_size: bool = False
     requests: list[RecordedRequest] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -185,7 +191,48 @@ def _called(body: dict[str, Any], command: str) -> bool:
     return any(_runs(item, command) for item in _items(body))
 
 
+def _mcp_call(namespace: str, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "function_call",
+        "id": f"fc_{uuid.uuid4().hex[:12]}",
+        "call_id": f"call_{uuid.uuid4().hex[:12]}",
+        "name": tool,
+        "namespace": namespace,
+        "arguments": json.dumps(arguments, sort_keys=True),
+        "status": "completed",
+    }
+
+
+def _mcp_called(body: dict[str, Any], tool: str, arguments: dict[str, Any]) -> bool:
+    wanted = json.dumps(arguments, sort_keys=True)
+    return any(
+        item.get("type") == "function_call"
+        and item.get("name") in (tool, f"mcp__codexk8s__{tool}")
+        and item.get("arguments") == wanted
+        for item in _items(body)
+    )
+
+
+def mcp_outputs(script: ScriptedResponses) -> list[str]:
+    """The outputs of the platform tool calls, as Codex sent them back to the model."""
+    calls: set[str] = set()
+    outputs: dict[str, str] = {}
+    for request in script.requests:
+        for item in _items(request.body):
+            if item.get("type") == "function_call" and item.get("namespace"):
+                calls.add(str(item.get("call_id")))
+            elif item.get("type") == "function_call_output" and item.get("call_id") in calls:
+                output = item.get("output")
+                outputs[str(item["call_id"])] = (
+                    output if isinstance(output, str) else json.dumps(output)
+                )
+    return list(outputs.values())
+
+
 def _next_item(script: ScriptedResponses, body: dict[str, Any]) -> dict[str, Any]:
+    for tool, arguments in script.mcp_calls:
+        if not _mcp_called(body, tool, arguments):
+            return _mcp_call(f"mcp__{script.mcp_server}", tool, arguments)
     for command in script.explore:
         if not _called(body, command):
             return _shell_call(body, command)

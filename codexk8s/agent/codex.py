@@ -34,6 +34,7 @@ TOKEN_ENV = "CODEXK8S_RUN_TOKEN"  # Codex sends it as the bearer; the proxy swap
 REQUEST_MAX_RETRIES = 4
 STREAM_MAX_RETRIES = 4
 STREAM_IDLE_TIMEOUT_MS = 300_000
+MCP_STARTUP_TIMEOUT_SECONDS = 30
 SESSION_RETRY_DELAYS = (10.0,)
 TRANSIENT = frozenset(
     {AgentFailure.MODEL_RATE_LIMITED, AgentFailure.MODEL_UNAVAILABLE, AgentFailure.MODEL_TIMEOUT}
@@ -124,6 +125,19 @@ def codex_argv(
         # Commands the model runs see only core variables (PATH, HOME, ...), never the token.
         "-c", 'shell_environment_policy.inherit="core"',
     ]  # fmt: skip
+    mcp = brief.get("mcp")
+    if mcp and mcp.get("url"):
+        # The platform's tools, reached with the run token like the model provider.
+        server = f"mcp_servers.{mcp['name']}"
+        argv += [
+            "-c", f"{server}.url={_toml(str(mcp['url']))}",
+            "-c", f"{server}.bearer_token_env_var={_toml(TOKEN_ENV)}",
+            "-c", f"{server}.tool_timeout_sec={int(mcp['tool_timeout_seconds'])}",
+            "-c", f"{server}.startup_timeout_sec={MCP_STARTUP_TIMEOUT_SECONDS}",
+            # Codex would refuse every call under approval_policy=never: the platform applies
+            # its own per-project policy to each call instead (services.run_requests).
+            "-c", f'{server}.default_tools_approval_mode="approve"',
+        ]  # fmt: skip
     if brief.get("sandbox") in ("workspace-write", "read-only"):
         argv += ["--sandbox", str(brief["sandbox"])]
     else:

@@ -148,6 +148,11 @@ class AgentRunner:
         codex_home = self.root / "codex-home"
         if brief["agent"]["engine"] == "codex":
             resume, offered = self._restore_session(brief, codex_home)
+            if brief.get("mcp"):
+                brief = {
+                    **brief,
+                    "mcp": {**brief["mcp"], "url": self.callback_url + brief["mcp"]["path"]},
+                }
             outcome = run_codex(
                 brief, workspace=workspace.path, codex_home=codex_home,
                 base_url=self.callback_url + brief["provider"]["path"], token=self.token,

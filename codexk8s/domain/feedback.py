@@ -70,6 +70,15 @@ def discussion_marker(run_id: int) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class WaitingFor:
+    """A question or approval request a run waits on, as the service comment shows it."""
+
+    request_id: int
+    kind: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class RunView:
     """The parts of a run that GitHub readers see."""
 
@@ -88,6 +97,8 @@ class RunView:
     summary: str | None = None
     mode: str = RunMode.WORK.value
     created_at: datetime | None = None
+    # The question or approval request the run waits on, if any.
+    waiting_for: WaitingFor | None = None
 
     @property
     def has_pr(self) -> bool:
@@ -198,6 +209,18 @@ def render_service_comment(
         "| --- | --- |",
         *(f"| {name} | {value} |" for name, value in rows),
     ]
+    if view.waiting_for is not None and not RunStatus(view.status).is_terminal:
+        waiting = view.waiting_for
+        how = (
+            "`/answer approve` or `/answer deny <why>`"
+            if waiting.kind == "approval"
+            else "`/answer <your answer>`"
+        )
+        what = "asks for approval" if waiting.kind == "approval" else "asks"
+        lines += [
+            "", f"> ❓ **The agent {what}** (request #{waiting.request_id}): "
+            f"{_one_line(waiting.text)}", ">", f"> Reply with {how}, or answer in the inbox.",
+        ]  # fmt: skip
     if view.status_message and view.status != RunStatus.SUCCEEDED:
         lines += ["", f"> {_one_line(view.status_message)}"]
     # A discussion's answer is a comment of its own on the issue; it is not repeated here.

@@ -61,6 +61,7 @@ from codexk8s.domain.labels import (
     describe_unknown_run_label,
     parse_label,
 )
+from codexk8s.domain.run_requests import parse_answer_command
 from codexk8s.domain.runs import RunMode
 from codexk8s.domain.stages import (
     DISCUSSION_ROLE,
@@ -120,6 +121,7 @@ class Reason(StrEnum):
     DISCUSSION_CONTINUED = "discussion_continued"
     DISCUSSION_OVER = "discussion_over"
     OWN_COMMENT = "own_comment"
+    ANSWER_TO_AGENT = "answer_to_agent"
     SENDER_NOT_ALLOWED = "sender_not_allowed"
 
 
@@ -142,6 +144,8 @@ class TriggerInput:
     sender: str | None = None
     # An issue_comment written by codexk8s itself (its body carries a codexk8s marker).
     is_own_comment: bool = False
+    # An issue_comment answering a waiting run (`/answer ...`, domain.run_requests).
+    is_answer: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,6 +423,9 @@ def _on_discussion_label(inp: TriggerInput, *, on_pull_request: bool) -> Trigger
 def _on_comment(inp: TriggerInput) -> TriggerDecision:
     if inp.is_own_comment:
         return _record(Reason.OWN_COMMENT)
+    if inp.is_answer:
+        # It answers the run that asked (services.run_requests); it starts no turn.
+        return _record(Reason.ANSWER_TO_AGENT)
     labels = _current_labels(inp, None)
     is_pull_request = inp.is_pull_request is True
     if labels.has_discussion and not labels.run_labels:
@@ -617,5 +624,8 @@ def trigger_input_from_payload(event: str, payload: Mapping[str, Any]) -> Trigge
         sender=_text(_get(_get(payload, "sender"), "login")) or None,
         is_own_comment=(
             event_name == EVENT_ISSUE_COMMENT and COMMENT_MARKER_PREFIX in comment_body
+        ),
+        is_answer=(
+            event_name == EVENT_ISSUE_COMMENT and parse_answer_command(comment_body) is not None
         ),
     )

@@ -46,12 +46,14 @@ from codexk8s.db.models import (
     LearningFeedback,
     Project,
     Repository,
+    RunRequest,
     utcnow,
 )
 from codexk8s.domain.feedback import (
     LABEL_COLORS,
     SERVICE_MARKER,
     RunView,
+    WaitingFor,
     discussion_marker,
     learning_marker,
     render_notice_comment,
@@ -81,13 +83,15 @@ REPOSITORIES = Repository.__table__  # type: ignore[attr-defined]
 PROJECTS = Project.__table__  # type: ignore[attr-defined]
 LEARNING = LearningFeedback.__table__  # type: ignore[attr-defined]
 
+REQUESTS = RunRequest.__table__  # type: ignore[attr-defined]
 RUN_RESULT = "run_result"
 # Flow events of deliveries that started nothing, explained in the service comment.
 NOTICE_EVENTS = ("trigger_refused", "trigger_conflict")
 # Flow events whose change GitHub readers see.
 VISIBLE_EVENTS = (
     "run_created", "run_pending", "run_starting", "run_running", "run_succeeded", "run_failed",
-    "run_canceled", RUN_RESULT,
+    "run_canceled", RUN_RESULT, "run_request_opened", "run_request_answered",
+    "run_request_approved", "run_request_denied", "run_request_timed_out",
 )  # fmt: skip
 CLAIM_SECONDS = 120.0
 # Most cycles only look at events of the last RECENT_WINDOW (an index range on created_at); every
@@ -536,7 +540,20 @@ class GitHubFeedback:
             status_reason=row.status_reason, status_message=row.status_message, model=row.model,
             reasoning_effort=row.reasoning_effort, pr_url=row.pr_url, pr_number=row.pr_number,
             summary=row.summary, mode=row.mode, created_at=_aware(row.created_at),
+            waiting_for=self._waiting_for(row) if row.waiting_since is not None else None,
         )  # fmt: skip
+
+    def _waiting_for(self, row: Any) -> WaitingFor | None:
+        with self.engine.connect() as connection:
+            request = connection.execute(
+                sa.select(REQUESTS.c.id, REQUESTS.c.kind, REQUESTS.c.text)
+                .where(REQUESTS.c.run_id == row.id, REQUESTS.c.status == "pending")
+                .order_by(REQUESTS.c.id)
+                .limit(1)
+            ).first()
+        if request is None:
+            return None
+        return WaitingFor(request_id=request.id, kind=request.kind, text=request.text)
 
     # --- steps -----------------------------------------------------------------------------------
 

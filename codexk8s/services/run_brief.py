@@ -169,7 +169,9 @@ def _pull_request_branches(
     return head_ref, base_ref
 
 
-def build_brief(engine: Engine, *, run: sa.Row[Any], openai_path: str) -> dict[str, Any]:
+def build_brief(
+    engine: Engine, *, run: sa.Row[Any], openai_path: str, mcp_path: str | None = None
+) -> dict[str, Any]:
     """Everything the runner needs for this run. Carries the repository token: never log it.
 
     `openai_path` is the control-plane path of the run's model proxy; the runner joins it with
@@ -257,6 +259,17 @@ def build_brief(engine: Engine, *, run: sa.Row[Any], openai_path: str) -> dict[s
         # leave (a review, an answer on the issue).
         "push": not is_review_run(run) and not is_discussion,
         "provider": {"name": "codexk8s", "path": openai_path, "wire_api": "responses"},
+        # The platform MCP server (ask, request_approval, ...): a tool call may wait for a
+        # person up to the wait limit, so Codex must not give up on it sooner.
+        "mcp": (
+            {
+                "name": "codexk8s",
+                "path": mcp_path,
+                "tool_timeout_seconds": int(settings.human_wait_minutes * 60) + 60,
+            }
+            if mcp_path is not None
+            else None
+        ),
         # In a pod the pod is the sandbox; a local process gets Codex's workspace sandbox (a
         # discussion only reads).
         "sandbox": (

@@ -22,8 +22,8 @@ from sqlmodel import Session
 
 from codexk8s.db.engine import get_engine
 from codexk8s.db.models import Project, RunRequest, User, utcnow
-from codexk8s.domain.access import ProjectRole
-from codexk8s.domain.authorization import Action, Principal, can_see_project
+from codexk8s.domain.access import PlatformRole, ProjectRole
+from codexk8s.domain.authorization import Action, Principal, can_see_project, normalize_login
 from codexk8s.domain.run_requests import (
     ALLOWED_POLICIES,
     POLICIES_SETTING,
@@ -34,6 +34,7 @@ from codexk8s.domain.run_requests import (
     approval_decision,
     effective_policy,
     may_answer,
+    parse_answer_command,
 )
 from codexk8s.domain.runs import RunStatus
 from codexk8s.errors import ConflictError, ForbiddenError, InvalidArgumentError, NotFoundError
@@ -500,3 +501,61 @@ def record_refused_call(engine: Engine, *, run_id: int, reason: str) -> None:
             run_id=run.id, project_id=run.project_id, actor_type="agent",
             payload={"route": "mcp", "reason": "unauthorized", "message": reason[:500]},
         )  # fmt: skip
+
+
+def answer_from_github(
+    engine: Engine, *, repository_id: int, number: int, login: str | None, body: str,
+    correlation_id: str,
+) -> Decision | None:  # fmt: skip
+    """`/answer [#id] <text>` in a comment on issue or PR NUMBER: the answer of the codexk8s
+    user linked to LOGIN to the waiting request of a run there (the one named, or the only one).
+    Anything else leaves an `answer_refused` event (on the run, when one is waiting) and
+    changes nothing."""
+    parsed = parse_answer_command(body)
+    if parsed is None:
+        return None
+    wanted, text = parsed
+    with engine.connect() as connection:
+        pending = pending_for_issue(connection, repository_id=repository_id, number=number)
+        user = (
+            connection.execute(
+                sa.select(USERS.c.id, USERS.c.role, USERS.c.disabled).where(
+                    sa.func.lower(USERS.c.github_login) == normalize_login(login)
+                )
+            ).first()
+            if login
+            else None
+        )
+    chosen = [r for r in pending if wanted is None or r.id == wanted]
+    problem = None
+    if not chosen:
+        problem = f"no request {'#' + str(wanted) + ' ' if wanted else ''}is waiting here"
+    elif len(chosen) > 1:
+        problem = "several requests are waiting here: name one, `/answer #<id> ...`"
+    elif user is None:
+        problem = f"{login or 'the sender'} is not linked to a codexk8s user"
+    if problem is None:
+        principal = Principal(
+            user_id=user.id, platform_role=PlatformRole(user.role), is_disabled=user.disabled
+        )
+        try:
+            return answer_request(
+                engine, principal=principal, request_id=chosen[0].id, answer=text,
+                via="github", by=login,
+            )  # fmt: skip
+        except (NotFoundError, ForbiddenError, ConflictError, InvalidArgumentError) as exc:
+            problem = str(exc)
+    target = chosen[0] if chosen else (pending[0] if pending else None)
+    with engine.begin() as connection:
+        run = (
+            connection.execute(sa.select(RUNS).where(RUNS.c.id == target.run_id)).first()
+            if target is not None
+            else None
+        )
+        add_event(
+            connection, correlation_id=run.correlation_id if run else correlation_id,
+            event_type="answer_refused", run_id=run.id if run else None,
+            project_id=run.project_id if run else None, actor_type="human", actor_id=login,
+            payload={"via": "github", "reason": problem, "delivery": correlation_id},
+        )  # fmt: skip
+    return None

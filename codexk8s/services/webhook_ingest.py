@@ -89,7 +89,7 @@ from codexk8s.errors import (
     UnauthorizedError,
     UnavailableError,
 )
-from codexk8s.services import audit, repositories, run_start
+from codexk8s.services import audit, repositories, run_requests, run_start
 
 REJECTED_CORRELATION = "webhook-rejected"
 MAX_DELIVERY_ID = 100
@@ -598,10 +598,14 @@ def ingest_github_delivery(
                 number=trigger.number if trigger is not None else None,
             )  # fmt: skip
             if result is not None:
-                return _record_decided(
+                recorded = _record_decided(
                     connection, delivery, full_name=full_name, repository=repository,
                     payload=payload, payload_text=payload_text, outcome=result,
                 )  # fmt: skip
+        if result is not None:
+            if trigger is not None and trigger.is_answer and not recorded.is_duplicate:
+                _answer(engine, repository, trigger.number, sender, payload, delivery_id)
+            return recorded
     except _Rejected as rejected:
         # Nothing was written by the request; the audit event is the one row it leaves.
         record_rejection(engine, request, rejected.event_type, rejected.reason)
@@ -615,6 +619,21 @@ def ingest_github_delivery(
             full_name=full_name, repository=repository, payload=payload,
             payload_text=payload_text,
         )  # fmt: skip
+
+
+def _answer(
+    engine: Engine, repository: _Repository | None, number: int | None, sender: str | None,
+    payload: dict[str, Any], delivery_id: str,
+) -> None:  # fmt: skip
+    """An `/answer` comment, once its delivery is recorded: the answer to the waiting run on that
+    issue, if the sender may give it (services.run_requests decides and audits)."""
+    comment = payload.get("comment")
+    if repository is None or number is None or not isinstance(comment, dict):
+        return
+    run_requests.answer_from_github(
+        engine, repository_id=repository.id, number=number, login=sender,
+        body=str(comment.get("body") or ""), correlation_id=delivery_id,
+    )  # fmt: skip
 
 
 def _decide(

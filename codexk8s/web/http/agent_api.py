@@ -118,7 +118,10 @@ def _endpoint(
 
 async def _brief(request: Request, run: sa.Row[Any]) -> Response:
     path = routes.API_AGENT_OPENAI_BASE.format(run_id=run.id)
-    brief = await asyncio.to_thread(run_brief.build_brief, get_engine(), run=run, openai_path=path)
+    brief = await asyncio.to_thread(
+        run_brief.build_brief, get_engine(), run=run, openai_path=path,
+        mcp_path=routes.API_AGENT_MCP.format(run_id=run.id),
+    )  # fmt: skip
     return JSONResponse(brief, headers=_NO_STORE)
 
 
