@@ -1,0 +1,195 @@
+"""Agents that ask (issue #18), end to end with nothing mocked inside the product: a labeled
+issue → the engine → the local runtime → `codexk8s agent run` → the real Codex binary, whose
+scripted model calls the platform MCP tools → a person answers (the service the inbox calls, an
+`/answer` comment through webhook ingest) → the run resumes and finishes; a denied approval fails
+the run with its reason; a tool under policy `none` goes through without waiting."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from codexk8s.adapters.local.runtime import LocalRuntime
+from codexk8s.config import get_settings
+from codexk8s.crypto import get_secret_box
+from codexk8s.db.engine import get_engine, session_scope
+from codexk8s.domain.access import PlatformRole
+from codexk8s.domain.authorization import Principal
+from codexk8s.jobs.engine import RunEngine
+from codexk8s.services import run_requests, users
+from codexk8s.services.github_feedback import GitHubFeedback
+from tests.agent.conftest import OWNER_REPO, Remote, load_run
+from tests.agent.test_full_path import (  # noqa: F401  (github is a fixture)
+    comment_payload,
+    deliver,
+    github,
+    label_issue,
+    service_comments,
+    until,
+)
+from tests.codex_server import ScriptedResponses, mcp_outputs
+from tests.conftest import link_member
+from tests.github_server import FakeGitHub
+from tests.jobs.test_engine_local import FAST
+
+
+@pytest.fixture
+def loopback(request: pytest.FixtureRequest) -> tuple[FakeGitHub, str]:
+    """test_full_path's `github` fixture: the loopback GitHub, a project and its repository."""
+    return request.getfixturevalue("github")
+
+
+@pytest.fixture
+async def engine(loopback: tuple[FakeGitHub, str], tmp_path: Path) -> AsyncIterator[RunEngine]:
+    _, callback_url = loopback
+    run_engine = RunEngine(
+        engine=get_engine(),
+        runtime=LocalRuntime(
+            tmp_path / "runs", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            poll_interval=0.05, kill_grace_seconds=1,
+        ),
+        callback_url=callback_url, owner="replica-1",
+        timings=replace(FAST, feedback_seconds=0.2),
+        feedback=GitHubFeedback(
+            engine=get_engine(), settings=get_settings(), box=get_secret_box(),
+            owner="replica-1", client_options={"backoff_seconds": 0.01},
+        ),
+    )  # fmt: skip
+    await run_engine.start()
+    try:
+        yield run_engine
+    finally:
+        await run_engine.stop()
+
+
+def admin() -> Principal:
+    email = link_member("web", "boss", role="admin")
+    with session_scope() as session:
+        user = users.require_by_email(session=session, email=email)
+        return Principal(user_id=user.id or 0, platform_role=PlatformRole(user.role))
+
+
+def pending(run_id: int) -> list[sa.Row]:
+    with get_engine().connect() as connection:
+        return list(
+            connection.execute(
+                sa.select(run_requests.REQUESTS).where(
+                    run_requests.REQUESTS.c.run_id == run_id,
+                    run_requests.REQUESTS.c.status == "pending",
+                )
+            ).all()
+        )
+
+
+def trail(run_id: int) -> list[str]:
+    with get_engine().connect() as connection:
+        return list(
+            connection.execute(
+                sa.text("SELECT event_type FROM flow_events WHERE run_id = :r ORDER BY id"),
+                {"r": run_id},
+            ).scalars()
+        )
+
+
+async def test_questions_answered_in_the_inbox_and_on_github_resume_the_run(
+    loopback: tuple[FakeGitHub, str], remote: Remote, openai_api: ScriptedResponses,
+    engine: RunEngine,
+) -> None:  # fmt: skip
+    fake, _ = loopback
+    repo = fake.repos[OWNER_REPO]
+    openai_api.mcp_calls = (
+        ("ask", {"question": "Which greeting?", "options": ["hello", "hi"]}),
+        ("ask", {"question": "In which language?"}),
+    )
+    boss = admin()
+    repo.issue_labels[41] = ["run:dev"]
+    run_id = label_issue(41)
+
+    await until(lambda: len(pending(run_id)) == 1, "the first question")
+    (first,) = pending(run_id)
+    assert load_run(run_id).waiting_since is not None
+    await until(
+        lambda: any("The agent asks" in b and "Which greeting?" in b
+                    for b in service_comments(repo, 41)),
+        "the question in the service comment",
+    )  # fmt: skip
+    # Answered in the inbox (the service the dashboard calls).
+    answered_at = time.monotonic()
+    run_requests.answer_request(get_engine(), principal=boss, request_id=first.id, answer="hello")
+    await until(lambda: len(pending(run_id)) == 1 and pending(run_id)[0].id != first.id,
+                "the second question")  # fmt: skip
+    assert time.monotonic() - answered_at < 10
+
+    # Answered on GitHub by a member with write access.
+    outcome = deliver("issue_comment", comment_payload(41, "Thanks!\n/answer English, please"))
+    assert outcome.ignored == "answer_to_agent" and outcome.runs == []
+    await until(lambda: load_run(run_id).status == "succeeded", "the run to finish")
+
+    outputs = mcp_outputs(openai_api)
+    assert "boss@users.example.test answered: hello" in outputs[0]
+    assert "Codertocat answered: English, please" in outputs[1]
+    run = load_run(run_id)
+    assert run.waiting_since is None and run.summary == "Added HELLO.md with a greeting."
+    events = trail(run_id)
+    assert events.count("run_request_opened") == 2 and events.count("run_request_answered") == 2
+
+
+async def test_a_denied_approval_fails_the_run_with_the_reason(
+    loopback: tuple[FakeGitHub, str], remote: Remote, openai_api: ScriptedResponses,
+    engine: RunEngine,
+) -> None:  # fmt: skip
+    fake, _ = loopback
+    repo = fake.repos[OWNER_REPO]
+    openai_api.mcp_calls = (("request_approval", {"action": "Drop the users table"}),)
+    boss = admin()
+    repo.issue_labels[43] = ["run:dev"]
+    run_id = label_issue(43)
+    await until(lambda: len(pending(run_id)) == 1, "the approval request")
+    (request,) = pending(run_id)
+    # A member with write access may not decide what the policy leaves to an admin, on GitHub
+    # either: refused, audited, nothing changes.
+    deliver("issue_comment", comment_payload(43, "/answer approve"))
+    assert len(pending(run_id)) == 1 and "answer_refused" in trail(run_id)
+    run_requests.answer_request(
+        get_engine(), principal=boss, request_id=request.id, answer="deny not on a Friday"
+    )
+    await until(lambda: load_run(run_id).status == "failed", "the run to fail")
+    run = load_run(run_id)
+    assert run.status_reason == "approval_denied"
+    assert "denied 'Drop the users table': not on a Friday" in run.status_message
+    await until(
+        lambda: any("approval_denied" in b for b in service_comments(repo, 43)),
+        "the failure in the service comment",
+    )
+
+
+async def test_a_tool_under_policy_none_goes_through_without_waiting(
+    loopback: tuple[FakeGitHub, str], remote: Remote, openai_api: ScriptedResponses,
+    engine: RunEngine,
+) -> None:  # fmt: skip
+    fake, _ = loopback
+    repo = fake.repos[OWNER_REPO]
+    with session_scope() as session:
+        run_requests.set_tool_policy(
+            session=session, actor=None, project_key="web", tool="request_approval",
+            policy="none",
+        )  # fmt: skip
+    openai_api.mcp_calls = (
+        ("request_approval", {"action": "Push a branch"}),
+        ("report_progress", {"message": "approved, pushing"}),
+    )
+    repo.issue_labels[44] = ["run:dev"]
+    run_id = label_issue(44)
+    await until(lambda: load_run(run_id).status == "succeeded", "the run to finish")
+    approved, progress = mcp_outputs(openai_api)
+    assert "Approved by the project's policy" in approved and "Recorded." in progress
+    events = trail(run_id)
+    assert "run_request_approved" in events and "run_request_opened" not in events
+    assert "run_progress" in events
