@@ -29,6 +29,8 @@ API_RUN_CANCEL = f"{API_RUN}/cancel"
 API_RUN_RERUN = f"{API_RUN}/rerun"
 
 # Internal API of the agent runner (authenticated by the run's token).
+API_REQUESTS = f"{API_PREFIX}/requests"  # the inbox: questions and approvals waiting for people
+API_REQUEST_ANSWER = f"{API_PREFIX}/requests/{{request_id}}/answer"
 API_AGENT_RUN = f"{API_PREFIX}/agent/runs/{{run_id}}"
 API_AGENT_BRIEF = f"{API_AGENT_RUN}/brief"
 API_AGENT_EVENTS = f"{API_AGENT_RUN}/events"

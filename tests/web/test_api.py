@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from prometheus_client import REGISTRY
 from sqlmodel import Session, select
 from starlette.testclient import TestClient
@@ -569,3 +570,64 @@ def test_malformed_input_is_a_400_that_is_audited_and_counted(
     assert rejection.payload["route"] == routes.API_RUNS
     assert rejection.payload["reason"] == reason
     assert "Traceback" not in caplog.text
+
+
+# --- the inbox: questions and approvals of waiting runs ------------------------------------------
+
+
+def open_question(world: World) -> tuple[int, int]:
+    from codexk8s.domain.run_requests import RequestKind
+    from codexk8s.services import run_requests
+    from codexk8s.services.run_states import RUNS
+
+    run_id = make_run(world, status="running")
+    with get_engine().connect() as connection:
+        run = connection.execute(sa.select(RUNS).where(RUNS.c.id == run_id)).one()
+    request_id = run_requests.open_request(
+        get_engine(), run=run, kind=RequestKind.QUESTION, text="Which port?", wait_minutes=5
+    )
+    assert isinstance(request_id, int)
+    return run_id, request_id
+
+
+ANSWER_BY_ROLE = {
+    "anonymous": 401, "outsider": 404, "read": 403, "read_write": 200, "admin": 200,
+    "platform_admin": 200, "owner": 200,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_the_inbox_lists_and_answers_by_role(client: TestClient, world: World, role: str) -> None:
+    _, request_id = open_question(world)
+    listed = client.get(routes.API_REQUESTS, headers=auth(world, role))
+    if role == "anonymous":
+        assert listed.status_code == 401
+    else:
+        ids = [r["id"] for r in listed.json()["requests"]]
+        assert ids == ([request_id] if ANSWER_BY_ROLE[role] == 200 else [])
+    url = routes.API_REQUEST_ANSWER.format(request_id=request_id)
+    response = client.post(url, json={"answer": "8080"}, headers=auth(world, role))
+    assert response.status_code == ANSWER_BY_ROLE[role], response.text
+    if response.status_code == 200:
+        assert response.json()["request"]["status"] == "answered"
+        again = client.post(url, json={"answer": "9090"}, headers=auth(world, role))
+        assert again.status_code == 409
+
+
+def test_inbox_answers_refuse_bad_input_and_foreign_origins(
+    client: TestClient, world: World
+) -> None:
+    _, request_id = open_question(world)
+    url = routes.API_REQUEST_ANSWER.format(request_id=request_id)
+    headers = auth(world, "read_write")
+    for body in ({"answer": ""}, {"answer": 5}, {"approve": "yes"}, {"other": 1}, []):
+        assert client.post(url, json=body, headers=headers).status_code == 400
+    assert client.post(routes.API_REQUEST_ANSWER.format(request_id="x"), json={},
+                       headers=headers).status_code == 404  # fmt: skip
+    assert client.post(routes.API_REQUEST_ANSWER.format(request_id=999999), json={"answer": "a"},
+                       headers=headers).status_code == 404  # fmt: skip
+    cookie = cookie_client(world, "read_write")
+    foreign = cookie.post(url, json={"answer": "a"}, headers={"Origin": "https://evil.example"})
+    assert foreign.status_code == 403
+    ours = cookie.post(url, json={"answer": "a"}, headers={"Origin": PUBLIC_URL})
+    assert ours.status_code == 200

@@ -38,7 +38,15 @@ from codexk8s.errors import (
     NotFoundError,
     UnauthorizedError,
 )
-from codexk8s.services import agent_runs, audit, projects, run_control, run_logs, run_start
+from codexk8s.services import (
+    agent_runs,
+    audit,
+    projects,
+    run_control,
+    run_logs,
+    run_requests,
+    run_start,
+)
 from codexk8s.web import origins, routes
 from codexk8s.web.http.auth import current_principal
 from codexk8s.web.http.errors import error_response, from_exception
@@ -422,6 +430,32 @@ async def _log_text(run_id: int) -> AsyncIterator[str]:
         yield page
 
 
+async def list_requests(request: Request, principal: Principal) -> Response:
+    """`GET /api/v1/requests`: the questions and approvals waiting for the caller, across the
+    projects they may answer for (the inbox)."""
+    found = await asyncio.to_thread(run_requests.pending_requests_for, principal)
+    return _json({"requests": [_record(row) for row in found]})
+
+
+async def answer_request(request: Request, principal: Principal) -> Response:
+    """`POST /api/v1/requests/{id}/answer` {answer?, approve?}: the caller's answer; the run
+    waiting on it resumes."""
+    text = request.path_params["request_id"]
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise NotFoundError(f"no request {text!r}")
+    body = json_input.loads(await request.body(), what="the body", allow_nul=False)
+    if not isinstance(body, dict) or set(body) - {"answer", "approve"}:
+        raise InvalidArgumentError("the body must be {answer?, approve?}")
+    approve = body.get("approve")
+    if approve is not None and not isinstance(approve, bool):
+        raise InvalidArgumentError("`approve` must be true or false")
+    decision = await asyncio.to_thread(
+        run_requests.answer_request, get_engine(), principal=principal,
+        request_id=int(text), answer=body.get("answer"), approve=approve, via="api",
+    )  # fmt: skip
+    return _json({"request": _record(decision)})
+
+
 # --- the routes' endpoints ------------------------------------------------------------------------
 
 projects_endpoint = _endpoint({"GET": list_projects}, route=routes.API_PROJECTS)
@@ -432,3 +466,5 @@ run_logs_endpoint = _endpoint({"GET": run_log}, route=routes.API_RUN_LOGS)
 run_log_text_endpoint = _endpoint({"GET": run_log_text}, route=routes.API_RUN_LOG_TEXT)
 run_cancel_endpoint = _endpoint({"POST": cancel_run}, route=routes.API_RUN_CANCEL)
 run_rerun_endpoint = _endpoint({"POST": rerun}, route=routes.API_RUN_RERUN)
+requests_endpoint = _endpoint({"GET": list_requests}, route=routes.API_REQUESTS)
+request_answer_endpoint = _endpoint({"POST": answer_request}, route=routes.API_REQUEST_ANSWER)

@@ -54,6 +54,8 @@ def build_http_app() -> Starlette:
             Route(routes.API_RUN_LOG_TEXT, api.run_log_text_endpoint, methods=ALL_METHODS),
             Route(routes.API_RUN_CANCEL, api.run_cancel_endpoint, methods=ALL_METHODS),
             Route(routes.API_RUN_RERUN, api.run_rerun_endpoint, methods=ALL_METHODS),
+            Route(routes.API_REQUESTS, api.requests_endpoint, methods=ALL_METHODS),
+            Route(routes.API_REQUEST_ANSWER, api.request_answer_endpoint, methods=ALL_METHODS),
             Route(routes.API_AGENT_BRIEF, agent_api.agent_brief, methods=ALL_METHODS),
             Route(routes.API_AGENT_EVENTS, agent_api.agent_events, methods=ALL_METHODS),
             Route(routes.API_AGENT_RESULT, agent_api.agent_result, methods=ALL_METHODS),
