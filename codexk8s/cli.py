@@ -512,6 +512,56 @@ def member_learning(
     typer.echo(f"learning mode for {email} on {key}: {mode}")
 
 
+@project_app.command("policy")
+def project_policy(
+    key: str,
+    tool: Annotated[str | None, typer.Argument(help="ask, request_approval, ...")] = None,
+    policy: Annotated[str | None, typer.Argument(metavar="[none|owner|delegated]")] = None,
+) -> None:
+    """Show the approval policy of every platform tool on project KEY, or set TOOL's: none (no
+    one is asked), owner (a project admin decides) or delegated (any member with write access)."""
+    from codexk8s.services import run_requests
+
+    with transaction() as session:
+        if tool is None:
+            policies = run_requests.tool_policies(session=session, actor=None, project_key=key)
+        elif policy is None:
+            fail("give the policy too: none, owner or delegated")
+        else:
+            policies = run_requests.set_tool_policy(
+                session=session, actor=None, project_key=key, tool=tool, policy=policy
+            )
+    for name, value in policies.items():
+        typer.echo(f"{name}\t{value}")
+
+
+@runs_app.command("answer")
+def runs_answer(
+    request_id: int,
+    answer: Annotated[str, typer.Argument(help="The answer; for an approval: approve or deny.")],
+) -> None:
+    """Answer question or approval request REQUEST_ID of a waiting run, as the operator."""
+    from codexk8s.services import run_requests
+
+    with service_call():
+        decision = run_requests.answer_request(
+            get_engine(), principal=None, request_id=request_id, answer=answer, via="cli",
+            by="cli",
+        )  # fmt: skip
+    typer.echo(f"request {request_id} {decision.status}")
+
+
+@runs_app.command("waiting")
+def runs_waiting() -> None:
+    """The questions and approval requests waiting for an answer, oldest first."""
+    from codexk8s.services import run_requests
+
+    with service_call():
+        found = run_requests.all_pending(get_engine())
+    for row in found:
+        typer.echo(f"#{row.id}\trun {row.run_id}\t{row.kind}\t{row.text}")
+
+
 @repo_app.command("add")
 def repo_add(
     key: str,

@@ -130,6 +130,44 @@ def test_member_add_and_errors() -> None:
     assert [m.role for m in members] == ["read_write"]
 
 
+def test_tool_policies_and_answers_from_the_command_line() -> None:
+    from codexk8s.db.models import AgentRun
+    from codexk8s.domain.run_requests import RequestKind
+    from codexk8s.services import run_requests
+    from codexk8s.services.run_states import RUNS
+
+    cli("project", "create", "web")
+    code, out, _ = cli("project", "policy", "web")
+    assert code == 0 and "request_approval\towner" in out and "ask\tdelegated" in out
+    code, out, _ = cli("project", "policy", "web", "request_approval", "none")
+    assert code == 0 and "request_approval\tnone" in out
+    for args, message in [
+        (["web", "ask", "none"], "ask cannot have the policy none"),
+        (["web", "ask"], "give the policy too"),
+        (["web", "rm", "none"], "tools: ask"),
+        (["nope"], "no project with key 'nope'"),
+    ]:
+        code, _, err = cli("project", "policy", *args)
+        assert code == 1 and message in err, (args, err)
+
+    with Session(get_engine()) as session:
+        project_id = session.exec(sa.text("SELECT id FROM projects")).one()[0]
+        run = AgentRun(correlation_id="c-cli", project_id=project_id, agent_key="dev",
+                       stage="dev", status="running")  # fmt: skip
+        session.add(run)
+        session.commit()
+        row = session.connection().execute(sa.select(RUNS)).one()
+    request_id = run_requests.open_request(
+        get_engine(), run=row, kind=RequestKind.QUESTION, text="Port?", wait_minutes=5
+    )
+    code, out, _ = cli("runs", "waiting")
+    assert code == 0 and f"#{request_id}\trun {row.id}\tquestion\tPort?" in out
+    code, out, _ = cli("runs", "answer", str(request_id), "8080")
+    assert code == 0 and f"request {request_id} answered" in out
+    code, _, err = cli("runs", "answer", str(request_id), "9090")
+    assert code == 1 and "already answered" in err
+
+
 def test_member_learning_mode_override() -> None:
     cli("user", "add", "ada@example.com")
     cli("project", "create", "web")

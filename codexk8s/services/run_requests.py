@@ -559,3 +559,15 @@ def answer_from_github(
             payload={"via": "github", "reason": problem, "delivery": correlation_id},
         )  # fmt: skip
     return None
+
+
+def all_pending(engine: Engine) -> list[sa.Row[Any]]:
+    """Every pending request, oldest first (the operator's view, `codexk8s runs waiting`)."""
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                sa.select(REQUESTS)
+                .where(REQUESTS.c.status == RequestStatus.PENDING.value)
+                .order_by(REQUESTS.c.id)
+            ).all()
+        )
