@@ -15,6 +15,9 @@ from typing import Any
 REASON_WORDS: dict[str, str] = {
     # the runtime
     "exit_code": "The agent's process exited with an error",
+    # a person in the loop (platform MCP tools)
+    "approval_denied": "A person denied the approval the agent asked for",
+    "question_unanswered": "Nobody answered the agent's question in time",
     "timeout": "The run took longer than its agent's timeout",
     "canceled": "The runtime stopped the workload",
     "oom_killed": "The run ran out of memory",
@@ -90,6 +93,15 @@ _TITLES: dict[str, tuple[str, str, str]] = {
     "log_truncated": ("Log cap reached: later lines not stored", "warn", "log"),
     "log_removed": ("Log removed by retention", "neutral", "log"),
     "delivery_accepted": ("Webhook received", "neutral", "queue"),
+    "tool_called": ("Agent used a platform tool", "neutral", "work"),
+    "run_request_opened": ("Agent is waiting for a person", "warn", "work"),
+    "run_request_answered": ("A person answered", "good", "work"),
+    "run_request_approved": ("Approved", "good", "work"),
+    "run_request_denied": ("Denied", "bad", "work"),
+    "run_request_timed_out": ("Nobody answered in time", "bad", "work"),
+    "run_request_canceled": ("Question withdrawn: the run ended", "neutral", "work"),
+    "answer_refused": ("Answer refused", "warn", "work"),
+    "tool_policy_changed": ("Tool approval policy changed", "neutral", "queue"),
 }
 
 
@@ -148,6 +160,22 @@ def _detail(event_type: str, payload: dict[str, Any]) -> str:
     elif event_type == "run_cancel_requested" or event_type == "run_cancel_sent":
         if reason:
             parts.append(reason_words(str(reason)))
+    elif event_type == "tool_called":
+        parts.append(f"{payload.get('tool')} (approval: {payload.get('policy')})")
+    elif event_type.startswith("run_request_"):
+        if payload.get("text"):
+            parts.append(str(payload["text"]))
+        if payload.get("answer"):
+            parts.append(f"“{payload['answer']}”")
+        if payload.get("by"):
+            parts.append(f"by {payload['by']}")
+        if payload.get("via"):
+            parts.append(f"via {payload['via']}")
+    elif event_type == "tool_policy_changed":
+        parts.append(f"{payload.get('tool')}: {payload.get('policy')}")
+    elif event_type == "answer_refused" and payload.get("reason"):
+        parts.append(str(payload["reason"]))
+        reason = None
     elif event_type == "run_rerun_requested" and payload.get("new_run_id"):
         parts.append(f"as run #{payload['new_run_id']}")
     elif event_type == "run_created" and payload.get("rerun_of"):

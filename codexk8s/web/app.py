@@ -10,9 +10,20 @@ from codexk8s.web import routes
 from codexk8s.web.http.app import build_http_app
 from codexk8s.web.lifespan import frozen_startup_objects, run_engine
 from codexk8s.web.live import live_updates
-from codexk8s.web.pages import agents, audit, overview, project, projects, run, runs, users
+from codexk8s.web.pages import (
+    agents,
+    audit,
+    inbox,
+    overview,
+    project,
+    projects,
+    run,
+    runs,
+    users,
+)
 from codexk8s.web.state.agents import AgentsState
 from codexk8s.web.state.audit import AuditState
+from codexk8s.web.state.inbox import InboxState
 from codexk8s.web.state.overview import OverviewState
 from codexk8s.web.state.projects import ProjectPageState, ProjectsState
 from codexk8s.web.state.run import RunState
@@ -61,5 +72,8 @@ app.add_page(
 )
 app.add_page(
     audit.audit, route=routes.AUDIT, title="Audit · codexk8s", on_load=AuditState.load_audit
+)
+app.add_page(
+    inbox.inbox, route=routes.INBOX, title="Inbox · codexk8s", on_load=InboxState.load_inbox
 )
 app.add_page(run.run_page, route=routes.RUN, title="Run · codexk8s", on_load=RunState.load_run)

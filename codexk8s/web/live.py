@@ -38,11 +38,20 @@ from codexk8s.services import notifications
 log = logging.getLogger(__name__)
 
 ALL_PROJECTS = "runs-all"
+# The inbox (and its badge in the navigation) of every viewer: any project change may open or
+# settle a question; each viewer's handler reloads only what that person may answer.
+INBOX = "inbox"
 BUMP_TIMEOUT_SECONDS = 5.0
 
 
 class ProjectLive(rx.SharedState):
     """Bumped when a run of the watched project (or of any project, `runs-all`) changes."""
+
+    version: int = 0
+
+
+class InboxLive(rx.SharedState):
+    """Bumped when a run of any project changes (a question opened, answered or withdrawn)."""
 
     version: int = 0
 
@@ -110,7 +119,7 @@ def _trigger_class(live_cls: type[rx.SharedState]) -> type[rx.Fragment]:
 def tokens_for(topic: str) -> list[tuple[type[rx.SharedState], str]]:
     """The watch tokens a notification topic moves."""
     if topic.startswith("project-"):
-        return [(ProjectLive, topic), (ProjectLive, ALL_PROJECTS)]
+        return [(ProjectLive, topic), (ProjectLive, ALL_PROJECTS), (InboxLive, INBOX)]
     if topic.startswith("run-"):
         return [(RunLive, topic)]
     return []

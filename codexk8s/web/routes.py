@@ -10,6 +10,7 @@ RUN = "/runs/[run_id]"  # `run_page(run_id)` builds one
 AGENTS = "/agents"
 USERS = "/users"
 AUDIT = "/audit"
+INBOX = "/inbox"
 SIGN_IN = "/sign-in"
 
 # HTTP API.

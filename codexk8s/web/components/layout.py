@@ -7,7 +7,9 @@ import reflex as rx
 
 from codexk8s.web import routes
 from codexk8s.web.components.status import STATUS_CSS
+from codexk8s.web.live import InboxLive, refresh_trigger
 from codexk8s.web.state.auth import AuthState
+from codexk8s.web.state.inbox import InboxState
 
 NAV_ITEMS: tuple[tuple[str, str, str], ...] = (
     ("Overview", routes.OVERVIEW, "layout-dashboard"),
@@ -16,6 +18,7 @@ NAV_ITEMS: tuple[tuple[str, str, str], ...] = (
     ("Agents", routes.AGENTS, "bot"),
     ("Users", routes.USERS, "users"),
     ("Audit", routes.AUDIT, "scroll-text"),
+    ("Inbox", routes.INBOX, "inbox"),
 )
 
 
@@ -27,12 +30,28 @@ def _is_current(href: str) -> rx.Var:
     return path.startswith(href)  # type: ignore[attr-defined]
 
 
+def _inbox_badge() -> rx.Component:
+    """How many questions and approvals wait for the viewer (pushed live)."""
+    return rx.cond(
+        InboxState.count > 0,
+        rx.badge(
+            InboxState.count,
+            color_scheme="orange",
+            variant="solid",
+            radius="full",
+            aria_label=InboxState.count.to_string() + " waiting for you",  # type: ignore[attr-defined]
+            data_testid="inbox-badge",
+        ),
+    )
+
+
 def _nav_link(label: str, href: str, icon: str) -> rx.Component:
     is_current = _is_current(href)
     return rx.link(
         rx.hstack(
             rx.icon(icon, size=18),
             rx.text(label, size="3", weight=rx.cond(is_current, "bold", "regular")),
+            _inbox_badge() if href == routes.INBOX else rx.fragment(),
             spacing="2",
             align="center",
         ),
@@ -66,6 +85,7 @@ def sidebar() -> rx.Component:
         rx.vstack(
             rx.box(_brand(), padding_x="0.75rem", padding_bottom="1rem"),
             *(_nav_link(*item) for item in NAV_ITEMS),
+            refresh_trigger(InboxLive, InboxState.refresh),
             spacing="1",
             padding="1rem",
             width="14rem",
