@@ -170,10 +170,14 @@ def open_request(
             )  # fmt: skip
             return Decision(request_id, kind.value, RequestStatus.APPROVED.value, None, None)
         pending = connection.execute(
-            sa.select(REQUESTS.c.id).where(
+            sa.select(REQUESTS.c.id, REQUESTS.c.kind, REQUESTS.c.text).where(
                 REQUESTS.c.run_id == run.id, REQUESTS.c.status == RequestStatus.PENDING.value
             )
         ).first()
+        if pending is not None and (pending.kind, pending.text) == (kind.value, question):
+            # The same call again (its HTTP request was cut, the control plane restarted):
+            # it waits on the question already asked.
+            return int(pending.id)
         if pending is not None:
             raise ConflictError(f"request {pending.id} of this run is still waiting for an answer")
         request_id = connection.execute(

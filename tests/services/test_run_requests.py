@@ -224,7 +224,8 @@ def test_bad_tool_input_is_refused_and_changes_nothing(app_db: str) -> None:
                 get_engine(), run=run, kind=RequestKind.QUESTION, wait_minutes=WAIT, **bad
             )
     assert events(run.id) == before and load(run.id).waiting_since is None
-    ask(run)
+    first = ask(run)
+    assert ask(run) == first  # the same call again waits on the same question
     with pytest.raises(ConflictError, match="still waiting"):
         ask(run, "A second question at once")
 
