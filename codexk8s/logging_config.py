@@ -212,7 +212,7 @@ def configure_logging(
         library.handlers.clear()
         library.propagate = True
     # Chatty at info; their warnings still come through.
-    for name in ("httpx", "httpcore", "apscheduler", "urllib3", "kubernetes"):
+    for name in ("httpx", "httpcore", "apscheduler", "urllib3", "kubernetes", "mcp"):
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 

@@ -1,0 +1,121 @@
+"""Answer → run resumed: how long after a person's answer is stored the agent's waiting `ask`
+call returns (issue #18).
+
+The control plane's real routes serve on loopback, on the embedded default (SQLite); a run is
+claimed by the real dispatcher (its token issued) and marked running. Each round a client sends
+the platform MCP `tools/call ask` as Codex does (one streamable-HTTP POST with the run token),
+waits until the question is stored, then answers it through the service the Inbox calls, and
+measures from the answer's commit to the tool call's HTTP response. The waiting call polls its
+row every `POLL_SECONDS`, so the figure is bounded by that poll plus one round trip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from codexk8s.db.engine import get_engine
+from codexk8s.db.migrations import upgrade_to_head
+from codexk8s.services import run_requests
+from codexk8s.services.run_states import RUNS
+from codexk8s.web import routes
+from codexk8s.web.http.app import build_http_app
+from tests.agent.conftest import claim, create_run
+from tests.conftest import reset_caches, serve_in_thread
+
+RESULTS = Path(__file__).resolve().parent / "results" / "mcp_answer.json"
+HEADERS = {
+    "Accept": "application/json, text/event-stream",
+    "MCP-Protocol-Version": "2025-06-18",
+}
+
+
+def pending_id(run_id: int) -> int | None:
+    with get_engine().connect() as connection:
+        return connection.execute(
+            sa.select(run_requests.REQUESTS.c.id).where(
+                run_requests.REQUESTS.c.run_id == run_id,
+                run_requests.REQUESTS.c.status == "pending",
+            )
+        ).scalar()
+
+
+def one_round(url: str, token: str, run_id: int, n: int) -> float:
+    returned: dict[str, float] = {}
+
+    def call() -> None:
+        response = httpx.post(
+            url,
+            json={"jsonrpc": "2.0", "id": n, "method": "tools/call",
+                  "params": {"name": "ask", "arguments": {"question": f"Question {n}?"}}},
+            headers={**HEADERS, "Authorization": f"Bearer {token}"}, timeout=60,
+        )  # fmt: skip
+        returned["at"] = time.perf_counter()
+        if response.status_code != 200 or response.json()["result"].get("isError"):
+            raise SystemExit(f"round {n}: {response.text}")
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    while (request_id := pending_id(run_id)) is None:
+        time.sleep(0.01)
+    # A person answers at any moment of the call's polling loop.
+    time.sleep(random.uniform(0.3, 0.3 + run_requests.POLL_SECONDS))
+    run_requests.answer_request(
+        get_engine(), principal=None, request_id=request_id, answer=f"answer {n}", by="bench"
+    )
+    answered = time.perf_counter()
+    caller.join()
+    return returned["at"] - answered
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=30)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="codexk8s-mcp-") as tmp:
+        root = Path(tmp)
+        os.environ.update({
+            "CODEXK8S_DATA_DIR": str(root / "data"),
+            "CODEXK8S_DATABASE_URL": f"sqlite:///{root / 'codexk8s.db'}",
+            "CODEXK8S_SECRET_KEY": "bench-secret-key-0123456789abcdef",
+            "CODEXK8S_OPENAI_API_KEY": "sk-bench-not-used",
+        })  # fmt: skip
+        reset_caches()
+        upgrade_to_head(os.environ["CODEXK8S_DATABASE_URL"])
+        with serve_in_thread(build_http_app()) as base:
+            claimed = claim(create_run(issue=1), base)
+            with get_engine().begin() as connection:
+                connection.execute(
+                    RUNS.update().where(RUNS.c.id == claimed.run_id).values(status="running")
+                )
+            url = base + routes.API_AGENT_MCP.format(run_id=claimed.run_id)
+            seconds = [one_round(url, claimed.token, claimed.run_id, n) for n in range(args.rounds)]
+    ms = sorted(s * 1000 for s in seconds)
+    figures = {
+        "rounds": len(ms),
+        "poll_ms": run_requests.POLL_SECONDS * 1000,
+        "p50_ms": round(statistics.median(ms), 1),
+        "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 1),
+        "max_ms": round(ms[-1], 1),
+    }
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
+    print(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
