@@ -57,6 +57,18 @@ ALLOWED_POLICIES: dict[Tool, frozenset[ApprovalPolicy]] = {
 # The project settings key holding {tool: policy} overrides.
 POLICIES_SETTING = "tool_policies"
 
+POLICY_WORDS: dict[str, str] = {
+    ApprovalPolicy.NONE.value: "no one is asked",
+    ApprovalPolicy.OWNER.value: "a project admin decides",
+    ApprovalPolicy.DELEGATED.value: "any member with write access decides",
+}
+TOOL_WORDS: dict[str, str] = {
+    Tool.ASK.value: "Questions to the team",
+    Tool.REQUEST_APPROVAL.value: "Approval before a risky action",
+    Tool.REPORT_PROGRESS.value: "Progress lines on the timeline",
+    Tool.PAST_RUNS.value: "Reading the project's earlier runs",
+}
+
 STATUS_WORDS: dict[RequestStatus, str] = {
     RequestStatus.PENDING: "waiting for an answer",
     RequestStatus.ANSWERED: "answered",

@@ -439,8 +439,9 @@ def tool_policies(*, session: Session, actor: Principal | None, project_key: str
 
 
 def set_tool_policy(
-    *, session: Session, actor: Principal | None, project_key: str, tool: str, policy: str
-) -> dict[str, str]:
+    *, session: Session, actor: Principal | None, project_key: str, tool: str, policy: str,
+    actor_id: str | None = None,
+) -> dict[str, str]:  # fmt: skip
     """Set one tool's approval policy on a project (project admins): every policy afterwards."""
     try:
         parsed_tool, parsed = Tool(tool), ApprovalPolicy(policy)
@@ -464,7 +465,7 @@ def set_tool_policy(
         event_type="tool_policy_changed", project_id=project.id,
         payload={"tool": tool, "policy": policy},
         actor_type="human" if actor is not None else "system",
-        actor_id=str(actor.user_id) if actor is not None else None,
+        actor_id=actor_id or (str(actor.user_id) if actor is not None else None),
     )  # fmt: skip
     session.flush()
     return {t.value: effective_policy(t, settings[POLICIES_SETTING]).value for t in Tool}

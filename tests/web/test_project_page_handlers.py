@@ -202,6 +202,34 @@ def test_log_retention_is_edited_with_the_settings(people: dict[str, Principal])
         assert "log retention must be" in state.error and settings(engine) == before
 
 
+def test_tool_policies_are_shown_to_members_and_set_by_admins(
+    people: dict[str, Principal],
+) -> None:
+    engine = get_engine()
+    writer = page_state(session_for(engine, people["read_write"]))
+    call(writer, "load_project")
+    assert ["request_approval", "Approval before a risky action", "owner"] in writer.tool_policies
+    call(writer, "set_tool_policy", "request_approval", "none")
+    assert "not for your role" in writer.error
+    assert "tool_policies" not in settings(engine)[1]
+
+    admin = page_state(session_for(engine, people["admin"]))
+    call(admin, "load_project")
+    call(admin, "set_tool_policy", "request_approval", "delegated")
+    assert admin.notice == ("Approval before a risky action: any member with write access decides.")
+    assert ["request_approval", "Approval before a risky action", "delegated"] in (
+        admin.tool_policies
+    )
+    call(admin, "set_tool_policy", "ask", "none")
+    assert admin.error == "ask cannot have the policy none"
+    assert settings(engine)[1]["tool_policies"] == {"request_approval": "delegated"}
+    with Session(engine) as session:
+        changed = session.exec(
+            select(FlowEvent).where(FlowEvent.event_type == "tool_policy_changed")
+        ).one()
+    assert changed.actor_id == "padmin@example.com"
+
+
 def test_bad_input_changes_nothing(people: dict[str, Principal]) -> None:
     engine = get_engine()
     state = page_state(session_for(engine, people["admin"]))

@@ -6,6 +6,7 @@ from typing import Any
 
 import reflex as rx
 
+from codexk8s.domain.run_requests import POLICY_WORDS
 from codexk8s.services.projects import RecentRun
 from codexk8s.services.repositories import RepositoryRow
 from codexk8s.web import routes
@@ -114,6 +115,46 @@ def _settings() -> rx.Component:
             width="100%",
         ),
         width="100%",
+    )
+
+
+def _policy_row(row: rx.Var) -> rx.Component:
+    tool, words, policy = row[0], row[1], row[2]
+    return rx.flex(
+        rx.text(words, size="2", min_width="16rem"),
+        rx.select.root(
+            rx.select.trigger(aria_label=words, data_testid="policy-" + tool.to(str)),
+            rx.select.content(
+                rx.cond(tool != "ask", rx.select.item(POLICY_WORDS["none"], value="none")),
+                rx.select.item(POLICY_WORDS["owner"], value="owner"),
+                rx.select.item(POLICY_WORDS["delegated"], value="delegated"),
+            ),
+            value=policy.to(str),
+            on_change=lambda value: ProjectPageState.set_tool_policy(tool.to(str), value),
+            disabled=~ProjectPageState.can_edit,
+        ),
+        spacing="3",
+        align="center",
+        wrap="wrap",
+    )
+
+
+def _tool_policies() -> rx.Component:
+    return rx.card(
+        rx.vstack(
+            rx.heading("Agent tools", size="4", as_="h2"),
+            rx.text(
+                "Who decides when a run's agent asks a question or asks approval, through the "
+                "platform tools. The run waits for the answer; every call is in the Audit page.",
+                size="2",
+                color_scheme="gray",
+            ),
+            rx.foreach(ProjectPageState.tool_policies, _policy_row),
+            spacing="3",
+            width="100%",
+        ),
+        width="100%",
+        data_testid="tool-policies",
     )
 
 
@@ -467,6 +508,7 @@ def _content() -> rx.Component:
         ),
         _messages(),
         _settings(),
+        _tool_policies(),
         _repositories(),
         rx.card(_members(), width="100%"),
         _recent_runs(),

@@ -19,8 +19,9 @@ from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.domain.access import ProjectRole
 from codexk8s.domain.authorization import Principal
+from codexk8s.domain.run_requests import POLICY_WORDS, TOOL_WORDS
 from codexk8s.errors import CodexK8sError, NotFoundError
-from codexk8s.services import overview, projects, repositories
+from codexk8s.services import overview, projects, repositories, run_requests
 from codexk8s.services.projects import MemberRow, ProjectRow, ProjectSettings, RecentRun
 from codexk8s.services.repositories import RepositoryRow
 from codexk8s.web import routes
@@ -249,6 +250,8 @@ class ProjectPageState(rx.State):
     cost_days: int = 14
     cost_rows: list[CostRow] = []
     cost_total: str = "$0.00"
+    # Who decides each platform tool's calls: [tool, the tool in words, none|owner|delegated].
+    tool_policies: list[list[str]] = []
     # The repository whose webhook is being registered: its button spins, the others wait.
     registering: str = ""
     is_loaded: bool = False
@@ -290,7 +293,7 @@ class ProjectPageState(rx.State):
     async def _refresh(self, principal: Principal) -> None:
         key = self.page_key
         try:
-            settings, repos, runs, costs, total = await asyncio.to_thread(
+            settings, repos, runs, costs, total, policies = await asyncio.to_thread(
                 _project_page, principal, key, self.cost_days
             )
         except NotFoundError:
@@ -300,6 +303,9 @@ class ProjectPageState(rx.State):
         self.not_found = False
         self.project_settings, self.repositories, self.recent_runs = settings, repos, runs
         self.cost_rows, self.cost_total = costs, total
+        self.tool_policies = [
+            [tool, TOOL_WORDS.get(tool, tool), policy] for tool, policy in policies.items()
+        ]
         self.edit_name, self.edit_slots = settings.name, str(settings.slots)
         self.edit_learning, self.edit_model = settings.learning_mode_default, settings.default_model
         days = settings.log_retention_days
@@ -379,6 +385,14 @@ class ProjectPageState(rx.State):
     @rx.event
     def set_delete_confirmation(self, value: str) -> None:
         self.delete_confirmation = value
+
+    @rx.event
+    async def set_tool_policy(self, tool: str, policy: str) -> None:
+        """Who decides TOOL's calls on this project (project admins)."""
+        await self._act(
+            f"{TOOL_WORDS.get(tool, tool)}: {POLICY_WORDS.get(policy, policy)}.",
+            run_requests.set_tool_policy, tool=tool, policy=policy,
+        )  # fmt: skip
 
     @rx.event
     async def save_settings(self) -> None:
@@ -467,9 +481,12 @@ class ProjectPageState(rx.State):
 
 def _project_page(
     principal: Principal, key: str, cost_days: int = 14
-) -> tuple[ProjectSettings, list[RepositoryRow], list[RecentRun], list[CostRow], str]:
+) -> tuple[
+    ProjectSettings, list[RepositoryRow], list[RecentRun], list[CostRow], str, dict[str, str]
+]:
     with session_scope(get_engine()) as session:
         settings = projects.get_settings(session=session, actor=principal, project_key=key)
+        policies = run_requests.tool_policies(session=session, actor=principal, project_key=key)
         repos = repositories.list_repositories(session=session, actor=principal, project_key=key)
         runs = projects.recent_runs(session=session, actor=principal, project_key=key)
         # The same figures as the Overview, for this project alone (get_settings checked that
@@ -487,4 +504,4 @@ def _project_page(
         for day in figures.days
     ]
     total = fmt.money(sum(day.cost_usd for day in figures.days))
-    return settings, repos, runs, rows, total
+    return settings, repos, runs, rows, total, policies
