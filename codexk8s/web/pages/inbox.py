@@ -42,7 +42,7 @@ def _question_form(item: InboxItem) -> rx.Component:
         ),
         rx.form(
             rx.hstack(
-                rx.input(type="hidden", name="request_id", value=item.id.to_string()),  # type: ignore[attr-defined]
+                rx.el.input(type="hidden", name="request_id", value=item.id.to_string()),  # type: ignore[attr-defined]
                 rx.input(
                     name="answer",
                     placeholder="Your answer",
@@ -67,7 +67,7 @@ def _question_form(item: InboxItem) -> rx.Component:
 def _approval_form(item: InboxItem) -> rx.Component:
     return rx.form(
         rx.vstack(
-            rx.input(type="hidden", name="request_id", value=item.id.to_string()),  # type: ignore[attr-defined]
+            rx.el.input(type="hidden", name="request_id", value=item.id.to_string()),  # type: ignore[attr-defined]
             rx.radio_group.root(
                 rx.hstack(
                     rx.radio_group.item(value="approve", id=f"approve-{item.id}"),
