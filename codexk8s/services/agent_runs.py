@@ -127,6 +127,8 @@ class RunDetail:
     # Its Codex session: which stored session it resumed ({session_id, version, from_run}),
     # why a resume did not happen, and the session it left ({session_id, version, bytes}).
     session: dict[str, Any] | None = None
+    # Since when it waits for a person (a question or an approval of its agent), or None.
+    waiting_since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,7 +470,7 @@ def get_run(*, session: Session, run_id: int) -> RunDetail:
             removed_at=utc(run.log_removed_at) if run.log_removed_at is not None else None,
         ),
         mode=run.mode, documents=documents[-1] if documents else None,
-        session=_session_summary(session_events),
+        session=_session_summary(session_events), waiting_since=run.waiting_since,
     )  # fmt: skip
 
 

@@ -147,19 +147,17 @@ def open_request(
             raise ConflictError("the run has ended")
         policy = policy_for(connection, project_id=run.project_id, tool=tool)
         _event(connection, run, "tool_called", tool=tool.value, policy=policy.value)
+        common = {
+            "run_id": run.id, "project_id": run.project_id, "kind": kind.value,
+            "text": question, "details": more, "policy": policy.value, "created_at": now,
+        }  # fmt: skip
         if policy is ApprovalPolicy.NONE:
             request_id = connection.execute(
                 REQUESTS.insert().values(
-                    run_id=run.id,
-                    project_id=run.project_id,
-                    kind=kind.value,
-                    text=question,
+                    **common,
                     options=[],
-                    details=more,
-                    policy=policy.value,
                     status=RequestStatus.APPROVED.value,
                     answered_via="policy",
-                    created_at=now,
                     expires_at=now,
                     answered_at=now,
                 )
@@ -182,15 +180,9 @@ def open_request(
             raise ConflictError(f"request {pending.id} of this run is still waiting for an answer")
         request_id = connection.execute(
             REQUESTS.insert().values(
-                run_id=run.id,
-                project_id=run.project_id,
-                kind=kind.value,
-                text=question,
+                **common,
                 options=choices,
-                details=more,
-                policy=policy.value,
                 status=RequestStatus.PENDING.value,
-                created_at=now,
                 expires_at=now + timedelta(minutes=wait_minutes),
             )
         ).inserted_primary_key[0]

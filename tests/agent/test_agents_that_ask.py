@@ -6,38 +6,32 @@ the run with its reason; a tool under policy `none` goes through without waiting
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from codexk8s.adapters.local.runtime import LocalRuntime
-from codexk8s.config import get_settings
-from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.domain.access import PlatformRole
 from codexk8s.domain.authorization import Principal
 from codexk8s.jobs.engine import RunEngine
 from codexk8s.services import run_requests, users
-from codexk8s.services.github_feedback import GitHubFeedback
 from tests.agent.conftest import OWNER_REPO, Remote, load_run
 from tests.agent.test_full_path import (  # noqa: F401  (github is a fixture)
     comment_payload,
     deliver,
     github,
     label_issue,
+    local_run_engine,
     service_comments,
     until,
 )
 from tests.codex_server import ScriptedResponses, mcp_outputs
 from tests.conftest import link_member
 from tests.github_server import FakeGitHub
-from tests.jobs.test_engine_local import FAST
+from tests.services.test_run_requests import events
 
 
 @pytest.fixture
@@ -49,19 +43,7 @@ def loopback(request: pytest.FixtureRequest) -> tuple[FakeGitHub, str]:
 @pytest.fixture
 async def engine(loopback: tuple[FakeGitHub, str], tmp_path: Path) -> AsyncIterator[RunEngine]:
     _, callback_url = loopback
-    run_engine = RunEngine(
-        engine=get_engine(),
-        runtime=LocalRuntime(
-            tmp_path / "runs", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-            poll_interval=0.05, kill_grace_seconds=1,
-        ),
-        callback_url=callback_url, owner="replica-1",
-        timings=replace(FAST, feedback_seconds=0.2),
-        feedback=GitHubFeedback(
-            engine=get_engine(), settings=get_settings(), box=get_secret_box(),
-            owner="replica-1", client_options={"backoff_seconds": 0.01},
-        ),
-    )  # fmt: skip
+    run_engine = local_run_engine(callback_url, tmp_path / "runs")
     await run_engine.start()
     try:
         yield run_engine
@@ -85,16 +67,6 @@ def pending(run_id: int) -> list[sa.Row]:
                     run_requests.REQUESTS.c.status == "pending",
                 )
             ).all()
-        )
-
-
-def trail(run_id: int) -> list[str]:
-    with get_engine().connect() as connection:
-        return list(
-            connection.execute(
-                sa.text("SELECT event_type FROM flow_events WHERE run_id = :r ORDER BY id"),
-                {"r": run_id},
-            ).scalars()
         )
 
 
@@ -137,8 +109,8 @@ async def test_questions_answered_in_the_inbox_and_on_github_resume_the_run(
     assert "Codertocat answered: English, please" in outputs[1]
     run = load_run(run_id)
     assert run.waiting_since is None and run.summary == "Added HELLO.md with a greeting."
-    events = trail(run_id)
-    assert events.count("run_request_opened") == 2 and events.count("run_request_answered") == 2
+    trail = events(run_id)
+    assert trail.count("run_request_opened") == 2 and trail.count("run_request_answered") == 2
 
 
 async def test_a_denied_approval_fails_the_run_with_the_reason(
@@ -156,7 +128,7 @@ async def test_a_denied_approval_fails_the_run_with_the_reason(
     # A member with write access may not decide what the policy leaves to an admin, on GitHub
     # either: refused, audited, nothing changes.
     deliver("issue_comment", comment_payload(43, "/answer approve"))
-    assert len(pending(run_id)) == 1 and "answer_refused" in trail(run_id)
+    assert len(pending(run_id)) == 1 and "answer_refused" in events(run_id)
     run_requests.answer_request(
         get_engine(), principal=boss, request_id=request.id, answer="deny not on a Friday"
     )
@@ -190,6 +162,6 @@ async def test_a_tool_under_policy_none_goes_through_without_waiting(
     await until(lambda: load_run(run_id).status == "succeeded", "the run to finish")
     approved, progress = mcp_outputs(openai_api)
     assert "Approved by the project's policy" in approved and "Recorded." in progress
-    events = trail(run_id)
-    assert "run_request_approved" in events and "run_request_opened" not in events
-    assert "run_progress" in events
+    trail = events(run_id)
+    assert "run_request_approved" in trail and "run_request_opened" not in trail
+    assert "run_progress" in trail

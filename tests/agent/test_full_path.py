@@ -57,6 +57,23 @@ def github(control_plane: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tupl
         yield fake, control_plane
 
 
+def local_run_engine(callback_url: str, runs: Path) -> RunEngine:
+    """The run engine of one replica on the local runtime, with fast timings and feedback."""
+    return RunEngine(
+        engine=get_engine(),
+        runtime=LocalRuntime(
+            runs, path=f"{Path(sys.executable).parent}:{os.environ['PATH']}", poll_interval=0.05,
+            kill_grace_seconds=1,
+        ),
+        callback_url=callback_url, owner="replica-1",
+        timings=replace(FAST, feedback_seconds=0.2),
+        feedback=GitHubFeedback(
+            engine=get_engine(), settings=get_settings(), box=get_secret_box(),
+            owner="replica-1", client_options={"backoff_seconds": 0.01},
+        ),
+    )  # fmt: skip
+
+
 def label_issue(number: int) -> int:
     payload = with_labels(example("issues", "labeled"), "issue", ["run:dev"], "run:dev")
     payload["issue"]["number"] = number
@@ -93,20 +110,7 @@ async def test_a_labeled_issue_becomes_a_pushed_branch_a_pull_request_and_a_comm
 ) -> None:
     fake, callback_url = github
     repo = fake.repos[OWNER_REPO]
-    settings = get_settings()
-    engine = RunEngine(
-        engine=get_engine(),
-        runtime=LocalRuntime(
-            tmp_path / "runs", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-            poll_interval=0.05, kill_grace_seconds=1,
-        ),
-        callback_url=callback_url, owner="replica-1",
-        timings=replace(FAST, feedback_seconds=0.2),
-        feedback=GitHubFeedback(
-            engine=get_engine(), settings=settings, box=get_secret_box(), owner="replica-1",
-            client_options={"backoff_seconds": 0.01},
-        ),
-    )  # fmt: skip
+    engine = local_run_engine(callback_url, tmp_path / "runs")
     repo.issue_labels[31] = ["run:dev"]  # as GitHub has it when it sends the delivery
     run_id = label_issue(31)
     await engine.start()
@@ -188,19 +192,7 @@ async def test_a_discussion_answers_on_the_issue_and_a_members_reply_continues_i
     turn, which resumes the first turn's Codex session and answers again."""
     fake, callback_url = github
     repo = fake.repos[OWNER_REPO]
-    engine = RunEngine(
-        engine=get_engine(),
-        runtime=LocalRuntime(
-            tmp_path / "runs", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-            poll_interval=0.05, kill_grace_seconds=1,
-        ),
-        callback_url=callback_url, owner="replica-1",
-        timings=replace(FAST, feedback_seconds=0.2),
-        feedback=GitHubFeedback(
-            engine=get_engine(), settings=get_settings(), box=get_secret_box(),
-            owner="replica-1", client_options={"backoff_seconds": 0.01},
-        ),
-    )  # fmt: skip
+    engine = local_run_engine(callback_url, tmp_path / "runs")
     openai_api.command = "cat README.md"
     openai_api.final_message = "I read the README. Which greeting do you want?"
     payload = with_labels(example("issues", "labeled"), "issue", ["mode:discussion"],

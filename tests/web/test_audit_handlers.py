@@ -4,30 +4,18 @@ forth, and bad dates refused with a message."""
 from __future__ import annotations
 
 import pytest
-from reflex.istate.data import RouterData
-from reflex.state import State
 
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.services import audit, projects
 from codexk8s.web.http.auth import SESSION_COOKIE
 from codexk8s.web.state.audit import PAGE_SIZE, AuditState, parse_range
 from tests.conftest import run_async
-from tests.web.live_context import dashboard_headers
+from tests.web.live_context import dashboard_state
 from tests.web.test_projects_handlers import add_user, session_for
 
 
 def audit_state(token: str) -> AuditState:
-    root = State(_reflex_internal_init=True)
-    root.router_data = {
-        "headers": dashboard_headers(f"{SESSION_COOKIE}={token}"),
-        "pathname": "/audit",
-    }
-    root.router = RouterData.from_router_data(root.router_data)
-
-    async def get() -> AuditState:
-        return await root.get_state(AuditState)
-
-    return run_async(get())
+    return dashboard_state(AuditState, f"{SESSION_COOKIE}={token}", "/audit")
 
 
 def call(state: AuditState, handler: str, *args: object) -> None:

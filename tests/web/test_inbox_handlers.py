@@ -6,8 +6,6 @@ from __future__ import annotations
 import uuid
 
 import sqlalchemy as sa
-from reflex.istate.data import RouterData
-from reflex.state import State
 
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.db.models import AgentRun
@@ -18,22 +16,12 @@ from codexk8s.web.http.auth import SESSION_COOKIE
 from codexk8s.web.live import INBOX, InboxLive, tokens_for
 from codexk8s.web.state.inbox import InboxState
 from tests.conftest import run_async
-from tests.web.live_context import call_handler, dashboard_headers
+from tests.web.live_context import call_handler, dashboard_state
 from tests.web.test_projects_handlers import add_user, session_for
 
 
 def inbox_state(token: str) -> InboxState:
-    root = State(_reflex_internal_init=True)
-    root.router_data = {
-        "headers": dashboard_headers(f"{SESSION_COOKIE}={token}"),
-        "pathname": "/inbox",
-    }
-    root.router = RouterData.from_router_data(root.router_data)
-
-    async def get() -> InboxState:
-        return await root.get_state(InboxState)
-
-    return run_async(get())
+    return dashboard_state(InboxState, f"{SESSION_COOKIE}={token}", "/inbox")
 
 
 def call(state: InboxState, handler: str, *args: object) -> None:

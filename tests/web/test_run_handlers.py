@@ -15,7 +15,7 @@ from sqlmodel import Session
 
 from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine, session_scope
-from codexk8s.db.models import AgentRun
+from codexk8s.db.models import AgentRun, utcnow
 from codexk8s.domain.authorization import Principal
 from codexk8s.domain.runtime import LogLine
 from codexk8s.services import projects, repositories, run_logs, run_start
@@ -115,6 +115,16 @@ def test_header_and_a_bounded_tail_window(world: dict[str, int]) -> None:
     assert state.log_html.count('class="log-line"') == WINDOW
     assert 'data-seq="1200"' in state.log_html and 'data-seq="700"' not in state.log_html
     assert "03:04:05.000" in state.log_html
+    assert not header.is_waiting
+    # Its agent asks a person something: the header says it waits.
+    with engine.begin() as connection:
+        connection.execute(
+            sa.update(AgentRun.__table__)  # type: ignore[attr-defined]
+            .where(AgentRun.__table__.c.id == run_id)  # type: ignore[attr-defined]
+            .values(waiting_since=utcnow())
+        )
+    call_handler(state, RunState.load_run.fn)
+    assert state.run.is_waiting
 
 
 def test_a_push_syncs_once_per_new_version(world: dict[str, int]) -> None:

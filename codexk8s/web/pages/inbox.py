@@ -22,6 +22,11 @@ def _meta(item: InboxItem) -> rx.Component:
     )
 
 
+def _request_id(item: InboxItem) -> rx.Component:
+    """The form's hidden field naming the request it answers."""
+    return rx.el.input(type="hidden", name="request_id", value=item.id.to_string())  # type: ignore[attr-defined]
+
+
 def _question_form(item: InboxItem) -> rx.Component:
     return rx.vstack(
         rx.cond(
@@ -42,7 +47,7 @@ def _question_form(item: InboxItem) -> rx.Component:
         ),
         rx.form(
             rx.hstack(
-                rx.el.input(type="hidden", name="request_id", value=item.id.to_string()),  # type: ignore[attr-defined]
+                _request_id(item),
                 rx.input(
                     name="answer",
                     placeholder="Your answer",
@@ -67,7 +72,7 @@ def _question_form(item: InboxItem) -> rx.Component:
 def _approval_form(item: InboxItem) -> rx.Component:
     return rx.form(
         rx.vstack(
-            rx.el.input(type="hidden", name="request_id", value=item.id.to_string()),  # type: ignore[attr-defined]
+            _request_id(item),
             rx.radio_group.root(
                 rx.hstack(
                     rx.radio_group.item(value="approve", id=f"approve-{item.id}"),

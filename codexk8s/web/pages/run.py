@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
-from codexk8s.web import live
+from codexk8s.web import live, routes
 from codexk8s.web.components.confirm import confirm_button
 from codexk8s.web.components.layout import empty_state, page
 from codexk8s.web.components.messages import messages
@@ -110,6 +110,19 @@ def _header() -> rx.Component:
                         data_testid="run-title",
                     ),
                     rx.box(STATUS_BADGE, data_testid="run-status"),
+                    rx.cond(
+                        run.is_waiting,
+                        rx.link(
+                            rx.badge(
+                                rx.icon("message-circle-question", size=12),
+                                "waiting for a person",
+                                color_scheme="orange",
+                                variant="soft",
+                            ),
+                            href=routes.INBOX,
+                            data_testid="waiting-badge",
+                        ),
+                    ),
                     rx.cond(
                         RunState.is_live,
                         rx.badge(

@@ -88,6 +88,8 @@ class RunHeader:
     is_failure: bool = False
     is_active: bool = False
     is_cancel_requested: bool = False
+    # Its agent asked a person something and waits for the answer (the Inbox).
+    is_waiting: bool = False
     # Notes on the stored log: what the per-run cap dropped, and removal by retention.
     log_truncated: str = ""
     log_removed: str = ""
@@ -220,6 +222,7 @@ def header_for(run: RunDetail, story: RunStory | None = None) -> RunHeader:
         reason_text=reason_words(reason), is_failure=is_failure,
         is_active=not status.is_terminal,
         is_cancel_requested=run.cancel_requested_at is not None,
+        is_waiting=run.waiting_since is not None and not status.is_terminal,
         log_truncated=log_truncated, log_removed=log_removed,
         summary=(story.summary if story else run.summary) or "",
         branch=story.branch if story else "",
