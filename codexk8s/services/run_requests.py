@@ -319,7 +319,8 @@ def answer_request(
                 ).scalar_one_or_none()
         if request.status != RequestStatus.PENDING.value:
             raise ConflictError(f"request {request_id} is already {request.status}")
-        note = _text(answer, "answer", required=approve is not None or
+        # A question needs its answer; an approval needs a decision: APPROVE, or the words.
+        note = _text(answer, "answer", required=approve is None or
                      request.kind == RequestKind.QUESTION.value)  # fmt: skip
         if request.kind == RequestKind.QUESTION.value:
             status = RequestStatus.ANSWERED

@@ -130,12 +130,26 @@ def test_who_may_answer_follows_the_policy(app_db: str) -> None:
             )
     assert [p.id for p in run_requests.pending_requests_for(writer)] == []
     assert [p.id for p in run_requests.pending_requests_for(admin)] == [approval]
+    with pytest.raises(InvalidArgumentError, match="approve or deny"):
+        run_requests.answer_request(
+            get_engine(), principal=admin, request_id=approval, answer="looks fine"
+        )
     decision = run_requests.answer_request(
         get_engine(), principal=admin, request_id=approval, answer="approve looks fine"
     )
     assert (decision.status, decision.answer, decision.is_approved) == (
         "approved", "looks fine", True,
     )  # fmt: skip
+    # A decision without a note (the Inbox's approve button with nothing typed).
+    second = run_requests.open_request(
+        get_engine(), run=run, kind=RequestKind.APPROVAL, text="Rename a column",
+        wait_minutes=WAIT,
+    )  # fmt: skip
+    assert isinstance(second, int)
+    quiet = run_requests.answer_request(
+        get_engine(), principal=admin, request_id=second, approve=True
+    )
+    assert (quiet.status, quiet.answer) == ("approved", None)
 
 
 def test_a_policy_none_approval_goes_through_without_waiting(app_db: str) -> None:

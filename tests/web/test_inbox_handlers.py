@@ -83,6 +83,10 @@ def test_the_inbox_shows_and_answers_what_each_person_may_answer(app_db: str) ->
     decision = run_requests.check_request(engine, request_id=approval)
     assert decision is not None and (decision.status, decision.answer) == ("denied", "no")
 
+    third = ask(RequestKind.APPROVAL, "Rename a column")
+    call(boss_view, "decide", {"request_id": str(third), "decision": "approve", "note": ""})
+    assert boss_view.notice == "Approved: the run goes on." and boss_view.error == ""
+
     stranger = inbox_state(session_for(engine, add_user(engine, "other@example.com")))
     call(stranger, "load_inbox")
     assert stranger.items == []
