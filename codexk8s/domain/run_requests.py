@@ -7,6 +7,7 @@ from enum import StrEnum
 
 from codexk8s.domain.access import ProjectRole
 from codexk8s.domain.authorization import Action, Principal, is_allowed
+from codexk8s.domain.labels import MODE_PREFIX, NEED_PREFIX, RUN_PREFIX, STATE_PREFIX
 
 
 class Tool(StrEnum):
@@ -14,6 +15,8 @@ class Tool(StrEnum):
     REQUEST_APPROVAL = "request_approval"
     REPORT_PROGRESS = "report_progress"
     PAST_RUNS = "past_runs"
+    POST_COMMENT = "post_comment"
+    SET_LABELS = "set_labels"
 
 
 class ApprovalPolicy(StrEnum):
@@ -44,6 +47,9 @@ DEFAULT_POLICIES: dict[Tool, ApprovalPolicy] = {
     Tool.REQUEST_APPROVAL: ApprovalPolicy.OWNER,
     Tool.REPORT_PROGRESS: ApprovalPolicy.NONE,
     Tool.PAST_RUNS: ApprovalPolicy.NONE,
+    # They act on the run's own issue only; a project that wants to see each one first says so.
+    Tool.POST_COMMENT: ApprovalPolicy.NONE,
+    Tool.SET_LABELS: ApprovalPolicy.NONE,
 }
 # A question cannot be answered by nobody.
 ALLOWED_POLICIES: dict[Tool, frozenset[ApprovalPolicy]] = {
@@ -67,6 +73,8 @@ TOOL_WORDS: dict[str, str] = {
     Tool.REQUEST_APPROVAL.value: "Approval before a risky action",
     Tool.REPORT_PROGRESS.value: "Progress lines on the timeline",
     Tool.PAST_RUNS.value: "Reading the project's earlier runs",
+    Tool.POST_COMMENT.value: "Comments on the run's issue",
+    Tool.SET_LABELS.value: "Labels on the run's issue",
 }
 
 STATUS_WORDS: dict[RequestStatus, str] = {
@@ -96,6 +104,16 @@ def may_answer(
     if policy is ApprovalPolicy.OWNER:
         return is_allowed(principal, Action.EDIT_PROJECT, project_role)
     return is_allowed(principal, Action.START_RUN, project_role)
+
+
+def agent_label_problem(label: str) -> str | None:
+    """Why an agent may not set or remove LABEL (the platform's own labels start and steer runs:
+    an agent that set `run:dev` would start runs itself), or None."""
+    if not label.strip() or len(label) > 50:
+        return "a label is 1-50 characters"
+    if label.lower().startswith((RUN_PREFIX, NEED_PREFIX, STATE_PREFIX, MODE_PREFIX)):
+        return f"{label!r} is one of codexk8s's own labels, which only people and codexk8s set"
+    return None
 
 
 def parse_answer_command(body: str) -> tuple[int | None, str] | None:

@@ -132,11 +132,13 @@ def record_tool_call(engine: Engine, *, run: sa.Row[Any], tool: Tool, policy: st
 
 def open_request(
     engine: Engine, *, run: sa.Row[Any], kind: RequestKind, text: Any, options: Any = None,
-    details: Any = None, wait_minutes: float,
+    details: Any = None, wait_minutes: float, tool: Tool | None = None,
 ) -> Decision | int:  # fmt: skip
     """Store a question or an approval request of RUN and pause the run's deadline: the new
-    request's id. An approval whose policy is `none` is decided at once: its Decision."""
-    tool = Tool.ASK if kind is RequestKind.QUESTION else Tool.REQUEST_APPROVAL
+    request's id. An approval whose policy is `none` is decided at once: its Decision. TOOL: the
+    tool whose policy applies (a platform tool that acts asks approval under its own)."""
+    if tool is None:
+        tool = Tool.ASK if kind is RequestKind.QUESTION else Tool.REQUEST_APPROVAL
     question = _text(text, "question" if kind is RequestKind.QUESTION else "action")
     choices = _options(options) if kind is RequestKind.QUESTION else []
     more = _text(details, "details", required=False)

@@ -19,9 +19,10 @@ from codexk8s.services import run_requests
 from codexk8s.services.run_states import RUNS, transition
 from codexk8s.web import routes
 from codexk8s.web.http.app import build_http_app
-from tests.agent.conftest import ClaimedRun, Remote, claim, create_run
+from tests.agent.conftest import OWNER_REPO, REPO_TOKEN, ClaimedRun, Remote, claim, create_run
 from tests.codex_server import ScriptedResponses
 from tests.conftest import reset_caches, serve_in_thread
+from tests.github_server import FakeGitHub, running_github
 
 HEADERS = {
     "Accept": "application/json, text/event-stream",
@@ -86,7 +87,9 @@ def test_the_tools_are_listed_and_a_question_waits_for_its_answer(base: str) -> 
     listed = call(base, claimed.run_id, claimed.token, "tools/list")
     assert listed.status_code == 200
     names = {t["name"] for t in listed.json()["result"]["tools"]}
-    assert names == {"ask", "request_approval", "report_progress", "past_runs"}
+    assert names == {
+        "ask", "request_approval", "report_progress", "past_runs", "post_comment", "set_labels",
+    }  # fmt: skip
 
     answered: dict[str, Any] = {}
 
@@ -153,3 +156,44 @@ def test_refusals_are_clear_audited_and_never_a_500(base: str) -> None:
     ended = call(base, mine.run_id, mine.token, "tools/call",
                  {"name": "report_progress", "arguments": {"message": "x"}})  # fmt: skip
     assert ended.status_code == 401
+
+
+@pytest.fixture
+def github_base(
+    app_db: str, remote: Remote, openai_api: ScriptedResponses, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[FakeGitHub, str]]:
+    with running_github() as fake:
+        monkeypatch.setenv("CODEXK8S_GITHUB_API_URL", fake.base_url)
+        fake.add_repo(OWNER_REPO, token=REPO_TOKEN)
+        reset_caches()
+        with serve_in_thread(build_http_app()) as url:
+            yield fake, url
+
+
+def test_comments_and_labels_go_only_to_the_runs_own_issue(
+    github_base: tuple[FakeGitHub, str],
+) -> None:
+    fake, base = github_base
+    repo = fake.repos[OWNER_REPO]
+    claimed = running(claim(create_run(issue=7), base))
+    done = tool(base, claimed, "post_comment", body="I found the cause: a stale cache.")
+    assert not done.get("isError"), done
+    (comment,) = repo.comments_on(7)
+    assert comment["body"].startswith("I found the cause: a stale cache.")
+    assert f"run [#{claimed.run_id}]" in comment["body"]
+    assert not tool(base, claimed, "set_labels", add=["bug"]).get("isError")
+    assert "bug" in repo.issue_labels[7]
+
+    # Another issue, another repository, codexk8s's own labels: refused, audited, not done.
+    for name, arguments, words in [
+        ("post_comment", {"body": "x", "issue": 8}, "its own issue, #7"),
+        ("post_comment", {"body": "x", "repository": "evil/repo"}, "its own repository"),
+        ("set_labels", {"add": ["run:dev"]}, "codexk8s's own labels"),
+        ("set_labels", {"remove": ["state:in-progress"]}, "codexk8s's own labels"),
+    ]:
+        refused = tool(base, claimed, name, **arguments)
+        assert refused["isError"] and words in text(refused), (name, refused)
+    assert repo.comments_on(8) == [] and len(repo.comments_on(7)) == 1
+    assert "run:dev" not in repo.issue_labels[7]
+    refusals = [p for e, p in trail(claimed.run_id) if e == "tool_refused"]
+    assert len(refusals) == 4

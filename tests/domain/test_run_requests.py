@@ -7,6 +7,7 @@ from codexk8s.domain.authorization import Principal
 from codexk8s.domain.run_requests import (
     ApprovalPolicy,
     Tool,
+    agent_label_problem,
     approval_decision,
     effective_policy,
     may_answer,
@@ -48,3 +49,10 @@ def test_answer_commands_in_comments() -> None:
     assert approval_decision("Approve") == (True, "")
     assert approval_decision("deny too risky") == (False, "too risky")
     assert approval_decision("maybe") is None
+
+
+def test_agents_may_not_touch_the_labels_that_steer_runs() -> None:
+    assert agent_label_problem("bug") is None
+    for label in ("run:dev", "RUN:plan", "need:reviewer", "state:in-review", "mode:discussion"):
+        assert "codexk8s's own labels" in (agent_label_problem(label) or ""), label
+    assert agent_label_problem("") and agent_label_problem("x" * 51)

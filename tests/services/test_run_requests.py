@@ -286,5 +286,5 @@ def test_policies_are_set_by_project_admins_within_what_each_tool_allows(app_db:
     with session_scope() as session:
         assert run_requests.tool_policies(session=session, actor=writer, project_key="web") == {
             "ask": "owner", "request_approval": "owner", "report_progress": "none",
-            "past_runs": "none",
+            "past_runs": "none", "post_comment": "none", "set_labels": "none",
         }  # fmt: skip

@@ -8,6 +8,8 @@ Tools (services.run_requests does the work; each call is audited on the run's tr
 - `request_approval(action, details?)`: returns once approved; a denial fails the run.
 - `report_progress(message)`: a line in the run's timeline.
 - `past_runs(limit?)`: the project's earlier runs (status, reason, summary), read-only.
+- `post_comment(body)`, `set_labels(add?, remove?)`: on the run's own issue or pull request
+  only (services.run_actions), after an approval when the project's policy asks for one.
 
 Stateless: every POST is a whole exchange, so a tool call that waits for a person holds only
 its own request, and any replica can serve the next one (the answer is in the database).
@@ -28,10 +30,11 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import Receive, Scope, Send
 
 from codexk8s.config import get_settings
+from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine
-from codexk8s.domain.run_requests import RequestKind, RequestStatus
+from codexk8s.domain.run_requests import RequestKind, RequestStatus, Tool
 from codexk8s.errors import CodexK8sError
-from codexk8s.services import run_brief, run_requests
+from codexk8s.services import run_actions, run_brief, run_requests
 from codexk8s.web.http.errors import error_response
 
 SERVER_NAME = "codexk8s"
@@ -121,6 +124,66 @@ async def report_progress(message: str) -> str:
 async def past_runs(limit: int = 10) -> str:
     found = await _call(run_requests.past_runs, limit=limit)
     return json.dumps(found)
+
+
+async def _approved(tool: Tool, action: str) -> None:
+    """Go ahead under TOOL's policy: at once for `none`, else once a person approved ACTION."""
+    opened = await _call(
+        run_requests.open_request, kind=RequestKind.APPROVAL, tool=tool, text=action[:4000],
+        wait_minutes=get_settings().human_wait_minutes,
+    )  # fmt: skip
+    decision = await _decided(opened)
+    if decision.status == RequestStatus.DENIED.value:
+        raise ToolError("Denied: the run stops and fails (approval_denied).")
+    if decision.status != RequestStatus.APPROVED.value:
+        raise _not_answered(decision)
+
+
+async def _target(tool: Tool, number: int | None, repository: str | None) -> run_actions.Target:
+    return await _call(
+        run_actions.target, tool=tool.value, number=number, repository=repository,
+        settings=get_settings(), box=get_secret_box(),
+    )  # fmt: skip
+
+
+@server.tool(description="Comment on this run's own issue or pull request.")
+async def post_comment(body: str, issue: int | None = None, repository: str | None = None) -> str:
+    place = await _target(Tool.POST_COMMENT, issue, repository)
+    try:
+        text = run_actions.check_comment(body)
+    except CodexK8sError as exc:
+        raise ToolError(str(exc)) from exc
+    await _approved(Tool.POST_COMMENT, f"Comment on #{place.number}: {text}")
+    try:
+        url = await run_actions.post_comment(
+            get_engine(), run=_run(), place=place, body=text, settings=get_settings()
+        )
+    except CodexK8sError as exc:
+        raise ToolError(str(exc)) from exc
+    return f"Commented: {url}"
+
+
+@server.tool(
+    description=(
+        "Add or remove labels on this run's own issue or pull request (not codexk8s's own "
+        "run:, need:, state: or mode: labels)."
+    )
+)
+async def set_labels(
+    add: list[str] | None = None, remove: list[str] | None = None, issue: int | None = None,
+    repository: str | None = None,
+) -> str:  # fmt: skip
+    place = await _target(Tool.SET_LABELS, issue, repository)
+    adding, removing = await _call(run_actions.check_labels_of, add=add, remove=remove)
+    await _approved(Tool.SET_LABELS, f"Labels on #{place.number}: add {adding}, remove {removing}")
+    try:
+        await run_actions.set_labels(
+            get_engine(), run=_run(), place=place, add=adding, remove=removing,
+            settings=get_settings(),
+        )  # fmt: skip
+    except CodexK8sError as exc:
+        raise ToolError(str(exc)) from exc
+    return "Labels set."
 
 
 class AgentMcpEndpoint:
