@@ -98,6 +98,16 @@ def check_labels_of(
     return lists[0], lists[1]
 
 
+def _done(engine: Engine, run: sa.Row[Any], message: str) -> None:
+    """What the tool did, as a line on the run's timeline."""
+    with engine.begin() as connection:
+        add_event(
+            connection, correlation_id=run.correlation_id, event_type="run_progress",
+            run_id=run.id, project_id=run.project_id, actor_type="agent", actor_id=run.agent_key,
+            payload={"kind": "agent", "message": message},
+        )  # fmt: skip
+
+
 def _github(settings: Settings) -> ProviderFactory:
     return lambda token: GitHubClient(token=token, api_url=settings.github_api_url)
 
@@ -115,12 +125,7 @@ async def post_comment(
                                                   body + footer)  # fmt: skip
         except ProviderError as exc:
             raise PreconditionError(f"GitHub refused the comment: {exc}") from exc
-    with engine.begin() as connection:
-        add_event(
-            connection, correlation_id=run.correlation_id, event_type="run_progress",
-            run_id=run.id, project_id=run.project_id, actor_type="agent", actor_id=run.agent_key,
-            payload={"kind": "agent", "message": f"commented on #{place.number}"},
-        )  # fmt: skip
+    _done(engine, run, f"commented on #{place.number}")
     return comment.html_url or f"#{place.number}"
 
 
@@ -135,9 +140,4 @@ async def set_labels(
                 await github.remove_label(place.owner, place.name, place.number, label)
         except ProviderError as exc:
             raise PreconditionError(f"GitHub refused the labels: {exc}") from exc
-    with engine.begin() as connection:
-        add_event(
-            connection, correlation_id=run.correlation_id, event_type="run_progress",
-            run_id=run.id, project_id=run.project_id, actor_type="agent", actor_id=run.agent_key,
-            payload={"kind": "agent", "message": f"labels on #{place.number}: +{add} -{remove}"},
-        )  # fmt: skip
+    _done(engine, run, f"labels on #{place.number}: +{add} -{remove}")
