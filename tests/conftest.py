@@ -35,6 +35,16 @@ TEMPLATE_DB = "codexk8s_test_template"
 TEST_SECRET_KEY = "test-secret-key-0123456789"
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests run last. Playwright's sync API keeps an event loop running in the main
+    thread for as long as its session-scoped browser lives, and asyncio tests cannot start
+    theirs under it; pytest groups the tests of a session-scoped parameter (the browser's name)
+    together wherever the first one is collected, so without this one browser test in an early
+    folder would pull them all in front of the asyncio tests."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
 @pytest.fixture(scope="session")
 def pg_admin_url() -> Iterator[str]:
     """A PostgreSQL server URL (database `postgres`) on which tests may create databases."""
