@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from codexk8s import urls
 from codexk8s.adapters.github.client import GitHubClient
 from codexk8s.config import Settings
 from codexk8s.crypto import DecryptionError, SecretBox
@@ -158,7 +159,7 @@ class GitHubFeedback:
         )
 
     def run_url(self, run_id: int) -> str:
-        return f"{self.settings.effective_public_url}/runs/{run_id}"
+        return f"{self.settings.effective_public_url}{urls.run_page(run_id)}"
 
     # --- finding and claiming work ---------------------------------------------------------------
 

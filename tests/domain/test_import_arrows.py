@@ -37,8 +37,6 @@ COMPOSITION_ROOT = {"codexk8s.web.lifespan", "codexk8s.web.live"}
 # caller; they will open their own through one services helper (issue #15, item D).
 _ENGINE = "hands the SQLAlchemy engine (or a session) to services that still take one"
 ALLOWED: dict[tuple[str, str], str] = {
-    ("codexk8s.agent.brief", "codexk8s.web.routes"): "URLs live in web/routes.py (item B)",
-    ("codexk8s.services.demo", "codexk8s.web.routes"): "URLs live in web/routes.py (item B)",
     ("codexk8s.web.http.auth", "codexk8s.db.models"): "types the signed-in User row",
     ("codexk8s.web.http.agent_api", "codexk8s.db.engine"): _ENGINE,
     ("codexk8s.web.http.api", "codexk8s.db.engine"): _ENGINE,

@@ -30,7 +30,7 @@ from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import make_engine, session_scope
 from codexk8s.db.models import AgentRun
 from codexk8s.services import agents, api_tokens, notifications, projects, repositories, users
-from codexk8s.web.routes import API_RUN_CANCEL, WEBHOOK_GITHUB
+from codexk8s.urls import API_RUN_CANCEL, WEBHOOK_GITHUB
 from codexk8s.web.state.runs import PAGE_SIZE
 from tests.conftest import (
     ServedApp,

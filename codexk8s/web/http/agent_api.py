@@ -25,7 +25,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from codexk8s import json_input, metrics
+from codexk8s import json_input, metrics, urls
 from codexk8s.adapters.openai import proxy
 from codexk8s.adapters.openai.usage import UsageMeter
 from codexk8s.config import get_settings
@@ -34,7 +34,6 @@ from codexk8s.domain import sessions as session_wire
 from codexk8s.domain.runs import ActorType
 from codexk8s.errors import CodexK8sError, MalformedInputError, PayloadTooLargeError
 from codexk8s.services import agent_sessions, audit, run_brief
-from codexk8s.web import routes
 from codexk8s.web.http.errors import error_response, from_exception
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -117,7 +116,7 @@ def _endpoint(
 
 
 async def _brief(request: Request, run: sa.Row[Any]) -> Response:
-    path = routes.API_AGENT_OPENAI_BASE.format(run_id=run.id)
+    path = urls.API_AGENT_OPENAI_BASE.format(run_id=run.id)
     brief = await asyncio.to_thread(run_brief.build_brief, get_engine(), run=run, openai_path=path)
     return JSONResponse(brief, headers=_NO_STORE)
 
@@ -278,9 +277,9 @@ async def _openai(request: Request, run: sa.Row[Any]) -> Response:
     )  # fmt: skip
 
 
-agent_brief = _endpoint(("GET",), _brief, route=routes.API_AGENT_BRIEF)
-agent_events = _endpoint(("POST",), _events, route=routes.API_AGENT_EVENTS)
-agent_result = _endpoint(("POST",), _result, route=routes.API_AGENT_RESULT)
-agent_documents = _endpoint(("POST",), _documents, route=routes.API_AGENT_DOCUMENTS)
-agent_session = _endpoint(("GET", "PUT"), _session, route=routes.API_AGENT_SESSION)
-agent_openai = _endpoint(("GET", "POST"), _openai, route=routes.API_AGENT_OPENAI)
+agent_brief = _endpoint(("GET",), _brief, route=urls.API_AGENT_BRIEF)
+agent_events = _endpoint(("POST",), _events, route=urls.API_AGENT_EVENTS)
+agent_result = _endpoint(("POST",), _result, route=urls.API_AGENT_RESULT)
+agent_documents = _endpoint(("POST",), _documents, route=urls.API_AGENT_DOCUMENTS)
+agent_session = _endpoint(("GET", "PUT"), _session, route=urls.API_AGENT_SESSION)
+agent_openai = _endpoint(("GET", "POST"), _openai, route=urls.API_AGENT_OPENAI)

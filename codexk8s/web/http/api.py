@@ -24,7 +24,7 @@ from sqlmodel import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from codexk8s import json_input, metrics
+from codexk8s import json_input, metrics, urls
 from codexk8s.config import get_settings
 from codexk8s.db.engine import get_engine
 from codexk8s.domain.access import ProjectRole
@@ -39,7 +39,7 @@ from codexk8s.errors import (
     UnauthorizedError,
 )
 from codexk8s.services import agent_runs, audit, projects, run_control, run_logs, run_start
-from codexk8s.web import origins, routes
+from codexk8s.web import origins
 from codexk8s.web.http.auth import current_principal
 from codexk8s.web.http.errors import error_response, from_exception
 
@@ -424,11 +424,11 @@ async def _log_text(run_id: int) -> AsyncIterator[str]:
 
 # --- the routes' endpoints ------------------------------------------------------------------------
 
-projects_endpoint = _endpoint({"GET": list_projects}, route=routes.API_PROJECTS)
-runs_endpoint = _endpoint({"GET": list_runs, "POST": start_run}, route=routes.API_RUNS)
-run_endpoint = _endpoint({"GET": get_run}, route=routes.API_RUN)
-run_events_endpoint = _endpoint({"GET": run_events}, route=routes.API_RUN_EVENTS)
-run_logs_endpoint = _endpoint({"GET": run_log}, route=routes.API_RUN_LOGS)
-run_log_text_endpoint = _endpoint({"GET": run_log_text}, route=routes.API_RUN_LOG_TEXT)
-run_cancel_endpoint = _endpoint({"POST": cancel_run}, route=routes.API_RUN_CANCEL)
-run_rerun_endpoint = _endpoint({"POST": rerun}, route=routes.API_RUN_RERUN)
+projects_endpoint = _endpoint({"GET": list_projects}, route=urls.API_PROJECTS)
+runs_endpoint = _endpoint({"GET": list_runs, "POST": start_run}, route=urls.API_RUNS)
+run_endpoint = _endpoint({"GET": get_run}, route=urls.API_RUN)
+run_events_endpoint = _endpoint({"GET": run_events}, route=urls.API_RUN_EVENTS)
+run_logs_endpoint = _endpoint({"GET": run_log}, route=urls.API_RUN_LOGS)
+run_log_text_endpoint = _endpoint({"GET": run_log_text}, route=urls.API_RUN_LOG_TEXT)
+run_cancel_endpoint = _endpoint({"POST": cancel_run}, route=urls.API_RUN_CANCEL)
+run_rerun_endpoint = _endpoint({"POST": rerun}, route=urls.API_RUN_RERUN)

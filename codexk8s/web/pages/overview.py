@@ -6,8 +6,9 @@ from typing import Any
 
 import reflex as rx
 
+from codexk8s import urls
 from codexk8s.services.overview import WINDOW_DAYS, SlotUse
-from codexk8s.web import live, routes
+from codexk8s.web import live
 from codexk8s.web.components.layout import empty_state, page
 from codexk8s.web.components.status import STATUS_FILLS, status_badge
 from codexk8s.web.state.auth import AuthState
@@ -61,14 +62,14 @@ def _stats() -> rx.Component:
             OverviewState.active_runs.to_string(),
             "stat-active",
             "play",
-            href=routes.RUNS + "?status=running",
+            href=urls.RUNS + "?status=running",
         ),
         _stat(
             "Queued runs",
             OverviewState.queued_runs.to_string(),
             "stat-queued",
             "hourglass",
-            href=routes.RUNS + "?status=pending",
+            href=urls.RUNS + "?status=pending",
         ),
         _stat(
             "Slots in use",
@@ -326,14 +327,14 @@ def _figures_page() -> rx.Component:
                 "Running now",
                 OverviewState.running_runs,
                 "Nothing is running.",
-                routes.RUNS + "?status=running",
+                urls.RUNS + "?status=running",
                 "overview-running",
             ),
             _run_list(
                 "Failed recently",
                 OverviewState.failed_runs,
                 "No run has failed.",
-                routes.RUNS + "?status=failed",
+                urls.RUNS + "?status=failed",
                 "overview-failed",
             ),
             columns=rx.breakpoints(initial="1", lg="2"),

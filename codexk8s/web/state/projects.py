@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import reflex as rx
 
+from codexk8s import urls
 from codexk8s.config import get_settings
 from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine, session_scope
@@ -23,7 +24,6 @@ from codexk8s.errors import CodexK8sError, NotFoundError
 from codexk8s.services import overview, projects, repositories
 from codexk8s.services.projects import MemberRow, ProjectRow, ProjectSettings, RecentRun
 from codexk8s.services.repositories import RepositoryRow
-from codexk8s.web import routes
 from codexk8s.web.components import formatters as fmt
 from codexk8s.web.state.auth import AuthState
 
@@ -461,7 +461,7 @@ class ProjectPageState(rx.State):
         if await self._act(
             f"Deleted {key}.", projects.delete_project, confirm_key=self.delete_confirmation
         ):
-            return rx.redirect(routes.PROJECTS)
+            return rx.redirect(urls.PROJECTS)
         return None
 
 

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 import reflex as rx
 from sqlmodel import Session
 
+from codexk8s import urls
 from codexk8s.config import get_settings
 from codexk8s.db.engine import get_engine
 from codexk8s.domain.authorization import Action, Principal, can_see_project, is_allowed
@@ -38,7 +39,7 @@ from codexk8s.services.agent_runs import RunDetail
 from codexk8s.services.audit import EventRow
 from codexk8s.services.run_logs import StoredLine
 from codexk8s.services.run_story import RunStory
-from codexk8s.web import ansi, live, routes
+from codexk8s.web import ansi, live
 from codexk8s.web.components import formatters as fmt
 from codexk8s.web.components.status import STATUS_WORDS, status_color
 from codexk8s.web.http.auth import session_ttl
@@ -227,7 +228,7 @@ def header_for(run: RunDetail, story: RunStory | None = None) -> RunHeader:
         no_pr_reason=story.no_pr_reason if story else "",
         queue_text=_queue_text(story) if status is RunStatus.PENDING else "",
         attempt_text=attempt,
-        parent_href=routes.run_page(run.parent_run_id) if run.parent_run_id else "",
+        parent_href=urls.run_page(run.parent_run_id) if run.parent_run_id else "",
         tab_title=f"{STATUS_WORDS.get(run.status, run.status).capitalize()} · run #{run.id} · "
         f"{run.project_key} · codexk8s",
     )  # fmt: skip
@@ -388,7 +389,7 @@ class RunState(rx.State):
 
     @rx.var
     def download_url(self) -> str:
-        return routes.API_RUN_LOG_TEXT.format(run_id=self.run.id) if self.run.id else ""
+        return urls.API_RUN_LOG_TEXT.format(run_id=self.run.id) if self.run.id else ""
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -742,7 +743,7 @@ class RunState(rx.State):
         except CodexK8sError as exc:
             self.error, self.notice = str(exc), ""
             return
-        return rx.redirect(routes.run_page(new_id))
+        return rx.redirect(urls.run_page(new_id))
 
 
 def tab_script(run: RunHeader) -> rx.event.EventSpec:

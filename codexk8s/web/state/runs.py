@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 import reflex as rx
 
+from codexk8s import urls
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.domain.authorization import Principal
 from codexk8s.domain.explanations import reason_words
@@ -24,7 +25,7 @@ from codexk8s.domain.stages import AgentRole, Stage
 from codexk8s.errors import CodexK8sError
 from codexk8s.services import agent_runs
 from codexk8s.services.agent_runs import Cursor, RunFilters, RunRow
-from codexk8s.web import live, routes
+from codexk8s.web import live
 from codexk8s.web.components import formatters as fmt
 from codexk8s.web.state.auth import AuthState
 
@@ -220,7 +221,7 @@ class RunsState(rx.State):
 
     def _url_script(self) -> rx.event.EventSpec:
         query = self._query()
-        url = routes.RUNS + (f"?{query}" if query else "")
+        url = urls.RUNS + (f"?{query}" if query else "")
         return rx.call_script(f"window.history.replaceState(null, '', {json.dumps(url)})")
 
     def _read_query(self) -> None:
