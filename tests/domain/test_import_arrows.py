@@ -42,7 +42,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("codexk8s.web.http.api", "codexk8s.db.engine"): _ENGINE,
     ("codexk8s.web.http.auth", "codexk8s.db.engine"): _ENGINE,
     ("codexk8s.web.http.webhooks", "codexk8s.db.engine"): _ENGINE,
-    ("codexk8s.web.state.agents", "codexk8s.db.engine"): _ENGINE,
     ("codexk8s.web.state.audit", "codexk8s.db.engine"): _ENGINE,
     ("codexk8s.web.state.auth", "codexk8s.db.engine"): _ENGINE,
     ("codexk8s.web.state.overview", "codexk8s.db.engine"): _ENGINE,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import reflex as rx
 
@@ -24,10 +24,9 @@ from codexk8s.errors import CodexK8sError, NotFoundError
 from codexk8s.services import overview, projects, repositories
 from codexk8s.services.projects import MemberRow, ProjectRow, ProjectSettings, RecentRun
 from codexk8s.services.repositories import RepositoryRow
+from codexk8s.services.transactions import in_transaction
 from codexk8s.web.components import formatters as fmt
 from codexk8s.web.state.auth import AuthState
-
-T = TypeVar("T")
 
 PROJECT_ROLES: list[str] = [role.value for role in ProjectRole]
 COST_RANGES = ["7", "14", "30", "90"]
@@ -44,11 +43,6 @@ class CostRow:
 
 
 SIGNED_OUT = "Your session has ended; sign in again."
-
-
-def _in_transaction(work: Callable[..., T], /, **kwargs: object) -> T:
-    with session_scope(get_engine()) as session:
-        return work(session=session, **kwargs)
 
 
 class ProjectsState(rx.State):
@@ -92,14 +86,14 @@ class ProjectsState(rx.State):
         """Reload the caller's projects and the selected project's members; a project that has
         gone out of sight is deselected."""
         self.projects = await asyncio.to_thread(
-            _in_transaction, projects.list_visible_projects, actor=principal
+            in_transaction, projects.list_visible_projects, actor=principal
         )
         if self.selected_key not in {p.key for p in self.projects}:
             self.selected_key, self.members = "", []
             return
         try:
             self.members = await asyncio.to_thread(
-                _in_transaction, projects.list_members, actor=principal,
+                in_transaction, projects.list_members, actor=principal,
                 project_key=self.selected_key,
             )  # fmt: skip
         except CodexK8sError as exc:
@@ -114,7 +108,7 @@ class ProjectsState(rx.State):
         principal, email = found
         try:
             await asyncio.to_thread(
-                _in_transaction, work, actor=principal, actor_id=email,
+                in_transaction, work, actor=principal, actor_id=email,
                 project_key=self.selected_key, **kwargs,
             )  # fmt: skip
         except NotFoundError as exc:
@@ -160,7 +154,7 @@ class ProjectsState(rx.State):
         self.is_creating = True
         try:
             await asyncio.to_thread(
-                _in_transaction, projects.create_project, key=key,
+                in_transaction, projects.create_project, key=key,
                 name=str(form.get("name", "")).strip() or None, slots=int(slots_text),
                 actor=principal, actor_id=email, is_operator=False,
             )  # fmt: skip
@@ -312,7 +306,7 @@ class ProjectPageState(rx.State):
         principal, email = found
         try:
             await asyncio.to_thread(
-                _in_transaction, work, actor=principal, actor_id=email,
+                in_transaction, work, actor=principal, actor_id=email,
                 project_key=self.page_key, **kwargs,
             )  # fmt: skip
         except CodexK8sError as exc:
