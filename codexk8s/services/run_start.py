@@ -305,13 +305,10 @@ class StartTarget:
 
 def _may_start(session: Any, principal: Principal, project: Any) -> tuple[bool, bool]:
     """(may see it, may start runs in it) for PRINCIPAL."""
-    from codexk8s.domain.access import ProjectRole
     from codexk8s.domain.authorization import Action, can_see_project, is_allowed
-    from codexk8s.services import agent_runs
+    from codexk8s.services import run_access
 
-    role: ProjectRole | None = None
-    if not principal.is_platform_admin:
-        role = agent_runs.project_role(session=session, principal=principal, project_id=project.id)
+    role = run_access.access_role(session=session, actor=principal, project_id=project.id)
     return can_see_project(principal, role), is_allowed(principal, Action.START_RUN, role)
 
 
