@@ -10,18 +10,11 @@ from codexk8s import urls
 from codexk8s.services.overview import WINDOW_DAYS, SlotUse
 from codexk8s.web import live
 from codexk8s.web.components.layout import empty_state, page
-from codexk8s.web.components.status import STATUS_FILLS, status_badge
+from codexk8s.web.components.status import DAY_SERIES_FILLS, status_badge
 from codexk8s.web.state.auth import AuthState
 from codexk8s.web.state.overview import DayRow, DurationRow, OverviewState, UsageRow
 from codexk8s.web.state.runs import RunView
 
-# The runs-per-day bars in the one status palette (web/components/status.py).
-STATUS_COLORS = {
-    "succeeded": STATUS_FILLS["succeeded"],
-    "failed": STATUS_FILLS["failed"],
-    "canceled": STATUS_FILLS["canceled"],
-    "active": STATUS_FILLS["running"],
-}
 _AXIS = {"stroke": "var(--gray-11)", "font_size": 12}
 
 
@@ -135,7 +128,7 @@ def _runs_per_day() -> rx.Component:
         rx.recharts.bar_chart(
             *(
                 rx.recharts.bar(data_key=status, stack_id="runs", fill=color, name=status)
-                for status, color in STATUS_COLORS.items()
+                for status, color in DAY_SERIES_FILLS.items()
             ),
             rx.recharts.x_axis(data_key="day", **_AXIS),
             rx.recharts.y_axis(allow_decimals=False, **_AXIS),

@@ -14,14 +14,10 @@ from codexk8s.web.components.data_table import data_table
 from codexk8s.web.components.layout import empty_state, page
 from codexk8s.web.components.messages import messages
 from codexk8s.web.components.start_run import start_run_button
-from codexk8s.web.components.status import status_badge as kit_status_badge
+from codexk8s.web.components.status import status_badge
 from codexk8s.web.pages.projects import _members
 from codexk8s.web.state.auth import AuthState
 from codexk8s.web.state.projects import COST_RANGES, ProjectPageState
-
-
-def status_badge(status: rx.Var[str]) -> rx.Component:
-    return kit_status_badge(status)
 
 
 def _messages() -> rx.Component:
