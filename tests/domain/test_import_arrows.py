@@ -42,14 +42,9 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("codexk8s.web.http.api", "codexk8s.db.engine"): _ENGINE,
     ("codexk8s.web.http.auth", "codexk8s.db.engine"): _ENGINE,
     ("codexk8s.web.http.webhooks", "codexk8s.db.engine"): _ENGINE,
-    ("codexk8s.web.state.audit", "codexk8s.db.engine"): _ENGINE,
     ("codexk8s.web.state.auth", "codexk8s.db.engine"): _ENGINE,
-    ("codexk8s.web.state.overview", "codexk8s.db.engine"): _ENGINE,
-    ("codexk8s.web.state.projects", "codexk8s.db.engine"): _ENGINE,
     ("codexk8s.web.state.run", "codexk8s.db.engine"): _ENGINE,
-    ("codexk8s.web.state.runs", "codexk8s.db.engine"): _ENGINE,
     ("codexk8s.web.state.start_run", "codexk8s.db.engine"): _ENGINE,
-    ("codexk8s.web.state.users", "codexk8s.db.engine"): _ENGINE,
 }
 
 

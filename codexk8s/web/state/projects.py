@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import reflex as rx
+from sqlmodel import Session
 
 from codexk8s import urls
 from codexk8s.config import get_settings
 from codexk8s.crypto import get_secret_box
-from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.domain.access import ProjectRole
 from codexk8s.domain.authorization import Principal
 from codexk8s.errors import CodexK8sError, NotFoundError
@@ -459,18 +459,24 @@ class ProjectPageState(rx.State):
         return None
 
 
+def _read_project_page(
+    *, session: Session, principal: Principal, key: str, cost_days: int
+) -> tuple[ProjectSettings, list[RepositoryRow], list[RecentRun], overview.Overview]:
+    settings = projects.get_settings(session=session, actor=principal, project_key=key)
+    repos = repositories.list_repositories(session=session, actor=principal, project_key=key)
+    runs = projects.recent_runs(session=session, actor=principal, project_key=key)
+    # The same figures as the Overview, for this project alone (get_settings checked that the
+    # caller may see it).
+    figures = overview.build_overview(session=session, project_ids=[settings.id], days=cost_days)
+    return settings, repos, runs, figures
+
+
 def _project_page(
     principal: Principal, key: str, cost_days: int = 14
 ) -> tuple[ProjectSettings, list[RepositoryRow], list[RecentRun], list[CostRow], str]:
-    with session_scope(get_engine()) as session:
-        settings = projects.get_settings(session=session, actor=principal, project_key=key)
-        repos = repositories.list_repositories(session=session, actor=principal, project_key=key)
-        runs = projects.recent_runs(session=session, actor=principal, project_key=key)
-        # The same figures as the Overview, for this project alone (get_settings checked that
-        # the caller may see it).
-        figures = overview.build_overview(
-            session=session, project_ids=[settings.id], days=cost_days
-        )
+    settings, repos, runs, figures = in_transaction(
+        _read_project_page, principal=principal, key=key, cost_days=cost_days
+    )
     rows = [
         CostRow(
             day=day.day,

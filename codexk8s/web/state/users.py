@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import reflex as rx
+from sqlmodel import Session
 
-from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.domain.access import PlatformRole
 from codexk8s.domain.authorization import Action, Principal, is_allowed
 from codexk8s.errors import CodexK8sError
@@ -64,10 +64,17 @@ def _token_view(row: TokenRow) -> TokenView:
     )  # fmt: skip
 
 
+def _read_users_and_tokens(
+    *, session: Session, actor: Principal
+) -> tuple[list[UserRow], list[TokenRow]]:
+    return (
+        users.list_users(session=session, actor=actor),
+        api_tokens.list_tokens(session=session, actor=actor),
+    )
+
+
 def _users_and_tokens(actor: Principal) -> tuple[list[UserRow], list[TokenView]]:
-    with session_scope(get_engine()) as session:
-        rows = users.list_users(session=session, actor=actor)
-        tokens = api_tokens.list_tokens(session=session, actor=actor)
+    rows, tokens = in_transaction(_read_users_and_tokens, actor=actor)
     return rows, [_token_view(token) for token in tokens]
 
 
