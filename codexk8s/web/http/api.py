@@ -154,8 +154,7 @@ def _query_int(request: Request, name: str, default: int | None = None) -> int |
 
 
 def _get_run(run_id: int) -> agent_runs.RunDetail:
-    with Session(get_engine()) as session:
-        return agent_runs.get_run(session=session, run_id=run_id)
+    return in_transaction(agent_runs.get_run, run_id=run_id)
 
 
 # --- projects -------------------------------------------------------------------------------------
@@ -164,11 +163,9 @@ def _get_run(run_id: int) -> agent_runs.RunDetail:
 async def list_projects(request: Request, principal: Principal) -> Response:
     """`GET /api/v1/projects`: the projects the caller may see, with their role on each."""
 
-    def load() -> list[agent_runs.ProjectView]:
-        with Session(get_engine()) as session:
-            return agent_runs.visible_projects(session=session, principal=principal)
-
-    views = await asyncio.to_thread(load)
+    views = await asyncio.to_thread(
+        in_transaction, agent_runs.visible_projects, principal=principal
+    )
     return _json({"projects": [_record(view) for view in views]})
 
 
@@ -185,25 +182,23 @@ async def list_runs(request: Request, principal: Principal) -> Response:
     cursor_text = params.get("cursor")
     before = agent_runs.Cursor.decode(cursor_text) if cursor_text else None
 
-    def load() -> tuple[list[agent_runs.RunRow], agent_runs.Cursor | None]:
-        with Session(get_engine()) as session:
-            project_ids: list[int] | None = None
-            if project_key is not None:
-                project = projects.authorize(
-                    session=session, actor=principal, project_key=project_key,
-                    action=Action.VIEW_PROJECT,
-                )  # fmt: skip
-                assert project.id is not None
-                project_ids = [project.id]
-            elif not principal.is_platform_admin:
-                visible = agent_runs.visible_projects(session=session, principal=principal)
-                project_ids = [view.id for view in visible]
-            return agent_runs.list_page(
-                session=session, project_ids=project_ids, status=status, limit=limit,
-                before=before,
+    def load(*, session: Session) -> tuple[list[agent_runs.RunRow], agent_runs.Cursor | None]:
+        project_ids: list[int] | None = None
+        if project_key is not None:
+            project = projects.authorize(
+                session=session, actor=principal, project_key=project_key,
+                action=Action.VIEW_PROJECT,
             )  # fmt: skip
+            assert project.id is not None
+            project_ids = [project.id]
+        elif not principal.is_platform_admin:
+            visible = agent_runs.visible_projects(session=session, principal=principal)
+            project_ids = [view.id for view in visible]
+        return agent_runs.list_page(
+            session=session, project_ids=project_ids, status=status, limit=limit, before=before
+        )
 
-    rows, next_cursor = await asyncio.to_thread(load)
+    rows, next_cursor = await asyncio.to_thread(in_transaction, load)
     return _json(
         {
             "runs": [_record(row) for row in rows],
@@ -258,8 +253,7 @@ async def run_events(request: Request, principal: Principal) -> Response:
         in_transaction(
             run_access.require_run, actor=principal, run_id=run_id, action=Action.VIEW_PROJECT
         )
-        with Session(get_engine()) as session:
-            return audit.list_run_events(session=session, run_id=run_id)
+        return in_transaction(audit.list_run_events, run_id=run_id)
 
     return _json({"events": [_record(event) for event in await asyncio.to_thread(load)]})
 

@@ -29,6 +29,7 @@ from sqlmodel import Session
 from codexk8s import urls
 from codexk8s.config import get_settings
 from codexk8s.db.engine import get_engine
+from codexk8s.domain.access import ProjectRole
 from codexk8s.domain.authorization import Action, Principal, is_allowed
 from codexk8s.domain.explanations import NEUTRAL_REASONS, actor_words, describe_event, reason_words
 from codexk8s.domain.logs import LogSummary, format_bytes
@@ -269,6 +270,18 @@ def principal_for(token: str | None) -> Principal | None:
     return sessions.resolve_session(get_engine(), token, ttl=session_ttl(get_settings()))
 
 
+def _read_run(
+    *, session: Session, principal: Principal, run_id: int
+) -> tuple[ProjectRole | None, RunDetail, list[EventRow], RunStory]:
+    """The run as PRINCIPAL may see it, its timeline and its story, in one transaction."""
+    role = run_access.require_run(
+        session=session, actor=principal, run_id=run_id, action=Action.VIEW_PROJECT
+    )
+    run = agent_runs.get_run(session=session, run_id=run_id)
+    events = audit.list_run_events(session=session, run_id=run_id)
+    return role, run, events, run_story.explain_run(session=session, run_id=run_id)
+
+
 def load_snapshot(
     principal: Principal,
     run_id: int,
@@ -280,14 +293,8 @@ def load_snapshot(
     """Everything the page shows for RUN_ID as PRINCIPAL may see it, with up to LIMIT log lines
     after AFTER (None: no lines); IS_TAIL skips ahead so that the lines end at the log's end.
     NotFoundError when the run is missing or not visible."""
-    role = in_transaction(
-        run_access.require_run, actor=principal, run_id=run_id, action=Action.VIEW_PROJECT
-    )
+    role, run, events, story = in_transaction(_read_run, principal=principal, run_id=run_id)
     engine = get_engine()
-    with Session(engine) as session:
-        run = agent_runs.get_run(session=session, run_id=run_id)
-        events = audit.list_run_events(session=session, run_id=run_id)
-        story = run_story.explain_run(session=session, run_id=run_id)
     # A log removed by retention has no lines to show (the header says why).
     total = 0 if run.log.is_removed else run.log.lines
     lines: list[StoredLine] = []
