@@ -37,12 +37,12 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session
 
+from codexk8s import urls
 from codexk8s.crypto import SecretBox
 from codexk8s.db.engine import make_engine
 from codexk8s.db.migrations import upgrade_to_head
 from codexk8s.services import agent_runs, projects, repositories, sessions, users
 from codexk8s.services.agent_runs import RunFilters
-from codexk8s.web import routes
 
 # The benchmarks start their own PostgreSQL (tests/servers.py) unless --admin-url names one.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -96,7 +96,7 @@ class BenchContext:
         body = json.dumps(payload, separators=(",", ":")).encode()
         signature = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
         request = urllib.request.Request(
-            self.base_url + routes.WEBHOOK_GITHUB,
+            self.base_url + urls.WEBHOOK_GITHUB,
             data=body,
             method="POST",
             headers={
@@ -159,7 +159,7 @@ def measure_webhook_to_runs_row(ctx: BenchContext) -> Figures:
     """(1) POST a delivery, then wait (requestAnimationFrame polling) for its row."""
     figures = Figures("webhook → row visible on an open Runs page")
     page = ctx.new_page()
-    page.goto(ctx.base_url + routes.RUNS)
+    page.goto(ctx.base_url + urls.RUNS)
     page.wait_for_selector('[data-testid="empty-state"], [data-testid="runs-table"]')
     post_times, visible = [], []
     for n in range(ctx.args.deliveries):
@@ -249,7 +249,7 @@ def measure_runs_page_first_paint(ctx: BenchContext) -> Figures:
     for _ in range(ctx.args.loads):
         page = ctx.new_page()
         started = time.perf_counter()
-        page.goto(ctx.base_url + routes.RUNS, wait_until="commit")
+        page.goto(ctx.base_url + urls.RUNS, wait_until="commit")
         page.wait_for_selector('[data-testid="run-row"]', timeout=30_000)
         first_row.append(time.perf_counter() - started)
         paint = page.evaluate(

@@ -40,12 +40,12 @@ import psycopg
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
+from codexk8s import urls
 from codexk8s.crypto import SecretBox
 from codexk8s.db.engine import make_engine
 from codexk8s.db.migrations import upgrade_to_head
 from codexk8s.jobs.engine import LEADER_LOCK_KEY
 from codexk8s.services import agents, projects, repositories, users
-from codexk8s.web import routes
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -136,7 +136,7 @@ def label(base: str, number: int) -> None:
     body = json.dumps(payload).encode()
     signature = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
     request = urllib.request.Request(
-        base + routes.WEBHOOK_GITHUB, data=body, method="POST",
+        base + urls.WEBHOOK_GITHUB, data=body, method="POST",
         headers={"Content-Type": "application/json", "X-GitHub-Event": "issues",
                  "X-GitHub-Delivery": str(uuid.uuid4()), "X-Hub-Signature-256": signature},
     )  # fmt: skip
@@ -202,7 +202,7 @@ def measure(args: argparse.Namespace, admin_url: str, redis_url: str) -> dict[st
         try:
             print("building and starting two replicas (production mode)…", flush=True)
             for port in ports.values():
-                wait_for(f"http://127.0.0.1:{port}{routes.HEALTHZ}")
+                wait_for(f"http://127.0.0.1:{port}{urls.HEALTHZ}")
                 wait_for(f"http://127.0.0.1:{port}/")
             for number in range(1, args.runs + 1):
                 label(f"http://127.0.0.1:{ports['a']}", number)

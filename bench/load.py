@@ -50,10 +50,10 @@ from playwright.sync_api import sync_playwright
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
+from codexk8s import urls
 from codexk8s.db.engine import make_engine
 from codexk8s.db.migrations import upgrade_to_head
 from codexk8s.services import agents, projects, repositories, sessions, users
-from codexk8s.web import routes
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -168,7 +168,7 @@ def post_webhook(base: str, repository: str, number: int, label: str) -> float:
     body = json.dumps(payload).encode()
     signature = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
     request = urllib.request.Request(
-        base + routes.WEBHOOK_GITHUB, data=body, method="POST",
+        base + urls.WEBHOOK_GITHUB, data=body, method="POST",
         headers={"Content-Type": "application/json", "X-GitHub-Event": "issues",
                  "X-GitHub-Delivery": str(uuid.uuid4()), "X-Hub-Signature-256": signature},
     )  # fmt: skip
@@ -283,7 +283,7 @@ def measure(args: argparse.Namespace, admin_url: str) -> dict[str, Any]:
         server = serve(db_url, data_dir, port)
         try:
             print("building and starting the app (production mode)…", flush=True)
-            wait_for(base + routes.HEALTHZ)
+            wait_for(base + urls.HEALTHZ)
             wait_for(base + "/")
             size_before = database_bytes(db_url)
             server_tree = psutil.Process(server.pid)
@@ -314,7 +314,7 @@ def measure(args: argparse.Namespace, admin_url: str) -> dict[str, Any]:
                 ]
                 labelled_in = time.monotonic() - started
                 print(f"{args.runs} runs labelled in {labelled_in:.1f}s", flush=True)
-                page.goto(base + routes.run_page(1))
+                page.goto(base + urls.run_page(1))
                 page.get_by_test_id("run-title").wait_for(timeout=120_000)
                 # Only lines printed once the page is open and following count: the older ones
                 # were loaded, not pushed.

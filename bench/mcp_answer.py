@@ -27,11 +27,11 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from codexk8s import urls
 from codexk8s.db.engine import get_engine
 from codexk8s.db.migrations import upgrade_to_head
 from codexk8s.services import run_requests
 from codexk8s.services.run_states import RUNS
-from codexk8s.web import routes
 from codexk8s.web.http.app import build_http_app
 from tests.agent.conftest import claim, create_run
 from tests.conftest import reset_caches, serve_in_thread
@@ -101,7 +101,7 @@ def main() -> int:
                 connection.execute(
                     RUNS.update().where(RUNS.c.id == claimed.run_id).values(status="running")
                 )
-            url = base + routes.API_AGENT_MCP.format(run_id=claimed.run_id)
+            url = base + urls.API_AGENT_MCP.format(run_id=claimed.run_id)
             seconds = [one_round(url, claimed.token, claimed.run_id, n) for n in range(args.rounds)]
     ms = sorted(s * 1000 for s in seconds)
     figures = {

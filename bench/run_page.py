@@ -43,13 +43,13 @@ from playwright.sync_api import Page, sync_playwright
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session
 
+from codexk8s import urls
 from codexk8s.crypto import SecretBox
 from codexk8s.db.engine import make_engine
 from codexk8s.db.migrations import upgrade_to_head
 from codexk8s.db.models import AgentRun, utcnow
 from codexk8s.domain.runtime import LogLine
 from codexk8s.services import agents, projects, repositories, run_logs, run_start, sessions, users
-from codexk8s.web import routes
 from codexk8s.web.state.run import WINDOW
 
 # The benchmarks start their own PostgreSQL (tests/servers.py) unless --admin-url names one.
@@ -205,7 +205,7 @@ def measure_live(page: Page, engine: Engine, base: str, count: int) -> dict[str,
     run_id = run_start.start_run(
         engine, project_key=PROJECT_KEY, repository=REPOSITORY, issue=1, stage="dev"
     )
-    page.goto(base + routes.run_page(run_id))
+    page.goto(base + urls.run_page(run_id))
     page.get_by_test_id("run-title").wait_for(timeout=120_000)
     page.wait_for_function(
         "count => Object.values(window.__seen)"
@@ -234,7 +234,7 @@ def measure_open(page: Page, base: str, run_id: int, lines: int) -> dict[str, An
     cdp = page.context.new_cdp_session(page)
     cdp.send("Performance.enable")
     started = time.perf_counter()
-    page.goto(base + routes.run_page(run_id), wait_until="commit")
+    page.goto(base + urls.run_page(run_id), wait_until="commit")
     page.locator(f'[data-testid=log-lines] [data-seq="{lines}"]').wait_for(timeout=60_000)
     rendered = time.perf_counter() - started
     # Interactive: the page answers input, shown by paging one window back (a server round trip).
@@ -286,7 +286,7 @@ def run(args: argparse.Namespace, admin_url: str) -> None:
         process = serve(db_url, Path(folder), port)
         try:
             print("building and starting the app (production mode)…", flush=True)
-            wait_for(base + routes.HEALTHZ)
+            wait_for(base + urls.HEALTHZ)
             wait_for(base + "/")
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(
@@ -298,7 +298,7 @@ def run(args: argparse.Namespace, admin_url: str) -> None:
                 page = context.new_page()
                 page.goto(f"{base}/auth/link/{sessions.create_signin_link(engine, email=OWNER)}")
                 page.get_by_test_id("signed-in-as").wait_for(timeout=120_000)
-                page.goto(base + routes.run_page(big))  # warm: compile caches, first connect
+                page.goto(base + urls.run_page(big))  # warm: compile caches, first connect
                 page.locator(f'[data-seq="{args.lines}"]').wait_for(timeout=120_000)
                 opens = [measure_open(page, base, big, args.lines) for _ in range(args.opens)]
                 live = measure_live(page, engine, base, args.live_lines)

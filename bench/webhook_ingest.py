@@ -30,11 +30,11 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
+from codexk8s import urls
 from codexk8s.crypto import SecretBox
 from codexk8s.db.engine import make_engine
 from codexk8s.db.migrations import upgrade_to_head
 from codexk8s.services import projects, repositories, users
-from codexk8s.web import routes
 
 # The benchmarks start their own PostgreSQL (tests/servers.py) unless --admin-url names one.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -348,13 +348,13 @@ def bench_server(db_url: str, workdir: Path) -> Iterator[tuple[str, subprocess.P
                     f"server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}"
                 )
             try:
-                with urllib.request.urlopen(base + routes.HEALTHZ, timeout=2) as answer:
+                with urllib.request.urlopen(base + urls.HEALTHZ, timeout=2) as answer:
                     if answer.status == 200:
                         break
             except (urllib.error.URLError, OSError):
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"server did not answer {routes.HEALTHZ} within 60 s")
+                raise RuntimeError(f"server did not answer {urls.HEALTHZ} within 60 s")
             time.sleep(0.2)
         yield base, process
     finally:
@@ -527,13 +527,13 @@ def run(args: argparse.Namespace, admin_url: str) -> int:
         (workdir / "tail.json").write_bytes(body.tail)
         with bench_server(db_url, workdir) as (base, process):
             plan = [
-                ("warmup-full", routes.WEBHOOK_GITHUB, args.warmup, False),
+                ("warmup-full", urls.WEBHOOK_GITHUB, args.warmup, False),
                 ("warmup-base", BASELINE_PATH, args.warmup, False),
-                ("full", routes.WEBHOOK_GITHUB, args.duration, True),
+                ("full", urls.WEBHOOK_GITHUB, args.duration, True),
                 ("baseline", BASELINE_PATH, args.duration, True),
             ]
             if not args.no_second_full:
-                plan.append(("full-2", routes.WEBHOOK_GITHUB, args.duration, True))
+                plan.append(("full-2", urls.WEBHOOK_GITHUB, args.duration, True))
             for label, path, seconds, keep in plan:
                 print(f"  {label:<12} {path} for {seconds:g}s ...", flush=True)
                 run = run_wrk(
@@ -548,7 +548,7 @@ def run(args: argparse.Namespace, admin_url: str) -> int:
                     measured.append(run)
 
     problems = [p for run in measured for p in verify(run, run.rows or 0)]
-    fulls = [run for run in measured if run.endpoint == routes.WEBHOOK_GITHUB]
+    fulls = [run for run in measured if run.endpoint == urls.WEBHOOK_GITHUB]
     baseline = next(run for run in measured if run.endpoint == BASELINE_PATH)
     full_rps = sum(run.rps for run in fulls) / len(fulls)
     ratio = full_rps / baseline.rps if baseline.rps else 0.0

@@ -15,6 +15,7 @@ from typing import Annotated, NoReturn
 import typer
 from sqlmodel import Session
 
+from codexk8s import urls
 from codexk8s.config import ConfigError, Settings, get_settings
 from codexk8s.crypto import SecretBox, get_secret_box
 from codexk8s.db import migrations
@@ -162,7 +163,6 @@ def _print_signin_link(current: Settings, bind_host: str, bind_port: int) -> Non
         )
         return
     from codexk8s.services import sessions
-    from codexk8s.web import routes
 
     with service_call():
         token = sessions.create_signin_link(get_engine(), email=current.owner_email)
@@ -170,7 +170,7 @@ def _print_signin_link(current: Settings, bind_host: str, bind_port: int) -> Non
     base = current.public_url or f"http://{host}:{bind_port}"
     minutes = int(sessions.SIGNIN_LINK_TTL.total_seconds() // 60)
     typer.echo(
-        f"sign in once at {base}{routes.AUTH_LINK.format(token=token)} (valid {minutes} minutes)",
+        f"sign in once at {base}{urls.AUTH_LINK.format(token=token)} (valid {minutes} minutes)",
         err=True,
     )
 
@@ -198,7 +198,6 @@ def demo(
 
     from codexk8s.services import demo as demo_service
     from codexk8s.services import sessions
-    from codexk8s.web import routes
 
     logging.getLogger("alembic").setLevel(logging.WARNING)  # a newcomer reads the run's URL
     current = settings()
@@ -232,8 +231,8 @@ def demo(
         typer.echo(f"a demo run is still under way; showing run {run_id}")
     with service_call():
         token = sessions.create_signin_link(get_engine(), email=setup.owner_email)
-    run_url = f"{base}{routes.run_page(run_id)}"
-    link = f"{base}{routes.AUTH_LINK.format(token=token)}?next={routes.run_page(run_id)}"
+    run_url = f"{base}{urls.run_page(run_id)}"
+    link = f"{base}{urls.AUTH_LINK.format(token=token)}?next={urls.run_page(run_id)}"
     typer.echo(f"run {run_id} started: {run_url}")
     typer.echo(f"sign in and watch it (link works once, for 15 minutes):\n  {link}")
 
@@ -674,7 +673,7 @@ def _create_or_update_hook(
 
     with service_call():
         hook_id, created = asyncio.run(register())
-    url = current.effective_public_url + repositories.WEBHOOK_PATH
+    url = current.effective_public_url + urls.WEBHOOK_GITHUB
     typer.echo(f"{'created' if created else 'updated'} webhook {hook_id} on {owner}/{name} → {url}")
     return hook_id
 
@@ -695,7 +694,7 @@ def repo_register_webhook(full_name: Annotated[str, typer.Argument(metavar="OWNE
             )
         )
     owner, name = repositories.parse_full_name(full_name)
-    url = current.effective_public_url + repositories.WEBHOOK_PATH
+    url = current.effective_public_url + urls.WEBHOOK_GITHUB
     typer.echo(f"{'created' if created else 'updated'} webhook {hook_id} on {owner}/{name} → {url}")
 
 
@@ -879,7 +878,6 @@ def webhook_replay(
     import httpx
 
     from codexk8s.adapters.github.webhooks import sign
-    from codexk8s.web.routes import WEBHOOK_GITHUB
 
     current = settings()
     if secret_env is not None:
@@ -889,7 +887,7 @@ def webhook_replay(
     else:
         fail("no secret to sign with: set CODEXK8S_GITHUB_WEBHOOK_SECRET or pass --secret-env VAR")
     body = file.read_bytes()
-    target = url or current.effective_public_url + WEBHOOK_GITHUB
+    target = url or current.effective_public_url + urls.WEBHOOK_GITHUB
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "GitHub-Hookshot/codexk8s-replay",

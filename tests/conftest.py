@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import os
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -33,6 +34,16 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 TEMPLATE_DB = "codexk8s_test_template"
 TEST_SECRET_KEY = "test-secret-key-0123456789"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests run last. Playwright's sync API keeps an event loop running in the main
+    thread for as long as its session-scoped browser lives, and asyncio tests cannot start
+    theirs under it; pytest groups the tests of a session-scoped parameter (the browser's name)
+    together wherever the first one is collected, so without this one browser test in an early
+    folder would pull them all in front of the asyncio tests."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
 
 
 @pytest.fixture(scope="session")
@@ -136,6 +147,38 @@ def link_member(
             users.add_user(session=session, email=email, github_login=login)
         projects.add_member(session=session, project_key=project_key, email=email, role=role)
     return email
+
+
+def deliver_signed(
+    event: str, payload: dict[str, Any], *, secret: str, global_secret: str | None = None
+) -> Any:
+    """PAYLOAD as GitHub sends it (signed with SECRET, a fresh delivery id) through ingest, the way
+    the webhook route hands it over; the IngestOutcome."""
+    from codexk8s.adapters.github.webhooks import sign
+    from codexk8s.db.engine import get_engine
+    from codexk8s.services.webhook_ingest import WebhookRequest, ingest_github_delivery
+
+    body = json.dumps(payload).encode()
+    return ingest_github_delivery(
+        engine=get_engine(), box=get_secret_box(), global_secret=global_secret,
+        request=WebhookRequest(
+            delivery_id=str(uuid.uuid4()), event=event, signature=sign(secret, body),
+            content_type="application/json", body=body,
+        ),
+    )  # fmt: skip
+
+
+def trigger(
+    number: int, *, secret: str, labels: Sequence[str] = ("run:dev",), added: str = "run:dev"
+) -> int:
+    """The run a signed `issues.labeled` delivery started: ADDED labeled on issue NUMBER, which
+    then carries LABELS."""
+    from tests.webhook_examples import example, with_labels
+
+    payload = with_labels(example("issues", "labeled"), "issue", list(labels), added)
+    payload["issue"]["number"] = number
+    (run_id,) = deliver_signed("issues", payload, secret=secret).runs
+    return run_id
 
 
 @pytest.fixture(autouse=True)

@@ -23,8 +23,8 @@ from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import session_scope
 from codexk8s.db.models import AgentRun
 from codexk8s.services import projects, repositories
+from codexk8s.urls import METRICS, WEBHOOK_GITHUB
 from codexk8s.web.http.app import build_http_app
-from codexk8s.web.routes import METRICS, WEBHOOK_GITHUB
 from tests.conftest import link_member
 from tests.jobs.test_engine_local import make_engine, set_command, trigger, until, until_status
 from tests.webhook_examples import example, with_labels

@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
+from codexk8s import urls
 from codexk8s.domain import sessions as session_wire
-from codexk8s.web import routes
 
 RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)
@@ -106,20 +106,20 @@ class ControlPlane:
         raise ControlPlaneError(message, status=response.status_code)
 
     def fetch_brief(self) -> dict[str, Any]:
-        return self._call("GET", routes.API_AGENT_BRIEF)
+        return self._call("GET", urls.API_AGENT_BRIEF)
 
     def post_progress(self, payload: dict[str, Any]) -> None:
         """Best effort: progress is for people watching; losing one must not fail the run."""
         with contextlib.suppress(ControlPlaneError):
-            self._call("POST", routes.API_AGENT_EVENTS, body=payload, retry=False)
+            self._call("POST", urls.API_AGENT_EVENTS, body=payload, retry=False)
 
     def post_documents(self, payload: dict[str, Any]) -> None:
         """Which project documents the prompt received (shown on the run's page)."""
-        self._call("POST", routes.API_AGENT_DOCUMENTS, body=payload)
+        self._call("POST", urls.API_AGENT_DOCUMENTS, body=payload)
 
     def fetch_session(self, session_id: int) -> StoredSession | None:
         """The session the brief offered, or None when the control plane has none (any more)."""
-        response = self._send("GET", routes.API_AGENT_SESSION, params={"id": str(session_id)})
+        response = self._send("GET", urls.API_AGENT_SESSION, params={"id": str(session_id)})
         if response.status_code == 404:
             return None
         if response.status_code >= 400:
@@ -148,13 +148,13 @@ class ControlPlane:
         }
         if parent_id is not None:
             headers[session_wire.PARENT_HEADER] = str(parent_id)
-        response = self._send("PUT", routes.API_AGENT_SESSION, content=data, headers=headers)
+        response = self._send("PUT", urls.API_AGENT_SESSION, content=data, headers=headers)
         return self._answer(response)
 
     def post_result(self, payload: dict[str, Any]) -> None:
         """Report the outcome. A 409 means an earlier attempt already stored it."""
         try:
-            self._call("POST", routes.API_AGENT_RESULT, body=payload)
+            self._call("POST", urls.API_AGENT_RESULT, body=payload)
         except ControlPlaneError as exc:
             if exc.status != 409:
                 raise

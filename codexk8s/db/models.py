@@ -521,3 +521,11 @@ class SignInLink(SQLModel, table=True):
     created_at: datetime = _ts()
     expires_at: datetime = _ts()
     used_at: datetime | None = _ts(nullable=True)
+
+
+def table_of(model: type[SQLModel]) -> sa.Table:
+    """MODEL's Core table, typed: SQLModel sets `__table__` only at run time, so the Core
+    statements of the services reach their tables through here."""
+    table = sa.inspect(model).local_table
+    assert isinstance(table, sa.Table)
+    return table

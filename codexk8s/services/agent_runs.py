@@ -474,21 +474,6 @@ def get_run(*, session: Session, run_id: int) -> RunDetail:
     )  # fmt: skip
 
 
-def run_project_id(*, session: Session, run_id: int) -> int | None:
-    """The project a run belongs to, or None when there is no such run."""
-    return session.exec(select(AgentRun.project_id).where(AgentRun.id == run_id)).first()
-
-
-def project_role(*, session: Session, principal: Principal, project_id: int) -> ProjectRole | None:
-    """PRINCIPAL's membership role on the project, or None."""
-    role = session.exec(
-        select(ProjectMember.role).where(
-            ProjectMember.project_id == project_id, ProjectMember.user_id == principal.user_id
-        )
-    ).first()
-    return ProjectRole(role) if role is not None else None
-
-
 def visible_projects(*, session: Session, principal: Principal) -> list[ProjectView]:
     """The projects PRINCIPAL may see, by key: all of them for platform admins, else those they
     are a member of."""

@@ -36,7 +36,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from codexk8s.config import Settings, get_settings
 from codexk8s.crypto import DecryptionError, SecretBox, get_secret_box
-from codexk8s.db.models import AgentRun, AgentSession, Repository, utcnow
+from codexk8s.db.models import AgentRun, AgentSession, Repository, table_of, utcnow
 from codexk8s.domain.runs import RunMode, RunStatus
 from codexk8s.domain.sessions import is_session_path, is_thread_id
 from codexk8s.errors import (
@@ -48,9 +48,9 @@ from codexk8s.errors import (
 from codexk8s.services import repositories
 from codexk8s.services.run_states import add_event
 
-SESSIONS: sa.Table = AgentSession.__table__  # type: ignore[attr-defined]
-RUNS: sa.Table = AgentRun.__table__  # type: ignore[attr-defined]
-REPOSITORIES: sa.Table = Repository.__table__  # type: ignore[attr-defined]
+SESSIONS: sa.Table = table_of(AgentSession)
+RUNS: sa.Table = table_of(AgentRun)
+REPOSITORIES: sa.Table = table_of(Repository)
 
 STORED_EVENT = "session_stored"
 RESUME_EVENT = "session_resume_started"

@@ -11,13 +11,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select
 
-from codexk8s.db.models import FlowEvent, Project, utcnow
+from codexk8s.db.models import FlowEvent, Project, table_of, utcnow
 from codexk8s.domain.authorization import Action, Principal, is_allowed
 from codexk8s.domain.runs import ActorType
 from codexk8s.errors import InvalidArgumentError
 from codexk8s.services import notifications
 
-_FLOW_EVENTS: sa.Table = FlowEvent.__table__  # type: ignore[attr-defined]
+_FLOW_EVENTS: sa.Table = table_of(FlowEvent)
 # RETURNING turns an executemany into one multi-row INSERT ("insertmanyvalues"), and
 # sort_by_parameter_order makes PostgreSQL draw the ids in the order the events are given
 # (INSERT ... SELECT ... ORDER BY). Without it psycopg runs one INSERT per event in pipeline mode,
@@ -223,7 +223,7 @@ def list_audit_events(
     if actor.is_disabled:
         return [], None
     events = _FLOW_EVENTS.c
-    projects_table: sa.Table = Project.__table__  # type: ignore[attr-defined]
+    projects_table: sa.Table = table_of(Project)
     query = (
         sa.select(_FLOW_EVENTS, projects_table.c.key)
         .select_from(

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 from sqlmodel import Session, col, select
 
+from codexk8s import urls
 from codexk8s.adapters.github.webhooks import sign
 from codexk8s.crypto import SecretBox
 from codexk8s.db.models import Agent, AgentRun, User
@@ -30,7 +31,6 @@ from codexk8s.domain.access import PlatformRole, ProjectRole
 from codexk8s.domain.runs import ACTIVE_STATUSES
 from codexk8s.errors import PreconditionError
 from codexk8s.services import agents, projects, repositories, users
-from codexk8s.web import routes
 
 PROJECT_KEY = "demo"
 PROJECT_NAME = "Demo"
@@ -223,7 +223,7 @@ def wait_until_ready(base_url: str, *, timeout: float = 90.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if httpx.get(base_url + routes.READYZ, timeout=2).status_code == 200:
+            if httpx.get(base_url + urls.READYZ, timeout=2).status_code == 200:
                 return True
         except httpx.HTTPError:
             pass
@@ -241,7 +241,7 @@ def send_delivery(base_url: str, setup: DemoSetup) -> httpx.Response:
         "X-GitHub-Delivery": str(uuid.uuid4()),
         "X-Hub-Signature-256": sign(setup.webhook_secret, body),
     }
-    return httpx.post(base_url + routes.WEBHOOK_GITHUB, content=body, headers=headers, timeout=30)
+    return httpx.post(base_url + urls.WEBHOOK_GITHUB, content=body, headers=headers, timeout=30)
 
 
 def active_demo_run(*, session: Session, issue_number: int) -> int | None:

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from codexk8s.config import get_settings
 from codexk8s.crypto import hash_token, new_token
-from codexk8s.db.models import Agent, Project, utcnow
+from codexk8s.db.models import Agent, Project, table_of, utcnow
 from codexk8s.domain.logs import utc
 from codexk8s.domain.runs import AgentFailure, RunMode, RunStatus
 from codexk8s.domain.runtime import (
@@ -42,8 +42,8 @@ from codexk8s.services.agents import effective_settings
 from codexk8s.services.run_brief import model_precondition
 from codexk8s.services.run_states import RUNS, SLOTS, transition
 
-PROJECTS = Project.__table__  # type: ignore[attr-defined]
-AGENTS = Agent.__table__  # type: ignore[attr-defined]
+PROJECTS = table_of(Project)
+AGENTS = table_of(Agent)
 DEFAULT_BATCH = 20
 log = logging.getLogger(__name__)
 

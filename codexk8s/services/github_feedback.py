@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from codexk8s import urls
 from codexk8s.adapters.github.client import GitHubClient
 from codexk8s.config import Settings
 from codexk8s.crypto import DecryptionError, SecretBox
@@ -47,6 +48,7 @@ from codexk8s.db.models import (
     Project,
     Repository,
     RunRequest,
+    table_of,
     utcnow,
 )
 from codexk8s.domain.feedback import (
@@ -77,13 +79,13 @@ from codexk8s.services import model_checks, repositories
 from codexk8s.services.run_states import RUNS, add_event
 
 log = logging.getLogger(__name__)
-FEEDBACK = GitHubFeedback.__table__  # type: ignore[attr-defined]
-EVENTS = FlowEvent.__table__  # type: ignore[attr-defined]
-REPOSITORIES = Repository.__table__  # type: ignore[attr-defined]
-PROJECTS = Project.__table__  # type: ignore[attr-defined]
-LEARNING = LearningFeedback.__table__  # type: ignore[attr-defined]
+FEEDBACK = table_of(GitHubFeedback)
+EVENTS = table_of(FlowEvent)
+REPOSITORIES = table_of(Repository)
+PROJECTS = table_of(Project)
+LEARNING = table_of(LearningFeedback)
 
-REQUESTS = RunRequest.__table__  # type: ignore[attr-defined]
+REQUESTS = table_of(RunRequest)
 RUN_RESULT = "run_result"
 # Flow events of deliveries that started nothing, explained in the service comment.
 NOTICE_EVENTS = ("trigger_refused", "trigger_conflict")
@@ -162,7 +164,7 @@ class GitHubFeedback:
         )
 
     def run_url(self, run_id: int) -> str:
-        return f"{self.settings.effective_public_url}/runs/{run_id}"
+        return f"{self.settings.effective_public_url}{urls.run_page(run_id)}"
 
     # --- finding and claiming work ---------------------------------------------------------------
 

@@ -13,9 +13,9 @@ import uuid
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from codexk8s.db.models import Installation, utcnow
+from codexk8s.db.models import Installation, table_of, utcnow
 
-INSTALLATION = Installation.__table__  # type: ignore[attr-defined]
+INSTALLATION = table_of(Installation)
 
 
 def installation_id(engine: Engine) -> str:

@@ -27,12 +27,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from codexk8s.db import log_chunks
-from codexk8s.db.models import Project, utcnow
+from codexk8s.db.models import Project, table_of, utcnow
 from codexk8s.domain.logs import LogPolicy, LogStorage, StoredLine, retention_days, utc
 from codexk8s.services import audit
 from codexk8s.services.run_logs import CHUNKS, LOGS, RUNS, lock_run, log_is_complete
 
-PROJECTS = Project.__table__  # type: ignore[attr-defined]
+PROJECTS = table_of(Project)
 LINES_PER_STEP = 10_000  # lines moved (or rows deleted) by one compaction transaction
 LINES_PER_TICK = 50_000
 RUNS_PER_TICK = 100  # runs retention marks per tick

@@ -1,4 +1,5 @@
-"""The control plane's own model calls around runs (openai SDK, `CODEXK8S_OPENAI_BASE_URL`).
+"""The control plane's own model calls around runs (`CODEXK8S_OPENAI_BASE_URL`, through
+`adapters/openai/client.py`).
 
 - `check_model`: before a run launches, does the configured model exist for this provider? A
   missing model fails the run at once with reason `precondition` instead of after a clone.
@@ -15,18 +16,14 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import openai
-from openai import AsyncOpenAI
 
 from codexk8s import metrics
+from codexk8s.adapters.openai import client as model_client
 from codexk8s.config import Settings
 from codexk8s.domain.repository_provider import Usage
 from codexk8s.errors import PreconditionError, UnavailableError
 
 log = logging.getLogger(__name__)
-TIMEOUT_SECONDS = 30.0
 # A model known to exist is not asked about again for this long (one call per model, not per run).
 KNOWN_MODEL_SECONDS = 300.0
 _known_models: dict[tuple[str, str], float] = {}
@@ -46,16 +43,11 @@ def is_configured(settings: Settings) -> bool:
     return settings.openai_api_key is not None and bool(settings.openai_api_key.get_secret_value())
 
 
-def client_for(settings: Settings) -> AsyncOpenAI:
+def _api_key(settings: Settings) -> str:
     if not is_configured(settings):
         raise UnavailableError("CODEXK8S_OPENAI_API_KEY is not set")
     assert settings.openai_api_key is not None
-    return AsyncOpenAI(
-        api_key=settings.openai_api_key.get_secret_value(),
-        base_url=settings.openai_base_url,
-        timeout=TIMEOUT_SECONDS,
-        max_retries=2,
-    )
+    return settings.openai_api_key.get_secret_value()
 
 
 async def check_model(*, settings: Settings, model: str) -> None:
@@ -67,35 +59,21 @@ async def check_model(*, settings: Settings, model: str) -> None:
     key = (settings.openai_base_url or "", model)
     if _known_models.get(key, 0.0) > time.monotonic():
         return
-    client = client_for(settings)
+    api_key = _api_key(settings)
     try:
-        await client.models.retrieve(model)
-    except openai.NotFoundError:
+        await model_client.retrieve_model(
+            api_key=api_key, base_url=settings.openai_base_url, model=model
+        )
+    except model_client.ModelNotFoundError:
         raise ModelMissingError(
             f"model {model!r} does not exist at the configured OpenAI provider"
             f" ({settings.openai_base_url or 'api.openai.com'}); choose another with an"
             " [ai-model-<name>] label or the project's default model"
         ) from None
-    except openai.OpenAIError as exc:
-        log.warning("model check for %s inconclusive: %s", model, type(exc).__name__)
+    except model_client.ModelProviderError as exc:
+        log.warning("model check for %s inconclusive: %s", model, exc.kind)
         return
-    finally:
-        await client.close()
     _known_models[key] = time.monotonic() + KNOWN_MODEL_SECONDS
-
-
-def _usage(response: Any) -> Usage:
-    usage = getattr(response, "usage", None)
-    if usage is None:
-        return Usage()
-    input_details = getattr(usage, "input_tokens_details", None)
-    output_details = getattr(usage, "output_tokens_details", None)
-    return Usage(
-        input=int(getattr(usage, "input_tokens", 0) or 0),
-        cached=int(getattr(input_details, "cached_tokens", 0) or 0),
-        output=int(getattr(usage, "output_tokens", 0) or 0),
-        reasoning=int(getattr(output_details, "reasoning_tokens", 0) or 0),
-    )
 
 
 LEARNING_INSTRUCTIONS = (
@@ -138,22 +116,20 @@ async def explain_changes(
     project_key: str = "",
 ) -> tuple[list[Explanation], Usage]:
     """Ask MODEL to explain a PR's key changes; return the explanations and the usage."""
-    client = client_for(settings)
+    api_key = _api_key(settings)
     files = "\n".join(f"- {path}" for path in changed_files[:100]) or "(not reported)"
     try:
-        response = await client.responses.create(
-            model=model,
+        answer = await model_client.create_response(
+            api_key=api_key, base_url=settings.openai_base_url, model=model,
             instructions=LEARNING_INSTRUCTIONS,
             input=f"Pull request: {title}\n\nSummary:\n{summary}\n\nChanged files:\n{files}",
-        )
-    except openai.OpenAIError as exc:
-        raise UnavailableError(f"learning explanations failed: {type(exc).__name__}") from None
-    finally:
-        await client.close()
-    usage = _usage(response)
+        )  # fmt: skip
+    except model_client.ModelProviderError as exc:
+        raise UnavailableError(f"learning explanations failed: {exc.kind}") from None
+    usage = answer.usage
     metrics.OPENAI_TOKENS.labels(project_key, "input").inc(usage.input)
     metrics.OPENAI_TOKENS.labels(project_key, "output").inc(usage.output)
-    return _parse_explanations(response.output_text or ""), usage
+    return _parse_explanations(answer.text), usage
 
 
 def render_learning_comment(marker: str, explanations: Sequence[Explanation]) -> str:

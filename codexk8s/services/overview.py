@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
 
-from codexk8s.db.models import AgentRun, Project, Slot
+from codexk8s.db.models import AgentRun, Project, Slot, table_of
 from codexk8s.domain.runs import ACTIVE_STATUSES, RunStatus
 from codexk8s.domain.slots import SlotState
 
@@ -26,9 +26,9 @@ WINDOW_DAYS = 14
 # page stays fast however many runs there are; a larger sample would not move p50/p95 visibly.
 DURATION_SAMPLE = 10_000
 
-_RUNS: sa.Table = AgentRun.__table__  # type: ignore[attr-defined]
-_PROJECTS: sa.Table = Project.__table__  # type: ignore[attr-defined]
-_SLOTS: sa.Table = Slot.__table__  # type: ignore[attr-defined]
+_RUNS: sa.Table = table_of(AgentRun)
+_PROJECTS: sa.Table = table_of(Project)
+_SLOTS: sa.Table = table_of(Slot)
 
 
 @dataclass(frozen=True, slots=True)

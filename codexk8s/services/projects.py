@@ -22,7 +22,7 @@ from codexk8s.errors import (
     NotFoundError,
     PreconditionError,
 )
-from codexk8s.services import users
+from codexk8s.services import run_access, users
 from codexk8s.services.audit import record_event
 from codexk8s.services.validation import parse_choice
 
@@ -157,15 +157,6 @@ class MemberRow:
 LEARNING_MODES: dict[bool | None, str] = {True: "on", False: "off", None: "default"}
 
 
-def _membership_role(session: Session, actor: Principal, project_id: int) -> ProjectRole | None:
-    role = session.exec(
-        select(ProjectMember.role).where(
-            ProjectMember.project_id == project_id, ProjectMember.user_id == actor.user_id
-        )
-    ).first()
-    return ProjectRole(role) if role is not None else None
-
-
 def _authorize_members(
     session: Session,
     actor: Principal | None,
@@ -174,22 +165,15 @@ def _authorize_members(
     action: Action,
     lock: bool = False,
 ) -> Project:
-    """The project PROJECT_KEY when ACTOR may do ACTION on its members. NotFoundError when they
-    may not even see it (worded as for a missing key), ForbiddenError when they may only look.
-    LOCK holds the project row until commit so concurrent member changes on it serialize (the
+    """`authorize` for ACTION on PROJECT_KEY's members, refused in the members' own words. LOCK
+    holds the project row until commit so concurrent member changes on it serialize (the
     last-admin check depends on it)."""
-    project = _find(session, project_key, lock=lock)
-    if project is None:
-        raise NotFoundError(f"no project with key {project_key!r}")
-    if actor is None:
-        return project
-    assert project.id is not None
-    role = _membership_role(session, actor, project.id)
-    if not can_see_project(actor, role):
-        raise NotFoundError(f"no project with key {project_key!r}")
-    if not is_allowed(actor, action, role):
-        raise ForbiddenError(f"managing the members of {project_key} is for its admins")
-    return project
+    try:
+        return authorize(
+            session=session, actor=actor, project_key=project_key, action=action, lock=lock
+        )
+    except ForbiddenError:
+        raise ForbiddenError(f"managing the members of {project_key} is for its admins") from None
 
 
 def _member(session: Session, project: Project, email: str) -> tuple[ProjectMember, User]:
@@ -234,34 +218,21 @@ def _member_row(member: ProjectMember, user: User) -> MemberRow:
 def list_visible_projects(*, session: Session, actor: Principal) -> list[ProjectRow]:
     """The projects ACTOR may see, by key: all for platform admins, else those they are a member
     of, each with ACTOR's role on it."""
-    rows = session.exec(
-        select(Project, ProjectMember.role)
-        .outerjoin(
-            ProjectMember,
-            sa.and_(
-                col(ProjectMember.project_id) == col(Project.id),
-                col(ProjectMember.user_id) == actor.user_id,
+    from codexk8s.services.agent_runs import visible_projects  # agent_runs imports this module
+
+    return [
+        ProjectRow(
+            id=view.id,
+            key=view.key,
+            name=view.name,
+            slots=int(view.settings.get("slots", 0)),
+            role=view.role,
+            can_manage_members=is_allowed(
+                actor, Action.MANAGE_MEMBERS, ProjectRole(view.role) if view.role else None
             ),
         )
-        .order_by(col(Project.key))
-    ).all()
-    visible = []
-    for project, role in rows:
-        project_role = ProjectRole(role) if role is not None else None
-        if not can_see_project(actor, project_role):
-            continue
-        assert project.id is not None
-        visible.append(
-            ProjectRow(
-                id=project.id,
-                key=project.key,
-                name=project.name,
-                slots=int((project.settings or {}).get("slots", 0)),
-                role=role,
-                can_manage_members=is_allowed(actor, Action.MANAGE_MEMBERS, project_role),
-            )
-        )
-    return visible
+        for view in visible_projects(session=session, principal=actor)
+    ]
 
 
 def list_members(*, session: Session, actor: Principal | None, project_key: str) -> list[MemberRow]:
@@ -438,7 +409,7 @@ def authorize(
     if actor is None:
         return project
     assert project.id is not None
-    role = _membership_role(session, actor, project.id)
+    role = run_access.membership_role(session=session, actor=actor, project_id=project.id)
     if not can_see_project(actor, role):
         raise NotFoundError(f"no project with key {project_key!r}")
     if not is_allowed(actor, action, role):
@@ -454,7 +425,7 @@ def get_settings(*, session: Session, actor: Principal, project_key: str) -> Pro
         session=session, actor=actor, project_key=project_key, action=Action.VIEW_PROJECT
     )
     assert project.id is not None
-    role = _membership_role(session, actor, project.id)
+    role = run_access.membership_role(session=session, actor=actor, project_id=project.id)
     settings = project.settings or {}
     return ProjectSettings(
         id=project.id,

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
-from codexk8s.db.models import AgentRun, PromptTemplate, Repository, User, WebhookDelivery
+from codexk8s.db.models import AgentRun, PromptTemplate, Repository, User, WebhookDelivery, table_of
 from codexk8s.domain import prompts
 from codexk8s.domain.authorization import Action, Principal, is_allowed
 from codexk8s.domain.feedback import COMMENT_MARKER_PREFIX
@@ -31,7 +31,7 @@ SEED_PACKAGE = "codexk8s"
 SEED_DIR = "prompts"
 # Enough issue_comment deliveries to fold edits and deletions into the latest MAX_COMMENTS.
 _COMMENT_DELIVERIES_SCANNED = 100
-_TEMPLATES: sa.Table = PromptTemplate.__table__  # type: ignore[attr-defined]
+_TEMPLATES: sa.Table = table_of(PromptTemplate)
 
 
 @dataclass(frozen=True, slots=True)

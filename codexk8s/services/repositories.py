@@ -10,6 +10,7 @@ from typing import Protocol
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from codexk8s import urls
 from codexk8s.adapters.github.client import GitHubClient
 from codexk8s.config import Settings
 from codexk8s.crypto import DecryptionError, SecretBox
@@ -38,7 +39,6 @@ from codexk8s.services import projects
 from codexk8s.services.audit import record_event
 
 PROVIDER_GITHUB = "github"
-WEBHOOK_PATH = "/api/v1/webhooks/github"
 WEBHOOK_EVENTS = ("issues", "issue_comment", "pull_request", "pull_request_review")
 _OWNER = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
@@ -378,7 +378,7 @@ async def register_webhook(
     again updates the same hook (events, secret, JSON) instead of adding a second one.
     """
     full_name = f"{owner}/{name}"
-    url = public_url.rstrip("/") + WEBHOOK_PATH
+    url = public_url.rstrip("/") + urls.WEBHOOK_GITHUB
     config = HookConfig(url=url, secret=secret, events=WEBHOOK_EVENTS, content_type="json")
     try:
         info = await provider.get_repository(owner, name)

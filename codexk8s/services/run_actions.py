@@ -14,14 +14,14 @@ from sqlalchemy.engine import Engine
 from codexk8s.adapters.github.client import GitHubClient
 from codexk8s.config import Settings
 from codexk8s.crypto import SecretBox
-from codexk8s.db.models import Repository
+from codexk8s.db.models import Repository, table_of
 from codexk8s.domain.repository_provider import ProviderError, RepositoryProvider
 from codexk8s.domain.run_requests import agent_label_problem
 from codexk8s.errors import InvalidArgumentError, PreconditionError
 from codexk8s.services import repositories
 from codexk8s.services.run_states import add_event
 
-REPOSITORIES = Repository.__table__  # type: ignore[attr-defined]
+REPOSITORIES = table_of(Repository)
 MAX_COMMENT = 20_000
 MAX_LABELS = 10
 

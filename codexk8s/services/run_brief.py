@@ -29,6 +29,7 @@ from codexk8s.db.models import (
     Repository,
     RunModelResponse,
     WebhookDelivery,
+    table_of,
     utcnow,
 )
 from codexk8s.domain.documents import Skipped
@@ -45,12 +46,12 @@ from codexk8s.services.agents import effective_settings
 from codexk8s.services.prompt_templates import render_run_prompts
 from codexk8s.services.run_states import RUNS, add_event
 
-AGENTS = Agent.__table__  # type: ignore[attr-defined]
-PROJECTS = Project.__table__  # type: ignore[attr-defined]
-DELIVERIES = WebhookDelivery.__table__  # type: ignore[attr-defined]
-REPOSITORIES = Repository.__table__  # type: ignore[attr-defined]
-FLOW_EVENTS = FlowEvent.__table__  # type: ignore[attr-defined]
-MODEL_RESPONSES = RunModelResponse.__table__  # type: ignore[attr-defined]
+AGENTS = table_of(Agent)
+PROJECTS = table_of(Project)
+DELIVERIES = table_of(WebhookDelivery)
+REPOSITORIES = table_of(Repository)
+FLOW_EVENTS = table_of(FlowEvent)
+MODEL_RESPONSES = table_of(RunModelResponse)
 
 RESULT_EVENT = "run_result"
 FAILURE_EVENT = "run_failure_reported"

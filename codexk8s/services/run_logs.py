@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from codexk8s.db.log_chunks import Chunk
-from codexk8s.db.models import AgentRun, RunLog, RunLogChunk
+from codexk8s.db.models import AgentRun, RunLog, RunLogChunk, table_of
 from codexk8s.domain.logs import (
     MAX_LINE_CHARS,
     TRUNCATION_STREAM,
@@ -49,9 +49,9 @@ from codexk8s.services import audit, notifications
 
 __all__ = ["MAX_LINE_CHARS", "StoredLine"]
 
-RUNS = AgentRun.__table__  # type: ignore[attr-defined]
-LOGS = RunLog.__table__  # type: ignore[attr-defined]
-CHUNKS = RunLogChunk.__table__  # type: ignore[attr-defined]
+RUNS = table_of(AgentRun)
+LOGS = table_of(RunLog)
+CHUNKS = table_of(RunLogChunk)
 EOF_PREFIX = "eof:"
 PAGE = 1000
 DEFAULT_LIMITS = LogLimits()

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
 from codexk8s.db.engine import get_engine
-from codexk8s.db.models import Project, RunRequest, User, utcnow
+from codexk8s.db.models import Project, RunRequest, User, table_of, utcnow
 from codexk8s.domain.access import PlatformRole, ProjectRole
 from codexk8s.domain.authorization import Action, Principal, can_see_project, normalize_login
 from codexk8s.domain.run_requests import (
@@ -38,12 +38,12 @@ from codexk8s.domain.run_requests import (
 )
 from codexk8s.domain.runs import RunStatus
 from codexk8s.errors import ConflictError, ForbiddenError, InvalidArgumentError, NotFoundError
-from codexk8s.services import agent_runs, projects
+from codexk8s.services import agent_runs, projects, run_access
 from codexk8s.services.run_states import RUNS, add_event
 
-REQUESTS = RunRequest.__table__  # type: ignore[attr-defined]
-PROJECTS = Project.__table__  # type: ignore[attr-defined]
-USERS = User.__table__  # type: ignore[attr-defined]
+REQUESTS = table_of(RunRequest)
+PROJECTS = table_of(Project)
+USERS = table_of(User)
 
 MAX_TEXT = 4_000
 MAX_OPTIONS = 10
@@ -307,8 +307,8 @@ def answer_request(
             raise NotFoundError(f"no request {request_id}")
         if principal is not None:
             with Session(bind=connection) as session:
-                role = agent_runs.project_role(
-                    session=session, principal=principal, project_id=request.project_id
+                role = run_access.membership_role(
+                    session=session, actor=principal, project_id=request.project_id
                 )
             if not can_see_project(principal, role):
                 raise NotFoundError(f"no request {request_id}")

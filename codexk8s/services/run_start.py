@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from codexk8s.config import get_settings
-from codexk8s.db.models import AgentRun, Project, ProjectMember, Repository, User
+from codexk8s.db.models import AgentRun, Project, ProjectMember, Repository, User, table_of
 from codexk8s.domain.authorization import Principal
 from codexk8s.domain.labels import MODEL_NAME_MAX_LENGTH, REASONING_EFFORTS
 from codexk8s.domain.runs import ACTIVE_STATUSES, ActorType, RunMode, RunStatus
@@ -31,11 +31,11 @@ from codexk8s.domain.triggers import RunSpec
 from codexk8s.errors import ConflictError, InvalidArgumentError, NotFoundError
 from codexk8s.services import audit, repositories
 
-_RUNS: sa.Table = AgentRun.__table__  # type: ignore[attr-defined]
-_REPOSITORIES: sa.Table = Repository.__table__  # type: ignore[attr-defined]
-_PROJECTS: sa.Table = Project.__table__  # type: ignore[attr-defined]
-_MEMBERS: sa.Table = ProjectMember.__table__  # type: ignore[attr-defined]
-_USERS: sa.Table = User.__table__  # type: ignore[attr-defined]
+_RUNS: sa.Table = table_of(AgentRun)
+_REPOSITORIES: sa.Table = table_of(Repository)
+_PROJECTS: sa.Table = table_of(Project)
+_MEMBERS: sa.Table = table_of(ProjectMember)
+_USERS: sa.Table = table_of(User)
 _ACTIVE_STATUS_VALUES = sorted(status.value for status in ACTIVE_STATUSES)
 _MODEL_NAME = re.compile(r"[A-Za-z0-9._:/-]+")
 MAX_ISSUE_NUMBER = 2**31 - 1
@@ -305,13 +305,10 @@ class StartTarget:
 
 def _may_start(session: Any, principal: Principal, project: Any) -> tuple[bool, bool]:
     """(may see it, may start runs in it) for PRINCIPAL."""
-    from codexk8s.domain.access import ProjectRole
     from codexk8s.domain.authorization import Action, can_see_project, is_allowed
-    from codexk8s.services import agent_runs
+    from codexk8s.services import run_access
 
-    role: ProjectRole | None = None
-    if not principal.is_platform_admin:
-        role = agent_runs.project_role(session=session, principal=principal, project_id=project.id)
+    role = run_access.access_role(session=session, actor=principal, project_id=project.id)
     return can_see_project(principal, role), is_allowed(principal, Action.START_RUN, role)
 
 

@@ -9,15 +9,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from codexk8s.db.models import AgentRun, RunRequest, Slot, utcnow
+from codexk8s.db.models import AgentRun, RunRequest, Slot, table_of, utcnow
 from codexk8s.domain.runs import ActorType, RunStatus, can_transition
 from codexk8s.domain.runtime import FailureReason
 from codexk8s.domain.slots import SlotState
 from codexk8s.services import audit
 
-RUNS = AgentRun.__table__  # type: ignore[attr-defined]
-SLOTS = Slot.__table__  # type: ignore[attr-defined]
-REQUESTS = RunRequest.__table__  # type: ignore[attr-defined]
+RUNS = table_of(AgentRun)
+SLOTS = table_of(Slot)
+REQUESTS = table_of(RunRequest)
 
 # How a workload failure maps to the run's status reason.
 FAILURE_REASONS: dict[FailureReason, str] = {

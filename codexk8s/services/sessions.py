@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 
 from codexk8s.crypto import hash_token
 from codexk8s.db.engine import session_scope
-from codexk8s.db.models import ApiToken, SignInLink, User, UserSession, utcnow
+from codexk8s.db.models import ApiToken, SignInLink, User, UserSession, table_of, utcnow
 from codexk8s.domain.access import PlatformRole
 from codexk8s.domain.authorization import Principal
 from codexk8s.domain.runs import ActorType
@@ -32,9 +32,9 @@ TOUCH_INTERVAL = timedelta(minutes=5)
 # Refusals for someone who is not a user yet have no user to correlate with.
 SIGN_IN_CORRELATION = "sign-in"
 
-_SESSIONS: sa.Table = UserSession.__table__  # type: ignore[attr-defined]
-_USERS: sa.Table = User.__table__  # type: ignore[attr-defined]
-_API_TOKENS: sa.Table = ApiToken.__table__  # type: ignore[attr-defined]
+_SESSIONS: sa.Table = table_of(UserSession)
+_USERS: sa.Table = table_of(User)
+_API_TOKENS: sa.Table = table_of(ApiToken)
 
 
 class SignInRefusedError(ForbiddenError):

@@ -66,6 +66,7 @@ from codexk8s.db.models import (
     User,
     WebhookBodyHash,
     WebhookDelivery,
+    table_of,
     utcnow,
 )
 from codexk8s.domain.access import PlatformRole, ProjectRole
@@ -100,14 +101,14 @@ PROCESSING = "processing"
 # The same body under another delivery id within this long is a replay.
 REPLAY_WINDOW = timedelta(hours=24)
 
-_DELIVERIES: sa.Table = WebhookDelivery.__table__  # type: ignore[attr-defined]
-_RUNS: sa.Table = AgentRun.__table__  # type: ignore[attr-defined]
-_FLOW_EVENTS: sa.Table = FlowEvent.__table__  # type: ignore[attr-defined]
-_REPOSITORIES: sa.Table = Repository.__table__  # type: ignore[attr-defined]
-_BODY_HASHES: sa.Table = WebhookBodyHash.__table__  # type: ignore[attr-defined]
-_PROJECTS: sa.Table = Project.__table__  # type: ignore[attr-defined]
-_USERS: sa.Table = User.__table__  # type: ignore[attr-defined]
-_MEMBERS: sa.Table = ProjectMember.__table__  # type: ignore[attr-defined]
+_DELIVERIES: sa.Table = table_of(WebhookDelivery)
+_RUNS: sa.Table = table_of(AgentRun)
+_FLOW_EVENTS: sa.Table = table_of(FlowEvent)
+_REPOSITORIES: sa.Table = table_of(Repository)
+_BODY_HASHES: sa.Table = table_of(WebhookBodyHash)
+_PROJECTS: sa.Table = table_of(Project)
+_USERS: sa.Table = table_of(User)
+_MEMBERS: sa.Table = table_of(ProjectMember)
 _ACTIVE_STATUS_VALUES = sorted(status.value for status in ACTIVE_STATUSES)
 
 # Statements are built once: building one costs more CPU than executing it, since SQLAlchemy

@@ -22,14 +22,14 @@ from sqlalchemy.engine import Engine
 from codexk8s.adapters.github.client import GitHubClient
 from codexk8s.config import Settings
 from codexk8s.crypto import DecryptionError, SecretBox
-from codexk8s.db.models import GitHubRedelivery, Repository, WebhookDelivery, utcnow
+from codexk8s.db.models import GitHubRedelivery, Repository, WebhookDelivery, table_of, utcnow
 from codexk8s.domain.repository_provider import HookDelivery, ProviderError
 from codexk8s.services import repositories
 
 log = logging.getLogger(__name__)
-REDELIVERIES = GitHubRedelivery.__table__  # type: ignore[attr-defined]
-REPOSITORIES = Repository.__table__  # type: ignore[attr-defined]
-DELIVERIES = WebhookDelivery.__table__  # type: ignore[attr-defined]
+REDELIVERIES = table_of(GitHubRedelivery)
+REPOSITORIES = table_of(Repository)
+DELIVERIES = table_of(WebhookDelivery)
 # GitHub keeps deliveries for 3 days; older failures are left alone (stale events do more harm).
 WINDOW = timedelta(hours=24)
 FORGET_AFTER = timedelta(days=4)

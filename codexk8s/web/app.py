@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import reflex as rx
 
+from codexk8s import urls
 from codexk8s.config import get_settings
 from codexk8s.logging_config import configure_logging
-from codexk8s.web import routes
 from codexk8s.web.http.app import build_http_app
 from codexk8s.web.lifespan import frozen_startup_objects, run_engine
 from codexk8s.web.live import live_updates
@@ -42,38 +42,32 @@ app.register_lifespan_task(run_engine)
 # handlers.
 app.add_page(
     overview.overview,
-    route=routes.OVERVIEW,
+    route=urls.OVERVIEW,
     title="Overview · codexk8s",
     on_load=OverviewState.load_overview,
 )
 app.add_page(
     projects.projects,
-    route=routes.PROJECTS,
+    route=urls.PROJECTS,
     title="Projects · codexk8s",
     on_load=ProjectsState.load_projects,
 )
 app.add_page(
     project.project,
-    route=routes.PROJECT,
+    route=urls.PROJECT,
     title="Project · codexk8s",
     on_load=[ProjectPageState.load_project, StartRunState.load_targets],
 )
 app.add_page(
     runs.runs,
-    route=routes.RUNS,
+    route=urls.RUNS,
     title="Runs · codexk8s",
     on_load=[RunsState.load_runs, StartRunState.load_targets],
 )
 app.add_page(
-    agents.agents, route=routes.AGENTS, title="Agents · codexk8s", on_load=AgentsState.load_agents
+    agents.agents, route=urls.AGENTS, title="Agents · codexk8s", on_load=AgentsState.load_agents
 )
-app.add_page(
-    users.users, route=routes.USERS, title="Users · codexk8s", on_load=UsersState.load_users
-)
-app.add_page(
-    audit.audit, route=routes.AUDIT, title="Audit · codexk8s", on_load=AuditState.load_audit
-)
-app.add_page(
-    inbox.inbox, route=routes.INBOX, title="Inbox · codexk8s", on_load=InboxState.load_inbox
-)
-app.add_page(run.run_page, route=routes.RUN, title="Run · codexk8s", on_load=RunState.load_run)
+app.add_page(users.users, route=urls.USERS, title="Users · codexk8s", on_load=UsersState.load_users)
+app.add_page(audit.audit, route=urls.AUDIT, title="Audit · codexk8s", on_load=AuditState.load_audit)
+app.add_page(inbox.inbox, route=urls.INBOX, title="Inbox · codexk8s", on_load=InboxState.load_inbox)
+app.add_page(run.run_page, route=urls.RUN, title="Run · codexk8s", on_load=RunState.load_run)

@@ -22,12 +22,12 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from codexk8s import urls
 from codexk8s.db.engine import get_engine
 from codexk8s.db.models import AgentRun, AgentSession, FlowEvent
 from codexk8s.domain import sessions as session_wire
 from codexk8s.domain.runtime import WorkloadPhase, WorkloadStatus
 from codexk8s.services import agent_runs, reconcile
-from codexk8s.web import routes
 from codexk8s.web.http.app import build_http_app
 from tests.agent.conftest import REPO_TOKEN, ClaimedRun, Remote, claim, create_run, load_run
 from tests.codex_server import ScriptedResponses
@@ -78,7 +78,7 @@ def test_brief_is_given_only_for_the_runs_own_token(
     client: TestClient, two_runs: tuple[ClaimedRun, ClaimedRun]
 ) -> None:
     first, second = two_runs
-    path = url(routes.API_AGENT_BRIEF, first.run_id)
+    path = url(urls.API_AGENT_BRIEF, first.run_id)
     before = snapshot(first.run_id)
     for headers in ({}, bearer("ck8s_wrong"), bearer(second.token), {"Authorization": first.token}):
         answer = client.get(path, headers=headers)
@@ -87,12 +87,11 @@ def test_brief_is_given_only_for_the_runs_own_token(
         assert answer.headers["www-authenticate"] == "Bearer"
     # A run that does not exist answers like a wrong token; a malformed id is not a route.
     assert (
-        client.get(url(routes.API_AGENT_BRIEF, 999_999), headers=bearer(first.token)).status_code
+        client.get(url(urls.API_AGENT_BRIEF, 999_999), headers=bearer(first.token)).status_code
         == 401
     )
     assert (
-        client.get(url(routes.API_AGENT_BRIEF, "abc"), headers=bearer(first.token)).status_code
-        == 404
+        client.get(url(urls.API_AGENT_BRIEF, "abc"), headers=bearer(first.token)).status_code == 404
     )
     assert snapshot(first.run_id) == before
 
@@ -116,13 +115,13 @@ def test_refused_writes_change_nothing(
     first, second = two_runs
     before = snapshot(first.run_id)
     progress = {"kind": "command", "message": "ls"}
-    for template, body in ((routes.API_AGENT_RESULT, RESULT), (routes.API_AGENT_EVENTS, progress)):
+    for template, body in ((urls.API_AGENT_RESULT, RESULT), (urls.API_AGENT_EVENTS, progress)):
         answer = client.post(url(template, first.run_id), json=body, headers=bearer(second.token))
         assert answer.status_code == 401
     assert snapshot(first.run_id) == before
     assert (
         client.get(
-            url(routes.API_AGENT_RESULT, first.run_id), headers=bearer(first.token)
+            url(urls.API_AGENT_RESULT, first.run_id), headers=bearer(first.token)
         ).status_code
         == 405
     )
@@ -132,7 +131,7 @@ def test_result_is_stored_once_and_bad_results_are_refused(
     client: TestClient, two_runs: tuple[ClaimedRun, ClaimedRun]
 ) -> None:
     first, _ = two_runs
-    path = url(routes.API_AGENT_RESULT, first.run_id)
+    path = url(urls.API_AGENT_RESULT, first.run_id)
     before = snapshot(first.run_id)
     for bad in (
         {**RESULT, "outcome": "great"},
@@ -183,9 +182,9 @@ def test_token_is_revoked_when_the_run_ends(
     )
     assert load_run(first.run_id).run_token_hash is None
     assert load_run(second.run_id).run_token_hash is not None
-    answer = client.get(url(routes.API_AGENT_BRIEF, first.run_id), headers=bearer(first.token))
+    answer = client.get(url(urls.API_AGENT_BRIEF, first.run_id), headers=bearer(first.token))
     assert answer.status_code == 401
-    answer = client.post(url(routes.API_AGENT_RESULT, first.run_id), json=RESULT,
+    answer = client.post(url(urls.API_AGENT_RESULT, first.run_id), json=RESULT,
                          headers=bearer(first.token))  # fmt: skip
     assert answer.status_code == 401
     assert load_run(first.run_id).summary is None
@@ -195,7 +194,7 @@ def test_progress_events_reach_the_timeline(
     client: TestClient, two_runs: tuple[ClaimedRun, ClaimedRun]
 ) -> None:
     first, _ = two_runs
-    path = url(routes.API_AGENT_EVENTS, first.run_id)
+    path = url(urls.API_AGENT_EVENTS, first.run_id)
     answer = client.post(path, json={"kind": "command", "message": "ls", "exit_code": 0},
                          headers=bearer(first.token))  # fmt: skip
     assert answer.status_code == 202
@@ -215,7 +214,7 @@ def test_model_proxy_swaps_the_run_token_for_the_key(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     first, _ = two_runs
-    base = url(routes.API_AGENT_OPENAI_BASE, first.run_id)
+    base = url(urls.API_AGENT_OPENAI_BASE, first.run_id)
     request = {
         "model": "gpt-5",
         "stream": True,
@@ -258,8 +257,8 @@ def test_deeply_nested_json_is_a_counted_400_that_changes_nothing(
     client: TestClient, two_runs: tuple[ClaimedRun, ClaimedRun], caplog: pytest.LogCaptureFixture
 ) -> None:
     first, _second = two_runs
-    path = url(routes.API_AGENT_EVENTS, first.run_id)
-    labels = {"route": routes.API_AGENT_EVENTS, "reason": "too_deep"}
+    path = url(urls.API_AGENT_EVENTS, first.run_id)
+    labels = {"route": urls.API_AGENT_EVENTS, "reason": "too_deep"}
     before_count = REGISTRY.get_sample_value("codexk8s_api_requests_rejected_total", labels) or 0
     before = snapshot(first.run_id)
     deep = b'{"kind": "command", "message": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
@@ -350,7 +349,7 @@ def test_proxy_forwards_only_known_headers_and_sets_billing_from_configuration(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     first, _ = two_runs
-    base = url(routes.API_AGENT_OPENAI_BASE, first.run_id)
+    base = url(urls.API_AGENT_OPENAI_BASE, first.run_id)
     sent = {
         **bearer(first.token),
         # What a run chose for billing before issue #14 (item 4), and other headers of its own.
@@ -386,7 +385,7 @@ def test_proxy_never_relays_the_key(
 ) -> None:  # fmt: skip
     first, _ = two_runs
     upstream.misbehave = misbehave
-    base = url(routes.API_AGENT_OPENAI_BASE, first.run_id)
+    base = url(urls.API_AGENT_OPENAI_BASE, first.run_id)
     answer = client.post(f"{base}/responses", json={"model": "gpt-5"}, headers=bearer(first.token))
     assert upstream.requests, "the request reached the provider"
     assert answer.status_code == (401 if misbehave == "error" else 200)
@@ -420,7 +419,7 @@ def test_proxy_forwards_only_the_model_routes(
     method: str, path: str,
 ) -> None:  # fmt: skip
     first, _ = two_runs
-    base = url(routes.API_AGENT_OPENAI_BASE, first.run_id)
+    base = url(urls.API_AGENT_OPENAI_BASE, first.run_id)
     # A real server: the test client decodes the path once more than a server does.
     with serve_in_thread(build_http_app()) as control_plane:
         answer = httpx.request(
@@ -435,8 +434,8 @@ def test_a_run_reads_only_the_responses_it_created(
     client: TestClient, two_runs: tuple[ClaimedRun, ClaimedRun], upstream: Upstream
 ) -> None:
     first, second = two_runs
-    first_base = url(routes.API_AGENT_OPENAI_BASE, first.run_id)
-    second_base = url(routes.API_AGENT_OPENAI_BASE, second.run_id)
+    first_base = url(urls.API_AGENT_OPENAI_BASE, first.run_id)
+    second_base = url(urls.API_AGENT_OPENAI_BASE, second.run_id)
     # Nobody created this one through the proxy: someone else's, or a guess.
     for suffix in ("", "/input_items"):
         answer = client.get(f"{first_base}/responses/resp_0123abcd{suffix}",
@@ -497,7 +496,7 @@ def test_a_session_is_stored_once_encrypted_and_resumed_by_the_revise_run(
     client: TestClient,
 ) -> None:
     first = claim(create_run(issue=5), CALLBACK)
-    path = url(routes.API_AGENT_SESSION, first.run_id)
+    path = url(urls.API_AGENT_SESSION, first.run_id)
     # Nothing to resume for a first run.
     assert client.get(path, headers=bearer(first.token)).status_code == 404
     body = rollout("secret-free prompt text, plus the key sk-test-upstream-key by accident")
@@ -514,12 +513,12 @@ def test_a_session_is_stored_once_encrypted_and_resumed_by_the_revise_run(
     finish(first.run_id)
 
     revise = claim(create_run(issue=5, is_revise=True), CALLBACK)
-    brief = client.get(url(routes.API_AGENT_BRIEF, revise.run_id), headers=bearer(revise.token))
+    brief = client.get(url(urls.API_AGENT_BRIEF, revise.run_id), headers=bearer(revise.token))
     offer = brief.json()["session"]["resume"]
     assert offer["from_run"] == first.run_id and offer["version"] == 1
     assert "What is new since your last session" in offer["prompt"]
     got = client.get(
-        url(routes.API_AGENT_SESSION, revise.run_id), params={"id": offer["id"]},
+        url(urls.API_AGENT_SESSION, revise.run_id), params={"id": offer["id"]},
         headers=bearer(revise.token),
     )  # fmt: skip
     assert got.status_code == 200 and got.headers[session_wire.THREAD_HEADER] == THREAD
@@ -531,18 +530,18 @@ def test_a_session_is_stored_once_encrypted_and_resumed_by_the_revise_run(
     stranger = claim(create_run(issue=6, is_revise=True), CALLBACK)
     assert (
         client.get(
-            url(routes.API_AGENT_SESSION, revise.run_id), headers=bearer(stranger.token)
+            url(urls.API_AGENT_SESSION, revise.run_id), headers=bearer(stranger.token)
         ).status_code
         == 401
     )
     assert (
         client.get(
-            url(routes.API_AGENT_SESSION, stranger.run_id), headers=bearer(stranger.token)
+            url(urls.API_AGENT_SESSION, stranger.run_id), headers=bearer(stranger.token)
         ).status_code
         == 404
     )
     stored = client.put(
-        url(routes.API_AGENT_SESSION, revise.run_id), content=rollout("v2"),
+        url(urls.API_AGENT_SESSION, revise.run_id), content=rollout("v2"),
         headers=session_headers(revise.token, **{session_wire.PARENT_HEADER: str(offer["id"])}),
     )  # fmt: skip
     assert stored.json()["version"] == 2
@@ -567,7 +566,7 @@ def test_a_session_upload_with_bad_headers_is_refused(
 ) -> None:
     run = claim(create_run(issue=5), CALLBACK)
     answer = client.put(
-        url(routes.API_AGENT_SESSION, run.run_id), content=rollout(),
+        url(urls.API_AGENT_SESSION, run.run_id), content=rollout(),
         headers={**session_headers(run.token), **change},
     )  # fmt: skip
     assert answer.status_code == status, answer.text
@@ -579,7 +578,7 @@ def test_a_session_that_is_not_gzip_too_large_or_a_bomb_is_refused(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = claim(create_run(issue=5), CALLBACK)
-    path = url(routes.API_AGENT_SESSION, run.run_id)
+    path = url(urls.API_AGENT_SESSION, run.run_id)
     headers = session_headers(run.token)
     assert client.put(path, content=b"plain text", headers=headers).status_code == 400
     monkeypatch.setenv("CODEXK8S_AGENT_SESSION_MAX_BYTES", "2048")
@@ -593,7 +592,7 @@ def test_a_session_that_is_not_gzip_too_large_or_a_bomb_is_refused(
 
 def test_documents_are_recorded_and_checked(client: TestClient) -> None:
     run = claim(create_run(issue=5), CALLBACK)
-    path = url(routes.API_AGENT_DOCUMENTS, run.run_id)
+    path = url(urls.API_AGENT_DOCUMENTS, run.run_id)
     good = {
         "services_yaml": "services.yaml", "found": True, "problems": [],
         "documents": [

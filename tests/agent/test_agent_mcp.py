@@ -13,11 +13,11 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from codexk8s import urls
 from codexk8s.db.engine import get_engine
 from codexk8s.domain.runs import RunStatus
 from codexk8s.services import run_requests
 from codexk8s.services.run_states import RUNS, transition
-from codexk8s.web import routes
 from codexk8s.web.http.app import build_http_app
 from tests.agent.conftest import OWNER_REPO, REPO_TOKEN, ClaimedRun, Remote, claim, create_run
 from tests.codex_server import ScriptedResponses
@@ -50,7 +50,7 @@ def call(
     base: str, run_id: int, token: str, method: str, params: dict[str, Any] | None = None
 ) -> httpx.Response:
     return httpx.post(
-        base + routes.API_AGENT_MCP.format(run_id=run_id),
+        base + urls.API_AGENT_MCP.format(run_id=run_id),
         json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params or {}},
         headers={**HEADERS, "Authorization": f"Bearer {token}"},
         timeout=30,

@@ -7,11 +7,9 @@ created, then edited → labels moved → the run succeeded with its usage and c
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from codexk8s.adapters.github.webhooks import sign
 from codexk8s.adapters.local.runtime import LocalRuntime
 from codexk8s.config import get_settings
 from codexk8s.crypto import get_secret_box
@@ -28,10 +25,9 @@ from codexk8s.domain.feedback import IN_PROGRESS, IN_REVIEW, SERVICE_MARKER
 from codexk8s.jobs.engine import RunEngine
 from codexk8s.services import projects, repositories, run_logs
 from codexk8s.services.github_feedback import GitHubFeedback
-from codexk8s.services.webhook_ingest import WebhookRequest, ingest_github_delivery
 from tests.agent.conftest import OWNER_REPO, REPO_TOKEN, Remote, load_run
 from tests.codex_server import ScriptedResponses
-from tests.conftest import link_member, reset_caches
+from tests.conftest import deliver_signed, link_member, reset_caches
 from tests.github_server import FakeGitHub, FakeRepo, running_github
 from tests.jobs.test_engine_local import FAST
 from tests.webhook_examples import example, with_labels
@@ -79,15 +75,7 @@ def label_issue(number: int) -> int:
     payload["issue"]["number"] = number
     payload["issue"]["title"] = "Say hello"
     payload["repository"]["full_name"] = OWNER_REPO
-    body = json.dumps(payload).encode()
-    outcome = ingest_github_delivery(
-        engine=get_engine(), box=get_secret_box(), global_secret=None,
-        request=WebhookRequest(
-            delivery_id=str(uuid.uuid4()), event="issues", signature=sign(SECRET, body),
-            content_type="application/json", body=body,
-        ),
-    )  # fmt: skip
-    (run_id,) = outcome.runs
+    (run_id,) = deliver_signed("issues", payload, secret=SECRET).runs
     return run_id
 
 
@@ -158,15 +146,8 @@ async def test_a_labeled_issue_becomes_a_pushed_branch_a_pull_request_and_a_comm
     assert not any(REPO_TOKEN in line or openai_api.api_key in line for line in stored)
 
 
-def deliver(event_name: str, payload: dict[str, object]) -> Any:
-    body = json.dumps(payload).encode()
-    return ingest_github_delivery(
-        engine=get_engine(), box=get_secret_box(), global_secret=None,
-        request=WebhookRequest(
-            delivery_id=str(uuid.uuid4()), event=event_name, signature=sign(SECRET, body),
-            content_type="application/json", body=body,
-        ),
-    )  # fmt: skip
+def deliver(event_name: str, payload: dict[str, Any]) -> Any:
+    return deliver_signed(event_name, payload, secret=SECRET)
 
 
 def comment_payload(number: int, body: str, login: str = "Codertocat") -> dict[str, Any]:

@@ -5,15 +5,12 @@ with reason precondition before anything is launched."""
 from __future__ import annotations
 
 import functools
-import json
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from codexk8s.adapters.github.webhooks import sign
 from codexk8s.adapters.local.runtime import LocalRuntime
 from codexk8s.config import Settings, get_settings
 from codexk8s.crypto import get_secret_box
@@ -22,12 +19,11 @@ from codexk8s.domain.feedback import IN_PROGRESS, SERVICE_MARKER
 from codexk8s.jobs.engine import RunEngine
 from codexk8s.services import model_checks, projects, repositories
 from codexk8s.services.github_feedback import GitHubFeedback
-from codexk8s.services.webhook_ingest import WebhookRequest, ingest_github_delivery
 from tests.conftest import link_member, reset_caches
+from tests.conftest import trigger as signed_trigger
 from tests.github_server import FakeGitHub, FakeRepo, running_github
 from tests.jobs.test_engine_local import FAST, SECRET, set_command, trigger, until, until_status
 from tests.openai_server import API_KEY, FakeOpenAI, running_openai
-from tests.webhook_examples import example, with_labels
 
 TOKEN = "ghp_enginefeedback0001"
 PUBLIC = "https://ck8s.example.test"
@@ -74,21 +70,6 @@ async def engine(fakes: tuple[FakeGitHub, FakeOpenAI], tmp_path: Path) -> AsyncI
     await started.stop()
 
 
-def trigger_with(number: int, labels: list[str], added: str) -> int:
-    payload = with_labels(example("issues", "labeled"), "issue", labels, added)
-    payload["issue"]["number"] = number
-    body = json.dumps(payload).encode()
-    outcome = ingest_github_delivery(
-        engine=get_engine(), box=get_secret_box(), global_secret=None,
-        request=WebhookRequest(
-            delivery_id=str(uuid.uuid4()), event="issues", signature=sign(SECRET, body),
-            content_type="application/json", body=body,
-        ),
-    )  # fmt: skip
-    (run_id,) = outcome.runs
-    return run_id
-
-
 def service_body(repo: FakeRepo, number: int) -> str:
     found = [c["body"] for c in repo.comments_on(number) if SERVICE_MARKER in c["body"]]
     assert len(found) <= 1, "the service comment was duplicated"
@@ -119,7 +100,9 @@ async def test_missing_model_fails_with_precondition_before_launch(
     github, openai = fakes
     repo = github.repos["codertocat/hello-world"]
     # The dev agent runs Codex (the default engine), so its model is checked.
-    run_id = trigger_with(12, ["[ai-model-gpt-missing]", "run:dev"], "run:dev")
+    run_id = signed_trigger(
+        12, secret=SECRET, labels=["[ai-model-gpt-missing]", "run:dev"], added="run:dev"
+    )
     failed = await until_status(run_id, "failed")
     assert failed.status_reason == "precondition"
     assert "gpt-missing" in (failed.status_message or "") and failed.runtime_handle is None

@@ -4,13 +4,11 @@ final state, plus cancel, timeout, slots and restarts of the control plane."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shlex
 import signal
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,6 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from codexk8s.adapters.github.webhooks import sign
 from codexk8s.adapters.local.runtime import LocalRuntime
 from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine, session_scope
@@ -34,9 +31,8 @@ from codexk8s.services import (
     run_control,
     run_logs,
 )
-from codexk8s.services.webhook_ingest import WebhookRequest, ingest_github_delivery
 from tests.conftest import link_member
-from tests.webhook_examples import example, with_labels
+from tests.conftest import trigger as signed_trigger
 
 SECRET = "engine-secret"
 FAST = EngineTimings(
@@ -66,18 +62,7 @@ def set_command(code: str, *, role: str = "dev", timeout_minutes: float | None =
 
 
 def trigger(number: int, label: str = "run:dev") -> int:
-    payload = with_labels(example("issues", "labeled"), "issue", [label], label)
-    payload["issue"]["number"] = number
-    body = json.dumps(payload).encode()
-    outcome = ingest_github_delivery(
-        engine=get_engine(), box=get_secret_box(), global_secret=None,
-        request=WebhookRequest(
-            delivery_id=str(uuid.uuid4()), event="issues", signature=sign(SECRET, body),
-            content_type="application/json", body=body,
-        ),
-    )  # fmt: skip
-    (run_id,) = outcome.runs
-    return run_id
+    return signed_trigger(number, secret=SECRET, labels=[label], added=label)
 
 
 def run(run_id: int) -> AgentRun:

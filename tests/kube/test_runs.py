@@ -31,7 +31,6 @@ from kubernetes.client.exceptions import ApiException
 from sqlmodel import Session
 
 from codexk8s import metrics
-from codexk8s.adapters.github.webhooks import sign
 from codexk8s.adapters.kubernetes.runtime import KubernetesRuntime, from_settings
 from codexk8s.config import get_settings
 from codexk8s.crypto import get_secret_box
@@ -42,13 +41,11 @@ from codexk8s.domain.runtime import WorkloadSpec
 from codexk8s.jobs.engine import EngineTimings, RunEngine
 from codexk8s.services import agents, projects, reconcile, repositories, run_control, run_logs
 from codexk8s.services.installation import installation_id
-from codexk8s.services.webhook_ingest import WebhookRequest, ingest_github_delivery
-from tests.conftest import link_member, reset_caches
+from tests.conftest import link_member, reset_caches, trigger
 from tests.github_server import FakeGitHub, running_github
 from tests.kube.cluster import NODE_NAMES, REPO, Cluster
 from tests.kube.engine_process import READY, make_engine, make_runtime
 from tests.kube.lane import configuration, deploy_control_plane_identity
-from tests.webhook_examples import example, with_labels
 
 pytestmark = pytest.mark.kube
 T = TypeVar("T")
@@ -110,18 +107,7 @@ class Lane:
 
     def label(self, number: int, label: str = "run:dev") -> int:
         """A signed `issues.labeled` delivery through ingest; the run it started."""
-        payload = with_labels(example("issues", "labeled"), "issue", [label], label)
-        payload["issue"]["number"] = number
-        body = json.dumps(payload).encode()
-        outcome = ingest_github_delivery(
-            engine=get_engine(), box=get_secret_box(), global_secret=None,
-            request=WebhookRequest(
-                delivery_id=str(uuid.uuid4()), event="issues", signature=sign(SECRET, body),
-                content_type="application/json", body=body,
-            ),
-        )  # fmt: skip
-        (run_id,) = outcome.runs
-        return run_id
+        return trigger(number, secret=SECRET, labels=[label], added=label)
 
     def run(self, run_id: int) -> AgentRun:
         with Session(get_engine()) as session:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -14,7 +13,6 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from codexk8s.adapters.github.webhooks import sign
 from codexk8s.config import get_settings
 from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine, session_scope
@@ -25,8 +23,7 @@ from codexk8s.domain.runs import RunStatus
 from codexk8s.services import projects, repositories
 from codexk8s.services.github_feedback import FULL_SCAN_EVERY, RUN_RESULT, GitHubFeedback
 from codexk8s.services.run_states import add_event, transition
-from codexk8s.services.webhook_ingest import WebhookRequest, ingest_github_delivery
-from tests.conftest import link_member, reset_caches
+from tests.conftest import deliver_signed, link_member, reset_caches
 from tests.github_server import FakeGitHub, FakeRepo, running_github
 from tests.openai_server import API_KEY, FakeOpenAI, running_openai
 from tests.webhook_examples import example, with_labels
@@ -368,14 +365,7 @@ async def test_embedded_sqlite_reports_too(monkeypatch: pytest.MonkeyPatch, tmp_
 
 
 def deliver(payload: dict[str, Any], event_name: str = "issues") -> Any:
-    body = json.dumps(payload).encode()
-    return ingest_github_delivery(
-        engine=get_engine(), box=get_secret_box(), global_secret=HOOK_SECRET,
-        request=WebhookRequest(
-            delivery_id=str(uuid.uuid4()), event=event_name, signature=sign(HOOK_SECRET, body),
-            content_type="application/json", body=body,
-        ),
-    )  # fmt: skip
+    return deliver_signed(event_name, payload, secret=HOOK_SECRET, global_secret=HOOK_SECRET)
 
 
 def labeled_by(login: str, labels: list[str], changed: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from sqlmodel import Session, select
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
+from codexk8s import urls
 from codexk8s.cli import app as cli_app
 from codexk8s.db.engine import session_scope
 from codexk8s.db.models import AgentRun, FlowEvent, RunLog, RunLogChunk
@@ -27,7 +28,6 @@ from codexk8s.domain.authorization import Principal
 from codexk8s.domain.logs import LogLimits, LogStorage
 from codexk8s.domain.runtime import LogLine
 from codexk8s.services import api_tokens, log_maintenance, projects, run_logs, users
-from codexk8s.web import routes
 from codexk8s.web.http.app import build_http_app
 from codexk8s.web.state.run import WINDOW, load_snapshot, render_window
 from tests.log_examples import START, example_lines, make_run, run_row, write
@@ -95,7 +95,7 @@ def every_reader(engine: Engine, run_id: int, admin: tuple[Principal, str]) -> d
     pages, since = [], 0
     while True:
         page = client.get(
-            routes.API_RUN_LOGS.format(run_id=run_id), params={"since": since}, headers=headers
+            urls.API_RUN_LOGS.format(run_id=run_id), params={"since": since}, headers=headers
         ).json()
         pages.append(page)
         if page["next"] == since:
@@ -103,13 +103,13 @@ def every_reader(engine: Engine, run_id: int, admin: tuple[Principal, str]) -> d
         since = page["next"]
     out["api pages"] = pages
     out["api text"] = client.get(
-        routes.API_RUN_LOG_TEXT.format(run_id=run_id), headers=headers
+        urls.API_RUN_LOG_TEXT.format(run_id=run_id), headers=headers
     ).content
-    out["api follow"] = sse(client, routes.API_RUN_LOGS.format(run_id=run_id), headers)
+    out["api follow"] = sse(client, urls.API_RUN_LOGS.format(run_id=run_id), headers)
     out["api follow resumed"] = sse(
-        client, routes.API_RUN_LOGS.format(run_id=run_id), {**headers, "Last-Event-ID": "1234"}
+        client, urls.API_RUN_LOGS.format(run_id=run_id), {**headers, "Last-Event-ID": "1234"}
     )
-    run = client.get(routes.API_RUN.format(run_id=run_id), headers=headers).json()["run"]
+    run = client.get(urls.API_RUN.format(run_id=run_id), headers=headers).json()["run"]
     out["api run log"] = {k: v for k, v in run["log"].items() if k != "storage"}
 
     runner = CliRunner()

@@ -12,12 +12,13 @@ from collections.abc import AsyncIterator
 import pytest
 import sqlalchemy as sa
 
+from codexk8s.adapters.notify.transports import PostgresTransport, RedisTransport
 from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine, make_engine, session_scope
 from codexk8s.domain.runtime import LogLine
 from codexk8s.errors import ConflictError
 from codexk8s.services import notifications, projects, repositories, run_control, run_logs
-from codexk8s.services.notifications import Hub, PostgresTransport, RedisTransport
+from codexk8s.services.notifications import Hub
 from codexk8s.services.run_start import start_run
 from tests.conftest import run_async
 

@@ -3,7 +3,6 @@ prompt built from real recorded webhook deliveries."""
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +13,6 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from codexk8s.adapters.github.webhooks import sign
 from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine, make_engine, session_scope
 from codexk8s.db.migrations import upgrade_to_head
@@ -25,8 +23,7 @@ from codexk8s.domain.authorization import Principal
 from codexk8s.domain.stages import DISCUSSION_STAGE, REVIEW_STAGE, Stage
 from codexk8s.errors import ConflictError, ForbiddenError, InvalidArgumentError, NotFoundError
 from codexk8s.services import projects, prompt_templates, repositories, users
-from codexk8s.services.webhook_ingest import WebhookRequest, ingest_github_delivery
-from tests.conftest import link_member
+from tests.conftest import deliver_signed, link_member
 from tests.webhook_examples import example, with_labels
 
 REPO = "Codertocat/Hello-World"
@@ -321,19 +318,7 @@ def repo(seeded: int) -> Repository:
 
 
 def deliver(event: str, payload: dict[str, Any]) -> None:
-    body = json.dumps(payload).encode()
-    ingest_github_delivery(
-        engine=get_engine(),
-        box=get_secret_box(),
-        global_secret=None,
-        request=WebhookRequest(
-            delivery_id=str(uuid.uuid4()),
-            event=event,
-            signature=sign(SECRET, body),
-            content_type="application/json",
-            body=body,
-        ),
-    )
+    deliver_signed(event, payload, secret=SECRET)
 
 
 def comment(action: str, comment_id: int, login: str, text: str, number: int = 1) -> dict[str, Any]:

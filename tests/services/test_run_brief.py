@@ -4,22 +4,18 @@ branches a run works on."""
 from __future__ import annotations
 
 import copy
-import json
-import uuid
 from decimal import Decimal
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from codexk8s.adapters.github.webhooks import sign
 from codexk8s.config import DEFAULT_MODEL_PRICES, ConfigError, load_settings
 from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.services import projects, repositories, run_brief
 from codexk8s.services.run_brief import RUNS, cost_usd, model_precondition
-from codexk8s.services.webhook_ingest import WebhookRequest, ingest_github_delivery
-from tests.conftest import link_member, reset_caches
+from tests.conftest import deliver_signed, link_member, reset_caches
 from tests.webhook_examples import example, with_labels
 
 USAGE = {"input": 1_000_000, "cached": 200_000, "output": 100_000, "reasoning": 50_000}
@@ -63,15 +59,7 @@ def test_a_revise_run_from_a_review_works_on_the_pull_requests_branch(
     link_member("hello")
 
     def deliver(event: str, payload: dict[str, Any]) -> int:
-        body = json.dumps(payload).encode()
-        outcome = ingest_github_delivery(
-            engine=get_engine(), box=get_secret_box(), global_secret=None,
-            request=WebhookRequest(
-                delivery_id=str(uuid.uuid4()), event=event, signature=sign(secret, body),
-                content_type="application/json", body=body,
-            ),
-        )  # fmt: skip
-        (run_id,) = outcome.runs
+        (run_id,) = deliver_signed(event, payload, secret=secret).runs
         return run_id
 
     def repository_brief(run_id: int) -> dict[str, Any]:

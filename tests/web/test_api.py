@@ -17,12 +17,12 @@ from prometheus_client import REGISTRY
 from sqlmodel import Session, select
 from starlette.testclient import TestClient
 
+from codexk8s import urls
 from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.db.models import AgentRun, FlowEvent, ProjectMember, User, utcnow
 from codexk8s.domain.runtime import LogLine
 from codexk8s.services import api_tokens, projects, repositories, run_logs, sessions, users
-from codexk8s.web import routes
 from codexk8s.web.http import api
 from codexk8s.web.http.app import build_http_app
 from codexk8s.web.http.auth import SESSION_COOKIE
@@ -124,26 +124,26 @@ def test_role_matrix(client: TestClient, world: World, role: str) -> None:
     headers = auth(world, role)
     seen = make_run(world, status="running")
     got: dict[str, int] = {}
-    got["projects"] = client.get(routes.API_PROJECTS, headers=headers).status_code
+    got["projects"] = client.get(urls.API_PROJECTS, headers=headers).status_code
     got["runs_of_project"] = client.get(
-        routes.API_RUNS, params={"project": "alpha"}, headers=headers
+        urls.API_RUNS, params={"project": "alpha"}, headers=headers
     ).status_code
-    got["run"] = client.get(run_url(routes.API_RUN, seen), headers=headers).status_code
-    got["events"] = client.get(run_url(routes.API_RUN_EVENTS, seen), headers=headers).status_code
-    got["logs"] = client.get(run_url(routes.API_RUN_LOGS, seen), headers=headers).status_code
+    got["run"] = client.get(run_url(urls.API_RUN, seen), headers=headers).status_code
+    got["events"] = client.get(run_url(urls.API_RUN_EVENTS, seen), headers=headers).status_code
+    got["logs"] = client.get(run_url(urls.API_RUN_LOGS, seen), headers=headers).status_code
     got["start"] = client.post(
-        routes.API_RUNS, headers=headers,
+        urls.API_RUNS, headers=headers,
         json={"project": "alpha", "repository": "acme/app", "issue": next(_issues),
               "stage": "dev"},
     ).status_code  # fmt: skip
     got["cancel_running"] = client.post(
-        run_url(routes.API_RUN_CANCEL, make_run(world, status="running")), headers=headers
+        run_url(urls.API_RUN_CANCEL, make_run(world, status="running")), headers=headers
     ).status_code
     got["cancel_pending"] = client.post(
-        run_url(routes.API_RUN_CANCEL, make_run(world, status="pending")), headers=headers
+        run_url(urls.API_RUN_CANCEL, make_run(world, status="pending")), headers=headers
     ).status_code
     got["rerun"] = client.post(
-        run_url(routes.API_RUN_RERUN, make_run(world, status="failed")), headers=headers
+        run_url(urls.API_RUN_RERUN, make_run(world, status="failed")), headers=headers
     ).status_code
     expected = {
         "projects": 401 if role == "anonymous" else 200,
@@ -163,8 +163,8 @@ def test_role_matrix(client: TestClient, world: World, role: str) -> None:
 def test_lists_show_only_visible_projects(client: TestClient, world: World, role: str) -> None:
     alpha_run = make_run(world)
     beta_run = make_run(world, project_id=world.other_project_id)
-    listed = client.get(routes.API_PROJECTS, headers=auth(world, role)).json()["projects"]
-    listed_runs = client.get(routes.API_RUNS, headers=auth(world, role)).json()["runs"]
+    listed = client.get(urls.API_PROJECTS, headers=auth(world, role)).json()["projects"]
+    listed_runs = client.get(urls.API_RUNS, headers=auth(world, role)).json()["runs"]
     run_ids = {run["id"] for run in listed_runs}
     if role == "outsider":
         assert [(p["key"], p["role"]) for p in listed] == [("beta", "admin")]
@@ -180,19 +180,19 @@ def test_lists_show_only_visible_projects(client: TestClient, world: World, role
 
 def test_unknown_run_and_wrong_methods(client: TestClient, world: World) -> None:
     headers = auth(world, "owner")
-    assert client.get(run_url(routes.API_RUN, 999999), headers=headers).status_code == 404
-    assert client.get(run_url(routes.API_RUN, "abc"), headers=headers).json()["error"] == (
+    assert client.get(run_url(urls.API_RUN, 999999), headers=headers).status_code == 404
+    assert client.get(run_url(urls.API_RUN, "abc"), headers=headers).json()["error"] == (
         "not_found"
     )
-    assert client.delete(run_url(routes.API_RUN, 1), headers=headers).status_code == 405
-    response = client.get(run_url(routes.API_RUN_CANCEL, 1), headers=headers)
+    assert client.delete(run_url(urls.API_RUN, 1), headers=headers).status_code == 405
+    response = client.get(run_url(urls.API_RUN_CANCEL, 1), headers=headers)
     assert response.status_code == 405 and response.headers["allow"] == "POST"
-    assert client.put(routes.API_RUNS, headers=headers).status_code == 405
+    assert client.put(urls.API_RUNS, headers=headers).status_code == 405
 
 
 def test_run_detail_and_events(client: TestClient, world: World) -> None:
     response = client.post(
-        routes.API_RUNS, headers=auth(world, "read_write"),
+        urls.API_RUNS, headers=auth(world, "read_write"),
         json={"project": "alpha", "repository": "acme/app", "issue": 12, "stage": "plan",
               "model": "gpt-x", "reasoning_effort": "low"},
     )  # fmt: skip
@@ -205,12 +205,12 @@ def test_run_detail_and_events(client: TestClient, world: World) -> None:
         "em", "pending", "gpt-x", "low",
     )  # fmt: skip
     assert run["cost_usd"] == "0.000000" and run["tokens_input"] == 0
-    cancel = client.post(run_url(routes.API_RUN_CANCEL, run["id"]), headers=auth(world, "admin"))
+    cancel = client.post(run_url(urls.API_RUN_CANCEL, run["id"]), headers=auth(world, "admin"))
     assert cancel.status_code == 200
     assert cancel.json() == {"id": run["id"], "status": "canceled", "is_immediate": True}
-    detail = client.get(run_url(routes.API_RUN, run["id"]), headers=auth(world, "read")).json()
+    detail = client.get(run_url(urls.API_RUN, run["id"]), headers=auth(world, "read")).json()
     assert detail["run"]["status"] == "canceled"
-    events = client.get(run_url(routes.API_RUN_EVENTS, run["id"]), headers=auth(world, "read"))
+    events = client.get(run_url(urls.API_RUN_EVENTS, run["id"]), headers=auth(world, "read"))
     listed = events.json()["events"]
     assert [e["event_type"] for e in listed] == ["run_created", "run_canceled"]
     assert [(e["actor_type"], e["actor_id"]) for e in listed] == [
@@ -218,14 +218,14 @@ def test_run_detail_and_events(client: TestClient, world: World) -> None:
     ]  # fmt: skip
     # Ended: cancel again is a conflict; rerun makes a new run, and a second rerun conflicts.
     assert client.post(
-        run_url(routes.API_RUN_CANCEL, run["id"]), headers=auth(world, "admin")
+        run_url(urls.API_RUN_CANCEL, run["id"]), headers=auth(world, "admin")
     ).status_code == 409  # fmt: skip
-    rerun = client.post(run_url(routes.API_RUN_RERUN, run["id"]), headers=auth(world, "admin"))
+    rerun = client.post(run_url(urls.API_RUN_RERUN, run["id"]), headers=auth(world, "admin"))
     assert rerun.status_code == 201 and rerun.json()["rerun_of"] == run["id"]
-    again = client.post(run_url(routes.API_RUN_RERUN, run["id"]), headers=auth(world, "admin"))
+    again = client.post(run_url(urls.API_RUN_RERUN, run["id"]), headers=auth(world, "admin"))
     assert again.status_code == 409 and again.json()["error"] == "conflict"
     still = client.post(
-        run_url(routes.API_RUN_RERUN, rerun.json()["id"]), headers=auth(world, "admin")
+        run_url(urls.API_RUN_RERUN, rerun.json()["id"]), headers=auth(world, "admin")
     )
     assert still.status_code == 409
 
@@ -251,7 +251,7 @@ def test_keyset_pages_have_no_gap_and_no_duplicate(client: TestClient, world: Wo
     pages = 0
     while True:
         params = {"limit": "3", **({"cursor": cursor} if cursor else {})}
-        page = client.get(routes.API_RUNS, params=params, headers=auth(world, "read")).json()
+        page = client.get(urls.API_RUNS, params=params, headers=auth(world, "read")).json()
         seen += [run["id"] for run in page["runs"]]
         pages += 1
         cursor = page["next_cursor"]
@@ -262,7 +262,7 @@ def test_keyset_pages_have_no_gap_and_no_duplicate(client: TestClient, world: Wo
     # Filters combine with the cursor.
     make_run(world, status="failed")
     failed = client.get(
-        routes.API_RUNS, params={"status": "failed", "project": "alpha"},
+        urls.API_RUNS, params={"status": "failed", "project": "alpha"},
         headers=auth(world, "read"),
     ).json()  # fmt: skip
     assert [run["status"] for run in failed["runs"]] == ["failed"]
@@ -283,7 +283,7 @@ def test_keyset_pages_have_no_gap_and_no_duplicate(client: TestClient, world: Wo
 def test_list_parameters(
     client: TestClient, world: World, params: dict[str, str], status: int
 ) -> None:
-    response = client.get(routes.API_RUNS, params=params, headers=auth(world, "read"))
+    response = client.get(urls.API_RUNS, params=params, headers=auth(world, "read"))
     assert response.status_code == status
     assert set(response.json()) == {"error", "message"}
 
@@ -293,7 +293,7 @@ def test_list_parameters(
 
 def start(client: TestClient, world: World, **body: Any) -> httpx.Response:
     payload = {"project": "alpha", "repository": "acme/app", "issue": 1, "stage": "dev", **body}
-    return client.post(routes.API_RUNS, json=payload, headers=auth(world, "read_write"))
+    return client.post(urls.API_RUNS, json=payload, headers=auth(world, "read_write"))
 
 
 def test_start_conflicts_and_bad_input(client: TestClient, world: World) -> None:
@@ -310,7 +310,7 @@ def test_start_conflicts_and_bad_input(client: TestClient, world: World) -> None
         response = start(client, world, **bad)
         assert response.status_code == 400, (bad, response.text)
     not_json = client.post(
-        routes.API_RUNS, content=b"{", headers=auth(world, "read_write")
+        urls.API_RUNS, content=b"{", headers=auth(world, "read_write")
     )  # fmt: skip
     assert not_json.status_code == 400
     assert start(client, world, project="beta").status_code == 404
@@ -337,7 +337,7 @@ def sse(client: TestClient, world: World, run_id: int, **headers: str) -> list[d
     """The events of one follow stream, each as its fields."""
     events: list[dict[str, str]] = []
     with client.stream(
-        "GET", run_url(routes.API_RUN_LOGS, run_id), params={"follow": "1"},
+        "GET", run_url(urls.API_RUN_LOGS, run_id), params={"follow": "1"},
         headers={**auth(world, "read"), **headers},
     ) as response:  # fmt: skip
         assert response.status_code == 200
@@ -353,17 +353,17 @@ def test_log_page(client: TestClient, world: World) -> None:
     run_id = make_run(world, status="running")
     store(run_id, 0, 5)
     page = client.get(
-        run_url(routes.API_RUN_LOGS, run_id), params={"since": "2"}, headers=auth(world, "read")
+        run_url(urls.API_RUN_LOGS, run_id), params={"since": "2"}, headers=auth(world, "read")
     ).json()
     assert [line["sequence"] for line in page["lines"]] == [3, 4, 5]
     assert page["lines"][0]["line"] == "line 3" and page["lines"][0]["stream"] == "stdout"
     assert page["next"] == 5
     empty = client.get(
-        run_url(routes.API_RUN_LOGS, run_id), params={"since": "5"}, headers=auth(world, "read")
+        run_url(urls.API_RUN_LOGS, run_id), params={"since": "5"}, headers=auth(world, "read")
     ).json()
     assert empty == {"lines": [], "next": 5}
     bad = client.get(
-        run_url(routes.API_RUN_LOGS, run_id), params={"since": "-1"}, headers=auth(world, "read")
+        run_url(urls.API_RUN_LOGS, run_id), params={"since": "-1"}, headers=auth(world, "read")
     )
     assert bad.status_code == 400
 
@@ -397,7 +397,7 @@ def test_follow_resumes_from_last_event_id_without_repeats(
 def test_follow_is_refused_to_outsiders(client: TestClient, world: World) -> None:
     run_id = make_run(world, status="running")
     response = client.get(
-        run_url(routes.API_RUN_LOGS, run_id), params={"follow": "1"},
+        run_url(urls.API_RUN_LOGS, run_id), params={"follow": "1"},
         headers=auth(world, "outsider"),
     )  # fmt: skip
     assert response.status_code == 404
@@ -431,7 +431,7 @@ def test_follow_ends_soon_after_the_reader_loses_access(
     store(run_id, 0, 2)
     frames: list[str] = []
     with client.stream(
-        "GET", run_url(routes.API_RUN_LOGS, run_id), params={"follow": "1"},
+        "GET", run_url(urls.API_RUN_LOGS, run_id), params={"follow": "1"},
         headers=auth(world, "read"),
     ) as response:  # fmt: skip
         assert response.status_code == 200
@@ -480,7 +480,7 @@ def cookie_client(world: World, role: str) -> TestClient:
 def test_cookie_writes_need_our_origin(world: World, headers: dict[str, str], status: int) -> None:
     client = cookie_client(world, "read_write")
     run_id = make_run(world, status="running")
-    response = client.post(run_url(routes.API_RUN_CANCEL, run_id), headers=headers)
+    response = client.post(run_url(urls.API_RUN_CANCEL, run_id), headers=headers)
     assert response.status_code == status, response.text
     with Session(get_engine()) as session:
         run = session.get(AgentRun, run_id)
@@ -492,15 +492,15 @@ def test_cookie_writes_need_our_origin(world: World, headers: dict[str, str], st
 
 def test_cookie_reads_and_bearer_writes_need_no_origin(world: World) -> None:
     cookie = cookie_client(world, "read_write")
-    assert cookie.get(routes.API_PROJECTS).status_code == 200
+    assert cookie.get(urls.API_PROJECTS).status_code == 200
     start_body = {"project": "alpha", "repository": "acme/app", "issue": 77, "stage": "dev"}
-    assert cookie.post(routes.API_RUNS, json=start_body).status_code == 403
+    assert cookie.post(urls.API_RUNS, json=start_body).status_code == 403
     bearer = TestClient(build_http_app())
-    response = bearer.post(routes.API_RUNS, json=start_body, headers=auth(world, "read_write"))
+    response = bearer.post(urls.API_RUNS, json=start_body, headers=auth(world, "read_write"))
     assert response.status_code == 201
     # A bad bearer token is not rescued by a valid cookie.
     mixed = cookie.post(
-        routes.API_RUNS, json={**start_body, "issue": 78},
+        urls.API_RUNS, json={**start_body, "issue": 78},
         headers={"Authorization": "Bearer nope", "Origin": PUBLIC_URL},
     )  # fmt: skip
     assert mixed.status_code == 401
@@ -513,7 +513,7 @@ def test_membership_removed_hides_the_project(client: TestClient, world: World) 
             select(ProjectMember).where(ProjectMember.user_id == world.users["read"])
         ).one()
         session.delete(member)
-    response = client.get(run_url(routes.API_RUN, run_id), headers=auth(world, "read"))
+    response = client.get(run_url(urls.API_RUN, run_id), headers=auth(world, "read"))
     assert response.status_code == 404
 
 
@@ -529,18 +529,18 @@ DEEP_JSON = b'{"project":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     ("method", "path", "body", "reason", "message"),
     [
         # 100,000 nested arrays made json.loads raise RecursionError (issue #14, item 7).
-        ("POST", routes.API_RUNS, DEEP_JSON, "too_deep", "nested too deeply"),
+        ("POST", urls.API_RUNS, DEEP_JSON, "too_deep", "nested too deeply"),
         (
             "POST",
-            routes.API_RUNS,
+            urls.API_RUNS,
             b'{"project": "al\\u0000pha", "repository": "acme/app", "stage": "dev"}',
             "nul_byte",
             "NUL",
         ),
-        ("POST", routes.API_RUNS, b"{not json", "bad_json", "not valid JSON"),
+        ("POST", urls.API_RUNS, b"{not json", "bad_json", "not valid JSON"),
         # A NUL in a query parameter reached PostgreSQL, which refuses NUL in text.
-        ("GET", routes.API_RUNS + "?project=al%00pha", b"", "nul_byte", "NUL"),
-        ("GET", routes.API_RUNS + "?status=%00", b"", "nul_byte", "NUL"),
+        ("GET", urls.API_RUNS + "?project=al%00pha", b"", "nul_byte", "NUL"),
+        ("GET", urls.API_RUNS + "?status=%00", b"", "nul_byte", "NUL"),
     ],
 )
 def test_malformed_input_is_a_400_that_is_audited_and_counted(
@@ -548,7 +548,7 @@ def test_malformed_input_is_a_400_that_is_audited_and_counted(
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     client = TestClient(build_http_app(), raise_server_exceptions=False)
-    before = _api_rejected(routes.API_RUNS, reason)
+    before = _api_rejected(urls.API_RUNS, reason)
     with Session(get_engine()) as session:
         events_before = len(session.exec(select(FlowEvent)).all())
         runs_before = len(session.exec(select(AgentRun)).all())
@@ -559,7 +559,7 @@ def test_malformed_input_is_a_400_that_is_audited_and_counted(
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_argument"
     assert message in response.json()["message"]
-    assert _api_rejected(routes.API_RUNS, reason) == before + 1
+    assert _api_rejected(urls.API_RUNS, reason) == before + 1
     with Session(get_engine()) as session:
         events = session.exec(select(FlowEvent).order_by(FlowEvent.id)).all()
         assert len(session.exec(select(AgentRun)).all()) == runs_before
@@ -567,7 +567,7 @@ def test_malformed_input_is_a_400_that_is_audited_and_counted(
     rejection = events[-1]
     assert rejection.event_type == "request_rejected"
     assert rejection.actor_id == str(world.users["read_write"])
-    assert rejection.payload["route"] == routes.API_RUNS
+    assert rejection.payload["route"] == urls.API_RUNS
     assert rejection.payload["reason"] == reason
     assert "Traceback" not in caplog.text
 
@@ -599,13 +599,13 @@ ANSWER_BY_ROLE = {
 @pytest.mark.parametrize("role", ROLES)
 def test_the_inbox_lists_and_answers_by_role(client: TestClient, world: World, role: str) -> None:
     _, request_id = open_question(world)
-    listed = client.get(routes.API_REQUESTS, headers=auth(world, role))
+    listed = client.get(urls.API_REQUESTS, headers=auth(world, role))
     if role == "anonymous":
         assert listed.status_code == 401
     else:
         ids = [r["id"] for r in listed.json()["requests"]]
         assert ids == ([request_id] if ANSWER_BY_ROLE[role] == 200 else [])
-    url = routes.API_REQUEST_ANSWER.format(request_id=request_id)
+    url = urls.API_REQUEST_ANSWER.format(request_id=request_id)
     response = client.post(url, json={"answer": "8080"}, headers=auth(world, role))
     assert response.status_code == ANSWER_BY_ROLE[role], response.text
     if response.status_code == 200:
@@ -618,13 +618,13 @@ def test_inbox_answers_refuse_bad_input_and_foreign_origins(
     client: TestClient, world: World
 ) -> None:
     _, request_id = open_question(world)
-    url = routes.API_REQUEST_ANSWER.format(request_id=request_id)
+    url = urls.API_REQUEST_ANSWER.format(request_id=request_id)
     headers = auth(world, "read_write")
     for body in ({"answer": ""}, {"answer": 5}, {"approve": "yes"}, {"other": 1}, []):
         assert client.post(url, json=body, headers=headers).status_code == 400
-    assert client.post(routes.API_REQUEST_ANSWER.format(request_id="x"), json={},
+    assert client.post(urls.API_REQUEST_ANSWER.format(request_id="x"), json={},
                        headers=headers).status_code == 404  # fmt: skip
-    assert client.post(routes.API_REQUEST_ANSWER.format(request_id=999999), json={"answer": "a"},
+    assert client.post(urls.API_REQUEST_ANSWER.format(request_id=999999), json={"answer": "a"},
                        headers=headers).status_code == 404  # fmt: skip
     cookie = cookie_client(world, "read_write")
     foreign = cookie.post(url, json={"answer": "a"}, headers={"Origin": "https://evil.example"})

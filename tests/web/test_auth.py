@@ -18,13 +18,13 @@ from sqlmodel import Session, select
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
+from codexk8s import urls
 from codexk8s.adapters.github.oauth import verified_primary_email
 from codexk8s.cli import app as cli_app
 from codexk8s.crypto import get_secret_box, hash_token
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.db.models import ApiToken, FlowEvent, SignInLink, User, UserSession, utcnow
 from codexk8s.services import api_tokens, sessions, users
-from codexk8s.web import routes
 from codexk8s.web.http.app import build_http_app
 from codexk8s.web.http.auth import OAUTH_COOKIE, SESSION_COOKIE, SESSION_COOKIE_MAX_AGE
 from tests.conftest import free_port, reset_caches, serve_in_thread
@@ -80,7 +80,7 @@ def set_cookies(response: httpx.Response) -> dict[str, Any]:
 
 
 def start(client: TestClient) -> httpx.Response:
-    response = client.get(routes.AUTH_GITHUB_LOGIN)
+    response = client.get(urls.AUTH_GITHUB_LOGIN)
     assert response.status_code == 302, response.text
     return response
 
@@ -111,7 +111,7 @@ def last_event() -> FlowEvent:
 
 
 def me(client: TestClient, **kwargs: Any) -> httpx.Response:
-    return client.get(routes.API_ME, **kwargs)
+    return client.get(urls.API_ME, **kwargs)
 
 
 # --- the full flow --------------------------------------------------------------------------------
@@ -199,19 +199,19 @@ def test_live_server_sign_in_following_redirects_by_hand(
         serve_in_thread(build_http_app(), port=port),
         httpx.Client(follow_redirects=False, timeout=10) as browser,
     ):
-        hop = browser.get(f"{base}{routes.AUTH_GITHUB_LOGIN}")
+        hop = browser.get(f"{base}{urls.AUTH_GITHUB_LOGIN}")
         assert hop.status_code == 302 and hop.headers["location"].startswith(oauth.oauth_url)
         hop = browser.get(hop.headers["location"])
         assert hop.status_code == 302
-        assert hop.headers["location"].startswith(f"{base}{routes.AUTH_GITHUB_CALLBACK}?")
+        assert hop.headers["location"].startswith(f"{base}{urls.AUTH_GITHUB_CALLBACK}?")
         hop = browser.get(hop.headers["location"])
         assert hop.status_code == 302 and hop.headers["location"] == "/"
         assert SESSION_COOKIE in browser.cookies
-        answer = browser.get(f"{base}{routes.API_ME}")
+        answer = browser.get(f"{base}{urls.API_ME}")
         assert answer.status_code == 200 and answer.json()["github_login"] == "octocat"
-        hop = browser.post(f"{base}{routes.AUTH_LOGOUT}", headers={"Origin": base})
+        hop = browser.post(f"{base}{urls.AUTH_LOGOUT}", headers={"Origin": base})
         assert hop.status_code == 303
-        assert browser.get(f"{base}{routes.API_ME}").status_code == 401
+        assert browser.get(f"{base}{urls.API_ME}").status_code == 401
 
 
 # --- refusals -------------------------------------------------------------------------------------
@@ -315,7 +315,7 @@ def test_replayed_callback_code_fails_cleanly(client: TestClient, oauth: FakeGit
     own_state = parse_qs(urlsplit(authorize(start(attacker).headers["location"])).query)["state"]
     stolen_code = parse_qs(urlsplit(callback).query)["code"][0]
     replay = attacker.get(
-        routes.AUTH_GITHUB_CALLBACK, params={"code": stolen_code, "state": own_state[0]}
+        urls.AUTH_GITHUB_CALLBACK, params={"code": stolen_code, "state": own_state[0]}
     )
     assert replay.status_code == 400 and "did not accept" in replay.text
     assert len(oauth.token_requests) == 2
@@ -332,7 +332,7 @@ def test_denied_authorization_is_refused(client: TestClient, oauth: FakeGitHub) 
 
 def test_login_without_oauth_configured(app_db: str) -> None:
     client = TestClient(build_http_app(), follow_redirects=False)
-    response = client.get(routes.AUTH_GITHUB_LOGIN)
+    response = client.get(urls.AUTH_GITHUB_LOGIN)
     assert response.status_code == 503 and "CODEXK8S_GITHUB_CLIENT_ID" in response.text
     assert OAUTH_COOKIE not in set_cookies(response)
 
@@ -355,7 +355,7 @@ def test_expired_session_answers_401(client: TestClient) -> None:
 def test_logout_kills_the_old_cookie(client: TestClient) -> None:
     done = sign_in(client)
     token = set_cookies(done)[SESSION_COOKIE].value
-    out = client.post(routes.AUTH_LOGOUT, headers={"Origin": "http://testserver"})
+    out = client.post(urls.AUTH_LOGOUT, headers={"Origin": "http://testserver"})
     assert out.status_code == 303
     assert out.headers["location"] == "/"
     cleared = set_cookies(out)[SESSION_COOKIE]
@@ -384,7 +384,7 @@ def test_sign_out_is_a_post_from_our_own_pages(
     client: TestClient, method: str, headers: dict[str, str], status: int
 ) -> None:
     assert sign_in(client).status_code == 302
-    out = client.request(method, routes.AUTH_LOGOUT, headers=headers)
+    out = client.request(method, urls.AUTH_LOGOUT, headers=headers)
     assert out.status_code == status
     assert out.json()["error"] and out.json()["message"]
     assert SESSION_COOKIE not in set_cookies(out)
@@ -417,17 +417,17 @@ def test_disabled_user_is_refused_and_their_session_dies(client: TestClient) -> 
 
 def test_signin_link_works_once(client: TestClient) -> None:
     token = sessions.create_signin_link(get_engine(), email=OWNER)
-    used = client.get(routes.AUTH_LINK.format(token=token))
+    used = client.get(urls.AUTH_LINK.format(token=token))
     assert used.status_code == 302 and used.headers["location"] == "/"
     assert used.headers["referrer-policy"] == "no-referrer"
     assert set_cookies(used)[SESSION_COOKIE]["httponly"]
     assert me(client).json()["email"] == OWNER
 
     other = TestClient(build_http_app(), follow_redirects=False)
-    again = other.get(routes.AUTH_LINK.format(token=token))
+    again = other.get(urls.AUTH_LINK.format(token=token))
     assert again.status_code == 403 and "already been used" in again.text
     assert SESSION_COOKIE not in set_cookies(again) and me(other).status_code == 401
-    assert other.get(routes.AUTH_LINK.format(token="made-up")).status_code == 403
+    assert other.get(urls.AUTH_LINK.format(token="made-up")).status_code == 403
 
 
 def test_a_signin_link_opens_the_page_it_names_on_this_site_only(client: TestClient) -> None:
@@ -442,7 +442,7 @@ def test_a_signin_link_opens_the_page_it_names_on_this_site_only(client: TestCli
     ]:
         token = sessions.create_signin_link(get_engine(), email=OWNER)
         fresh = TestClient(build_http_app(), follow_redirects=False)
-        used = fresh.get(routes.AUTH_LINK.format(token=token), params={"next": wanted})
+        used = fresh.get(urls.AUTH_LINK.format(token=token), params={"next": wanted})
         assert used.status_code == 302 and used.headers["location"] == lands, wanted
 
 
@@ -450,7 +450,7 @@ def test_expired_signin_link_is_refused(client: TestClient) -> None:
     token = sessions.create_signin_link(get_engine(), email=OWNER)
     with get_engine().begin() as connection:
         connection.execute(sa.update(SignInLink).values(expires_at=utcnow() - timedelta(seconds=1)))
-    response = client.get(routes.AUTH_LINK.format(token=token))
+    response = client.get(urls.AUTH_LINK.format(token=token))
     assert response.status_code == 403 and "expired" in response.text
     assert count(UserSession) == 0
 
@@ -492,7 +492,7 @@ def test_me_without_credentials_and_with_other_methods(client: TestClient) -> No
         "error": "unauthorized",
         "message": "sign in, or send an API token as `Authorization: Bearer <token>`",
     }
-    assert client.post(routes.API_ME).status_code == 405
+    assert client.post(urls.API_ME).status_code == 405
 
 
 # --- the printed link of `codexk8s serve` --------------------------------------------------------

@@ -16,6 +16,7 @@ from playwright.sync_api import Page, expect
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from codexk8s.adapters.notify import transports
 from codexk8s.db.engine import make_engine, session_scope
 from codexk8s.db.models import AgentRun, Project, Repository
 from codexk8s.services import audit, notifications, projects, users
@@ -120,7 +121,7 @@ def test_overview_shows_charts_and_the_same_figures_as_text(
         for payload in notifications._payloads("another-replica", [topic]):
             connection.execute(
                 sa.text("SELECT pg_notify(:channel, :payload)"),
-                {"channel": notifications.CHANNEL, "payload": payload},
+                {"channel": transports.CHANNEL, "payload": payload},
             )
     expect(page.get_by_test_id("stat-success")).to_have_text("50.0%", timeout=15_000)
     shoot(page, artifacts_dir, "overview")

@@ -15,12 +15,12 @@ from playwright.sync_api import Page, expect
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from codexk8s import urls
 from codexk8s.crypto import hash_token
 from codexk8s.db.models import AgentRun
 from codexk8s.domain.run_requests import RequestKind
 from codexk8s.services import projects, run_requests, users
 from codexk8s.services.run_states import RUNS
-from codexk8s.web import routes
 from tests.conftest import ServedApp
 from tests.web.test_projects_browser import served_engine  # noqa: F401 (a fixture)
 from tests.web.test_users_browser import sign_in
@@ -72,7 +72,7 @@ def test_a_member_answers_in_the_inbox_and_new_questions_arrive_live(
 
     sign_in(page, served_app, served_engine, writer)
     expect(page.get_by_test_id("inbox-badge").first).to_have_text("1", timeout=LONG)
-    page.goto(served_app.base_url + routes.INBOX)
+    page.goto(served_app.base_url + urls.INBOX)
     item = page.get_by_test_id("inbox-item")
     expect(item).to_have_count(1, timeout=LONG)
     expect(item).to_contain_text("Which port should the service listen on?")
@@ -93,7 +93,7 @@ def test_a_member_answers_in_the_inbox_and_new_questions_arrive_live(
     token = uuid.uuid4().hex
     run_id = running_run(served_engine, key, token)
     ask = threading.Thread(target=lambda: httpx.post(
-        served_app.base_url + routes.API_AGENT_MCP.format(run_id=run_id),
+        served_app.base_url + urls.API_AGENT_MCP.format(run_id=run_id),
         json={"jsonrpc": "2.0", "id": 1, "method": "tools/call",
               "params": {"name": "ask", "arguments": {"question": "May I add a dependency?"}}},
         headers={"Authorization": f"Bearer {token}", "MCP-Protocol-Version": "2025-06-18",

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from codexk8s.web import routes
+from codexk8s import urls
 from codexk8s.web.http import api
 from codexk8s.web.http.app import build_http_app
 from tests.conftest import serve_in_thread
@@ -31,7 +31,7 @@ def test_a_follow_stream_counts_as_a_live_viewer_while_open(
     before = viewers()
     # A real server: the test client would read the whole (bounded) stream before answering.
     with serve_in_thread(build_http_app()) as base, httpx.stream(
-        "GET", base + run_url(routes.API_RUN_LOGS, run_id), params={"follow": "1"},
+        "GET", base + run_url(urls.API_RUN_LOGS, run_id), params={"follow": "1"},
         headers=auth(world, "read"), timeout=30,
     ) as response:  # fmt: skip
         assert response.status_code == 200

@@ -18,6 +18,7 @@ from playwright.sync_api import Page, expect
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from codexk8s import urls
 from codexk8s.crypto import SecretBox
 from codexk8s.db.engine import session_scope
 from codexk8s.db.models import AgentRun, RunLog, utcnow
@@ -33,7 +34,6 @@ from codexk8s.services import (
     run_start,
     users,
 )
-from codexk8s.web import routes
 from tests.conftest import TEST_SECRET_KEY, ServedApp
 from tests.log_examples import START, make_run, write
 from tests.web.test_projects_browser import served_engine  # noqa: F401 (a fixture)
@@ -117,7 +117,7 @@ def test_the_log_follows_pauses_searches_and_downloads(
     writer, _, key = setup(served_engine)
     run_id = start(served_engine, key, "dev", 101)
     sign_in(page, served_app, served_engine, writer)
-    page.goto(served_app.base_url + routes.run_page(run_id))
+    page.goto(served_app.base_url + urls.run_page(run_id))
     expect(page.get_by_test_id("run-title")).to_have_text(
         re.compile(rf"^Run #{run_id}( ·|$)"), timeout=LONG
     )
@@ -191,7 +191,7 @@ def test_the_page_answers_what_happened(
     writer, _, key = setup(served_engine)
     run_id = start(served_engine, key, "dev", 102)
     sign_in(page, served_app, served_engine, writer)
-    page.goto(served_app.base_url + routes.run_page(run_id))
+    page.goto(served_app.base_url + urls.run_page(run_id))
     expect(page.get_by_test_id("run-status")).to_have_text("running", timeout=LONG)
     expect(page).to_have_title(f"Running · run #{run_id} · {key} · codexk8s", timeout=LONG)
     icon = page.locator("link[rel~='icon']")
@@ -230,7 +230,7 @@ def test_the_page_answers_what_happened(
             .where(AgentRun.id == failing)
             .values(status_reason="pod_rejected", status_message="exceeded quota: cpu")
         )
-    page.goto(served_app.base_url + routes.run_page(failing))
+    page.goto(served_app.base_url + urls.run_page(failing))
     callout = page.get_by_test_id("status-reason")
     expect(callout).to_have_text(
         "The cluster refused to create the run's pod: exceeded quota: cpu", timeout=LONG
@@ -253,7 +253,7 @@ def test_cancel_by_a_writer_and_not_offered_to_a_reader(
     sign_in(page, served_app, served_engine, reader)
     page.set_viewport_size({"width": 390, "height": 844})  # a phone
     page.emulate_media(color_scheme="dark")
-    page.goto(served_app.base_url + routes.run_page(run_id))
+    page.goto(served_app.base_url + urls.run_page(run_id))
     expect(page.get_by_test_id("run-title")).to_have_text(
         re.compile(rf"^Run #{run_id}( ·|$)"), timeout=LONG
     )
@@ -263,7 +263,7 @@ def test_cancel_by_a_writer_and_not_offered_to_a_reader(
     page.screenshot(path=str(artifacts_dir / "run-page-reader-phone-dark.png"), full_page=True)
 
     # A run id that does not exist and one the reader may not see look the same.
-    page.goto(served_app.base_url + routes.run_page(run_id + 100_000))
+    page.goto(served_app.base_url + urls.run_page(run_id + 100_000))
     expect(page.get_by_test_id("run-not-visible")).to_be_visible(timeout=LONG)
     page.screenshot(path=str(artifacts_dir / "run-page-not-found.png"), full_page=True)
 
@@ -271,7 +271,7 @@ def test_cancel_by_a_writer_and_not_offered_to_a_reader(
     page.set_viewport_size({"width": 1280, "height": 900})
     page.emulate_media(color_scheme="light")
     sign_in(page, served_app, served_engine, writer)
-    page.goto(served_app.base_url + routes.run_page(run_id))
+    page.goto(served_app.base_url + urls.run_page(run_id))
     expect(page.get_by_test_id("run-status")).to_have_text("running", timeout=LONG)
     page.get_by_test_id("cancel-run").click()
     expect(page.get_by_role("alertdialog")).to_contain_text("Cancel this run?")
@@ -312,7 +312,7 @@ def test_a_dropped_connection_resyncs_without_lost_or_repeated_lines(
     writer, _, key = setup(served_engine)
     run_id = start(served_engine, key, "dev", 303)
     sign_in(page, served_app, served_engine, writer)
-    page.goto(served_app.base_url + routes.run_page(run_id))
+    page.goto(served_app.base_url + urls.run_page(run_id))
     lines = page.get_by_test_id("log-lines")
     expect(lines.locator('[data-seq="3"]')).to_be_visible(timeout=LONG)
     page.context.set_offline(True)  # the websocket drops while the run keeps writing
@@ -358,7 +358,7 @@ def test_an_open_page_of_an_idle_run_does_not_poll(
     _, reader, key = setup(served_engine)
     run_id = start(served_engine, key, "plan", 404)  # waits for minutes: always "running"
     sign_in(page, served_app, served_engine, reader)
-    page.goto(served_app.base_url + routes.run_page(run_id))
+    page.goto(served_app.base_url + urls.run_page(run_id))
     expect(page.get_by_test_id("log-lines")).to_contain_text("waiting", timeout=LONG)
     time.sleep(STATS_FLUSH_SECONDS)
     before = session_lookups(served_engine)
@@ -401,7 +401,7 @@ def test_a_compacted_log_reads_like_a_live_one_with_notes_for_the_cap_and_retent
         )
 
     sign_in(page, served_app, served_engine, writer)
-    page.goto(served_app.base_url + routes.run_page(capped))
+    page.goto(served_app.base_url + urls.run_page(capped))
     expect(page.get_by_test_id("run-title")).to_have_text(
         re.compile(rf"^Run #{capped}( ·|$)"), timeout=LONG
     )
@@ -434,7 +434,7 @@ def test_a_compacted_log_reads_like_a_live_one_with_notes_for_the_cap_and_retent
             learning_mode_default=False, default_model=None, log_retention_days=1,
         )  # fmt: skip
     log_maintenance.apply_retention(served_engine, default_days=None)
-    page.goto(served_app.base_url + routes.run_page(removed))
+    page.goto(served_app.base_url + urls.run_page(removed))
     expect(page.get_by_test_id("run-title")).to_have_text(
         re.compile(rf"^Run #{removed}( ·|$)"), timeout=LONG
     )

@@ -26,11 +26,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from codexk8s.adapters.github.webhooks import sign
+from codexk8s.adapters.notify import transports
 from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import make_engine, session_scope
 from codexk8s.db.models import AgentRun
-from codexk8s.services import agents, api_tokens, notifications, projects, repositories, users
-from codexk8s.web.routes import API_RUN_CANCEL, WEBHOOK_GITHUB
+from codexk8s.services import agents, api_tokens, projects, repositories, users
+from codexk8s.urls import API_RUN_CANCEL, WEBHOOK_GITHUB
 from codexk8s.web.state.runs import PAGE_SIZE
 from tests.conftest import (
     ServedApp,
@@ -461,9 +462,9 @@ def test_webhook_on_one_replica_reaches_a_page_on_the_other(
         with replica(env, tmp_path / "a") as replica_a, replica(env, tmp_path / "b") as replica_b:
             # Both replicas listen on the Redis channel (the other replicas' pushes come there).
             client = redis.Redis.from_url(env["CODEXK8S_REDIS_URL"])
-            listeners = dict(client.pubsub_numsub(notifications.CHANNEL))
+            listeners = dict(client.pubsub_numsub(transports.CHANNEL))
             client.close()
-            assert listeners[notifications.CHANNEL.encode()] >= 2
+            assert listeners[transports.CHANNEL.encode()] >= 2
             team = Team(served_app, engine)
             viewer = ServedApp(replica_b, served_app.process, env, served_app.github)
             sign_in(page, viewer, engine, team.email)

@@ -32,8 +32,8 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
+from codexk8s import urls
 from codexk8s.adapters.github.webhooks import sign
-from codexk8s.web import routes
 from codexk8s.web.http.auth import SESSION_COOKIE
 from tests.conftest import TEST_SECRET_KEY, _admin_execute, _with_database, free_port
 from tests.github_server import CLIENT_SECRET, FakeGitHub, email_entry
@@ -169,7 +169,7 @@ def _wait_ready(base_url: str, process: subprocess.Popen[bytes], log_path: Path)
         if process.poll() is not None:
             raise RuntimeError(log_path.read_text()[-4000:])
         try:
-            if httpx.get(base_url + routes.READYZ, timeout=2).status_code == 200:
+            if httpx.get(base_url + urls.READYZ, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -185,7 +185,7 @@ def _labeled(number: int, label: str = "run:dev") -> bytes:
 
 def _post_webhook(client: httpx.Client, base_url: str, body: bytes, delivery: str) -> Any:
     return client.post(
-        base_url + routes.WEBHOOK_GITHUB,
+        base_url + urls.WEBHOOK_GITHUB,
         content=body,
         headers={
             "Content-Type": "application/json",
@@ -197,7 +197,7 @@ def _post_webhook(client: httpx.Client, base_url: str, body: bytes, delivery: st
 
 
 def _scrape(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    response = httpx.get(base_url + routes.METRICS, timeout=10)
+    response = httpx.get(base_url + urls.METRICS, timeout=10)
     assert response.status_code == 200
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -231,21 +231,21 @@ def test_end_to_end_flow_moves_the_metrics(ops: Ops) -> None:
         again = _post_webhook(client, ops.base_url, _labeled(1), delivery)
         assert again.json()["duplicate"] is True
         forged = client.post(
-            ops.base_url + routes.WEBHOOK_GITHUB, content=_labeled(2),
+            ops.base_url + urls.WEBHOOK_GITHUB, content=_labeled(2),
             headers={"Content-Type": "application/json", "X-GitHub-Event": "issues",
                      "X-GitHub-Delivery": str(uuid.uuid4()), "X-Hub-Signature-256": "sha256=00"},
         )  # fmt: skip
         assert forged.status_code == 401
 
         def finished() -> dict[str, Any] | None:
-            run = client.get(ops.base_url + routes.API_RUN.format(run_id=run_id), headers=auth)
+            run = client.get(ops.base_url + urls.API_RUN.format(run_id=run_id), headers=auth)
             assert run.status_code == 200, run.text
             body = run.json()["run"]
             return body if body["status"] in ("succeeded", "failed") else None
 
         run = _until(finished, 120, f"run {run_id} to finish")
         assert run["status"] == "succeeded", run
-        logs_url = ops.base_url + routes.API_RUN_LOGS.format(run_id=run_id)
+        logs_url = ops.base_url + urls.API_RUN_LOGS.format(run_id=run_id)
         # The leader's log pump stores the output shortly after (or before) the run settles.
         _until(lambda: "done" in client.get(logs_url, headers=auth).text, 30, "stored log")
         assert "working" in client.get(logs_url, headers=auth).text
@@ -254,12 +254,12 @@ def test_end_to_end_flow_moves_the_metrics(ops: Ops) -> None:
     ops.github.login, ops.github.emails = "octocat", [email_entry("octocat@github.com")]
     ops.github.deny = False
     with httpx.Client(follow_redirects=False, timeout=30) as browser:
-        hop = browser.get(ops.base_url + routes.AUTH_GITHUB_LOGIN)
+        hop = browser.get(ops.base_url + urls.AUTH_GITHUB_LOGIN)
         hop = browser.get(hop.headers["location"])
         hop = browser.get(hop.headers["location"])
         assert hop.status_code == 302, hop.text
         ops.seen_secrets["session cookie"] = browser.cookies[SESSION_COOKIE]
-        assert browser.get(ops.base_url + routes.API_ME).json()["github_login"] == "octocat"
+        assert browser.get(ops.base_url + urls.API_ME).json()["github_login"] == "octocat"
 
     after = _scrape(ops.base_url)
 
@@ -341,7 +341,7 @@ def test_sigterm_drains_webhooks_releases_leases_and_exits_in_time(ops: Ops) -> 
 
     # Readiness fails first, while webhooks are still answered.
     ready = _until(
-        lambda: httpx.get(ops.base_url + routes.READYZ, timeout=5).status_code == 503,
+        lambda: httpx.get(ops.base_url + urls.READYZ, timeout=5).status_code == 503,
         DRAIN_SECONDS,
         "readiness to fail",
     )

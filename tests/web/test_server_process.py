@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from codexk8s.urls import READYZ
 from codexk8s.web.http.app import build_http_app
-from codexk8s.web.routes import READYZ
 from codexk8s.web.server_process import supervise
 from tests.conftest import reset_caches
 

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
+from codexk8s import urls
 from codexk8s.db.engine import make_engine, session_scope
 from codexk8s.services import users
-from codexk8s.web import routes
 from codexk8s.web.components.layout import NAV_ITEMS
 from tests.conftest import ServedApp, free_port, wait_for_http
 from tests.github_server import CLIENT_ID, email_entry
@@ -74,7 +74,7 @@ def test_sign_in_button_goes_through_github_and_back(served_app: ServedApp, page
         page.get_by_test_id("sign-in").click()
     query = parse_qs(urlsplit(sent.value.url).query)
     assert query["client_id"] == [CLIENT_ID]
-    assert query["redirect_uri"] == [served_app.base_url + routes.AUTH_GITHUB_CALLBACK]
+    assert query["redirect_uri"] == [served_app.base_url + urls.AUTH_GITHUB_CALLBACK]
     assert query["code_challenge_method"] == ["S256"] and query["state"][0]
     expect(page).to_have_url(served_app.base_url + "/")
     expect(page.get_by_test_id("signed-in-as")).to_have_text(email)

@@ -14,10 +14,10 @@ from playwright.sync_api import Page, Response, expect
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from codexk8s import urls
 from codexk8s.db.engine import make_engine
 from codexk8s.db.models import User, UserSession
 from codexk8s.services import users
-from codexk8s.web import routes
 from codexk8s.web.http.auth import SESSION_COOKIE
 from tests.conftest import ServedApp
 from tests.github_server import email_entry
@@ -59,7 +59,7 @@ def click_sign_in(page: Page, served_app: ServedApp) -> Response:
     authorize = served_app.github.oauth_url + "/authorize"
     with (
         page.expect_request(lambda r: r.url.startswith(authorize)),
-        page.expect_response(lambda r: routes.AUTH_GITHUB_CALLBACK in r.url) as callback,
+        page.expect_response(lambda r: urls.AUTH_GITHUB_CALLBACK in r.url) as callback,
     ):
         page.get_by_test_id("sign-in").click()
     return callback.value
@@ -90,7 +90,7 @@ def test_an_added_email_signs_in_stays_signed_in_and_signs_out(
     cookie = next(c for c in page.context.cookies() if c["name"] == SESSION_COOKIE)
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and cookie["path"] == "/"
     old = {SESSION_COOKIE: cookie["value"]}
-    me = httpx.get(served_app.base_url + routes.API_ME, cookies=old)
+    me = httpx.get(served_app.base_url + urls.API_ME, cookies=old)
     assert me.status_code == 200 and me.json()["email"] == email
 
     page.get_by_test_id("sign-out").click()
@@ -99,7 +99,7 @@ def test_an_added_email_signs_in_stays_signed_in_and_signs_out(
     expect(page.get_by_test_id("signed-in-as")).to_have_count(0)
     page.screenshot(path=str(artifacts_dir / "signin-signed-out.png"), full_page=True)
     assert SESSION_COOKIE not in {c["name"] for c in page.context.cookies()}
-    assert httpx.get(served_app.base_url + routes.API_ME, cookies=old).status_code == 401
+    assert httpx.get(served_app.base_url + urls.API_ME, cookies=old).status_code == 401
 
 
 def test_an_email_nobody_added_is_refused(

@@ -20,8 +20,8 @@ from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.db.models import AgentRun, FlowEvent, WebhookDelivery
 from codexk8s.services import projects, repositories
+from codexk8s.urls import WEBHOOK_GITHUB
 from codexk8s.web.http.app import build_http_app
-from codexk8s.web.routes import WEBHOOK_GITHUB
 from tests.conftest import link_member, reset_caches, run_async, serve_in_thread
 from tests.webhook_examples import example, with_labels
 

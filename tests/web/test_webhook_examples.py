@@ -17,7 +17,7 @@ from codexk8s.adapters.github.webhooks import sign
 from codexk8s.crypto import SecretBox
 from codexk8s.db.engine import make_engine
 from codexk8s.services import projects, repositories
-from codexk8s.web.routes import WEBHOOK_GITHUB
+from codexk8s.urls import WEBHOOK_GITHUB
 from tests.conftest import TEST_SECRET_KEY, ServedApp, link_member
 from tests.webhook_examples import example, examples, with_labels
 

@@ -11,15 +11,24 @@ through it is decided here, narrowly:
 - answers pass through with a few headers, and every occurrence of the key in a header or the
   body (streamed or not, even split across chunks) is replaced, since a compatible provider may
   echo it in an error.
+
+`forward` sends one allowed call to the provider and relays the answer as it streams, metering
+its usage and the responses it creates through the caller's callbacks.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+import httpx
+
+from codexk8s.adapters.openai.usage import UsageMeter
+from codexk8s.errors import UnavailableError
+
 REDACTED = b"[redacted]"
+UPSTREAM_TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=60.0, pool=10.0)
 
 # What a run may ask for. Response ids and model names are plain tokens: no `/`, `%` or dots
 # that could make a path segment of their own.
@@ -144,3 +153,90 @@ class SecretScrubber:
         """The rest held back at the end of the stream (it was no secret)."""
         rest, self._held = self._held, b""
         return rest
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """The provider's answer on its way back: status, scrubbed headers, the scrubbed body as it
+    streams, and `close` for the upstream connection once the body was sent."""
+
+    status_code: int
+    headers: dict[str, str]
+    body: AsyncIterator[bytes]
+    close: Callable[[], Awaitable[None]]
+
+
+async def forward(
+    call: ProxiedCall, *, method: str, base_url: str, query: str, body: bytes,
+    incoming_headers: Iterable[tuple[str, str]], api_key: str, organization: str | None,
+    project: str | None, record_response_ids: Callable[[list[str]], Awaitable[None]],
+    record_usage: Callable[[dict[str, int]], Awaitable[None]],
+) -> Relay:  # fmt: skip
+    """Send CALL to the provider at BASE_URL with the control plane's key and relay the answer.
+    The ids of responses it creates reach RECORD_RESPONSE_IDS before the chunk naming them is
+    passed on; each answer's usage reaches RECORD_USAGE. An unreachable provider is an
+    UnavailableError (a gateway error: Codex retries it like any 5xx from the provider)."""
+    headers = request_headers(
+        incoming_headers, api_key=api_key, organization=organization, project=project
+    )
+    url = f"{base_url}/{call.path}"
+    if query:
+        url = f"{url}?{query}"
+    client = httpx.AsyncClient(timeout=UPSTREAM_TIMEOUT)
+    try:
+        upstream = await client.send(
+            client.build_request(method, url, content=body, headers=headers), stream=True
+        )
+    except httpx.HTTPError as exc:
+        await client.aclose()
+        raise UnavailableError(f"the model provider is unreachable: {type(exc).__name__}") from exc
+
+    is_stream = upstream.headers.get("content-type", "").startswith("text/event-stream")
+    meter = UsageMeter(is_stream=is_stream) if upstream.status_code == 200 else None
+    # Responses this call creates become the run's to read; reads name one it already owns.
+    is_creation = call.response_id is None and call.path.startswith("responses")
+    scrubber = SecretScrubber([api_key])
+    recorded = 0
+
+    async def record(usages: list[dict[str, int]]) -> None:
+        nonlocal recorded
+        if meter is not None and is_creation and len(meter.response_ids) > recorded:
+            new_ids, recorded = meter.response_ids[recorded:], len(meter.response_ids)
+            await record_response_ids(new_ids)
+        for usage in usages:
+            await record_usage(usage)
+
+    async def relay() -> AsyncIterator[bytes]:
+        # A plain JSON answer's last piece waits until its response id is recorded, so the run
+        # cannot ask for the response before it is known to be the run's.
+        held = b""
+        try:
+            async for chunk in upstream.aiter_bytes():
+                if meter is not None:
+                    await record(meter.feed(chunk))
+                ready = scrubber.feed(chunk)
+                if is_stream:
+                    if ready:
+                        yield ready
+                    continue
+                if held:
+                    yield held
+                held = ready
+        except httpx.HTTPError:
+            # The client sees a cut stream and retries it.
+            if rest := held + scrubber.finish():
+                yield rest
+            return
+        if meter is not None:
+            await record(meter.finish())
+        if rest := held + scrubber.finish():
+            yield rest
+
+    async def close() -> None:
+        await upstream.aclose()
+        await client.aclose()
+
+    return Relay(
+        status_code=upstream.status_code, headers=response_headers(upstream.headers, scrubber),
+        body=relay(), close=close,
+    )  # fmt: skip

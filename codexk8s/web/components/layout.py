@@ -5,27 +5,27 @@ from __future__ import annotations
 
 import reflex as rx
 
-from codexk8s.web import routes
+from codexk8s import urls
 from codexk8s.web.components.status import STATUS_CSS
 from codexk8s.web.live import InboxLive, refresh_trigger
 from codexk8s.web.state.auth import AuthState
 from codexk8s.web.state.inbox import InboxState
 
 NAV_ITEMS: tuple[tuple[str, str, str], ...] = (
-    ("Overview", routes.OVERVIEW, "layout-dashboard"),
-    ("Projects", routes.PROJECTS, "folder-git-2"),
-    ("Runs", routes.RUNS, "play"),
-    ("Agents", routes.AGENTS, "bot"),
-    ("Users", routes.USERS, "users"),
-    ("Audit", routes.AUDIT, "scroll-text"),
-    ("Inbox", routes.INBOX, "inbox"),
+    ("Overview", urls.OVERVIEW, "layout-dashboard"),
+    ("Projects", urls.PROJECTS, "folder-git-2"),
+    ("Runs", urls.RUNS, "play"),
+    ("Agents", urls.AGENTS, "bot"),
+    ("Users", urls.USERS, "users"),
+    ("Audit", urls.AUDIT, "scroll-text"),
+    ("Inbox", urls.INBOX, "inbox"),
 )
 
 
 def _is_current(href: str) -> rx.Var:
     """Whether the page shown is HREF's (a run's page counts as Runs, a project's as Projects)."""
     path = rx.State.router.page.path
-    if href == routes.OVERVIEW:
+    if href == urls.OVERVIEW:
         return (path == "/") | (path == "/index")
     return path.startswith(href)  # type: ignore[attr-defined]
 
@@ -51,7 +51,7 @@ def _nav_link(label: str, href: str, icon: str) -> rx.Component:
         rx.hstack(
             rx.icon(icon, size=18),
             rx.text(label, size="3", weight=rx.cond(is_current, "bold", "regular")),
-            _inbox_badge() if href == routes.INBOX else rx.fragment(),
+            _inbox_badge() if href == urls.INBOX else rx.fragment(),
             spacing="2",
             align="center",
         ),
@@ -136,7 +136,7 @@ def sign_in_button(test_id: str = "sign-in") -> rx.Component:
         rx.icon("log-in", size=16),
         "Sign in",
         variant="soft",
-        on_click=rx.call_script(f"window.location.assign({routes.AUTH_GITHUB_LOGIN!r})"),
+        on_click=rx.call_script(f"window.location.assign({urls.AUTH_GITHUB_LOGIN!r})"),
         data_testid=test_id,
     )
 
@@ -147,7 +147,7 @@ def sign_in_button(test_id: str = "sign-in") -> rx.Component:
 # sign people out with a link.
 _SIGN_OUT_SCRIPT = (
     "const form = document.createElement('form'); form.method = 'post'; "
-    f"form.action = {routes.AUTH_LOGOUT!r}; document.body.appendChild(form); form.submit();"
+    f"form.action = {urls.AUTH_LOGOUT!r}; document.body.appendChild(form); form.submit();"
 )
 
 

@@ -41,6 +41,13 @@ STATUS_WORDS: dict[str, str] = {
 STATUS_FILLS: dict[str, str] = {
     status: f"var(--{color}-9)" for status, color in STATUS_PALETTE.items()
 }
+# The Overview's runs-per-day series: the finished statuses, and active (starting or running).
+DAY_SERIES_FILLS: dict[str, str] = {
+    "succeeded": STATUS_FILLS["succeeded"],
+    "failed": STATUS_FILLS["failed"],
+    "canceled": STATUS_FILLS["canceled"],
+    "active": STATUS_FILLS["running"],
+}
 
 
 def status_color(status: str) -> str:

@@ -16,32 +16,28 @@ run's own token (`Authorization: Bearer <run token>`), valid only for that run w
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
 import sqlalchemy as sa
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from codexk8s import json_input, metrics
+from codexk8s import json_input, metrics, urls
 from codexk8s.adapters.openai import proxy
-from codexk8s.adapters.openai.usage import UsageMeter
 from codexk8s.config import get_settings
 from codexk8s.db.engine import get_engine
 from codexk8s.domain import sessions as session_wire
 from codexk8s.domain.runs import ActorType
 from codexk8s.errors import CodexK8sError, MalformedInputError, PayloadTooLargeError
 from codexk8s.services import agent_sessions, audit, run_brief
-from codexk8s.web import routes
 from codexk8s.web.http.errors import error_response, from_exception
 
 MAX_BODY_BYTES = 1024 * 1024
 # Codex sends the whole conversation with every model request; long sessions grow large.
 MAX_MODEL_REQUEST_BYTES = 32 * 1024 * 1024
 _NO_STORE = {"Cache-Control": "no-store"}
-UPSTREAM_TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=60.0, pool=10.0)
 
 Handler = Callable[[Request, sa.Row[Any]], Awaitable[Response]]
 
@@ -117,10 +113,10 @@ def _endpoint(
 
 
 async def _brief(request: Request, run: sa.Row[Any]) -> Response:
-    path = routes.API_AGENT_OPENAI_BASE.format(run_id=run.id)
+    path = urls.API_AGENT_OPENAI_BASE.format(run_id=run.id)
     brief = await asyncio.to_thread(
         run_brief.build_brief, get_engine(), run=run, openai_path=path,
-        mcp_path=routes.API_AGENT_MCP.format(run_id=run.id),
+        mcp_path=urls.API_AGENT_MCP.format(run_id=run.id),
     )  # fmt: skip
     return JSONResponse(brief, headers=_NO_STORE)
 
@@ -203,87 +199,34 @@ async def _openai(request: Request, run: sa.Row[Any]) -> Response:
         )
     body = await _read_body(request, MAX_MODEL_REQUEST_BYTES)
     assert settings.openai_api_key is not None  # model_precondition checked it
-    key = settings.openai_api_key.get_secret_value()
-    headers = proxy.request_headers(
-        request.headers.items(), api_key=key, organization=settings.openai_organization,
-        project=settings.openai_project,
-    )  # fmt: skip
-    url = f"{settings.effective_openai_base_url}/{call.path}"
-    if request.url.query:
-        url = f"{url}?{request.url.query}"
-    client = httpx.AsyncClient(timeout=UPSTREAM_TIMEOUT)
-    try:
-        upstream = await client.send(
-            client.build_request(request.method, url, content=body, headers=headers), stream=True
-        )
-    except httpx.HTTPError as exc:
-        await client.aclose()
-        # A gateway error: Codex retries it like any 5xx from the provider.
-        return error_response(
-            "unavailable", f"the model provider is unreachable: {type(exc).__name__}"
-        )
-
-    is_stream = upstream.headers.get("content-type", "").startswith("text/event-stream")
-    meter = UsageMeter(is_stream=is_stream) if upstream.status_code == 200 else None
-    # Responses this call creates become the run's to read; reads name one it already owns.
-    is_creation = call.response_id is None and call.path.startswith("responses")
     model = _requested_model(body) or run.model
-    scrubber = proxy.SecretScrubber([key])
-    recorded = 0
 
-    async def record(usages: list[dict[str, int]]) -> None:
-        nonlocal recorded
-        if meter is not None and is_creation and len(meter.response_ids) > recorded:
-            new_ids, recorded = meter.response_ids[recorded:], len(meter.response_ids)
-            await asyncio.to_thread(
-                run_brief.record_model_responses, get_engine(), run_id=run.id,
-                response_ids=new_ids,
-            )  # fmt: skip
-        for usage in usages:
-            await asyncio.to_thread(
-                run_brief.meter_model_usage, get_engine(), run_id=run.id, model=model, usage=usage
-            )
+    async def record_response_ids(response_ids: list[str]) -> None:
+        await asyncio.to_thread(
+            run_brief.record_model_responses, get_engine(), run_id=run.id, response_ids=response_ids
+        )
 
-    async def relay() -> AsyncIterator[bytes]:
-        # A plain JSON answer's last piece waits until its response id is recorded, so the run
-        # cannot ask for the response before it is known to be the run's.
-        held = b""
-        try:
-            async for chunk in upstream.aiter_bytes():
-                if meter is not None:
-                    await record(meter.feed(chunk))
-                ready = scrubber.feed(chunk)
-                if is_stream:
-                    if ready:
-                        yield ready
-                    continue
-                if held:
-                    yield held
-                held = ready
-        except httpx.HTTPError:
-            # The client sees a cut stream and retries it.
-            if rest := held + scrubber.finish():
-                yield rest
-            return
-        if meter is not None:
-            await record(meter.finish())
-        if rest := held + scrubber.finish():
-            yield rest
+    async def record_usage(usage: dict[str, int]) -> None:
+        await asyncio.to_thread(
+            run_brief.meter_model_usage, get_engine(), run_id=run.id, model=model, usage=usage
+        )
 
-    async def close() -> None:
-        await upstream.aclose()
-        await client.aclose()
-
+    relay = await proxy.forward(
+        call, method=request.method, base_url=settings.effective_openai_base_url,
+        query=request.url.query, body=body, incoming_headers=request.headers.items(),
+        api_key=settings.openai_api_key.get_secret_value(),
+        organization=settings.openai_organization, project=settings.openai_project,
+        record_response_ids=record_response_ids, record_usage=record_usage,
+    )  # fmt: skip
     return StreamingResponse(
-        relay(), status_code=upstream.status_code,
-        headers={**proxy.response_headers(upstream.headers, scrubber), **_NO_STORE},
-        background=BackgroundTask(close),
+        relay.body, status_code=relay.status_code, headers={**relay.headers, **_NO_STORE},
+        background=BackgroundTask(relay.close),
     )  # fmt: skip
 
 
-agent_brief = _endpoint(("GET",), _brief, route=routes.API_AGENT_BRIEF)
-agent_events = _endpoint(("POST",), _events, route=routes.API_AGENT_EVENTS)
-agent_result = _endpoint(("POST",), _result, route=routes.API_AGENT_RESULT)
-agent_documents = _endpoint(("POST",), _documents, route=routes.API_AGENT_DOCUMENTS)
-agent_session = _endpoint(("GET", "PUT"), _session, route=routes.API_AGENT_SESSION)
-agent_openai = _endpoint(("GET", "POST"), _openai, route=routes.API_AGENT_OPENAI)
+agent_brief = _endpoint(("GET",), _brief, route=urls.API_AGENT_BRIEF)
+agent_events = _endpoint(("POST",), _events, route=urls.API_AGENT_EVENTS)
+agent_result = _endpoint(("POST",), _result, route=urls.API_AGENT_RESULT)
+agent_documents = _endpoint(("POST",), _documents, route=urls.API_AGENT_DOCUMENTS)
+agent_session = _endpoint(("GET", "PUT"), _session, route=urls.API_AGENT_SESSION)
+agent_openai = _endpoint(("GET", "POST"), _openai, route=urls.API_AGENT_OPENAI)

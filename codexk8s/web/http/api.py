@@ -24,15 +24,13 @@ from sqlmodel import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from codexk8s import json_input, metrics
+from codexk8s import json_input, metrics, urls
 from codexk8s.config import get_settings
 from codexk8s.db.engine import get_engine
-from codexk8s.domain.access import ProjectRole
-from codexk8s.domain.authorization import Action, Principal, can_see_project, is_allowed
+from codexk8s.domain.authorization import Action, Principal
 from codexk8s.domain.runs import ActorType
 from codexk8s.errors import (
     CodexK8sError,
-    ForbiddenError,
     InvalidArgumentError,
     MalformedInputError,
     NotFoundError,
@@ -42,12 +40,14 @@ from codexk8s.services import (
     agent_runs,
     audit,
     projects,
+    run_access,
     run_control,
     run_logs,
     run_requests,
     run_start,
-)
-from codexk8s.web import origins, routes
+)  # fmt: skip
+from codexk8s.services.transactions import in_transaction
+from codexk8s.web import origins
 from codexk8s.web.http.auth import current_principal
 from codexk8s.web.http.errors import error_response, from_exception
 
@@ -138,25 +138,6 @@ def _endpoint(
     return endpoint
 
 
-def _role(session: Session, principal: Principal, project_id: int) -> ProjectRole | None:
-    if principal.is_platform_admin:
-        return None  # is_allowed lets platform admins do everything without a membership
-    return agent_runs.project_role(session=session, principal=principal, project_id=project_id)
-
-
-def _check_run(principal: Principal, run_id: int, action: Action) -> None:
-    """NotFoundError unless PRINCIPAL may see the run; ForbiddenError unless they may ACTION."""
-    with Session(get_engine()) as session:
-        project_id = agent_runs.run_project_id(session=session, run_id=run_id)
-        if project_id is None:
-            raise NotFoundError(f"no run {run_id}")
-        role = _role(session, principal, project_id)
-    if not can_see_project(principal, role):
-        raise NotFoundError(f"no run {run_id}")
-    if not is_allowed(principal, action, role):
-        raise ForbiddenError(f"your role on this project does not allow {action.value}")
-
-
 def _run_id(request: Request) -> int:
     text = request.path_params["run_id"]
     if not text.isascii() or not text.isdigit() or len(text) > 18:
@@ -174,8 +155,7 @@ def _query_int(request: Request, name: str, default: int | None = None) -> int |
 
 
 def _get_run(run_id: int) -> agent_runs.RunDetail:
-    with Session(get_engine()) as session:
-        return agent_runs.get_run(session=session, run_id=run_id)
+    return in_transaction(agent_runs.get_run, run_id=run_id)
 
 
 # --- projects -------------------------------------------------------------------------------------
@@ -184,11 +164,9 @@ def _get_run(run_id: int) -> agent_runs.RunDetail:
 async def list_projects(request: Request, principal: Principal) -> Response:
     """`GET /api/v1/projects`: the projects the caller may see, with their role on each."""
 
-    def load() -> list[agent_runs.ProjectView]:
-        with Session(get_engine()) as session:
-            return agent_runs.visible_projects(session=session, principal=principal)
-
-    views = await asyncio.to_thread(load)
+    views = await asyncio.to_thread(
+        in_transaction, agent_runs.visible_projects, principal=principal
+    )
     return _json({"projects": [_record(view) for view in views]})
 
 
@@ -205,25 +183,23 @@ async def list_runs(request: Request, principal: Principal) -> Response:
     cursor_text = params.get("cursor")
     before = agent_runs.Cursor.decode(cursor_text) if cursor_text else None
 
-    def load() -> tuple[list[agent_runs.RunRow], agent_runs.Cursor | None]:
-        with Session(get_engine()) as session:
-            project_ids: list[int] | None = None
-            if project_key is not None:
-                project = projects.get_by_key(session=session, key=project_key)
-                if project is None or project.id is None:
-                    raise NotFoundError(f"no project with key {project_key!r}")
-                if not can_see_project(principal, _role(session, principal, project.id)):
-                    raise NotFoundError(f"no project with key {project_key!r}")
-                project_ids = [project.id]
-            elif not principal.is_platform_admin:
-                visible = agent_runs.visible_projects(session=session, principal=principal)
-                project_ids = [view.id for view in visible]
-            return agent_runs.list_page(
-                session=session, project_ids=project_ids, status=status, limit=limit,
-                before=before,
+    def load(*, session: Session) -> tuple[list[agent_runs.RunRow], agent_runs.Cursor | None]:
+        project_ids: list[int] | None = None
+        if project_key is not None:
+            project = projects.authorize(
+                session=session, actor=principal, project_key=project_key,
+                action=Action.VIEW_PROJECT,
             )  # fmt: skip
+            assert project.id is not None
+            project_ids = [project.id]
+        elif not principal.is_platform_admin:
+            visible = agent_runs.visible_projects(session=session, principal=principal)
+            project_ids = [view.id for view in visible]
+        return agent_runs.list_page(
+            session=session, project_ids=project_ids, status=status, limit=limit, before=before
+        )
 
-    rows, next_cursor = await asyncio.to_thread(load)
+    rows, next_cursor = await asyncio.to_thread(in_transaction, load)
     return _json(
         {
             "runs": [_record(row) for row in rows],
@@ -262,7 +238,9 @@ async def get_run(request: Request, principal: Principal) -> Response:
     run_id = _run_id(request)
 
     def load() -> agent_runs.RunDetail:
-        _check_run(principal, run_id, Action.VIEW_PROJECT)
+        in_transaction(
+            run_access.require_run, actor=principal, run_id=run_id, action=Action.VIEW_PROJECT
+        )
         return _get_run(run_id)
 
     return _json({"run": _record(await asyncio.to_thread(load))})
@@ -273,9 +251,10 @@ async def run_events(request: Request, principal: Principal) -> Response:
     run_id = _run_id(request)
 
     def load() -> list[audit.EventRow]:
-        _check_run(principal, run_id, Action.VIEW_PROJECT)
-        with Session(get_engine()) as session:
-            return audit.list_run_events(session=session, run_id=run_id)
+        in_transaction(
+            run_access.require_run, actor=principal, run_id=run_id, action=Action.VIEW_PROJECT
+        )
+        return in_transaction(audit.list_run_events, run_id=run_id)
 
     return _json({"events": [_record(event) for event in await asyncio.to_thread(load)]})
 
@@ -285,7 +264,9 @@ async def cancel_run(request: Request, principal: Principal) -> Response:
     run_id = _run_id(request)
 
     def cancel() -> run_control.CancelOutcome:
-        _check_run(principal, run_id, Action.CANCEL_RUN)
+        in_transaction(
+            run_access.require_run, actor=principal, run_id=run_id, action=Action.CANCEL_RUN
+        )
         return run_control.cancel_run(get_engine(), run_id=run_id, actor_id=str(principal.user_id))
 
     outcome = await asyncio.to_thread(cancel)
@@ -300,7 +281,7 @@ async def rerun(request: Request, principal: Principal) -> Response:
     run_id = _run_id(request)
 
     def start_again() -> int:
-        _check_run(principal, run_id, Action.RERUN)
+        in_transaction(run_access.require_run, actor=principal, run_id=run_id, action=Action.RERUN)
         return run_control.rerun(get_engine(), run_id=run_id, actor_id=str(principal.user_id))
 
     new_id = await asyncio.to_thread(start_again)
@@ -331,7 +312,10 @@ async def run_log(request: Request, principal: Principal) -> Response:
         if not last.isascii() or not last.isdigit() or len(last) > 18:
             raise InvalidArgumentError("Last-Event-ID must be a log sequence number")
         since = int(last)
-    await asyncio.to_thread(_check_run, principal, run_id, Action.VIEW_PROJECT)
+    await asyncio.to_thread(
+        in_transaction, run_access.require_run, actor=principal, run_id=run_id,
+        action=Action.VIEW_PROJECT,
+    )  # fmt: skip
     engine = get_engine()
     if not is_follow:
         lines = await asyncio.to_thread(run_logs.read_lines, engine, run_id=run_id, after=since)
@@ -349,7 +333,10 @@ async def run_log(request: Request, principal: Principal) -> Response:
         if current is None:
             return UnauthorizedError("your session or API token is no longer valid")
         try:
-            await asyncio.to_thread(_check_run, current, run_id, Action.VIEW_PROJECT)
+            await asyncio.to_thread(
+                in_transaction, run_access.require_run, actor=current, run_id=run_id,
+                action=Action.VIEW_PROJECT,
+            )  # fmt: skip
         except CodexK8sError as exc:
             return exc
         return None
@@ -413,7 +400,10 @@ async def run_log_text(request: Request, principal: Principal) -> Response:
     """`GET /api/v1/runs/{id}/logs.txt`: the whole stored log as plain text, streamed a page at a
     time (a 100,000-line log is never held in memory), offered as a download."""
     run_id = _run_id(request)
-    await asyncio.to_thread(_check_run, principal, run_id, Action.VIEW_PROJECT)
+    await asyncio.to_thread(
+        in_transaction, run_access.require_run, actor=principal, run_id=run_id,
+        action=Action.VIEW_PROJECT,
+    )  # fmt: skip
     return StreamingResponse(
         _log_text(run_id),
         media_type="text/plain; charset=utf-8",
@@ -458,13 +448,13 @@ async def answer_request(request: Request, principal: Principal) -> Response:
 
 # --- the routes' endpoints ------------------------------------------------------------------------
 
-projects_endpoint = _endpoint({"GET": list_projects}, route=routes.API_PROJECTS)
-runs_endpoint = _endpoint({"GET": list_runs, "POST": start_run}, route=routes.API_RUNS)
-run_endpoint = _endpoint({"GET": get_run}, route=routes.API_RUN)
-run_events_endpoint = _endpoint({"GET": run_events}, route=routes.API_RUN_EVENTS)
-run_logs_endpoint = _endpoint({"GET": run_log}, route=routes.API_RUN_LOGS)
-run_log_text_endpoint = _endpoint({"GET": run_log_text}, route=routes.API_RUN_LOG_TEXT)
-run_cancel_endpoint = _endpoint({"POST": cancel_run}, route=routes.API_RUN_CANCEL)
-run_rerun_endpoint = _endpoint({"POST": rerun}, route=routes.API_RUN_RERUN)
-requests_endpoint = _endpoint({"GET": list_requests}, route=routes.API_REQUESTS)
-request_answer_endpoint = _endpoint({"POST": answer_request}, route=routes.API_REQUEST_ANSWER)
+projects_endpoint = _endpoint({"GET": list_projects}, route=urls.API_PROJECTS)
+runs_endpoint = _endpoint({"GET": list_runs, "POST": start_run}, route=urls.API_RUNS)
+run_endpoint = _endpoint({"GET": get_run}, route=urls.API_RUN)
+run_events_endpoint = _endpoint({"GET": run_events}, route=urls.API_RUN_EVENTS)
+run_logs_endpoint = _endpoint({"GET": run_log}, route=urls.API_RUN_LOGS)
+run_log_text_endpoint = _endpoint({"GET": run_log_text}, route=urls.API_RUN_LOG_TEXT)
+run_cancel_endpoint = _endpoint({"POST": cancel_run}, route=urls.API_RUN_CANCEL)
+run_rerun_endpoint = _endpoint({"POST": rerun}, route=urls.API_RUN_RERUN)
+requests_endpoint = _endpoint({"GET": list_requests}, route=urls.API_REQUESTS)
+request_answer_endpoint = _endpoint({"POST": answer_request}, route=urls.API_REQUEST_ANSWER)

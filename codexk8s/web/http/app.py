@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from codexk8s import metrics as _metrics  # noqa: F401  (registers the codexk8s_* metrics)
-from codexk8s.web import routes
+from codexk8s import urls
 from codexk8s.web.http import agent_api, agent_mcp, api, auth, health, webhooks
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -39,33 +39,33 @@ def build_http_app() -> Starlette:
     """Build the routes once per process; Reflex mounts itself under them."""
     return Starlette(
         routes=[
-            Route(routes.HEALTHZ, health.healthz, methods=["GET", "HEAD"]),
-            Route(routes.READYZ, health.readyz, methods=["GET", "HEAD"]),
-            Route(routes.METRICS, metrics_endpoint, methods=["GET", "HEAD"]),
+            Route(urls.HEALTHZ, health.healthz, methods=["GET", "HEAD"]),
+            Route(urls.READYZ, health.readyz, methods=["GET", "HEAD"]),
+            Route(urls.METRICS, metrics_endpoint, methods=["GET", "HEAD"]),
             # Every method reaches the handler: a partial (method) mismatch would otherwise fall
             # through to the Reflex mount instead of answering 405.
-            Route(routes.WEBHOOK_GITHUB, webhooks.github_webhook, methods=ALL_METHODS),
-            Route(routes.API_ME, auth.me, methods=ALL_METHODS),
-            Route(routes.API_PROJECTS, api.projects_endpoint, methods=ALL_METHODS),
-            Route(routes.API_RUNS, api.runs_endpoint, methods=ALL_METHODS),
-            Route(routes.API_RUN, api.run_endpoint, methods=ALL_METHODS),
-            Route(routes.API_RUN_EVENTS, api.run_events_endpoint, methods=ALL_METHODS),
-            Route(routes.API_RUN_LOGS, api.run_logs_endpoint, methods=ALL_METHODS),
-            Route(routes.API_RUN_LOG_TEXT, api.run_log_text_endpoint, methods=ALL_METHODS),
-            Route(routes.API_RUN_CANCEL, api.run_cancel_endpoint, methods=ALL_METHODS),
-            Route(routes.API_RUN_RERUN, api.run_rerun_endpoint, methods=ALL_METHODS),
-            Route(routes.API_REQUESTS, api.requests_endpoint, methods=ALL_METHODS),
-            Route(routes.API_REQUEST_ANSWER, api.request_answer_endpoint, methods=ALL_METHODS),
-            Route(routes.API_AGENT_BRIEF, agent_api.agent_brief, methods=ALL_METHODS),
-            Route(routes.API_AGENT_EVENTS, agent_api.agent_events, methods=ALL_METHODS),
-            Route(routes.API_AGENT_RESULT, agent_api.agent_result, methods=ALL_METHODS),
-            Route(routes.API_AGENT_DOCUMENTS, agent_api.agent_documents, methods=ALL_METHODS),
-            Route(routes.API_AGENT_SESSION, agent_api.agent_session, methods=ALL_METHODS),
-            Route(routes.API_AGENT_OPENAI, agent_api.agent_openai, methods=ALL_METHODS),
-            Route(routes.API_AGENT_MCP, agent_mcp.agent_mcp, methods=ALL_METHODS),
-            Route(routes.AUTH_GITHUB_LOGIN, auth.github_login, methods=["GET"]),
-            Route(routes.AUTH_GITHUB_CALLBACK, auth.github_callback, methods=["GET"]),
-            Route(routes.AUTH_LOGOUT, auth.logout, methods=ALL_METHODS),
-            Route(routes.AUTH_LINK, auth.signin_link, methods=["GET"]),
+            Route(urls.WEBHOOK_GITHUB, webhooks.github_webhook, methods=ALL_METHODS),
+            Route(urls.API_ME, auth.me, methods=ALL_METHODS),
+            Route(urls.API_PROJECTS, api.projects_endpoint, methods=ALL_METHODS),
+            Route(urls.API_RUNS, api.runs_endpoint, methods=ALL_METHODS),
+            Route(urls.API_RUN, api.run_endpoint, methods=ALL_METHODS),
+            Route(urls.API_RUN_EVENTS, api.run_events_endpoint, methods=ALL_METHODS),
+            Route(urls.API_RUN_LOGS, api.run_logs_endpoint, methods=ALL_METHODS),
+            Route(urls.API_RUN_LOG_TEXT, api.run_log_text_endpoint, methods=ALL_METHODS),
+            Route(urls.API_RUN_CANCEL, api.run_cancel_endpoint, methods=ALL_METHODS),
+            Route(urls.API_RUN_RERUN, api.run_rerun_endpoint, methods=ALL_METHODS),
+            Route(urls.API_REQUESTS, api.requests_endpoint, methods=ALL_METHODS),
+            Route(urls.API_REQUEST_ANSWER, api.request_answer_endpoint, methods=ALL_METHODS),
+            Route(urls.API_AGENT_BRIEF, agent_api.agent_brief, methods=ALL_METHODS),
+            Route(urls.API_AGENT_EVENTS, agent_api.agent_events, methods=ALL_METHODS),
+            Route(urls.API_AGENT_RESULT, agent_api.agent_result, methods=ALL_METHODS),
+            Route(urls.API_AGENT_DOCUMENTS, agent_api.agent_documents, methods=ALL_METHODS),
+            Route(urls.API_AGENT_SESSION, agent_api.agent_session, methods=ALL_METHODS),
+            Route(urls.API_AGENT_OPENAI, agent_api.agent_openai, methods=ALL_METHODS),
+            Route(urls.API_AGENT_MCP, agent_mcp.agent_mcp, methods=ALL_METHODS),
+            Route(urls.AUTH_GITHUB_LOGIN, auth.github_login, methods=["GET"]),
+            Route(urls.AUTH_GITHUB_CALLBACK, auth.github_callback, methods=["GET"]),
+            Route(urls.AUTH_LOGOUT, auth.logout, methods=ALL_METHODS),
+            Route(urls.AUTH_LINK, auth.signin_link, methods=["GET"]),
         ]
     )

@@ -19,6 +19,7 @@ from datetime import timedelta
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from codexk8s import urls
 from codexk8s.adapters.github.oauth import (
     AuthorizationRequest,
     CodeRejectedError,
@@ -31,7 +32,7 @@ from codexk8s.db.engine import get_engine
 from codexk8s.db.models import User
 from codexk8s.domain.authorization import Principal
 from codexk8s.services import sessions
-from codexk8s.web import origins, routes
+from codexk8s.web import origins
 from codexk8s.web.http.errors import error_response
 
 SESSION_COOKIE = "codexk8s_session"
@@ -55,12 +56,12 @@ def _is_secure(settings: Settings) -> bool:
 
 
 def _page(status: int, title: str, message: str, *, retry: bool = False) -> HTMLResponse:
-    again = f'<p><a href="{routes.AUTH_GITHUB_LOGIN}">Sign in again</a></p>' if retry else ""
+    again = f'<p><a href="{urls.AUTH_GITHUB_LOGIN}">Sign in again</a></p>' if retry else ""
     body = (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         f"<title>{html.escape(title)} · codexk8s</title></head>"
         f"<body><h1>{html.escape(title)}</h1><p>{html.escape(message)}</p>{again}"
-        f'<p><a href="{routes.OVERVIEW}">codexk8s</a></p></body></html>'
+        f'<p><a href="{urls.OVERVIEW}">codexk8s</a></p></body></html>'
     )
     return HTMLResponse(body, status_code=status, headers=_NO_STORE)
 
@@ -116,7 +117,7 @@ def _oauth(settings: Settings) -> GitHubOAuth:
         client_secret=settings.github_client_secret.get_secret_value(),
         oauth_url=settings.github_oauth_url,
         api_url=settings.github_api_url,
-        redirect_uri=f"{settings.effective_public_url}{routes.AUTH_GITHUB_CALLBACK}",
+        redirect_uri=f"{settings.effective_public_url}{urls.AUTH_GITHUB_CALLBACK}",
     )
 
 
@@ -143,7 +144,7 @@ def local_path(value: str | None) -> str:
         or any(ord(ch) < 0x21 for ch in value)
         or len(value) > 512
     ):
-        return routes.OVERVIEW
+        return urls.OVERVIEW
     return value
 
 
@@ -298,7 +299,7 @@ async def logout(request: Request) -> Response:
     token = request.cookies.get(SESSION_COOKIE)
     if token:
         await asyncio.to_thread(sessions.revoke_session, get_engine(), token)
-    response = _redirect(routes.OVERVIEW, 303)
+    response = _redirect(urls.OVERVIEW, 303)
     response.delete_cookie(
         SESSION_COOKIE, path="/", secure=_is_secure(settings), httponly=True, samesite="lax",
     )  # fmt: skip

@@ -9,6 +9,7 @@ from codexk8s.domain.prompts import DiffLine
 from codexk8s.services.agents import AgentRow
 from codexk8s.web.components.forms import form_row
 from codexk8s.web.components.layout import empty_state, page
+from codexk8s.web.components.messages import messages
 from codexk8s.web.state.agents import KINDS, SCOPES, AgentsState, VersionRow
 from codexk8s.web.state.auth import AuthState
 
@@ -33,28 +34,7 @@ def _sign_in_prompt() -> rx.Component:
 
 
 def _messages() -> rx.Component:
-    return rx.fragment(
-        rx.cond(
-            AgentsState.error != "",
-            rx.callout(
-                AgentsState.error,
-                icon="triangle-alert",
-                color_scheme="red",
-                role="alert",
-                data_testid="agents-error",
-            ),
-        ),
-        rx.cond(
-            AgentsState.notice != "",
-            rx.callout(
-                AgentsState.notice,
-                icon="check",
-                color_scheme="green",
-                role="status",
-                data_testid="agents-notice",
-            ),
-        ),
-    )
+    return messages(AgentsState.error, AgentsState.notice, "agents")
 
 
 def _skeleton() -> rx.Component:

@@ -6,21 +6,15 @@ from typing import Any
 
 import reflex as rx
 
+from codexk8s import urls
 from codexk8s.services.overview import WINDOW_DAYS, SlotUse
-from codexk8s.web import live, routes
+from codexk8s.web import live
 from codexk8s.web.components.layout import empty_state, page
-from codexk8s.web.components.status import STATUS_FILLS, status_badge
+from codexk8s.web.components.status import DAY_SERIES_FILLS, status_badge
 from codexk8s.web.state.auth import AuthState
 from codexk8s.web.state.overview import DayRow, DurationRow, OverviewState, UsageRow
 from codexk8s.web.state.runs import RunView
 
-# The runs-per-day bars in the one status palette (web/components/status.py).
-STATUS_COLORS = {
-    "succeeded": STATUS_FILLS["succeeded"],
-    "failed": STATUS_FILLS["failed"],
-    "canceled": STATUS_FILLS["canceled"],
-    "active": STATUS_FILLS["running"],
-}
 _AXIS = {"stroke": "var(--gray-11)", "font_size": 12}
 
 
@@ -61,14 +55,14 @@ def _stats() -> rx.Component:
             OverviewState.active_runs.to_string(),
             "stat-active",
             "play",
-            href=routes.RUNS + "?status=running",
+            href=urls.RUNS + "?status=running",
         ),
         _stat(
             "Queued runs",
             OverviewState.queued_runs.to_string(),
             "stat-queued",
             "hourglass",
-            href=routes.RUNS + "?status=pending",
+            href=urls.RUNS + "?status=pending",
         ),
         _stat(
             "Slots in use",
@@ -134,7 +128,7 @@ def _runs_per_day() -> rx.Component:
         rx.recharts.bar_chart(
             *(
                 rx.recharts.bar(data_key=status, stack_id="runs", fill=color, name=status)
-                for status, color in STATUS_COLORS.items()
+                for status, color in DAY_SERIES_FILLS.items()
             ),
             rx.recharts.x_axis(data_key="day", **_AXIS),
             rx.recharts.y_axis(allow_decimals=False, **_AXIS),
@@ -326,14 +320,14 @@ def _figures_page() -> rx.Component:
                 "Running now",
                 OverviewState.running_runs,
                 "Nothing is running.",
-                routes.RUNS + "?status=running",
+                urls.RUNS + "?status=running",
                 "overview-running",
             ),
             _run_list(
                 "Failed recently",
                 OverviewState.failed_runs,
                 "No run has failed.",
-                routes.RUNS + "?status=failed",
+                urls.RUNS + "?status=failed",
                 "overview-failed",
             ),
             columns=rx.breakpoints(initial="1", lg="2"),

@@ -6,23 +6,19 @@ from typing import Any
 
 import reflex as rx
 
+from codexk8s import urls
 from codexk8s.domain.run_requests import POLICY_WORDS
 from codexk8s.services.projects import RecentRun
 from codexk8s.services.repositories import RepositoryRow
-from codexk8s.web import routes
 from codexk8s.web.components.confirm import confirm_button
 from codexk8s.web.components.data_table import data_table
 from codexk8s.web.components.layout import empty_state, page
 from codexk8s.web.components.messages import messages
 from codexk8s.web.components.start_run import start_run_button
-from codexk8s.web.components.status import status_badge as kit_status_badge
+from codexk8s.web.components.status import status_badge
 from codexk8s.web.pages.projects import _members
 from codexk8s.web.state.auth import AuthState
 from codexk8s.web.state.projects import COST_RANGES, ProjectPageState
-
-
-def status_badge(status: rx.Var[str]) -> rx.Component:
-    return kit_status_badge(status)
 
 
 def _messages() -> rx.Component:
@@ -495,7 +491,7 @@ def _content() -> rx.Component:
                 rx.hstack(
                     rx.icon("arrow-left", size=16), "All projects", spacing="1", align="center"
                 ),
-                href=routes.PROJECTS,
+                href=urls.PROJECTS,
             ),
             rx.code(ProjectPageState.page_key, data_testid="project-page-key"),
             rx.badge(ProjectPageState.role_text, data_testid="project-page-role"),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import reflex as rx
 
+from codexk8s import urls
 from codexk8s.services.projects import MemberRow, ProjectRow
-from codexk8s.web import routes
 from codexk8s.web.components.confirm import confirm_button
 from codexk8s.web.components.forms import form_row
 from codexk8s.web.components.layout import empty_state, page
@@ -49,7 +49,7 @@ def _messages() -> rx.Component:
 def _project_row(row: ProjectRow) -> rx.Component:
     return rx.table.row(
         rx.table.row_header_cell(
-            rx.link(rx.code(row.key), href=routes.PROJECTS + "/" + row.key),
+            rx.link(rx.code(row.key), href=urls.PROJECTS + "/" + row.key),
             data_testid="project-key",
         ),
         rx.table.cell(row.name),

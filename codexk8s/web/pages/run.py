@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import reflex as rx
 
-from codexk8s.web import live, routes
+from codexk8s import urls
+from codexk8s.web import live
 from codexk8s.web.components.confirm import confirm_button
 from codexk8s.web.components.layout import empty_state, page
 from codexk8s.web.components.messages import messages
@@ -119,7 +120,7 @@ def _header() -> rx.Component:
                                 color_scheme="orange",
                                 variant="soft",
                             ),
-                            href=routes.INBOX,
+                            href=urls.INBOX,
                             data_testid="waiting-badge",
                         ),
                     ),

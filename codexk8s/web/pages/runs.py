@@ -7,12 +7,8 @@ import reflex as rx
 from codexk8s.web import live
 from codexk8s.web.components.layout import empty_state, page, sign_in_button
 from codexk8s.web.components.start_run import start_run_button
-from codexk8s.web.components.status import status_badge as kit_status_badge
+from codexk8s.web.components.status import status_badge
 from codexk8s.web.state.runs import AGENTS, ANY, STAGES, STATUSES, RunsState, RunView
-
-
-def status_badge(status: rx.Var[str]) -> rx.Component:
-    return kit_status_badge(status, test_id="run-status")
 
 
 def _filter_select(
@@ -98,7 +94,7 @@ def _target(run: RunView) -> rx.Component:
 
 def _status(run: RunView) -> rx.Component:
     return rx.vstack(
-        status_badge(run.status),
+        status_badge(run.status, test_id="run-status"),
         rx.cond(run.status_reason != "",
                 rx.text(run.status_reason, size="1", color_scheme="gray",
                         data_testid="run-reason")),
@@ -138,7 +134,7 @@ def _card(run: RunView) -> rx.Component:
     return rx.card(
         rx.vstack(
             rx.hstack(
-                status_badge(run.status),
+                status_badge(run.status, test_id="run-status"),
                 rx.link(f"#{run.id}", href=run.href, weight="medium"),
                 rx.spacer(),
                 _created(run),

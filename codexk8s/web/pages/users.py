@@ -7,6 +7,7 @@ import reflex as rx
 
 from codexk8s.services.users import UserRow
 from codexk8s.web.components.layout import empty_state, page
+from codexk8s.web.components.messages import messages
 from codexk8s.web.state.auth import AuthState
 from codexk8s.web.state.users import ROLES, TokenView, UsersState
 
@@ -34,28 +35,7 @@ def _not_admin() -> rx.Component:
 
 
 def _messages() -> rx.Component:
-    return rx.fragment(
-        rx.cond(
-            UsersState.error != "",
-            rx.callout(
-                UsersState.error,
-                icon="triangle-alert",
-                color_scheme="red",
-                role="alert",
-                data_testid="users-error",
-            ),
-        ),
-        rx.cond(
-            UsersState.notice != "",
-            rx.callout(
-                UsersState.notice,
-                icon="check",
-                color_scheme="green",
-                role="status",
-                data_testid="users-notice",
-            ),
-        ),
-    )
+    return messages(UsersState.error, UsersState.notice, "users")
 
 
 def _add_form() -> rx.Component:

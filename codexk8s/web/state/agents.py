@@ -8,13 +8,10 @@ the page hiding its controls from others is a courtesy, not the protection.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 import reflex as rx
 
-from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.domain import prompts
 from codexk8s.domain.authorization import Action, Principal, is_allowed
 from codexk8s.domain.prompts import Comment, DiffLine, PromptContext, TemplateError
@@ -22,9 +19,8 @@ from codexk8s.errors import CodexK8sError
 from codexk8s.services import agents, prompt_templates
 from codexk8s.services.agents import AgentRow
 from codexk8s.services.prompt_templates import TemplateVersion
+from codexk8s.services.transactions import in_transaction
 from codexk8s.web.state.auth import AuthState
-
-T = TypeVar("T")
 
 SCOPES: list[str] = list(prompts.SCOPES)
 KINDS: list[str] = list(prompts.KINDS)
@@ -52,11 +48,6 @@ class VersionRow:
     author: str
     created: str
     is_current: bool
-
-
-def _in_transaction(work: Callable[..., T], /, **kwargs: object) -> T:
-    with session_scope(get_engine()) as session:
-        return work(session=session, **kwargs)
 
 
 class AgentsState(rx.State):
@@ -127,11 +118,11 @@ class AgentsState(rx.State):
         return principal, auth.email
 
     async def _reload_roster(self) -> None:
-        self.roster = await asyncio.to_thread(_in_transaction, agents.list_roster)
+        self.roster = await asyncio.to_thread(in_transaction, agents.list_roster)
 
     async def _reload_template(self, *, keep_draft: bool = False) -> None:
         versions: list[TemplateVersion] = await asyncio.to_thread(
-            _in_transaction, prompt_templates.history, scope=self.scope, kind=self.kind
+            in_transaction, prompt_templates.history, scope=self.scope, kind=self.kind
         )
         self._bodies = {v.id: (v.version, v.body) for v in versions}
         current = versions[0] if versions else None
@@ -215,7 +206,7 @@ class AgentsState(rx.State):
             return
         try:
             saved = await asyncio.to_thread(
-                _in_transaction, prompt_templates.save_version, actor=found[0],
+                in_transaction, prompt_templates.save_version, actor=found[0],
                 scope=self.scope, kind=self.kind, body=self.draft,
                 base_version=self.current_version or None,
             )  # fmt: skip
@@ -252,7 +243,7 @@ class AgentsState(rx.State):
             return
         try:
             saved = await asyncio.to_thread(
-                _in_transaction, prompt_templates.restore, actor=found[0], template_id=template_id
+                in_transaction, prompt_templates.restore, actor=found[0], template_id=template_id
             )
         except CodexK8sError as exc:
             self.error, self.notice = str(exc), ""
@@ -316,7 +307,7 @@ class AgentsState(rx.State):
         before = next((r for r in self.roster if r.key == self.editing_key), None)
         try:
             saved = await asyncio.to_thread(
-                _in_transaction, agents.update_agent, actor=found[0], key=self.editing_key,
+                in_transaction, agents.update_agent, actor=found[0], key=self.editing_key,
                 engine=self.edit_engine, image=self.edit_image, command=self.edit_command,
                 timeout_minutes=timeout, model=self.edit_model,
             )  # fmt: skip

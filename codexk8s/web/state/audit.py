@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 import reflex as rx
+from sqlmodel import Session
 
-from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.domain.authorization import Principal
 from codexk8s.domain.explanations import describe_event
 from codexk8s.errors import CodexK8sError, InvalidArgumentError
 from codexk8s.services import audit
 from codexk8s.services.agent_runs import visible_projects
+from codexk8s.services.transactions import in_transaction
 from codexk8s.web.components import formatters as fmt
 from codexk8s.web.state.auth import AuthState
 
@@ -80,15 +81,13 @@ def parse_range(since: str, until: str) -> tuple[datetime | None, datetime | Non
 
 
 def _query(
-    principal: Principal, filters: audit.AuditFilter, before_id: int | None
+    *, session: Session, principal: Principal, filters: audit.AuditFilter, before_id: int | None
 ) -> tuple[list[audit.AuditRow], int | None, list[str], list[str]]:
-    with session_scope(get_engine()) as session:
-        rows, next_id = audit.list_audit_events(
-            session=session, actor=principal, filters=filters, before_id=before_id,
-            limit=PAGE_SIZE,
-        )  # fmt: skip
-        types = audit.list_event_types(session=session, actor=principal)
-        keys = [p.key for p in visible_projects(session=session, principal=principal)]
+    rows, next_id = audit.list_audit_events(
+        session=session, actor=principal, filters=filters, before_id=before_id, limit=PAGE_SIZE
+    )
+    types = audit.list_event_types(session=session, actor=principal)
+    keys = [p.key for p in visible_projects(session=session, principal=principal)]
     return rows, next_id, types, keys
 
 
@@ -149,7 +148,7 @@ class AuditState(rx.State):
         try:
             filters = self._filters()
             rows, next_id, types, keys = await asyncio.to_thread(
-                _query, principal, filters, before_id
+                in_transaction, _query, principal=principal, filters=filters, before_id=before_id
             )
         except CodexK8sError as exc:
             self.error = str(exc)

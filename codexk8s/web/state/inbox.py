@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import reflex as rx
 
+from codexk8s import urls
 from codexk8s.db.engine import get_engine
 from codexk8s.domain.run_requests import RequestKind
 from codexk8s.errors import CodexK8sError
 from codexk8s.services import run_requests
-from codexk8s.web import routes
 from codexk8s.web.components import formatters as fmt
 from codexk8s.web.live import INBOX, InboxLive, watch
 from codexk8s.web.state.auth import AuthState
@@ -45,7 +45,7 @@ def _item(row: run_requests.PendingRequest) -> InboxItem:
     return InboxItem(
         id=row.id,
         run_id=row.run_id,
-        run_href=routes.run_page(row.run_id),
+        run_href=urls.run_page(row.run_id),
         project_key=row.project_key,
         is_approval=row.kind == RequestKind.APPROVAL.value,
         text=row.text,

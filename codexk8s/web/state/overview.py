@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 import reflex as rx
 from sqlmodel import Session
 
-from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.domain.authorization import Principal
 from codexk8s.services import agent_runs, overview
 from codexk8s.services.agent_runs import RunFilters, visible_projects
 from codexk8s.services.overview import SlotUse, Usage
+from codexk8s.services.transactions import in_transaction
 from codexk8s.web import live
 from codexk8s.web.components import formatters as fmt
 from codexk8s.web.state.auth import AuthState
@@ -56,21 +56,22 @@ def _usage_rows(rows: list[Usage]) -> list[UsageRow]:
     ]  # fmt: skip
 
 
-def _load(principal: Principal) -> tuple[overview.Overview, list[RunView], list[RunView]]:
+def _load(
+    *, session: Session, principal: Principal
+) -> tuple[overview.Overview, list[RunView], list[RunView]]:
     """The figures, the runs at work now and the runs that failed last."""
-    with session_scope(get_engine()) as session:
-        figures = _build(session, principal)
-        ids = [p.id for p in visible_projects(session=session, principal=principal)]
-        now = datetime.now(UTC)
+    figures = _build(session, principal)
+    ids = [p.id for p in visible_projects(session=session, principal=principal)]
+    now = datetime.now(UTC)
 
-        def newest(status: str, limit: int) -> list[RunView]:
-            page = agent_runs.search_page(
-                session=session, project_ids=ids, filters=RunFilters(status=status), limit=limit
-            )
-            return [run_view(row, now) for row in page.rows]
+    def newest(status: str, limit: int) -> list[RunView]:
+        page = agent_runs.search_page(
+            session=session, project_ids=ids, filters=RunFilters(status=status), limit=limit
+        )
+        return [run_view(row, now) for row in page.rows]
 
-        at_work = newest("running", LIST_SIZE) + newest("starting", LIST_SIZE)
-        failed = newest("failed", LIST_SIZE)
+    at_work = newest("running", LIST_SIZE) + newest("starting", LIST_SIZE)
+    failed = newest("failed", LIST_SIZE)
     return figures, sorted(at_work, key=lambda r: -r.id)[:LIST_SIZE], failed
 
 
@@ -177,7 +178,9 @@ class OverviewState(rx.State):
             self.is_loaded = True
             return
         try:
-            figures, at_work, failed = await asyncio.to_thread(_load, principal)
+            figures, at_work, failed = await asyncio.to_thread(
+                in_transaction, _load, principal=principal
+            )
         except Exception:  # shown to the person in plain words, the details go to the log
             _log.exception("overview failed")
             self.error = "The overview could not be loaded; try again in a moment."

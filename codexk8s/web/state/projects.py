@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import reflex as rx
+from sqlmodel import Session
 
+from codexk8s import urls
 from codexk8s.config import get_settings
 from codexk8s.crypto import get_secret_box
-from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.domain.access import ProjectRole
 from codexk8s.domain.authorization import Principal
 from codexk8s.domain.run_requests import POLICY_WORDS, TOOL_WORDS
@@ -24,11 +25,9 @@ from codexk8s.errors import CodexK8sError, NotFoundError
 from codexk8s.services import overview, projects, repositories, run_requests
 from codexk8s.services.projects import MemberRow, ProjectRow, ProjectSettings, RecentRun
 from codexk8s.services.repositories import RepositoryRow
-from codexk8s.web import routes
+from codexk8s.services.transactions import in_transaction
 from codexk8s.web.components import formatters as fmt
 from codexk8s.web.state.auth import AuthState
-
-T = TypeVar("T")
 
 PROJECT_ROLES: list[str] = [role.value for role in ProjectRole]
 COST_RANGES = ["7", "14", "30", "90"]
@@ -45,11 +44,6 @@ class CostRow:
 
 
 SIGNED_OUT = "Your session has ended; sign in again."
-
-
-def _in_transaction(work: Callable[..., T], /, **kwargs: object) -> T:
-    with session_scope(get_engine()) as session:
-        return work(session=session, **kwargs)
 
 
 class ProjectsState(rx.State):
@@ -93,14 +87,14 @@ class ProjectsState(rx.State):
         """Reload the caller's projects and the selected project's members; a project that has
         gone out of sight is deselected."""
         self.projects = await asyncio.to_thread(
-            _in_transaction, projects.list_visible_projects, actor=principal
+            in_transaction, projects.list_visible_projects, actor=principal
         )
         if self.selected_key not in {p.key for p in self.projects}:
             self.selected_key, self.members = "", []
             return
         try:
             self.members = await asyncio.to_thread(
-                _in_transaction, projects.list_members, actor=principal,
+                in_transaction, projects.list_members, actor=principal,
                 project_key=self.selected_key,
             )  # fmt: skip
         except CodexK8sError as exc:
@@ -115,7 +109,7 @@ class ProjectsState(rx.State):
         principal, email = found
         try:
             await asyncio.to_thread(
-                _in_transaction, work, actor=principal, actor_id=email,
+                in_transaction, work, actor=principal, actor_id=email,
                 project_key=self.selected_key, **kwargs,
             )  # fmt: skip
         except NotFoundError as exc:
@@ -161,7 +155,7 @@ class ProjectsState(rx.State):
         self.is_creating = True
         try:
             await asyncio.to_thread(
-                _in_transaction, projects.create_project, key=key,
+                in_transaction, projects.create_project, key=key,
                 name=str(form.get("name", "")).strip() or None, slots=int(slots_text),
                 actor=principal, actor_id=email, is_operator=False,
             )  # fmt: skip
@@ -318,7 +312,7 @@ class ProjectPageState(rx.State):
         principal, email = found
         try:
             await asyncio.to_thread(
-                _in_transaction, work, actor=principal, actor_id=email,
+                in_transaction, work, actor=principal, actor_id=email,
                 project_key=self.page_key, **kwargs,
             )  # fmt: skip
         except CodexK8sError as exc:
@@ -475,8 +469,23 @@ class ProjectPageState(rx.State):
         if await self._act(
             f"Deleted {key}.", projects.delete_project, confirm_key=self.delete_confirmation
         ):
-            return rx.redirect(routes.PROJECTS)
+            return rx.redirect(urls.PROJECTS)
         return None
+
+
+def _read_project_page(
+    *, session: Session, principal: Principal, key: str, cost_days: int
+) -> tuple[
+    ProjectSettings, list[RepositoryRow], list[RecentRun], overview.Overview, dict[str, str]
+]:
+    settings = projects.get_settings(session=session, actor=principal, project_key=key)
+    policies = run_requests.tool_policies(session=session, actor=principal, project_key=key)
+    repos = repositories.list_repositories(session=session, actor=principal, project_key=key)
+    runs = projects.recent_runs(session=session, actor=principal, project_key=key)
+    # The same figures as the Overview, for this project alone (get_settings checked that the
+    # caller may see it).
+    figures = overview.build_overview(session=session, project_ids=[settings.id], days=cost_days)
+    return settings, repos, runs, figures, policies
 
 
 def _project_page(
@@ -484,16 +493,9 @@ def _project_page(
 ) -> tuple[
     ProjectSettings, list[RepositoryRow], list[RecentRun], list[CostRow], str, dict[str, str]
 ]:
-    with session_scope(get_engine()) as session:
-        settings = projects.get_settings(session=session, actor=principal, project_key=key)
-        policies = run_requests.tool_policies(session=session, actor=principal, project_key=key)
-        repos = repositories.list_repositories(session=session, actor=principal, project_key=key)
-        runs = projects.recent_runs(session=session, actor=principal, project_key=key)
-        # The same figures as the Overview, for this project alone (get_settings checked that
-        # the caller may see it).
-        figures = overview.build_overview(
-            session=session, project_ids=[settings.id], days=cost_days
-        )
+    settings, repos, runs, figures, policies = in_transaction(
+        _read_project_page, principal=principal, key=key, cost_days=cost_days
+    )
     rows = [
         CostRow(
             day=day.day,

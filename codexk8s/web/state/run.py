@@ -26,19 +26,30 @@ from datetime import UTC, datetime
 import reflex as rx
 from sqlmodel import Session
 
+from codexk8s import urls
 from codexk8s.config import get_settings
 from codexk8s.db.engine import get_engine
-from codexk8s.domain.authorization import Action, Principal, can_see_project, is_allowed
+from codexk8s.domain.access import ProjectRole
+from codexk8s.domain.authorization import Action, Principal, is_allowed
 from codexk8s.domain.explanations import NEUTRAL_REASONS, actor_words, describe_event, reason_words
 from codexk8s.domain.logs import LogSummary, format_bytes
 from codexk8s.domain.runs import RunStatus
-from codexk8s.errors import CodexK8sError, ForbiddenError, NotFoundError
-from codexk8s.services import agent_runs, audit, run_control, run_logs, run_story, sessions
+from codexk8s.errors import CodexK8sError, NotFoundError
+from codexk8s.services import (
+    agent_runs,
+    audit,
+    run_access,
+    run_control,
+    run_logs,
+    run_story,
+    sessions,
+)
 from codexk8s.services.agent_runs import RunDetail
 from codexk8s.services.audit import EventRow
 from codexk8s.services.run_logs import StoredLine
 from codexk8s.services.run_story import RunStory
-from codexk8s.web import ansi, live, routes
+from codexk8s.services.transactions import in_transaction
+from codexk8s.web import ansi, live
 from codexk8s.web.components import formatters as fmt
 from codexk8s.web.components.status import STATUS_WORDS, status_color
 from codexk8s.web.http.auth import session_ttl
@@ -230,7 +241,7 @@ def header_for(run: RunDetail, story: RunStory | None = None) -> RunHeader:
         no_pr_reason=story.no_pr_reason if story else "",
         queue_text=_queue_text(story) if status is RunStatus.PENDING else "",
         attempt_text=attempt,
-        parent_href=routes.run_page(run.parent_run_id) if run.parent_run_id else "",
+        parent_href=urls.run_page(run.parent_run_id) if run.parent_run_id else "",
         tab_title=f"{STATUS_WORDS.get(run.status, run.status).capitalize()} · run #{run.id} · "
         f"{run.project_key} · codexk8s",
     )  # fmt: skip
@@ -256,28 +267,22 @@ def _event_view(event: EventRow, previous: EventRow | None) -> EventView:
     )
 
 
-def _role_on(session: Session, principal: Principal, project_id: int) -> object:
-    if principal.is_platform_admin:
-        return None
-    return agent_runs.project_role(session=session, principal=principal, project_id=project_id)
-
-
-def check_run_access(principal: Principal, run_id: int, action: Action) -> None:
-    """NotFoundError unless PRINCIPAL may see the run (the same for "no such run" and "not
-    yours", so existence does not leak); ForbiddenError unless they may ACTION."""
-    with Session(get_engine()) as session:
-        project_id = agent_runs.run_project_id(session=session, run_id=run_id)
-        role = _role_on(session, principal, project_id) if project_id is not None else None
-    if project_id is None or not can_see_project(principal, role):  # type: ignore[arg-type]
-        raise NotFoundError(NOT_VISIBLE)
-    if not is_allowed(principal, action, role):  # type: ignore[arg-type]
-        raise ForbiddenError(f"your role on this project does not allow {action.value}")
-
-
 def principal_for(token: str | None) -> Principal | None:
     if not token:
         return None
     return sessions.resolve_session(get_engine(), token, ttl=session_ttl(get_settings()))
+
+
+def _read_run(
+    *, session: Session, principal: Principal, run_id: int
+) -> tuple[ProjectRole | None, RunDetail, list[EventRow], RunStory]:
+    """The run as PRINCIPAL may see it, its timeline and its story, in one transaction."""
+    role = run_access.require_run(
+        session=session, actor=principal, run_id=run_id, action=Action.VIEW_PROJECT
+    )
+    run = agent_runs.get_run(session=session, run_id=run_id)
+    events = audit.list_run_events(session=session, run_id=run_id)
+    return role, run, events, run_story.explain_run(session=session, run_id=run_id)
 
 
 def load_snapshot(
@@ -291,13 +296,8 @@ def load_snapshot(
     """Everything the page shows for RUN_ID as PRINCIPAL may see it, with up to LIMIT log lines
     after AFTER (None: no lines); IS_TAIL skips ahead so that the lines end at the log's end.
     NotFoundError when the run is missing or not visible."""
-    check_run_access(principal, run_id, Action.VIEW_PROJECT)
+    role, run, events, story = in_transaction(_read_run, principal=principal, run_id=run_id)
     engine = get_engine()
-    with Session(engine) as session:
-        run = agent_runs.get_run(session=session, run_id=run_id)
-        events = audit.list_run_events(session=session, run_id=run_id)
-        role = _role_on(session, principal, run.project_id)
-        story = run_story.explain_run(session=session, run_id=run_id)
     # A log removed by retention has no lines to show (the header says why).
     total = 0 if run.log.is_removed else run.log.lines
     lines: list[StoredLine] = []
@@ -314,7 +314,7 @@ def load_snapshot(
         ],
         lines=lines,
         total=total,
-        can_control=is_allowed(principal, Action.CANCEL_RUN, role),  # type: ignore[arg-type]
+        can_control=is_allowed(principal, Action.CANCEL_RUN, role),
     )
 
 
@@ -391,7 +391,7 @@ class RunState(rx.State):
 
     @rx.var
     def download_url(self) -> str:
-        return routes.API_RUN_LOG_TEXT.format(run_id=self.run.id) if self.run.id else ""
+        return urls.API_RUN_LOG_TEXT.format(run_id=self.run.id) if self.run.id else ""
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -602,7 +602,10 @@ class RunState(rx.State):
             if principal is None:
                 return SIGNED_OUT
             try:
-                check_run_access(principal, run_id, Action.VIEW_PROJECT)
+                in_transaction(
+                    run_access.require_run, actor=principal, run_id=run_id,
+                    action=Action.VIEW_PROJECT,
+                )  # fmt: skip
             except NotFoundError:
                 return NOT_VISIBLE
             return run_logs.search(
@@ -670,7 +673,10 @@ class RunState(rx.State):
             if principal is None:
                 return SIGNED_OUT
             try:
-                check_run_access(principal, run_id, Action.VIEW_PROJECT)
+                in_transaction(
+                    run_access.require_run, actor=principal, run_id=run_id,
+                    action=Action.VIEW_PROJECT,
+                )  # fmt: skip
             except NotFoundError:
                 return NOT_VISIBLE
             return run_logs.sequence_at(get_engine(), run_id=run_id, at=at)
@@ -699,7 +705,10 @@ class RunState(rx.State):
             self.error = SIGNED_OUT
             return None
         try:
-            await asyncio.to_thread(check_run_access, principal, self._run_id, action)
+            await asyncio.to_thread(
+                in_transaction, run_access.require_run, actor=principal, run_id=self._run_id,
+                action=action,
+            )  # fmt: skip
         except CodexK8sError as exc:
             self.error = (
                 NOT_VISIBLE
@@ -745,7 +754,7 @@ class RunState(rx.State):
         except CodexK8sError as exc:
             self.error, self.notice = str(exc), ""
             return
-        return rx.redirect(routes.run_page(new_id))
+        return rx.redirect(urls.run_page(new_id))
 
 
 def tab_script(run: RunHeader) -> rx.event.EventSpec:

@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 import reflex as rx
+from sqlmodel import Session
 
-from codexk8s.db.engine import get_engine, session_scope
+from codexk8s import urls
 from codexk8s.domain.authorization import Principal
 from codexk8s.domain.explanations import reason_words
 from codexk8s.domain.runs import RunStatus
@@ -24,7 +25,8 @@ from codexk8s.domain.stages import AgentRole, Stage
 from codexk8s.errors import CodexK8sError
 from codexk8s.services import agent_runs
 from codexk8s.services.agent_runs import Cursor, RunFilters, RunRow
-from codexk8s.web import live, routes
+from codexk8s.services.transactions import in_transaction
+from codexk8s.web import live
 from codexk8s.web.components import formatters as fmt
 from codexk8s.web.state.auth import AuthState
 
@@ -84,8 +86,9 @@ def run_view(row: RunRow, now: datetime) -> RunView:
 
 
 def _load_page(
-    principal: Principal,
     *,
+    session: Session,
+    principal: Principal,
     project_key: str | None,
     filters: RunFilters,
     newest_first: bool,
@@ -94,25 +97,24 @@ def _load_page(
 ) -> tuple[list[str], int | None, agent_runs.RunPage, int]:
     """The viewer's project keys, the filtered project's id, one page and how many runs match,
     in one transaction."""
-    with session_scope(get_engine()) as session:
-        visible = agent_runs.visible_projects(session=session, principal=principal)
-        by_key = {p.key: p.id for p in visible}
-        project_id = None
-        if project_key is not None:
-            if project_key not in by_key:
-                raise CodexK8sError(f"no project with key {project_key!r}")
-            project_id = by_key[project_key]
-        chosen = RunFilters(
-            project_id=project_id, status=filters.status, stage=filters.stage,
-            agent_key=filters.agent_key, text=filters.text,
-        )  # fmt: skip
-        page = agent_runs.search_page(
-            session=session, project_ids=list(by_key.values()), filters=chosen,
-            limit=PAGE_SIZE, newest_first=newest_first, after=after, before=before,
-        )  # fmt: skip
-        total = agent_runs.count_runs(
-            session=session, project_ids=list(by_key.values()), filters=chosen
-        )
+    visible = agent_runs.visible_projects(session=session, principal=principal)
+    by_key = {p.key: p.id for p in visible}
+    project_id = None
+    if project_key is not None:
+        if project_key not in by_key:
+            raise CodexK8sError(f"no project with key {project_key!r}")
+        project_id = by_key[project_key]
+    chosen = RunFilters(
+        project_id=project_id, status=filters.status, stage=filters.stage,
+        agent_key=filters.agent_key, text=filters.text,
+    )  # fmt: skip
+    page = agent_runs.search_page(
+        session=session, project_ids=list(by_key.values()), filters=chosen,
+        limit=PAGE_SIZE, newest_first=newest_first, after=after, before=before,
+    )  # fmt: skip
+    total = agent_runs.count_runs(
+        session=session, project_ids=list(by_key.values()), filters=chosen
+    )
     return sorted(by_key), project_id, page, total
 
 
@@ -177,7 +179,8 @@ class RunsState(rx.State):
         try:
             cursor = Cursor.decode(token) if token else None
             keys, project_id, page, total = await asyncio.to_thread(
-                _load_page, principal, project_key=None if self.project == ANY else self.project,
+                in_transaction, _load_page, principal=principal,
+                project_key=None if self.project == ANY else self.project,
                 filters=self._filters(), newest_first=self.newest_first,
                 after=cursor if kind == "after" else None,
                 before=cursor if kind == "before" else None,
@@ -220,7 +223,7 @@ class RunsState(rx.State):
 
     def _url_script(self) -> rx.event.EventSpec:
         query = self._query()
-        url = routes.RUNS + (f"?{query}" if query else "")
+        url = urls.RUNS + (f"?{query}" if query else "")
         return rx.call_script(f"window.history.replaceState(null, '', {json.dumps(url)})")
 
     def _read_query(self) -> None:

@@ -8,11 +8,11 @@ import asyncio
 
 import reflex as rx
 
+from codexk8s import urls
 from codexk8s.db.engine import get_engine
 from codexk8s.domain.stages import REVIEW_STAGE, Stage
 from codexk8s.errors import CodexK8sError
 from codexk8s.services import run_start
-from codexk8s.web import routes
 from codexk8s.web.state.auth import AuthState
 
 STAGES: list[str] = [stage.value for stage in Stage] + [REVIEW_STAGE]
@@ -125,4 +125,4 @@ class StartRunState(rx.State):
         finally:
             self.is_starting = False
         self.is_open, self.number = False, ""
-        yield rx.redirect(routes.run_page(run_id))
+        yield rx.redirect(urls.run_page(run_id))

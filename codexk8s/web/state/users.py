@@ -11,30 +11,23 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
 
 import reflex as rx
+from sqlmodel import Session
 
-from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.domain.access import PlatformRole
 from codexk8s.domain.authorization import Action, Principal, is_allowed
 from codexk8s.errors import CodexK8sError
 from codexk8s.services import api_tokens, users
 from codexk8s.services.api_tokens import TokenRow
+from codexk8s.services.transactions import in_transaction
 from codexk8s.services.users import UserRow
 from codexk8s.web.state.auth import AuthState
-
-T = TypeVar("T")
 
 ROLES: list[str] = [role.value for role in PlatformRole]
 NOT_ALLOWED = "Managing users is for platform admins."
 NOT_OWNER = "Only an owner may grant or take away the owner and admin roles."
 SIGNED_OUT = "Your session has ended; sign in again."
-
-
-def _in_transaction(work: Callable[..., T], /, **kwargs: object) -> T:
-    with session_scope(get_engine()) as session:
-        return work(session=session, **kwargs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +64,17 @@ def _token_view(row: TokenRow) -> TokenView:
     )  # fmt: skip
 
 
+def _read_users_and_tokens(
+    *, session: Session, actor: Principal
+) -> tuple[list[UserRow], list[TokenRow]]:
+    return (
+        users.list_users(session=session, actor=actor),
+        api_tokens.list_tokens(session=session, actor=actor),
+    )
+
+
 def _users_and_tokens(actor: Principal) -> tuple[list[UserRow], list[TokenView]]:
-    with session_scope(get_engine()) as session:
-        rows = users.list_users(session=session, actor=actor)
-        tokens = api_tokens.list_tokens(session=session, actor=actor)
+    rows, tokens = in_transaction(_read_users_and_tokens, actor=actor)
     return rows, [_token_view(token) for token in tokens]
 
 
@@ -121,7 +121,7 @@ class UsersState(rx.State):
         principal, email = authorized
         try:
             row = await asyncio.to_thread(
-                _in_transaction, work, actor=principal, actor_id=email, **kwargs
+                in_transaction, work, actor=principal, actor_id=email, **kwargs
             )
         except CodexK8sError as exc:
             self.error, self.notice = str(exc), ""
@@ -153,7 +153,7 @@ class UsersState(rx.State):
         principal, email = authorized
         try:
             user = await asyncio.to_thread(
-                _in_transaction, users.add_user, email=self.new_email, role=self.new_role,
+                in_transaction, users.add_user, email=self.new_email, role=self.new_role,
                 actor_id=email,
             )  # fmt: skip
         except CodexK8sError as exc:
@@ -189,7 +189,7 @@ class UsersState(rx.State):
         principal, email = authorized
         try:
             row = await asyncio.to_thread(
-                _in_transaction, api_tokens.revoke_token, actor=principal, actor_id=email,
+                in_transaction, api_tokens.revoke_token, actor=principal, actor_id=email,
                 token_id=int(token_id),
             )  # fmt: skip
         except CodexK8sError as exc:

@@ -1,4 +1,5 @@
-"""Every URL of the dashboard and the HTTP API in one place."""
+"""Every URL of the dashboard and the HTTP API in one place (the agent runner and services build
+links from it too, so it lives outside the web package)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Notification transports between replicas (Redis pub/sub, PostgreSQL LISTEN/NOTIFY)."""
