@@ -48,13 +48,17 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("answered_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
-            ["project_id"], ["projects.id"],
-            name=op.f("fk_run_requests_project_id_projects"), ondelete="CASCADE",
-        ),  # fmt: skip
+            ["project_id"],
+            ["projects.id"],
+            name=op.f("fk_run_requests_project_id_projects"),
+            ondelete="CASCADE",
+        ),
         sa.ForeignKeyConstraint(
-            ["run_id"], ["agent_runs.id"],
-            name=op.f("fk_run_requests_run_id_agent_runs"), ondelete="CASCADE",
-        ),  # fmt: skip
+            ["run_id"],
+            ["agent_runs.id"],
+            name=op.f("fk_run_requests_run_id_agent_runs"),
+            ondelete="CASCADE",
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_run_requests")),
     )
     op.create_index(op.f("ix_run_requests_run_id"), "run_requests", ["run_id"], unique=False)
