@@ -7,6 +7,8 @@ Create Date: 2026-12-03 11:00:00.000000
 - `run_requests`: a question or an approval request of a run's agent (the platform MCP tools
   `ask` and `request_approval`), pending until a person answers or the wait limit passes.
 - `agent_runs.waiting_since`: set while the run waits for a person; its deadline is paused.
+- `agent_runs.wait_allowance_seconds`: what the runtime's own timer allows beyond the timeout for
+  waiting, so the control plane's (paused) deadline is the one that stops the run.
 
 The column is added with plain ADD COLUMN (see 0013 for why not a batch copy).
 """
@@ -29,6 +31,12 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.add_column(
         "agent_runs", sa.Column("waiting_since", sa.DateTime(timezone=True), nullable=True)
+    )
+    op.add_column(
+        "agent_runs",
+        sa.Column(
+            "wait_allowance_seconds", sa.Integer(), server_default=sa.text("0"), nullable=False
+        ),
     )
     op.create_table(
         "run_requests",
@@ -71,4 +79,5 @@ def downgrade() -> None:
     op.drop_index("ix_run_requests_status_project_id", table_name="run_requests")
     op.drop_index(op.f("ix_run_requests_run_id"), table_name="run_requests")
     op.drop_table("run_requests")
+    op.drop_column("agent_runs", "wait_allowance_seconds")
     op.drop_column("agent_runs", "waiting_since")

@@ -256,6 +256,12 @@ class AgentRun(SQLModel, table=True):
     # Set while the run waits for a person (a question or an approval, `run_requests`): its
     # deadline stops counting; the answer moves `deadline_at` on by the time waited.
     waiting_since: datetime | None = _ts(nullable=True)
+    # What the runtime's own timer allows beyond the timeout for waiting (WorkloadSpec): for such
+    # a run the control plane's deadline is the one that stops it, so it is enforced without the
+    # grace that lets a runtime's timer fire first.
+    wait_allowance_seconds: int = Field(
+        default=0, sa_column_kwargs={"server_default": sa.text("0")}
+    )
     run_token_hash: str | None = Field(default=None, max_length=64)
     pr_url: str | None = Field(default=None, max_length=500)
     # GitHub feedback: the newest GitHub-visible flow event of this run already reported there.

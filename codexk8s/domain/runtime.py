@@ -199,6 +199,11 @@ class WorkloadSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     secret_env: Mapping[str, str] = field(default_factory=dict)
     timeout_seconds: int = 3600
+    # Time the run may spend waiting for people (the platform MCP tools `ask`/`request_approval`)
+    # on top of its timeout. The control plane pauses the run's deadline while it waits and stops
+    # it at that deadline; the runtime's own timer, fixed at launch, is the backstop and so allows
+    # for the wait too.
+    wait_allowance_seconds: int = 0
     labels: Mapping[str, str] = field(default_factory=dict)
     # The agent's own pod profile, laid over the installation's by runtimes with pods.
     pod: PodProfile | None = None
@@ -206,6 +211,11 @@ class WorkloadSpec:
     @property
     def name(self) -> str:
         return workload_name(self.run_id)
+
+    @property
+    def limit_seconds(self) -> int:
+        """How long the runtime lets the workload run before it kills it (its own timer)."""
+        return self.timeout_seconds + self.wait_allowance_seconds
 
 
 @dataclass(frozen=True, slots=True)

@@ -212,6 +212,12 @@ def claim_runs(
                         env={"CODEXK8S_RUN_ID": str(run.id), "CODEXK8S_CALLBACK_URL": callback_url},
                         secret_env={"CODEXK8S_RUN_TOKEN": token},
                         timeout_seconds=max(1, round(settings.timeout_minutes * 60)),
+                        # Only the agent runner is given the platform MCP tools that wait.
+                        wait_allowance_seconds=(
+                            round(get_settings().human_wait_minutes * 60)
+                            if settings.engine == "codex"
+                            else 0
+                        ),
                         labels={"stage": run.stage, "agent": run.agent_key},
                         pod=settings.pod,
                     ),
@@ -243,6 +249,7 @@ def mark_launched(
             values={
                 "started_at": now,
                 "deadline_at": now + timedelta(seconds=claim.spec.timeout_seconds),
+                "wait_allowance_seconds": claim.spec.wait_allowance_seconds,
             },
             event_payload={"runtime": handle.runtime, "name": handle.name},
         )  # fmt: skip

@@ -349,13 +349,19 @@ async def deliver_cancellations(
 
 
 def request_deadline_cancellations(engine: Engine) -> list[int]:
-    """Backstop for runtimes that missed a deadline: ask overdue runs to stop (reason timeout)."""
-    cutoff = utcnow() - timedelta(seconds=DEADLINE_GRACE_SECONDS)
+    """Ask overdue runs to stop (reason timeout). For most runs a backstop for runtimes that
+    missed a deadline (after a grace, so that their own timer fires first); for runs whose
+    runtime timer allows for waiting for people, the deadline itself (paused while they wait)."""
+    now = utcnow()
+    cutoff = now - timedelta(seconds=DEADLINE_GRACE_SECONDS)
     with engine.begin() as connection:
         rows = connection.execute(
             sa.select(RUNS.c.id, RUNS.c.correlation_id, RUNS.c.project_id).where(
                 RUNS.c.status == RunStatus.RUNNING.value,
-                RUNS.c.deadline_at < cutoff,
+                sa.or_(
+                    RUNS.c.deadline_at < cutoff,
+                    sa.and_(RUNS.c.wait_allowance_seconds > 0, RUNS.c.deadline_at < now),
+                ),
                 RUNS.c.cancel_requested_at.is_(None),
                 # Waiting for a person pauses the deadline (services.run_requests).
                 RUNS.c.waiting_since.is_(None),

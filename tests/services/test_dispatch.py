@@ -9,10 +9,12 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from codexk8s.config import get_settings
 from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.db.models import AgentRun
-from codexk8s.services import dispatch, projects, repositories
+from codexk8s.domain.runtime import WorkloadHandle
+from codexk8s.services import agents, dispatch, projects, repositories
 
 
 @pytest.fixture
@@ -62,3 +64,28 @@ def test_a_discussion_turn_waits_for_the_running_turn_of_its_issue(project_id: i
         assert session.exec(select(AgentRun.status).where(AgentRun.id == queued)).one() == (
             "starting"
         )
+
+
+@pytest.mark.parametrize("engine", ["codex", "process"])
+def test_only_the_agent_runner_is_given_time_to_wait_for_people(
+    project_id: int, engine: str
+) -> None:
+    """The agent runner has the platform MCP tools that wait for a person: its runtime timer
+    allows for one wait limit beyond the timeout, and the run records it (the control plane then
+    enforces the paused deadline itself). A process agent has no such tools: its timer is its
+    timeout."""
+    with session_scope() as session:
+        if engine == "process":
+            agents.set_agent(session=session, key="pm", engine="process", command="true")
+        agents.set_agent(session=session, key="pm", timeout_minutes=10)
+    run_id = add_run(project_id, issue=1, mode="work", status="pending", stage="plan")
+    (claimed,) = dispatch.claim_runs(get_engine(), owner="t", callback_url="http://x")
+    allowance = round(get_settings().human_wait_minutes * 60) if engine == "codex" else 0
+    assert claimed.run_id == run_id and claimed.spec.timeout_seconds == 600
+    assert claimed.spec.wait_allowance_seconds == allowance
+    assert claimed.spec.limit_seconds == 600 + allowance
+    handle = WorkloadHandle(runtime="local", name=claimed.spec.name)
+    assert dispatch.mark_launched(get_engine(), claimed, handle)
+    with Session(get_engine()) as session:
+        run = session.exec(select(AgentRun).where(AgentRun.id == run_id)).one()
+    assert run.wait_allowance_seconds == allowance and run.deadline_at is not None

@@ -101,6 +101,32 @@ async def test_overdue_runs_are_asked_to_stop_with_reason_timeout(runtime: Local
     assert reconcile.request_deadline_cancellations(get_engine()) == []  # asked once
 
 
+@pytest.mark.parametrize("allowance", [0, 600])
+async def test_a_run_whose_timer_allows_for_waiting_is_stopped_at_its_deadline(
+    runtime: LocalRuntime, allowance: int
+) -> None:
+    """The runtime's own timer fires at the deadline unless it allows for waiting for people;
+    then the control plane's deadline is the only one on time, so it has no grace."""
+    with session_scope() as session:
+        session.execute(
+            sa.update(AgentRun).values(
+                status="running", deadline_at=utcnow() - timedelta(seconds=5),
+                wait_allowance_seconds=allowance,
+            )
+        )  # fmt: skip
+    stopped = reconcile.request_deadline_cancellations(get_engine())
+    assert stopped == ([the_run().id] if allowance else [])
+    if not allowance:  # the backstop, once the grace has passed too
+        with session_scope() as session:
+            session.execute(
+                sa.update(AgentRun).values(
+                    deadline_at=utcnow() - timedelta(seconds=reconcile.DEADLINE_GRACE_SECONDS + 1)
+                )
+            )
+        assert reconcile.request_deadline_cancellations(get_engine()) == [the_run().id]
+    assert the_run().cancel_reason == "timeout"
+
+
 async def test_cleanup_waits_for_the_ttl_and_the_lineage(runtime: LocalRuntime) -> None:
     (claim,) = dispatch.claim_runs(get_engine(), owner="me", callback_url="http://x")
     handle = await runtime.launch(claim.spec)

@@ -582,7 +582,7 @@ def job_manifest(
             "backoffLimit": 0,
             "completions": 1,
             "parallelism": 1,
-            "activeDeadlineSeconds": spec.timeout_seconds,
+            "activeDeadlineSeconds": spec.limit_seconds,
             "ttlSecondsAfterFinished": settings.job_ttl_seconds_after_finished,
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },

@@ -159,7 +159,7 @@ class LocalRuntime:
             **spec.secret_env,
         }
         argv = [
-            sys.executable, "-m", supervisor.__name__, str(workdir), str(spec.timeout_seconds),
+            sys.executable, "-m", supervisor.__name__, str(workdir), str(spec.limit_seconds),
             str(self.kill_grace_seconds), "--", *spec.command,
         ]  # fmt: skip
         try:

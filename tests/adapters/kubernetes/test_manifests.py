@@ -166,6 +166,10 @@ def test_the_job_never_retries_and_ends_at_the_deadline() -> None:
     assert spec["activeDeadlineSeconds"] == 1234
     assert spec["ttlSecondsAfterFinished"] == RunPodSettings().job_ttl_seconds_after_finished
     assert spec["template"]["spec"]["restartPolicy"] == "Never"
+    # A run that may wait for people: the Job's own timer allows for the wait (the control plane
+    # stops the run at its paused deadline).
+    waiting = job(timeout_seconds=1234, wait_allowance_seconds=600)["spec"]
+    assert waiting["activeDeadlineSeconds"] == 1834
 
 
 def test_the_pod_is_non_root_without_privileges_or_api_token() -> None:
