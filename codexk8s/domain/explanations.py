@@ -80,6 +80,7 @@ _TITLES: dict[str, tuple[str, str, str]] = {
     "run_starting": ("Slot taken, launching", "neutral", "launch"),
     "run_running": ("Agent started", "neutral", "work"),
     "run_progress": ("Agent progress", "neutral", "work"),
+    "run_milestone": ("Agent progress, shared on GitHub", "neutral", "work"),
     "run_usage": ("Model usage recorded", "neutral", "result"),
     "run_result": ("Agent reported its result", "good", "result"),
     "run_failure_reported": ("Agent reported a failure", "bad", "result"),
@@ -126,7 +127,7 @@ def _detail(event_type: str, payload: dict[str, Any]) -> str:
     elif event_type == "run_running":
         if payload.get("adopted"):
             parts.append("adopted after a restart")
-    elif event_type == "run_progress":
+    elif event_type in ("run_progress", "run_milestone"):
         kind, text = payload.get("kind"), str(payload.get("message") or "")
         if kind == "command":
             code = payload.get("exit_code")

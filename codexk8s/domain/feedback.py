@@ -99,6 +99,8 @@ class RunView:
     created_at: datetime | None = None
     # The question or approval request the run waits on, if any.
     waiting_for: WaitingFor | None = None
+    # The newest progress line the agent shared on GitHub (`report_progress`), if any.
+    milestone: str | None = None
 
     @property
     def has_pr(self) -> bool:
@@ -209,6 +211,8 @@ def render_service_comment(
         "| --- | --- |",
         *(f"| {name} | {value} |" for name, value in rows),
     ]
+    if view.milestone and not RunStatus(view.status).is_terminal:
+        lines += ["", f"> 📣 **Progress:** {_one_line(view.milestone)}"]
     if view.waiting_for is not None and not RunStatus(view.status).is_terminal:
         waiting = view.waiting_for
         how = (

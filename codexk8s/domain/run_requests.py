@@ -62,6 +62,9 @@ ALLOWED_POLICIES: dict[Tool, frozenset[ApprovalPolicy]] = {
 }
 # The project settings key holding {tool: policy} overrides.
 POLICIES_SETTING = "tool_policies"
+# The flow event of a `report_progress` the agent shares on GitHub: the service comment shows
+# the newest one while the run is active.
+MILESTONE_EVENT = "run_milestone"
 
 POLICY_WORDS: dict[str, str] = {
     ApprovalPolicy.NONE.value: "no one is asked",

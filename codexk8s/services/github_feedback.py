@@ -72,7 +72,8 @@ from codexk8s.domain.repository_provider import (
     RepositoryProvider,
     Usage,
 )
-from codexk8s.domain.runs import RunMode
+from codexk8s.domain.run_requests import MILESTONE_EVENT
+from codexk8s.domain.runs import RunMode, RunStatus
 from codexk8s.domain.stages import REVIEW_STAGE
 from codexk8s.errors import CodexK8sError
 from codexk8s.services import model_checks, repositories
@@ -93,7 +94,7 @@ NOTICE_EVENTS = ("trigger_refused", "trigger_conflict")
 VISIBLE_EVENTS = (
     "run_created", "run_pending", "run_starting", "run_running", "run_succeeded", "run_failed",
     "run_canceled", RUN_RESULT, "run_request_opened", "run_request_answered",
-    "run_request_approved", "run_request_denied", "run_request_timed_out",
+    "run_request_approved", "run_request_denied", "run_request_timed_out", MILESTONE_EVENT,
 )  # fmt: skip
 CLAIM_SECONDS = 120.0
 # Most cycles only look at events of the last RECENT_WINDOW (an index range on created_at); every
@@ -543,7 +544,18 @@ class GitHubFeedback:
             reasoning_effort=row.reasoning_effort, pr_url=row.pr_url, pr_number=row.pr_number,
             summary=row.summary, mode=row.mode, created_at=_aware(row.created_at),
             waiting_for=self._waiting_for(row) if row.waiting_since is not None else None,
+            milestone=None if RunStatus(row.status).is_terminal else self._milestone(row),
         )  # fmt: skip
+
+    def _milestone(self, row: Any) -> str | None:
+        with self.engine.connect() as connection:
+            payload = connection.execute(
+                sa.select(EVENTS.c.payload)
+                .where(EVENTS.c.run_id == row.id, EVENTS.c.event_type == MILESTONE_EVENT)
+                .order_by(EVENTS.c.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+        return str((payload or {}).get("message") or "") or None
 
     def _waiting_for(self, row: Any) -> WaitingFor | None:
         with self.engine.connect() as connection:

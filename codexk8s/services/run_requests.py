@@ -26,6 +26,7 @@ from codexk8s.domain.access import PlatformRole, ProjectRole
 from codexk8s.domain.authorization import Action, Principal, can_see_project, normalize_login
 from codexk8s.domain.run_requests import (
     ALLOWED_POLICIES,
+    MILESTONE_EVENT,
     POLICIES_SETTING,
     ApprovalPolicy,
     RequestKind,
@@ -472,9 +473,12 @@ def pending_requests_for(principal: Principal) -> list[PendingRequest]:
         return pending_requests(session=session, principal=principal)
 
 
-def report_progress(engine: Engine, *, run: sa.Row[Any], message: Any) -> None:
-    """The `report_progress` tool: a line on the run's timeline, while the run is active."""
+def report_progress(engine: Engine, *, run: sa.Row[Any], message: Any, share: Any = False) -> None:
+    """The `report_progress` tool: a line on the run's timeline, while the run is active; SHARE
+    makes it a milestone, which the service comment on GitHub shows too (github_feedback)."""
     text = _text(message, "message")
+    if not isinstance(share, bool):
+        raise InvalidArgumentError("`share_on_github` must be true or false")
     with engine.begin() as connection:
         status = connection.execute(
             sa.select(RUNS.c.status).where(RUNS.c.id == run.id)
@@ -482,7 +486,8 @@ def report_progress(engine: Engine, *, run: sa.Row[Any], message: Any) -> None:
         if status not in _ACTIVE:
             raise ConflictError("the run has ended")
         _event(connection, run, "tool_called", tool=Tool.REPORT_PROGRESS.value, policy="none")
-        _event(connection, run, "run_progress", kind="agent", message=(text or "")[:2000])
+        event = MILESTONE_EVENT if share else "run_progress"
+        _event(connection, run, event, kind="agent", message=(text or "")[:2000])
 
 
 def record_refused_call(engine: Engine, *, run_id: int, reason: str) -> None:

@@ -124,6 +124,11 @@ def test_the_tools_are_listed_and_a_question_waits_for_its_answer(base: str) -> 
 
     assert text(tool(base, claimed, "report_progress", message="half way")) == "Recorded."
     assert ("run_progress", {"kind": "agent", "message": "half way"}) in trail(claimed.run_id)
+    shared = tool(base, claimed, "report_progress", message="tests pass", share_on_github=True)
+    assert text(shared) == "Recorded and shared on GitHub."
+    assert ("run_milestone", {"kind": "agent", "message": "tests pass"}) in trail(claimed.run_id)
+    refused = tool(base, claimed, "report_progress", message="x", share_on_github="maybe")
+    assert refused.get("isError") and trail(claimed.run_id)[-1][0] == "run_milestone"
     assert text(tool(base, claimed, "past_runs")) == "[]"
 
 

@@ -77,6 +77,7 @@ async def test_questions_answered_in_the_inbox_and_on_github_resume_the_run(
     fake, _ = loopback
     repo = fake.repos[OWNER_REPO]
     openai_api.mcp_calls = (
+        ("report_progress", {"message": "Read the README", "share_on_github": True}),
         ("ask", {"question": "Which greeting?", "options": ["hello", "hi"]}),
         ("ask", {"question": "In which language?"}),
     )
@@ -89,8 +90,8 @@ async def test_questions_answered_in_the_inbox_and_on_github_resume_the_run(
     assert load_run(run_id).waiting_since is not None
     await until(
         lambda: any("The agent asks" in b and "Which greeting?" in b
-                    for b in service_comments(repo, 41)),
-        "the question in the service comment",
+                    and "**Progress:** Read the README" in b for b in service_comments(repo, 41)),
+        "the shared progress and the question in the service comment",
     )  # fmt: skip
     # Answered in the inbox (the service the dashboard calls).
     answered_at = time.monotonic()
@@ -105,8 +106,9 @@ async def test_questions_answered_in_the_inbox_and_on_github_resume_the_run(
     await until(lambda: load_run(run_id).status == "succeeded", "the run to finish")
 
     outputs = mcp_outputs(openai_api)
-    assert "boss@users.example.test answered: hello" in outputs[0]
-    assert "Codertocat answered: English, please" in outputs[1]
+    assert "Recorded and shared on GitHub." in outputs[0]
+    assert "boss@users.example.test answered: hello" in outputs[1]
+    assert "Codertocat answered: English, please" in outputs[2]
     run = load_run(run_id)
     assert run.waiting_since is None and run.summary == "Added HELLO.md with a greeting."
     trail = events(run_id)

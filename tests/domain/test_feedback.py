@@ -141,3 +141,10 @@ def test_a_notice_shows_under_the_run_and_alone_without_runs() -> None:
 def test_codexk8s_markers_share_one_prefix() -> None:
     for marker in (SERVICE_MARKER, discussion_marker(3)):
         assert marker.startswith(COMMENT_MARKER_PREFIX)
+
+
+def test_a_shared_milestone_shows_while_the_run_is_active() -> None:
+    running = render_service_comment(view("running", milestone="All 41 tests pass;\npushing."))
+    assert "> 📣 **Progress:** All 41 tests pass; pushing." in running
+    assert "Progress" not in render_service_comment(view("succeeded", milestone="pushing"))
+    assert "Progress" not in render_service_comment(view("running"))

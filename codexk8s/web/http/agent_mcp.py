@@ -6,7 +6,8 @@ Tools (services.run_requests does the work; each call is audited on the run's tr
 - `ask(question, options?)`: a question to the people of the run's project; the call returns
   their answer (the run waits, its deadline paused).
 - `request_approval(action, details?)`: returns once approved; a denial fails the run.
-- `report_progress(message)`: a line in the run's timeline.
+- `report_progress(message, share_on_github?)`: a line in the run's timeline; a shared one is
+  also shown in the service comment on GitHub while the run is active.
 - `past_runs(limit?)`: the project's earlier runs (status, reason, summary), read-only.
 - `post_comment(body)`, `set_labels(add?, remove?)`: on the run's own issue or pull request
   only (services.run_actions), after an approval when the project's policy asks for one.
@@ -109,10 +110,16 @@ async def request_approval(action: str, details: str | None = None) -> str:
     raise _not_answered(decision)
 
 
-@server.tool(description="Add a line about your progress to the run's timeline.")
-async def report_progress(message: str) -> str:
-    await _call(run_requests.report_progress, message=message)
-    return "Recorded."
+@server.tool(
+    description=(
+        "Add a line about your progress to the run's timeline. Set share_on_github for a "
+        "milestone the people following the issue should see (shown in the run's comment on "
+        "GitHub until the next one or the end of the run); use it sparingly."
+    )
+)
+async def report_progress(message: str, share_on_github: bool = False) -> str:
+    await _call(run_requests.report_progress, message=message, share=share_on_github)
+    return "Recorded and shared on GitHub." if share_on_github else "Recorded."
 
 
 @server.tool(
