@@ -105,3 +105,64 @@ def test_a_member_answers_in_the_inbox_and_new_questions_arrive_live(
         "May I add a dependency?", timeout=LONG
     )
     expect(page.get_by_test_id("inbox-badge").first).to_have_text("1")
+
+
+def approval(engine: Engine, key: str, action: str) -> int:
+    run_id = running_run(engine, key)
+    with engine.connect() as connection:
+        row = connection.execute(sa.select(RUNS).where(RUNS.c.id == run_id)).one()
+    opened = run_requests.open_request(
+        engine, run=row, kind=RequestKind.APPROVAL, text=action, wait_minutes=30
+    )
+    assert isinstance(opened, int)  # the default policy of request_approval asks an admin
+    return opened
+
+
+def test_a_project_admin_approves_and_denies_in_the_inbox(
+    served_app: ServedApp,
+    served_engine: Engine,  # noqa: F811
+    page: Page,
+    artifacts_dir: Path,
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    key, admin = f"approve-{suffix}", f"a-{suffix}@example.com"
+    with Session(served_engine) as session:
+        users.add_user(session=session, email=admin, role="user")
+        projects.create_project(session=session, key=key, name="Approvals")
+        projects.add_member(session=session, project_key=key, email=admin, role="admin")
+        session.commit()
+    denied = approval(served_engine, key, "Drop the sessions table")
+    approved = approval(served_engine, key, "Force-push the release branch")
+
+    sign_in(page, served_app, served_engine, admin)
+    page.goto(served_app.base_url + urls.INBOX)
+    items = page.get_by_test_id("inbox-item")
+    expect(items).to_have_count(2, timeout=LONG)
+    expect(page.get_by_test_id("inbox-badge").first).to_have_text("2")
+    page.screenshot(path=str(artifacts_dir / "inbox-approvals.png"), full_page=True)
+
+    drop = items.filter(has_text="Drop the sessions table")
+    drop.get_by_role("radio", name="Deny").click()
+    drop.get_by_test_id("inbox-note").fill("not on a Friday")
+    drop.get_by_test_id("inbox-decide").click()
+    expect(page.get_by_test_id("inbox-notice")).to_have_text(
+        "Denied: the run stops and fails with your reason."
+    )
+    expect(items).to_have_count(1)
+    expect(page.get_by_test_id("inbox-badge").first).to_have_text("1")
+
+    push = items.filter(has_text="Force-push the release branch")
+    push.get_by_role("radio", name="Approve").click()
+    push.get_by_test_id("inbox-decide").click()
+    expect(page.get_by_test_id("inbox-notice")).to_have_text("Approved: the run goes on.")
+    expect(items).to_have_count(0)
+    expect(page.get_by_test_id("inbox-badge")).to_have_count(0)
+
+    no = run_requests.check_request(served_engine, request_id=denied)
+    yes = run_requests.check_request(served_engine, request_id=approved)
+    assert no is not None and (no.status, no.answer, no.answered_by) == (
+        "denied",
+        "not on a Friday",
+        admin,
+    )
+    assert yes is not None and (yes.status, yes.answered_by) == ("approved", admin)

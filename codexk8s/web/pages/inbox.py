@@ -75,11 +75,18 @@ def _approval_form(item: InboxItem) -> rx.Component:
             _request_id(item),
             rx.radio_group.root(
                 rx.hstack(
-                    rx.radio_group.item(value="approve", id=f"approve-{item.id}"),
-                    rx.text("Approve", as_="label", html_for=f"approve-{item.id}"),
-                    rx.radio_group.item(value="deny", id=f"deny-{item.id}"),
-                    rx.text("Deny", as_="label", html_for=f"deny-{item.id}"),
-                    spacing="2",
+                    # Each radio inside its label: the label names it and a click on the word
+                    # picks it (Radix's radios are buttons, which `for=` does not reach).
+                    *(
+                        rx.text(
+                            rx.flex(
+                                rx.radio_group.item(value=value), word, gap="1", align="center"
+                            ),
+                            as_="label",
+                        )
+                        for value, word in (("approve", "Approve"), ("deny", "Deny"))
+                    ),
+                    spacing="3",
                     align="center",
                 ),
                 name="decision",
