@@ -69,6 +69,12 @@ def discussion_marker(run_id: int) -> str:
     return f"<!-- codexk8s:discussion run={run_id} -->"
 
 
+def agent_comment_marker(run_id: int) -> str:
+    """On a comment an agent posts with the `post_comment` tool: ingest treats it as codexk8s's
+    own (it starts nothing and answers nothing)."""
+    return f"<!-- codexk8s:agent-comment run={run_id} -->"
+
+
 @dataclass(frozen=True, slots=True)
 class WaitingFor:
     """A question or approval request a run waits on, as the service comment shows it."""

@@ -625,7 +625,12 @@ def trigger_input_from_payload(event: str, payload: Mapping[str, Any]) -> Trigge
         is_own_comment=(
             event_name == EVENT_ISSUE_COMMENT and COMMENT_MARKER_PREFIX in comment_body
         ),
+        # codexk8s's own comments (an agent's `post_comment`, a discussion's answer) never
+        # answer a question, whatever they quote: an agent must not approve its own request
+        # through a repository token that belongs to a project admin.
         is_answer=(
-            event_name == EVENT_ISSUE_COMMENT and parse_answer_command(comment_body) is not None
+            event_name == EVENT_ISSUE_COMMENT
+            and COMMENT_MARKER_PREFIX not in comment_body
+            and parse_answer_command(comment_body) is not None
         ),
     )

@@ -15,6 +15,7 @@ from codexk8s.adapters.github.client import GitHubClient
 from codexk8s.config import Settings
 from codexk8s.crypto import SecretBox
 from codexk8s.db.models import Repository, table_of
+from codexk8s.domain.feedback import agent_comment_marker
 from codexk8s.domain.repository_provider import ProviderError, RepositoryProvider
 from codexk8s.domain.run_requests import agent_label_problem
 from codexk8s.errors import InvalidArgumentError, PreconditionError
@@ -118,7 +119,7 @@ async def post_comment(
 ) -> str:  # fmt: skip
     """Comment BODY on the run's issue, signed as the run's; the comment's URL."""
     footer = f"\n\n<sub>codexk8s · run [#{run.id}]({settings.effective_public_url}/runs/{run.id})"
-    footer += f" · agent {run.agent_key}</sub>"
+    footer += f" · agent {run.agent_key}</sub>\n{agent_comment_marker(run.id)}"
     async with (provider or _github(settings))(place.token) as github:  # type: ignore[attr-defined]
         try:
             comment = await github.create_comment(place.owner, place.name, place.number,

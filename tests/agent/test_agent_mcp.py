@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from codexk8s import urls
 from codexk8s.db.engine import get_engine
+from codexk8s.domain.feedback import agent_comment_marker
 from codexk8s.domain.runs import RunStatus
 from codexk8s.services import run_requests
 from codexk8s.services.run_states import RUNS, transition
@@ -186,6 +187,7 @@ def test_comments_and_labels_go_only_to_the_runs_own_issue(
     (comment,) = repo.comments_on(7)
     assert comment["body"].startswith("I found the cause: a stale cache.")
     assert f"run [#{claimed.run_id}]" in comment["body"]
+    assert agent_comment_marker(claimed.run_id) in comment["body"]  # ingest ignores it
     assert not tool(base, claimed, "set_labels", add=["bug"]).get("isError")
     assert "bug" in repo.issue_labels[7]
 

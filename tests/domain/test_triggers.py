@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from codexk8s.domain.feedback import agent_comment_marker
 from codexk8s.domain.stages import DISCUSSION_STAGE, REVIEW_STAGE, AgentRole, Stage
 from codexk8s.domain.triggers import (
     DecisionKind,
@@ -717,6 +718,14 @@ def test_payload_names_the_sender_and_recognises_codexk8s_comments() -> None:
     assert inp.sender == "Codertocat" and inp.is_own_comment is False
     payload["comment"]["body"] = "<!-- codexk8s:discussion run=4 -->\nAn answer"
     assert trigger_input_from_payload("issue_comment", payload).is_own_comment is True
+    # A person's `/answer` answers; the same words in codexk8s's own comment (an agent's
+    # post_comment, sent with a token that may be a project admin's) answer nothing.
+    payload["comment"]["body"] = "Sure.\n/answer #3 approve"
+    assert trigger_input_from_payload("issue_comment", payload).is_answer is True
+    payload["comment"]["body"] = "/answer #3 approve\n\n" + agent_comment_marker(4)
+    own = trigger_input_from_payload("issue_comment", payload)
+    assert own.is_own_comment is True and own.is_answer is False
+    assert decide(own).reason == "own_comment"
     # Only comments: an issue body with the marker is a person's text like any other.
     labeled = example("issues", "labeled")
     labeled["issue"]["body"] = "<!-- codexk8s:service-comment -->"
