@@ -314,13 +314,17 @@ def measure(args: argparse.Namespace, admin_url: str) -> dict[str, Any]:
                 ]
                 labelled_in = time.monotonic() - started
                 print(f"{args.runs} runs labelled in {labelled_in:.1f}s", flush=True)
-                page.goto(base + urls.run_page(1))
+                # The run labelled last: it streams for the whole window after the page opens
+                # (the first run may have ended before 200 were labelled).
+                page.goto(base + urls.run_page(args.runs))
                 page.get_by_test_id("run-title").wait_for(timeout=120_000)
                 # Only lines printed once the page is open and following count: the older ones
                 # were loaded, not pushed.
                 opened = time.time() + 1.0
                 idle: list[float] = []
-                deadline = started + args.seconds + 15
+                # At least 20 s of following, however long labelling took (at 200 runs, longer
+                # than the runs' own minute on this machine).
+                deadline = max(started + args.seconds + 15, time.monotonic() + 20)
                 number = 100_000
                 while time.monotonic() < deadline:
                     number += 1

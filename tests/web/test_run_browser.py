@@ -21,7 +21,7 @@ from sqlmodel import Session
 from codexk8s import urls
 from codexk8s.crypto import SecretBox
 from codexk8s.db.engine import session_scope
-from codexk8s.db.models import AgentRun, RunLog, utcnow
+from codexk8s.db.models import AgentRun, RunLog, table_of, utcnow
 from codexk8s.domain.logs import LogLimits
 from codexk8s.domain.runtime import LogLine
 from codexk8s.services import (
@@ -34,6 +34,7 @@ from codexk8s.services import (
     run_start,
     users,
 )
+from codexk8s.services.run_states import add_event
 from tests.conftest import TEST_SECRET_KEY, ServedApp
 from tests.log_examples import START, make_run, write
 from tests.web.test_projects_browser import served_engine  # noqa: F401 (a fixture)
@@ -230,7 +231,26 @@ def test_the_page_answers_what_happened(
             .where(AgentRun.id == failing)
             .values(status_reason="pod_rejected", status_message="exceeded quota: cpu")
         )
+        run = connection.execute(sa.select(table_of(AgentRun)).where(AgentRun.id == failing)).one()
+        # Issue #19: what the prompt received and the session it resumed, as the runner records.
+        for event_type, payload in (
+            ("run_documents", {"services_yaml": "services.yaml", "found": True, "documents": [
+                {"path": "docs/architecture.md", "bytes": 4_700, "chars": 4_700},
+                {"path": "docs/gone.md", "bytes": 0, "chars": 0, "skipped": "missing"}]}),
+            ("session_resume_started", {"session_id": "s", "version": 2, "from_run": run_id}),
+        ):  # fmt: skip
+            add_event(
+                connection, correlation_id=run.correlation_id, event_type=event_type,
+                run_id=failing, project_id=run.project_id, actor_type="agent", payload=payload,
+            )  # fmt: skip
+    expect(result.get_by_test_id("result-documents")).to_have_count(0)  # none recorded
     page.goto(served_app.base_url + urls.run_page(failing))
+    documents = page.get_by_test_id("result-documents")
+    expect(documents).to_contain_text("docs/architecture.md (4.6 KiB)", timeout=LONG)
+    expect(documents).to_contain_text("docs/gone.md: left out, not found")
+    expect(page.get_by_test_id("result-session")).to_have_text(
+        f"Resumed the session of run #{run_id} (version 2)."
+    )
     callout = page.get_by_test_id("status-reason")
     expect(callout).to_have_text(
         "The cluster refused to create the run's pod: exceeded quota: cpu", timeout=LONG

@@ -326,6 +326,51 @@ def test_the_page_says_what_happened_in_words(world: dict[str, int]) -> None:
     assert command.icon == "terminal"
 
 
+def test_the_page_shows_the_documents_and_the_session_a_run_had(world: dict[str, int]) -> None:
+    """Issue #19: which project documents the prompt received (and which were left out, why),
+    and the Codex session the run resumed and left, in words, as the runner recorded them."""
+    from codexk8s.services import run_brief
+    from codexk8s.services.run_states import RUNS, add_event
+
+    engine, run_id = get_engine(), world["run"]
+    state = state_for(engine, "reader@example.com", run_id)
+    call_handler(state, RunState.load_run.fn)
+    assert state.run.documents == () and state.run.documents_note == ""
+    assert state.run.session_text == ""  # nothing recorded: the panel shows neither row
+
+    with engine.connect() as connection:
+        run = connection.execute(sa.select(RUNS).where(RUNS.c.id == run_id)).one()
+    run_brief.record_documents(engine, run=run, payload={
+        "services_yaml": "services.yaml", "found": True,
+        "documents": [
+            {"path": "docs/architecture.md", "bytes": 4_700, "chars": 4_700},
+            {"path": "docs/runbook.md", "bytes": 90_000, "chars": 20_000, "truncated": True},
+            {"path": "docs/gone.md", "bytes": 0, "chars": 0, "skipped": "missing"},
+        ],
+        "problems": ["docs[3]: path must be relative and inside the repository"],
+    })  # fmt: skip
+    common = {"run_id": run_id, "correlation_id": run.correlation_id,
+              "project_id": run.project_id, "actor_type": "agent"}  # fmt: skip
+    with engine.begin() as connection:
+        add_event(connection, **common, event_type="session_resume_started",
+                  payload={"session_id": "s-1", "version": 3, "from_run": 7})  # fmt: skip
+        add_event(connection, **common, event_type="session_stored",
+                  payload={"session_id": "s-1", "version": 4, "bytes": 52_000})  # fmt: skip
+    call_handler(state, RunState.load_run.fn)
+    shown = state.run
+    assert shown.documents == (
+        "docs/architecture.md (4.6 KiB)", "docs/runbook.md (87.9 KiB, cut to fit the budget)",
+        "docs/gone.md: left out, not found",
+    )  # fmt: skip
+    assert shown.documents_note == (
+        "services.yaml: docs[3]: path must be relative and inside the repository"
+    )
+    assert shown.session_text == (
+        "Resumed the session of run #7 (version 3). "
+        "Left its session for a revise run (version 4, 50.8 KiB)."
+    )
+
+
 def test_a_failure_is_explained_and_red(world: dict[str, int]) -> None:
     engine, run_id = get_engine(), world["run"]
     _finish(engine, run_id, status="failed", reason="agent_error", result=False)

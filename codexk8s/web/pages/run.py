@@ -624,6 +624,30 @@ def _result() -> rx.Component:
                 gap="1rem",
                 width="100%",
             ),
+            rx.cond(
+                (run.documents.length() > 0) | (run.documents_note != ""),
+                _field(
+                    "Project documents in the prompt",
+                    rx.vstack(
+                        rx.foreach(run.documents, lambda line: rx.code(line, size="1")),
+                        rx.cond(
+                            run.documents_note != "",
+                            rx.text(run.documents_note, size="2", color_scheme="gray"),
+                        ),
+                        spacing="1",
+                        align="start",
+                    ),
+                    "result-documents",
+                ),
+            ),
+            rx.cond(
+                run.session_text != "",
+                _field(
+                    "Agent session",
+                    rx.text(run.session_text, size="2"),
+                    "result-session",
+                ),
+            ),
             spacing="3",
             width="100%",
         ),

@@ -22,6 +22,7 @@ import asyncio
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import reflex as rx
 from sqlmodel import Session
@@ -110,6 +111,11 @@ class RunHeader:
     changed_files: tuple[str, ...] = ()
     no_pr_reason: str = ""
     queue_text: str = ""
+    # The project documents its prompt received, one line each, and a note on them (no
+    # services.yaml, its problems, documents already in a resumed session); its Codex session.
+    documents: tuple[str, ...] = ()
+    documents_note: str = ""
+    session_text: str = ""
     attempt_text: str = ""
     parent_href: str = ""
     tab_title: str = "Run"
@@ -175,6 +181,60 @@ def _log_notes(log: LogSummary) -> tuple[str, str]:
     return truncated, removed
 
 
+_SKIPPED_WORDS = {
+    "missing": "not found", "not_a_file": "not a file",
+    "outside_repository": "outside the repository", "not_text": "not text",
+    "too_large": "too large", "budget": "over the size budget",
+}  # fmt: skip
+
+
+def _documents(documents: dict[str, Any] | None) -> tuple[tuple[str, ...], str]:
+    """The documents a run's prompt received, one line each, and a note on them."""
+    if documents is None:
+        return (), ""
+    lines = []
+    for doc in documents.get("documents") or []:
+        path = str(doc.get("path") or "")
+        skipped = doc.get("skipped")
+        if skipped:
+            lines.append(f"{path}: left out, {_SKIPPED_WORDS.get(skipped, skipped)}")
+        else:
+            cut = ", cut to fit the budget" if doc.get("truncated") else ""
+            lines.append(f"{path} ({format_bytes(int(doc.get('bytes') or 0))}{cut})")
+    source = documents.get("services_yaml") or "services.yaml"
+    notes = []
+    if documents.get("resumed"):
+        notes.append("The resumed session already held the project documents.")
+    elif not documents.get("found"):
+        notes.append(f"No {source} in the repository: no project documents.")
+    elif not lines:
+        notes.append(f"{source} lists no documents for this stage.")
+    notes += [f"{source}: {problem}" for problem in documents.get("problems") or []]
+    return tuple(lines), " ".join(notes)
+
+
+def _session_text(summary: dict[str, Any] | None) -> str:
+    """The run's Codex session in words: resumed from which run, what it left, any note."""
+    if not summary:
+        return ""
+    parts = []
+    resumed = summary.get("resumed")
+    if resumed:
+        parts.append(
+            f"Resumed the session of run #{resumed.get('from_run')}"
+            + (f" (version {resumed['version']})" if resumed.get("version") else "")
+            + "."
+        )
+    parts += [str(note) for note in summary.get("notes") or []]
+    stored = summary.get("stored")
+    if stored:
+        parts.append(
+            f"Left its session for a revise run (version {stored.get('version')}, "
+            f"{format_bytes(int(stored.get('bytes') or 0))})."
+        )
+    return " ".join(part for part in parts if part)
+
+
 def _queue_text(story: RunStory | None) -> str:
     queue = story.queue if story is not None else None
     if queue is None:
@@ -202,6 +262,7 @@ def header_for(run: RunDetail, story: RunStory | None = None) -> RunHeader:
         f"{repo_url}/pull/{run.pr_number}" if repo_url and run.pr_number else ""
     )
     log_truncated, log_removed = _log_notes(run.log)
+    documents, documents_note = _documents(run.documents)
     reason = run.status_reason or ""
     status = RunStatus(run.status)
     is_failure = status is RunStatus.FAILED or (
@@ -240,6 +301,7 @@ def header_for(run: RunDetail, story: RunStory | None = None) -> RunHeader:
         changed_files=tuple(story.changed_files) if story else (),
         no_pr_reason=story.no_pr_reason if story else "",
         queue_text=_queue_text(story) if status is RunStatus.PENDING else "",
+        documents=documents, documents_note=documents_note, session_text=_session_text(run.session),
         attempt_text=attempt,
         parent_href=urls.run_page(run.parent_run_id) if run.parent_run_id else "",
         tab_title=f"{STATUS_WORDS.get(run.status, run.status).capitalize()} · run #{run.id} · "
