@@ -4,6 +4,7 @@ role does not allow it, and write-only secrets that never reach the state."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -46,7 +47,8 @@ def page_state(token: str, key: str = "alpha") -> ProjectPageState:
 
 
 def call(state: ProjectPageState, handler: str, *args: object) -> object:
-    return run_async(getattr(ProjectPageState, handler).fn(state, *args))
+    done = getattr(ProjectPageState, handler).fn(state, *args)
+    return run_async(done) if inspect.iscoroutine(done) else done
 
 
 @pytest.fixture
@@ -228,6 +230,48 @@ def test_tool_policies_are_shown_to_members_and_set_by_admins(
             select(FlowEvent).where(FlowEvent.event_type == "tool_policy_changed")
         ).one()
     assert changed.actor_id == "padmin@example.com"
+
+
+def test_trigger_bots_and_discussions_are_edited_on_the_page(
+    people: dict[str, Principal],
+) -> None:
+    """Issue #19's settings (before, only `project set` changed them): admins edit them, bad
+    input is refused whole, and the page shows what was stored."""
+    engine = get_engine()
+    admin = page_state(session_for(engine, people["admin"]))
+    call(admin, "load_project")
+    assert admin.conversation == {"bots": "", "stages": "", "model": "", "effort": ""}
+    for field, value in (("bots", "renovate[bot], @dependabot[bot]"), ("stages", "plan , dev"),
+                         ("model", "gpt-5-mini"), ("effort", "Low")):  # fmt: skip
+        call(admin, "set_conversation", field, value)
+    call(admin, "save_conversation")
+    assert admin.error == "" and admin.notice == "Conversation settings saved."
+    stored = settings(engine)[1]
+    assert stored["trigger_bots"] == ["renovate[bot]", "dependabot[bot]"]
+    assert stored["discussion_stages"] == ["plan", "dev"]
+    assert (stored["discussion_model"], stored["discussion_reasoning_effort"]) == (
+        "gpt-5-mini",
+        "low",
+    )
+    assert admin.conversation == {  # reloaded from what was stored
+        "bots": "renovate[bot], dependabot[bot]", "stages": "plan, dev", "model": "gpt-5-mini",
+        "effort": "low",
+    }  # fmt: skip
+
+    before = settings(engine)
+    call(admin, "set_conversation", "bots", "renovate[bot]")
+    call(admin, "set_conversation", "stages", "plan, lunch")
+    call(admin, "save_conversation")
+    assert "unknown stage 'lunch'" in admin.error and settings(engine) == before
+    call(admin, "set_conversation", "stages", "")  # clearing is a change like any other
+    call(admin, "set_conversation", "owner", "me")  # not a field: ignored
+    assert "owner" not in admin.conversation
+
+    writer = page_state(session_for(engine, people["read_write"]))
+    call(writer, "load_project")
+    call(writer, "set_conversation", "bots", "")
+    call(writer, "save_conversation")
+    assert "not for your role" in writer.error and settings(engine) == before
 
 
 def test_bad_input_changes_nothing(people: dict[str, Principal]) -> None:

@@ -105,6 +105,19 @@ def test_member_changes_on_the_project_page_say_what_happened(
         listed = projects.list_members(session=session, actor=None, project_key="members-page")
     assert [m.email for m in listed] == ["lead2@example.com"]
 
+    # Issue #19's settings on the same page: the bots that may start runs, discussions first.
+    card = page.get_by_test_id("conversation-settings")
+    card.get_by_test_id("conversation-bots").fill("renovate[bot]")
+    card.get_by_test_id("conversation-stages").fill("plan")
+    card.get_by_test_id("conversation-save").click()
+    expect(page.get_by_test_id("project-notice")).to_have_text("Conversation settings saved.")
+    page.reload()
+    expect(card.get_by_test_id("conversation-bots")).to_have_value("renovate[bot]", timeout=60_000)
+    expect(card.get_by_test_id("conversation-stages")).to_have_value("plan")
+    with Session(served_engine) as session:
+        stored = projects.require_by_key(session=session, key="members-page").settings
+    assert (stored["trigger_bots"], stored["discussion_stages"]) == (["renovate[bot]"], ["plan"])
+
 
 def test_platform_admin_creates_a_project(
     served_app: ServedApp, served_engine: Engine, page: Page, artifacts_dir: Path

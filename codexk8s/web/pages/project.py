@@ -114,6 +114,64 @@ def _settings() -> rx.Component:
     )
 
 
+def _conversation_input(field: str, label: str, placeholder: str, width: str) -> rx.Component:
+    return _field(
+        label,
+        rx.input(
+            value=ProjectPageState.conversation[field],
+            on_change=lambda value: ProjectPageState.set_conversation(field, value),
+            placeholder=placeholder,
+            disabled=~ProjectPageState.can_edit,
+            aria_label=label,
+            data_testid=f"conversation-{field}",
+            width=width,
+        ),
+    )
+
+
+def _conversation() -> rx.Component:
+    """Who besides members with write access starts runs, and discussions before the work."""
+    return rx.card(
+        rx.vstack(
+            rx.heading("Triggers and discussions", size="4", as_="h2"),
+            rx.text(
+                "Labels, comments and reviews start runs only for members with write access "
+                "(by their linked GitHub login) and for the bots listed here. A stage listed "
+                "under discussions answers on the issue first, with no branch or pull request.",
+                size="2",
+                color_scheme="gray",
+            ),
+            rx.flex(
+                _conversation_input(
+                    "bots", "Bots that may start runs", "renovate[bot], ...", "18rem"
+                ),
+                _conversation_input(
+                    "stages", "Stages that discuss first", "plan, dev, ...", "14rem"
+                ),
+                _conversation_input("model", "Discussion model", "the installation's", "12rem"),
+                _conversation_input(
+                    "effort", "Discussion reasoning effort", "low, medium or high", "12rem"
+                ),
+                spacing="4",
+                wrap="wrap",
+                align="end",
+            ),
+            rx.cond(
+                ProjectPageState.can_edit,
+                rx.button(
+                    "Save",
+                    on_click=ProjectPageState.save_conversation,
+                    data_testid="conversation-save",
+                ),
+            ),
+            spacing="3",
+            width="100%",
+        ),
+        width="100%",
+        data_testid="conversation-settings",
+    )
+
+
 def _policy_row(row: rx.Var) -> rx.Component:
     tool, words, policy = row[0], row[1], row[2]
     return rx.flex(
@@ -504,6 +562,7 @@ def _content() -> rx.Component:
         ),
         _messages(),
         _settings(),
+        _conversation(),
         _tool_policies(),
         _repositories(),
         rx.card(_members(), width="100%"),

@@ -246,6 +246,9 @@ class ProjectPageState(rx.State):
     cost_total: str = "$0.00"
     # Who decides each platform tool's calls: [tool, the tool in words, none|owner|delegated].
     tool_policies: list[list[str]] = []
+    # Who else may start runs and how discussions run, as edited: bots and stages as
+    # comma-separated text (`projects.update_conversation_settings`).
+    conversation: dict[str, str] = {}
     # The repository whose webhook is being registered: its button spins, the others wait.
     registering: str = ""
     is_loaded: bool = False
@@ -304,6 +307,12 @@ class ProjectPageState(rx.State):
         self.edit_learning, self.edit_model = settings.learning_mode_default, settings.default_model
         days = settings.log_retention_days
         self.edit_log_retention = "" if days is None else str(days)
+        self.conversation = {
+            "bots": ", ".join(settings.trigger_bots),
+            "stages": ", ".join(settings.discussion_stages),
+            "model": settings.discussion_model,
+            "effort": settings.discussion_reasoning_effort,
+        }
 
     async def _act(self, done: str, work: Callable[..., object], **kwargs: object) -> bool:
         found = await self._principal()
@@ -404,6 +413,26 @@ class ProjectPageState(rx.State):
             "Settings saved.", projects.update_settings, name=self.edit_name, slots=slots,
             learning_mode_default=self.edit_learning, default_model=self.edit_model,
             log_retention_days=retention,
+        )  # fmt: skip
+
+    @rx.event
+    def set_conversation(self, field: str, value: str) -> None:
+        if field in ("bots", "stages", "model", "effort"):
+            self.conversation = {**self.conversation, field: value}
+
+    @rx.event
+    async def save_conversation(self) -> None:
+        """Bots that may start runs, stages that discuss first, and what discussions run with."""
+
+        def listed(field: str) -> list[str]:
+            text = self.conversation.get(field, "")
+            return [item for item in (part.strip() for part in text.split(",")) if item]
+
+        await self._act(
+            "Conversation settings saved.", projects.update_conversation_settings,
+            trigger_bots=listed("bots"), discussion_stages=listed("stages"),
+            discussion_model=self.conversation.get("model", ""),
+            discussion_reasoning_effort=self.conversation.get("effort", ""),
         )  # fmt: skip
 
     @rx.event
