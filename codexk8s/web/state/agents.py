@@ -21,6 +21,7 @@ from codexk8s.services.agents import AgentRow
 from codexk8s.services.prompt_templates import TemplateVersion
 from codexk8s.services.transactions import in_transaction
 from codexk8s.web.state.auth import AuthState
+from codexk8s.web.state.fields import field_setter
 
 SCOPES: list[str] = list(prompts.SCOPES)
 KINDS: list[str] = list(prompts.KINDS)
@@ -184,13 +185,8 @@ class AgentsState(rx.State):
         self.scope, self.kind, self.view = scope, kind, "edit"
         await self._reload_template()
 
-    @rx.event
-    def set_draft(self, value: str) -> None:
-        self.draft = value
-
-    @rx.event
-    def set_view(self, value: str) -> None:
-        self.view = value
+    set_draft = field_setter("draft")
+    set_view = field_setter("view")
 
     @rx.event
     def discard_draft(self) -> None:
@@ -278,21 +274,10 @@ class AgentsState(rx.State):
         if value in agents.ENGINES:
             self.edit_engine = value
 
-    @rx.event
-    def set_edit_image(self, value: str) -> None:
-        self.edit_image = value
-
-    @rx.event
-    def set_edit_command(self, value: str) -> None:
-        self.edit_command = value
-
-    @rx.event
-    def set_edit_timeout(self, value: str) -> None:
-        self.edit_timeout = value
-
-    @rx.event
-    def set_edit_model(self, value: str) -> None:
-        self.edit_model = value
+    set_edit_image = field_setter("edit_image")
+    set_edit_command = field_setter("edit_command")
+    set_edit_timeout = field_setter("edit_timeout")
+    set_edit_model = field_setter("edit_model")
 
     @rx.event
     async def save_agent(self) -> None:

@@ -23,6 +23,7 @@ from codexk8s.services.api_tokens import TokenRow
 from codexk8s.services.transactions import in_transaction
 from codexk8s.services.users import UserRow
 from codexk8s.web.state.auth import AuthState
+from codexk8s.web.state.fields import field_setter
 
 ROLES: list[str] = [role.value for role in PlatformRole]
 NOT_ALLOWED = "Managing users is for platform admins."
@@ -137,13 +138,8 @@ class UsersState(rx.State):
         if authorized is not None:
             await self._refresh(authorized[0])
 
-    @rx.event
-    def set_new_email(self, value: str) -> None:
-        self.new_email = value
-
-    @rx.event
-    def set_new_role(self, value: str) -> None:
-        self.new_role = value
+    set_new_email = field_setter("new_email")
+    set_new_role = field_setter("new_role")
 
     @rx.event
     async def add_user(self) -> None:
