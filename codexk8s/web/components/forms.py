@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import reflex as rx
 
 
@@ -20,4 +22,37 @@ def form_row(
         ),
         width=width,
         min_width="0",
+    )
+
+
+def add_person_form(state: Any, *, noun: str, roles: list[str], on_add: Any) -> rx.Component:
+    """An email, a role and "Add NOUN": how a person joins the platform or a project. STATE
+    holds the fields (`new_email`, `new_role` and their setters); test ids are
+    `new-<noun>-email`, `new-<noun>-role` and `add-<noun>`."""
+    return rx.hstack(
+        rx.input(
+            placeholder="someone@example.com",
+            type="email",
+            value=state.new_email,
+            on_change=state.set_new_email,
+            aria_label="Email",
+            data_testid=f"new-{noun}-email",
+            width="18rem",
+        ),
+        rx.select(
+            roles,
+            value=state.new_role,
+            on_change=state.set_new_role,
+            aria_label="Role",
+            data_testid=f"new-{noun}-role",
+        ),
+        rx.button(
+            rx.icon("user-plus", size=16),
+            f"Add {noun}",
+            on_click=on_add,
+            data_testid=f"add-{noun}",
+        ),
+        spacing="2",
+        align="center",
+        wrap="wrap",
     )

@@ -216,8 +216,48 @@ def page(title: str | rx.Var, *children: rx.Component, is_run_page: bool = False
     )
 
 
-def empty_state(icon: str, headline: str, hint: str, *, command: str | None = None) -> rx.Component:
-    """What a page shows when there is nothing yet, and what to do next."""
+def loading_spinner() -> rx.Component:
+    """What a page shows while it does not know yet who is looking."""
+    return rx.center(rx.spinner(size="3"), padding_y="4rem")
+
+
+def signed_in_only(
+    content: rx.Component,
+    signed_out: rx.Component,
+    *,
+    loading: rx.Component | None = None,
+    is_loaded: rx.Var | None = None,
+) -> rx.Component:
+    """CONTENT for a signed-in person, SIGNED_OUT for anyone else; LOADING (a spinner unless
+    given) until the sign-in is known and, when given, IS_LOADED (the page's own data) holds."""
+    is_ready = AuthState.is_resolved if is_loaded is None else is_loaded & AuthState.is_resolved
+    return rx.cond(
+        is_ready,
+        rx.cond(AuthState.is_signed_in, content, signed_out),
+        loading if loading is not None else loading_spinner(),
+    )
+
+
+def section_card(
+    title: str | rx.Var | rx.Component, *children: rx.Component, test_id: str | None = None
+) -> rx.Component:
+    """A card of the page's width: TITLE as its heading (h2), CHILDREN below."""
+    heading = title if isinstance(title, rx.Component) else rx.heading(title, size="4", as_="h2")
+    card_props = {} if test_id is None else {"data_testid": test_id}
+    return rx.card(
+        rx.vstack(heading, *children, spacing="3", width="100%"),
+        width="100%",
+        **card_props,
+    )
+
+
+def empty_state(
+    icon: str, headline: str, hint: str, *, command: str | None = None, test_id: str | None = None
+) -> rx.Component:
+    """What a page shows when there is nothing yet, and what to do next (in a box with TEST_ID
+    when given)."""
+    if test_id is not None:
+        return rx.box(empty_state(icon, headline, hint, command=command), data_testid=test_id)
     return rx.center(
         rx.vstack(
             rx.icon(icon, size=40, color="var(--gray-9)"),

@@ -7,11 +7,11 @@ import reflex as rx
 from codexk8s.domain import prompts
 from codexk8s.domain.prompts import DiffLine
 from codexk8s.services.agents import AgentRow
+from codexk8s.web.components.data_table import data_table
 from codexk8s.web.components.forms import form_row
-from codexk8s.web.components.layout import empty_state, page
+from codexk8s.web.components.layout import empty_state, page, signed_in_only
 from codexk8s.web.components.messages import messages
 from codexk8s.web.state.agents import KINDS, SCOPES, AgentsState, VersionRow
-from codexk8s.web.state.auth import AuthState
 
 ENGINE_LABELS = (
     ("codex", "Codex (agent runner)"),
@@ -22,14 +22,12 @@ MONO = "var(--code-font-family, ui-monospace, monospace)"
 
 
 def _sign_in_prompt() -> rx.Component:
-    return rx.box(
-        empty_state(
-            "bot",
-            "Sign in to see the agents",
-            "The agent roster and the prompt templates each stage's agent works from are shown "
-            "to signed-in people; platform admins change them.",
-        ),
-        data_testid="agents-sign-in-prompt",
+    return empty_state(
+        "bot",
+        "Sign in to see the agents",
+        "The agent roster and the prompt templates each stage's agent works from are shown "
+        "to signed-in people; platform admins change them.",
+        test_id="agents-sign-in-prompt",
     )
 
 
@@ -178,26 +176,12 @@ def _agent_form() -> rx.Component:
 def _roster() -> rx.Component:
     return rx.vstack(
         rx.heading("Roster", size="4", as_="h2"),
-        rx.cond(
-            AgentsState.roster.length() > 0,  # type: ignore[attr-defined]
-            rx.box(
-                rx.table.root(
-                    rx.table.header(
-                        rx.table.row(
-                            *(
-                                rx.table.column_header_cell(h)
-                                for h in ("Key", "Name", "Runs", "Image", "Timeout", "Model", "")
-                            )
-                        )
-                    ),
-                    rx.table.body(rx.foreach(AgentsState.roster, _agent_row)),
-                    width="100%",
-                    data_testid="roster-table",
-                ),
-                width="100%",
-                overflow_x="auto",
-            ),
-            empty_state(
+        data_table(
+            ["Key", "Name", "Runs", "Image", "Timeout", "Model", ""],
+            AgentsState.roster,
+            _agent_row,
+            test_id="roster-table",
+            empty=empty_state(
                 "bot",
                 "The roster is empty",
                 "The agents are created by the database migrations.",
@@ -410,20 +394,12 @@ def _version_row(row: VersionRow) -> rx.Component:
 def _history() -> rx.Component:
     return rx.vstack(
         rx.heading("History", size="3", as_="h3"),
-        rx.box(
-            rx.table.root(
-                rx.table.header(
-                    rx.table.row(
-                        *(rx.table.column_header_cell(h) for h in ("Version", "By", "When", ""))
-                    )
-                ),
-                rx.table.body(rx.foreach(AgentsState.versions, _version_row)),
-                width="100%",
-                size="1",
-                data_testid="history-table",
-            ),
-            width="100%",
-            overflow_x="auto",
+        data_table(
+            ["Version", "By", "When", ""],
+            AgentsState.versions,
+            _version_row,
+            test_id="history-table",
+            size="1",
         ),
         rx.cond(
             AgentsState.diff_title != "",
@@ -508,9 +484,5 @@ def _content() -> rx.Component:
 def agents() -> rx.Component:
     return page(
         "Agents",
-        rx.cond(
-            AuthState.is_resolved,
-            rx.cond(AuthState.is_signed_in, _content(), _sign_in_prompt()),
-            _skeleton(),
-        ),
+        signed_in_only(_content(), _sign_in_prompt(), loading=_skeleton()),
     )

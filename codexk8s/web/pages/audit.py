@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
-from codexk8s.web.components.layout import empty_state, page
+from codexk8s.web.components.layout import empty_state, page, signed_in_only
 from codexk8s.web.state.audit import ACTOR_TYPES, AuditItem, AuditState
 from codexk8s.web.state.auth import AuthState
 
@@ -196,14 +196,12 @@ def _content() -> rx.Component:
                 width="100%",
                 data_testid="audit-events",
             ),
-            rx.box(
-                empty_state(
-                    "scroll-text",
-                    "No events match",
-                    "Nothing in the trail matches these filters. Clear them, or widen the "
-                    "time range. Events appear as webhooks arrive, runs move and people act.",
-                ),
-                data_testid="audit-empty",
+            empty_state(
+                "scroll-text",
+                "No events match",
+                "Nothing in the trail matches these filters. Clear them, or widen the "
+                "time range. Events appear as webhooks arrive, runs move and people act.",
+                test_id="audit-empty",
             ),
         ),
         spacing="4",
@@ -211,25 +209,26 @@ def _content() -> rx.Component:
     )
 
 
+def _loading() -> rx.Component:
+    return rx.vstack(
+        *(rx.skeleton(rx.box(height="4rem", width="100%"), width="100%") for _ in range(4)),
+        width="100%",
+        data_testid="audit-loading",
+    )
+
+
 def audit() -> rx.Component:
     return page(
         "Audit",
-        rx.cond(
-            AuditState.is_loaded & AuthState.is_resolved,
-            rx.cond(
-                AuthState.is_signed_in,
-                _content(),
-                empty_state(
-                    "scroll-text",
-                    "Sign in to read the audit trail",
-                    "The trail of webhooks, run transitions and human actions is shown to the "
-                    "members of each project. Sign in to see yours.",
-                ),
+        signed_in_only(
+            _content(),
+            empty_state(
+                "scroll-text",
+                "Sign in to read the audit trail",
+                "The trail of webhooks, run transitions and human actions is shown to the "
+                "members of each project. Sign in to see yours.",
             ),
-            rx.vstack(
-                *(rx.skeleton(rx.box(height="4rem", width="100%"), width="100%") for _ in range(4)),
-                width="100%",
-                data_testid="audit-loading",
-            ),
+            loading=_loading(),
+            is_loaded=AuditState.is_loaded,
         ),
     )

@@ -9,9 +9,8 @@ import reflex as rx
 from codexk8s import urls
 from codexk8s.services.overview import WINDOW_DAYS, SlotUse
 from codexk8s.web import live
-from codexk8s.web.components.layout import empty_state, page
+from codexk8s.web.components.layout import empty_state, page, section_card, signed_in_only
 from codexk8s.web.components.status import DAY_SERIES_FILLS, status_badge
-from codexk8s.web.state.auth import AuthState
 from codexk8s.web.state.overview import DayRow, DurationRow, OverviewState, UsageRow
 from codexk8s.web.state.runs import RunView
 
@@ -82,14 +81,6 @@ def _stats() -> rx.Component:
     )
 
 
-def _section(title: str, test_id: str, *children: rx.Component) -> rx.Component:
-    return rx.card(
-        rx.vstack(rx.heading(title, size="4", as_="h2"), *children, spacing="3", width="100%"),
-        width="100%",
-        data_testid=test_id,
-    )
-
-
 def _figures(summary: str, table: rx.Component) -> rx.Component:
     """The chart's numbers as a table, folded away but readable by screen readers and anyone."""
     return rx.el.details(
@@ -122,9 +113,8 @@ def _day_row(day: DayRow) -> rx.Component:
 
 
 def _runs_per_day() -> rx.Component:
-    return _section(
+    return section_card(
         f"Runs per day by status (last {WINDOW_DAYS} days)",
-        "chart-runs-per-day",
         rx.recharts.bar_chart(
             *(
                 rx.recharts.bar(data_key=status, stack_id="runs", fill=color, name=status)
@@ -158,6 +148,7 @@ def _runs_per_day() -> rx.Component:
                 "days-table",
             ),
         ),
+        test_id="chart-runs-per-day",
     )
 
 
@@ -172,9 +163,8 @@ def _duration_row(row: DurationRow) -> rx.Component:
 
 
 def _durations() -> rx.Component:
-    return _section(
+    return section_card(
         "Run duration by stage (p50 / p95, seconds)",
-        "chart-durations",
         rx.cond(
             OverviewState.durations.length() > 0,  # type: ignore[attr-defined]
             rx.recharts.bar_chart(
@@ -195,6 +185,7 @@ def _durations() -> rx.Component:
             rx.foreach(OverviewState.durations, _duration_row),
             "durations-table",
         ),
+        test_id="chart-durations",
     )
 
 
@@ -209,9 +200,8 @@ def _usage_row(row: UsageRow) -> rx.Component:
 
 
 def _usage(title: str, rows: rx.Var, test_id: str) -> rx.Component:
-    return _section(
+    return section_card(
         title,
-        test_id,
         rx.recharts.bar_chart(
             rx.recharts.bar(data_key="cost_usd", name="cost (USD)", fill="var(--accent-9)"),
             rx.recharts.x_axis(data_key="name", **_AXIS),
@@ -222,6 +212,7 @@ def _usage(title: str, rows: rx.Var, test_id: str) -> rx.Component:
             height=200,
         ),
         _table(["Name", "Runs", "Tokens", "Cost"], rx.foreach(rows, _usage_row), "usage-table"),
+        test_id=test_id,
     )
 
 
@@ -241,25 +232,23 @@ def _slot_row(row: SlotUse) -> rx.Component:
 
 
 def _slots() -> rx.Component:
-    return _section(
+    return section_card(
         "Slot use per project",
-        "slot-use",
         _table(["Project", "Slots in use"], rx.foreach(OverviewState.slot_use, _slot_row), "slots"),
+        test_id="slot-use",
     )
 
 
 def _no_runs() -> rx.Component:
-    return rx.box(
-        empty_state(
-            "activity",
-            "No runs yet",
-            "Runs start when a run:<stage> label (run:dev, run:plan, ...) lands on an issue of a "
-            "repository connected to one of your projects. Connect a repository on its project "
-            "page, then label an issue. Trying codexk8s on one machine? `make demo` starts a "
-            "demo run you can watch here.",
-            command="make demo",
-        ),
-        data_testid="overview-empty",
+    return empty_state(
+        "activity",
+        "No runs yet",
+        "Runs start when a run:<stage> label (run:dev, run:plan, ...) lands on an issue of a "
+        "repository connected to one of your projects. Connect a repository on its project "
+        "page, then label an issue. Trying codexk8s on one machine? `make demo` starts a "
+        "demo run you can watch here.",
+        command="make demo",
+        test_id="overview-empty",
     )
 
 
@@ -300,15 +289,15 @@ def _run_line(run: RunView) -> rx.Component:
 
 
 def _run_list(title: str, runs: rx.Var, empty: str, href: str, test_id: str) -> rx.Component:
-    return _section(
+    return section_card(
         title,
-        test_id,
         rx.cond(
             runs.length() > 0,  # type: ignore[attr-defined]
             rx.vstack(rx.foreach(runs, _run_line), spacing="0", width="100%"),
             rx.text(empty, size="2", color_scheme="gray"),
         ),
         rx.link("All of them", href=href, size="2"),
+        test_id=test_id,
     )
 
 
@@ -374,13 +363,10 @@ def overview() -> rx.Component:
                 OverviewState.error, icon="triangle-alert", color_scheme="red", role="alert"
             ),
         ),
-        rx.cond(
-            OverviewState.is_loaded & AuthState.is_resolved,
-            rx.cond(
-                AuthState.is_signed_in,
-                rx.cond(OverviewState.has_runs, _figures_page(), _no_runs()),
-                _sign_in_prompt(),
-            ),
-            _skeleton(),
+        signed_in_only(
+            rx.cond(OverviewState.has_runs, _figures_page(), _no_runs()),
+            _sign_in_prompt(),
+            loading=_skeleton(),
+            is_loaded=OverviewState.is_loaded,
         ),
     )

@@ -7,7 +7,7 @@ import reflex as rx
 from codexk8s import urls
 from codexk8s.web import live
 from codexk8s.web.components.confirm import confirm_button
-from codexk8s.web.components.layout import empty_state, page
+from codexk8s.web.components.layout import empty_state, page, section_card
 from codexk8s.web.components.messages import messages
 from codexk8s.web.components.status import status_badge
 from codexk8s.web.state.run import EventView, RunState
@@ -516,19 +516,14 @@ def _event_row(event: EventView) -> rx.Component:
 
 
 def _timeline() -> rx.Component:
-    return rx.card(
-        rx.vstack(
-            rx.heading("Timeline", size="4", as_="h2"),
-            rx.cond(
-                RunState.events.length() > 0,
-                rx.vstack(rx.foreach(RunState.events, _event_row), spacing="0", width="100%"),
-                rx.text("No events recorded for this run yet.", color_scheme="gray", size="2"),
-            ),
-            spacing="3",
-            width="100%",
+    return section_card(
+        "Timeline",
+        rx.cond(
+            RunState.events.length() > 0,
+            rx.vstack(rx.foreach(RunState.events, _event_row), spacing="0", width="100%"),
+            rx.text("No events recorded for this run yet.", color_scheme="gray", size="2"),
         ),
-        width="100%",
-        data_testid="run-timeline",
+        test_id="run-timeline",
     )
 
 
@@ -536,99 +531,94 @@ def _result() -> rx.Component:
     """What the run produced: the agent's summary, the pull request (or why there is none),
     the branch, the changed files, tokens and cost."""
     run = RunState.run
-    return rx.card(
-        rx.vstack(
-            rx.heading("Result", size="4", as_="h2"),
-            rx.cond(
-                run.summary != "",
-                rx.text(run.summary, size="2", data_testid="result-summary"),
-                rx.text(
-                    rx.cond(
-                        run.is_active,
-                        "The agent's summary appears here when it reports its result.",
-                        "The agent reported no summary.",
-                    ),
-                    size="2",
-                    color_scheme="gray",
-                    data_testid="result-summary",
+    return section_card(
+        "Result",
+        rx.cond(
+            run.summary != "",
+            rx.text(run.summary, size="2", data_testid="result-summary"),
+            rx.text(
+                rx.cond(
+                    run.is_active,
+                    "The agent's summary appears here when it reports its result.",
+                    "The agent reported no summary.",
                 ),
+                size="2",
+                color_scheme="gray",
+                data_testid="result-summary",
             ),
-            rx.grid(
-                _field(
-                    "Pull request",
-                    rx.cond(
-                        run.pr_url != "",
-                        rx.link(
-                            rx.icon("git-pull-request", size=14),
-                            " ",
-                            run.pr,
-                            href=run.pr_url,
-                            is_external=True,
-                            size="2",
-                        ),
-                        rx.text(
-                            rx.cond(
-                                run.no_pr_reason != "",
-                                run.no_pr_reason,
-                                rx.cond(run.is_active, "Not yet", "—"),
-                            ),
-                            size="2",
-                            color_scheme="gray",
-                        ),
-                    ),
-                    "result-pr",
-                ),
-                _field(
-                    "Branch",
-                    rx.cond(
-                        run.branch != "",
-                        rx.code(run.branch, size="2"),
-                        rx.text("—", size="2"),
-                    ),
-                    "result-branch",
-                ),
-                _field(
-                    "Changed files",
-                    rx.cond(
-                        run.changed_files.length() > 0,
-                        rx.vstack(
-                            rx.foreach(run.changed_files, lambda f: rx.code(f, size="1")),
-                            spacing="1",
-                            align="start",
-                        ),
-                        rx.text("—", size="2"),
-                    ),
-                    "result-files",
-                ),
-                _field(
-                    "Tokens",
-                    rx.text(
-                        run.tokens_total,
-                        title=(
-                            "input "
-                            + run.tokens_input
-                            + " (cached "
-                            + run.tokens_cached
-                            + ") · output "
-                            + run.tokens_output
-                            + " (reasoning "
-                            + run.tokens_reasoning
-                            + ")"
-                        ),
+        ),
+        rx.grid(
+            _field(
+                "Pull request",
+                rx.cond(
+                    run.pr_url != "",
+                    rx.link(
+                        rx.icon("git-pull-request", size=14),
+                        " ",
+                        run.pr,
+                        href=run.pr_url,
+                        is_external=True,
                         size="2",
                     ),
-                    "run-tokens",
+                    rx.text(
+                        rx.cond(
+                            run.no_pr_reason != "",
+                            run.no_pr_reason,
+                            rx.cond(run.is_active, "Not yet", "—"),
+                        ),
+                        size="2",
+                        color_scheme="gray",
+                    ),
                 ),
-                _field("Cost", _text_or_dash(run.cost), "run-cost"),
-                columns=rx.breakpoints(initial="1", sm="2", lg="5"),
-                gap="1rem",
-                width="100%",
+                "result-pr",
             ),
-            spacing="3",
+            _field(
+                "Branch",
+                rx.cond(
+                    run.branch != "",
+                    rx.code(run.branch, size="2"),
+                    rx.text("—", size="2"),
+                ),
+                "result-branch",
+            ),
+            _field(
+                "Changed files",
+                rx.cond(
+                    run.changed_files.length() > 0,
+                    rx.vstack(
+                        rx.foreach(run.changed_files, lambda f: rx.code(f, size="1")),
+                        spacing="1",
+                        align="start",
+                    ),
+                    rx.text("—", size="2"),
+                ),
+                "result-files",
+            ),
+            _field(
+                "Tokens",
+                rx.text(
+                    run.tokens_total,
+                    title=(
+                        "input "
+                        + run.tokens_input
+                        + " (cached "
+                        + run.tokens_cached
+                        + ") · output "
+                        + run.tokens_output
+                        + " (reasoning "
+                        + run.tokens_reasoning
+                        + ")"
+                    ),
+                    size="2",
+                ),
+                "run-tokens",
+            ),
+            _field("Cost", _text_or_dash(run.cost), "run-cost"),
+            columns=rx.breakpoints(initial="1", sm="2", lg="5"),
+            gap="1rem",
             width="100%",
         ),
-        width="100%",
-        data_testid="run-result",
+        test_id="run-result",
     )
 
 
@@ -645,14 +635,12 @@ def _skeleton() -> rx.Component:
 
 
 def _not_visible() -> rx.Component:
-    return rx.box(
-        empty_state(
-            "search-x",
-            "Run not found",
-            "This run does not exist, or you are not allowed to see it. Runs are shown to "
-            "members of their project; ask a project admin to add you.",
-        ),
-        data_testid="run-not-visible",
+    return empty_state(
+        "search-x",
+        "Run not found",
+        "This run does not exist, or you are not allowed to see it. Runs are shown to "
+        "members of their project; ask a project admin to add you.",
+        test_id="run-not-visible",
     )
 
 
@@ -661,15 +649,7 @@ def _content() -> rx.Component:
         _messages(),
         _header(),
         _result(),
-        rx.card(
-            rx.vstack(
-                rx.heading("Log", size="4", as_="h2", id="log"),
-                _log_viewer(),
-                spacing="3",
-                width="100%",
-            ),
-            width="100%",
-        ),
+        section_card(rx.heading("Log", size="4", as_="h2", id="log"), _log_viewer()),
         _timeline(),
         spacing="4",
         width="100%",

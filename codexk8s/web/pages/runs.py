@@ -5,6 +5,7 @@ from __future__ import annotations
 import reflex as rx
 
 from codexk8s.web import live
+from codexk8s.web.components.data_table import data_table
 from codexk8s.web.components.layout import empty_state, page, sign_in_button
 from codexk8s.web.components.start_run import start_run_button
 from codexk8s.web.components.status import status_badge
@@ -159,17 +160,13 @@ def _card(run: RunView) -> rx.Component:
 def _table() -> rx.Component:
     headers = ("Run", "Status", "Project", "Issue", "Stage", "Agent", "Created", "Duration")
     return rx.fragment(
-        rx.box(
-            rx.table.root(
-                rx.table.header(rx.table.row(*(rx.table.column_header_cell(h) for h in headers))),
-                rx.table.body(rx.foreach(RunsState.runs, _row)),
-                variant="surface",
-                size="1",
-                width="100%",
-                data_testid="runs-table",
-            ),
-            overflow_x="auto",
-            width="100%",
+        data_table(
+            headers,
+            RunsState.runs,
+            _row,
+            test_id="runs-table",
+            size="1",
+            variant="surface",
             display=rx.breakpoints(initial="none", sm="block"),
         ),
         rx.vstack(
