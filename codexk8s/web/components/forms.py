@@ -6,6 +6,8 @@ from typing import Any
 
 import reflex as rx
 
+from codexk8s.web.components.buttons import icon_label_button
+
 
 def form_row(
     label: str, control: rx.Component, *, hint: str = "", width: str = "auto"
@@ -46,12 +48,7 @@ def add_person_form(state: Any, *, noun: str, roles: list[str], on_add: Any) -> 
             aria_label="Role",
             data_testid=f"new-{noun}-role",
         ),
-        rx.button(
-            rx.icon("user-plus", size=16),
-            f"Add {noun}",
-            on_click=on_add,
-            data_testid=f"add-{noun}",
-        ),
+        icon_label_button("user-plus", f"Add {noun}", on_add, f"add-{noun}", variant="solid"),
         spacing="2",
         align="center",
         wrap="wrap",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import reflex as rx
 
 from codexk8s import urls
+from codexk8s.web.components.buttons import icon_label_button
 from codexk8s.web.components.status import STATUS_CSS
 from codexk8s.web.live import InboxLive, refresh_trigger
 from codexk8s.web.state.auth import AuthState
@@ -132,12 +133,11 @@ def sidebar() -> rx.Component:
 def sign_in_button(test_id: str = "sign-in") -> rx.Component:
     # A full page load, not a client-side route change: sign-in is a chain of HTTP
     # redirects served outside the single-page app.
-    return rx.button(
-        rx.icon("log-in", size=16),
+    return icon_label_button(
+        "log-in",
         "Sign in",
-        variant="soft",
-        on_click=rx.call_script(f"window.location.assign({urls.AUTH_GITHUB_LOGIN!r})"),
-        data_testid=test_id,
+        rx.call_script(f"window.location.assign({urls.AUTH_GITHUB_LOGIN!r})"),
+        test_id,
     )
 
 
@@ -154,13 +154,8 @@ _SIGN_OUT_SCRIPT = (
 def _signed_in() -> rx.Component:
     return rx.hstack(
         rx.text(AuthState.email, size="2", color_scheme="gray", data_testid="signed-in-as"),
-        rx.button(
-            rx.icon("log-out", size=16),
-            "Sign out",
-            variant="soft",
-            color_scheme="gray",
-            on_click=rx.call_script(_SIGN_OUT_SCRIPT),
-            data_testid="sign-out",
+        icon_label_button(
+            "log-out", "Sign out", rx.call_script(_SIGN_OUT_SCRIPT), "sign-out", color_scheme="gray"
         ),
         align="center",
         spacing="3",

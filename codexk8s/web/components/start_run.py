@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
+from codexk8s.web.components.buttons import icon_label_button
 from codexk8s.web.components.forms import form_row
 from codexk8s.web.state.start_run import STAGES, StartRunState
 
@@ -32,11 +33,8 @@ def start_run_button(*, choose_project: bool = True) -> rx.Component:
         state.can_start if choose_project else state.page_project != "",
         rx.dialog.root(
             rx.dialog.trigger(
-                rx.button(
-                    rx.icon("play", size=16),
-                    "Start run",
-                    on_click=state.open_dialog,
-                    data_testid="start-run",
+                icon_label_button(
+                    "play", "Start run", state.open_dialog, "start-run", variant="solid"
                 )
             ),
             rx.dialog.content(

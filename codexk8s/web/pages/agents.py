@@ -7,6 +7,7 @@ import reflex as rx
 from codexk8s.domain import prompts
 from codexk8s.domain.prompts import DiffLine
 from codexk8s.services.agents import AgentRow
+from codexk8s.web.components.buttons import icon_label_button, row_button
 from codexk8s.web.components.data_table import data_table
 from codexk8s.web.components.forms import form_row
 from codexk8s.web.components.layout import empty_state, page, signed_in_only
@@ -71,13 +72,7 @@ def _agent_row(row: AgentRow) -> rx.Component:
         rx.table.cell(
             rx.cond(
                 AgentsState.is_admin,
-                rx.button(
-                    "Edit",
-                    size="1",
-                    variant="soft",
-                    on_click=AgentsState.start_edit_agent(row.key),
-                    data_testid="edit-agent",
-                ),
+                row_button("Edit", AgentsState.start_edit_agent(row.key), "edit-agent"),
             )
         ),
         data_testid="agent-row",
@@ -290,12 +285,13 @@ def _editor() -> rx.Component:
         rx.cond(
             AgentsState.is_admin,
             rx.hstack(
-                rx.button(
-                    rx.icon("save", size=16),
+                icon_label_button(
+                    "save",
                     "Save as new version",
-                    on_click=AgentsState.save_template,
+                    AgentsState.save_template,
+                    "save-template",
+                    variant="solid",
                     disabled=~AgentsState.is_dirty | (AgentsState.draft_error != ""),
-                    data_testid="save-template",
                 ),
                 rx.button(
                     "Discard changes",
@@ -366,22 +362,14 @@ def _version_row(row: VersionRow) -> rx.Component:
         rx.table.cell(row.created),
         rx.table.cell(
             rx.hstack(
-                rx.button(
-                    "Diff",
-                    size="1",
-                    variant="soft",
-                    on_click=AgentsState.show_version_diff(row.id),
-                    data_testid="history-diff",
-                ),
+                row_button("Diff", AgentsState.show_version_diff(row.id), "history-diff"),
                 rx.cond(
                     AgentsState.is_admin & ~row.is_current,
-                    rx.button(
+                    row_button(
                         "Restore",
-                        size="1",
-                        variant="soft",
-                        color_scheme="orange",
-                        on_click=AgentsState.restore_version(row.id),
-                        data_testid="history-restore",
+                        AgentsState.restore_version(row.id),
+                        "history-restore",
+                        color="orange",
                     ),
                 ),
                 spacing="2",

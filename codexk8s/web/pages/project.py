@@ -10,6 +10,7 @@ from codexk8s import urls
 from codexk8s.domain.run_requests import POLICY_WORDS
 from codexk8s.services.projects import RecentRun
 from codexk8s.services.repositories import RepositoryRow
+from codexk8s.web.components.buttons import icon_label_button, row_button
 from codexk8s.web.components.confirm import confirm_button
 from codexk8s.web.components.data_table import data_table
 from codexk8s.web.components.layout import empty_state, page, section_card, signed_in_only
@@ -117,16 +118,14 @@ def _tool_policies() -> rx.Component:
 
 def _register_webhook_button(row: RepositoryRow) -> rx.Component:
     # Only one registration at a time: the others are disabled while GitHub answers.
-    return rx.button(
+    return row_button(
         rx.cond(row.webhook_id, "Update webhook", "Register webhook"),
-        size="1",
-        variant="soft",
+        ProjectPageState.register_webhook(row.full_name),
+        "register-webhook",
         loading=ProjectPageState.registering == row.full_name,
         disabled=ProjectPageState.registering != "",
-        on_click=ProjectPageState.register_webhook(row.full_name),
         title="Create or update this repository's webhook on GitHub with its stored token and "
         "secret (or the global ones)",
-        data_testid="register-webhook",
     )
 
 
@@ -211,11 +210,8 @@ def _add_repository() -> rx.Component:
                     aria_label="Webhook secret",
                 ),
             ),
-            rx.button(
-                rx.icon("plus", size=16),
-                "Add repository",
-                type="submit",
-                data_testid="add-repository",
+            icon_label_button(
+                "plus", "Add repository", test_id="add-repository", variant="solid", type="submit"
             ),
             spacing="3",
             wrap="wrap",

@@ -6,6 +6,7 @@ import reflex as rx
 
 from codexk8s import urls
 from codexk8s.services.projects import MemberRow, ProjectRow
+from codexk8s.web.components.buttons import row_button
 from codexk8s.web.components.confirm import confirm_button
 from codexk8s.web.components.data_table import data_table
 from codexk8s.web.components.forms import add_person_form, form_row
@@ -56,12 +57,11 @@ def _project_row(row: ProjectRow) -> rx.Component:
             data_testid="project-role",
         ),
         rx.table.cell(
-            rx.button(
+            row_button(
                 "Members",
-                size="1",
+                ProjectsState.select_project(row.key),
+                "show-members",
                 variant=rx.cond(row.key == ProjectsState.selected_key, "solid", "soft"),
-                on_click=ProjectsState.select_project(row.key),
-                data_testid="show-members",
             )
         ),
         data_testid="project-row",

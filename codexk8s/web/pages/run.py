@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import reflex as rx
 
 from codexk8s import urls
 from codexk8s.web import live
+from codexk8s.web.components.buttons import icon_label_button
 from codexk8s.web.components.confirm import confirm_button
 from codexk8s.web.components.layout import empty_state, page, section_card
 from codexk8s.web.components.messages import messages
@@ -216,6 +219,20 @@ def _messages() -> rx.Component:
     return messages(RunState.error, RunState.notice, "run")
 
 
+def _search_button(
+    icon: str, label: str, on_click: Any, test_id: str, variant: str = "soft"
+) -> rx.Component:
+    """An icon-only button of the search bar (type button, so it never submits the search)."""
+    return rx.icon_button(
+        rx.icon(icon, size=16),
+        variant=variant,
+        type="button",
+        on_click=on_click,
+        aria_label=label,
+        data_testid=test_id,
+    )
+
+
 def _search() -> rx.Component:
     return rx.form(
         rx.hstack(
@@ -227,13 +244,7 @@ def _search() -> rx.Component:
                 data_testid="log-search",
                 width=rx.breakpoints(initial="100%", sm="14rem"),
             ),
-            rx.button(
-                rx.icon("search", size=16),
-                "Find",
-                type="submit",
-                variant="soft",
-                data_testid="log-search-submit",
-            ),
+            icon_label_button("search", "Find", test_id="log-search-submit", type="submit"),
             rx.cond(
                 RunState.search_query != "",
                 rx.hstack(
@@ -248,29 +259,17 @@ def _search() -> rx.Component:
                         data_testid="log-match-count",
                         white_space="nowrap",
                     ),
-                    rx.icon_button(
-                        rx.icon("chevron-up", size=16),
-                        variant="soft",
-                        type="button",
-                        on_click=RunState.previous_match,
-                        aria_label="Previous match",
-                        data_testid="log-match-previous",
+                    _search_button(
+                        "chevron-up",
+                        "Previous match",
+                        RunState.previous_match,
+                        "log-match-previous",
                     ),
-                    rx.icon_button(
-                        rx.icon("chevron-down", size=16),
-                        variant="soft",
-                        type="button",
-                        on_click=RunState.next_match,
-                        aria_label="Next match",
-                        data_testid="log-match-next",
+                    _search_button(
+                        "chevron-down", "Next match", RunState.next_match, "log-match-next"
                     ),
-                    rx.icon_button(
-                        rx.icon("x", size=16),
-                        variant="ghost",
-                        type="button",
-                        on_click=RunState.clear_search,
-                        aria_label="Clear search",
-                        data_testid="log-search-clear",
+                    _search_button(
+                        "x", "Clear search", RunState.clear_search, "log-search-clear", "ghost"
                     ),
                     spacing="2",
                     align="center",
@@ -288,55 +287,20 @@ def _search() -> rx.Component:
 def _log_toolbar() -> rx.Component:
     follow_toggle = rx.cond(
         RunState.is_following,
-        rx.button(
-            rx.icon("pause", size=16),
-            "Pause",
-            variant="soft",
-            on_click=RunState.pause,
-            data_testid="log-pause",
-        ),
-        rx.button(
-            rx.icon("play", size=16),
-            "Follow",
-            variant="solid",
-            on_click=RunState.resume,
-            data_testid="log-resume",
-        ),
+        icon_label_button("pause", "Pause", RunState.pause, "log-pause"),
+        icon_label_button("play", "Follow", RunState.resume, "log-resume", variant="solid"),
     )
     return rx.flex(
         rx.cond(RunState.run.is_active, follow_toggle),
-        rx.button(
-            rx.icon("arrow-down-to-line", size=16),
-            "Jump to end",
-            variant="soft",
-            on_click=RunState.resume,
-            data_testid="log-jump-end",
-        ),
-        rx.button(
-            rx.icon("chevrons-up", size=16),
-            "Older",
-            variant="soft",
-            on_click=RunState.show_older,
-            disabled=~RunState.has_older,
-            data_testid="log-older",
+        icon_label_button("arrow-down-to-line", "Jump to end", RunState.resume, "log-jump-end"),
+        icon_label_button(
+            "chevrons-up", "Older", RunState.show_older, "log-older", disabled=~RunState.has_older
         ),
         rx.cond(
             ~RunState.is_following & (RunState.unseen_lines > 0),
-            rx.button(
-                rx.icon("chevrons-down", size=16),
-                "Newer",
-                variant="soft",
-                on_click=RunState.show_newer,
-                data_testid="log-newer",
-            ),
+            icon_label_button("chevrons-down", "Newer", RunState.show_newer, "log-newer"),
         ),
-        rx.button(
-            rx.icon("download", size=16),
-            "Download",
-            variant="soft",
-            on_click=RunState.download_log,
-            data_testid="log-download",
-        ),
+        icon_label_button("download", "Download", RunState.download_log, "log-download"),
         rx.spacer(),
         _search(),
         gap="0.5rem",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import reflex as rx
 
 from codexk8s.web import live
+from codexk8s.web.components.buttons import pager_buttons
 from codexk8s.web.components.data_table import data_table
 from codexk8s.web.components.layout import empty_state, page, sign_in_button
 from codexk8s.web.components.start_run import start_run_button
@@ -199,16 +200,13 @@ def _skeleton() -> rx.Component:
 
 def _pager() -> rx.Component:
     return rx.hstack(
-        rx.button(rx.icon("chevron-left", size=16), "Previous", variant="soft",
-                  disabled=~RunsState.has_previous, on_click=RunsState.previous_page,
-                  data_testid="previous-page"),
-        rx.button("Next", rx.icon("chevron-right", size=16), variant="soft",
-                  disabled=~RunsState.has_next, on_click=RunsState.next_page,
-                  data_testid="next-page"),
+        *pager_buttons(
+            RunsState, previous=("Previous", "previous-page"), following=("Next", "next-page")
+        ),
         justify="end",
         width="100%",
         padding_top="1rem",
-    )  # fmt: skip
+    )
 
 
 def _empty() -> rx.Component:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import reflex as rx
 
 from codexk8s.services.users import UserRow
+from codexk8s.web.components.buttons import row_button
 from codexk8s.web.components.data_table import data_table
 from codexk8s.web.components.forms import add_person_form
 from codexk8s.web.components.layout import empty_state, page, signed_in_only
@@ -66,21 +67,8 @@ def _user_row(row: UserRow) -> rx.Component:
         rx.table.cell(
             rx.cond(
                 row.disabled,
-                rx.button(
-                    "Enable",
-                    size="1",
-                    variant="soft",
-                    on_click=UsersState.enable_user(row.id),
-                    data_testid="enable-user",
-                ),
-                rx.button(
-                    "Disable",
-                    size="1",
-                    variant="soft",
-                    color_scheme="red",
-                    on_click=UsersState.disable_user(row.id),
-                    data_testid="disable-user",
-                ),
+                row_button("Enable", UsersState.enable_user(row.id), "enable-user"),
+                row_button("Disable", UsersState.disable_user(row.id), "disable-user", color="red"),
             )
         ),
         data_testid="user-row",
@@ -100,14 +88,12 @@ def _token_row(token: TokenView) -> rx.Component:
         rx.table.cell(
             rx.cond(
                 token.status == "active",
-                rx.button(
+                row_button(
                     "Revoke",
-                    size="1",
-                    variant="soft",
-                    color_scheme="red",
-                    on_click=UsersState.revoke_token(token.id),
+                    UsersState.revoke_token(token.id),
+                    "revoke-token",
+                    color="red",
                     aria_label="Revoke the token " + token.name + " of " + token.owner_email,
-                    data_testid="revoke-token",
                 ),
             )
         ),
