@@ -27,6 +27,7 @@ from codexk8s.services.projects import MemberRow, ProjectRow, ProjectSettings, R
 from codexk8s.services.repositories import RepositoryRow
 from codexk8s.services.transactions import in_transaction
 from codexk8s.web.components import formatters as fmt
+from codexk8s.web.state.actions import attempt
 from codexk8s.web.state.auth import AuthState
 from codexk8s.web.state.fields import field_setter
 
@@ -306,17 +307,12 @@ class ProjectPageState(rx.State):
         if found is None:
             return False
         principal, email = found
-        try:
-            await asyncio.to_thread(
-                in_transaction, work, actor=principal, actor_id=email,
-                project_key=self.page_key, **kwargs,
-            )  # fmt: skip
-        except CodexK8sError as exc:
-            self.error, self.notice = str(exc), ""
-            ok = False
-        else:
-            self.error, self.notice = "", done
-            ok = True
+        ok, _ = await attempt(
+            self, in_transaction, work, actor=principal, actor_id=email,
+            project_key=self.page_key, **kwargs,
+        )  # fmt: skip
+        if ok:
+            self.notice = done
         await self._refresh(principal)
         return ok
 
