@@ -6,6 +6,7 @@ import reflex as rx
 
 from codexk8s.web.components.buttons import icon_label_button
 from codexk8s.web.components.forms import form_row
+from codexk8s.web.components.messages import note
 from codexk8s.web.state.start_run import STAGES, StartRunState
 
 
@@ -46,16 +47,13 @@ def start_run_button(*, choose_project: bool = True) -> rx.Component:
                     color_scheme="gray",
                 ),
                 rx.vstack(
-                    rx.cond(
-                        state.error != "",
-                        rx.callout(
-                            state.error,
-                            icon="triangle-alert",
-                            color_scheme="red",
-                            role="alert",
-                            width="100%",
-                            data_testid="start-run-error",
-                        ),
+                    note(
+                        state.error,
+                        icon="triangle-alert",
+                        color="red",
+                        role="alert",
+                        width="100%",
+                        data_testid="start-run-error",
                     ),
                     *(
                         [

@@ -11,7 +11,7 @@ from codexk8s.web.components.buttons import icon_label_button, row_button
 from codexk8s.web.components.data_table import data_table
 from codexk8s.web.components.forms import form_row
 from codexk8s.web.components.layout import empty_state, page, signed_in_only
-from codexk8s.web.components.messages import messages
+from codexk8s.web.components.messages import messages, note
 from codexk8s.web.state.agents import KINDS, SCOPES, AgentsState, VersionRow
 
 ENGINE_LABELS = (
@@ -272,15 +272,12 @@ def _editor() -> rx.Component:
             aria_label="Template text",
             data_testid="template-editor",
         ),
-        rx.cond(
-            AgentsState.draft_error != "",
-            rx.callout(
-                AgentsState.draft_error,
-                icon="triangle-alert",
-                color_scheme="orange",
-                size="1",
-                data_testid="template-draft-error",
-            ),
+        note(
+            AgentsState.draft_error,
+            icon="triangle-alert",
+            color="orange",
+            size="1",
+            data_testid="template-draft-error",
         ),
         rx.cond(
             AgentsState.is_admin,

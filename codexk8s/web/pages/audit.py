@@ -8,6 +8,7 @@ import reflex as rx
 
 from codexk8s.web.components.buttons import pager_buttons
 from codexk8s.web.components.layout import empty_state, page, signed_in_only
+from codexk8s.web.components.messages import note
 from codexk8s.web.state.audit import ACTOR_TYPES, AuditItem, AuditState
 from codexk8s.web.state.auth import AuthState
 
@@ -149,15 +150,12 @@ def _content() -> rx.Component:
             color_scheme="gray",
         ),
         _filters(),
-        rx.cond(
-            AuditState.error != "",
-            rx.callout(
-                AuditState.error,
-                icon="triangle-alert",
-                color_scheme="red",
-                role="alert",
-                data_testid="audit-error",
-            ),
+        note(
+            AuditState.error,
+            icon="triangle-alert",
+            color="red",
+            role="alert",
+            data_testid="audit-error",
         ),
         rx.cond(
             AuditState.events.length() > 0,  # type: ignore[attr-defined]

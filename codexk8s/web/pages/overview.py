@@ -10,6 +10,7 @@ from codexk8s import urls
 from codexk8s.services.overview import WINDOW_DAYS, SlotUse
 from codexk8s.web import live
 from codexk8s.web.components.layout import empty_state, page, section_card, signed_in_only
+from codexk8s.web.components.messages import note
 from codexk8s.web.components.status import DAY_SERIES_FILLS, status_badge
 from codexk8s.web.state.overview import DayRow, DurationRow, OverviewState, UsageRow
 from codexk8s.web.state.runs import RunView
@@ -357,12 +358,7 @@ def overview() -> rx.Component:
         "Overview",
         # Run changes in any project are pushed (web/live.py); the state throttles the reloads.
         live.refresh_trigger(live.ProjectLive, OverviewState.refresh_live),
-        rx.cond(
-            OverviewState.error != "",
-            rx.callout(
-                OverviewState.error, icon="triangle-alert", color_scheme="red", role="alert"
-            ),
-        ),
+        note(OverviewState.error, icon="triangle-alert", color="red", role="alert"),
         signed_in_only(
             rx.cond(OverviewState.has_runs, _figures_page(), _no_runs()),
             _sign_in_prompt(),

@@ -11,7 +11,7 @@ from codexk8s.web import live
 from codexk8s.web.components.buttons import icon_label_button
 from codexk8s.web.components.confirm import confirm_button
 from codexk8s.web.components.layout import empty_state, page, section_card
-from codexk8s.web.components.messages import messages
+from codexk8s.web.components.messages import messages, note
 from codexk8s.web.components.status import status_badge
 from codexk8s.web.state.run import EventView, RunState
 
@@ -155,17 +155,7 @@ def _header() -> rx.Component:
                     run.attempt_text, href=run.parent_href, size="2", data_testid="run-attempt"
                 ),
             ),
-            rx.cond(
-                run.queue_text != "",
-                rx.callout(
-                    run.queue_text,
-                    icon="hourglass",
-                    color_scheme="gray",
-                    size="1",
-                    width="100%",
-                    data_testid="run-queue",
-                ),
-            ),
+            _run_note(run.queue_text, "hourglass", "gray", "run-queue"),
             rx.cond(
                 (run.reason_text != "") | (run.status_message != ""),
                 rx.callout(
@@ -335,30 +325,15 @@ def _log_status() -> rx.Component:
     )
 
 
+def _run_note(text: rx.Var, icon: str, color: str, test_id: str) -> rx.Component:
+    """A small note across the run page, shown when TEXT says something."""
+    return note(text, icon=icon, color=color, size="1", width="100%", data_testid=test_id)
+
+
 def _log_notes() -> rx.Component:
     return rx.fragment(
-        rx.cond(
-            RunState.run.log_truncated != "",
-            rx.callout(
-                RunState.run.log_truncated,
-                icon="scissors",
-                color_scheme="amber",
-                size="1",
-                width="100%",
-                data_testid="log-truncated",
-            ),
-        ),
-        rx.cond(
-            RunState.run.log_removed != "",
-            rx.callout(
-                RunState.run.log_removed,
-                icon="archive-x",
-                color_scheme="gray",
-                size="1",
-                width="100%",
-                data_testid="log-removed",
-            ),
-        ),
+        _run_note(RunState.run.log_truncated, "scissors", "amber", "log-truncated"),
+        _run_note(RunState.run.log_removed, "archive-x", "gray", "log-removed"),
     )
 
 

@@ -8,6 +8,7 @@ from codexk8s.web import live
 from codexk8s.web.components.buttons import pager_buttons
 from codexk8s.web.components.data_table import data_table
 from codexk8s.web.components.layout import empty_state, page, sign_in_button
+from codexk8s.web.components.messages import note
 from codexk8s.web.components.start_run import start_run_button
 from codexk8s.web.components.status import status_badge
 from codexk8s.web.state.runs import AGENTS, ANY, STAGES, STATUSES, RunsState, RunView
@@ -251,11 +252,8 @@ def runs() -> rx.Component:
             rx.fragment(
                 rx.flex(filters(), rx.spacer(), rx.box(start_run_button(), padding_top="1.2rem"),
                         wrap="wrap", width="100%", gap="0.75rem"),
-                rx.cond(
-                    RunsState.error != "",
-                    rx.callout(RunsState.error, icon="triangle-alert", color_scheme="red",
-                               margin_bottom="1rem", data_testid="runs-error"),
-                ),
+                note(RunsState.error, icon="triangle-alert", color="red", margin_bottom="1rem",
+                     data_testid="runs-error"),
                 rx.cond(
                     RunsState.is_loading,
                     _skeleton(),
