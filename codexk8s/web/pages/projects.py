@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import reflex as rx
 
 from codexk8s import urls
@@ -83,36 +85,49 @@ def _add_form() -> rx.Component:
     )
 
 
+def _member_choice(
+    options: list[str],
+    value: rx.Var,
+    on_change: Any,
+    label: rx.Var,
+    test_id: str,
+    **badge_props: Any,
+) -> rx.Component:
+    """A member's role or learning mode: a select for those who manage the members, a badge for
+    everyone else."""
+    return rx.table.cell(
+        rx.cond(
+            ProjectsState.can_manage_members,
+            rx.select(
+                options,
+                value=value,
+                on_change=on_change,
+                size="1",
+                aria_label=label,
+                data_testid=test_id,
+            ),
+            rx.badge(value, data_testid=test_id, **badge_props),
+        )
+    )
+
+
 def _member_row(row: MemberRow) -> rx.Component:
     return rx.table.row(
         rx.table.row_header_cell(row.email, data_testid="member-email"),
-        rx.table.cell(
-            rx.cond(
-                ProjectsState.can_manage_members,
-                rx.select(
-                    PROJECT_ROLES,
-                    value=row.role,
-                    on_change=lambda role: ProjectsState.change_member_role(row.email, role),
-                    size="1",
-                    aria_label="Role of " + row.email,
-                    data_testid="member-role",
-                ),
-                rx.badge(row.role, data_testid="member-role"),
-            )
+        _member_choice(
+            PROJECT_ROLES,
+            row.role,
+            lambda role: ProjectsState.change_member_role(row.email, role),
+            "Role of " + row.email,
+            "member-role",
         ),
-        rx.table.cell(
-            rx.cond(
-                ProjectsState.can_manage_members,
-                rx.select(
-                    LEARNING_CHOICES,
-                    value=row.learning_mode,
-                    on_change=lambda mode: ProjectsState.change_member_learning(row.email, mode),
-                    size="1",
-                    aria_label="Learning mode of " + row.email,
-                    data_testid="member-learning",
-                ),
-                rx.badge(row.learning_mode, variant="outline", data_testid="member-learning"),
-            )
+        _member_choice(
+            LEARNING_CHOICES,
+            row.learning_mode,
+            lambda mode: ProjectsState.change_member_learning(row.email, mode),
+            "Learning mode of " + row.email,
+            "member-learning",
+            variant="outline",
         ),
         rx.table.cell(
             rx.cond(
