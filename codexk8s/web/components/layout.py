@@ -3,6 +3,8 @@ content area."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import reflex as rx
 
 from codexk8s import urls
@@ -214,6 +216,23 @@ def page(title: str | rx.Var, *children: rx.Component, is_run_page: bool = False
 def loading_spinner() -> rx.Component:
     """What a page shows while it does not know yet who is looking."""
     return rx.center(rx.spinner(size="3"), padding_y="4rem")
+
+
+def skeletons(
+    heights: list[str],
+    *,
+    test_id: str,
+    skeleton: dict[str, Any] | None = None,
+    **stack_props: Any,
+) -> rx.Component:
+    """A page's placeholder while it loads: full-width skeleton blocks of HEIGHTS in a column
+    (SKELETON: the blocks' own props, STACK_PROPS: the column's)."""
+    return rx.vstack(
+        *(rx.skeleton(rx.box(height=h, width="100%"), **(skeleton or {})) for h in heights),
+        width="100%",
+        data_testid=test_id,
+        **stack_props,
+    )
 
 
 def signed_in_only(

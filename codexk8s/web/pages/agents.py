@@ -10,7 +10,7 @@ from codexk8s.services.agents import AgentRow
 from codexk8s.web.components.buttons import icon_label_button, row_button
 from codexk8s.web.components.data_table import data_table
 from codexk8s.web.components.forms import form_row
-from codexk8s.web.components.layout import empty_state, page, signed_in_only
+from codexk8s.web.components.layout import empty_state, page, signed_in_only, skeletons
 from codexk8s.web.components.messages import messages, note
 from codexk8s.web.state.agents import KINDS, SCOPES, AgentsState, VersionRow
 
@@ -37,12 +37,7 @@ def _messages() -> rx.Component:
 
 
 def _skeleton() -> rx.Component:
-    return rx.vstack(
-        *(rx.skeleton(rx.box(height=height, width="100%")) for height in ("12rem", "24rem")),
-        spacing="4",
-        width="100%",
-        data_testid="agents-loading",
-    )
+    return skeletons(["12rem", "24rem"], test_id="agents-loading", spacing="4")
 
 
 # --- roster ---------------------------------------------------------------------------------------

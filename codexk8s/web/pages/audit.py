@@ -7,7 +7,7 @@ from typing import Any
 import reflex as rx
 
 from codexk8s.web.components.buttons import pager_buttons
-from codexk8s.web.components.layout import empty_state, page, signed_in_only
+from codexk8s.web.components.layout import empty_state, page, signed_in_only, skeletons
 from codexk8s.web.components.messages import note
 from codexk8s.web.state.audit import ACTOR_TYPES, AuditItem, AuditState
 from codexk8s.web.state.auth import AuthState
@@ -180,11 +180,7 @@ def _content() -> rx.Component:
 
 
 def _loading() -> rx.Component:
-    return rx.vstack(
-        *(rx.skeleton(rx.box(height="4rem", width="100%"), width="100%") for _ in range(4)),
-        width="100%",
-        data_testid="audit-loading",
-    )
+    return skeletons(["4rem"] * 4, test_id="audit-loading", skeleton={"width": "100%"})
 
 
 def audit() -> rx.Component:

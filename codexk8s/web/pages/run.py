@@ -10,7 +10,7 @@ from codexk8s import urls
 from codexk8s.web import live
 from codexk8s.web.components.buttons import icon_label_button
 from codexk8s.web.components.confirm import confirm_button
-from codexk8s.web.components.layout import empty_state, page, section_card
+from codexk8s.web.components.layout import empty_state, page, section_card, skeletons
 from codexk8s.web.components.messages import messages, note
 from codexk8s.web.components.status import status_badge
 from codexk8s.web.state.run import EventView, RunState
@@ -562,13 +562,11 @@ def _result() -> rx.Component:
 
 
 def _skeleton() -> rx.Component:
-    return rx.vstack(
-        rx.skeleton(rx.box(height="9rem", width="100%"), loading=True),
-        rx.skeleton(rx.box(height="2.25rem", width="100%"), loading=True),
-        rx.skeleton(rx.box(height="50vh", width="100%"), loading=True),
+    return skeletons(
+        ["9rem", "2.25rem", "50vh"],
+        test_id="run-loading",
+        skeleton={"loading": True},
         spacing="3",
-        width="100%",
-        data_testid="run-loading",
         aria_busy="true",
     )
 

@@ -7,7 +7,7 @@ import reflex as rx
 from codexk8s.web import live
 from codexk8s.web.components.buttons import pager_buttons
 from codexk8s.web.components.data_table import data_table
-from codexk8s.web.components.layout import empty_state, page, sign_in_button
+from codexk8s.web.components.layout import empty_state, page, sign_in_button, skeletons
 from codexk8s.web.components.messages import note
 from codexk8s.web.components.start_run import start_run_button
 from codexk8s.web.components.status import status_badge
@@ -191,12 +191,7 @@ def _total() -> rx.Component:
 
 
 def _skeleton() -> rx.Component:
-    return rx.vstack(
-        *(rx.skeleton(rx.box(height="2rem", width="100%"), loading=True) for _ in range(8)),
-        width="100%",
-        spacing="2",
-        data_testid="runs-loading",
-    )
+    return skeletons(["2rem"] * 8, test_id="runs-loading", skeleton={"loading": True}, spacing="2")
 
 
 def _pager() -> rx.Component:
