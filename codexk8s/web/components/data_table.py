@@ -17,11 +17,13 @@ def data_table(
     size: str | None = None,
     variant: str | None = None,
     empty: rx.Component | None = None,
+    scrolls: bool = True,
     **box_props: Any,
 ) -> rx.Component:
-    """HEADERS over ROW(item) for each of ITEMS, horizontally scrollable when too wide; EMPTY
-    instead when given and there are no items. SIZE and VARIANT are the table's (Radix's
-    defaults when not given), BOX_PROPS the scroll box's."""
+    """HEADERS over ROW(item) for each of ITEMS, horizontally scrollable when too wide (unless
+    SCROLLS is false: a table inside something that scrolls already); EMPTY instead when given
+    and there are no items. SIZE and VARIANT are the table's (Radix's defaults when not given),
+    BOX_PROPS the scroll box's."""
     table_props: dict[str, Any] = {"width": "100%"}
     if size is not None:
         table_props["size"] = size
@@ -29,16 +31,13 @@ def data_table(
         table_props["variant"] = variant
     if test_id is not None:
         table_props["data_testid"] = test_id
-    table = rx.box(
-        rx.table.root(
-            rx.table.header(rx.table.row(*(rx.table.column_header_cell(h) for h in headers))),
-            rx.table.body(rx.foreach(items, row)),
-            **table_props,
-        ),
-        width="100%",
-        overflow_x="auto",
-        **box_props,
+    table = rx.table.root(
+        rx.table.header(rx.table.row(*(rx.table.column_header_cell(h) for h in headers))),
+        rx.table.body(rx.foreach(items, row)),
+        **table_props,
     )
+    if scrolls:
+        table = rx.box(table, width="100%", overflow_x="auto", **box_props)
     if empty is None:
         return table
     return rx.cond(items.length() > 0, table, empty)  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ import reflex as rx
 from codexk8s import urls
 from codexk8s.services.overview import WINDOW_DAYS, SlotUse
 from codexk8s.web import live
+from codexk8s.web.components.data_table import data_table
 from codexk8s.web.components.layout import empty_state, page, section_card, signed_in_only
 from codexk8s.web.components.messages import note
 from codexk8s.web.components.status import DAY_SERIES_FILLS, status_badge
@@ -86,19 +87,14 @@ def _figures(summary: str, table: rx.Component) -> rx.Component:
     """The chart's numbers as a table, folded away but readable by screen readers and anyone."""
     return rx.el.details(
         rx.el.summary(summary, style={"cursor": "pointer", "color": "var(--gray-11)"}),
-        rx.box(table, overflow_x="auto", width="100%", padding_top="0.5rem"),
+        table,
         width="100%",
     )
 
 
-def _table(headers: list[str], rows: rx.Component, test_id: str) -> rx.Component:
-    return rx.table.root(
-        rx.table.header(rx.table.row(*(rx.table.column_header_cell(h) for h in headers))),
-        rx.table.body(rows),
-        size="1",
-        width="100%",
-        data_testid=test_id,
-    )
+def _unscrolled_table(headers: list[str], items: rx.Var, row: Any, test_id: str) -> rx.Component:
+    # These sit in the page's cards as they always did, without a scroll box of their own.
+    return data_table(headers, items, row, test_id=test_id, size="1", scrolls=False)
 
 
 def _day_row(day: DayRow) -> rx.Component:
@@ -143,10 +139,13 @@ def _runs_per_day() -> rx.Component:
         ),
         _figures(
             "Runs and cost per day as a table",
-            _table(
+            data_table(
                 ["Day", "Succeeded", "Failed", "Canceled", "Active", "Cost"],
-                rx.foreach(OverviewState.days, _day_row),
-                "days-table",
+                OverviewState.days,
+                _day_row,
+                test_id="days-table",
+                size="1",
+                padding_top="0.5rem",
             ),
         ),
         test_id="chart-runs-per-day",
@@ -181,9 +180,10 @@ def _durations() -> rx.Component:
             ),
             rx.text("No run has finished in this period yet.", color_scheme="gray"),
         ),
-        _table(
+        _unscrolled_table(
             ["Stage", "Finished runs", "p50", "p95"],
-            rx.foreach(OverviewState.durations, _duration_row),
+            OverviewState.durations,
+            _duration_row,
             "durations-table",
         ),
         test_id="chart-durations",
@@ -212,7 +212,7 @@ def _usage(title: str, rows: rx.Var, test_id: str) -> rx.Component:
             width="100%",
             height=200,
         ),
-        _table(["Name", "Runs", "Tokens", "Cost"], rx.foreach(rows, _usage_row), "usage-table"),
+        _unscrolled_table(["Name", "Runs", "Tokens", "Cost"], rows, _usage_row, "usage-table"),
         test_id=test_id,
     )
 
@@ -235,7 +235,7 @@ def _slot_row(row: SlotUse) -> rx.Component:
 def _slots() -> rx.Component:
     return section_card(
         "Slot use per project",
-        _table(["Project", "Slots in use"], rx.foreach(OverviewState.slot_use, _slot_row), "slots"),
+        _unscrolled_table(["Project", "Slots in use"], OverviewState.slot_use, _slot_row, "slots"),
         test_id="slot-use",
     )
 
