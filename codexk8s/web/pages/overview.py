@@ -302,10 +302,15 @@ def _run_list(title: str, runs: rx.Var, empty: str, href: str, test_id: str) -> 
     )
 
 
+def _two_columns(*cards: rx.Component) -> rx.Component:
+    """CARDS side by side on wide screens, one under the other on narrow ones."""
+    return rx.grid(*cards, columns=rx.breakpoints(initial="1", lg="2"), spacing="4", width="100%")
+
+
 def _figures_page() -> rx.Component:
     return rx.vstack(
         _stats(),
-        rx.grid(
+        _two_columns(
             _run_list(
                 "Running now",
                 OverviewState.running_runs,
@@ -320,24 +325,12 @@ def _figures_page() -> rx.Component:
                 urls.RUNS + "?status=failed",
                 "overview-failed",
             ),
-            columns=rx.breakpoints(initial="1", lg="2"),
-            spacing="4",
-            width="100%",
         ),
         _runs_per_day(),
-        rx.grid(
-            _durations(),
-            _slots(),
-            columns=rx.breakpoints(initial="1", lg="2"),
-            spacing="4",
-            width="100%",
-        ),
-        rx.grid(
+        _two_columns(_durations(), _slots()),
+        _two_columns(
             _usage("Tokens and cost by project", OverviewState.usage_by_project, "usage-project"),
             _usage("Tokens and cost by agent", OverviewState.usage_by_agent, "usage-agent"),
-            columns=rx.breakpoints(initial="1", lg="2"),
-            spacing="4",
-            width="100%",
         ),
         spacing="4",
         width="100%",

@@ -265,56 +265,51 @@ def _run_row(run: RecentRun) -> rx.Component:
 
 def _cost() -> rx.Component:
     """What the project's runs cost per day over the chosen range."""
-    return rx.card(
-        rx.vstack(
-            rx.flex(
-                rx.heading("Cost", size="4", as_="h2"),
-                rx.spacer(),
-                rx.select.root(
-                    rx.select.trigger(aria_label="Range", data_testid="cost-range"),
-                    rx.select.content(
-                        *(rx.select.item(f"Last {d} days", value=d) for d in COST_RANGES)
-                    ),
-                    value=ProjectPageState.cost_days.to_string(),
-                    on_change=ProjectPageState.set_cost_days,
+    return section_card(
+        rx.flex(
+            rx.heading("Cost", size="4", as_="h2"),
+            rx.spacer(),
+            rx.select.root(
+                rx.select.trigger(aria_label="Range", data_testid="cost-range"),
+                rx.select.content(
+                    *(rx.select.item(f"Last {d} days", value=d) for d in COST_RANGES)
                 ),
-                align="center",
-                width="100%",
-                gap="0.5rem",
+                value=ProjectPageState.cost_days.to_string(),
+                on_change=ProjectPageState.set_cost_days,
             ),
-            rx.text(
-                rx.text.span(ProjectPageState.cost_total, weight="bold", size="5"),
-                " in the last ",
-                ProjectPageState.cost_days,
-                " days",
-                data_testid="cost-total",
-            ),
-            rx.recharts.bar_chart(
-                rx.recharts.bar(data_key="cost_value", name="Cost (USD)", fill="var(--accent-9)"),
-                rx.recharts.x_axis(data_key="day"),
-                rx.recharts.y_axis(),
-                rx.recharts.graphing_tooltip(),
-                data=ProjectPageState.cost_rows.to(list[dict[str, Any]]),
-                height=180,
-                width="100%",
-            ),
-            data_table(
-                ["Day", "Runs", "Cost"],
-                ProjectPageState.cost_rows,
-                lambda row: rx.table.row(
-                    rx.table.cell(row.day),
-                    rx.table.cell(row.runs),
-                    rx.table.cell(row.cost),
-                    data_testid="cost-row",
-                ),
-                test_id="cost-table",
-                size="1",
-            ),
-            spacing="3",
+            align="center",
+            width="100%",
+            gap="0.5rem",
+        ),
+        rx.text(
+            rx.text.span(ProjectPageState.cost_total, weight="bold", size="5"),
+            " in the last ",
+            ProjectPageState.cost_days,
+            " days",
+            data_testid="cost-total",
+        ),
+        rx.recharts.bar_chart(
+            rx.recharts.bar(data_key="cost_value", name="Cost (USD)", fill="var(--accent-9)"),
+            rx.recharts.x_axis(data_key="day"),
+            rx.recharts.y_axis(),
+            rx.recharts.graphing_tooltip(),
+            data=ProjectPageState.cost_rows.to(list[dict[str, Any]]),
+            height=180,
             width="100%",
         ),
-        width="100%",
-        data_testid="project-cost",
+        data_table(
+            ["Day", "Runs", "Cost"],
+            ProjectPageState.cost_rows,
+            lambda row: rx.table.row(
+                rx.table.cell(row.day),
+                rx.table.cell(row.runs),
+                rx.table.cell(row.cost),
+                data_testid="cost-row",
+            ),
+            test_id="cost-table",
+            size="1",
+        ),
+        test_id="project-cost",
     )
 
 
