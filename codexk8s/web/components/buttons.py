@@ -57,3 +57,8 @@ def pager_buttons(
             data_testid=following[1],
         ),
     )
+
+
+def secondary_button(label: str | rx.Var, **props: Any) -> rx.Component:
+    """The button that steps back (cancel, clear, discard, keep it): soft and gray."""
+    return rx.button(label, variant="soft", color_scheme="gray", **props)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
-from codexk8s.web.components.buttons import icon_label_button
+from codexk8s.web.components.buttons import icon_label_button, secondary_button
 from codexk8s.web.components.forms import form_row
 from codexk8s.web.components.messages import note
 from codexk8s.web.state.start_run import STAGES, StartRunState
@@ -107,7 +107,7 @@ def start_run_button(*, choose_project: bool = True) -> rx.Component:
                         width="100%",
                     ),
                     rx.flex(
-                        rx.dialog.close(rx.button("Cancel", variant="soft", color_scheme="gray")),
+                        rx.dialog.close(secondary_button("Cancel")),
                         rx.button(
                             rx.cond(state.is_starting, rx.spinner(size="1"), rx.icon("play")),
                             "Start run",

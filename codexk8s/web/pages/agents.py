@@ -7,7 +7,7 @@ import reflex as rx
 from codexk8s.domain import prompts
 from codexk8s.domain.prompts import DiffLine
 from codexk8s.services.agents import AgentRow
-from codexk8s.web.components.buttons import icon_label_button, row_button
+from codexk8s.web.components.buttons import icon_label_button, row_button, secondary_button
 from codexk8s.web.components.data_table import data_table
 from codexk8s.web.components.forms import form_row
 from codexk8s.web.components.layout import empty_state, page, signed_in_only, skeletons
@@ -147,12 +147,7 @@ def _agent_form() -> rx.Component:
                 rx.button(
                     "Save settings", on_click=AgentsState.save_agent, data_testid="save-agent"
                 ),
-                rx.button(
-                    "Cancel",
-                    variant="soft",
-                    color_scheme="gray",
-                    on_click=AgentsState.cancel_edit_agent,
-                ),
+                secondary_button("Cancel", on_click=AgentsState.cancel_edit_agent),
                 spacing="2",
             ),
             spacing="3",
@@ -285,10 +280,8 @@ def _editor() -> rx.Component:
                     variant="solid",
                     disabled=~AgentsState.is_dirty | (AgentsState.draft_error != ""),
                 ),
-                rx.button(
+                secondary_button(
                     "Discard changes",
-                    variant="soft",
-                    color_scheme="gray",
                     on_click=AgentsState.discard_draft,
                     disabled=~AgentsState.is_dirty,
                 ),

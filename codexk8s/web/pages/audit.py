@@ -6,7 +6,7 @@ from typing import Any
 
 import reflex as rx
 
-from codexk8s.web.components.buttons import pager_buttons
+from codexk8s.web.components.buttons import pager_buttons, secondary_button
 from codexk8s.web.components.layout import empty_state, page, signed_in_only, skeletons
 from codexk8s.web.components.messages import note
 from codexk8s.web.state.audit import ACTOR_TYPES, AuditItem, AuditState
@@ -61,11 +61,9 @@ def _filters() -> rx.Component:
                 ),
                 _text_filter("To (UTC day)", "until", "audit-until", type="date", aria_label="To"),
                 rx.button("Apply", type="submit", data_testid="audit-apply"),
-                rx.button(
+                secondary_button(
                     "Clear",
                     type="button",
-                    variant="soft",
-                    color_scheme="gray",
                     on_click=AuditState.clear_filters,
                     data_testid="audit-clear",
                 ),

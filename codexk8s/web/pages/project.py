@@ -10,7 +10,7 @@ from codexk8s import urls
 from codexk8s.domain.run_requests import POLICY_WORDS
 from codexk8s.services.projects import RecentRun
 from codexk8s.services.repositories import RepositoryRow
-from codexk8s.web.components.buttons import icon_label_button, row_button
+from codexk8s.web.components.buttons import icon_label_button, row_button, secondary_button
 from codexk8s.web.components.confirm import confirm_button
 from codexk8s.web.components.data_table import data_table
 from codexk8s.web.components.layout import empty_state, page, section_card, signed_in_only
@@ -361,9 +361,7 @@ def _delete() -> rx.Component:
                     margin_y="1rem",
                 ),
                 rx.flex(
-                    rx.alert_dialog.cancel(
-                        rx.button("Cancel", variant="soft", color_scheme="gray")
-                    ),
+                    rx.alert_dialog.cancel(secondary_button("Cancel")),
                     rx.alert_dialog.action(
                         rx.button(
                             "Delete",
