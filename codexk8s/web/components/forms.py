@@ -53,3 +53,8 @@ def add_person_form(state: Any, *, noun: str, roles: list[str], on_add: Any) -> 
         align="center",
         wrap="wrap",
     )
+
+
+def filter_field(label: str, control: rx.Component) -> rx.Component:
+    """A list filter's CONTROL under its small gray LABEL (the Runs and Audit filter bars)."""
+    return rx.vstack(rx.text(label, size="1", color_scheme="gray"), control, spacing="1")

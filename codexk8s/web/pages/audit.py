@@ -7,19 +7,16 @@ from typing import Any
 import reflex as rx
 
 from codexk8s.web.components.buttons import pager_buttons, secondary_button
+from codexk8s.web.components.forms import filter_field
 from codexk8s.web.components.layout import empty_state, page, signed_in_only, skeletons
 from codexk8s.web.components.messages import note
 from codexk8s.web.state.audit import ACTOR_TYPES, AuditItem, AuditState
 from codexk8s.web.state.auth import AuthState
 
 
-def _labelled(label: str, control: rx.Component) -> rx.Component:
-    return rx.vstack(rx.text(label, size="1", color_scheme="gray"), control, spacing="1")
-
-
 def _select_filter(label: str, options: Any, field: str, test_id: str) -> rx.Component:
     # rx.select hands only custom_attrs on to the trigger button (the element people click).
-    return _labelled(
+    return filter_field(
         label,
         rx.select(
             options,
@@ -31,7 +28,7 @@ def _select_filter(label: str, options: Any, field: str, test_id: str) -> rx.Com
 
 
 def _text_filter(label: str, field: str, test_id: str, **props: Any) -> rx.Component:
-    return _labelled(
+    return filter_field(
         label,
         rx.input(
             value=getattr(AuditState, field),

@@ -7,6 +7,7 @@ import reflex as rx
 from codexk8s.web import live
 from codexk8s.web.components.buttons import pager_buttons
 from codexk8s.web.components.data_table import data_table
+from codexk8s.web.components.forms import filter_field
 from codexk8s.web.components.layout import empty_state, page, sign_in_button, skeletons
 from codexk8s.web.components.messages import note
 from codexk8s.web.components.start_run import start_run_button
@@ -23,15 +24,14 @@ def _filter_select(
         if isinstance(choices, rx.Var)
         else rx.fragment(*(rx.select.item(choice, value=choice) for choice in choices))
     )
-    return rx.vstack(
-        rx.text(label, size="1", color_scheme="gray"),
+    return filter_field(
+        label,
         rx.select.root(
             rx.select.trigger(aria_label=label, min_width="8rem", data_testid=testid),
             rx.select.content(rx.select.item(f"Any {label.lower()}", value=ANY), items),
             value=value,
             on_change=on_change,
         ),
-        spacing="1",
     )
 
 
@@ -43,8 +43,8 @@ def filters() -> rx.Component:
                        "filter-status"),
         _filter_select("Stage", RunsState.stage, STAGES, RunsState.set_stage, "filter-stage"),
         _filter_select("Agent", RunsState.agent, AGENTS, RunsState.set_agent, "filter-agent"),
-        rx.vstack(
-            rx.text("Issue", size="1", color_scheme="gray"),
+        filter_field(
+            "Issue",
             rx.input(
                 placeholder="Title or #number",
                 value=RunsState.search,
@@ -54,10 +54,9 @@ def filters() -> rx.Component:
                 data_testid="filter-search",
                 min_width="12rem",
             ),
-            spacing="1",
         ),
-        rx.vstack(
-            rx.text("Sort", size="1", color_scheme="gray"),
+        filter_field(
+            "Sort",
             rx.select.root(
                 rx.select.trigger(aria_label="Sort", data_testid="sort"),
                 rx.select.content(
@@ -67,7 +66,6 @@ def filters() -> rx.Component:
                 value=RunsState.sort_order,
                 on_change=RunsState.set_sort,
             ),
-            spacing="1",
         ),
         rx.cond(
             RunsState.is_filtered,
