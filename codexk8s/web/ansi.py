@@ -68,6 +68,19 @@ class Style:
 
 PLAIN = Style()
 
+# SGR codes that switch text attributes on or off: the Style fields each one sets.
+_SGR_ATTRIBUTES: dict[int, dict[str, bool]] = {
+    1: {"is_bold": True},
+    2: {"is_dim": True},
+    3: {"is_italic": True},
+    4: {"is_underline": True},
+    9: {"is_strike": True},
+    22: {"is_bold": False, "is_dim": False},
+    23: {"is_italic": False},
+    24: {"is_underline": False},
+    29: {"is_strike": False},
+}
+
 
 def _hex(red: int, green: int, blue: int) -> str:
     return f"#{red:02x}{green:02x}{blue:02x}"
@@ -111,24 +124,8 @@ def apply_sgr(style: Style, params: str) -> Style:
         index += 1
         if code == 0:
             style = PLAIN
-        elif code == 1:
-            style = replace(style, is_bold=True)
-        elif code == 2:
-            style = replace(style, is_dim=True)
-        elif code == 3:
-            style = replace(style, is_italic=True)
-        elif code == 4:
-            style = replace(style, is_underline=True)
-        elif code == 9:
-            style = replace(style, is_strike=True)
-        elif code == 22:
-            style = replace(style, is_bold=False, is_dim=False)
-        elif code == 23:
-            style = replace(style, is_italic=False)
-        elif code == 24:
-            style = replace(style, is_underline=False)
-        elif code == 29:
-            style = replace(style, is_strike=False)
+        elif code in _SGR_ATTRIBUTES:
+            style = replace(style, **_SGR_ATTRIBUTES[code])
         elif 30 <= code <= 37:
             style = replace(style, fg=_BASIC_FG[code - 30])
         elif 90 <= code <= 97:

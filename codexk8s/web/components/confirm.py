@@ -6,6 +6,8 @@ from typing import Any
 
 import reflex as rx
 
+from codexk8s.web.components.buttons import secondary_button
+
 
 def confirm_button(
     *,
@@ -38,12 +40,7 @@ def confirm_button(
             rx.alert_dialog.description(text),
             rx.flex(
                 rx.alert_dialog.cancel(
-                    rx.button(
-                        "Keep it",
-                        variant="soft",
-                        color_scheme="gray",
-                        data_testid=f"{test_id}-dismiss",
-                    ),
+                    secondary_button("Keep it", data_testid=f"{test_id}-dismiss"),
                 ),
                 rx.alert_dialog.action(
                     rx.button(

@@ -3,9 +3,12 @@ content area."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import reflex as rx
 
 from codexk8s import urls
+from codexk8s.web.components.buttons import icon_label_button
 from codexk8s.web.components.status import STATUS_CSS
 from codexk8s.web.live import InboxLive, refresh_trigger
 from codexk8s.web.state.auth import AuthState
@@ -132,12 +135,11 @@ def sidebar() -> rx.Component:
 def sign_in_button(test_id: str = "sign-in") -> rx.Component:
     # A full page load, not a client-side route change: sign-in is a chain of HTTP
     # redirects served outside the single-page app.
-    return rx.button(
-        rx.icon("log-in", size=16),
+    return icon_label_button(
+        "log-in",
         "Sign in",
-        variant="soft",
-        on_click=rx.call_script(f"window.location.assign({urls.AUTH_GITHUB_LOGIN!r})"),
-        data_testid=test_id,
+        rx.call_script(f"window.location.assign({urls.AUTH_GITHUB_LOGIN!r})"),
+        test_id,
     )
 
 
@@ -154,13 +156,8 @@ _SIGN_OUT_SCRIPT = (
 def _signed_in() -> rx.Component:
     return rx.hstack(
         rx.text(AuthState.email, size="2", color_scheme="gray", data_testid="signed-in-as"),
-        rx.button(
-            rx.icon("log-out", size=16),
-            "Sign out",
-            variant="soft",
-            color_scheme="gray",
-            on_click=rx.call_script(_SIGN_OUT_SCRIPT),
-            data_testid="sign-out",
+        icon_label_button(
+            "log-out", "Sign out", rx.call_script(_SIGN_OUT_SCRIPT), "sign-out", color_scheme="gray"
         ),
         align="center",
         spacing="3",
@@ -216,8 +213,65 @@ def page(title: str | rx.Var, *children: rx.Component, is_run_page: bool = False
     )
 
 
-def empty_state(icon: str, headline: str, hint: str, *, command: str | None = None) -> rx.Component:
-    """What a page shows when there is nothing yet, and what to do next."""
+def loading_spinner() -> rx.Component:
+    """What a page shows while it does not know yet who is looking."""
+    return rx.center(rx.spinner(size="3"), padding_y="4rem")
+
+
+def skeletons(
+    heights: list[str],
+    *,
+    test_id: str,
+    skeleton: dict[str, Any] | None = None,
+    **stack_props: Any,
+) -> rx.Component:
+    """A page's placeholder while it loads: full-width skeleton blocks of HEIGHTS in a column
+    (SKELETON: the blocks' own props, STACK_PROPS: the column's)."""
+    return rx.vstack(
+        *(rx.skeleton(rx.box(height=h, width="100%"), **(skeleton or {})) for h in heights),
+        width="100%",
+        data_testid=test_id,
+        **stack_props,
+    )
+
+
+def signed_in_only(
+    content: rx.Component,
+    signed_out: rx.Component,
+    *,
+    loading: rx.Component | None = None,
+    is_loaded: rx.Var | None = None,
+) -> rx.Component:
+    """CONTENT for a signed-in person, SIGNED_OUT for anyone else; LOADING (a spinner unless
+    given) until the sign-in is known and, when given, IS_LOADED (the page's own data) holds."""
+    is_ready = AuthState.is_resolved if is_loaded is None else is_loaded & AuthState.is_resolved
+    return rx.cond(
+        is_ready,
+        rx.cond(AuthState.is_signed_in, content, signed_out),
+        loading if loading is not None else loading_spinner(),
+    )
+
+
+def section_card(
+    title: str | rx.Var | rx.Component, *children: rx.Component, test_id: str | None = None
+) -> rx.Component:
+    """A card of the page's width: TITLE as its heading (h2), CHILDREN below."""
+    heading = title if isinstance(title, rx.Component) else rx.heading(title, size="4", as_="h2")
+    card_props = {} if test_id is None else {"data_testid": test_id}
+    return rx.card(
+        rx.vstack(heading, *children, spacing="3", width="100%"),
+        width="100%",
+        **card_props,
+    )
+
+
+def empty_state(
+    icon: str, headline: str, hint: str, *, command: str | None = None, test_id: str | None = None
+) -> rx.Component:
+    """What a page shows when there is nothing yet, and what to do next (in a box with TEST_ID
+    when given)."""
+    if test_id is not None:
+        return rx.box(empty_state(icon, headline, hint, command=command), data_testid=test_id)
     return rx.center(
         rx.vstack(
             rx.icon(icon, size=40, color="var(--gray-9)"),

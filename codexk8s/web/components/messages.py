@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import reflex as rx
 
 
@@ -32,3 +34,9 @@ def messages(error: rx.Var, notice: rx.Var, prefix: str) -> rx.Component:
             ),
         ),
     )
+
+
+def note(text: rx.Var, *, icon: str, color: str, **props: Any) -> rx.Component:
+    """A callout of TEXT with ICON in COLOR, shown only when there is any text; PROPS are the
+    callout's (size, width, role, data_testid, ...)."""
+    return rx.cond(text != "", rx.callout(text, icon=icon, color_scheme=color, **props))

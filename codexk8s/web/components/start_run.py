@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import reflex as rx
 
+from codexk8s.web.components.buttons import icon_label_button, secondary_button
 from codexk8s.web.components.forms import form_row
+from codexk8s.web.components.messages import note
 from codexk8s.web.state.start_run import STAGES, StartRunState
 
 
@@ -32,11 +34,8 @@ def start_run_button(*, choose_project: bool = True) -> rx.Component:
         state.can_start if choose_project else state.page_project != "",
         rx.dialog.root(
             rx.dialog.trigger(
-                rx.button(
-                    rx.icon("play", size=16),
-                    "Start run",
-                    on_click=state.open_dialog,
-                    data_testid="start-run",
+                icon_label_button(
+                    "play", "Start run", state.open_dialog, "start-run", variant="solid"
                 )
             ),
             rx.dialog.content(
@@ -48,16 +47,13 @@ def start_run_button(*, choose_project: bool = True) -> rx.Component:
                     color_scheme="gray",
                 ),
                 rx.vstack(
-                    rx.cond(
-                        state.error != "",
-                        rx.callout(
-                            state.error,
-                            icon="triangle-alert",
-                            color_scheme="red",
-                            role="alert",
-                            width="100%",
-                            data_testid="start-run-error",
-                        ),
+                    note(
+                        state.error,
+                        icon="triangle-alert",
+                        color="red",
+                        role="alert",
+                        width="100%",
+                        data_testid="start-run-error",
                     ),
                     *(
                         [
@@ -111,7 +107,7 @@ def start_run_button(*, choose_project: bool = True) -> rx.Component:
                         width="100%",
                     ),
                     rx.flex(
-                        rx.dialog.close(rx.button("Cancel", variant="soft", color_scheme="gray")),
+                        rx.dialog.close(secondary_button("Cancel")),
                         rx.button(
                             rx.cond(state.is_starting, rx.spinner(size="1"), rx.icon("play")),
                             "Start run",

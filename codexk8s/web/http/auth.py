@@ -164,27 +164,33 @@ async def _signed_in(
     return response
 
 
+# What a refused sign-in page says, by the refusal's type: the first that matches (the link
+# errors before their base class).
+_REFUSALS: tuple[tuple[type[sessions.SignInRefusedError], str, str], ...] = (
+    (
+        sessions.UnverifiedEmailError, "No verified email",
+        "Your GitHub account has no verified primary email address. Verify your primary "
+        "email on GitHub, then sign in again.",
+    ),
+    (
+        sessions.UserDisabledError, "Account disabled",
+        "Your account is disabled. Ask a platform admin.",
+    ),
+    (
+        sessions.GitHubLoginMismatchError, "Not allowed",
+        "This email address is linked to a different GitHub account. Sign in with that "
+        "account, or ask a platform admin.",
+    ),
+    (sessions.SignInLinkUsedError, "Link already used", "This sign-in link has already been used."),
+    (sessions.SignInLinkExpiredError, "Link expired", "This sign-in link has expired."),
+    (sessions.SignInLinkError, "Link not valid", "This sign-in link is not valid."),
+)  # fmt: skip
+
+
 def _refusal_page(error: sessions.SignInRefusedError) -> HTMLResponse:
-    if isinstance(error, sessions.UnverifiedEmailError):
-        return _page(
-            403, "No verified email",
-            "Your GitHub account has no verified primary email address. Verify your primary "
-            "email on GitHub, then sign in again.",
-        )  # fmt: skip
-    if isinstance(error, sessions.UserDisabledError):
-        return _page(403, "Account disabled", "Your account is disabled. Ask a platform admin.")
-    if isinstance(error, sessions.GitHubLoginMismatchError):
-        return _page(
-            403, "Not allowed",
-            "This email address is linked to a different GitHub account. Sign in with that "
-            "account, or ask a platform admin.",
-        )  # fmt: skip
-    if isinstance(error, sessions.SignInLinkUsedError):
-        return _page(403, "Link already used", "This sign-in link has already been used.")
-    if isinstance(error, sessions.SignInLinkExpiredError):
-        return _page(403, "Link expired", "This sign-in link has expired.")
-    if isinstance(error, sessions.SignInLinkError):
-        return _page(403, "Link not valid", "This sign-in link is not valid.")
+    for kind, title, text in _REFUSALS:
+        if isinstance(error, kind):
+            return _page(403, title, text)
     return _page(
         403, "Not allowed",
         "Your email address is not allowed to sign in to codexk8s. Ask a platform admin to "

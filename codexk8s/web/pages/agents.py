@@ -7,11 +7,12 @@ import reflex as rx
 from codexk8s.domain import prompts
 from codexk8s.domain.prompts import DiffLine
 from codexk8s.services.agents import AgentRow
+from codexk8s.web.components.buttons import icon_label_button, row_button, secondary_button
+from codexk8s.web.components.data_table import data_table
 from codexk8s.web.components.forms import form_row
-from codexk8s.web.components.layout import empty_state, page
-from codexk8s.web.components.messages import messages
+from codexk8s.web.components.layout import empty_state, page, signed_in_only, skeletons
+from codexk8s.web.components.messages import messages, note
 from codexk8s.web.state.agents import KINDS, SCOPES, AgentsState, VersionRow
-from codexk8s.web.state.auth import AuthState
 
 ENGINE_LABELS = (
     ("codex", "Codex (agent runner)"),
@@ -22,14 +23,12 @@ MONO = "var(--code-font-family, ui-monospace, monospace)"
 
 
 def _sign_in_prompt() -> rx.Component:
-    return rx.box(
-        empty_state(
-            "bot",
-            "Sign in to see the agents",
-            "The agent roster and the prompt templates each stage's agent works from are shown "
-            "to signed-in people; platform admins change them.",
-        ),
-        data_testid="agents-sign-in-prompt",
+    return empty_state(
+        "bot",
+        "Sign in to see the agents",
+        "The agent roster and the prompt templates each stage's agent works from are shown "
+        "to signed-in people; platform admins change them.",
+        test_id="agents-sign-in-prompt",
     )
 
 
@@ -38,12 +37,7 @@ def _messages() -> rx.Component:
 
 
 def _skeleton() -> rx.Component:
-    return rx.vstack(
-        *(rx.skeleton(rx.box(height=height, width="100%")) for height in ("12rem", "24rem")),
-        spacing="4",
-        width="100%",
-        data_testid="agents-loading",
-    )
+    return skeletons(["12rem", "24rem"], test_id="agents-loading", spacing="4")
 
 
 # --- roster ---------------------------------------------------------------------------------------
@@ -73,13 +67,7 @@ def _agent_row(row: AgentRow) -> rx.Component:
         rx.table.cell(
             rx.cond(
                 AgentsState.is_admin,
-                rx.button(
-                    "Edit",
-                    size="1",
-                    variant="soft",
-                    on_click=AgentsState.start_edit_agent(row.key),
-                    data_testid="edit-agent",
-                ),
+                row_button("Edit", AgentsState.start_edit_agent(row.key), "edit-agent"),
             )
         ),
         data_testid="agent-row",
@@ -159,12 +147,7 @@ def _agent_form() -> rx.Component:
                 rx.button(
                     "Save settings", on_click=AgentsState.save_agent, data_testid="save-agent"
                 ),
-                rx.button(
-                    "Cancel",
-                    variant="soft",
-                    color_scheme="gray",
-                    on_click=AgentsState.cancel_edit_agent,
-                ),
+                secondary_button("Cancel", on_click=AgentsState.cancel_edit_agent),
                 spacing="2",
             ),
             spacing="3",
@@ -178,26 +161,12 @@ def _agent_form() -> rx.Component:
 def _roster() -> rx.Component:
     return rx.vstack(
         rx.heading("Roster", size="4", as_="h2"),
-        rx.cond(
-            AgentsState.roster.length() > 0,  # type: ignore[attr-defined]
-            rx.box(
-                rx.table.root(
-                    rx.table.header(
-                        rx.table.row(
-                            *(
-                                rx.table.column_header_cell(h)
-                                for h in ("Key", "Name", "Runs", "Image", "Timeout", "Model", "")
-                            )
-                        )
-                    ),
-                    rx.table.body(rx.foreach(AgentsState.roster, _agent_row)),
-                    width="100%",
-                    data_testid="roster-table",
-                ),
-                width="100%",
-                overflow_x="auto",
-            ),
-            empty_state(
+        data_table(
+            ["Key", "Name", "Runs", "Image", "Timeout", "Model", ""],
+            AgentsState.roster,
+            _agent_row,
+            test_id="roster-table",
+            empty=empty_state(
                 "bot",
                 "The roster is empty",
                 "The agents are created by the database migrations.",
@@ -293,30 +262,26 @@ def _editor() -> rx.Component:
             aria_label="Template text",
             data_testid="template-editor",
         ),
-        rx.cond(
-            AgentsState.draft_error != "",
-            rx.callout(
-                AgentsState.draft_error,
-                icon="triangle-alert",
-                color_scheme="orange",
-                size="1",
-                data_testid="template-draft-error",
-            ),
+        note(
+            AgentsState.draft_error,
+            icon="triangle-alert",
+            color="orange",
+            size="1",
+            data_testid="template-draft-error",
         ),
         rx.cond(
             AgentsState.is_admin,
             rx.hstack(
-                rx.button(
-                    rx.icon("save", size=16),
+                icon_label_button(
+                    "save",
                     "Save as new version",
-                    on_click=AgentsState.save_template,
+                    AgentsState.save_template,
+                    "save-template",
+                    variant="solid",
                     disabled=~AgentsState.is_dirty | (AgentsState.draft_error != ""),
-                    data_testid="save-template",
                 ),
-                rx.button(
+                secondary_button(
                     "Discard changes",
-                    variant="soft",
-                    color_scheme="gray",
                     on_click=AgentsState.discard_draft,
                     disabled=~AgentsState.is_dirty,
                 ),
@@ -382,22 +347,14 @@ def _version_row(row: VersionRow) -> rx.Component:
         rx.table.cell(row.created),
         rx.table.cell(
             rx.hstack(
-                rx.button(
-                    "Diff",
-                    size="1",
-                    variant="soft",
-                    on_click=AgentsState.show_version_diff(row.id),
-                    data_testid="history-diff",
-                ),
+                row_button("Diff", AgentsState.show_version_diff(row.id), "history-diff"),
                 rx.cond(
                     AgentsState.is_admin & ~row.is_current,
-                    rx.button(
+                    row_button(
                         "Restore",
-                        size="1",
-                        variant="soft",
-                        color_scheme="orange",
-                        on_click=AgentsState.restore_version(row.id),
-                        data_testid="history-restore",
+                        AgentsState.restore_version(row.id),
+                        "history-restore",
+                        color="orange",
                     ),
                 ),
                 spacing="2",
@@ -410,20 +367,12 @@ def _version_row(row: VersionRow) -> rx.Component:
 def _history() -> rx.Component:
     return rx.vstack(
         rx.heading("History", size="3", as_="h3"),
-        rx.box(
-            rx.table.root(
-                rx.table.header(
-                    rx.table.row(
-                        *(rx.table.column_header_cell(h) for h in ("Version", "By", "When", ""))
-                    )
-                ),
-                rx.table.body(rx.foreach(AgentsState.versions, _version_row)),
-                width="100%",
-                size="1",
-                data_testid="history-table",
-            ),
-            width="100%",
-            overflow_x="auto",
+        data_table(
+            ["Version", "By", "When", ""],
+            AgentsState.versions,
+            _version_row,
+            test_id="history-table",
+            size="1",
         ),
         rx.cond(
             AgentsState.diff_title != "",
@@ -508,9 +457,5 @@ def _content() -> rx.Component:
 def agents() -> rx.Component:
     return page(
         "Agents",
-        rx.cond(
-            AuthState.is_resolved,
-            rx.cond(AuthState.is_signed_in, _content(), _sign_in_prompt()),
-            _skeleton(),
-        ),
+        signed_in_only(_content(), _sign_in_prompt(), loading=_skeleton()),
     )

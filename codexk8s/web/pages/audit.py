@@ -2,84 +2,65 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import reflex as rx
 
-from codexk8s.web.components.layout import empty_state, page
+from codexk8s.web.components.buttons import pager_buttons, secondary_button
+from codexk8s.web.components.forms import filter_field
+from codexk8s.web.components.layout import empty_state, page, signed_in_only, skeletons
+from codexk8s.web.components.messages import note
 from codexk8s.web.state.audit import ACTOR_TYPES, AuditItem, AuditState
 from codexk8s.web.state.auth import AuthState
 
 
-def _filters() -> rx.Component:
+def _select_filter(label: str, options: Any, field: str, test_id: str) -> rx.Component:
     # rx.select hands only custom_attrs on to the trigger button (the element people click).
-    def labelled(label: str, control: rx.Component) -> rx.Component:
-        return rx.vstack(rx.text(label, size="1", color_scheme="gray"), control, spacing="1")
+    return filter_field(
+        label,
+        rx.select(
+            options,
+            value=getattr(AuditState, field),
+            on_change=getattr(AuditState, "set_" + field),
+            custom_attrs={"aria-label": label, "data-testid": test_id},
+        ),
+    )
 
+
+def _text_filter(label: str, field: str, test_id: str, **props: Any) -> rx.Component:
+    return filter_field(
+        label,
+        rx.input(
+            value=getattr(AuditState, field),
+            on_change=getattr(AuditState, "set_" + field),
+            data_testid=test_id,
+            **props,
+        ),
+    )
+
+
+def _filters() -> rx.Component:
     return rx.flex(
-        labelled(
-            "Project",
-            rx.select(
-                AuditState.project_options,
-                value=AuditState.project_filter,
-                on_change=AuditState.set_project_filter,
-                custom_attrs={"aria-label": "Project", "data-testid": "audit-project"},
-            ),
-        ),
-        labelled(
-            "Actor type",
-            rx.select(
-                ACTOR_TYPES,
-                value=AuditState.actor_type_filter,
-                on_change=AuditState.set_actor_type_filter,
-                custom_attrs={"aria-label": "Actor type", "data-testid": "audit-actor-type"},
-            ),
-        ),
-        labelled(
-            "Event type",
-            rx.select(
-                AuditState.type_options,
-                value=AuditState.type_filter,
-                on_change=AuditState.set_type_filter,
-                custom_attrs={"aria-label": "Event type", "data-testid": "audit-type"},
-            ),
-        ),
+        _select_filter("Project", AuditState.project_options, "project_filter", "audit-project"),
+        _select_filter("Actor type", ACTOR_TYPES, "actor_type_filter", "audit-actor-type"),
+        _select_filter("Event type", AuditState.type_options, "type_filter", "audit-type"),
         rx.form(
             rx.flex(
-                labelled(
+                _text_filter(
                     "Actor",
-                    rx.input(
-                        placeholder="email or login",
-                        value=AuditState.actor_filter,
-                        on_change=AuditState.set_actor_filter,
-                        aria_label="Actor",
-                        data_testid="audit-actor",
-                    ),
+                    "actor_filter",
+                    "audit-actor",
+                    placeholder="email or login",
+                    aria_label="Actor",
                 ),
-                labelled(
-                    "From (UTC day)",
-                    rx.input(
-                        type="date",
-                        value=AuditState.since,
-                        on_change=AuditState.set_since,
-                        aria_label="From",
-                        data_testid="audit-since",
-                    ),
+                _text_filter(
+                    "From (UTC day)", "since", "audit-since", type="date", aria_label="From"
                 ),
-                labelled(
-                    "To (UTC day)",
-                    rx.input(
-                        type="date",
-                        value=AuditState.until,
-                        on_change=AuditState.set_until,
-                        aria_label="To",
-                        data_testid="audit-until",
-                    ),
-                ),
+                _text_filter("To (UTC day)", "until", "audit-until", type="date", aria_label="To"),
                 rx.button("Apply", type="submit", data_testid="audit-apply"),
-                rx.button(
+                secondary_button(
                     "Clear",
                     type="button",
-                    variant="soft",
-                    color_scheme="gray",
                     on_click=AuditState.clear_filters,
                     data_testid="audit-clear",
                 ),
@@ -146,21 +127,8 @@ def _event(item: AuditItem) -> rx.Component:
 
 def _pager() -> rx.Component:
     return rx.hstack(
-        rx.button(
-            rx.icon("chevron-left", size=16),
-            "Newer",
-            variant="soft",
-            disabled=~AuditState.has_previous,
-            on_click=AuditState.previous_page,
-            data_testid="audit-newer",
-        ),
-        rx.button(
-            "Older",
-            rx.icon("chevron-right", size=16),
-            variant="soft",
-            disabled=~AuditState.has_next,
-            on_click=AuditState.next_page,
-            data_testid="audit-older",
+        *pager_buttons(
+            AuditState, previous=("Newer", "audit-newer"), following=("Older", "audit-older")
         ),
         spacing="2",
     )
@@ -177,15 +145,12 @@ def _content() -> rx.Component:
             color_scheme="gray",
         ),
         _filters(),
-        rx.cond(
-            AuditState.error != "",
-            rx.callout(
-                AuditState.error,
-                icon="triangle-alert",
-                color_scheme="red",
-                role="alert",
-                data_testid="audit-error",
-            ),
+        note(
+            AuditState.error,
+            icon="triangle-alert",
+            color="red",
+            role="alert",
+            data_testid="audit-error",
         ),
         rx.cond(
             AuditState.events.length() > 0,  # type: ignore[attr-defined]
@@ -196,14 +161,12 @@ def _content() -> rx.Component:
                 width="100%",
                 data_testid="audit-events",
             ),
-            rx.box(
-                empty_state(
-                    "scroll-text",
-                    "No events match",
-                    "Nothing in the trail matches these filters. Clear them, or widen the "
-                    "time range. Events appear as webhooks arrive, runs move and people act.",
-                ),
-                data_testid="audit-empty",
+            empty_state(
+                "scroll-text",
+                "No events match",
+                "Nothing in the trail matches these filters. Clear them, or widen the "
+                "time range. Events appear as webhooks arrive, runs move and people act.",
+                test_id="audit-empty",
             ),
         ),
         spacing="4",
@@ -211,25 +174,22 @@ def _content() -> rx.Component:
     )
 
 
+def _loading() -> rx.Component:
+    return skeletons(["4rem"] * 4, test_id="audit-loading", skeleton={"width": "100%"})
+
+
 def audit() -> rx.Component:
     return page(
         "Audit",
-        rx.cond(
-            AuditState.is_loaded & AuthState.is_resolved,
-            rx.cond(
-                AuthState.is_signed_in,
-                _content(),
-                empty_state(
-                    "scroll-text",
-                    "Sign in to read the audit trail",
-                    "The trail of webhooks, run transitions and human actions is shown to the "
-                    "members of each project. Sign in to see yours.",
-                ),
+        signed_in_only(
+            _content(),
+            empty_state(
+                "scroll-text",
+                "Sign in to read the audit trail",
+                "The trail of webhooks, run transitions and human actions is shown to the "
+                "members of each project. Sign in to see yours.",
             ),
-            rx.vstack(
-                *(rx.skeleton(rx.box(height="4rem", width="100%"), width="100%") for _ in range(4)),
-                width="100%",
-                data_testid="audit-loading",
-            ),
+            loading=_loading(),
+            is_loaded=AuditState.is_loaded,
         ),
     )

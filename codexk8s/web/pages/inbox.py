@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import reflex as rx
 
 from codexk8s.web.components.layout import empty_state, page
@@ -27,6 +29,19 @@ def _request_id(item: InboxItem) -> rx.Component:
     return rx.el.input(type="hidden", name="request_id", value=item.id.to_string())  # type: ignore[attr-defined]
 
 
+def _request_form(
+    item: InboxItem, on_submit: Any, stack: Any, *fields: rx.Component
+) -> rx.Component:
+    """A form that answers ITEM's request (its id in a hidden field): FIELDS in a STACK (row or
+    column), emptied once sent."""
+    return rx.form(
+        stack(_request_id(item), *fields, spacing="2", width="100%"),
+        on_submit=on_submit,
+        reset_on_submit=True,
+        width="100%",
+    )
+
+
 def _question_form(item: InboxItem) -> rx.Component:
     return rx.vstack(
         rx.cond(
@@ -45,24 +60,19 @@ def _question_form(item: InboxItem) -> rx.Component:
                 flex_wrap="wrap",
             ),
         ),
-        rx.form(
-            rx.hstack(
-                _request_id(item),
-                rx.input(
-                    name="answer",
-                    placeholder="Your answer",
-                    aria_label="Your answer",
-                    required=True,
-                    flex="1",
-                    data_testid="inbox-answer",
-                ),
-                rx.button("Answer", type="submit", data_testid="inbox-send"),
-                width="100%",
-                spacing="2",
+        _request_form(
+            item,
+            InboxState.answer,
+            rx.hstack,
+            rx.input(
+                name="answer",
+                placeholder="Your answer",
+                aria_label="Your answer",
+                required=True,
+                flex="1",
+                data_testid="inbox-answer",
             ),
-            on_submit=InboxState.answer,
-            reset_on_submit=True,
-            width="100%",
+            rx.button("Answer", type="submit", data_testid="inbox-send"),
         ),
         width="100%",
         spacing="2",
@@ -70,43 +80,36 @@ def _question_form(item: InboxItem) -> rx.Component:
 
 
 def _approval_form(item: InboxItem) -> rx.Component:
-    return rx.form(
-        rx.vstack(
-            _request_id(item),
-            rx.radio_group.root(
-                rx.hstack(
-                    # Each radio inside its label: the label names it and a click on the word
-                    # picks it (Radix's radios are buttons, which `for=` does not reach).
-                    *(
-                        rx.text(
-                            rx.flex(
-                                rx.radio_group.item(value=value), word, gap="1", align="center"
-                            ),
-                            as_="label",
-                        )
-                        for value, word in (("approve", "Approve"), ("deny", "Deny"))
-                    ),
-                    spacing="3",
-                    align="center",
+    return _request_form(
+        item,
+        InboxState.decide,
+        rx.vstack,
+        rx.radio_group.root(
+            rx.hstack(
+                # Each radio inside its label: the label names it and a click on the word picks
+                # it (Radix's radios are buttons, which `for=` does not reach).
+                *(
+                    rx.text(
+                        rx.flex(rx.radio_group.item(value=value), word, gap="1", align="center"),
+                        as_="label",
+                    )
+                    for value, word in (("approve", "Approve"), ("deny", "Deny"))
                 ),
-                name="decision",
-                required=True,
-                data_testid="inbox-decision",
+                spacing="3",
+                align="center",
             ),
-            rx.input(
-                name="note",
-                placeholder="A note for the agent (optional)",
-                aria_label="Note",
-                width="100%",
-                data_testid="inbox-note",
-            ),
-            rx.button("Send decision", type="submit", data_testid="inbox-decide"),
-            spacing="2",
-            width="100%",
+            name="decision",
+            required=True,
+            data_testid="inbox-decision",
         ),
-        on_submit=InboxState.decide,
-        reset_on_submit=True,
-        width="100%",
+        rx.input(
+            name="note",
+            placeholder="A note for the agent (optional)",
+            aria_label="Note",
+            width="100%",
+            data_testid="inbox-note",
+        ),
+        rx.button("Send decision", type="submit", data_testid="inbox-decide"),
     )
 
 

@@ -9,9 +9,10 @@ import reflex as rx
 from codexk8s import urls
 from codexk8s.services.overview import WINDOW_DAYS, SlotUse
 from codexk8s.web import live
-from codexk8s.web.components.layout import empty_state, page
+from codexk8s.web.components.data_table import data_table
+from codexk8s.web.components.layout import empty_state, page, section_card, signed_in_only
+from codexk8s.web.components.messages import note
 from codexk8s.web.components.status import DAY_SERIES_FILLS, status_badge
-from codexk8s.web.state.auth import AuthState
 from codexk8s.web.state.overview import DayRow, DurationRow, OverviewState, UsageRow
 from codexk8s.web.state.runs import RunView
 
@@ -82,31 +83,18 @@ def _stats() -> rx.Component:
     )
 
 
-def _section(title: str, test_id: str, *children: rx.Component) -> rx.Component:
-    return rx.card(
-        rx.vstack(rx.heading(title, size="4", as_="h2"), *children, spacing="3", width="100%"),
-        width="100%",
-        data_testid=test_id,
-    )
-
-
 def _figures(summary: str, table: rx.Component) -> rx.Component:
     """The chart's numbers as a table, folded away but readable by screen readers and anyone."""
     return rx.el.details(
         rx.el.summary(summary, style={"cursor": "pointer", "color": "var(--gray-11)"}),
-        rx.box(table, overflow_x="auto", width="100%", padding_top="0.5rem"),
+        table,
         width="100%",
     )
 
 
-def _table(headers: list[str], rows: rx.Component, test_id: str) -> rx.Component:
-    return rx.table.root(
-        rx.table.header(rx.table.row(*(rx.table.column_header_cell(h) for h in headers))),
-        rx.table.body(rows),
-        size="1",
-        width="100%",
-        data_testid=test_id,
-    )
+def _unscrolled_table(headers: list[str], items: rx.Var, row: Any, test_id: str) -> rx.Component:
+    # These sit in the page's cards as they always did, without a scroll box of their own.
+    return data_table(headers, items, row, test_id=test_id, size="1", scrolls=False)
 
 
 def _day_row(day: DayRow) -> rx.Component:
@@ -122,9 +110,8 @@ def _day_row(day: DayRow) -> rx.Component:
 
 
 def _runs_per_day() -> rx.Component:
-    return _section(
+    return section_card(
         f"Runs per day by status (last {WINDOW_DAYS} days)",
-        "chart-runs-per-day",
         rx.recharts.bar_chart(
             *(
                 rx.recharts.bar(data_key=status, stack_id="runs", fill=color, name=status)
@@ -152,12 +139,16 @@ def _runs_per_day() -> rx.Component:
         ),
         _figures(
             "Runs and cost per day as a table",
-            _table(
+            data_table(
                 ["Day", "Succeeded", "Failed", "Canceled", "Active", "Cost"],
-                rx.foreach(OverviewState.days, _day_row),
-                "days-table",
+                OverviewState.days,
+                _day_row,
+                test_id="days-table",
+                size="1",
+                padding_top="0.5rem",
             ),
         ),
+        test_id="chart-runs-per-day",
     )
 
 
@@ -172,9 +163,8 @@ def _duration_row(row: DurationRow) -> rx.Component:
 
 
 def _durations() -> rx.Component:
-    return _section(
+    return section_card(
         "Run duration by stage (p50 / p95, seconds)",
-        "chart-durations",
         rx.cond(
             OverviewState.durations.length() > 0,  # type: ignore[attr-defined]
             rx.recharts.bar_chart(
@@ -190,11 +180,13 @@ def _durations() -> rx.Component:
             ),
             rx.text("No run has finished in this period yet.", color_scheme="gray"),
         ),
-        _table(
+        _unscrolled_table(
             ["Stage", "Finished runs", "p50", "p95"],
-            rx.foreach(OverviewState.durations, _duration_row),
+            OverviewState.durations,
+            _duration_row,
             "durations-table",
         ),
+        test_id="chart-durations",
     )
 
 
@@ -209,9 +201,8 @@ def _usage_row(row: UsageRow) -> rx.Component:
 
 
 def _usage(title: str, rows: rx.Var, test_id: str) -> rx.Component:
-    return _section(
+    return section_card(
         title,
-        test_id,
         rx.recharts.bar_chart(
             rx.recharts.bar(data_key="cost_usd", name="cost (USD)", fill="var(--accent-9)"),
             rx.recharts.x_axis(data_key="name", **_AXIS),
@@ -221,7 +212,8 @@ def _usage(title: str, rows: rx.Var, test_id: str) -> rx.Component:
             width="100%",
             height=200,
         ),
-        _table(["Name", "Runs", "Tokens", "Cost"], rx.foreach(rows, _usage_row), "usage-table"),
+        _unscrolled_table(["Name", "Runs", "Tokens", "Cost"], rows, _usage_row, "usage-table"),
+        test_id=test_id,
     )
 
 
@@ -241,25 +233,23 @@ def _slot_row(row: SlotUse) -> rx.Component:
 
 
 def _slots() -> rx.Component:
-    return _section(
+    return section_card(
         "Slot use per project",
-        "slot-use",
-        _table(["Project", "Slots in use"], rx.foreach(OverviewState.slot_use, _slot_row), "slots"),
+        _unscrolled_table(["Project", "Slots in use"], OverviewState.slot_use, _slot_row, "slots"),
+        test_id="slot-use",
     )
 
 
 def _no_runs() -> rx.Component:
-    return rx.box(
-        empty_state(
-            "activity",
-            "No runs yet",
-            "Runs start when a run:<stage> label (run:dev, run:plan, ...) lands on an issue of a "
-            "repository connected to one of your projects. Connect a repository on its project "
-            "page, then label an issue. Trying codexk8s on one machine? `make demo` starts a "
-            "demo run you can watch here.",
-            command="make demo",
-        ),
-        data_testid="overview-empty",
+    return empty_state(
+        "activity",
+        "No runs yet",
+        "Runs start when a run:<stage> label (run:dev, run:plan, ...) lands on an issue of a "
+        "repository connected to one of your projects. Connect a repository on its project "
+        "page, then label an issue. Trying codexk8s on one machine? `make demo` starts a "
+        "demo run you can watch here.",
+        command="make demo",
+        test_id="overview-empty",
     )
 
 
@@ -300,22 +290,27 @@ def _run_line(run: RunView) -> rx.Component:
 
 
 def _run_list(title: str, runs: rx.Var, empty: str, href: str, test_id: str) -> rx.Component:
-    return _section(
+    return section_card(
         title,
-        test_id,
         rx.cond(
             runs.length() > 0,  # type: ignore[attr-defined]
             rx.vstack(rx.foreach(runs, _run_line), spacing="0", width="100%"),
             rx.text(empty, size="2", color_scheme="gray"),
         ),
         rx.link("All of them", href=href, size="2"),
+        test_id=test_id,
     )
+
+
+def _two_columns(*cards: rx.Component) -> rx.Component:
+    """CARDS side by side on wide screens, one under the other on narrow ones."""
+    return rx.grid(*cards, columns=rx.breakpoints(initial="1", lg="2"), spacing="4", width="100%")
 
 
 def _figures_page() -> rx.Component:
     return rx.vstack(
         _stats(),
-        rx.grid(
+        _two_columns(
             _run_list(
                 "Running now",
                 OverviewState.running_runs,
@@ -330,24 +325,12 @@ def _figures_page() -> rx.Component:
                 urls.RUNS + "?status=failed",
                 "overview-failed",
             ),
-            columns=rx.breakpoints(initial="1", lg="2"),
-            spacing="4",
-            width="100%",
         ),
         _runs_per_day(),
-        rx.grid(
-            _durations(),
-            _slots(),
-            columns=rx.breakpoints(initial="1", lg="2"),
-            spacing="4",
-            width="100%",
-        ),
-        rx.grid(
+        _two_columns(_durations(), _slots()),
+        _two_columns(
             _usage("Tokens and cost by project", OverviewState.usage_by_project, "usage-project"),
             _usage("Tokens and cost by agent", OverviewState.usage_by_agent, "usage-agent"),
-            columns=rx.breakpoints(initial="1", lg="2"),
-            spacing="4",
-            width="100%",
         ),
         spacing="4",
         width="100%",
@@ -368,19 +351,11 @@ def overview() -> rx.Component:
         "Overview",
         # Run changes in any project are pushed (web/live.py); the state throttles the reloads.
         live.refresh_trigger(live.ProjectLive, OverviewState.refresh_live),
-        rx.cond(
-            OverviewState.error != "",
-            rx.callout(
-                OverviewState.error, icon="triangle-alert", color_scheme="red", role="alert"
-            ),
-        ),
-        rx.cond(
-            OverviewState.is_loaded & AuthState.is_resolved,
-            rx.cond(
-                AuthState.is_signed_in,
-                rx.cond(OverviewState.has_runs, _figures_page(), _no_runs()),
-                _sign_in_prompt(),
-            ),
-            _skeleton(),
+        note(OverviewState.error, icon="triangle-alert", color="red", role="alert"),
+        signed_in_only(
+            rx.cond(OverviewState.has_runs, _figures_page(), _no_runs()),
+            _sign_in_prompt(),
+            loading=_skeleton(),
+            is_loaded=OverviewState.is_loaded,
         ),
     )

@@ -10,9 +10,10 @@ from codexk8s import urls
 from codexk8s.domain.run_requests import POLICY_WORDS
 from codexk8s.services.projects import RecentRun
 from codexk8s.services.repositories import RepositoryRow
+from codexk8s.web.components.buttons import icon_label_button, row_button, secondary_button
 from codexk8s.web.components.confirm import confirm_button
 from codexk8s.web.components.data_table import data_table
-from codexk8s.web.components.layout import empty_state, page
+from codexk8s.web.components.layout import empty_state, page, section_card, signed_in_only
 from codexk8s.web.components.messages import messages
 from codexk8s.web.components.start_run import start_run_button
 from codexk8s.web.components.status import status_badge
@@ -29,88 +30,54 @@ def _field(label: str | rx.Var[str], control: rx.Component) -> rx.Component:
     return rx.vstack(rx.text(label, size="2", weight="medium"), control, spacing="1")
 
 
-def _settings() -> rx.Component:
-    editable = ~ProjectPageState.can_edit
-    return rx.card(
-        rx.vstack(
-            rx.heading("Settings", size="4", as_="h2"),
-            rx.flex(
-                _field(
-                    "Name",
-                    rx.input(
-                        value=ProjectPageState.edit_name,
-                        on_change=ProjectPageState.set_edit_name,
-                        disabled=editable,
-                        data_testid="settings-name",
-                        aria_label="Name",
-                    ),
-                ),
-                _field(
-                    "Run slots",
-                    rx.input(
-                        type="number",
-                        min=1,
-                        max=64,
-                        value=ProjectPageState.edit_slots,
-                        on_change=ProjectPageState.set_edit_slots,
-                        disabled=editable,
-                        data_testid="settings-slots",
-                        aria_label="Run slots",
-                        width="6rem",
-                    ),
-                ),
-                _field(
-                    "Default model",
-                    rx.input(
-                        placeholder="the agent's own model",
-                        value=ProjectPageState.edit_model,
-                        on_change=ProjectPageState.set_edit_model,
-                        disabled=editable,
-                        data_testid="settings-model",
-                        aria_label="Default model",
-                    ),
-                ),
-                _field(
-                    "Log retention (days)",
-                    rx.input(
-                        placeholder=ProjectPageState.log_retention_default,
-                        value=ProjectPageState.edit_log_retention,
-                        on_change=ProjectPageState.set_edit_log_retention,
-                        disabled=editable,
-                        data_testid="settings-log-retention",
-                        aria_label="Log retention in days (0: forever; empty: the default)",
-                        title="Days finished runs keep their log lines; 0 keeps them forever, "
-                        "empty follows CODEXK8S_LOG_RETENTION_DAYS",
-                        width="10rem",
-                    ),
-                ),
-                _field(
-                    "Learning mode by default",
-                    rx.switch(
-                        checked=ProjectPageState.edit_learning,
-                        on_change=ProjectPageState.set_edit_learning,
-                        disabled=editable,
-                        data_testid="settings-learning",
-                        aria_label="Learning mode by default",
-                    ),
-                ),
-                spacing="4",
-                wrap="wrap",
-                align="end",
-            ),
-            rx.cond(
-                ProjectPageState.can_edit,
-                rx.button(
-                    "Save settings",
-                    on_click=ProjectPageState.save_settings,
-                    data_testid="settings-save",
-                ),
-                rx.text("Only the project's admins change its settings.", color_scheme="gray"),
-            ),
-            spacing="3",
-            width="100%",
+def _setting(label: str, field: str, *, control: Any = rx.input, **props: Any) -> rx.Component:
+    """LABEL over the control of the setting `edit_<field>` (test id `settings-<field>`); only
+    the project's admins may change it."""
+    state = ProjectPageState
+    value = {"checked" if control is rx.switch else "value": getattr(state, f"edit_{field}")}
+    props.setdefault("aria_label", label)
+    return _field(
+        label,
+        control(
+            **value,
+            on_change=getattr(state, f"set_edit_{field}"),
+            disabled=~state.can_edit,
+            data_testid="settings-" + field.replace("_", "-"),
+            **props,
         ),
-        width="100%",
+    )
+
+
+def _settings() -> rx.Component:
+    return section_card(
+        "Settings",
+        rx.flex(
+            _setting("Name", "name"),
+            _setting("Run slots", "slots", type="number", min=1, max=64, width="6rem"),
+            _setting("Default model", "model", placeholder="the agent's own model"),
+            _setting(
+                "Log retention (days)",
+                "log_retention",
+                placeholder=ProjectPageState.log_retention_default,
+                aria_label="Log retention in days (0: forever; empty: the default)",
+                title="Days finished runs keep their log lines; 0 keeps them forever, "
+                "empty follows CODEXK8S_LOG_RETENTION_DAYS",
+                width="10rem",
+            ),
+            _setting("Learning mode by default", "learning", control=rx.switch),
+            spacing="4",
+            wrap="wrap",
+            align="end",
+        ),
+        rx.cond(
+            ProjectPageState.can_edit,
+            rx.button(
+                "Save settings",
+                on_click=ProjectPageState.save_settings,
+                data_testid="settings-save",
+            ),
+            rx.text("Only the project's admins change its settings.", color_scheme="gray"),
+        ),
     )
 
 
@@ -131,44 +98,33 @@ def _conversation_input(field: str, label: str, placeholder: str, width: str) ->
 
 def _conversation() -> rx.Component:
     """Who besides members with write access starts runs, and discussions before the work."""
-    return rx.card(
-        rx.vstack(
-            rx.heading("Triggers and discussions", size="4", as_="h2"),
-            rx.text(
-                "Labels, comments and reviews start runs only for members with write access "
-                "(by their linked GitHub login) and for the bots listed here. A stage listed "
-                "under discussions answers on the issue first, with no branch or pull request.",
-                size="2",
-                color_scheme="gray",
-            ),
-            rx.flex(
-                _conversation_input(
-                    "bots", "Bots that may start runs", "renovate[bot], ...", "18rem"
-                ),
-                _conversation_input(
-                    "stages", "Stages that discuss first", "plan, dev, ...", "14rem"
-                ),
-                _conversation_input("model", "Discussion model", "the installation's", "12rem"),
-                _conversation_input(
-                    "effort", "Discussion reasoning effort", "low, medium or high", "12rem"
-                ),
-                spacing="4",
-                wrap="wrap",
-                align="end",
-            ),
-            rx.cond(
-                ProjectPageState.can_edit,
-                rx.button(
-                    "Save",
-                    on_click=ProjectPageState.save_conversation,
-                    data_testid="conversation-save",
-                ),
-            ),
-            spacing="3",
-            width="100%",
+    return section_card(
+        "Triggers and discussions",
+        rx.text(
+            "Labels, comments and reviews start runs only for members with write access (by "
+            "their linked GitHub login) and for the bots listed here. A stage listed under "
+            "discussions answers on the issue first, with no branch or pull request.",
+            size="2",
+            color_scheme="gray",
         ),
-        width="100%",
-        data_testid="conversation-settings",
+        rx.flex(
+            _conversation_input("bots", "Bots that may start runs", "renovate[bot], ...", "18rem"),
+            _conversation_input("stages", "Stages that discuss first", "plan, dev, ...", "14rem"),
+            _conversation_input("model", "Discussion model", "the installation's", "12rem"),
+            _conversation_input(
+                "effort", "Discussion reasoning effort", "low, medium or high", "12rem"
+            ),
+            spacing="4",
+            wrap="wrap",
+            align="end",
+        ),
+        rx.cond(
+            ProjectPageState.can_edit,
+            rx.button(
+                "Save", on_click=ProjectPageState.save_conversation, data_testid="conversation-save"
+            ),
+        ),
+        test_id="conversation-settings",
     )
 
 
@@ -194,36 +150,29 @@ def _policy_row(row: rx.Var) -> rx.Component:
 
 
 def _tool_policies() -> rx.Component:
-    return rx.card(
-        rx.vstack(
-            rx.heading("Agent tools", size="4", as_="h2"),
-            rx.text(
-                "Who decides when a run's agent asks a question or asks approval, through the "
-                "platform tools. The run waits for the answer; every call is in the Audit page.",
-                size="2",
-                color_scheme="gray",
-            ),
-            rx.foreach(ProjectPageState.tool_policies, _policy_row),
-            spacing="3",
-            width="100%",
+    return section_card(
+        "Agent tools",
+        rx.text(
+            "Who decides when a run's agent asks a question or asks approval, through the "
+            "platform tools. The run waits for the answer; every call is in the Audit page.",
+            size="2",
+            color_scheme="gray",
         ),
-        width="100%",
-        data_testid="tool-policies",
+        rx.foreach(ProjectPageState.tool_policies, _policy_row),
+        test_id="tool-policies",
     )
 
 
 def _register_webhook_button(row: RepositoryRow) -> rx.Component:
     # Only one registration at a time: the others are disabled while GitHub answers.
-    return rx.button(
+    return row_button(
         rx.cond(row.webhook_id, "Update webhook", "Register webhook"),
-        size="1",
-        variant="soft",
+        ProjectPageState.register_webhook(row.full_name),
+        "register-webhook",
         loading=ProjectPageState.registering == row.full_name,
         disabled=ProjectPageState.registering != "",
-        on_click=ProjectPageState.register_webhook(row.full_name),
         title="Create or update this repository's webhook on GitHub with its stored token and "
         "secret (or the global ones)",
-        data_testid="register-webhook",
     )
 
 
@@ -308,11 +257,8 @@ def _add_repository() -> rx.Component:
                     aria_label="Webhook secret",
                 ),
             ),
-            rx.button(
-                rx.icon("plus", size=16),
-                "Add repository",
-                type="submit",
-                data_testid="add-repository",
+            icon_label_button(
+                "plus", "Add repository", test_id="add-repository", variant="solid", type="submit"
             ),
             spacing="3",
             wrap="wrap",
@@ -325,49 +271,23 @@ def _add_repository() -> rx.Component:
 
 
 def _repositories() -> rx.Component:
-    return rx.card(
-        rx.vstack(
-            rx.heading("Repositories", size="4", as_="h2"),
-            rx.cond(
-                ProjectPageState.repositories.length() > 0,  # type: ignore[attr-defined]
-                rx.box(
-                    rx.table.root(
-                        rx.table.header(
-                            rx.table.row(
-                                *(
-                                    rx.table.column_header_cell(h)
-                                    for h in (
-                                        "Repository",
-                                        "Token",
-                                        "Webhook secret",
-                                        "services.yaml",
-                                        "Webhook",
-                                        "",
-                                    )
-                                )
-                            )
-                        ),
-                        rx.table.body(rx.foreach(ProjectPageState.repositories, _repository_row)),
-                        width="100%",
-                        data_testid="repositories-table",
-                    ),
-                    overflow_x="auto",
-                    width="100%",
-                ),
-                rx.text(
-                    "No repository yet. Add one: its issues labelled run:<stage> start runs here. "
-                    "Then register its webhook with the button on its row (or point a GitHub "
-                    "webhook for issues, pull requests, reviews and comments at "
-                    "/api/v1/webhooks/github with the same secret).",
-                    color_scheme="gray",
-                    data_testid="repositories-empty",
-                ),
+    return section_card(
+        "Repositories",
+        data_table(
+            ["Repository", "Token", "Webhook secret", "services.yaml", "Webhook", ""],
+            ProjectPageState.repositories,
+            _repository_row,
+            test_id="repositories-table",
+            empty=rx.text(
+                "No repository yet. Add one: its issues labelled run:<stage> start runs here. "
+                "Then register its webhook with the button on its row (or point a GitHub "
+                "webhook for issues, pull requests, reviews and comments at "
+                "/api/v1/webhooks/github with the same secret).",
+                color_scheme="gray",
+                data_testid="repositories-empty",
             ),
-            rx.cond(ProjectPageState.can_edit_repositories, _add_repository()),
-            spacing="3",
-            width="100%",
         ),
-        width="100%",
+        rx.cond(ProjectPageState.can_edit_repositories, _add_repository()),
     )
 
 
@@ -392,153 +312,119 @@ def _run_row(run: RecentRun) -> rx.Component:
 
 def _cost() -> rx.Component:
     """What the project's runs cost per day over the chosen range."""
-    return rx.card(
-        rx.vstack(
-            rx.flex(
-                rx.heading("Cost", size="4", as_="h2"),
-                rx.spacer(),
-                rx.select.root(
-                    rx.select.trigger(aria_label="Range", data_testid="cost-range"),
-                    rx.select.content(
-                        *(rx.select.item(f"Last {d} days", value=d) for d in COST_RANGES)
-                    ),
-                    value=ProjectPageState.cost_days.to_string(),
-                    on_change=ProjectPageState.set_cost_days,
+    return section_card(
+        rx.flex(
+            rx.heading("Cost", size="4", as_="h2"),
+            rx.spacer(),
+            rx.select.root(
+                rx.select.trigger(aria_label="Range", data_testid="cost-range"),
+                rx.select.content(
+                    *(rx.select.item(f"Last {d} days", value=d) for d in COST_RANGES)
                 ),
-                align="center",
-                width="100%",
-                gap="0.5rem",
+                value=ProjectPageState.cost_days.to_string(),
+                on_change=ProjectPageState.set_cost_days,
             ),
-            rx.text(
-                rx.text.span(ProjectPageState.cost_total, weight="bold", size="5"),
-                " in the last ",
-                ProjectPageState.cost_days,
-                " days",
-                data_testid="cost-total",
-            ),
-            rx.recharts.bar_chart(
-                rx.recharts.bar(data_key="cost_value", name="Cost (USD)", fill="var(--accent-9)"),
-                rx.recharts.x_axis(data_key="day"),
-                rx.recharts.y_axis(),
-                rx.recharts.graphing_tooltip(),
-                data=ProjectPageState.cost_rows.to(list[dict[str, Any]]),
-                height=180,
-                width="100%",
-            ),
-            data_table(
-                ["Day", "Runs", "Cost"],
-                rx.table.body(
-                    rx.foreach(
-                        ProjectPageState.cost_rows,
-                        lambda row: rx.table.row(
-                            rx.table.cell(row.day),
-                            rx.table.cell(row.runs),
-                            rx.table.cell(row.cost),
-                            data_testid="cost-row",
-                        ),
-                    )
-                ),
-                test_id="cost-table",
-            ),
-            spacing="3",
+            align="center",
+            width="100%",
+            gap="0.5rem",
+        ),
+        rx.text(
+            rx.text.span(ProjectPageState.cost_total, weight="bold", size="5"),
+            " in the last ",
+            ProjectPageState.cost_days,
+            " days",
+            data_testid="cost-total",
+        ),
+        rx.recharts.bar_chart(
+            rx.recharts.bar(data_key="cost_value", name="Cost (USD)", fill="var(--accent-9)"),
+            rx.recharts.x_axis(data_key="day"),
+            rx.recharts.y_axis(),
+            rx.recharts.graphing_tooltip(),
+            data=ProjectPageState.cost_rows.to(list[dict[str, Any]]),
+            height=180,
             width="100%",
         ),
-        width="100%",
-        data_testid="project-cost",
+        data_table(
+            ["Day", "Runs", "Cost"],
+            ProjectPageState.cost_rows,
+            lambda row: rx.table.row(
+                rx.table.cell(row.day),
+                rx.table.cell(row.runs),
+                rx.table.cell(row.cost),
+                data_testid="cost-row",
+            ),
+            test_id="cost-table",
+            size="1",
+        ),
+        test_id="project-cost",
     )
 
 
 def _recent_runs() -> rx.Component:
-    return rx.card(
-        rx.vstack(
-            rx.heading("Recent runs", size="4", as_="h2"),
-            rx.cond(
-                ProjectPageState.recent_runs.length() > 0,  # type: ignore[attr-defined]
-                rx.box(
-                    rx.table.root(
-                        rx.table.header(
-                            rx.table.row(
-                                *(
-                                    rx.table.column_header_cell(h)
-                                    for h in ("Run", "Status", "Stage", "Agent", "Issue", "Created")
-                                )
-                            )
-                        ),
-                        rx.table.body(rx.foreach(ProjectPageState.recent_runs, _run_row)),
-                        width="100%",
-                        size="1",
-                    ),
-                    overflow_x="auto",
-                    width="100%",
-                ),
-                rx.text(
-                    "No runs yet: label an issue of one of its repositories with run:dev "
-                    "(or another stage) to start one.",
-                    color_scheme="gray",
-                ),
+    return section_card(
+        "Recent runs",
+        data_table(
+            ["Run", "Status", "Stage", "Agent", "Issue", "Created"],
+            ProjectPageState.recent_runs,
+            _run_row,
+            size="1",
+            empty=rx.text(
+                "No runs yet: label an issue of one of its repositories with run:dev "
+                "(or another stage) to start one.",
+                color_scheme="gray",
             ),
-            spacing="3",
-            width="100%",
         ),
-        width="100%",
     )
 
 
 def _delete() -> rx.Component:
-    return rx.card(
-        rx.vstack(
-            rx.heading("Delete this project", size="4", as_="h2"),
-            rx.text(
-                "Deleting removes its repositories, members, slots, runs and their logs. The "
-                "audit trail keeps its events. A project with active runs cannot be deleted.",
-                color_scheme="gray",
-            ),
-            rx.alert_dialog.root(
-                rx.alert_dialog.trigger(
-                    rx.button(
-                        "Delete project…",
-                        color_scheme="red",
-                        variant="soft",
-                        data_testid="delete-project",
-                    ),
-                ),
-                rx.alert_dialog.content(
-                    rx.alert_dialog.title("Delete ", ProjectPageState.page_key, "?"),
-                    rx.alert_dialog.description(
-                        "This cannot be undone. Type the project key to confirm."
-                    ),
-                    rx.input(
-                        value=ProjectPageState.delete_confirmation,
-                        on_change=ProjectPageState.set_delete_confirmation,
-                        placeholder=ProjectPageState.page_key,
-                        aria_label="Project key",
-                        data_testid="delete-confirmation",
-                        margin_y="1rem",
-                    ),
-                    rx.flex(
-                        rx.alert_dialog.cancel(
-                            rx.button("Cancel", variant="soft", color_scheme="gray")
-                        ),
-                        rx.alert_dialog.action(
-                            rx.button(
-                                "Delete",
-                                color_scheme="red",
-                                disabled=ProjectPageState.delete_confirmation
-                                != ProjectPageState.page_key,
-                                on_click=ProjectPageState.delete_project,
-                                data_testid="confirm-delete",
-                            )
-                        ),
-                        spacing="3",
-                        justify="end",
-                    ),
-                ),
-            ),
-            spacing="3",
-            width="100%",
+    return section_card(
+        "Delete this project",
+        rx.text(
+            "Deleting removes its repositories, members, slots, runs and their logs. The "
+            "audit trail keeps its events. A project with active runs cannot be deleted.",
+            color_scheme="gray",
         ),
-        width="100%",
-        data_testid="danger-zone",
+        rx.alert_dialog.root(
+            rx.alert_dialog.trigger(
+                rx.button(
+                    "Delete project…",
+                    color_scheme="red",
+                    variant="soft",
+                    data_testid="delete-project",
+                ),
+            ),
+            rx.alert_dialog.content(
+                rx.alert_dialog.title("Delete ", ProjectPageState.page_key, "?"),
+                rx.alert_dialog.description(
+                    "This cannot be undone. Type the project key to confirm."
+                ),
+                rx.input(
+                    value=ProjectPageState.delete_confirmation,
+                    on_change=ProjectPageState.set_delete_confirmation,
+                    placeholder=ProjectPageState.page_key,
+                    aria_label="Project key",
+                    data_testid="delete-confirmation",
+                    margin_y="1rem",
+                ),
+                rx.flex(
+                    rx.alert_dialog.cancel(secondary_button("Cancel")),
+                    rx.alert_dialog.action(
+                        rx.button(
+                            "Delete",
+                            color_scheme="red",
+                            disabled=ProjectPageState.delete_confirmation
+                            != ProjectPageState.page_key,
+                            on_click=ProjectPageState.delete_project,
+                            data_testid="confirm-delete",
+                        )
+                    ),
+                    spacing="3",
+                    justify="end",
+                ),
+            ),
+        ),
+        test_id="danger-zone",
     )
 
 
@@ -581,29 +467,23 @@ def project() -> rx.Component:
             "Project " + ProjectPageState.project_name,
             "Project",
         ),
-        rx.cond(
-            ProjectPageState.is_loaded & AuthState.is_resolved,
+        signed_in_only(
             rx.cond(
-                AuthState.is_signed_in,
-                rx.cond(
-                    ProjectPageState.not_found,
-                    rx.box(
-                        empty_state(
-                            "folder-x",
-                            "No such project",
-                            "There is no project with this key, or you are not a member of it. "
-                            "Go back to the projects you can see.",
-                        ),
-                        data_testid="project-not-found",
-                    ),
-                    _content(),
-                ),
+                ProjectPageState.not_found,
                 empty_state(
-                    "folder-git-2",
-                    "Sign in to see this project",
-                    "Projects are shown to their members. Sign in to see yours.",
+                    "folder-x",
+                    "No such project",
+                    "There is no project with this key, or you are not a member of it. "
+                    "Go back to the projects you can see.",
+                    test_id="project-not-found",
                 ),
+                _content(),
             ),
-            rx.center(rx.spinner(size="3"), padding_y="4rem"),
+            empty_state(
+                "folder-git-2",
+                "Sign in to see this project",
+                "Projects are shown to their members. Sign in to see yours.",
+            ),
+            is_loaded=ProjectPageState.is_loaded,
         ),
     )

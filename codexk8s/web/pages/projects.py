@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import reflex as rx
 
 from codexk8s import urls
 from codexk8s.services.projects import MemberRow, ProjectRow
+from codexk8s.web.components.buttons import row_button
 from codexk8s.web.components.confirm import confirm_button
-from codexk8s.web.components.forms import form_row
-from codexk8s.web.components.layout import empty_state, page
+from codexk8s.web.components.data_table import data_table
+from codexk8s.web.components.forms import add_person_form, form_row
+from codexk8s.web.components.layout import empty_state, page, signed_in_only
 from codexk8s.web.components.messages import messages
 from codexk8s.web.state.auth import AuthState
 from codexk8s.web.state.projects import PROJECT_ROLES, ProjectsState
@@ -18,27 +22,23 @@ LEARNING_CHOICES = ["default", "on", "off"]
 
 
 def _sign_in_prompt() -> rx.Component:
-    return rx.box(
-        empty_state(
-            "folder-git-2",
-            "Sign in to see your projects",
-            "Projects, their run slots and their members are shown to the people who belong "
-            "to them. Sign in to see yours.",
-        ),
-        data_testid="projects-sign-in-prompt",
+    return empty_state(
+        "folder-git-2",
+        "Sign in to see your projects",
+        "Projects, their run slots and their members are shown to the people who belong "
+        "to them. Sign in to see yours.",
+        test_id="projects-sign-in-prompt",
     )
 
 
 def _no_projects() -> rx.Component:
-    return rx.box(
-        empty_state(
-            "folder-git-2",
-            "No projects to show",
-            "A project groups repositories, members and run slots. A platform admin creates "
-            "one (New project, above) and adds members; you see the projects you are a member of.",
-            command="codexk8s project create my-project --name 'My project'",
-        ),
-        data_testid="projects-empty",
+    return empty_state(
+        "folder-git-2",
+        "No projects to show",
+        "A project groups repositories, members and run slots. A platform admin creates "
+        "one (New project, above) and adds members; you see the projects you are a member of.",
+        command="codexk8s project create my-project --name 'My project'",
+        test_id="projects-empty",
     )
 
 
@@ -59,12 +59,11 @@ def _project_row(row: ProjectRow) -> rx.Component:
             data_testid="project-role",
         ),
         rx.table.cell(
-            rx.button(
+            row_button(
                 "Members",
-                size="1",
+                ProjectsState.select_project(row.key),
+                "show-members",
                 variant=rx.cond(row.key == ProjectsState.selected_key, "solid", "soft"),
-                on_click=ProjectsState.select_project(row.key),
-                data_testid="show-members",
             )
         ),
         data_testid="project-row",
@@ -72,85 +71,63 @@ def _project_row(row: ProjectRow) -> rx.Component:
 
 
 def _projects_table() -> rx.Component:
-    return rx.box(
-        rx.table.root(
-            rx.table.header(
-                rx.table.row(
-                    *(
-                        rx.table.column_header_cell(h)
-                        for h in ("Key", "Name", "Slots", "Your role", "")
-                    )
-                )
-            ),
-            rx.table.body(rx.foreach(ProjectsState.projects, _project_row)),
-            width="100%",
-            data_testid="projects-table",
-        ),
-        width="100%",
-        overflow_x="auto",
+    return data_table(
+        ["Key", "Name", "Slots", "Your role", ""],
+        ProjectsState.projects,
+        _project_row,
+        test_id="projects-table",
     )
 
 
 def _add_form() -> rx.Component:
-    return rx.hstack(
-        rx.input(
-            placeholder="someone@example.com",
-            type="email",
-            value=ProjectsState.new_email,
-            on_change=ProjectsState.set_new_email,
-            aria_label="Email",
-            data_testid="new-member-email",
-            width="18rem",
-        ),
-        rx.select(
-            PROJECT_ROLES,
-            value=ProjectsState.new_role,
-            on_change=ProjectsState.set_new_role,
-            aria_label="Role",
-            data_testid="new-member-role",
-        ),
-        rx.button(
-            rx.icon("user-plus", size=16),
-            "Add member",
-            on_click=ProjectsState.add_member,
-            data_testid="add-member",
-        ),
-        spacing="2",
-        align="center",
-        wrap="wrap",
+    return add_person_form(
+        ProjectsState, noun="member", roles=PROJECT_ROLES, on_add=ProjectsState.add_member
+    )
+
+
+def _member_choice(
+    options: list[str],
+    value: rx.Var,
+    on_change: Any,
+    label: rx.Var,
+    test_id: str,
+    **badge_props: Any,
+) -> rx.Component:
+    """A member's role or learning mode: a select for those who manage the members, a badge for
+    everyone else."""
+    return rx.table.cell(
+        rx.cond(
+            ProjectsState.can_manage_members,
+            rx.select(
+                options,
+                value=value,
+                on_change=on_change,
+                size="1",
+                aria_label=label,
+                data_testid=test_id,
+            ),
+            rx.badge(value, data_testid=test_id, **badge_props),
+        )
     )
 
 
 def _member_row(row: MemberRow) -> rx.Component:
     return rx.table.row(
         rx.table.row_header_cell(row.email, data_testid="member-email"),
-        rx.table.cell(
-            rx.cond(
-                ProjectsState.can_manage_members,
-                rx.select(
-                    PROJECT_ROLES,
-                    value=row.role,
-                    on_change=lambda role: ProjectsState.change_member_role(row.email, role),
-                    size="1",
-                    aria_label="Role of " + row.email,
-                    data_testid="member-role",
-                ),
-                rx.badge(row.role, data_testid="member-role"),
-            )
+        _member_choice(
+            PROJECT_ROLES,
+            row.role,
+            lambda role: ProjectsState.change_member_role(row.email, role),
+            "Role of " + row.email,
+            "member-role",
         ),
-        rx.table.cell(
-            rx.cond(
-                ProjectsState.can_manage_members,
-                rx.select(
-                    LEARNING_CHOICES,
-                    value=row.learning_mode,
-                    on_change=lambda mode: ProjectsState.change_member_learning(row.email, mode),
-                    size="1",
-                    aria_label="Learning mode of " + row.email,
-                    data_testid="member-learning",
-                ),
-                rx.badge(row.learning_mode, variant="outline", data_testid="member-learning"),
-            )
+        _member_choice(
+            LEARNING_CHOICES,
+            row.learning_mode,
+            lambda mode: ProjectsState.change_member_learning(row.email, mode),
+            "Learning mode of " + row.email,
+            "member-learning",
+            variant="outline",
         ),
         rx.table.cell(
             rx.cond(
@@ -182,22 +159,11 @@ def _members() -> rx.Component:
                 color_scheme="gray",
             ),
         ),
-        rx.box(
-            rx.table.root(
-                rx.table.header(
-                    rx.table.row(
-                        *(
-                            rx.table.column_header_cell(h)
-                            for h in ("Email", "Role", "Learning mode", "")
-                        )
-                    )
-                ),
-                rx.table.body(rx.foreach(ProjectsState.members, _member_row)),
-                width="100%",
-                data_testid="members-table",
-            ),
-            width="100%",
-            overflow_x="auto",
+        data_table(
+            ["Email", "Role", "Learning mode", ""],
+            ProjectsState.members,
+            _member_row,
+            test_id="members-table",
         ),
         spacing="3",
         width="100%",
@@ -277,9 +243,5 @@ def _content() -> rx.Component:
 def projects() -> rx.Component:
     return page(
         "Projects",
-        rx.cond(
-            AuthState.is_resolved,
-            rx.cond(AuthState.is_signed_in, _content(), _sign_in_prompt()),
-            rx.center(rx.spinner(size="3"), padding_y="4rem"),
-        ),
+        signed_in_only(_content(), _sign_in_prompt()),
     )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import reflex as rx
 
 from codexk8s import urls
 from codexk8s.web import live
+from codexk8s.web.components.buttons import icon_label_button
 from codexk8s.web.components.confirm import confirm_button
-from codexk8s.web.components.layout import empty_state, page
-from codexk8s.web.components.messages import messages
+from codexk8s.web.components.layout import empty_state, page, section_card, skeletons
+from codexk8s.web.components.messages import messages, note
 from codexk8s.web.components.status import status_badge
 from codexk8s.web.state.run import EventView, RunState
 
@@ -152,17 +155,7 @@ def _header() -> rx.Component:
                     run.attempt_text, href=run.parent_href, size="2", data_testid="run-attempt"
                 ),
             ),
-            rx.cond(
-                run.queue_text != "",
-                rx.callout(
-                    run.queue_text,
-                    icon="hourglass",
-                    color_scheme="gray",
-                    size="1",
-                    width="100%",
-                    data_testid="run-queue",
-                ),
-            ),
+            _run_note(run.queue_text, "hourglass", "gray", "run-queue"),
             rx.cond(
                 (run.reason_text != "") | (run.status_message != ""),
                 rx.callout(
@@ -216,6 +209,20 @@ def _messages() -> rx.Component:
     return messages(RunState.error, RunState.notice, "run")
 
 
+def _search_button(
+    icon: str, label: str, on_click: Any, test_id: str, variant: str = "soft"
+) -> rx.Component:
+    """An icon-only button of the search bar (type button, so it never submits the search)."""
+    return rx.icon_button(
+        rx.icon(icon, size=16),
+        variant=variant,
+        type="button",
+        on_click=on_click,
+        aria_label=label,
+        data_testid=test_id,
+    )
+
+
 def _search() -> rx.Component:
     return rx.form(
         rx.hstack(
@@ -227,13 +234,7 @@ def _search() -> rx.Component:
                 data_testid="log-search",
                 width=rx.breakpoints(initial="100%", sm="14rem"),
             ),
-            rx.button(
-                rx.icon("search", size=16),
-                "Find",
-                type="submit",
-                variant="soft",
-                data_testid="log-search-submit",
-            ),
+            icon_label_button("search", "Find", test_id="log-search-submit", type="submit"),
             rx.cond(
                 RunState.search_query != "",
                 rx.hstack(
@@ -248,29 +249,17 @@ def _search() -> rx.Component:
                         data_testid="log-match-count",
                         white_space="nowrap",
                     ),
-                    rx.icon_button(
-                        rx.icon("chevron-up", size=16),
-                        variant="soft",
-                        type="button",
-                        on_click=RunState.previous_match,
-                        aria_label="Previous match",
-                        data_testid="log-match-previous",
+                    _search_button(
+                        "chevron-up",
+                        "Previous match",
+                        RunState.previous_match,
+                        "log-match-previous",
                     ),
-                    rx.icon_button(
-                        rx.icon("chevron-down", size=16),
-                        variant="soft",
-                        type="button",
-                        on_click=RunState.next_match,
-                        aria_label="Next match",
-                        data_testid="log-match-next",
+                    _search_button(
+                        "chevron-down", "Next match", RunState.next_match, "log-match-next"
                     ),
-                    rx.icon_button(
-                        rx.icon("x", size=16),
-                        variant="ghost",
-                        type="button",
-                        on_click=RunState.clear_search,
-                        aria_label="Clear search",
-                        data_testid="log-search-clear",
+                    _search_button(
+                        "x", "Clear search", RunState.clear_search, "log-search-clear", "ghost"
                     ),
                     spacing="2",
                     align="center",
@@ -288,55 +277,20 @@ def _search() -> rx.Component:
 def _log_toolbar() -> rx.Component:
     follow_toggle = rx.cond(
         RunState.is_following,
-        rx.button(
-            rx.icon("pause", size=16),
-            "Pause",
-            variant="soft",
-            on_click=RunState.pause,
-            data_testid="log-pause",
-        ),
-        rx.button(
-            rx.icon("play", size=16),
-            "Follow",
-            variant="solid",
-            on_click=RunState.resume,
-            data_testid="log-resume",
-        ),
+        icon_label_button("pause", "Pause", RunState.pause, "log-pause"),
+        icon_label_button("play", "Follow", RunState.resume, "log-resume", variant="solid"),
     )
     return rx.flex(
         rx.cond(RunState.run.is_active, follow_toggle),
-        rx.button(
-            rx.icon("arrow-down-to-line", size=16),
-            "Jump to end",
-            variant="soft",
-            on_click=RunState.resume,
-            data_testid="log-jump-end",
-        ),
-        rx.button(
-            rx.icon("chevrons-up", size=16),
-            "Older",
-            variant="soft",
-            on_click=RunState.show_older,
-            disabled=~RunState.has_older,
-            data_testid="log-older",
+        icon_label_button("arrow-down-to-line", "Jump to end", RunState.resume, "log-jump-end"),
+        icon_label_button(
+            "chevrons-up", "Older", RunState.show_older, "log-older", disabled=~RunState.has_older
         ),
         rx.cond(
             ~RunState.is_following & (RunState.unseen_lines > 0),
-            rx.button(
-                rx.icon("chevrons-down", size=16),
-                "Newer",
-                variant="soft",
-                on_click=RunState.show_newer,
-                data_testid="log-newer",
-            ),
+            icon_label_button("chevrons-down", "Newer", RunState.show_newer, "log-newer"),
         ),
-        rx.button(
-            rx.icon("download", size=16),
-            "Download",
-            variant="soft",
-            on_click=RunState.download_log,
-            data_testid="log-download",
-        ),
+        icon_label_button("download", "Download", RunState.download_log, "log-download"),
         rx.spacer(),
         _search(),
         gap="0.5rem",
@@ -371,30 +325,15 @@ def _log_status() -> rx.Component:
     )
 
 
+def _run_note(text: rx.Var, icon: str, color: str, test_id: str) -> rx.Component:
+    """A small note across the run page, shown when TEXT says something."""
+    return note(text, icon=icon, color=color, size="1", width="100%", data_testid=test_id)
+
+
 def _log_notes() -> rx.Component:
     return rx.fragment(
-        rx.cond(
-            RunState.run.log_truncated != "",
-            rx.callout(
-                RunState.run.log_truncated,
-                icon="scissors",
-                color_scheme="amber",
-                size="1",
-                width="100%",
-                data_testid="log-truncated",
-            ),
-        ),
-        rx.cond(
-            RunState.run.log_removed != "",
-            rx.callout(
-                RunState.run.log_removed,
-                icon="archive-x",
-                color_scheme="gray",
-                size="1",
-                width="100%",
-                data_testid="log-removed",
-            ),
-        ),
+        _run_note(RunState.run.log_truncated, "scissors", "amber", "log-truncated"),
+        _run_note(RunState.run.log_removed, "archive-x", "gray", "log-removed"),
     )
 
 
@@ -516,19 +455,14 @@ def _event_row(event: EventView) -> rx.Component:
 
 
 def _timeline() -> rx.Component:
-    return rx.card(
-        rx.vstack(
-            rx.heading("Timeline", size="4", as_="h2"),
-            rx.cond(
-                RunState.events.length() > 0,
-                rx.vstack(rx.foreach(RunState.events, _event_row), spacing="0", width="100%"),
-                rx.text("No events recorded for this run yet.", color_scheme="gray", size="2"),
-            ),
-            spacing="3",
-            width="100%",
+    return section_card(
+        "Timeline",
+        rx.cond(
+            RunState.events.length() > 0,
+            rx.vstack(rx.foreach(RunState.events, _event_row), spacing="0", width="100%"),
+            rx.text("No events recorded for this run yet.", color_scheme="gray", size="2"),
         ),
-        width="100%",
-        data_testid="run-timeline",
+        test_id="run-timeline",
     )
 
 
@@ -536,147 +470,134 @@ def _result() -> rx.Component:
     """What the run produced: the agent's summary, the pull request (or why there is none),
     the branch, the changed files, tokens and cost."""
     run = RunState.run
-    return rx.card(
-        rx.vstack(
-            rx.heading("Result", size="4", as_="h2"),
-            rx.cond(
-                run.summary != "",
-                rx.text(run.summary, size="2", data_testid="result-summary"),
-                rx.text(
-                    rx.cond(
-                        run.is_active,
-                        "The agent's summary appears here when it reports its result.",
-                        "The agent reported no summary.",
-                    ),
-                    size="2",
-                    color_scheme="gray",
-                    data_testid="result-summary",
+    return section_card(
+        "Result",
+        rx.cond(
+            run.summary != "",
+            rx.text(run.summary, size="2", data_testid="result-summary"),
+            rx.text(
+                rx.cond(
+                    run.is_active,
+                    "The agent's summary appears here when it reports its result.",
+                    "The agent reported no summary.",
                 ),
+                size="2",
+                color_scheme="gray",
+                data_testid="result-summary",
             ),
-            rx.grid(
-                _field(
-                    "Pull request",
-                    rx.cond(
-                        run.pr_url != "",
-                        rx.link(
-                            rx.icon("git-pull-request", size=14),
-                            " ",
-                            run.pr,
-                            href=run.pr_url,
-                            is_external=True,
-                            size="2",
-                        ),
-                        rx.text(
-                            rx.cond(
-                                run.no_pr_reason != "",
-                                run.no_pr_reason,
-                                rx.cond(run.is_active, "Not yet", "—"),
-                            ),
-                            size="2",
-                            color_scheme="gray",
-                        ),
-                    ),
-                    "result-pr",
-                ),
-                _field(
-                    "Branch",
-                    rx.cond(
-                        run.branch != "",
-                        rx.code(run.branch, size="2"),
-                        rx.text("—", size="2"),
-                    ),
-                    "result-branch",
-                ),
-                _field(
-                    "Changed files",
-                    rx.cond(
-                        run.changed_files.length() > 0,
-                        rx.vstack(
-                            rx.foreach(run.changed_files, lambda f: rx.code(f, size="1")),
-                            spacing="1",
-                            align="start",
-                        ),
-                        rx.text("—", size="2"),
-                    ),
-                    "result-files",
-                ),
-                _field(
-                    "Tokens",
-                    rx.text(
-                        run.tokens_total,
-                        title=(
-                            "input "
-                            + run.tokens_input
-                            + " (cached "
-                            + run.tokens_cached
-                            + ") · output "
-                            + run.tokens_output
-                            + " (reasoning "
-                            + run.tokens_reasoning
-                            + ")"
-                        ),
+        ),
+        rx.grid(
+            _field(
+                "Pull request",
+                rx.cond(
+                    run.pr_url != "",
+                    rx.link(
+                        rx.icon("git-pull-request", size=14),
+                        " ",
+                        run.pr,
+                        href=run.pr_url,
+                        is_external=True,
                         size="2",
                     ),
-                    "run-tokens",
-                ),
-                _field("Cost", _text_or_dash(run.cost), "run-cost"),
-                columns=rx.breakpoints(initial="1", sm="2", lg="5"),
-                gap="1rem",
-                width="100%",
-            ),
-            rx.cond(
-                (run.documents.length() > 0) | (run.documents_note != ""),
-                _field(
-                    "Project documents in the prompt",
-                    rx.vstack(
-                        rx.foreach(run.documents, lambda line: rx.code(line, size="1")),
+                    rx.text(
                         rx.cond(
-                            run.documents_note != "",
-                            rx.text(run.documents_note, size="2", color_scheme="gray"),
+                            run.no_pr_reason != "",
+                            run.no_pr_reason,
+                            rx.cond(run.is_active, "Not yet", "—"),
                         ),
+                        size="2",
+                        color_scheme="gray",
+                    ),
+                ),
+                "result-pr",
+            ),
+            _field(
+                "Branch",
+                rx.cond(
+                    run.branch != "",
+                    rx.code(run.branch, size="2"),
+                    rx.text("—", size="2"),
+                ),
+                "result-branch",
+            ),
+            _field(
+                "Changed files",
+                rx.cond(
+                    run.changed_files.length() > 0,
+                    rx.vstack(
+                        rx.foreach(run.changed_files, lambda f: rx.code(f, size="1")),
                         spacing="1",
                         align="start",
                     ),
-                    "result-documents",
+                    rx.text("—", size="2"),
                 ),
+                "result-files",
             ),
-            rx.cond(
-                run.session_text != "",
-                _field(
-                    "Agent session",
-                    rx.text(run.session_text, size="2"),
-                    "result-session",
+            _field(
+                "Tokens",
+                rx.text(
+                    run.tokens_total,
+                    title=(
+                        "input "
+                        + run.tokens_input
+                        + " (cached "
+                        + run.tokens_cached
+                        + ") · output "
+                        + run.tokens_output
+                        + " (reasoning "
+                        + run.tokens_reasoning
+                        + ")"
+                    ),
+                    size="2",
                 ),
+                "run-tokens",
             ),
-            spacing="3",
+            _field("Cost", _text_or_dash(run.cost), "run-cost"),
+            columns=rx.breakpoints(initial="1", sm="2", lg="5"),
+            gap="1rem",
             width="100%",
         ),
-        width="100%",
-        data_testid="run-result",
+        rx.cond(
+            (run.documents.length() > 0) | (run.documents_note != ""),
+            _field(
+                "Project documents in the prompt",
+                rx.vstack(
+                    rx.foreach(run.documents, lambda line: rx.code(line, size="1")),
+                    rx.cond(
+                        run.documents_note != "",
+                        rx.text(run.documents_note, size="2", color_scheme="gray"),
+                    ),
+                    spacing="1",
+                    align="start",
+                ),
+                "result-documents",
+            ),
+        ),
+        rx.cond(
+            run.session_text != "",
+            _field("Agent session", rx.text(run.session_text, size="2"), "result-session"),
+        ),
+        test_id="run-result",
     )
 
 
 def _skeleton() -> rx.Component:
-    return rx.vstack(
-        rx.skeleton(rx.box(height="9rem", width="100%"), loading=True),
-        rx.skeleton(rx.box(height="2.25rem", width="100%"), loading=True),
-        rx.skeleton(rx.box(height="50vh", width="100%"), loading=True),
+    return skeletons(
+        ["9rem", "2.25rem", "50vh"],
+        test_id="run-loading",
+        skeleton={"loading": True},
         spacing="3",
-        width="100%",
-        data_testid="run-loading",
         aria_busy="true",
     )
 
 
 def _not_visible() -> rx.Component:
-    return rx.box(
-        empty_state(
-            "search-x",
-            "Run not found",
-            "This run does not exist, or you are not allowed to see it. Runs are shown to "
-            "members of their project; ask a project admin to add you.",
-        ),
-        data_testid="run-not-visible",
+    return empty_state(
+        "search-x",
+        "Run not found",
+        "This run does not exist, or you are not allowed to see it. Runs are shown to "
+        "members of their project; ask a project admin to add you.",
+        test_id="run-not-visible",
     )
 
 
@@ -685,15 +606,7 @@ def _content() -> rx.Component:
         _messages(),
         _header(),
         _result(),
-        rx.card(
-            rx.vstack(
-                rx.heading("Log", size="4", as_="h2", id="log"),
-                _log_viewer(),
-                spacing="3",
-                width="100%",
-            ),
-            width="100%",
-        ),
+        section_card(rx.heading("Log", size="4", as_="h2", id="log"), _log_viewer()),
         _timeline(),
         spacing="4",
         width="100%",

@@ -5,7 +5,11 @@ from __future__ import annotations
 import reflex as rx
 
 from codexk8s.web import live
-from codexk8s.web.components.layout import empty_state, page, sign_in_button
+from codexk8s.web.components.buttons import pager_buttons
+from codexk8s.web.components.data_table import data_table
+from codexk8s.web.components.forms import filter_field
+from codexk8s.web.components.layout import empty_state, page, sign_in_button, skeletons
+from codexk8s.web.components.messages import note
 from codexk8s.web.components.start_run import start_run_button
 from codexk8s.web.components.status import status_badge
 from codexk8s.web.state.runs import AGENTS, ANY, STAGES, STATUSES, RunsState, RunView
@@ -20,15 +24,14 @@ def _filter_select(
         if isinstance(choices, rx.Var)
         else rx.fragment(*(rx.select.item(choice, value=choice) for choice in choices))
     )
-    return rx.vstack(
-        rx.text(label, size="1", color_scheme="gray"),
+    return filter_field(
+        label,
         rx.select.root(
             rx.select.trigger(aria_label=label, min_width="8rem", data_testid=testid),
             rx.select.content(rx.select.item(f"Any {label.lower()}", value=ANY), items),
             value=value,
             on_change=on_change,
         ),
-        spacing="1",
     )
 
 
@@ -40,8 +43,8 @@ def filters() -> rx.Component:
                        "filter-status"),
         _filter_select("Stage", RunsState.stage, STAGES, RunsState.set_stage, "filter-stage"),
         _filter_select("Agent", RunsState.agent, AGENTS, RunsState.set_agent, "filter-agent"),
-        rx.vstack(
-            rx.text("Issue", size="1", color_scheme="gray"),
+        filter_field(
+            "Issue",
             rx.input(
                 placeholder="Title or #number",
                 value=RunsState.search,
@@ -51,10 +54,9 @@ def filters() -> rx.Component:
                 data_testid="filter-search",
                 min_width="12rem",
             ),
-            spacing="1",
         ),
-        rx.vstack(
-            rx.text("Sort", size="1", color_scheme="gray"),
+        filter_field(
+            "Sort",
             rx.select.root(
                 rx.select.trigger(aria_label="Sort", data_testid="sort"),
                 rx.select.content(
@@ -64,7 +66,6 @@ def filters() -> rx.Component:
                 value=RunsState.sort_order,
                 on_change=RunsState.set_sort,
             ),
-            spacing="1",
         ),
         rx.cond(
             RunsState.is_filtered,
@@ -159,17 +160,13 @@ def _card(run: RunView) -> rx.Component:
 def _table() -> rx.Component:
     headers = ("Run", "Status", "Project", "Issue", "Stage", "Agent", "Created", "Duration")
     return rx.fragment(
-        rx.box(
-            rx.table.root(
-                rx.table.header(rx.table.row(*(rx.table.column_header_cell(h) for h in headers))),
-                rx.table.body(rx.foreach(RunsState.runs, _row)),
-                variant="surface",
-                size="1",
-                width="100%",
-                data_testid="runs-table",
-            ),
-            overflow_x="auto",
-            width="100%",
+        data_table(
+            headers,
+            RunsState.runs,
+            _row,
+            test_id="runs-table",
+            size="1",
+            variant="surface",
             display=rx.breakpoints(initial="none", sm="block"),
         ),
         rx.vstack(
@@ -192,26 +189,18 @@ def _total() -> rx.Component:
 
 
 def _skeleton() -> rx.Component:
-    return rx.vstack(
-        *(rx.skeleton(rx.box(height="2rem", width="100%"), loading=True) for _ in range(8)),
-        width="100%",
-        spacing="2",
-        data_testid="runs-loading",
-    )
+    return skeletons(["2rem"] * 8, test_id="runs-loading", skeleton={"loading": True}, spacing="2")
 
 
 def _pager() -> rx.Component:
     return rx.hstack(
-        rx.button(rx.icon("chevron-left", size=16), "Previous", variant="soft",
-                  disabled=~RunsState.has_previous, on_click=RunsState.previous_page,
-                  data_testid="previous-page"),
-        rx.button("Next", rx.icon("chevron-right", size=16), variant="soft",
-                  disabled=~RunsState.has_next, on_click=RunsState.next_page,
-                  data_testid="next-page"),
+        *pager_buttons(
+            RunsState, previous=("Previous", "previous-page"), following=("Next", "next-page")
+        ),
         justify="end",
         width="100%",
         padding_top="1rem",
-    )  # fmt: skip
+    )
 
 
 def _empty() -> rx.Component:
@@ -256,11 +245,8 @@ def runs() -> rx.Component:
             rx.fragment(
                 rx.flex(filters(), rx.spacer(), rx.box(start_run_button(), padding_top="1.2rem"),
                         wrap="wrap", width="100%", gap="0.75rem"),
-                rx.cond(
-                    RunsState.error != "",
-                    rx.callout(RunsState.error, icon="triangle-alert", color_scheme="red",
-                               margin_bottom="1rem", data_testid="runs-error"),
-                ),
+                note(RunsState.error, icon="triangle-alert", color="red", margin_bottom="1rem",
+                     data_testid="runs-error"),
                 rx.cond(
                     RunsState.is_loading,
                     _skeleton(),

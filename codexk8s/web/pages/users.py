@@ -6,22 +6,23 @@ from __future__ import annotations
 import reflex as rx
 
 from codexk8s.services.users import UserRow
-from codexk8s.web.components.layout import empty_state, page
+from codexk8s.web.components.buttons import row_button
+from codexk8s.web.components.data_table import data_table
+from codexk8s.web.components.forms import add_person_form
+from codexk8s.web.components.layout import empty_state, page, signed_in_only
 from codexk8s.web.components.messages import messages
 from codexk8s.web.state.auth import AuthState
 from codexk8s.web.state.users import ROLES, TokenView, UsersState
 
 
 def _sign_in_prompt() -> rx.Component:
-    return rx.box(
-        empty_state(
-            "users",
-            "Sign in to manage users",
-            "Only people an admin adds may sign in. Platform admins add, disable and re-role "
-            "users here once signed in, or from the command line.",
-            command="codexk8s user add someone@example.com --role user",
-        ),
-        data_testid="users-sign-in-prompt",
+    return empty_state(
+        "users",
+        "Sign in to manage users",
+        "Only people an admin adds may sign in. Platform admins add, disable and re-role "
+        "users here once signed in, or from the command line.",
+        command="codexk8s user add someone@example.com --role user",
+        test_id="users-sign-in-prompt",
     )
 
 
@@ -39,33 +40,7 @@ def _messages() -> rx.Component:
 
 
 def _add_form() -> rx.Component:
-    return rx.hstack(
-        rx.input(
-            placeholder="someone@example.com",
-            type="email",
-            value=UsersState.new_email,
-            on_change=UsersState.set_new_email,
-            aria_label="Email",
-            data_testid="new-user-email",
-            width="18rem",
-        ),
-        rx.select(
-            ROLES,
-            value=UsersState.new_role,
-            on_change=UsersState.set_new_role,
-            aria_label="Role",
-            data_testid="new-user-role",
-        ),
-        rx.button(
-            rx.icon("user-plus", size=16),
-            "Add user",
-            on_click=UsersState.add_user,
-            data_testid="add-user",
-        ),
-        spacing="2",
-        align="center",
-        wrap="wrap",
-    )
+    return add_person_form(UsersState, noun="user", roles=ROLES, on_add=UsersState.add_user)
 
 
 def _user_row(row: UserRow) -> rx.Component:
@@ -92,21 +67,8 @@ def _user_row(row: UserRow) -> rx.Component:
         rx.table.cell(
             rx.cond(
                 row.disabled,
-                rx.button(
-                    "Enable",
-                    size="1",
-                    variant="soft",
-                    on_click=UsersState.enable_user(row.id),
-                    data_testid="enable-user",
-                ),
-                rx.button(
-                    "Disable",
-                    size="1",
-                    variant="soft",
-                    color_scheme="red",
-                    on_click=UsersState.disable_user(row.id),
-                    data_testid="disable-user",
-                ),
+                row_button("Enable", UsersState.enable_user(row.id), "enable-user"),
+                row_button("Disable", UsersState.disable_user(row.id), "disable-user", color="red"),
             )
         ),
         data_testid="user-row",
@@ -126,14 +88,12 @@ def _token_row(token: TokenView) -> rx.Component:
         rx.table.cell(
             rx.cond(
                 token.status == "active",
-                rx.button(
+                row_button(
                     "Revoke",
-                    size="1",
-                    variant="soft",
-                    color_scheme="red",
-                    on_click=UsersState.revoke_token(token.id),
+                    UsersState.revoke_token(token.id),
+                    "revoke-token",
+                    color="red",
                     aria_label="Revoke the token " + token.name + " of " + token.owner_email,
-                    data_testid="revoke-token",
                 ),
             )
         ),
@@ -150,34 +110,12 @@ def _tokens() -> rx.Component:
             ". Only their first characters are shown; a revoked token stops working at once.",
             color_scheme="gray",
         ),
-        rx.cond(
-            UsersState.tokens.length() > 0,
-            rx.box(
-                rx.table.root(
-                    rx.table.header(
-                        rx.table.row(
-                            *(
-                                rx.table.column_header_cell(h)
-                                for h in (
-                                    "Name",
-                                    "Starts with",
-                                    "Owner",
-                                    "Created",
-                                    "Last used",
-                                    "Status",
-                                    "",
-                                )
-                            ),
-                        )
-                    ),
-                    rx.table.body(rx.foreach(UsersState.tokens, _token_row)),
-                    width="100%",
-                    data_testid="tokens-table",
-                ),
-                width="100%",
-                overflow_x="auto",
-            ),
-            rx.text("No API tokens yet.", data_testid="no-tokens"),
+        data_table(
+            ["Name", "Starts with", "Owner", "Created", "Last used", "Status", ""],
+            UsersState.tokens,
+            _token_row,
+            test_id="tokens-table",
+            empty=rx.text("No API tokens yet.", data_testid="no-tokens"),
         ),
         spacing="3",
         width="100%",
@@ -193,22 +131,11 @@ def _manager() -> rx.Component:
         ),
         _add_form(),
         _messages(),
-        rx.box(
-            rx.table.root(
-                rx.table.header(
-                    rx.table.row(
-                        *(
-                            rx.table.column_header_cell(h)
-                            for h in ("Email", "GitHub login", "Role", "Status", "")
-                        ),
-                    )
-                ),
-                rx.table.body(rx.foreach(UsersState.users, _user_row)),
-                width="100%",
-                data_testid="users-table",
-            ),
-            width="100%",
-            overflow_x="auto",
+        data_table(
+            ["Email", "GitHub login", "Role", "Status", ""],
+            UsersState.users,
+            _user_row,
+            test_id="users-table",
         ),
         _tokens(),
         spacing="4",
@@ -219,13 +146,7 @@ def _manager() -> rx.Component:
 def users() -> rx.Component:
     return page(
         "Users",
-        rx.cond(
-            AuthState.is_resolved,
-            rx.cond(
-                AuthState.is_signed_in,
-                rx.cond(AuthState.is_platform_admin, _manager(), _not_admin()),
-                _sign_in_prompt(),
-            ),
-            rx.center(rx.spinner(size="3"), padding_y="4rem"),
+        signed_in_only(
+            rx.cond(AuthState.is_platform_admin, _manager(), _not_admin()), _sign_in_prompt()
         ),
     )

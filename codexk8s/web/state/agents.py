@@ -20,7 +20,9 @@ from codexk8s.services import agents, prompt_templates
 from codexk8s.services.agents import AgentRow
 from codexk8s.services.prompt_templates import TemplateVersion
 from codexk8s.services.transactions import in_transaction
+from codexk8s.web.state.actions import attempt
 from codexk8s.web.state.auth import AuthState
+from codexk8s.web.state.fields import field_setter
 
 SCOPES: list[str] = list(prompts.SCOPES)
 KINDS: list[str] = list(prompts.KINDS)
@@ -184,13 +186,8 @@ class AgentsState(rx.State):
         self.scope, self.kind, self.view = scope, kind, "edit"
         await self._reload_template()
 
-    @rx.event
-    def set_draft(self, value: str) -> None:
-        self.draft = value
-
-    @rx.event
-    def set_view(self, value: str) -> None:
-        self.view = value
+    set_draft = field_setter("draft")
+    set_view = field_setter("view")
 
     @rx.event
     def discard_draft(self) -> None:
@@ -204,16 +201,13 @@ class AgentsState(rx.State):
         found = await self._principal()
         if found is None:
             return
-        try:
-            saved = await asyncio.to_thread(
-                in_transaction, prompt_templates.save_version, actor=found[0],
-                scope=self.scope, kind=self.kind, body=self.draft,
-                base_version=self.current_version or None,
-            )  # fmt: skip
-        except CodexK8sError as exc:
-            self.error, self.notice = str(exc), ""
+        ok, saved = await attempt(
+            self, in_transaction, prompt_templates.save_version, actor=found[0],
+            scope=self.scope, kind=self.kind, body=self.draft,
+            base_version=self.current_version or None,
+        )  # fmt: skip
+        if not ok:
             return
-        self.error = ""
         self.notice = f"Saved {self.scope}/{self.kind} as version {saved.version}."
         await self._reload_template()
 
@@ -241,15 +235,12 @@ class AgentsState(rx.State):
         found = await self._principal()
         if found is None:
             return
-        try:
-            saved = await asyncio.to_thread(
-                in_transaction, prompt_templates.restore, actor=found[0], template_id=template_id
-            )
-        except CodexK8sError as exc:
-            self.error, self.notice = str(exc), ""
+        ok, saved = await attempt(
+            self, in_transaction, prompt_templates.restore, actor=found[0], template_id=template_id
+        )
+        if not ok:
             return
         restored_from = self._bodies.get(template_id, (0, ""))[0]
-        self.error = ""
         self.notice = (
             f"Restored version {restored_from} of {self.scope}/{self.kind} "
             f"as version {saved.version}."
@@ -278,21 +269,10 @@ class AgentsState(rx.State):
         if value in agents.ENGINES:
             self.edit_engine = value
 
-    @rx.event
-    def set_edit_image(self, value: str) -> None:
-        self.edit_image = value
-
-    @rx.event
-    def set_edit_command(self, value: str) -> None:
-        self.edit_command = value
-
-    @rx.event
-    def set_edit_timeout(self, value: str) -> None:
-        self.edit_timeout = value
-
-    @rx.event
-    def set_edit_model(self, value: str) -> None:
-        self.edit_model = value
+    set_edit_image = field_setter("edit_image")
+    set_edit_command = field_setter("edit_command")
+    set_edit_timeout = field_setter("edit_timeout")
+    set_edit_model = field_setter("edit_model")
 
     @rx.event
     async def save_agent(self) -> None:
@@ -305,16 +285,13 @@ class AgentsState(rx.State):
             self.error, self.notice = "The timeout must be a number of minutes.", ""
             return
         before = next((r for r in self.roster if r.key == self.editing_key), None)
-        try:
-            saved = await asyncio.to_thread(
-                in_transaction, agents.update_agent, actor=found[0], key=self.editing_key,
-                engine=self.edit_engine, image=self.edit_image, command=self.edit_command,
-                timeout_minutes=timeout, model=self.edit_model,
-            )  # fmt: skip
-        except CodexK8sError as exc:
-            self.error, self.notice = str(exc), ""
+        ok, saved = await attempt(
+            self, in_transaction, agents.update_agent, actor=found[0], key=self.editing_key,
+            engine=self.edit_engine, image=self.edit_image, command=self.edit_command,
+            timeout_minutes=timeout, model=self.edit_model,
+        )  # fmt: skip
+        if not ok:
             return
-        self.error = ""
         self.notice = (
             f"No changes to save for {self.editing_key}."
             if saved == before

@@ -22,6 +22,7 @@ from codexk8s.services.agent_runs import visible_projects
 from codexk8s.services.transactions import in_transaction
 from codexk8s.web.components import formatters as fmt
 from codexk8s.web.state.auth import AuthState
+from codexk8s.web.state.fields import field_setter
 
 PAGE_SIZE = 50
 ANY = "any"
@@ -201,17 +202,9 @@ class AuditState(rx.State):
         self.type_filter = value
         await self._first_page()
 
-    @rx.event
-    def set_actor_filter(self, value: str) -> None:
-        self.actor_filter = value
-
-    @rx.event
-    def set_since(self, value: str) -> None:
-        self.since = value
-
-    @rx.event
-    def set_until(self, value: str) -> None:
-        self.until = value
+    set_actor_filter = field_setter("actor_filter")
+    set_since = field_setter("since")
+    set_until = field_setter("until")
 
     @rx.event
     async def apply_filters(self) -> None:

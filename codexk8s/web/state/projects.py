@@ -27,7 +27,9 @@ from codexk8s.services.projects import MemberRow, ProjectRow, ProjectSettings, R
 from codexk8s.services.repositories import RepositoryRow
 from codexk8s.services.transactions import in_transaction
 from codexk8s.web.components import formatters as fmt
+from codexk8s.web.state.actions import attempt
 from codexk8s.web.state.auth import AuthState
+from codexk8s.web.state.fields import field_setter
 
 PROJECT_ROLES: list[str] = [role.value for role in ProjectRole]
 COST_RANGES = ["7", "14", "30", "90"]
@@ -177,13 +179,8 @@ class ProjectsState(rx.State):
         self.selected_key = key
         await self._refresh(found[0])
 
-    @rx.event
-    def set_new_email(self, value: str) -> None:
-        self.new_email = value
-
-    @rx.event
-    def set_new_role(self, value: str) -> None:
-        self.new_role = value
+    set_new_email = field_setter("new_email")
+    set_new_role = field_setter("new_role")
 
     @rx.event
     async def add_member(self) -> None:
@@ -319,17 +316,12 @@ class ProjectPageState(rx.State):
         if found is None:
             return False
         principal, email = found
-        try:
-            await asyncio.to_thread(
-                in_transaction, work, actor=principal, actor_id=email,
-                project_key=self.page_key, **kwargs,
-            )  # fmt: skip
-        except CodexK8sError as exc:
-            self.error, self.notice = str(exc), ""
-            ok = False
-        else:
-            self.error, self.notice = "", done
-            ok = True
+        ok, _ = await attempt(
+            self, in_transaction, work, actor=principal, actor_id=email,
+            project_key=self.page_key, **kwargs,
+        )  # fmt: skip
+        if ok:
+            self.notice = done
         await self._refresh(principal)
         return ok
 
@@ -359,25 +351,15 @@ class ProjectPageState(rx.State):
             members.error = members.notice = members.member_error = members.member_notice = ""
             await members._refresh(found[0])
 
-    @rx.event
-    def set_edit_name(self, value: str) -> None:
-        self.edit_name = value
-
-    @rx.event
-    def set_edit_slots(self, value: str) -> None:
-        self.edit_slots = value
+    set_edit_name = field_setter("edit_name")
+    set_edit_slots = field_setter("edit_slots")
 
     @rx.event
     def set_edit_learning(self, value: bool) -> None:
         self.edit_learning = bool(value)
 
-    @rx.event
-    def set_edit_model(self, value: str) -> None:
-        self.edit_model = value
-
-    @rx.event
-    def set_edit_log_retention(self, value: str) -> None:
-        self.edit_log_retention = value
+    set_edit_model = field_setter("edit_model")
+    set_edit_log_retention = field_setter("edit_log_retention")
 
     @rx.var
     def log_retention_default(self) -> str:
@@ -385,9 +367,7 @@ class ProjectPageState(rx.State):
         days = get_settings().log_retention_days
         return f"default: {days} days" if days else "default: forever"
 
-    @rx.event
-    def set_delete_confirmation(self, value: str) -> None:
-        self.delete_confirmation = value
+    set_delete_confirmation = field_setter("delete_confirmation")
 
     @rx.event
     async def set_tool_policy(self, tool: str, policy: str) -> None:

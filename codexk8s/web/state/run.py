@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -54,6 +55,7 @@ from codexk8s.web import ansi, live
 from codexk8s.web.components import formatters as fmt
 from codexk8s.web.components.status import STATUS_WORDS, status_color
 from codexk8s.web.http.auth import session_ttl
+from codexk8s.web.state.actions import attempt
 from codexk8s.web.state.auth import AuthState, session_token
 
 WINDOW = 500  # log lines a viewer holds at most
@@ -655,40 +657,57 @@ class RunState(rx.State):
     def set_search_input(self, value: str) -> None:
         self.search_input = value[:200]
 
-    async def _search(self, *, from_sequence: int, backwards: bool) -> None:
-        needle = self.search_query
+    async def _read_visible(self, read: Callable[[int], Any]) -> tuple[bool, Any]:
+        """(True, READ(run id)) read in a thread when the signed-in caller may see this run;
+        otherwise (False, None) with the page cleared and saying why."""
         token, run_id = self._session_token(), self._run_id
 
-        def work() -> run_logs.SearchHit | str | None:
+        def work() -> tuple[str, Any]:
             principal = principal_for(token)
             if principal is None:
-                return SIGNED_OUT
+                return SIGNED_OUT, None
             try:
                 in_transaction(
                     run_access.require_run, actor=principal, run_id=run_id,
                     action=Action.VIEW_PROJECT,
                 )  # fmt: skip
             except NotFoundError:
-                return NOT_VISIBLE
+                return NOT_VISIBLE, None
+            return "", read(run_id)
+
+        refusal, value = await asyncio.to_thread(work)
+        if refusal:
+            self._clear(refusal, is_missing=refusal == NOT_VISIBLE)
+            return False, None
+        return True, value
+
+    async def _show_around(self, line: int) -> None:
+        """Stop following and show LINE: in the window held when it is there, else a window
+        around it."""
+        if self._lines and self.first_line <= line <= self.last_line:
+            self.is_following = False
+            self._show_window()
+        else:
+            await self._load_window(max(0, line - WINDOW // 2 - 1), following=False)
+
+    async def _search(self, *, from_sequence: int, backwards: bool) -> None:
+        needle = self.search_query
+
+        def read(run_id: int) -> run_logs.SearchHit | None:
             return run_logs.search(
                 get_engine(), run_id=run_id, needle=needle, from_sequence=from_sequence,
                 backwards=backwards,
             )  # fmt: skip
 
-        hit = await asyncio.to_thread(work)
-        if isinstance(hit, str):
-            self._clear(hit, is_missing=hit == NOT_VISIBLE)
+        is_visible, hit = await self._read_visible(read)
+        if not is_visible:
             return
         if hit is None:
             self.match_count = self.match_index = self.match_line = 0
             self._show_window()
             return
         self.match_count, self.match_index, self.match_line = hit.count, hit.index, hit.sequence
-        if self._lines and self.first_line <= hit.sequence <= self.last_line:
-            self.is_following = False
-            self._show_window()
-        else:
-            await self._load_window(max(0, hit.sequence - WINDOW // 2 - 1), following=False)
+        await self._show_around(hit.sequence)
 
     @rx.event
     async def submit_search(self, form: dict | None = None):
@@ -728,33 +747,13 @@ class RunState(rx.State):
             at = datetime.fromisoformat(at_iso)
         except ValueError:
             return None
-        token, run_id = self._session_token(), self._run_id
-
-        def work() -> int | str:
-            principal = principal_for(token)
-            if principal is None:
-                return SIGNED_OUT
-            try:
-                in_transaction(
-                    run_access.require_run, actor=principal, run_id=run_id,
-                    action=Action.VIEW_PROJECT,
-                )  # fmt: skip
-            except NotFoundError:
-                return NOT_VISIBLE
-            return run_logs.sequence_at(get_engine(), run_id=run_id, at=at)
-
-        found = await asyncio.to_thread(work)
-        if isinstance(found, str):
-            self._clear(found, is_missing=found == NOT_VISIBLE)
-            return None
-        if found == 0:
+        is_visible, found = await self._read_visible(
+            lambda run_id: run_logs.sequence_at(get_engine(), run_id=run_id, at=at)
+        )
+        if not is_visible or found == 0:
             return None
         self.focus_line = found
-        if self._lines and self.first_line <= found <= self.last_line:
-            self.is_following = False
-            self._show_window()
-        else:
-            await self._load_window(max(0, found - WINDOW // 2 - 1), following=False)
+        await self._show_around(found)
         return _scroll_to_current()
 
     # --- cancel and rerun ---------------------------------------------------------------------
@@ -787,15 +786,12 @@ class RunState(rx.State):
         if found is None:
             return
         principal, run_id = found
-        try:
-            outcome = await asyncio.to_thread(
-                run_control.cancel_run, get_engine(), run_id=run_id,
-                actor_id=str(principal.user_id),
-            )  # fmt: skip
-        except CodexK8sError as exc:
-            self.error, self.notice = str(exc), ""
+        ok, outcome = await attempt(
+            self, run_control.cancel_run, get_engine(), run_id=run_id,
+            actor_id=str(principal.user_id),
+        )  # fmt: skip
+        if not ok:
             return
-        self.error = ""
         self.notice = (
             "Run canceled." if outcome.is_immediate else "Asked the run to stop; it ends shortly."
         )
@@ -809,12 +805,10 @@ class RunState(rx.State):
         if found is None:
             return
         principal, run_id = found
-        try:
-            new_id = await asyncio.to_thread(
-                run_control.rerun, get_engine(), run_id=run_id, actor_id=str(principal.user_id)
-            )
-        except CodexK8sError as exc:
-            self.error, self.notice = str(exc), ""
+        ok, new_id = await attempt(
+            self, run_control.rerun, get_engine(), run_id=run_id, actor_id=str(principal.user_id)
+        )
+        if not ok:
             return
         return rx.redirect(urls.run_page(new_id))
 

@@ -14,6 +14,7 @@ from codexk8s.domain.stages import REVIEW_STAGE, Stage
 from codexk8s.errors import CodexK8sError
 from codexk8s.services import run_start
 from codexk8s.web.state.auth import AuthState
+from codexk8s.web.state.fields import field_setter
 
 STAGES: list[str] = [stage.value for stage in Stage] + [REVIEW_STAGE]
 
@@ -85,9 +86,7 @@ class StartRunState(rx.State):
     def set_project(self, value: str) -> None:
         self._choose(value)
 
-    @rx.event
-    def set_repository(self, value: str) -> None:
-        self.repository = value
+    set_repository = field_setter("repository")
 
     @rx.event
     def set_number(self, value: str) -> None:

@@ -17,12 +17,13 @@ from sqlmodel import Session
 
 from codexk8s.domain.access import PlatformRole
 from codexk8s.domain.authorization import Action, Principal, is_allowed
-from codexk8s.errors import CodexK8sError
 from codexk8s.services import api_tokens, users
 from codexk8s.services.api_tokens import TokenRow
 from codexk8s.services.transactions import in_transaction
 from codexk8s.services.users import UserRow
+from codexk8s.web.state.actions import attempt
 from codexk8s.web.state.auth import AuthState
+from codexk8s.web.state.fields import field_setter
 
 ROLES: list[str] = [role.value for role in PlatformRole]
 NOT_ALLOWED = "Managing users is for platform admins."
@@ -119,14 +120,11 @@ class UsersState(rx.State):
         if authorized is None:
             return
         principal, email = authorized
-        try:
-            row = await asyncio.to_thread(
-                in_transaction, work, actor=principal, actor_id=email, **kwargs
-            )
-        except CodexK8sError as exc:
-            self.error, self.notice = str(exc), ""
-        else:
-            self.error, self.notice = "", done.format(email=row.email, role=row.role)
+        ok, row = await attempt(
+            self, in_transaction, work, actor=principal, actor_id=email, **kwargs
+        )
+        if ok:
+            self.notice = done.format(email=row.email, role=row.role)
         await self._refresh(principal)
 
     @rx.event
@@ -137,13 +135,8 @@ class UsersState(rx.State):
         if authorized is not None:
             await self._refresh(authorized[0])
 
-    @rx.event
-    def set_new_email(self, value: str) -> None:
-        self.new_email = value
-
-    @rx.event
-    def set_new_role(self, value: str) -> None:
-        self.new_role = value
+    set_new_email = field_setter("new_email")
+    set_new_role = field_setter("new_role")
 
     @rx.event
     async def add_user(self) -> None:
@@ -151,15 +144,12 @@ class UsersState(rx.State):
         if authorized is None:
             return
         principal, email = authorized
-        try:
-            user = await asyncio.to_thread(
-                in_transaction, users.add_user, email=self.new_email, role=self.new_role,
-                actor_id=email,
-            )  # fmt: skip
-        except CodexK8sError as exc:
-            self.error, self.notice = str(exc), ""
-        else:
-            self.error, self.notice = "", f"Added {user.email} as {user.role}."
+        ok, user = await attempt(
+            self, in_transaction, users.add_user, email=self.new_email, role=self.new_role,
+            actor_id=email,
+        )  # fmt: skip
+        if ok:
+            self.notice = f"Added {user.email} as {user.role}."
             self.new_email, self.new_role = "", PlatformRole.USER.value
         await self._refresh(principal)
 
@@ -187,14 +177,10 @@ class UsersState(rx.State):
         if authorized is None:
             return
         principal, email = authorized
-        try:
-            row = await asyncio.to_thread(
-                in_transaction, api_tokens.revoke_token, actor=principal, actor_id=email,
-                token_id=int(token_id),
-            )  # fmt: skip
-        except CodexK8sError as exc:
-            self.error, self.notice = str(exc), ""
-        else:
-            self.error = ""
+        ok, row = await attempt(
+            self, in_transaction, api_tokens.revoke_token, actor=principal, actor_id=email,
+            token_id=int(token_id),
+        )  # fmt: skip
+        if ok:
             self.notice = f"Revoked the token {row.name or row.prefix} of {row.owner_email}."
         await self._refresh(principal)
