@@ -49,7 +49,7 @@ from codexk8s.services import agents, projects, repositories, users
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.servers import bench_postgres, free_port, redis_server  # noqa: E402
+from tests.servers import bench_postgres, free_port, redis_server, wait_for_http  # noqa: E402
 from tests.webhook_examples import example, with_labels  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "failover.json"
@@ -112,19 +112,6 @@ def serve(
         [str(Path(sys.executable).parent / "codexk8s"), "serve", "--port", str(port)],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
     )  # fmt: skip
-
-
-def wait_for(url: str, timeout: float = 900.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
 
 
 def label(base: str, number: int) -> None:
@@ -202,8 +189,8 @@ def measure(args: argparse.Namespace, admin_url: str, redis_url: str) -> dict[st
         try:
             print("building and starting two replicas (production mode)…", flush=True)
             for port in ports.values():
-                wait_for(f"http://127.0.0.1:{port}{urls.HEALTHZ}")
-                wait_for(f"http://127.0.0.1:{port}/")
+                wait_for_http(f"http://127.0.0.1:{port}{urls.HEALTHZ}", timeout=900)
+                wait_for_http(f"http://127.0.0.1:{port}/", timeout=900)
             for number in range(1, args.runs + 1):
                 label(f"http://127.0.0.1:{ports['a']}", number)
             wait_until(

@@ -57,7 +57,7 @@ from codexk8s.services import agents, projects, repositories, sessions, users
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.servers import bench_postgres, free_port  # noqa: E402
+from tests.servers import bench_postgres, free_port, wait_for_http  # noqa: E402
 from tests.webhook_examples import example, with_labels  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "load.json"
@@ -141,19 +141,6 @@ def serve(db_url: str, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
         [str(Path(sys.executable).parent / "codexk8s"), "serve", "--port", str(port)],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
     )  # fmt: skip
-
-
-def wait_for(url: str, timeout: float = 900.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
 
 
 def post_webhook(base: str, repository: str, number: int, label: str) -> float:
@@ -283,8 +270,8 @@ def measure(args: argparse.Namespace, admin_url: str) -> dict[str, Any]:
         server = serve(db_url, data_dir, port)
         try:
             print("building and starting the app (production mode)…", flush=True)
-            wait_for(base + urls.HEALTHZ)
-            wait_for(base + "/")
+            wait_for_http(base + urls.HEALTHZ, timeout=900)
+            wait_for_http(base + "/", timeout=900)
             size_before = database_bytes(db_url)
             server_tree = psutil.Process(server.pid)
             groups = {

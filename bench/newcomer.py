@@ -23,37 +23,19 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.servers import free_port, wait_for_http  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
 CHROMIUM = "/usr/bin/chromium"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    raise TimeoutError(url)
 
 
 def main() -> int:
@@ -84,8 +66,8 @@ def main() -> int:
             start_new_session=True,
         )  # fmt: skip
         base = f"http://127.0.0.1:{port}"
-        wait_http(base + "/readyz", timeout=900)
-        wait_http(base + "/", timeout=900)
+        wait_for_http(base + "/readyz", timeout=900)
+        wait_for_http(base + "/", timeout=900)
         steps["make run → ready"] = time.monotonic() - mark
 
         mark = time.monotonic()

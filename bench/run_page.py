@@ -33,7 +33,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,7 +53,7 @@ from codexk8s.web.state.run import WINDOW
 
 # The benchmarks start their own PostgreSQL (tests/servers.py) unless --admin-url names one.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.servers import bench_postgres
+from tests.servers import bench_postgres, wait_for_http
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "run_page.json"
@@ -183,19 +182,6 @@ def serve(db_url: str, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
-def wait_for(url: str, timeout: float = 900.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
-
-
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
@@ -286,8 +272,8 @@ def run(args: argparse.Namespace, admin_url: str) -> None:
         process = serve(db_url, Path(folder), port)
         try:
             print("building and starting the app (production mode)…", flush=True)
-            wait_for(base + urls.HEALTHZ)
-            wait_for(base + "/")
+            wait_for_http(base + urls.HEALTHZ, timeout=900)
+            wait_for_http(base + "/", timeout=900)
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(
                     executable_path=CHROMIUM,

@@ -25,7 +25,13 @@ from codexk8s.config import get_settings
 from codexk8s.crypto import get_secret_box
 from codexk8s.db import engine as db_engine
 from codexk8s.db.migrations import upgrade_to_head
-from tests.servers import ServerError, free_port, postgres_server, redis_server
+from tests.servers import (
+    ServerError,
+    free_port,
+    postgres_server,
+    redis_server,
+    wait_for_http,
+)
 
 if TYPE_CHECKING:
     # tests.github_server imports this module; import it lazily at run time.
@@ -216,20 +222,6 @@ def log_db(
         reset_caches()
         upgrade_to_head(url)
     return db_engine.get_engine()
-
-
-def wait_for_http(url: str, timeout: float = 240.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer 200 within {timeout:.0f}s")
 
 
 CHROMIUM = "/usr/bin/chromium"

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,3 +122,18 @@ def bench_postgres(admin_url: str | None) -> Iterator[str]:
         return
     with postgres_server(durable=True) as url:
         yield url
+
+
+def wait_for_http(url: str, timeout: float = 240.0, interval: float = 0.5) -> None:
+    """Until URL answers 200 (a server the tests or a bench started); TimeoutError after
+    TIMEOUT seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(interval)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout:.0f}s")

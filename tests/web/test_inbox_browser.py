@@ -31,6 +31,18 @@ pytestmark = pytest.mark.browser
 LONG = 60_000  # ms: the first page load may wait for a busy machine
 
 
+def project_with_member(engine: Engine, role: str) -> tuple[str, str]:
+    """A new project and a user with ROLE on it: (key, email)."""
+    suffix = uuid.uuid4().hex[:8]
+    key, email = f"inbox-{suffix}", f"m-{suffix}@example.com"
+    with Session(engine) as session:
+        users.add_user(session=session, email=email, role="user")
+        projects.create_project(session=session, key=key, name="Inbox")
+        projects.add_member(session=session, project_key=key, email=email, role=role)
+        session.commit()
+    return key, email
+
+
 def running_run(engine: Engine, key: str, token: str = "") -> int:
     with Session(engine) as session:
         project = projects.require_by_key(session=session, key=key)
@@ -62,13 +74,7 @@ def test_a_member_answers_in_the_inbox_and_new_questions_arrive_live(
     page: Page,
     artifacts_dir: Path,
 ) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    key, writer = f"inbox-{suffix}", f"w-{suffix}@example.com"
-    with Session(served_engine) as session:
-        users.add_user(session=session, email=writer, role="user")
-        projects.create_project(session=session, key=key, name="Inbox")
-        projects.add_member(session=session, project_key=key, email=writer, role="read_write")
-        session.commit()
+    key, writer = project_with_member(served_engine, "read_write")
     first = waiting_run(served_engine, key, "Which port should the service listen on?")
 
     sign_in(page, served_app, served_engine, writer)
@@ -132,13 +138,7 @@ def test_a_project_admin_approves_and_denies_in_the_inbox(
     page: Page,
     artifacts_dir: Path,
 ) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    key, admin = f"approve-{suffix}", f"a-{suffix}@example.com"
-    with Session(served_engine) as session:
-        users.add_user(session=session, email=admin, role="user")
-        projects.create_project(session=session, key=key, name="Approvals")
-        projects.add_member(session=session, project_key=key, email=admin, role="admin")
-        session.commit()
+    key, admin = project_with_member(served_engine, "admin")
     denied = approval(served_engine, key, "Drop the sessions table")
     approved = approval(served_engine, key, "Force-push the release branch")
 
