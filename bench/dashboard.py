@@ -30,11 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
 from playwright.sync_api import Browser, Page, sync_playwright
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from codexk8s import urls
@@ -46,7 +45,7 @@ from codexk8s.services.agent_runs import RunFilters
 
 # The benchmarks start their own PostgreSQL (tests/servers.py) unless --admin-url names one.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.servers import bench_postgres
+from tests.servers import bench_postgres, fresh_database
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "dashboard.json"
@@ -282,14 +281,7 @@ def free_port() -> int:
 def prepare_database(admin_url: str, db_name: str) -> str:
     if not db_name.replace("_", "").isalnum():
         sys.exit(f"bad database name {db_name!r}")
-    parsed = make_url(admin_url)
-    with psycopg.connect(
-        host=parsed.host, port=parsed.port, user=parsed.username, password=parsed.password,
-        dbname=parsed.database or "postgres", autocommit=True,
-    ) as connection:  # fmt: skip
-        connection.execute(f"DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")  # type: ignore[arg-type]
-        connection.execute(f"CREATE DATABASE {db_name}")  # type: ignore[arg-type]
-    url = parsed.set(database=db_name).render_as_string(hide_password=False)
+    url = fresh_database(admin_url, db_name)
     upgrade_to_head(url)
     engine = make_engine(url)
     try:

@@ -37,7 +37,6 @@ from typing import Any
 
 import psutil
 import psycopg
-from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 from codexk8s import urls
@@ -49,7 +48,7 @@ from codexk8s.services import agents, projects, repositories, users
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.servers import bench_postgres, free_port, redis_server, wait_for_http  # noqa: E402
+from tests.servers import bench_postgres, free_port, fresh_database, redis_server, wait_for_http  # noqa: E402
 from tests.webhook_examples import example, with_labels  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "failover.json"
@@ -70,15 +69,7 @@ for n in range(1, count + 1):
 
 
 def prepare(admin_url: str, runs: int, agent_command: str) -> str:
-    url = make_url(admin_url)
-    name = "codexk8s_bench_failover"
-    with psycopg.connect(
-        host=url.host, port=url.port, user=url.username, password=url.password,
-        dbname="postgres", autocommit=True,
-    ) as connection:  # fmt: skip
-        connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type]
-        connection.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
-    db_url = url.set(database=name).render_as_string(hide_password=False)
+    db_url = fresh_database(admin_url, "codexk8s_bench_failover")
     upgrade_to_head(db_url)
     engine = make_engine(db_url)
     with Session(engine) as session:

@@ -35,9 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import psycopg  # noqa: E402
 from kubernetes import client, watch  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
 from codexk8s import metrics  # noqa: E402
 from codexk8s.adapters.github.webhooks import sign  # noqa: E402
@@ -60,7 +58,7 @@ from tests.github_server import running_github  # noqa: E402
 from tests.kube.cluster import running_cluster  # noqa: E402
 from tests.kube.engine_process import make_engine, make_runtime  # noqa: E402
 from tests.kube.lane import deploy_control_plane_identity  # noqa: E402
-from tests.servers import bench_postgres  # noqa: E402
+from tests.servers import bench_postgres, fresh_database  # noqa: E402
 from tests.webhook_examples import example, with_labels  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "kube_lane.json"
@@ -229,15 +227,7 @@ async def _measure(cluster: Any, runs: int) -> dict[str, Any]:
 
 
 def prepare(admin_url: str, work: Path, kubeconfig: Path, github_url: str) -> None:
-    url = make_url(admin_url)
-    name = "codexk8s_bench_kube_lane"
-    with psycopg.connect(
-        host=url.host, port=url.port, user=url.username, password=url.password,
-        dbname="postgres", autocommit=True,
-    ) as connection:  # fmt: skip
-        connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type]
-        connection.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
-    database_url = url.set(database=name).render_as_string(hide_password=False)
+    database_url = fresh_database(admin_url, "codexk8s_bench_kube_lane")
     for key, value in {
         "DATABASE_URL": database_url, "SECRET_KEY": "bench-secret-key-0123456789",
         "DATA_DIR": str(work / "data"), "RUNTIME": "kubernetes", "KUBECONFIG": str(kubeconfig),

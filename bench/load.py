@@ -57,7 +57,7 @@ from codexk8s.services import agents, projects, repositories, sessions, users
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.servers import bench_postgres, free_port, wait_for_http  # noqa: E402
+from tests.servers import bench_postgres, free_port, fresh_database, wait_for_http  # noqa: E402
 from tests.webhook_examples import example, with_labels  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "load.json"
@@ -96,15 +96,7 @@ new MutationObserver((mutations) => {
 
 
 def prepare(admin_url: str, runs: int, agent_command: str) -> tuple[str, list[str]]:
-    url = make_url(admin_url)
-    name = "codexk8s_bench_load"
-    with psycopg.connect(
-        host=url.host, port=url.port, user=url.username, password=url.password,
-        dbname="postgres", autocommit=True,
-    ) as connection:  # fmt: skip
-        connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type]
-        connection.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
-    db_url = url.set(database=name).render_as_string(hide_password=False)
+    db_url = fresh_database(admin_url, "codexk8s_bench_load")
     upgrade_to_head(db_url)
     engine = make_engine(db_url)
     keys = [f"load{n}" for n in range((runs + SLOTS_PER_PROJECT - 1) // SLOTS_PER_PROJECT)]

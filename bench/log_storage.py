@@ -35,9 +35,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from codexk8s.db import log_chunks
@@ -50,7 +49,7 @@ from codexk8s.services import log_maintenance, projects, run_logs
 
 # The benchmarks start their own PostgreSQL (tests/servers.py) unless --admin-url names one.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.servers import bench_postgres
+from tests.servers import bench_postgres, fresh_database
 
 RESULTS = Path(__file__).resolve().parent / "results" / "log_storage.json"
 RARE = "zebracorn"
@@ -117,14 +116,7 @@ def realistic_log(count: int, *, seed: int = 17) -> list[LogLine]:
 
 
 def fresh_postgres(admin_url: str, name: str) -> str:
-    url = make_url(admin_url)
-    with psycopg.connect(
-        host=url.host, port=url.port, user=url.username, password=url.password,
-        dbname=url.database or "postgres", autocommit=True,
-    ) as connection:  # fmt: skip
-        connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type]
-        connection.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
-    db_url = url.set(database=name).render_as_string(hide_password=False)
+    db_url = fresh_database(admin_url, name)
     upgrade_to_head(db_url)
     return db_url
 

@@ -37,9 +37,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from playwright.sync_api import Page, sync_playwright
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from codexk8s import urls
@@ -53,7 +52,7 @@ from codexk8s.web.state.run import WINDOW
 
 # The benchmarks start their own PostgreSQL (tests/servers.py) unless --admin-url names one.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.servers import bench_postgres, wait_for_http
+from tests.servers import bench_postgres, fresh_database, wait_for_http
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "run_page.json"
@@ -108,14 +107,7 @@ def free_port() -> int:
 
 
 def prepare_database(admin_url: str, db_name: str, agent_code: str) -> str:
-    url = make_url(admin_url)
-    with psycopg.connect(
-        host=url.host, port=url.port, user=url.username, password=url.password,
-        dbname=url.database or "postgres", autocommit=True,
-    ) as connection:  # fmt: skip
-        connection.execute(f"DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")  # type: ignore[arg-type]
-        connection.execute(f"CREATE DATABASE {db_name}")  # type: ignore[arg-type]
-    db_url = url.set(database=db_name).render_as_string(hide_password=False)
+    db_url = fresh_database(admin_url, db_name)
     upgrade_to_head(db_url)
     engine = make_engine(db_url)
     with Session(engine) as session:

@@ -137,3 +137,19 @@ def wait_for_http(url: str, timeout: float = 240.0, interval: float = 0.5) -> No
             pass
         time.sleep(interval)
     raise TimeoutError(f"{url} did not answer 200 within {timeout:.0f}s")
+
+
+def fresh_database(admin_url: str, name: str) -> str:
+    """An empty database NAME on the server of ADMIN_URL (dropped first if it exists, sessions
+    and all): its URL, with the password."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(admin_url)
+    with psycopg.connect(
+        host=url.host, port=url.port, user=url.username, password=url.password,
+        dbname=url.database or "postgres", autocommit=True,
+    ) as connection:  # fmt: skip
+        connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type]
+        connection.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+    return url.set(database=name).render_as_string(hide_password=False)
