@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -45,7 +44,7 @@ from codexk8s.services.agent_runs import RunFilters
 
 # The benchmarks start their own PostgreSQL (tests/servers.py) unless --admin-url names one.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.servers import bench_postgres, fresh_database
+from tests.servers import bench_postgres, fresh_database, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "dashboard.json"
@@ -336,11 +335,7 @@ def served(db_url: str, workdir: Path) -> Iterator[str]:
                     time.sleep(0.5)
             yield base_url
         finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+            stop_process_group(process)
 
 
 def signed_in_state(browser: Browser, base_url: str, engine: Engine) -> dict[str, Any]:

@@ -48,7 +48,14 @@ from codexk8s.services import agents, projects, repositories, users
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.servers import bench_postgres, free_port, fresh_database, redis_server, wait_for_http  # noqa: E402
+from tests.servers import (  # noqa: E402
+    bench_postgres,
+    free_port,
+    fresh_database,
+    redis_server,
+    stop_process_group,
+    wait_for_http,
+)
 from tests.webhook_examples import example, with_labels  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "failover.json"
@@ -254,11 +261,7 @@ def measure(args: argparse.Namespace, admin_url: str, redis_url: str) -> dict[st
         finally:
             for process in replicas.values():
                 if process.poll() is None:
-                    os.killpg(process.pid, signal.SIGTERM)
-                    try:
-                        process.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        os.killpg(process.pid, signal.SIGKILL)
+                    stop_process_group(process, timeout=30)
     return {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "runs": args.runs,

@@ -31,7 +31,6 @@ import itertools
 import json
 import os
 import shlex
-import signal
 import statistics
 import subprocess
 import sys
@@ -57,7 +56,13 @@ from codexk8s.services import agents, projects, repositories, sessions, users
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.servers import bench_postgres, free_port, fresh_database, wait_for_http  # noqa: E402
+from tests.servers import (  # noqa: E402
+    bench_postgres,
+    free_port,
+    fresh_database,
+    stop_process_group,
+    wait_for_http,
+)
 from tests.webhook_examples import example, with_labels  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "load.json"
@@ -323,11 +328,7 @@ def measure(args: argparse.Namespace, admin_url: str) -> dict[str, Any]:
             size_after = database_bytes(db_url)
             dispatch = dispatch_latencies(db_url)
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
+            stop_process_group(server, timeout=30)
     samples = sampler.samples
     stored = samples[-1]["lines"] if samples else 0
     busy = [s for s in samples if s["running"] > 0]

@@ -30,6 +30,7 @@ from tests.servers import (
     free_port,
     postgres_server,
     redis_server,
+    stop_process_group,
     wait_for_http,
 )
 
@@ -322,13 +323,7 @@ def served_app(
     try:
         yield ServedApp(base_url, process, env, served_github)
     finally:
-        import signal
-
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_process_group(process)
         log.close()
         _admin_execute(pg_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -153,3 +154,13 @@ def fresh_database(admin_url: str, name: str) -> str:
         connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type]
         connection.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
     return url.set(database=name).render_as_string(hide_password=False)
+
+
+def stop_process_group(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """SIGTERM to the process group PROCESS leads (a `codexk8s serve` and its Reflex workers),
+    SIGKILL when it has not ended within TIMEOUT seconds."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)

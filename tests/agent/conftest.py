@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlmodel import Session
+import sqlalchemy as sa
+from sqlmodel import Session, select
 
 from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine, session_scope
-from codexk8s.db.models import AgentRun
+from codexk8s.db.models import AgentRun, FlowEvent
 from codexk8s.services import agents, dispatch, projects, repositories
 from tests.codex_server import ScriptedResponses, build_app
 from tests.conftest import reset_caches, serve_in_thread
@@ -153,3 +154,17 @@ def load_run(run_id: int) -> AgentRun:
 def set_engine(role: str, **changes: object) -> None:
     with session_scope() as session:
         agents.set_agent(session=session, key=role, **changes)  # type: ignore[arg-type]
+
+
+def events(run_id: int, event_type: str) -> list[dict]:
+    """The payloads of the run's flow events of EVENT_TYPE, oldest first."""
+    with Session(get_engine()) as session:
+        rows = session.exec(
+            select(FlowEvent).where(FlowEvent.run_id == run_id, FlowEvent.event_type == event_type)
+            .order_by(sa.asc(FlowEvent.id))
+        ).all()  # fmt: skip
+        return [row.payload for row in rows]
+
+
+def output_of(process: subprocess.CompletedProcess[str]) -> str:
+    return f"{process.stdout}\n{process.stderr}"

@@ -9,14 +9,13 @@ import gzip
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine, session_scope
-from codexk8s.db.models import AgentSession, FlowEvent
+from codexk8s.db.models import AgentSession
 from codexk8s.domain.runtime import WorkloadPhase, WorkloadStatus
 from codexk8s.services import agent_runs, reconcile
 from tests.agent.conftest import (
@@ -25,8 +24,10 @@ from tests.agent.conftest import (
     Remote,
     claim,
     create_run,
+    events,
     git,
     load_run,
+    output_of,
     run_agent,
 )
 from tests.codex_server import ScriptedResponses
@@ -40,19 +41,6 @@ def settle(claimed: ClaimedRun, exit_code: int) -> str | None:
     return reconcile.apply_workload_status(
         get_engine(), WorkloadStatus(run_id=claimed.run_id, phase=phase, exit_code=exit_code)
     )
-
-
-def events(run_id: int, event_type: str) -> list[dict[str, Any]]:
-    with Session(get_engine()) as session:
-        rows = session.exec(
-            select(FlowEvent).where(FlowEvent.run_id == run_id, FlowEvent.event_type == event_type)
-            .order_by(sa.asc(FlowEvent.id))
-        ).all()  # fmt: skip
-        return [row.payload for row in rows]
-
-
-def output_of(process: Any) -> str:
-    return f"{process.stdout}\n{process.stderr}"
 
 
 def push_files(remote: Remote, tmp_path: Path, files: dict[str, str]) -> None:

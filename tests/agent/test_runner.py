@@ -12,13 +12,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import select
 
 from codexk8s.adapters.local.runtime import LocalRuntime
 from codexk8s.config import get_settings
 from codexk8s.db.engine import get_engine, session_scope
-from codexk8s.db.models import Agent, FlowEvent
+from codexk8s.db.models import Agent
 from codexk8s.domain.runtime import FailureReason, WorkloadPhase, WorkloadStatus
 from codexk8s.jobs.engine import EngineTimings, RunEngine
 from codexk8s.services import agents, dispatch, reconcile, run_logs
@@ -29,8 +28,10 @@ from tests.agent.conftest import (
     Remote,
     claim,
     create_run,
+    events,
     git,
     load_run,
+    output_of,
     run_agent,
     set_engine,
 )
@@ -47,19 +48,6 @@ def settle(claimed: ClaimedRun, exit_code: int) -> str | None:
         get_engine(),
         WorkloadStatus(run_id=claimed.run_id, phase=phase, exit_code=exit_code, reason=reason),
     )
-
-
-def events(run_id: int, event_type: str) -> list[dict]:
-    with Session(get_engine()) as session:
-        rows = session.exec(
-            select(FlowEvent).where(FlowEvent.run_id == run_id, FlowEvent.event_type == event_type)
-            .order_by(sa.asc(FlowEvent.id))
-        ).all()  # fmt: skip
-        return [row.payload for row in rows]
-
-
-def output_of(process: object) -> str:
-    return f"{process.stdout}\n{process.stderr}"  # type: ignore[attr-defined]
 
 
 def test_codex_run_pushes_the_work_branch_and_reports_the_result(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from codexk8s.errors import PreconditionError
 from codexk8s.services import agents, demo
 from codexk8s.web.http.app import build_http_app
 from tests.conftest import reset_caches, wait_for_http
-from tests.servers import free_port
+from tests.servers import free_port, stop_process_group
 from tests.webhook_examples import example
 
 CLI = str(Path(sys.executable).parent / "codexk8s")
@@ -156,11 +155,7 @@ def embedded_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
             raise RuntimeError((tmp_path / "serve.log").read_text()[-4000:]) from None
         yield base, env
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_process_group(process)
         log.close()
 
 

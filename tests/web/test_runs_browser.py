@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import uuid
@@ -41,6 +39,7 @@ from tests.conftest import (
     link_member,
     wait_for_http,
 )
+from tests.servers import stop_process_group
 from tests.web.test_users_browser import sign_in
 from tests.webhook_examples import example, with_labels
 
@@ -430,11 +429,7 @@ def replica(env: dict[str, str], workdir: Path) -> Iterator[str]:
             raise RuntimeError((workdir / "serve.log").read_text()[-4000:]) from None
         yield base_url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_process_group(process)
         log.close()
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -20,6 +18,7 @@ from codexk8s.services import users
 from codexk8s.web.components.layout import NAV_ITEMS
 from tests.conftest import ServedApp, free_port, wait_for_http
 from tests.github_server import CLIENT_ID, email_entry
+from tests.servers import stop_process_group
 
 pytestmark = pytest.mark.browser
 
@@ -108,9 +107,5 @@ def test_a_second_server_in_the_same_checkout_leaves_the_first_one_alone(
             page.goto(base_url + "/runs")
             expect(page.get_by_role("heading", name="Runs", level=1)).to_be_visible()
     finally:
-        os.killpg(second.pid, signal.SIGTERM)
-        try:
-            second.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(second.pid, signal.SIGKILL)
+        stop_process_group(second)
         log.close()
