@@ -20,6 +20,8 @@ from codexk8s.config import ConfigError, Settings, get_settings
 from codexk8s.crypto import SecretBox, get_secret_box
 from codexk8s.db import migrations
 from codexk8s.db.engine import get_engine, session_scope
+from codexk8s.domain.run_requests import WAITING_SLOT_WORDS
+from codexk8s.domain.run_requests import waiting_slot as waiting_slot_of
 from codexk8s.errors import CodexK8sError, PreconditionError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -426,9 +428,17 @@ def project_set(
         str | None,
         typer.Option(help="Reasoning effort of discussion turns ('' for the default)."),
     ] = None,
+    waiting_slot: Annotated[
+        str | None,
+        typer.Option(
+            metavar="[keep|release]",
+            help="What a run does with its slot while its agent waits for a person: keep it "
+            "(the default), or release it to the next run and take one back when answered.",
+        ),
+    ] = None,
 ) -> None:
     """Change project KEY's settings; what is not given stays as it is."""
-    from codexk8s.services import projects
+    from codexk8s.services import projects, run_requests
 
     def items(text: str | None) -> list[str] | None:
         return None if text is None else [item for item in text.split(",") if item.strip()]
@@ -439,6 +449,10 @@ def project_set(
             discussion_stages=items(discussion_stages), discussion_model=discussion_model,
             discussion_reasoning_effort=discussion_reasoning, actor_id="cli",
         )  # fmt: skip
+        if waiting_slot is not None:
+            run_requests.set_waiting_slot(
+                session=session, actor=None, project_key=key, policy=waiting_slot, actor_id="cli"
+            )
         project = projects.require_by_key(session=session, key=key)
         current = project.settings or {}
         projects.update_settings(
@@ -467,10 +481,11 @@ def project_set(
     learning = "on" if after.get("learning_mode_default") else "off"
     bots = ", ".join(after.get("trigger_bots") or []) or "none"
     discussing = ", ".join(after.get("discussion_stages") or []) or "none"
+    waits = waiting_slot_of(after).value
     typer.echo(
         f"{key}: {after.get('slots')} slots, learning mode {learning} by default, "
         f"model {model}, logs kept {kept}, bots that may start runs: {bots}, "
-        f"discussion stages: {discussing}"
+        f"discussion stages: {discussing}, a waiting run {WAITING_SLOT_WORDS[waits]}"
     )
 
 

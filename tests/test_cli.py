@@ -630,10 +630,14 @@ def test_users_link_their_github_login_and_projects_name_who_else_may_trigger() 
     assert settings["discussion_reasoning_effort"] == "minimal"
     code, out, _ = cli("project", "set", "alpha", "--trigger-bots", "")
     assert code == 0 and "bots that may start runs: none" in out
+    assert "a waiting run keeps its slot" in out
+    code, out, _ = cli("project", "set", "alpha", "--waiting-slot", "release")
+    assert code == 0 and "a waiting run gives its slot to the next run" in out
     for option, value, message in (
         ("--discussion-stages", "review", "unknown stage"),
         ("--discussion-reasoning", "extreme", "reasoning effort must be"),
         ("--trigger-bots", "bad bot", "not a GitHub login"),
+        ("--waiting-slot", "sometimes", "one of keep, release"),
     ):
         code, _, err = cli("project", "set", "alpha", option, value)
         assert code == 1 and message in err

@@ -256,6 +256,9 @@ class AgentRun(SQLModel, table=True):
     # Set while the run waits for a person (a question or an approval, `run_requests`): its
     # deadline stops counting; the answer moves `deadline_at` on by the time waited.
     waiting_since: datetime | None = _ts(nullable=True)
+    # Set while the run, waiting for a person, has given its slot to the next run (the project's
+    # waiting-slot policy is `release`); dispatch gives it a slot back before any queued run.
+    slot_released_at: datetime | None = _ts(nullable=True)
     # What the runtime's own timer allows beyond the timeout for waiting (WorkloadSpec): for such
     # a run the control plane's deadline is the one that stops it, so it is enforced without the
     # grace that lets a runtime's timer fire first.

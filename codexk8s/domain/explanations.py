@@ -102,6 +102,9 @@ _TITLES: dict[str, tuple[str, str, str]] = {
     "run_request_timed_out": ("Nobody answered in time", "bad", "work"),
     "run_request_canceled": ("Question withdrawn: the run ended", "neutral", "work"),
     "answer_refused": ("Answer refused", "warn", "work"),
+    "run_slot_released": ("Slot given to the next run while waiting", "neutral", "work"),
+    "run_slot_taken_back": ("Slot taken back, agent resumes", "neutral", "work"),
+    "waiting_slot_changed": ("Waiting-slot policy changed", "neutral", "queue"),
     "tool_policy_changed": ("Tool approval policy changed", "neutral", "queue"),
 }
 
@@ -122,7 +125,9 @@ def _detail(event_type: str, payload: dict[str, Any]) -> str:
     reason = payload.get("reason")
     message = payload.get("message")
     parts: list[str] = []
-    if event_type == "run_starting" and payload.get("slot") is not None:
+    if event_type in ("run_starting", "run_slot_released", "run_slot_taken_back") and (
+        payload.get("slot") is not None
+    ):
         parts.append(f"slot {payload['slot']}")
     elif event_type == "run_running":
         if payload.get("adopted"):

@@ -62,6 +62,34 @@ ALLOWED_POLICIES: dict[Tool, frozenset[ApprovalPolicy]] = {
 }
 # The project settings key holding {tool: policy} overrides.
 POLICIES_SETTING = "tool_policies"
+
+
+class WaitingSlot(StrEnum):
+    """What a run does with its slot while its agent waits for a person."""
+
+    KEEP = "keep"  # it holds the slot: nothing else of the project starts meanwhile
+    # The slot goes to the next run; once answered, the run takes the next free slot before any
+    # queued run, and its agent hears the answer when it holds one again.
+    RELEASE = "release"
+
+
+# The project settings key holding the waiting-slot policy; KEEP when absent.
+WAITING_SLOT_SETTING = "waiting_slot"
+DEFAULT_WAITING_SLOT = WaitingSlot.KEEP
+WAITING_SLOT_WORDS: dict[str, str] = {
+    WaitingSlot.KEEP.value: "keeps its slot",
+    WaitingSlot.RELEASE.value: "gives its slot to the next run and takes one back when answered",
+}
+
+
+def waiting_slot(settings: dict[str, object] | None) -> WaitingSlot:
+    """The project's waiting-slot policy from its SETTINGS (unknown values: the default)."""
+    try:
+        return WaitingSlot(str((settings or {}).get(WAITING_SLOT_SETTING) or DEFAULT_WAITING_SLOT))
+    except ValueError:
+        return DEFAULT_WAITING_SLOT
+
+
 # The flow event of a `report_progress` the agent shares on GitHub: the service comment shows
 # the newest one while the run is active.
 MILESTONE_EVENT = "run_milestone"

@@ -15,7 +15,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from codexk8s.db.models import AgentRun, FlowEvent, Project, ProjectMember, Repository
+from codexk8s.db.models import (
+    AgentRun,
+    FlowEvent,
+    Project,
+    ProjectMember,
+    Repository,
+    RunRequest,
+)
 from codexk8s.domain.access import ProjectRole
 from codexk8s.domain.authorization import Principal, can_see_project
 from codexk8s.domain.logs import LogSummary, utc
@@ -129,6 +136,9 @@ class RunDetail:
     session: dict[str, Any] | None = None
     # Since when it waits for a person (a question or an approval of its agent), or None.
     waiting_since: datetime | None = None
+    # Answered, it waits for a slot back: it gave its own away while it waited (the project's
+    # waiting-slot policy `release`).
+    is_waiting_for_slot: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,6 +481,9 @@ def get_run(*, session: Session, run_id: int) -> RunDetail:
         ),
         mode=run.mode, documents=documents[-1] if documents else None,
         session=_session_summary(session_events), waiting_since=run.waiting_since,
+        is_waiting_for_slot=run.slot_released_at is not None and session.exec(
+            select(RunRequest.id).where(RunRequest.run_id == run_id, RunRequest.status == "pending")
+        ).first() is None,
     )  # fmt: skip
 
 

@@ -1,4 +1,5 @@
-"""Dispatch: give pending runs a free slot of their project and launch their workloads.
+"""Dispatch: give pending runs a free slot of their project and launch their workloads; give
+answered runs that released their slot while they waited for a person one back first.
 
 Safe with any number of replicas: slots are claimed with `FOR UPDATE SKIP LOCKED` (PostgreSQL),
 so two dispatchers never take the same slot or run, and a run moves pending → starting with a
@@ -27,6 +28,7 @@ from codexk8s.config import get_settings
 from codexk8s.crypto import hash_token, new_token
 from codexk8s.db.models import Agent, Project, table_of, utcnow
 from codexk8s.domain.logs import utc
+from codexk8s.domain.run_requests import RequestStatus
 from codexk8s.domain.runs import AgentFailure, RunMode, RunStatus
 from codexk8s.domain.runtime import (
     Runtime,
@@ -40,7 +42,8 @@ from codexk8s.errors import PreconditionError
 from codexk8s.logging_config import bound_contextvars
 from codexk8s.services.agents import effective_settings
 from codexk8s.services.run_brief import model_precondition
-from codexk8s.services.run_states import RUNS, SLOTS, transition
+from codexk8s.services.run_requests import resumed_deadline
+from codexk8s.services.run_states import REQUESTS, RUNS, SLOTS, add_event, transition
 
 PROJECTS = table_of(Project)
 AGENTS = table_of(Agent)
@@ -82,13 +85,28 @@ def _ready(now: datetime) -> sa.ColumnElement[bool]:
     return sa.or_(RUNS.c.dispatch_after.is_(None), RUNS.c.dispatch_after <= now)
 
 
+def _answered_without_slot() -> sa.ColumnElement[bool]:
+    """Running runs that gave their slot away while they waited for a person (the waiting-slot
+    policy `release`, services.run_requests) and have been answered: they need a slot back."""
+    return sa.and_(
+        RUNS.c.status == RunStatus.RUNNING.value,
+        RUNS.c.slot_released_at.is_not(None),
+        RUNS.c.cancel_requested_at.is_(None),
+        ~sa.select(sa.literal(1))
+        .where(REQUESTS.c.run_id == RUNS.c.id, REQUESTS.c.status == RequestStatus.PENDING.value)
+        .exists(),
+    )
+
+
 def _claimable_slots(connection: Connection, batch: int, now: datetime) -> list[sa.Row[Any]]:
     pending = (
         sa.select(sa.literal(1))
         .where(
             RUNS.c.project_id == SLOTS.c.project_id,
-            RUNS.c.status == RunStatus.PENDING.value,
-            _ready(now),
+            sa.or_(
+                sa.and_(RUNS.c.status == RunStatus.PENDING.value, _ready(now)),
+                _answered_without_slot(),
+            ),
         )
         .exists()
     )
@@ -143,16 +161,77 @@ def _oldest_pending(
     return connection.execute(query).first()
 
 
+def _oldest_answered(
+    connection: Connection, project_id: int, exclude: list[int]
+) -> sa.Row[Any] | None:
+    query = (
+        sa.select(RUNS)
+        .where(RUNS.c.project_id == project_id, _answered_without_slot())
+        .order_by(RUNS.c.slot_released_at, RUNS.c.id)
+        .limit(1)
+    )
+    if exclude:
+        query = query.where(RUNS.c.id.not_in(exclude))
+    if connection.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return connection.execute(query).first()
+
+
+def _give_slot_back(
+    connection: Connection, *, slot: sa.Row[Any], run: sa.Row[Any], owner: str, now: datetime
+) -> bool:
+    """Lease SLOT to an answered run that gave its own away: its wait (and paused deadline) ends
+    here, and its agent's tool call returns the answer at its next look."""
+    moved = connection.execute(
+        RUNS.update()
+        .where(
+            RUNS.c.id == run.id,
+            RUNS.c.status == RunStatus.RUNNING.value,
+            RUNS.c.slot_released_at.is_not(None),
+        )
+        .values(slot_number=slot.number, slot_released_at=None, **resumed_deadline(run, now))
+    ).rowcount
+    if not moved:
+        return False
+    _lease(connection, slot=slot, run_id=run.id, owner=owner, now=now)
+    add_event(
+        connection, correlation_id=run.correlation_id, event_type="run_slot_taken_back",
+        run_id=run.id, project_id=run.project_id,
+        payload={"slot": slot.number, "owner": owner,
+                 "waited_seconds": round((now - utc(run.slot_released_at)).total_seconds(), 3)},
+    )  # fmt: skip
+    return True
+
+
+def _lease(
+    connection: Connection, *, slot: sa.Row[Any], run_id: int, owner: str, now: datetime
+) -> None:
+    connection.execute(
+        SLOTS.update()
+        .where(SLOTS.c.id == slot.id)
+        .values(
+            state=SlotState.LEASED.value, run_id=run_id, lease_owner=owner,
+            lease_until=now + timedelta(seconds=LEASE_TTL_SECONDS),
+        )
+    )  # fmt: skip
+
+
 def claim_runs(
     engine: Engine, *, owner: str, callback_url: str, batch: int = DEFAULT_BATCH
 ) -> list[Claim]:
-    """One transaction: lease free slots to the oldest pending runs of their projects."""
+    """One transaction: lease free slots to the answered runs that gave theirs away while they
+    waited, then to the oldest pending runs of their projects."""
     claims: list[Claim] = []
     now = utcnow()
     with engine.begin() as connection:
         claimed_runs: list[int] = []
         project_keys: dict[int, str] = {}
         for slot in _claimable_slots(connection, batch, now):
+            answered = _oldest_answered(connection, slot.project_id, claimed_runs)
+            if answered is not None:
+                claimed_runs.append(answered.id)
+                if _give_slot_back(connection, slot=slot, run=answered, owner=owner, now=now):
+                    continue
             run = _oldest_pending(connection, slot.project_id, claimed_runs, now)
             if run is None:
                 continue
@@ -181,14 +260,7 @@ def claim_runs(
             )  # fmt: skip
             if not moved:
                 continue
-            connection.execute(
-                SLOTS.update()
-                .where(SLOTS.c.id == slot.id)
-                .values(
-                    state=SlotState.LEASED.value, run_id=run.id, lease_owner=owner,
-                    lease_until=now + timedelta(seconds=LEASE_TTL_SECONDS),
-                )
-            )  # fmt: skip
+            _lease(connection, slot=slot, run_id=run.id, owner=owner, now=now)
             claimed_runs.append(run.id)
             if slot.project_id not in project_keys:
                 project_keys[slot.project_id] = connection.execute(

@@ -13,6 +13,7 @@ from codexk8s.db.models import AgentRun, Project, ProjectMember, Slot, User, utc
 from codexk8s.domain.access import ProjectRole
 from codexk8s.domain.authorization import Action, Principal, can_see_project, is_allowed
 from codexk8s.domain.labels import REASONING_EFFORTS
+from codexk8s.domain.run_requests import DEFAULT_WAITING_SLOT, waiting_slot
 from codexk8s.domain.slots import DEFAULT_SLOTS, MAX_SLOTS
 from codexk8s.domain.stages import Stage, parse_stage
 from codexk8s.errors import (
@@ -395,6 +396,8 @@ class ProjectSettings:
     discussion_stages: tuple[str, ...] = ()
     discussion_model: str = ""
     discussion_reasoning_effort: str = ""
+    # What a run does with its slot while it waits for a person (domain.run_requests).
+    waiting_slot: str = DEFAULT_WAITING_SLOT.value
 
 
 def authorize(
@@ -444,6 +447,7 @@ def get_settings(*, session: Session, actor: Principal, project_key: str) -> Pro
         discussion_stages=tuple(settings.get("discussion_stages") or ()),
         discussion_model=str(settings.get("discussion_model") or ""),
         discussion_reasoning_effort=str(settings.get("discussion_reasoning_effort") or ""),
+        waiting_slot=waiting_slot(settings).value,
     )
 
 

@@ -7,11 +7,17 @@ that row is decided (answered in the dashboard, the API, or by `/answer` on GitH
 replica) or its wait limit passes. While a request is pending the run's `waiting_since` is set:
 its deadline is paused, and the answer moves `deadline_at` on by the time waited. A denial or a
 question left unanswered asks the run to stop, and the run fails with that reason.
+
+A project's waiting-slot policy says what a waiting run does with its slot: `keep` it (the
+default), or `release` it to the next run; then, once answered, the run waits on (deadline still
+paused) until dispatch gives it a slot back, before any queued run, and only then does its agent
+hear the answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,19 +34,22 @@ from codexk8s.domain.run_requests import (
     ALLOWED_POLICIES,
     MILESTONE_EVENT,
     POLICIES_SETTING,
+    WAITING_SLOT_SETTING,
     ApprovalPolicy,
     RequestKind,
     RequestStatus,
     Tool,
+    WaitingSlot,
     approval_decision,
     effective_policy,
     may_answer,
     parse_answer_command,
+    waiting_slot,
 )
 from codexk8s.domain.runs import RunStatus
 from codexk8s.errors import ConflictError, ForbiddenError, InvalidArgumentError, NotFoundError
 from codexk8s.services import agent_runs, projects, run_access
-from codexk8s.services.run_states import RUNS, add_event
+from codexk8s.services.run_states import RUNS, add_event, release_slot
 
 REQUESTS = table_of(RunRequest)
 PROJECTS = table_of(Project)
@@ -111,11 +120,11 @@ def _options(value: Any) -> list[str]:
     return [o.strip() for o in value]
 
 
-def policy_for(connection: Connection, *, project_id: int, tool: Tool) -> ApprovalPolicy:
+def _project_settings(connection: Connection, project_id: int) -> dict[str, Any]:
     settings = connection.execute(
         sa.select(PROJECTS.c.settings).where(PROJECTS.c.id == project_id)
     ).scalar_one_or_none()
-    return effective_policy(tool, (settings or {}).get(POLICIES_SETTING))
+    return dict(settings or {})
 
 
 def _event(connection: Connection, run: sa.Row[Any], event_type: str, **payload: Any) -> None:
@@ -148,7 +157,8 @@ def open_request(
         current = connection.execute(sa.select(RUNS).where(RUNS.c.id == run.id)).first()
         if current is None or current.status not in _ACTIVE:
             raise ConflictError("the run has ended")
-        policy = policy_for(connection, project_id=run.project_id, tool=tool)
+        settings = _project_settings(connection, run.project_id)
+        policy = effective_policy(tool, settings.get(POLICIES_SETTING))
         _event(connection, run, "tool_called", tool=tool.value, policy=policy.value)
         common = {
             "run_id": run.id, "project_id": run.project_id, "kind": kind.value,
@@ -198,7 +208,31 @@ def open_request(
             connection, run, "run_request_opened", request_id=request_id, kind=kind.value,
             text=question[:500], options=choices, policy=policy.value,
         )  # fmt: skip
+        if waiting_slot(settings) is WaitingSlot.RELEASE:
+            _give_slot_away(connection, current, now)
     return int(request_id)
+
+
+def _give_slot_away(connection: Connection, run: sa.Row[Any], now: datetime) -> None:
+    """The waiting-slot policy `release`: the slot of a run that waits for a person goes to the
+    next run of its project (the event wakes dispatch); once answered, dispatch gives the run a
+    slot back before any queued run (`dispatch.claim_runs`). Only a launched run gives its slot
+    away: a run still starting is its lease's to settle."""
+    if (
+        run.status != RunStatus.RUNNING.value
+        or run.slot_number is None
+        or run.runtime_handle is None
+        or run.slot_released_at is not None
+    ):
+        return
+    release_slot(connection, run_id=run.id)
+    connection.execute(
+        RUNS.update().where(RUNS.c.id == run.id).values(slot_number=None, slot_released_at=now)
+    )
+    add_event(
+        connection, correlation_id=run.correlation_id, event_type="run_slot_released",
+        run_id=run.id, project_id=run.project_id, payload={"slot": run.slot_number},
+    )  # fmt: skip
 
 
 def _decision(row: sa.Row[Any]) -> Decision:
@@ -222,12 +256,14 @@ def _settle(
         return False
     run = connection.execute(sa.select(RUNS).where(RUNS.c.id == request.run_id)).first()
     assert run is not None
-    values: dict[str, Any] = {"waiting_since": None}
-    if run.waiting_since is not None and run.deadline_at is not None:
-        values["deadline_at"] = run.deadline_at + (now - _aware(run.waiting_since))
     stop_reason = {
         RequestStatus.DENIED: DENIED_REASON, RequestStatus.TIMED_OUT: UNANSWERED_REASON
     }.get(status)  # fmt: skip
+    values: dict[str, Any] = {}
+    if run.slot_released_at is None or stop_reason is not None or run.status not in _ACTIVE:
+        values.update(resumed_deadline(run, now))
+    # else: the run gave its slot away and goes on waiting, for a slot now: dispatch resumes
+    # its deadline when it takes one back.
     message = None
     if stop_reason is not None and run.status in _ACTIVE and run.cancel_requested_at is None:
         message = (
@@ -236,7 +272,8 @@ def _settle(
             else f"nobody answered {request.text[:200]!r} in time"
         )
         values.update(cancel_requested_at=now, cancel_reason=stop_reason, status_message=message)
-    connection.execute(RUNS.update().where(RUNS.c.id == run.id).values(**values))
+    if values:
+        connection.execute(RUNS.update().where(RUNS.c.id == run.id).values(**values))
     add_event(
         connection, correlation_id=run.correlation_id, event_type=f"run_request_{status.value}",
         run_id=run.id, project_id=run.project_id, actor_type=actor_type, actor_id=by,
@@ -250,6 +287,14 @@ def _settle(
             run_id=run.id, project_id=run.project_id, payload={"reason": stop_reason},
         )  # fmt: skip
     return True
+
+
+def resumed_deadline(run: sa.Row[Any], now: datetime) -> dict[str, Any]:
+    """The values that end RUN's wait for a person: its deadline moves on by the time waited."""
+    values: dict[str, Any] = {"waiting_since": None}
+    if run.waiting_since is not None and run.deadline_at is not None:
+        values["deadline_at"] = _aware(run.deadline_at) + (now - _aware(run.waiting_since))
+    return values
 
 
 def _aware(value: datetime) -> datetime:
@@ -275,13 +320,33 @@ def _expire_or_cancel(engine: Engine, request_id: int) -> None:
 
 def check_request(engine: Engine, *, request_id: int) -> Decision | None:
     """The request's decision, or None while it is pending (expiring it when its time is up,
-    cancelling it when its run has ended)."""
+    cancelling it when its run has ended) or, answered, its run waits for a slot back (the
+    waiting-slot policy `release`)."""
     _expire_or_cancel(engine, request_id)
     with engine.connect() as connection:
         row = connection.execute(sa.select(REQUESTS).where(REQUESTS.c.id == request_id)).first()
-    if row is None:
-        raise NotFoundError(f"no request {request_id}")
-    return None if row.status == RequestStatus.PENDING.value else _decision(row)
+        if row is None:
+            raise NotFoundError(f"no request {request_id}")
+        if row.status == RequestStatus.PENDING.value:
+            return None
+        decision = _decision(row)
+        if decision.is_approved and _waits_for_slot(connection, row.run_id):
+            return None  # the agent hears the answer once its run holds a slot again
+    return decision
+
+
+def _waits_for_slot(connection: Connection, run_id: int) -> bool:
+    return (
+        connection.execute(
+            sa.select(RUNS.c.id).where(
+                RUNS.c.id == run_id,
+                RUNS.c.status.in_(_ACTIVE),
+                RUNS.c.slot_released_at.is_not(None),
+                RUNS.c.cancel_requested_at.is_(None),
+            )
+        ).first()
+        is not None
+    )
 
 
 async def wait_for_decision(
@@ -447,24 +512,56 @@ def set_tool_policy(
         ) from exc
     if parsed not in ALLOWED_POLICIES[parsed_tool]:
         raise InvalidArgumentError(f"{tool} cannot have the policy {policy}")
+    overrides = _change_setting(
+        session=session, actor=actor, actor_id=actor_id, project_key=project_key,
+        key=POLICIES_SETTING, value=lambda current: {**(current or {}), tool: policy},
+        event_type="tool_policy_changed", payload={"tool": tool, "policy": policy},
+    )  # fmt: skip
+    return {t.value: effective_policy(t, overrides).value for t in Tool}
+
+
+def set_waiting_slot(
+    *, session: Session, actor: Principal | None, project_key: str, policy: str,
+    actor_id: str | None = None,
+) -> str:  # fmt: skip
+    """Set what the project's runs do with their slot while they wait for a person (project
+    admins): `keep` or `release`."""
+    try:
+        parsed = WaitingSlot(policy)
+    except ValueError as exc:
+        raise InvalidArgumentError(
+            f"the waiting-slot policy is one of {', '.join(WaitingSlot)}, got {policy!r}"
+        ) from exc
+    _change_setting(
+        session=session, actor=actor, actor_id=actor_id, project_key=project_key,
+        key=WAITING_SLOT_SETTING, value=lambda _current: parsed.value,
+        event_type="waiting_slot_changed", payload={"policy": parsed.value},
+    )  # fmt: skip
+    return parsed.value
+
+
+def _change_setting(
+    *, session: Session, actor: Principal | None, actor_id: str | None, project_key: str,
+    key: str, value: Callable[[Any], Any], event_type: str, payload: dict[str, Any],
+) -> Any:  # fmt: skip
+    """Set one key of a project's settings (project admins), audited: the new value."""
     project = projects.authorize(
         session=session, actor=actor, project_key=project_key, action=Action.EDIT_PROJECT,
         lock=True,
     )  # fmt: skip
     settings = dict(project.settings or {})
-    settings[POLICIES_SETTING] = {**(settings.get(POLICIES_SETTING) or {}), tool: policy}
+    settings[key] = value(settings.get(key))
     project.settings = settings
     project.updated_at = utcnow()
     session.add(project)
     add_event(
-        session.connection(), correlation_id=f"project-{project.id}",
-        event_type="tool_policy_changed", project_id=project.id,
-        payload={"tool": tool, "policy": policy},
+        session.connection(), correlation_id=f"project-{project.id}", event_type=event_type,
+        project_id=project.id, payload=payload,
         actor_type="human" if actor is not None else "system",
         actor_id=actor_id or (str(actor.user_id) if actor is not None else None),
     )  # fmt: skip
     session.flush()
-    return {t.value: effective_policy(t, settings[POLICIES_SETTING]).value for t in Tool}
+    return settings[key]
 
 
 def pending_requests_for(principal: Principal) -> list[PendingRequest]:

@@ -84,6 +84,7 @@ def transition(
     if to_status.is_terminal:
         update.setdefault("finished_at", now)
         update["waiting_since"] = None
+        update["slot_released_at"] = None
     if to_status.is_terminal or to_status is RunStatus.PENDING:
         # The run token dies with the run (or with a launch that never happened): a leaked token
         # of an ended run opens nothing.

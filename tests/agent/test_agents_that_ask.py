@@ -17,7 +17,7 @@ from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.domain.access import PlatformRole
 from codexk8s.domain.authorization import Principal
 from codexk8s.jobs.engine import RunEngine
-from codexk8s.services import run_requests, users
+from codexk8s.services import projects, run_requests, users
 from tests.agent.conftest import OWNER_REPO, Remote, load_run
 from tests.agent.test_full_path import (  # noqa: F401  (github is a fixture)
     comment_payload,
@@ -167,3 +167,64 @@ async def test_a_tool_under_policy_none_goes_through_without_waiting(
     trail = events(run_id)
     assert "run_request_approved" in trail and "run_request_opened" not in trail
     assert "run_progress" in trail
+
+
+async def test_a_waiting_run_releases_its_slot_and_takes_one_back_when_answered(
+    loopback: tuple[FakeGitHub, str], remote: Remote, openai_api: ScriptedResponses,
+    engine: RunEngine,
+) -> None:  # fmt: skip
+    """Waiting-slot policy `release` on a one-slot project: while the first run's agent waits
+    for a person, the second run starts in its slot (and asks too); answered, each run takes the
+    slot back in turn and finishes."""
+    fake, _ = loopback
+    repo = fake.repos[OWNER_REPO]
+    with session_scope() as session:
+        projects.update_settings(
+            session=session, actor=None, project_key="web", name="web", slots=1,
+            learning_mode_default=False, default_model=None, log_retention_days=None,
+        )  # fmt: skip
+        run_requests.set_waiting_slot(
+            session=session, actor=None, project_key="web", policy="release"
+        )
+    openai_api.mcp_calls = (("ask", {"question": "Which greeting?"}),)
+    boss = admin()
+    repo.issue_labels[45] = ["run:dev"]
+    first = label_issue(45)
+    await until(lambda: len(pending(first)) == 1, "the first run's question")
+    repo.issue_labels[46] = ["run:dev"]
+    second = label_issue(46)
+    # One slot, two runs waiting for a person at once: the first gave its slot away.
+    await until(lambda: len(pending(second)) == 1, "the second run's question")
+    assert load_run(first).slot_number is None and load_run(second).slot_number is None
+
+    # Both answered at once: the one that waited longer takes the slot back first; the other
+    # hears its answer only once that run has ended and freed the slot.
+    for run_id, answer in ((first, "hello"), (second, "hi")):
+        run_requests.answer_request(
+            get_engine(), principal=boss, request_id=pending(run_id)[0].id, answer=answer
+        )
+    await until(
+        lambda: {load_run(first).status, load_run(second).status} == {"succeeded"},
+        "both runs to finish",
+    )
+    outputs = mcp_outputs(openai_api)
+    assert sum("answered: hello" in o for o in outputs) == 1
+    assert sum("answered: hi" in o for o in outputs) == 1
+    with get_engine().connect() as connection:
+        order = [
+            (row.run_id, row.event_type)
+            for row in connection.execute(
+                sa.text(
+                    "SELECT run_id, event_type FROM flow_events WHERE run_id IN (:a, :b) AND "
+                    "event_type IN ('run_slot_released', 'run_slot_taken_back', "
+                    "'run_succeeded') ORDER BY id"
+                ),
+                {"a": first, "b": second},
+            )
+        ]
+    assert order == [
+        (first, "run_slot_released"), (second, "run_slot_released"),
+        (first, "run_slot_taken_back"), (first, "run_succeeded"),
+        (second, "run_slot_taken_back"), (second, "run_succeeded"),
+    ]  # fmt: skip
+    assert load_run(first).slot_released_at is None

@@ -7,7 +7,7 @@ from typing import Any
 import reflex as rx
 
 from codexk8s import urls
-from codexk8s.domain.run_requests import POLICY_WORDS
+from codexk8s.domain.run_requests import POLICY_WORDS, WAITING_SLOT_WORDS
 from codexk8s.services.projects import RecentRun
 from codexk8s.services.repositories import RepositoryRow
 from codexk8s.web.components.buttons import icon_label_button, row_button, secondary_button
@@ -159,6 +159,27 @@ def _tool_policies() -> rx.Component:
             color_scheme="gray",
         ),
         rx.foreach(ProjectPageState.tool_policies, _policy_row),
+        rx.flex(
+            rx.text("While its agent waits for a person, a run", size="2", min_width="16rem"),
+            rx.select.root(
+                rx.select.trigger(
+                    aria_label="While its agent waits for a person, a run",
+                    data_testid="waiting-slot",
+                ),
+                rx.select.content(
+                    *(
+                        rx.select.item(words, value=value)
+                        for value, words in WAITING_SLOT_WORDS.items()
+                    ),
+                ),
+                value=ProjectPageState.waiting_slot,
+                on_change=ProjectPageState.set_waiting_slot,
+                disabled=~ProjectPageState.can_edit,
+            ),
+            spacing="3",
+            align="center",
+            wrap="wrap",
+        ),
         test_id="tool-policies",
     )
 

@@ -119,7 +119,8 @@ def _header() -> rx.Component:
                         rx.link(
                             rx.badge(
                                 rx.icon("message-circle-question", size=12),
-                                "waiting for a person",
+                                "waiting for ",
+                                run.waiting_for,
                                 color_scheme="orange",
                                 variant="soft",
                             ),

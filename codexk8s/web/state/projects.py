@@ -20,7 +20,7 @@ from codexk8s.config import get_settings
 from codexk8s.crypto import get_secret_box
 from codexk8s.domain.access import ProjectRole
 from codexk8s.domain.authorization import Principal
-from codexk8s.domain.run_requests import POLICY_WORDS, TOOL_WORDS
+from codexk8s.domain.run_requests import POLICY_WORDS, TOOL_WORDS, WAITING_SLOT_WORDS
 from codexk8s.errors import CodexK8sError, NotFoundError
 from codexk8s.services import overview, projects, repositories, run_requests
 from codexk8s.services.projects import MemberRow, ProjectRow, ProjectSettings, RecentRun
@@ -243,6 +243,8 @@ class ProjectPageState(rx.State):
     cost_total: str = "$0.00"
     # Who decides each platform tool's calls: [tool, the tool in words, none|owner|delegated].
     tool_policies: list[list[str]] = []
+    # What a run does with its slot while it waits for a person: keep | release.
+    waiting_slot: str = "keep"
     # Who else may start runs and how discussions run, as edited: bots and stages as
     # comma-separated text (`projects.update_conversation_settings`).
     conversation: dict[str, str] = {}
@@ -300,6 +302,7 @@ class ProjectPageState(rx.State):
         self.tool_policies = [
             [tool, TOOL_WORDS.get(tool, tool), policy] for tool, policy in policies.items()
         ]
+        self.waiting_slot = settings.waiting_slot
         self.edit_name, self.edit_slots = settings.name, str(settings.slots)
         self.edit_learning, self.edit_model = settings.learning_mode_default, settings.default_model
         days = settings.log_retention_days
@@ -375,6 +378,14 @@ class ProjectPageState(rx.State):
         await self._act(
             f"{TOOL_WORDS.get(tool, tool)}: {POLICY_WORDS.get(policy, policy)}.",
             run_requests.set_tool_policy, tool=tool, policy=policy,
+        )  # fmt: skip
+
+    @rx.event
+    async def set_waiting_slot(self, policy: str) -> None:
+        """What this project's runs do with their slot while they wait for a person."""
+        await self._act(
+            f"A run waiting for a person {WAITING_SLOT_WORDS.get(policy, policy)}.",
+            run_requests.set_waiting_slot, policy=policy,
         )  # fmt: skip
 
     @rx.event

@@ -104,6 +104,8 @@ class RunHeader:
     is_cancel_requested: bool = False
     # Its agent asked a person something and waits for the answer (the Inbox).
     is_waiting: bool = False
+    # What it waits for: "a person", or, answered, "a free slot" (it gave its own away).
+    waiting_for: str = "a person"
     # Notes on the stored log: what the per-run cap dropped, and removal by retention.
     log_truncated: str = ""
     log_removed: str = ""
@@ -297,6 +299,7 @@ def header_for(run: RunDetail, story: RunStory | None = None) -> RunHeader:
         is_active=not status.is_terminal,
         is_cancel_requested=run.cancel_requested_at is not None,
         is_waiting=run.waiting_since is not None and not status.is_terminal,
+        waiting_for="a free slot" if run.is_waiting_for_slot else "a person",
         log_truncated=log_truncated, log_removed=log_removed,
         summary=(story.summary if story else run.summary) or "",
         branch=story.branch if story else "",
