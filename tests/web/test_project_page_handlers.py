@@ -232,6 +232,28 @@ def test_tool_policies_are_shown_to_members_and_set_by_admins(
     assert changed.actor_id == "padmin@example.com"
 
 
+def test_the_waiting_slot_policy_is_shown_to_members_and_set_by_admins(
+    people: dict[str, Principal],
+) -> None:
+    engine = get_engine()
+    writer = page_state(session_for(engine, people["read_write"]))
+    call(writer, "load_project")
+    assert writer.waiting_slot == "keep"
+    call(writer, "set_waiting_slot", "release")
+    assert "not for your role" in writer.error and "waiting_slot" not in settings(engine)[1]
+
+    admin = page_state(session_for(engine, people["admin"]))
+    call(admin, "load_project")
+    call(admin, "set_waiting_slot", "sometimes")
+    assert "one of keep, release" in admin.error and "waiting_slot" not in settings(engine)[1]
+    call(admin, "set_waiting_slot", "release")
+    assert admin.notice == (
+        "A run waiting for a person gives its slot to the next run and takes one back when "
+        "answered."
+    )
+    assert admin.waiting_slot == "release" and settings(engine)[1]["waiting_slot"] == "release"
+
+
 def test_trigger_bots_and_discussions_are_edited_on_the_page(
     people: dict[str, Principal],
 ) -> None:
