@@ -85,6 +85,27 @@ class _Subscriber:
         self.ready.set()
 
 
+class _Watch(_Subscriber):
+    """A subscriber woken by one topic only (`Hub.watching`)."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__()
+        self.topic = topic
+
+    def offer(self, topics: Iterable[str]) -> None:
+        if self.topic in topics:
+            self.ready.set()
+
+    async def changed(self, within: float) -> bool:
+        """Wait until the topic changes (True) or WITHIN seconds pass (False)."""
+        try:
+            await asyncio.wait_for(self.ready.wait(), timeout=within)
+        except TimeoutError:
+            return False
+        self.ready.clear()
+        return True
+
+
 class Hub:
     """Collects published topics and delivers them, coalesced, to subscribers of this process
     and (through a transport) of every other replica."""
@@ -184,6 +205,22 @@ class Hub:
                     yield topic
         finally:
             self._subscribers.discard(subscriber)
+
+    @contextlib.asynccontextmanager
+    async def watching(self, topic: str | None) -> AsyncIterator[_Watch | None]:
+        """Within the block, a watch that wakes its waiter when TOPIC changes; None when there
+        is no topic or the hub does not run on this loop (the caller then polls). Enter it
+        before reading what it guards, so a change between the read and the wait is not
+        missed."""
+        if topic is None or self._loop is not asyncio.get_running_loop():
+            yield None
+            return
+        watch = _Watch(topic)
+        self._subscribers.add(watch)
+        try:
+            yield watch
+        finally:
+            self._subscribers.discard(watch)
 
     def _deliver(self, topics: Iterable[str]) -> None:
         topics = [t for t in topics if is_topic(t)]

@@ -48,7 +48,7 @@ from codexk8s.domain.run_requests import (
 )
 from codexk8s.domain.runs import RunStatus
 from codexk8s.errors import ConflictError, ForbiddenError, InvalidArgumentError, NotFoundError
-from codexk8s.services import agent_runs, projects, run_access
+from codexk8s.services import agent_runs, notifications, projects, run_access
 from codexk8s.services.run_states import RUNS, add_event, release_slot
 
 REQUESTS = table_of(RunRequest)
@@ -57,8 +57,12 @@ USERS = table_of(User)
 
 MAX_TEXT = 4_000
 MAX_OPTIONS = 10
-# How often a waiting tool call looks at its row: an answer resumes the run within this.
+# How often a waiting tool call looks at its row when no notification can wake it (the hub does
+# not run in its loop): an answer resumes the run within this.
 POLL_SECONDS = 0.25
+# How often it looks all the same when the run's notifications wake it: the safety net for a
+# lost notification, and the granularity of the wait limit.
+WATCHED_POLL_SECONDS = 5.0
 # The reasons a run fails with when a person said no or nobody answered.
 DENIED_REASON = "approval_denied"
 UNANSWERED_REASON = "question_unanswered"
@@ -350,14 +354,23 @@ def _waits_for_slot(connection: Connection, run_id: int) -> bool:
 
 
 async def wait_for_decision(
-    engine: Engine, *, request_id: int, poll_seconds: float = POLL_SECONDS
-) -> Decision:
-    """Block (asynchronously) until the request is decided on any replica, or times out."""
-    while True:
-        decision = await asyncio.to_thread(check_request, engine, request_id=request_id)
-        if decision is not None:
-            return decision
-        await asyncio.sleep(poll_seconds)
+    engine: Engine, *, request_id: int, run_id: int | None = None,
+    poll_seconds: float = POLL_SECONDS, watched_poll_seconds: float = WATCHED_POLL_SECONDS,
+) -> Decision:  # fmt: skip
+    """Block (asynchronously) until the request is decided on any replica, or times out. With
+    RUN_ID and the notification hub running here, a change of the run (an answer on any
+    replica, a slot given back) wakes the call at once, and the row is read every
+    WATCHED_POLL_SECONDS besides (a lost notification, the expiry); else every POLL_SECONDS."""
+    topic = notifications.run_topic(run_id) if run_id is not None else None
+    async with notifications.get_hub().watching(topic) as watch:
+        while (
+            decision := await asyncio.to_thread(check_request, engine, request_id=request_id)
+        ) is None:
+            if watch is None:
+                await asyncio.sleep(poll_seconds)
+            else:
+                await watch.changed(watched_poll_seconds)
+    return decision
 
 
 def answer_request(

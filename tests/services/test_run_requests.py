@@ -4,6 +4,8 @@ what the tools refuse."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -18,7 +20,7 @@ from codexk8s.domain.authorization import Principal
 from codexk8s.domain.run_requests import RequestKind
 from codexk8s.domain.runs import RunStatus
 from codexk8s.errors import ConflictError, ForbiddenError, InvalidArgumentError, NotFoundError
-from codexk8s.services import projects, reconcile, run_requests, users
+from codexk8s.services import notifications, projects, reconcile, run_requests, users
 from codexk8s.services.run_states import RUNS, transition
 from tests.conftest import link_member
 
@@ -288,3 +290,40 @@ def test_policies_are_set_by_project_admins_within_what_each_tool_allows(app_db:
             "ask": "owner", "request_approval": "owner", "report_progress": "none",
             "past_runs": "none", "post_comment": "none", "set_labels": "none",
         }  # fmt: skip
+
+
+async def test_a_waiting_call_is_woken_by_the_answer_not_by_polling(app_db: str) -> None:
+    """With the notification hub running in its loop, the waiting tool call reads its row once,
+    then sleeps until the run's topic changes: the answer (committed on another thread, as on
+    another replica) wakes it at once, though its safety poll is a minute away."""
+    run = running_run()
+    member = person("writer")
+    request_id = ask(run)
+    reads = 0
+    real_check = run_requests.check_request
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return real_check(*args, **kwargs)
+
+    hub = notifications.Hub()
+    async with hub.running():
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(notifications, "_hub", hub)
+            patch.setattr(run_requests, "check_request", counted)
+            waiter = asyncio.create_task(
+                run_requests.wait_for_decision(
+                    get_engine(), request_id=request_id, run_id=run.id, watched_poll_seconds=60
+                )
+            )
+            await asyncio.sleep(1.0)
+            assert not waiter.done() and reads == 1
+            started = time.monotonic()
+            await asyncio.to_thread(
+                run_requests.answer_request, get_engine(), principal=member,
+                request_id=request_id, answer="PostgreSQL",
+            )  # fmt: skip
+            decision = await asyncio.wait_for(waiter, timeout=5)
+    assert decision.answer == "PostgreSQL" and time.monotonic() - started < 2
+    assert reads == 2

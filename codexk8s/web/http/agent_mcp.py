@@ -65,7 +65,7 @@ async def _call(function: Any, /, **kwargs: Any) -> Any:
 async def _decided(opened: run_requests.Decision | int) -> run_requests.Decision:
     if isinstance(opened, run_requests.Decision):
         return opened
-    return await run_requests.wait_for_decision(get_engine(), request_id=opened)
+    return await run_requests.wait_for_decision(get_engine(), request_id=opened, run_id=_run().id)
 
 
 def _not_answered(decision: run_requests.Decision) -> ToolError:
