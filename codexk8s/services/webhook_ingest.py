@@ -57,6 +57,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from codexk8s.adapters.github import webhooks
 from codexk8s.crypto import DecryptionError, SecretBox
+from codexk8s.db.engine import get_engine
 from codexk8s.db.models import (
     AgentRun,
     FlowEvent,
@@ -300,8 +301,11 @@ class _Rejected(Exception):
         self.error = error
 
 
-def record_rejection(engine: Engine, request: WebhookRequest, event_type: str, reason: str) -> None:
+def record_rejection(
+    request: WebhookRequest, event_type: str, reason: str, *, engine: Engine | None = None
+) -> None:
     """The one row a rejected request may leave behind."""
+    engine = engine or get_engine()
     delivery = (request.delivery_id or "")[:MAX_DELIVERY_ID] or None
     event = audit.flow_event_values(
         correlation_id=delivery or REJECTED_CORRELATION,
@@ -329,7 +333,7 @@ def _validated_headers(engine: Engine, request: WebhookRequest) -> tuple[str, st
         problems.append(f"X-GitHub-Delivery must be at most {MAX_DELIVERY_ID} printable characters")
     if problems:
         message = "; ".join(problems)
-        record_rejection(engine, request, "request_rejected", message)
+        record_rejection(request, "request_rejected", message, engine=engine)
         raise InvalidArgumentError(message)
     assert request.event and request.delivery_id
     return request.event.lower(), request.delivery_id
@@ -560,14 +564,19 @@ def _reading_connection(engine: Engine) -> Iterator[Connection]:
 
 
 def ingest_github_delivery(
-    *, engine: Engine, box: SecretBox, global_secret: str | None, request: WebhookRequest
+    *,
+    engine: Engine | None = None,
+    box: SecretBox,
+    global_secret: str | None,
+    request: WebhookRequest,
 ) -> IngestOutcome:
     """Verify and record one delivery; raise a CodexK8sError subclass for a rejected request."""
+    engine = engine or get_engine()
     event, delivery_id = _validated_headers(engine, request)
     try:
         payload, payload_text = webhooks.decode_payload(request.body, request.content_type)
     except webhooks.WebhookFormatError as exc:
-        record_rejection(engine, request, "request_rejected", str(exc))
+        record_rejection(request, "request_rejected", str(exc), engine=engine)
         raise InvalidArgumentError(str(exc)) from None
     full_name = webhooks.repository_full_name(payload)
     action = payload.get("action") if isinstance(payload.get("action"), str) else None
@@ -609,7 +618,7 @@ def ingest_github_delivery(
             return recorded
     except _Rejected as rejected:
         # Nothing was written by the request; the audit event is the one row it leaves.
-        record_rejection(engine, request, rejected.event_type, rejected.reason)
+        record_rejection(request, rejected.event_type, rejected.reason, engine=engine)
         raise rejected.error from None
 
     # It may start or cancel runs: that is decided under the repository lock, in one transaction.
