@@ -91,7 +91,7 @@ from codexk8s.errors import (
     UnauthorizedError,
     UnavailableError,
 )
-from codexk8s.services import audit, repositories, run_requests, run_start
+from codexk8s.services import audit, repositories, run_requests, run_start, run_states
 
 REJECTED_CORRELATION = "webhook-rejected"
 MAX_DELIVERY_ID = 100
@@ -909,26 +909,19 @@ def _cancel(
     )
     now = utcnow()
     for run_id, status, project_id in connection.execute(query.with_for_update()).all():
-        if status == RunStatus.PENDING.value:
-            # Nothing runs yet: cancel right away, guarded against a dispatcher claiming it now.
-            changed = connection.execute(
-                sa.update(_RUNS)
-                .where(_RUNS.c.id == run_id, _RUNS.c.status == RunStatus.PENDING.value)
-                .values(
-                    status=RunStatus.CANCELED.value,
-                    status_reason=reason,
-                    finished_at=now,
-                    cancel_requested_at=now,
-                    cancel_reason=reason,
-                )
-            ).rowcount
-            if changed:
-                outcome.canceled.append(run_id)
-                delivery.record(
-                    "run_canceled", project_id=project_id, run_id=run_id,
-                    payload={"reason": reason, "from": RunStatus.PENDING.value},
-                )  # fmt: skip
-                continue
+        # Nothing runs yet: cancel right away, guarded against a dispatcher claiming it now. The
+        # event goes with the delivery's others (`run_states.transition` would write it at once).
+        if status == RunStatus.PENDING.value and run_states.change_status(
+            connection, run_id=run_id, from_statuses=[RunStatus.PENDING],
+            to_status=RunStatus.CANCELED, reason=reason,
+            values={"finished_at": now, "cancel_requested_at": now, "cancel_reason": reason},
+        ):  # fmt: skip
+            outcome.canceled.append(run_id)
+            delivery.record(
+                "run_canceled", project_id=project_id, run_id=run_id,
+                payload={"reason": reason, "from": RunStatus.PENDING.value},
+            )  # fmt: skip
+            continue
         connection.execute(
             sa.update(_RUNS)
             .where(_RUNS.c.id == run_id, _RUNS.c.cancel_requested_at.is_(None))
