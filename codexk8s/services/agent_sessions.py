@@ -36,6 +36,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from codexk8s.config import Settings, get_settings
 from codexk8s.crypto import DecryptionError, SecretBox, get_secret_box
+from codexk8s.db.engine import get_engine
 from codexk8s.db.models import AgentRun, AgentSession, Repository, table_of, utcnow
 from codexk8s.domain.runs import RunMode, RunStatus
 from codexk8s.domain.sessions import is_session_path, is_thread_id
@@ -144,11 +145,12 @@ def find_resumable(engine: Engine, *, run: Any) -> SessionRef | None:
 
 
 def load_for_resume(
-    engine: Engine, *, run: Any, session_id: int | None, box: SecretBox | None = None
+    engine: Engine | None = None, *, run: Any, session_id: int | None, box: SecretBox | None = None
 ) -> tuple[SessionRef, bytes]:
     """The gzip blob of the session RUN resumes (SESSION_ID, when given, must be that one), and
     a `session_resume_started` event. NotFoundError when there is none (or it no longer opens:
     a key rotated away, a pruned version); the runner then starts fresh."""
+    engine = engine or get_engine()
     box = box or get_secret_box()
     with engine.begin() as connection:
         ref = resumable_for(connection, run)
@@ -200,7 +202,7 @@ def _control_plane_secrets(repository: Any, settings: Settings, box: SecretBox) 
 
 
 def store(
-    engine: Engine,
+    engine: Engine | None = None,
     *,
     run: Any,
     body: bytes,
@@ -211,6 +213,7 @@ def store(
 ) -> dict[str, Any]:
     """Keep RUN's session (BODY: its rollout, gzip-compressed). Validates everything first;
     stores it once per run."""
+    engine = engine or get_engine()
     settings = get_settings()
     box = box or get_secret_box()
     limit = settings.agent_session_max_bytes

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select
 
+from codexk8s.db.engine import get_engine
 from codexk8s.db.models import FlowEvent, Project, table_of, utcnow
 from codexk8s.domain.authorization import Action, Principal, is_allowed
 from codexk8s.domain.runs import ActorType
@@ -107,12 +108,13 @@ def _topics_of(events: Sequence[dict[str, Any]]) -> set[str]:
 
 
 def record_rejected_request(
-    engine: Engine, *, route: str, reason: str, message: str, correlation_id: str,
+    engine: Engine | None = None, *, route: str, reason: str, message: str, correlation_id: str,
     actor_type: ActorType, actor_id: str | None, project_id: int | None = None,
     run_id: int | None = None,
 ) -> None:  # fmt: skip
     """The one row a malformed API request leaves behind (`request_rejected`, as for webhooks):
     which route, why, and who sent it."""
+    engine = engine or get_engine()
     event = flow_event_values(
         correlation_id=correlation_id, event_type="request_rejected", actor_type=actor_type,
         actor_id=actor_id, project_id=project_id, run_id=run_id,

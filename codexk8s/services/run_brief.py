@@ -22,6 +22,7 @@ from sqlmodel import Session
 from codexk8s import metrics
 from codexk8s.config import ENV_PREFIX, Settings, get_settings
 from codexk8s.crypto import get_secret_box, hash_token, tokens_equal
+from codexk8s.db.engine import get_engine
 from codexk8s.db.models import (
     Agent,
     FlowEvent,
@@ -87,8 +88,11 @@ def model_precondition(settings: Settings) -> str | None:
     return None
 
 
-def authenticate_run(engine: Engine, *, run_id: int, token: str | None) -> sa.Row[Any]:
+def authenticate_run(
+    engine: Engine | None = None, *, run_id: int, token: str | None
+) -> sa.Row[Any]:
     """The run this token belongs to, if the run is active; RunTokenError otherwise."""
+    engine = engine or get_engine()
     denied = RunTokenError("the run token is not valid for this run, or the run has ended")
     if not token:
         raise RunTokenError("send the run token as `Authorization: Bearer <token>`")
@@ -171,13 +175,14 @@ def _pull_request_branches(
 
 
 def build_brief(
-    engine: Engine, *, run: sa.Row[Any], openai_path: str, mcp_path: str | None = None
+    engine: Engine | None = None, *, run: sa.Row[Any], openai_path: str, mcp_path: str | None = None
 ) -> dict[str, Any]:
     """Everything the runner needs for this run. Carries the repository token: never log it.
 
     `openai_path` is the control-plane path of the run's model proxy; the runner joins it with
     its callback URL, so the model key itself never leaves the control plane.
     """
+    engine = engine or get_engine()
     settings = get_settings()
     with engine.connect() as connection:
         agent = connection.execute(sa.select(AGENTS).where(AGENTS.c.key == run.agent_key)).first()
@@ -298,9 +303,12 @@ def build_brief(
     }
 
 
-def record_documents(engine: Engine, *, run: sa.Row[Any], payload: Any) -> dict[str, Any]:
+def record_documents(
+    engine: Engine | None = None, *, run: sa.Row[Any], payload: Any
+) -> dict[str, Any]:
     """Record which project documents the run's prompt received (the runner read them from its
     clone) as the `run_documents` event the run's page and the runs API show."""
+    engine = engine or get_engine()
     if not isinstance(payload, dict):
         raise InvalidArgumentError("the body must be a JSON object")
     raw = payload.get("documents")
@@ -345,8 +353,9 @@ def record_documents(engine: Engine, *, run: sa.Row[Any], payload: Any) -> dict[
     return {"recorded": True}
 
 
-def record_progress(engine: Engine, *, run: sa.Row[Any], payload: Any) -> None:
+def record_progress(engine: Engine | None = None, *, run: sa.Row[Any], payload: Any) -> None:
     """Append one progress event (a command run, files changed, a message) to the timeline."""
+    engine = engine or get_engine()
     if not isinstance(payload, dict):
         raise InvalidArgumentError("the body must be a JSON object")
     kind = payload.get("kind")
@@ -424,10 +433,11 @@ def _has_result(connection: Connection, run_id: int) -> bool:
 
 
 def meter_model_usage(
-    engine: Engine, *, run_id: int, model: str | None, usage: dict[str, int]
+    engine: Engine | None = None, *, run_id: int, model: str | None, usage: dict[str, int]
 ) -> Decimal:
     """Add one model answer's tokens and cost to the run (called by the model proxy, which sees
     every answer, so the run's usage does not rest on what its workload says)."""
+    engine = engine or get_engine()
     cost = cost_usd(model, usage, get_settings().model_prices)
     with engine.begin() as connection:
         connection.execute(
@@ -454,9 +464,12 @@ def meter_model_usage(
     return cost
 
 
-def record_model_responses(engine: Engine, *, run_id: int, response_ids: list[str]) -> None:
+def record_model_responses(
+    engine: Engine | None = None, *, run_id: int, response_ids: list[str]
+) -> None:
     """Remember the model responses RUN_ID created through the proxy (each once), so it may read
     them later; ids that are no plain token are not kept (the proxy would not forward them)."""
+    engine = engine or get_engine()
     rows = [
         {"run_id": run_id, "response_id": response_id, "created_at": utcnow()}
         for response_id in dict.fromkeys(response_ids)
@@ -474,8 +487,9 @@ def record_model_responses(engine: Engine, *, run_id: int, response_ids: list[st
         )
 
 
-def owns_model_response(engine: Engine, *, run_id: int, response_id: str) -> bool:
+def owns_model_response(engine: Engine | None = None, *, run_id: int, response_id: str) -> bool:
     """Whether RUN_ID created the model response RESPONSE_ID through the proxy."""
+    engine = engine or get_engine()
     with engine.connect() as connection:
         found = connection.execute(
             sa.select(MODEL_RESPONSES.c.id).where(
@@ -485,11 +499,12 @@ def owns_model_response(engine: Engine, *, run_id: int, response_id: str) -> boo
     return found is not None
 
 
-def store_result(engine: Engine, *, run: sa.Row[Any], payload: Any) -> dict[str, Any]:
+def store_result(engine: Engine | None = None, *, run: sa.Row[Any], payload: Any) -> dict[str, Any]:
     """Store the runner's result once: the summary on the run, a `run_usage` event (the usage
     the runner reports next to what the proxy metered) and the `run_result` (success) or
     `run_failure_reported` (failure) event. A second result for the same run is a ConflictError
     and changes nothing."""
+    engine = engine or get_engine()
     if not isinstance(payload, dict):
         raise InvalidArgumentError("the body must be a JSON object")
     outcome = payload.get("outcome")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from codexk8s.db.engine import get_engine
 from codexk8s.db.models import utcnow
 from codexk8s.domain.runs import RunStatus
 from codexk8s.errors import ConflictError, NotFoundError
@@ -25,7 +26,7 @@ class CancelOutcome:
 
 
 def cancel_run(
-    engine: Engine,
+    engine: Engine | None = None,
     *,
     run_id: int,
     reason: str = USER_CANCEL_REASON,
@@ -34,6 +35,7 @@ def cancel_run(
 ) -> CancelOutcome:
     """A pending run is canceled at once; a starting or running one is asked to stop (the engine
     delivers it to the workload and settles the run when it ends)."""
+    engine = engine or get_engine()
     with engine.begin() as connection:
         run = connection.execute(sa.select(RUNS).where(RUNS.c.id == run_id)).first()
         if run is None:
@@ -73,9 +75,14 @@ def cancel_run(
 
 
 def rerun(
-    engine: Engine, *, run_id: int, actor_type: str = "human", actor_id: str | None = None
+    engine: Engine | None = None,
+    *,
+    run_id: int,
+    actor_type: str = "human",
+    actor_id: str | None = None,
 ) -> int:
     """Start a new pending run with the same target, stage and model as a finished one."""
+    engine = engine or get_engine()
     with engine.begin() as connection:
         run = connection.execute(sa.select(RUNS).where(RUNS.c.id == run_id)).first()
         if run is None:

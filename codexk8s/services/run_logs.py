@@ -28,6 +28,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from codexk8s.db.engine import get_engine
 from codexk8s.db.log_chunks import Chunk
 from codexk8s.db.models import AgentRun, RunLog, RunLogChunk, table_of
 from codexk8s.domain.logs import (
@@ -378,10 +379,11 @@ def _is_removed(connection: Connection, run_id: int) -> bool:
 
 
 def read_lines(
-    engine: Engine, *, run_id: int, after: int = 0, limit: int = PAGE
+    engine: Engine | None = None, *, run_id: int, after: int = 0, limit: int = PAGE
 ) -> list[StoredLine]:
     """Up to LIMIT lines after sequence AFTER, in order, from rows and chunks alike (none once
     retention removed the log)."""
+    engine = engine or get_engine()
     if limit <= 0:
         return []
     first, last = after + 1, after + limit
@@ -432,9 +434,10 @@ def _is_finished(engine: Engine, run_id: int) -> bool:
 
 
 async def follow(
-    engine: Engine, *, run_id: int, after: int = 0, poll_seconds: float = 0.25
+    engine: Engine | None = None, *, run_id: int, after: int = 0, poll_seconds: float = 0.25
 ) -> AsyncIterator[StoredLine]:
     """Yield stored lines after AFTER as they arrive, until the run ended and its log is whole."""
+    engine = engine or get_engine()
     position = after
     while True:
         lines = await asyncio.to_thread(read_lines, engine, run_id=run_id, after=position)
@@ -463,10 +466,11 @@ def log_length(engine: Engine, *, run_id: int) -> int:
     return int(found)
 
 
-def sequence_at(engine: Engine, *, run_id: int, at: datetime) -> int:
+def sequence_at(engine: Engine | None = None, *, run_id: int, at: datetime) -> int:
     """The first line written at or after AT (the last line when none was), by a binary search
     over `read_lines`, so rows and chunks answer alike; 0 for an empty or removed log. Lines are
     stored in the order they were written, so their timestamps do not go back."""
+    engine = engine or get_engine()
     low, high = 1, log_length(engine, run_id=run_id)
     if high == 0:
         return 0
@@ -535,7 +539,12 @@ def matching_sequences(engine: Engine, *, run_id: int, needle: str) -> list[int]
 
 
 def search(
-    engine: Engine, *, run_id: int, needle: str, from_sequence: int = 0, backwards: bool = False
+    engine: Engine | None = None,
+    *,
+    run_id: int,
+    needle: str,
+    from_sequence: int = 0,
+    backwards: bool = False,
 ) -> SearchHit | None:
     """The first line after FROM_SEQUENCE containing NEEDLE (ignoring ASCII case), or with
     BACKWARDS the last one before it; wraps around the log. None when no line matches.
@@ -543,6 +552,7 @@ def search(
     Runs over the whole stored log (rows in SQL, chunks in this process), so the page never
     holds more than a window.
     """
+    engine = engine or get_engine()
     hits = matching_sequences(engine, run_id=run_id, needle=needle)
     if not hits:
         return None
@@ -558,8 +568,9 @@ def search(
     return SearchHit(sequence=hits[0], index=1, count=count)
 
 
-def iter_text(engine: Engine, *, run_id: int, page: int = 5000) -> Iterator[str]:
+def iter_text(engine: Engine | None = None, *, run_id: int, page: int = 5000) -> Iterator[str]:
     """The whole stored log as text, a page of lines at a time (for downloads)."""
+    engine = engine or get_engine()
     position = 0
     while True:
         lines = read_lines(engine, run_id=run_id, after=position, limit=page)

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from codexk8s.config import get_settings
+from codexk8s.db.engine import get_engine
 from codexk8s.db.models import AgentRun, Project, ProjectMember, Repository, User, table_of
 from codexk8s.domain.authorization import Principal
 from codexk8s.domain.labels import MODEL_NAME_MAX_LENGTH, REASONING_EFFORTS
@@ -313,7 +314,7 @@ def _may_start(session: Any, principal: Principal, project: Any) -> tuple[bool, 
 
 
 def start_run_as(
-    engine: Engine,
+    engine: Engine | None = None,
     *,
     principal: Principal,
     project_key: str,
@@ -326,6 +327,7 @@ def start_run_as(
     """`start_run` for a signed-in person: NotFoundError for a project they may not see (the
     same as no project), ForbiddenError unless their role may start runs. The staff API's
     `POST /api/v1/runs` and the dashboard's "Start run" both come here."""
+    engine = engine or get_engine()
     from sqlmodel import Session
 
     from codexk8s.errors import ForbiddenError
@@ -344,8 +346,9 @@ def start_run_as(
     )  # fmt: skip
 
 
-def start_targets(engine: Engine, *, principal: Principal) -> list[StartTarget]:
+def start_targets(engine: Engine | None = None, *, principal: Principal) -> list[StartTarget]:
     """The projects PRINCIPAL may start runs in and their repositories, by key and name."""
+    engine = engine or get_engine()
     from sqlmodel import Session, col, select
 
     from codexk8s.services import agent_runs

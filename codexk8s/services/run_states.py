@@ -72,6 +72,36 @@ def transition(
     actor_id: str | None = None,
 ) -> bool:
     """Move a run to `to_status` if it is in one of `from_statuses`; free its slot if terminal."""
+    if not change_status(
+        connection, run_id=run_id, from_statuses=from_statuses, to_status=to_status,
+        reason=reason, message=message, values=values,
+    ):  # fmt: skip
+        return False
+    add_event(
+        connection,
+        correlation_id=correlation_id,
+        event_type=f"run_{to_status.value}",
+        run_id=run_id,
+        project_id=project_id,
+        actor_type=actor_type,
+        actor_id=actor_id,
+        payload={"reason": reason, "message": message, **(event_payload or {})},
+    )
+    return True
+
+
+def change_status(
+    connection: Connection,
+    *,
+    run_id: int,
+    from_statuses: Iterable[RunStatus],
+    to_status: RunStatus,
+    reason: str | None = None,
+    message: str | None = None,
+    values: dict[str, Any] | None = None,
+) -> bool:
+    """`transition` without its flow event, for a caller that writes the event with others of
+    its own (webhook ingest writes a delivery's events together)."""
     sources = [s for s in from_statuses if can_transition(s, to_status)]
     if not sources:
         raise ValueError(f"no allowed transition to {to_status} from {list(from_statuses)}")
@@ -104,16 +134,6 @@ def transition(
             .where(REQUESTS.c.run_id == run_id, REQUESTS.c.status == "pending")
             .values(status="canceled", answered_via="system", answered_at=now)
         )
-    add_event(
-        connection,
-        correlation_id=correlation_id,
-        event_type=f"run_{to_status.value}",
-        run_id=run_id,
-        project_id=project_id,
-        actor_type=actor_type,
-        actor_id=actor_id,
-        payload={"reason": reason, "message": message, **(event_payload or {})},
-    )
     return True
 
 

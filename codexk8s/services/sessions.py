@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from codexk8s.crypto import hash_token
-from codexk8s.db.engine import session_scope
+from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.db.models import ApiToken, SignInLink, User, UserSession, table_of, utcnow
 from codexk8s.domain.access import PlatformRole
 from codexk8s.domain.authorization import Principal
@@ -300,6 +300,27 @@ def create_session(
     return token
 
 
+def open_session_with_github(
+    *, github_login: str, verified_primary_email: str | None, ttl: timedelta,
+    user_agent: str | None,
+) -> str:  # fmt: skip
+    """The GitHub callback's sign-in (`sign_in_with_github`) and the session it starts
+    (`create_session`): the session's token."""
+    engine = get_engine()
+    user = sign_in_with_github(
+        engine, github_login=github_login, verified_primary_email=verified_primary_email
+    )
+    return create_session(engine, user=user, ttl=ttl, user_agent=user_agent)
+
+
+def open_session_with_link(link_token: str, *, ttl: timedelta, user_agent: str | None) -> str:
+    """A one-time link's sign-in (`redeem_signin_link`) and the session it starts: the
+    session's token."""
+    engine = get_engine()
+    user = redeem_signin_link(engine, link_token)
+    return create_session(engine, user=user, ttl=ttl, user_agent=user_agent)
+
+
 def resolve_session(engine: Engine, token: str, *, ttl: timedelta) -> Principal | None:
     """The person behind a session token, or None (unknown, expired, revoked, user disabled).
 
@@ -357,6 +378,11 @@ def revoke_session(engine: Engine, token: str) -> bool:
     return True
 
 
+def sign_out(token: str) -> bool:
+    """`revoke_session` on the application's database (the sign-out route)."""
+    return revoke_session(get_engine(), token)
+
+
 def revoke_all_for_user(*, session: Session, user_id: int, actor_id: str | None = None) -> int:
     """End every live session of USER_ID in the caller's transaction (e.g. with disabling them),
     so both commit together; returns how many were ended."""
@@ -409,7 +435,18 @@ def resolve_api_token(engine: Engine, token: str) -> Principal | None:
     return Principal(user_id=row.user_id, platform_role=PlatformRole(row.role))
 
 
-def load_profile(engine: Engine, *, user_id: int) -> UserProfile | None:
+def authenticate(
+    *, api_token: str | None = None, session_token: str | None = None, ttl: timedelta
+) -> Principal | None:
+    """Who presents API_TOKEN (a bearer API token; it wins) or else SESSION_TOKEN (a browser
+    session, sliding by TTL), on the application's database; None when neither proves anyone."""
+    if api_token is not None:
+        return resolve_api_token(get_engine(), api_token)
+    return resolve_session(get_engine(), session_token, ttl=ttl) if session_token else None
+
+
+def load_profile(engine: Engine | None = None, *, user_id: int) -> UserProfile | None:
+    engine = engine or get_engine()
     with engine.connect() as connection:
         row = connection.execute(
             sa.select(_USERS.c.id, _USERS.c.email, _USERS.c.github_login, _USERS.c.role).where(

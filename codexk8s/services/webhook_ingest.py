@@ -57,6 +57,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from codexk8s.adapters.github import webhooks
 from codexk8s.crypto import DecryptionError, SecretBox
+from codexk8s.db.engine import get_engine
 from codexk8s.db.models import (
     AgentRun,
     FlowEvent,
@@ -90,7 +91,7 @@ from codexk8s.errors import (
     UnauthorizedError,
     UnavailableError,
 )
-from codexk8s.services import audit, repositories, run_requests, run_start
+from codexk8s.services import audit, repositories, run_requests, run_start, run_states
 
 REJECTED_CORRELATION = "webhook-rejected"
 MAX_DELIVERY_ID = 100
@@ -300,8 +301,11 @@ class _Rejected(Exception):
         self.error = error
 
 
-def record_rejection(engine: Engine, request: WebhookRequest, event_type: str, reason: str) -> None:
+def record_rejection(
+    request: WebhookRequest, event_type: str, reason: str, *, engine: Engine | None = None
+) -> None:
     """The one row a rejected request may leave behind."""
+    engine = engine or get_engine()
     delivery = (request.delivery_id or "")[:MAX_DELIVERY_ID] or None
     event = audit.flow_event_values(
         correlation_id=delivery or REJECTED_CORRELATION,
@@ -329,7 +333,7 @@ def _validated_headers(engine: Engine, request: WebhookRequest) -> tuple[str, st
         problems.append(f"X-GitHub-Delivery must be at most {MAX_DELIVERY_ID} printable characters")
     if problems:
         message = "; ".join(problems)
-        record_rejection(engine, request, "request_rejected", message)
+        record_rejection(request, "request_rejected", message, engine=engine)
         raise InvalidArgumentError(message)
     assert request.event and request.delivery_id
     return request.event.lower(), request.delivery_id
@@ -560,14 +564,19 @@ def _reading_connection(engine: Engine) -> Iterator[Connection]:
 
 
 def ingest_github_delivery(
-    *, engine: Engine, box: SecretBox, global_secret: str | None, request: WebhookRequest
+    *,
+    engine: Engine | None = None,
+    box: SecretBox,
+    global_secret: str | None,
+    request: WebhookRequest,
 ) -> IngestOutcome:
     """Verify and record one delivery; raise a CodexK8sError subclass for a rejected request."""
+    engine = engine or get_engine()
     event, delivery_id = _validated_headers(engine, request)
     try:
         payload, payload_text = webhooks.decode_payload(request.body, request.content_type)
     except webhooks.WebhookFormatError as exc:
-        record_rejection(engine, request, "request_rejected", str(exc))
+        record_rejection(request, "request_rejected", str(exc), engine=engine)
         raise InvalidArgumentError(str(exc)) from None
     full_name = webhooks.repository_full_name(payload)
     action = payload.get("action") if isinstance(payload.get("action"), str) else None
@@ -609,7 +618,7 @@ def ingest_github_delivery(
             return recorded
     except _Rejected as rejected:
         # Nothing was written by the request; the audit event is the one row it leaves.
-        record_rejection(engine, request, rejected.event_type, rejected.reason)
+        record_rejection(request, rejected.event_type, rejected.reason, engine=engine)
         raise rejected.error from None
 
     # It may start or cancel runs: that is decided under the repository lock, in one transaction.
@@ -900,26 +909,19 @@ def _cancel(
     )
     now = utcnow()
     for run_id, status, project_id in connection.execute(query.with_for_update()).all():
-        if status == RunStatus.PENDING.value:
-            # Nothing runs yet: cancel right away, guarded against a dispatcher claiming it now.
-            changed = connection.execute(
-                sa.update(_RUNS)
-                .where(_RUNS.c.id == run_id, _RUNS.c.status == RunStatus.PENDING.value)
-                .values(
-                    status=RunStatus.CANCELED.value,
-                    status_reason=reason,
-                    finished_at=now,
-                    cancel_requested_at=now,
-                    cancel_reason=reason,
-                )
-            ).rowcount
-            if changed:
-                outcome.canceled.append(run_id)
-                delivery.record(
-                    "run_canceled", project_id=project_id, run_id=run_id,
-                    payload={"reason": reason, "from": RunStatus.PENDING.value},
-                )  # fmt: skip
-                continue
+        # Nothing runs yet: cancel right away, guarded against a dispatcher claiming it now. The
+        # event goes with the delivery's others (`run_states.transition` would write it at once).
+        if status == RunStatus.PENDING.value and run_states.change_status(
+            connection, run_id=run_id, from_statuses=[RunStatus.PENDING],
+            to_status=RunStatus.CANCELED, reason=reason,
+            values={"finished_at": now, "cancel_requested_at": now, "cancel_reason": reason},
+        ):  # fmt: skip
+            outcome.canceled.append(run_id)
+            delivery.record(
+                "run_canceled", project_id=project_id, run_id=run_id,
+                payload={"reason": reason, "from": RunStatus.PENDING.value},
+            )  # fmt: skip
+            continue
         connection.execute(
             sa.update(_RUNS)
             .where(_RUNS.c.id == run_id, _RUNS.c.cancel_requested_at.is_(None))

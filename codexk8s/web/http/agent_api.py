@@ -27,7 +27,6 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from codexk8s import json_input, metrics, urls
 from codexk8s.adapters.openai import proxy
 from codexk8s.config import get_settings
-from codexk8s.db.engine import get_engine
 from codexk8s.domain import sessions as session_wire
 from codexk8s.domain.runs import ActorType
 from codexk8s.errors import CodexK8sError, MalformedInputError, PayloadTooLargeError
@@ -69,7 +68,7 @@ def _reject_malformed(route: str, exc: MalformedInputError, run: sa.Row[Any]) ->
     """Count and audit input the runner never sends, on the run's own trail; then a 400."""
     metrics.API_REQUESTS_REJECTED.labels(route, exc.reason).inc()
     audit.record_rejected_request(
-        get_engine(), route=route, reason=exc.reason, message=str(exc),
+        route=route, reason=exc.reason, message=str(exc),
         correlation_id=run.correlation_id, actor_type=ActorType.AGENT, actor_id=run.agent_key,
         project_id=run.project_id, run_id=run.id,
     )  # fmt: skip
@@ -92,7 +91,7 @@ def _endpoint(
             return error_response("not_found", "no such run")
         try:
             run = await asyncio.to_thread(
-                run_brief.authenticate_run, get_engine(), run_id=run_id, token=_bearer(request)
+                run_brief.authenticate_run, run_id=run_id, token=_bearer(request)
             )
         except run_brief.RunTokenError as exc:
             return error_response(
@@ -115,7 +114,7 @@ def _endpoint(
 async def _brief(request: Request, run: sa.Row[Any]) -> Response:
     path = urls.API_AGENT_OPENAI_BASE.format(run_id=run.id)
     brief = await asyncio.to_thread(
-        run_brief.build_brief, get_engine(), run=run, openai_path=path,
+        run_brief.build_brief, run=run, openai_path=path,
         mcp_path=urls.API_AGENT_MCP.format(run_id=run.id),
     )  # fmt: skip
     return JSONResponse(brief, headers=_NO_STORE)
@@ -123,21 +122,19 @@ async def _brief(request: Request, run: sa.Row[Any]) -> Response:
 
 async def _events(request: Request, run: sa.Row[Any]) -> Response:
     payload = await _json_body(request)
-    await asyncio.to_thread(run_brief.record_progress, get_engine(), run=run, payload=payload)
+    await asyncio.to_thread(run_brief.record_progress, run=run, payload=payload)
     return JSONResponse({"recorded": True}, status_code=202, headers=_NO_STORE)
 
 
 async def _result(request: Request, run: sa.Row[Any]) -> Response:
     payload = await _json_body(request)
-    stored = await asyncio.to_thread(run_brief.store_result, get_engine(), run=run, payload=payload)
+    stored = await asyncio.to_thread(run_brief.store_result, run=run, payload=payload)
     return JSONResponse(stored, headers=_NO_STORE)
 
 
 async def _documents(request: Request, run: sa.Row[Any]) -> Response:
     payload = await _json_body(request)
-    recorded = await asyncio.to_thread(
-        run_brief.record_documents, get_engine(), run=run, payload=payload
-    )
+    recorded = await asyncio.to_thread(run_brief.record_documents, run=run, payload=payload)
     return JSONResponse(recorded, status_code=202, headers=_NO_STORE)
 
 
@@ -147,7 +144,7 @@ async def _session(request: Request, run: sa.Row[Any]) -> Response:
         if wanted is not None and not wanted.isdigit():
             return error_response("invalid_argument", "`id` must be a session id")
         ref, data = await asyncio.to_thread(
-            agent_sessions.load_for_resume, get_engine(), run=run,
+            agent_sessions.load_for_resume, run=run,
             session_id=int(wanted) if wanted is not None else None,
         )  # fmt: skip
         headers = {
@@ -164,7 +161,7 @@ async def _session(request: Request, run: sa.Row[Any]) -> Response:
     if parent is not None and not parent.isdigit():
         return error_response("invalid_argument", f"{session_wire.PARENT_HEADER} must be an id")
     stored = await asyncio.to_thread(
-        agent_sessions.store, get_engine(), run=run, body=body,
+        agent_sessions.store, run=run, body=body,
         thread_id=request.headers.get(session_wire.THREAD_HEADER),
         path=request.headers.get(session_wire.PATH_HEADER),
         parent_id=int(parent) if parent is not None else None,
@@ -192,7 +189,7 @@ async def _openai(request: Request, run: sa.Row[Any]) -> Response:
             "not_found", f"the model proxy does not forward {request.method} /{path}"
         )
     if call.response_id is not None and not await asyncio.to_thread(
-        run_brief.owns_model_response, get_engine(), run_id=run.id, response_id=call.response_id
+        run_brief.owns_model_response, run_id=run.id, response_id=call.response_id
     ):
         return error_response(
             "not_found", f"this run created no response {call.response_id} through the proxy"
@@ -203,12 +200,12 @@ async def _openai(request: Request, run: sa.Row[Any]) -> Response:
 
     async def record_response_ids(response_ids: list[str]) -> None:
         await asyncio.to_thread(
-            run_brief.record_model_responses, get_engine(), run_id=run.id, response_ids=response_ids
+            run_brief.record_model_responses, run_id=run.id, response_ids=response_ids
         )
 
     async def record_usage(usage: dict[str, int]) -> None:
         await asyncio.to_thread(
-            run_brief.meter_model_usage, get_engine(), run_id=run.id, model=model, usage=usage
+            run_brief.meter_model_usage, run_id=run.id, model=model, usage=usage
         )
 
     relay = await proxy.forward(

@@ -96,7 +96,7 @@ def _reject_malformed(route: str, exc: MalformedInputError, principal: Principal
     """Count and audit input no client of ours sends, then answer it like any bad argument."""
     metrics.API_REQUESTS_REJECTED.labels(route, exc.reason).inc()
     audit.record_rejected_request(
-        get_engine(), route=route, reason=exc.reason, message=str(exc),
+        route=route, reason=exc.reason, message=str(exc),
         correlation_id=f"user-{principal.user_id}", actor_type=ActorType.HUMAN,
         actor_id=str(principal.user_id),
     )  # fmt: skip
@@ -223,7 +223,7 @@ async def start_run(request: Request, principal: Principal) -> Response:
 
     def start() -> agent_runs.RunDetail:
         run_id = run_start.start_run_as(
-            get_engine(), principal=principal, project_key=project_key,
+            principal=principal, project_key=project_key,
             repository=body["repository"], issue=body.get("issue"), stage=body["stage"],
             model=body.get("model"), reasoning_effort=body.get("reasoning_effort"),
         )  # fmt: skip
@@ -267,7 +267,7 @@ async def cancel_run(request: Request, principal: Principal) -> Response:
         in_transaction(
             run_access.require_run, actor=principal, run_id=run_id, action=Action.CANCEL_RUN
         )
-        return run_control.cancel_run(get_engine(), run_id=run_id, actor_id=str(principal.user_id))
+        return run_control.cancel_run(run_id=run_id, actor_id=str(principal.user_id))
 
     outcome = await asyncio.to_thread(cancel)
     return _json(
@@ -282,7 +282,7 @@ async def rerun(request: Request, principal: Principal) -> Response:
 
     def start_again() -> int:
         in_transaction(run_access.require_run, actor=principal, run_id=run_id, action=Action.RERUN)
-        return run_control.rerun(get_engine(), run_id=run_id, actor_id=str(principal.user_id))
+        return run_control.rerun(run_id=run_id, actor_id=str(principal.user_id))
 
     new_id = await asyncio.to_thread(start_again)
     return _json({"id": new_id, "rerun_of": run_id}, status=201)
@@ -316,9 +316,8 @@ async def run_log(request: Request, principal: Principal) -> Response:
         in_transaction, run_access.require_run, actor=principal, run_id=run_id,
         action=Action.VIEW_PROJECT,
     )  # fmt: skip
-    engine = get_engine()
     if not is_follow:
-        lines = await asyncio.to_thread(run_logs.read_lines, engine, run_id=run_id, after=since)
+        lines = await asyncio.to_thread(run_logs.read_lines, run_id=run_id, after=since)
         return _json(
             {
                 "lines": [_line(line) for line in lines],
@@ -355,9 +354,7 @@ async def _log_events(
     whole. Bounded to FOLLOW_SECONDS: the stream then just stops and the client resumes. Every
     ACCESS_RECHECK_SECONDS the reader's access is checked again; once it is lost the stream says
     why (`event: denied`, the usual error body) and ends."""
-    lines = run_logs.follow(
-        get_engine(), run_id=run_id, after=since, poll_seconds=FOLLOW_POLL_SECONDS
-    )
+    lines = run_logs.follow(run_id=run_id, after=since, poll_seconds=FOLLOW_POLL_SECONDS)
     now = time.monotonic()
     deadline, recheck_at = now + FOLLOW_SECONDS, now + ACCESS_RECHECK_SECONDS
     # One pending read, never cancelled by a timeout: cancelling would close the generator.
@@ -415,7 +412,7 @@ async def run_log_text(request: Request, principal: Principal) -> Response:
 
 
 async def _log_text(run_id: int) -> AsyncIterator[str]:
-    pages = run_logs.iter_text(get_engine(), run_id=run_id)
+    pages = run_logs.iter_text(run_id=run_id)
     while (page := await asyncio.to_thread(next, pages, None)) is not None:
         yield page
 

@@ -28,8 +28,6 @@ from codexk8s.adapters.github.oauth import (
 )
 from codexk8s.config import Settings, get_settings
 from codexk8s.crypto import DecryptionError, get_secret_box, tokens_equal
-from codexk8s.db.engine import get_engine
-from codexk8s.db.models import User
 from codexk8s.domain.authorization import Principal
 from codexk8s.services import sessions
 from codexk8s.web import origins
@@ -148,14 +146,8 @@ def local_path(value: str | None) -> str:
     return value
 
 
-async def _signed_in(
-    request: Request, user: User, settings: Settings, *, next_path: str | None = None
-) -> Response:
-    ttl = session_ttl(settings)
-    token = await asyncio.to_thread(
-        sessions.create_session, get_engine(), user=user, ttl=ttl,
-        user_agent=request.headers.get("user-agent"),
-    )  # fmt: skip
+def _signed_in(token: str, settings: Settings, *, next_path: str | None = None) -> Response:
+    """Off to NEXT_PATH with the new session's cookie (TOKEN)."""
     response = _redirect(local_path(next_path))
     response.set_cookie(
         SESSION_COOKIE, token, max_age=SESSION_COOKIE_MAX_AGE, path="/",
@@ -201,18 +193,19 @@ def _refusal_page(error: sessions.SignInRefusedError) -> HTMLResponse:
 async def current_principal(request: Request) -> Principal | None:
     """Who sent REQUEST: a bearer API token if the Authorization header is present (and then only
     that), else the session cookie. None when neither proves anyone."""
-    engine = get_engine()
+    ttl = session_ttl(get_settings())
     header = request.headers.get("authorization")
     if header is not None:
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() != "bearer" or not credentials.strip():
             return None
-        return await asyncio.to_thread(sessions.resolve_api_token, engine, credentials.strip())
+        return await asyncio.to_thread(
+            sessions.authenticate, api_token=credentials.strip(), ttl=ttl
+        )
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         return None
-    ttl = session_ttl(get_settings())
-    return await asyncio.to_thread(sessions.resolve_session, engine, token, ttl=ttl)
+    return await asyncio.to_thread(sessions.authenticate, session_token=token, ttl=ttl)
 
 
 # --- routes ---------------------------------------------------------------------------------------
@@ -267,27 +260,28 @@ async def _finish_github_sign_in(
     except GitHubUnavailableError:
         return _page(502, "GitHub unavailable", "GitHub could not be reached.", retry=True)
     try:
-        user = await asyncio.to_thread(
-            sessions.sign_in_with_github, get_engine(), github_login=identity.login,
-            verified_primary_email=identity.verified_primary_email,
+        token = await asyncio.to_thread(
+            sessions.open_session_with_github, github_login=identity.login,
+            verified_primary_email=identity.verified_primary_email, ttl=session_ttl(settings),
+            user_agent=request.headers.get("user-agent"),
         )  # fmt: skip
     except sessions.SignInRefusedError as exc:
         return _refusal_page(exc)
-    return await _signed_in(request, user, settings)
+    return _signed_in(token, settings)
 
 
 async def signin_link(request: Request) -> Response:
     """`GET /auth/link/{token}`: a one-time link (embedded mode) becomes a session."""
+    settings = get_settings()
     try:
-        user = await asyncio.to_thread(
-            sessions.redeem_signin_link, get_engine(), request.path_params["token"]
-        )
+        token = await asyncio.to_thread(
+            sessions.open_session_with_link, request.path_params["token"],
+            ttl=session_ttl(settings), user_agent=request.headers.get("user-agent"),
+        )  # fmt: skip
     except sessions.SignInRefusedError as exc:
         return _refusal_page(exc)
     # `codexk8s demo` links straight to the run it started.
-    return await _signed_in(
-        request, user, get_settings(), next_path=request.query_params.get("next")
-    )
+    return _signed_in(token, settings, next_path=request.query_params.get("next"))
 
 
 async def logout(request: Request) -> Response:
@@ -304,7 +298,7 @@ async def logout(request: Request) -> Response:
         return error_response("forbidden", problem, headers=_NO_STORE)
     token = request.cookies.get(SESSION_COOKIE)
     if token:
-        await asyncio.to_thread(sessions.revoke_session, get_engine(), token)
+        await asyncio.to_thread(sessions.sign_out, token)
     response = _redirect(urls.OVERVIEW, 303)
     response.delete_cookie(
         SESSION_COOKIE, path="/", secure=_is_secure(settings), httponly=True, samesite="lax",
@@ -318,7 +312,7 @@ async def me(request: Request) -> Response:
         return error_response("method_not_allowed", "use GET", headers={"Allow": "GET"})
     principal = await current_principal(request)
     profile = (
-        await asyncio.to_thread(sessions.load_profile, get_engine(), user_id=principal.user_id)
+        await asyncio.to_thread(sessions.load_profile, user_id=principal.user_id)
         if principal is not None
         else None
     )

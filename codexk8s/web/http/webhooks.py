@@ -13,7 +13,6 @@ from codexk8s import metrics
 from codexk8s.adapters.github.webhooks import MAX_BODY_BYTES
 from codexk8s.config import get_settings
 from codexk8s.crypto import get_secret_box
-from codexk8s.db.engine import get_engine
 from codexk8s.errors import (
     CodexK8sError,
     InvalidArgumentError,
@@ -92,8 +91,10 @@ async def _github_webhook(request: Request) -> JSONResponse:
         message = f"payload exceeds GitHub's limit of {MAX_BODY_BYTES // (1024 * 1024)} MiB"
         await asyncio.to_thread(
             webhook_ingest.record_rejection,
-            get_engine(), _rejection_request(request), "request_rejected", message,
-        )  # fmt: skip
+            _rejection_request(request),
+            "request_rejected",
+            message,
+        )
         # Not reading the rest: close the connection instead of draining a huge body.
         return error_response("payload_too_large", message, headers={"Connection": "close"})
     except ClientDisconnect:
@@ -105,7 +106,6 @@ async def _github_webhook(request: Request) -> JSONResponse:
         with metrics.WEBHOOK_INGEST_SECONDS.time():
             outcome = await asyncio.to_thread(
                 webhook_ingest.ingest_github_delivery,
-                engine=get_engine(),
                 box=get_secret_box(),
                 global_secret=secret.get_secret_value() if secret else None,
                 request=_rejection_request(request, body),

@@ -20,7 +20,6 @@ from reflex.istate.data import HeaderData
 from starlette.requests import cookie_parser
 
 from codexk8s.config import get_settings
-from codexk8s.db.engine import get_engine
 from codexk8s.domain.authorization import Principal
 from codexk8s.services import sessions
 from codexk8s.web.http.auth import SESSION_COOKIE, session_ttl
@@ -36,11 +35,10 @@ def session_token(headers: HeaderData) -> str | None:
 
 
 def _lookup(token: str) -> tuple[Principal, sessions.UserProfile] | None:
-    engine = get_engine()
-    principal = sessions.resolve_session(engine, token, ttl=session_ttl(get_settings()))
+    principal = sessions.authenticate(session_token=token, ttl=session_ttl(get_settings()))
     if principal is None:
         return None
-    profile = sessions.load_profile(engine, user_id=principal.user_id)
+    profile = sessions.load_profile(user_id=principal.user_id)
     return None if profile is None else (principal, profile)
 
 

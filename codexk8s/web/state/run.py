@@ -30,7 +30,6 @@ from sqlmodel import Session
 
 from codexk8s import urls
 from codexk8s.config import get_settings
-from codexk8s.db.engine import get_engine
 from codexk8s.domain.access import ProjectRole
 from codexk8s.domain.authorization import Action, Principal, is_allowed
 from codexk8s.domain.explanations import NEUTRAL_REASONS, actor_words, describe_event, reason_words
@@ -335,9 +334,7 @@ def _event_view(event: EventRow, previous: EventRow | None) -> EventView:
 
 
 def principal_for(token: str | None) -> Principal | None:
-    if not token:
-        return None
-    return sessions.resolve_session(get_engine(), token, ttl=session_ttl(get_settings()))
+    return sessions.authenticate(session_token=token, ttl=session_ttl(get_settings()))
 
 
 def _read_run(
@@ -364,7 +361,6 @@ def load_snapshot(
     after AFTER (None: no lines); IS_TAIL skips ahead so that the lines end at the log's end.
     NotFoundError when the run is missing or not visible."""
     role, run, events, story = in_transaction(_read_run, principal=principal, run_id=run_id)
-    engine = get_engine()
     # A log removed by retention has no lines to show (the header says why).
     total = 0 if run.log.is_removed else run.log.lines
     lines: list[StoredLine] = []
@@ -372,7 +368,7 @@ def load_snapshot(
         if is_tail:
             after = max(after, total - limit)
         if after < total:
-            lines = run_logs.read_lines(engine, run_id=run_id, after=after, limit=limit)
+            lines = run_logs.read_lines(run_id=run_id, after=after, limit=limit)
     return Snapshot(
         header=header_for(run, story),
         events=[
@@ -698,7 +694,7 @@ class RunState(rx.State):
 
         def read(run_id: int) -> run_logs.SearchHit | None:
             return run_logs.search(
-                get_engine(), run_id=run_id, needle=needle, from_sequence=from_sequence,
+                run_id=run_id, needle=needle, from_sequence=from_sequence,
                 backwards=backwards,
             )  # fmt: skip
 
@@ -751,7 +747,7 @@ class RunState(rx.State):
         except ValueError:
             return None
         is_visible, found = await self._read_visible(
-            lambda run_id: run_logs.sequence_at(get_engine(), run_id=run_id, at=at)
+            lambda run_id: run_logs.sequence_at(run_id=run_id, at=at)
         )
         if not is_visible or found == 0:
             return None
@@ -790,7 +786,7 @@ class RunState(rx.State):
             return
         principal, run_id = found
         ok, outcome = await attempt(
-            self, run_control.cancel_run, get_engine(), run_id=run_id,
+            self, run_control.cancel_run, run_id=run_id,
             actor_id=str(principal.user_id),
         )  # fmt: skip
         if not ok:
@@ -809,7 +805,7 @@ class RunState(rx.State):
             return
         principal, run_id = found
         ok, new_id = await attempt(
-            self, run_control.rerun, get_engine(), run_id=run_id, actor_id=str(principal.user_id)
+            self, run_control.rerun, run_id=run_id, actor_id=str(principal.user_id)
         )
         if not ok:
             return

@@ -9,7 +9,6 @@ import asyncio
 import reflex as rx
 
 from codexk8s import urls
-from codexk8s.db.engine import get_engine
 from codexk8s.domain.stages import REVIEW_STAGE, Stage
 from codexk8s.errors import CodexK8sError
 from codexk8s.services import run_start
@@ -56,9 +55,7 @@ class StartRunState(rx.State):
         if principal is None:
             self.projects, self._targets, self.page_project = [], {}, ""
             return
-        targets = await asyncio.to_thread(
-            run_start.start_targets, get_engine(), principal=principal
-        )
+        targets = await asyncio.to_thread(run_start.start_targets, principal=principal)
         self._targets = {t.project_key: t.repositories for t in targets}
         self.projects = list(self._targets)
         page_key = str(self.router.page.params.get("project_key", "") or "")
@@ -114,7 +111,7 @@ class StartRunState(rx.State):
         yield
         try:
             run_id = await asyncio.to_thread(
-                run_start.start_run_as, get_engine(), principal=principal,
+                run_start.start_run_as, principal=principal,
                 project_key=self.project, repository=self.repository,
                 issue=int(self.number), stage=self.stage,
             )  # fmt: skip
