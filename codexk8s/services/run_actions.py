@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from codexk8s.adapters.github.client import GitHubClient
 from codexk8s.config import Settings
 from codexk8s.crypto import SecretBox
+from codexk8s.db.engine import get_engine
 from codexk8s.db.models import Repository, table_of
 from codexk8s.domain.feedback import agent_comment_marker
 from codexk8s.domain.repository_provider import ProviderError, RepositoryProvider
@@ -48,10 +49,11 @@ def _refuse(engine: Engine, run: sa.Row[Any], tool: str, reason: str) -> Invalid
 
 
 def target(
-    engine: Engine, *, run: sa.Row[Any], tool: str, number: Any, repository: Any,
+    engine: Engine | None = None, *, run: sa.Row[Any], tool: str, number: Any, repository: Any,
     settings: Settings, box: SecretBox,
 ) -> Target:  # fmt: skip
     """The run's own issue (or pull request) and repository; any other is refused and audited."""
+    engine = engine or get_engine()
     own = run.issue_number if run.issue_number is not None else run.pr_number
     with engine.connect() as connection:
         repo = (
@@ -81,9 +83,10 @@ def check_comment(body: Any) -> str:
 
 
 def check_labels_of(
-    engine: Engine, *, run: sa.Row[Any], add: Any, remove: Any
+    engine: Engine | None = None, *, run: sa.Row[Any], add: Any, remove: Any
 ) -> tuple[list[str], list[str]]:
     """The labels to add and remove, each one an agent may set; a refusal is audited."""
+    engine = engine or get_engine()
     lists = []
     for value, what in ((add, "add"), (remove, "remove")):
         value = value or []
@@ -114,10 +117,11 @@ def _github(settings: Settings) -> ProviderFactory:
 
 
 async def post_comment(
-    engine: Engine, *, run: sa.Row[Any], place: Target, body: str, settings: Settings,
+    engine: Engine | None = None, *, run: sa.Row[Any], place: Target, body: str, settings: Settings,
     provider: ProviderFactory | None = None,
 ) -> str:  # fmt: skip
     """Comment BODY on the run's issue, signed as the run's; the comment's URL."""
+    engine = engine or get_engine()
     footer = f"\n\n<sub>codexk8s · run [#{run.id}]({settings.effective_public_url}/runs/{run.id})"
     footer += f" · agent {run.agent_key}</sub>\n{agent_comment_marker(run.id)}"
     async with (provider or _github(settings))(place.token) as github:  # type: ignore[attr-defined]
@@ -131,9 +135,10 @@ async def post_comment(
 
 
 async def set_labels(
-    engine: Engine, *, run: sa.Row[Any], place: Target, add: list[str], remove: list[str],
-    settings: Settings, provider: ProviderFactory | None = None,
+    engine: Engine | None = None, *, run: sa.Row[Any], place: Target, add: list[str],
+    remove: list[str], settings: Settings, provider: ProviderFactory | None = None,
 ) -> None:  # fmt: skip
+    engine = engine or get_engine()
     async with (provider or _github(settings))(place.token) as github:  # type: ignore[attr-defined]
         try:
             await github.add_labels(place.owner, place.name, place.number, add)

@@ -138,19 +138,23 @@ def _event(connection: Connection, run: sa.Row[Any], event_type: str, **payload:
     )  # fmt: skip
 
 
-def record_tool_call(engine: Engine, *, run: sa.Row[Any], tool: Tool, policy: str) -> None:
+def record_tool_call(
+    engine: Engine | None = None, *, run: sa.Row[Any], tool: Tool, policy: str
+) -> None:
     """Every platform tool call leaves a `tool_called` event on the run's trail."""
+    engine = engine or get_engine()
     with engine.begin() as connection:
         _event(connection, run, "tool_called", tool=tool.value, policy=policy)
 
 
 def open_request(
-    engine: Engine, *, run: sa.Row[Any], kind: RequestKind, text: Any, options: Any = None,
-    details: Any = None, wait_minutes: float, tool: Tool | None = None,
+    engine: Engine | None = None, *, run: sa.Row[Any], kind: RequestKind, text: Any,
+    options: Any = None, details: Any = None, wait_minutes: float, tool: Tool | None = None,
 ) -> Decision | int:  # fmt: skip
     """Store a question or an approval request of RUN and pause the run's deadline: the new
     request's id. An approval whose policy is `none` is decided at once: its Decision. TOOL: the
     tool whose policy applies (a platform tool that acts asks approval under its own)."""
+    engine = engine or get_engine()
     if tool is None:
         tool = Tool.ASK if kind is RequestKind.QUESTION else Tool.REQUEST_APPROVAL
     question = _text(text, "question" if kind is RequestKind.QUESTION else "action")
@@ -322,10 +326,11 @@ def _expire_or_cancel(engine: Engine, request_id: int) -> None:
                     by=None, via="system", actor_type="system")  # fmt: skip
 
 
-def check_request(engine: Engine, *, request_id: int) -> Decision | None:
+def check_request(engine: Engine | None = None, *, request_id: int) -> Decision | None:
     """The request's decision, or None while it is pending (expiring it when its time is up,
     cancelling it when its run has ended) or, answered, its run waits for a slot back (the
     waiting-slot policy `release`)."""
+    engine = engine or get_engine()
     _expire_or_cancel(engine, request_id)
     with engine.connect() as connection:
         row = connection.execute(sa.select(REQUESTS).where(REQUESTS.c.id == request_id)).first()
@@ -354,13 +359,14 @@ def _waits_for_slot(connection: Connection, run_id: int) -> bool:
 
 
 async def wait_for_decision(
-    engine: Engine, *, request_id: int, run_id: int | None = None,
+    engine: Engine | None = None, *, request_id: int, run_id: int | None = None,
     poll_seconds: float = POLL_SECONDS, watched_poll_seconds: float = WATCHED_POLL_SECONDS,
 ) -> Decision:  # fmt: skip
     """Block (asynchronously) until the request is decided on any replica, or times out. With
     RUN_ID and the notification hub running here, a change of the run (an answer on any
     replica, a slot given back) wakes the call at once, and the row is read every
     WATCHED_POLL_SECONDS besides (a lost notification, the expiry); else every POLL_SECONDS."""
+    engine = engine or get_engine()
     topic = notifications.run_topic(run_id) if run_id is not None else None
     async with notifications.get_hub().watching(topic) as watch:
         while (
@@ -374,12 +380,14 @@ async def wait_for_decision(
 
 
 def answer_request(
-    engine: Engine, *, principal: Principal | None, request_id: int, answer: str | None = None,
-    approve: bool | None = None, via: str = "dashboard", by: str | None = None,
+    engine: Engine | None = None, *, principal: Principal | None, request_id: int,
+    answer: str | None = None, approve: bool | None = None, via: str = "dashboard",
+    by: str | None = None,
 ) -> Decision:  # fmt: skip
     """A person's answer to request REQUEST_ID: the text of a question's answer, or an approval's
     decision (APPROVE, or an answer starting with approve/deny). PRINCIPAL None: the local
     operator (the CLI). NotFoundError when they may not see the run's project."""
+    engine = engine or get_engine()
     with engine.begin() as connection:
         request = connection.execute(sa.select(REQUESTS).where(REQUESTS.c.id == request_id)).first()
         if request is None:
@@ -470,8 +478,11 @@ def pending_for_issue(
     )
 
 
-def past_runs(engine: Engine, *, run: sa.Row[Any], limit: Any = 10) -> list[dict[str, Any]]:
+def past_runs(
+    engine: Engine | None = None, *, run: sa.Row[Any], limit: Any = 10
+) -> list[dict[str, Any]]:
     """The run's project's earlier finished runs, newest first: evidence for self-improvement."""
+    engine = engine or get_engine()
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 50:
         raise InvalidArgumentError("`limit` must be a whole number from 1 to 50")
     with engine.connect() as connection:
@@ -583,9 +594,12 @@ def pending_requests_for(principal: Principal) -> list[PendingRequest]:
         return pending_requests(session=session, principal=principal)
 
 
-def report_progress(engine: Engine, *, run: sa.Row[Any], message: Any, share: Any = False) -> None:
+def report_progress(
+    engine: Engine | None = None, *, run: sa.Row[Any], message: Any, share: Any = False
+) -> None:
     """The `report_progress` tool: a line on the run's timeline, while the run is active; SHARE
     makes it a milestone, which the service comment on GitHub shows too (github_feedback)."""
+    engine = engine or get_engine()
     text = _text(message, "message")
     if not isinstance(share, bool):
         raise InvalidArgumentError("`share_on_github` must be true or false")
@@ -600,9 +614,10 @@ def report_progress(engine: Engine, *, run: sa.Row[Any], message: Any, share: An
         _event(connection, run, event, kind="agent", message=(text or "")[:2000])
 
 
-def record_refused_call(engine: Engine, *, run_id: int, reason: str) -> None:
+def record_refused_call(engine: Engine | None = None, *, run_id: int, reason: str) -> None:
     """A platform tool call refused for its token: audited on the run named in the path (when it
     exists), so a leaked or stale token shows up on that run's trail."""
+    engine = engine or get_engine()
     with engine.begin() as connection:
         run = connection.execute(
             sa.select(RUNS.c.id, RUNS.c.correlation_id, RUNS.c.project_id).where(

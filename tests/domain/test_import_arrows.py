@@ -32,18 +32,9 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
 COMPOSITION_ROOT = {"codexk8s.web.lifespan", "codexk8s.web.live"}
 
 # Arrows the table forbids that still exist, each with the reason it is not fixed yet. An entry
-# that no longer matches a real import fails the test, so the list only shrinks.
-# _ENGINE: these modules hand the SQLAlchemy engine to services that still require it as their
-# first argument (run_requests, run_actions); the agent's tools and the inbox are being reworked
-# in another change. Every other service web calls finds the application's engine itself when it
-# is given none, so the rest of web no longer imports `db`.
-_ENGINE = "hands the SQLAlchemy engine to services that still take one"
-ALLOWED: dict[tuple[str, str], str] = {
-    ("codexk8s.web.http.agent_mcp", "codexk8s.db.engine"): _ENGINE,
-    # Only for run_requests.answer_request (`POST /api/v1/requests/{id}/answer`).
-    ("codexk8s.web.http.api", "codexk8s.db.engine"): _ENGINE,
-    ("codexk8s.web.state.inbox", "codexk8s.db.engine"): _ENGINE,
-}
+# that no longer matches a real import fails the test, so the list only shrinks. None is left:
+# every service web calls finds the application's engine itself when it is given none.
+ALLOWED: dict[tuple[str, str], str] = {}
 
 
 def module_name(path: Path) -> str:

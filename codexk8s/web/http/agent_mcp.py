@@ -32,7 +32,6 @@ from starlette.types import Receive, Scope, Send
 
 from codexk8s.config import get_settings
 from codexk8s.crypto import get_secret_box
-from codexk8s.db.engine import get_engine
 from codexk8s.domain.run_requests import RequestKind, RequestStatus, Tool
 from codexk8s.errors import CodexK8sError
 from codexk8s.services import run_actions, run_brief, run_requests
@@ -57,7 +56,7 @@ def _run() -> sa.Row[Any]:
 async def _call(function: Any, /, **kwargs: Any) -> Any:
     """A service call off the event loop, its refusals turned into tool errors."""
     try:
-        return await asyncio.to_thread(function, get_engine(), run=_run(), **kwargs)
+        return await asyncio.to_thread(function, run=_run(), **kwargs)
     except CodexK8sError as exc:
         raise ToolError(str(exc)) from exc
 
@@ -65,7 +64,7 @@ async def _call(function: Any, /, **kwargs: Any) -> Any:
 async def _decided(opened: run_requests.Decision | int) -> run_requests.Decision:
     if isinstance(opened, run_requests.Decision):
         return opened
-    return await run_requests.wait_for_decision(get_engine(), request_id=opened, run_id=_run().id)
+    return await run_requests.wait_for_decision(request_id=opened, run_id=_run().id)
 
 
 def _not_answered(decision: run_requests.Decision) -> ToolError:
@@ -163,7 +162,7 @@ async def post_comment(body: str, issue: int | None = None, repository: str | No
     await _approved(Tool.POST_COMMENT, f"Comment on #{place.number}: {text}")
     try:
         url = await run_actions.post_comment(
-            get_engine(), run=_run(), place=place, body=text, settings=get_settings()
+            run=_run(), place=place, body=text, settings=get_settings()
         )
     except CodexK8sError as exc:
         raise ToolError(str(exc)) from exc
@@ -185,7 +184,7 @@ async def set_labels(
     await _approved(Tool.SET_LABELS, f"Labels on #{place.number}: add {adding}, remove {removing}")
     try:
         await run_actions.set_labels(
-            get_engine(), run=_run(), place=place, add=adding, remove=removing,
+            run=_run(), place=place, add=adding, remove=removing,
             settings=get_settings(),
         )  # fmt: skip
     except CodexK8sError as exc:
@@ -207,12 +206,10 @@ class AgentMcpEndpoint:
         scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
         bearer = token.strip() if scheme.lower() == "bearer" and token.strip() else None
         try:
-            run = await asyncio.to_thread(
-                run_brief.authenticate_run, get_engine(), run_id=run_id, token=bearer
-            )
+            run = await asyncio.to_thread(run_brief.authenticate_run, run_id=run_id, token=bearer)
         except run_brief.RunTokenError as exc:
             await asyncio.to_thread(
-                run_requests.record_refused_call, get_engine(), run_id=run_id, reason=str(exc)
+                run_requests.record_refused_call, run_id=run_id, reason=str(exc)
             )
             response = error_response(
                 "unauthorized", str(exc),

@@ -26,7 +26,6 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from codexk8s import json_input, metrics, urls
 from codexk8s.config import get_settings
-from codexk8s.db.engine import get_engine
 from codexk8s.domain.authorization import Action, Principal
 from codexk8s.domain.runs import ActorType
 from codexk8s.errors import (
@@ -437,7 +436,7 @@ async def answer_request(request: Request, principal: Principal) -> Response:
     if approve is not None and not isinstance(approve, bool):
         raise InvalidArgumentError("`approve` must be true or false")
     decision = await asyncio.to_thread(
-        run_requests.answer_request, get_engine(), principal=principal,
+        run_requests.answer_request, principal=principal,
         request_id=int(text), answer=body.get("answer"), approve=approve, via="api",
     )  # fmt: skip
     return _json({"request": _record(decision)})

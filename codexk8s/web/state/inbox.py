@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import reflex as rx
 
 from codexk8s import urls
-from codexk8s.db.engine import get_engine
 from codexk8s.domain.run_requests import RequestKind
 from codexk8s.errors import CodexK8sError
 from codexk8s.services import run_requests
@@ -96,7 +95,7 @@ class InboxState(rx.State):
             return
         try:
             decision = await asyncio.to_thread(
-                run_requests.answer_request, get_engine(), principal=principal,
+                run_requests.answer_request, principal=principal,
                 request_id=request_id, answer=answer, approve=approve, via="dashboard",
             )  # fmt: skip
         except CodexK8sError as exc:
