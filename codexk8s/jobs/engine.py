@@ -132,7 +132,6 @@ class RunEngine:
         callback_url: str,
         timings: EngineTimings | None = None,
         owner: str | None = None,
-        on_change: Callable[[int, str], Awaitable[None]] | None = None,
         feedback: GitHubFeedback | None = None,
         model_check: dispatch.ModelCheck | None = None,
         cleanup_after: timedelta = reconcile.CLEANUP_AFTER,
@@ -149,7 +148,6 @@ class RunEngine:
         self.callback_url = callback_url
         self.timings = timings or EngineTimings()
         self.owner = owner or replica_id()
-        self.on_change = on_change
         # GitHub reporting and webhook redelivery (leader jobs); None turns both off.
         self.feedback = feedback
         self.model_check = model_check
@@ -277,8 +275,6 @@ class RunEngine:
             )
         for seconds in result.latencies:
             metrics.DISPATCH_LATENCY_SECONDS.observe(seconds)
-        for run_id in result.launched:
-            await self._notify(run_id, "running")
         if result.launched and self.is_leader:
             await self._ensure_pumps(result.launched)
         return result
@@ -294,10 +290,7 @@ class RunEngine:
             self._rescan_pumps = True  # taking over: find every log still being written
         if self._watch_task is None or self._watch_task.done():
             self._watch_task = asyncio.create_task(self._watch_forever(), name="engine-watch")
-        for run_id in await asyncio.to_thread(
-            reconcile.request_deadline_cancellations, self.engine
-        ):
-            await self._notify(run_id, "cancel_requested")
+        await asyncio.to_thread(reconcile.request_deadline_cancellations, self.engine)
         await reconcile.deliver_cancellations(
             engine=self.engine,
             runtime=self.runtime,
@@ -313,7 +306,7 @@ class RunEngine:
             await asyncio.to_thread(
                 reconcile.renew_leases, self.engine, run_ids=result.alive, owner=self.owner
             )
-        await self._settled(result.applied)
+        await self._observe_finished(result.applied)
         return result
 
     async def leases_once(self) -> None:
@@ -332,7 +325,7 @@ class RunEngine:
             result = await reconcile.expire_leases(
                 engine=self.engine, runtime=self.runtime, owner=self.owner
             )
-        await self._settled(result.applied)
+        await self._observe_finished(result.applied)
 
     async def cleanup_once(self) -> list[int]:
         if not self.is_leader:
@@ -366,8 +359,6 @@ class RunEngine:
             retention, compaction = await asyncio.to_thread(
                 log_maintenance.maintain, self.engine, policy=self.log_policy
             )
-        for run_id in retention.marked:
-            await self._notify(run_id, "log_removed")
         if retention.marked or retention.removed or compaction.lines:
             log.info(
                 "log maintenance",
@@ -402,8 +393,7 @@ class RunEngine:
     async def _apply_watched(self, status: Any) -> None:
         changed = await asyncio.to_thread(reconcile.apply_workload_status, self.engine, status)
         if changed:
-            await self._settled({status.run_id: changed})
-        if changed:
+            await self._observe_finished({status.run_id: changed})
             await reconcile.stop_if_stuck(self.runtime, status)
         if status.phase is not WorkloadPhase.MISSING:
             await self._ensure_pumps([status.run_id])
@@ -500,8 +490,6 @@ class RunEngine:
                 return False  # another writer moved this run's log: stop, never store twice
             metrics.LOG_LINES_STORED.inc(stored.sequence - position.sequence)
             metrics.LOG_LINES_DROPPED.inc(stored.dropped - position.dropped)
-            if batch:
-                await self._notify(run_id, "logs")
             position, batch = stored, []
             return True
 
@@ -571,12 +559,6 @@ class RunEngine:
                 ).all()
             )
 
-    async def _settled(self, applied: dict[int, str]) -> None:
-        """Report runs this replica just moved: their duration if they ended, then listeners."""
-        await self._observe_finished(applied)
-        for run_id, status in applied.items():
-            await self._notify(run_id, status)
-
     async def _observe_finished(self, applied: dict[int, str]) -> None:
         """Run duration by stage of the runs this replica just moved to a terminal state.
 
@@ -594,13 +576,6 @@ class RunEngine:
             seconds = metrics.seconds_between(row.finished_at, row.started_at)
             if seconds is not None:
                 metrics.RUN_DURATION_SECONDS.labels(row.stage or "", row.status).observe(seconds)
-
-    async def _notify(self, run_id: int, what: str) -> None:
-        if self.on_change is not None:
-            try:
-                await self.on_change(run_id, what)
-            except Exception:
-                log.exception("change listener failed for run %s", run_id)
 
 
 class _cycle:
