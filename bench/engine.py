@@ -429,7 +429,7 @@ class Bench:
         changed = await asyncio.to_thread(reconcile.apply_workload_status, self.engine, status)
         if status.phase is not WorkloadPhase.MISSING:
             # As RunEngine._watch_forever does: look only at the run the event is about.
-            await asyncio.to_thread(self.run_engine._runs_needing_pumps, [status.run_id])
+            await asyncio.to_thread(run_logs.unfinished_logs, self.engine, run_ids=[status.run_id])
         return int(bool(changed))
 
     async def leader_cycle(self) -> int:
@@ -500,7 +500,7 @@ class Bench:
             )  # fmt: skip
 
         # Watch events, handled as RunEngine._watch_forever does (apply the status; for a live
-        # workload also the pump query of _ensure_pumps): one status re-reported (no change),
+        # workload also the pump query of LogPumps.follow): one status re-reported (no change),
         # one finished workload.
         some = pick_running(e, st, 1)[0].id
 

@@ -200,6 +200,16 @@ async def reconcile_runs(*, engine: Engine, runtime: Runtime) -> SweepResult:
     return result
 
 
+def finished_runs(engine: Engine, *, run_ids: list[int]) -> list[sa.Row[Any]]:
+    """Stage, status, start and end of RUN_IDS: what the run duration metric needs of the runs
+    a cycle just ended."""
+    query = sa.select(RUNS.c.stage, RUNS.c.status, RUNS.c.started_at, RUNS.c.finished_at).where(
+        RUNS.c.id.in_(run_ids)
+    )
+    with engine.connect() as connection:
+        return list(connection.execute(query).all())
+
+
 def renew_leases(engine: Engine, *, run_ids: list[int], owner: str) -> int:
     """Extend the leases of runs whose workloads were just seen alive."""
     if not run_ids:
