@@ -2,7 +2,7 @@
 
 The runtime is the source of truth for workloads; this module only ever applies guarded
 transitions, so applying the same status twice, or racing another replica, changes nothing.
-The engine calls `apply_workload_status` for every status its watch reports and runs the sweep
+The control loop calls `apply_workload_status` for every status its watch reports and runs the sweep
 functions on slower timers as a safety net.
 """
 
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 # A claimed run without a workload is left alone this long: its launch may be under way.
 STARTING_GRACE_SECONDS = 60
-# The runtime enforces deadlines itself; the engine steps in only after this extra time.
+# The runtime enforces deadlines itself; the control loop steps in only after this extra time.
 DEADLINE_GRACE_SECONDS = 60
 FAILING_CANCEL_REASONS = frozenset({"timeout", *HUMAN_FAILURE_REASONS})
 CLEANUP_AFTER = timedelta(hours=24)

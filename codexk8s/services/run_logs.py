@@ -103,7 +103,7 @@ class PendingBatch:
 def store_batches(
     engine: Engine, batches: Sequence[PendingBatch], *, limits: LogLimits = DEFAULT_LIMITS
 ) -> dict[int, LogPosition | None]:
-    """`store_batch` for several runs (one batch each) in one transaction: the engine's log
+    """`store_batch` for several runs (one batch each) in one transaction: the log pumps'
     writer stores every pump's lines together, so the commits a second do not grow with the
     number of runs writing. Each run keeps its own check; one run's lost race or finished log
     leaves the others' batches stored.

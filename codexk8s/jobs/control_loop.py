@@ -1,4 +1,4 @@
-"""The run engine inside a control-plane process: it schedules the dispatcher, the reconciler
+"""The control loop inside a control-plane process: it schedules the dispatcher, the reconciler
 and the leader's jobs, and holds leadership.
 
 Every replica dispatches (claims are safe with SKIP LOCKED). One replica at a time, the leader,
@@ -48,13 +48,15 @@ from codexk8s.services.github_feedback import GitHubFeedback
 from codexk8s.services.log_pumps import LogPumps
 
 log = logging.getLogger(__name__)
+# Its log lines still say "engine" ("engine stopped", "engine job … failed"): operators' log
+# queries look for those words (docs/decisions.md).
 LEADER_LOCK_KEY = 0x636B3873  # "ck8s": one advisory lock per database
 # On shutdown, a dispatch that already claimed runs gets this long to record their launches.
 STOP_JOBS_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
-class EngineTimings:
+class ControlLoopTimings:
     dispatch_seconds: float = 1.0
     leader_seconds: float = 2.0
     sweep_seconds: float = 30.0
@@ -116,14 +118,16 @@ class Leadership:
             self._connection = None
 
 
-class RunEngine:
+class ControlLoop:
+    """One process's dispatcher and, while it leads, the leader's jobs, each on its timer."""
+
     def __init__(
         self,
         *,
         engine: Engine,
         runtime: Runtime,
         callback_url: str,
-        timings: EngineTimings | None = None,
+        timings: ControlLoopTimings | None = None,
         owner: str | None = None,
         feedback: GitHubFeedback | None = None,
         model_check: dispatch.ModelCheck | None = None,
@@ -138,7 +142,7 @@ class RunEngine:
         self.cleanup_after = cleanup_after
         self.runtime = runtime
         self.callback_url = callback_url
-        self.timings = timings or EngineTimings()
+        self.timings = timings or ControlLoopTimings()
         self.owner = owner or replica_id()
         # GitHub reporting and webhook redelivery (leader jobs); None turns both off.
         self.feedback = feedback
@@ -178,7 +182,7 @@ class RunEngine:
             await self.sweep_once()
         for job in scheduler.get_jobs():
             job.modify(next_run_time=datetime.now(UTC))
-        self._nudges = asyncio.create_task(self._dispatch_on_changes(), name="engine-nudges")
+        self._nudges = asyncio.create_task(self._dispatch_on_changes(), name="control-loop-nudges")
 
     async def _dispatch_on_changes(self) -> None:
         """Dispatch as soon as a project changes (a webhook or a person started a run, a run
@@ -279,7 +283,7 @@ class RunEngine:
         if not was_leader:
             self.log_pumps.rescan()  # taking over: find every log still being written
         if self._watch_task is None or self._watch_task.done():
-            self._watch_task = asyncio.create_task(self._watch_forever(), name="engine-watch")
+            self._watch_task = asyncio.create_task(self._watch_forever(), name="control-loop-watch")
         await asyncio.to_thread(reconcile.request_deadline_cancellations, self.engine)
         await reconcile.deliver_cancellations(
             engine=self.engine,
