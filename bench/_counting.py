@@ -1,4 +1,4 @@
-"""Counting instruments for bench/engine.py: database statements per call site, runtime calls.
+"""Counting instruments for bench/control_loop.py: database statements per call site, runtime calls.
 
 `StatementCounter` hooks a SQLAlchemy engine (`before_cursor_execute`, `after_cursor_execute`,
 pool `checkout`) and, while armed, counts every cursor execute (an executemany counts once; its
@@ -38,7 +38,7 @@ from codexk8s.domain.runtime import (
 
 # Kubernetes API requests per Runtime protocol call, as codexk8s/adapters/kubernetes/runtime.py
 # makes them (checked against the fake API server of tests/adapters/kubernetes with
-# `bench/engine.py --calibrate-k8s`):
+# `bench/control_loop.py --calibrate-k8s`):
 #   launch         10: create Namespace, ServiceAccount, Role, RoleBinding, ResourceQuota,
 #                      LimitRange, NetworkPolicy, Secret, Job, then replace the Secret (owner).
 #                      A lineage's reused namespace costs 12 (409, get, patch); re-launching an

@@ -43,7 +43,7 @@ from codexk8s import urls
 from codexk8s.crypto import SecretBox
 from codexk8s.db.engine import make_engine
 from codexk8s.db.migrations import upgrade_to_head
-from codexk8s.jobs.engine import LEADER_LOCK_KEY
+from codexk8s.jobs.control_loop import LEADER_LOCK_KEY
 from codexk8s.services import agents, projects, repositories, users
 
 ROOT = Path(__file__).resolve().parents[1]

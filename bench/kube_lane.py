@@ -1,8 +1,8 @@
 """Latency of runs through a real Kubernetes control plane (the kube lane), and their API calls.
 
 Starts what the kube lane starts (etcd, kube-apiserver, controller manager, scheduler, kwok
-nodes; built by tools/kube/build.sh), a private PostgreSQL and a loopback GitHub, then the run
-engine with the product's own timings, authenticated as deploy/rbac's ServiceAccount. RUNS
+nodes; built by tools/kube/build.sh), a private PostgreSQL and a loopback GitHub, then the
+control loop with the product's own timings, authenticated as deploy/rbac's ServiceAccount. RUNS
 labelled issues are sent one after another through webhook ingest; a watch as admin records when
 each run's Job appears and when its pod turns Running; then the pod exits 0 and the run must
 succeed before the next label. Prints, and writes to bench/results/kube_lane.json:
@@ -42,7 +42,7 @@ from codexk8s.adapters.github.webhooks import sign  # noqa: E402
 from codexk8s.crypto import get_secret_box  # noqa: E402
 from codexk8s.db.engine import get_engine, session_scope  # noqa: E402
 from codexk8s.db.migrations import upgrade_to_head  # noqa: E402
-from codexk8s.jobs.engine import EngineTimings  # noqa: E402
+from codexk8s.jobs.control_loop import ControlLoopTimings  # noqa: E402
 from codexk8s.services import (  # noqa: E402
     agents,
     notifications,
@@ -56,7 +56,7 @@ from codexk8s.services.webhook_ingest import WebhookRequest, ingest_github_deliv
 from tests.conftest import reset_caches  # noqa: E402
 from tests.github_server import running_github  # noqa: E402
 from tests.kube.cluster import running_cluster  # noqa: E402
-from tests.kube.engine_process import make_engine, make_runtime  # noqa: E402
+from tests.kube.control_loop_process import make_control_loop, make_runtime  # noqa: E402
 from tests.kube.lane import deploy_control_plane_identity  # noqa: E402
 from tests.servers import bench_postgres, fresh_database  # noqa: E402
 from tests.webhook_examples import example, with_labels  # noqa: E402
@@ -170,7 +170,8 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 async def measure(cluster: Any, runs: int) -> dict[str, Any]:
-    # As in `serve`: the notification hub runs beside the engine (PostgreSQL LISTEN/NOTIFY here).
+    # As in `serve`: the notification hub runs beside the control loop (PostgreSQL LISTEN/NOTIFY
+    # here).
     hub = notifications.get_hub()
     async with hub.running(notifications.transport_for(redis_url=None, engine=get_engine())):
         return await _measure(cluster, runs)
@@ -178,8 +179,8 @@ async def measure(cluster: Any, runs: int) -> dict[str, Any]:
 
 async def _measure(cluster: Any, runs: int) -> dict[str, Any]:
     runtime = make_runtime()
-    engine = make_engine(runtime, EngineTimings())  # the product's own intervals
-    await engine.start()
+    control_loop = make_control_loop(runtime, ControlLoopTimings())  # the product's own intervals
+    await control_loop.start()
     admin = cluster.admin_client()
     arrivals = Arrivals(admin, f"codexk8s.io/installation={installation_id(get_engine())}")
     before = calls()
@@ -202,7 +203,7 @@ async def _measure(cluster: Any, runs: int) -> dict[str, Any]:
         )
     finally:
         arrivals.stop()
-        await engine.stop()
+        await control_loop.stop()
         runtime.close()
     after = calls()
     per_run = {

@@ -121,7 +121,8 @@ class Settings(BaseSettings):
     # How long a run's pod may wait for a node or an image before the run fails.
     run_start_grace_seconds: float = Field(default=300.0, gt=0)
 
-    # A replica with the engine off only serves the dashboard and the API.
+    # A replica with the control loop off only serves the dashboard and the API. The name
+    # (CODEXK8S_ENGINE_ENABLED) predates the control loop's and stays: deployments set it.
     engine_enabled: bool = True
     # Terminal runs keep their workload leftovers (namespace, work folder) this long.
     cleanup_after_hours: float = Field(default=24.0, gt=0)

@@ -9,10 +9,10 @@ A JSON line has `timestamp` (ISO 8601, UTC), `level`, `logger`, `message`, the b
 each Reflex server worker (codexk8s.web.app). The code keeps using `logging.getLogger(__name__)`;
 the root handler's ProcessorFormatter turns those records into structured lines.
 
-Correlation ids: the webhook route binds `delivery_id`, the engine and dispatcher bind `run_id`
-(and the run's `correlation_id`) with `bound_contextvars`. asyncio tasks and `asyncio.to_thread`
-copy the context when they start, so a binding reaches the work it spawns and never leaks into
-another request's or another run's task.
+Correlation ids: the webhook route binds `delivery_id`, the control loop and dispatcher bind
+`run_id` (and the run's `correlation_id`) with `bound_contextvars`. asyncio tasks and
+`asyncio.to_thread` copy the context when they start, so a binding reaches the work it spawns
+and never leaks into another request's or another run's task.
 
 Redaction is the last line of defence, not the policy (secrets are never passed to a logger on
 purpose): the values of the secret settings, every secret this process decrypted (SecretBox

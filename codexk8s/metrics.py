@@ -10,8 +10,9 @@ Where each metric is observed:
 - webhooks_*: the webhook route (codexk8s.web.http.webhooks).
 - api_requests_rejected_total: the staff API (codexk8s.web.http.api) and the runner's API
   (codexk8s.web.http.agent_api), for input no client of ours sends.
-- dispatch_latency_seconds, run_duration_seconds, reconcile_*, log_lines_stored_total: the run
-  engine (codexk8s.jobs.engine).
+- dispatch_latency_seconds, run_duration_seconds, reconcile_*: the control loop
+  (codexk8s.jobs.control_loop); log_lines_stored_total, log_lines_dropped_total: the leader's log
+  pumps (codexk8s.services.log_pumps).
 - kubernetes_api_*: ApiCaller (codexk8s.adapters.kubernetes.client), once per HTTP attempt.
 - runs, slots_leased, metrics_collect_errors_total: read from the database on every scrape by
   DatabaseCollector.
@@ -105,7 +106,7 @@ RECONCILE_ERRORS = Counter(
 )
 LOG_LINES_STORED = Counter(
     "codexk8s_log_lines_stored",
-    "Workload log lines stored in run_logs by the engine's log pumps.",
+    "Workload log lines stored in run_logs by the leader's log pumps.",
 )
 LOG_LINES_DROPPED = Counter(
     "codexk8s_log_lines_dropped",

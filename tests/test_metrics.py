@@ -1,5 +1,5 @@
-"""Prometheus metrics: /metrics over the real routes, webhook counters, the engine's histograms,
-the database collector and the Kubernetes API counters."""
+"""Prometheus metrics: /metrics over the real routes, webhook counters, the control loop's
+histograms, the database collector and the Kubernetes API counters."""
 
 from __future__ import annotations
 
@@ -26,10 +26,16 @@ from codexk8s.services import projects, repositories
 from codexk8s.urls import METRICS, WEBHOOK_GITHUB
 from codexk8s.web.http.app import build_http_app
 from tests.conftest import link_member
-from tests.jobs.test_engine_local import make_engine, set_command, trigger, until, until_status
+from tests.jobs.test_control_loop_local import (
+    make_control_loop,
+    set_command,
+    trigger,
+    until,
+    until_status,
+)
 from tests.webhook_examples import example, with_labels
 
-SECRET = "engine-secret"  # the secret tests.jobs.test_engine_local.trigger signs with
+SECRET = "engine-secret"  # the secret tests.jobs.test_control_loop_local.trigger signs with
 
 
 def value(name: str, **labels: str) -> float:
@@ -157,7 +163,7 @@ def test_database_failure_is_counted_and_the_scrape_still_answers() -> None:
     assert collector.errors == 2
 
 
-async def test_engine_observes_dispatch_latency_run_duration_and_log_lines(
+async def test_control_loop_observes_dispatch_latency_run_duration_and_log_lines(
     project: str, tmp_path: Path
 ) -> None:
     dispatched = value("codexk8s_dispatch_latency_seconds_count")
@@ -166,15 +172,15 @@ async def test_engine_observes_dispatch_latency_run_duration_and_log_lines(
     sweeps = value("codexk8s_reconcile_cycle_seconds_count", cycle="sweep")
     set_command("print('one')\nprint('two')\nprint('three')")
     run_id = trigger(104)
-    engine = make_engine(tmp_path / "runs")
-    await engine.start()
+    control_loop = make_control_loop(tmp_path / "runs")
+    await control_loop.start()
     try:
         done = await until_status(run_id, "succeeded", "failed")
         await until(
             lambda: value("codexk8s_log_lines_stored_total") - stored >= 3, what="3 lines stored"
         )
     finally:
-        await engine.stop()
+        await control_loop.stop()
     assert done.status == "succeeded" and done.stage == "dev"
     assert value("codexk8s_dispatch_latency_seconds_count") - dispatched == 1
     assert value("codexk8s_run_duration_seconds_count", stage="dev", status="succeeded") == (

@@ -219,8 +219,8 @@ class AgentRun(SQLModel, table=True):
     parent_run_id: int | None = Field(
         default=None, foreign_key="agent_runs.id", ondelete="SET NULL"
     )
-    # Set when someone (user, unlabel, issue closed) asks an active run to stop; the engine
-    # carries it out and moves the run to canceled.
+    # Set when someone (user, unlabel, issue closed) asks an active run to stop; the control
+    # loop carries it out and moves the run to canceled.
     cancel_requested_at: datetime | None = _ts(nullable=True)
     cancel_reason: str | None = Field(default=None, max_length=64)
     # A requeued run is not claimed before this (a launch deferred by the runtime).

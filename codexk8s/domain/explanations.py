@@ -35,7 +35,7 @@ REASON_WORDS: dict[str, str] = {
     "git_error": "Cloning, fetching or committing failed",
     "push_rejected": "The repository refused the pushed branch",
     "agent_error": "The agent reported a failure",
-    # the engine
+    # the control loop
     "launch_deferred": "The runtime asked to wait before launching",
     "lease_expired": "The run's slot lease expired before it launched; it was queued again",
     "no_slot_expired": "No slot became free in time",

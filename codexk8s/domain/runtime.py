@@ -1,6 +1,6 @@
-"""The contract between the engine and a runtime (local processes, Kubernetes Jobs).
+"""The contract between the control loop and a runtime (local processes, Kubernetes Jobs).
 
-A runtime runs one workload per run and reports on it; the engine owns run states, slots and
+A runtime runs one workload per run and reports on it; the control loop owns run states, slots and
 log storage. Everything here is plain data plus a Protocol: no I/O.
 
 Naming is deterministic (`workload_name(run_id)`), so launching the same run twice finds the
@@ -261,8 +261,8 @@ class WorkloadStatus:
 class LogLine:
     """One line of a workload's output.
 
-    `cursor` is opaque to the engine: passing it back as `after=` resumes the stream right after
-    this line (a byte offset for local files, a timestamp plus a tie-break for Kubernetes).
+    `cursor` is opaque to the control loop: passing it back as `after=` resumes the stream right
+    after this line (a byte offset for local files, a timestamp plus a tie-break for Kubernetes).
     """
 
     stream: str  # "stdout" | "stderr"
@@ -274,7 +274,7 @@ class LogLine:
 @dataclass(frozen=True, slots=True)
 class Leftover:
     """What a runtime keeps around for runs (a namespace, a work folder), found by listing it
-    rather than through a run's stored handle: how the engine finds what a crash orphaned."""
+    rather than through a run's stored handle: how the control loop finds what a crash orphaned."""
 
     handle: WorkloadHandle  # what `cleanup` takes to remove it
     run_id: int | None  # the latest run that used it, as the runtime recorded it

@@ -2,7 +2,7 @@
 
 The runtime is the source of truth for workloads; this module only ever applies guarded
 transitions, so applying the same status twice, or racing another replica, changes nothing.
-The engine calls `apply_workload_status` for every status its watch reports and runs the sweep
+The control loop calls `apply_workload_status` for every status its watch reports and runs the sweep
 functions on slower timers as a safety net.
 """
 
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 # A claimed run without a workload is left alone this long: its launch may be under way.
 STARTING_GRACE_SECONDS = 60
-# The runtime enforces deadlines itself; the engine steps in only after this extra time.
+# The runtime enforces deadlines itself; the control loop steps in only after this extra time.
 DEADLINE_GRACE_SECONDS = 60
 FAILING_CANCEL_REASONS = frozenset({"timeout", *HUMAN_FAILURE_REASONS})
 CLEANUP_AFTER = timedelta(hours=24)
@@ -198,6 +198,16 @@ async def reconcile_runs(*, engine: Engine, runtime: Runtime) -> SweepResult:
             result.applied[run.id] = changed
             await stop_if_stuck(runtime, status)
     return result
+
+
+def finished_runs(engine: Engine, *, run_ids: list[int]) -> list[sa.Row[Any]]:
+    """Stage, status, start and end of RUN_IDS: what the run duration metric needs of the runs
+    a cycle just ended."""
+    query = sa.select(RUNS.c.stage, RUNS.c.status, RUNS.c.started_at, RUNS.c.finished_at).where(
+        RUNS.c.id.in_(run_ids)
+    )
+    with engine.connect() as connection:
+        return list(connection.execute(query).all())
 
 
 def renew_leases(engine: Engine, *, run_ids: list[int], owner: str) -> int:

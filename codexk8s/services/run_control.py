@@ -33,8 +33,8 @@ def cancel_run(
     actor_type: str = "human",
     actor_id: str | None = None,
 ) -> CancelOutcome:
-    """A pending run is canceled at once; a starting or running one is asked to stop (the engine
-    delivers it to the workload and settles the run when it ends)."""
+    """A pending run is canceled at once; a starting or running one is asked to stop (the control
+    loop delivers it to the workload and settles the run when it ends)."""
     engine = engine or get_engine()
     with engine.begin() as connection:
         run = connection.execute(sa.select(RUNS).where(RUNS.c.id == run_id)).first()

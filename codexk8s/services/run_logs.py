@@ -44,7 +44,7 @@ from codexk8s.domain.logs import (
     utc,
 )
 from codexk8s.domain.runs import TERMINAL_STATUSES, RunStatus
-from codexk8s.domain.runtime import LogLine
+from codexk8s.domain.runtime import LogLine, WorkloadHandle
 from codexk8s.errors import NotFoundError
 from codexk8s.services import audit, notifications
 
@@ -104,7 +104,7 @@ class PendingBatch:
 def store_batches(
     engine: Engine, batches: Sequence[PendingBatch], *, limits: LogLimits = DEFAULT_LIMITS
 ) -> dict[int, LogPosition | None]:
-    """`store_batch` for several runs (one batch each) in one transaction: the engine's log
+    """`store_batch` for several runs (one batch each) in one transaction: the log pumps'
     writer stores every pump's lines together, so the commits a second do not grow with the
     number of runs writing. Each run keeps its own check; one run's lost race or finished log
     leaves the others' batches stored.
@@ -344,6 +344,45 @@ def log_is_complete() -> sa.ColumnElement[bool]:
             RUNS.c.log_cursor.startswith(EOF_PREFIX),
         ),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class UnfinishedLog:
+    """A run whose workload output is not fully stored yet, and where following it resumes."""
+
+    run_id: int
+    handle: WorkloadHandle
+    cursor: str | None
+    position: LogPosition
+
+
+def unfinished_logs(engine: Engine, *, run_ids: Sequence[int] | None = None) -> list[UnfinishedLog]:
+    """Runs with a workload (not cleaned up) whose log has no end marker yet: what the leader's
+    log pumps follow. RUN_IDS limits the scan to those runs."""
+    query = sa.select(
+        RUNS.c.id,
+        RUNS.c.runtime_handle,
+        RUNS.c.log_cursor,
+        RUNS.c.log_sequence,
+        RUNS.c.log_dropped_lines,
+    ).where(
+        RUNS.c.runtime_handle.is_not(None),
+        RUNS.c.cleaned_at.is_(None),
+        sa.or_(RUNS.c.log_cursor.is_(None), ~RUNS.c.log_cursor.startswith(EOF_PREFIX)),
+    )
+    if run_ids is not None:
+        query = query.where(RUNS.c.id.in_(run_ids))
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    return [
+        UnfinishedLog(
+            run_id=row.id,
+            handle=WorkloadHandle.from_json(row.runtime_handle),
+            cursor=row.log_cursor,
+            position=LogPosition(row.log_sequence, row.log_dropped_lines),
+        )
+        for row in rows
+    ]
 
 
 # --- reading --------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ Guarantees:
   `ignored:sender_not_allowed` with a `trigger_refused` event, which the reporter explains in
   the issue's service comment. Cancels (unlabel, close) stay open to anyone who can do them on
   GitHub: they stop spending, they never start it.
-- Only the decision is made here; GitHub calls and workloads happen later, in the engine.
+- Only the decision is made here; GitHub calls and workloads happen later, in the control loop.
 
 Every delivery GitHub sends runs through here, so it uses SQLAlchemy Core with statements built
 once: the ORM's unit of work cost more CPU than the queries. The trigger decision is made from the
@@ -689,8 +689,8 @@ def _decide(
         case DecisionKind.START_RUN:
             # Most triggers for an issue whose run is still going end here, without the
             # repository lock. That is safe: a run read here is committed, and it could only be
-            # finishing, which the lock does not hold back either (cancels and the engine never
-            # take it). The lock serialises creation, so only a delivery that may create a run
+            # finishing, which the lock does not hold back either (cancels and the control loop
+            # never take it). The lock serialises creation, so only a delivery that may create a run
             # takes it, and checks again under it (`_start_run`).
             assert decision.run is not None
             if not repository.may_trigger(sender):

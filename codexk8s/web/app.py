@@ -8,7 +8,7 @@ from codexk8s import urls
 from codexk8s.config import get_settings
 from codexk8s.logging_config import configure_logging
 from codexk8s.web.http.app import build_http_app
-from codexk8s.web.lifespan import frozen_startup_objects, run_engine
+from codexk8s.web.lifespan import frozen_startup_objects, run_control_loop
 from codexk8s.web.live import live_updates
 from codexk8s.web.pages import (
     agents,
@@ -34,10 +34,10 @@ from codexk8s.web.state.users import UsersState
 # The server process (and the workers forked from it) log like the CLI: structured, redacted.
 configure_logging(get_settings())
 app = rx.App(api_transformer=build_http_app())
-# Live updates first: the engine's first transitions are then pushed too.
+# Live updates first: the control loop's first transitions are then pushed too.
 app.register_lifespan_task(live_updates)
 app.register_lifespan_task(frozen_startup_objects)
-app.register_lifespan_task(run_engine)
+app.register_lifespan_task(run_control_loop)
 # Every page resolves who is signed in on load; the Users and Projects pages do so in their own
 # handlers.
 app.add_page(

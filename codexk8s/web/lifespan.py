@@ -1,4 +1,4 @@
-"""Work that lives as long as the server process: the run engine, and a garbage-collector
+"""Work that lives as long as the server process: the control loop, and a garbage-collector
 setting for request latency."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from codexk8s.adapters.runtimes import build_runtime
 from codexk8s.config import Settings, get_settings
 from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine
-from codexk8s.jobs.engine import RunEngine, replica_id
+from codexk8s.jobs.control_loop import ControlLoop, replica_id
 from codexk8s.services import model_checks
 from codexk8s.services.github_feedback import GitHubFeedback
 from codexk8s.services.installation import installation_id
@@ -40,14 +40,14 @@ async def frozen_startup_objects() -> AsyncIterator[None]:
 
 
 @asynccontextmanager
-async def run_engine() -> AsyncIterator[None]:
+async def run_control_loop() -> AsyncIterator[None]:
     """Start the dispatcher/reconciler with the app; stop it (releasing leadership) on shutdown."""
     settings = get_settings()
     if not settings.engine_enabled:
         yield
         return
     owner = replica_id()
-    engine = RunEngine(
+    control_loop = ControlLoop(
         engine=get_engine(),
         runtime=build_runtime(settings, installation=installation_id(get_engine())),
         callback_url=settings.run_callback_url(),
@@ -63,11 +63,11 @@ async def run_engine() -> AsyncIterator[None]:
             else None
         ),
     )
-    await engine.start()
+    await control_loop.start()
     try:
         yield
     finally:
-        await engine.stop()
+        await control_loop.stop()
 
 
 async def _check_model(settings: Settings, model: str) -> None:

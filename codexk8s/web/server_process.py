@@ -8,7 +8,7 @@ the signal instead and orders the shutdown:
    while every request, webhooks included, is still served for `shutdown_drain_seconds`, the time
    endpoint changes take to reach every proxy;
 2. SIGTERM the server: it stops accepting connections, finishes the requests it has read, and
-   its lifespan shutdown stops the run engine (waits for an in-flight dispatch, releases this
+   its lifespan shutdown stops the control loop (waits for an in-flight dispatch, releases this
    replica's slot leases and the leader lock);
 3. SIGKILL whatever is left of the server's process group once `shutdown_grace_seconds` have
    passed since the signal, so the pod is gone before Kubernetes' own deadline.

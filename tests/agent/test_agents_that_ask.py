@@ -1,5 +1,5 @@
 """Agents that ask (issue #18), end to end with nothing mocked inside the product: a labeled
-issue → the engine → the local runtime → `codexk8s agent run` → the real Codex binary, whose
+issue → the control loop → the local runtime → `codexk8s agent run` → the real Codex binary, whose
 scripted model calls the platform MCP tools → a person answers (the service the inbox calls, an
 `/answer` comment through webhook ingest) → the run resumes and finishes; a denied approval fails
 the run with its reason; a tool under policy `none` goes through without waiting."""
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.domain.access import PlatformRole
 from codexk8s.domain.authorization import Principal
-from codexk8s.jobs.engine import RunEngine
+from codexk8s.jobs.control_loop import ControlLoop
 from codexk8s.services import projects, run_requests, users
 from tests.agent.conftest import OWNER_REPO, Remote, load_run
 from tests.agent.test_full_path import (  # noqa: F401  (github is a fixture)
@@ -24,7 +24,7 @@ from tests.agent.test_full_path import (  # noqa: F401  (github is a fixture)
     deliver,
     github,
     label_issue,
-    local_run_engine,
+    local_control_loop,
     service_comments,
     until,
 )
@@ -41,14 +41,16 @@ def loopback(request: pytest.FixtureRequest) -> tuple[FakeGitHub, str]:
 
 
 @pytest.fixture
-async def engine(loopback: tuple[FakeGitHub, str], tmp_path: Path) -> AsyncIterator[RunEngine]:
+async def control_loop(
+    loopback: tuple[FakeGitHub, str], tmp_path: Path
+) -> AsyncIterator[ControlLoop]:
     _, callback_url = loopback
-    run_engine = local_run_engine(callback_url, tmp_path / "runs")
-    await run_engine.start()
+    started = local_control_loop(callback_url, tmp_path / "runs")
+    await started.start()
     try:
-        yield run_engine
+        yield started
     finally:
-        await run_engine.stop()
+        await started.stop()
 
 
 def admin() -> Principal:
@@ -72,7 +74,7 @@ def pending(run_id: int) -> list[sa.Row]:
 
 async def test_questions_answered_in_the_inbox_and_on_github_resume_the_run(
     loopback: tuple[FakeGitHub, str], remote: Remote, openai_api: ScriptedResponses,
-    engine: RunEngine,
+    control_loop: ControlLoop,
 ) -> None:  # fmt: skip
     fake, _ = loopback
     repo = fake.repos[OWNER_REPO]
@@ -117,7 +119,7 @@ async def test_questions_answered_in_the_inbox_and_on_github_resume_the_run(
 
 async def test_a_denied_approval_fails_the_run_with_the_reason(
     loopback: tuple[FakeGitHub, str], remote: Remote, openai_api: ScriptedResponses,
-    engine: RunEngine,
+    control_loop: ControlLoop,
 ) -> None:  # fmt: skip
     fake, _ = loopback
     repo = fake.repos[OWNER_REPO]
@@ -146,7 +148,7 @@ async def test_a_denied_approval_fails_the_run_with_the_reason(
 
 async def test_a_tool_under_policy_none_goes_through_without_waiting(
     loopback: tuple[FakeGitHub, str], remote: Remote, openai_api: ScriptedResponses,
-    engine: RunEngine,
+    control_loop: ControlLoop,
 ) -> None:  # fmt: skip
     fake, _ = loopback
     repo = fake.repos[OWNER_REPO]
@@ -171,7 +173,7 @@ async def test_a_tool_under_policy_none_goes_through_without_waiting(
 
 async def test_a_waiting_run_releases_its_slot_and_takes_one_back_when_answered(
     loopback: tuple[FakeGitHub, str], remote: Remote, openai_api: ScriptedResponses,
-    engine: RunEngine,
+    engine: ControlLoop,
 ) -> None:  # fmt: skip
     """Waiting-slot policy `release` on a one-slot project: while the first run's agent waits
     for a person, the second run starts in its slot (and asks too); answered, each run takes the

@@ -1,8 +1,8 @@
 """The whole path of issue #5 with nothing mocked inside the product: a signed webhook → a run →
-the engine's dispatch → the local runtime → `codexk8s agent run` → the real Codex binary against
-a scripted OpenAI Responses server (through the control plane's model proxy) → the branch pushed
-to a bare git remote → the pull request opened on the loopback GitHub → the service comment
-created, then edited → labels moved → the run succeeded with its usage and cost."""
+the control loop's dispatch → the local runtime → `codexk8s agent run` → the real Codex binary
+against a scripted OpenAI Responses server (through the control plane's model proxy) → the branch
+pushed to a bare git remote → the pull request opened on the loopback GitHub → the service
+comment created, then edited → labels moved → the run succeeded with its usage and cost."""
 
 from __future__ import annotations
 
@@ -22,14 +22,14 @@ from codexk8s.config import get_settings
 from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.domain.feedback import IN_PROGRESS, IN_REVIEW, SERVICE_MARKER
-from codexk8s.jobs.engine import RunEngine
+from codexk8s.jobs.control_loop import ControlLoop
 from codexk8s.services import projects, repositories, run_logs
 from codexk8s.services.github_feedback import GitHubFeedback
 from tests.agent.conftest import OWNER_REPO, REPO_TOKEN, Remote, load_run
 from tests.codex_server import ScriptedResponses
 from tests.conftest import deliver_signed, link_member, reset_caches
 from tests.github_server import FakeGitHub, FakeRepo, running_github
-from tests.jobs.test_engine_local import FAST
+from tests.jobs.test_control_loop_local import FAST
 from tests.webhook_examples import example, with_labels
 
 SECRET = "full-path-webhook-secret"
@@ -53,9 +53,9 @@ def github(control_plane: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tupl
         yield fake, control_plane
 
 
-def local_run_engine(callback_url: str, runs: Path) -> RunEngine:
-    """The run engine of one replica on the local runtime, with fast timings and feedback."""
-    return RunEngine(
+def local_control_loop(callback_url: str, runs: Path) -> ControlLoop:
+    """The control loop of one replica on the local runtime, with fast timings and feedback."""
+    return ControlLoop(
         engine=get_engine(),
         runtime=LocalRuntime(
             runs, path=f"{Path(sys.executable).parent}:{os.environ['PATH']}", poll_interval=0.05,
@@ -98,10 +98,10 @@ async def test_a_labeled_issue_becomes_a_pushed_branch_a_pull_request_and_a_comm
 ) -> None:
     fake, callback_url = github
     repo = fake.repos[OWNER_REPO]
-    engine = local_run_engine(callback_url, tmp_path / "runs")
+    control_loop = local_control_loop(callback_url, tmp_path / "runs")
     repo.issue_labels[31] = ["run:dev"]  # as GitHub has it when it sends the delivery
     run_id = label_issue(31)
-    await engine.start()
+    await control_loop.start()
     try:
         # The reporter edits the comment, then sets the labels: on a busy machine a poll can
         # fall between the two, so both are waited for together.
@@ -121,7 +121,7 @@ async def test_a_labeled_issue_becomes_a_pushed_branch_a_pull_request_and_a_comm
         )
         await asyncio.sleep(1)  # the log pump's last round
     finally:
-        await engine.stop()
+        await control_loop.stop()
 
     run = load_run(run_id)
     # Codex wrote the file in the workspace; the runner committed and pushed the work branch.
@@ -173,7 +173,7 @@ async def test_a_discussion_answers_on_the_issue_and_a_members_reply_continues_i
     turn, which resumes the first turn's Codex session and answers again."""
     fake, callback_url = github
     repo = fake.repos[OWNER_REPO]
-    engine = local_run_engine(callback_url, tmp_path / "runs")
+    control_loop = local_control_loop(callback_url, tmp_path / "runs")
     openai_api.command = "cat README.md"
     openai_api.final_message = "I read the README. Which greeting do you want?"
     payload = with_labels(example("issues", "labeled"), "issue", ["mode:discussion"],
@@ -185,7 +185,7 @@ async def test_a_discussion_answers_on_the_issue_and_a_members_reply_continues_i
     def answers() -> list[str]:
         return [c["body"] for c in repo.comments_on(33) if "codexk8s:discussion" in c["body"]]
 
-    await engine.start()
+    await control_loop.start()
     try:
         await until(lambda: len(answers()) == 1, "the first answer on the issue")
         # GitHub sends the answer back as a new comment: it starts nothing.
@@ -197,7 +197,7 @@ async def test_a_discussion_answers_on_the_issue_and_a_members_reply_continues_i
         await until(lambda: load_run(second).status == "succeeded", "the second turn")
         await asyncio.sleep(1)
     finally:
-        await engine.stop()
+        await control_loop.stop()
 
     assert "Which greeting do you want?" in answers()[0]
     assert "friendly hello in English" in answers()[1]

@@ -1,6 +1,6 @@
 """`codexk8s agent run` end to end: the real Codex binary against a loopback OpenAI Responses
 server (through the control plane's model proxy), a real git remote, the control plane's
-internal API on PostgreSQL, and the run settled by the engine's reconcile step."""
+internal API on PostgreSQL, and the run settled by the control loop's reconcile step."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from codexk8s.config import get_settings
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.db.models import Agent
 from codexk8s.domain.runtime import FailureReason, WorkloadPhase, WorkloadStatus
-from codexk8s.jobs.engine import EngineTimings, RunEngine
+from codexk8s.jobs.control_loop import ControlLoop, ControlLoopTimings
 from codexk8s.services import agents, dispatch, reconcile, run_logs
 from codexk8s.services.run_brief import RESULT_KEYS
 from tests.agent.conftest import (
@@ -41,7 +41,7 @@ from tests.conftest import reset_caches
 
 
 def settle(claimed: ClaimedRun, exit_code: int) -> str | None:
-    """What the engine does when the workload ends: apply the runtime's final status."""
+    """What the control loop does when the workload ends: apply the runtime's final status."""
     phase = WorkloadPhase.SUCCEEDED if exit_code == 0 else WorkloadPhase.FAILED
     reason = None if exit_code == 0 else FailureReason.EXIT_CODE
     return reconcile.apply_workload_status(
@@ -109,7 +109,7 @@ def test_codex_run_pushes_the_work_branch_and_reports_the_result(
     kinds = [event["kind"] for event in events(claimed.run_id, "run_progress")]
     assert "command" in kinds and "message" in kinds and "push" in kinds
 
-    # The engine settles the run; the token dies with it.
+    # The control loop settles the run; the token dies with it.
     assert settle(claimed, process.returncode) == "succeeded"
     run = load_run(claimed.run_id)
     assert run.status == "succeeded"
@@ -150,7 +150,7 @@ def test_persistent_model_outage_fails_with_its_reason(
     assert failure["reason"] == "model_unavailable"
     assert events(claimed.run_id, "run_result") == []
 
-    # The engine sees a non-zero exit and keeps the reason the runner reported.
+    # The control loop sees a non-zero exit and keeps the reason the runner reported.
     assert settle(claimed, process.returncode) == "failed"
     run = load_run(claimed.run_id)
     assert (run.status, run.status_reason) == ("failed", "model_unavailable")
@@ -262,22 +262,22 @@ def test_rejected_push_fails_with_push_rejected(
     assert load_run(claimed.run_id).status_reason == "push_rejected"
 
 
-async def test_engine_runs_the_runner_in_the_local_runtime(
+async def test_control_loop_runs_the_runner_in_the_local_runtime(
     control_plane: str, remote: Remote, openai_api: ScriptedResponses, tmp_path: Path
 ) -> None:
     """The whole loop on one machine: dispatch → local runtime → `codexk8s agent run` → Codex →
-    push → result → the engine settles the run and stores the runner's log lines."""
+    push → result → the control loop settles the run and stores the runner's log lines."""
     runtime = LocalRuntime(
         tmp_path / "runs", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         poll_interval=0.05, kill_grace_seconds=1,
     )  # fmt: skip
-    engine = RunEngine(
+    control_loop = ControlLoop(
         engine=get_engine(), runtime=runtime, callback_url=control_plane,
-        timings=EngineTimings(dispatch_seconds=0.1, leader_seconds=0.2, sweep_seconds=1,
+        timings=ControlLoopTimings(dispatch_seconds=0.1, leader_seconds=0.2, sweep_seconds=1,
                               lease_seconds=1, cleanup_seconds=3600, cancel_grace_seconds=2),
     )  # fmt: skip
     run_id = create_run(issue=21)
-    await engine.start()
+    await control_loop.start()
     try:
         deadline = time.monotonic() + 240
         while load_run(run_id).status not in ("succeeded", "failed", "canceled"):
@@ -285,7 +285,7 @@ async def test_engine_runs_the_runner_in_the_local_runtime(
             await asyncio.sleep(0.2)
         await asyncio.sleep(1)  # the log pump's last round
     finally:
-        await engine.stop()
+        await control_loop.stop()
     run = load_run(run_id)
     stored = [line.line for line in run_logs.read_lines(get_engine(), run_id=run_id)]
     assert (run.status, run.status_reason) == ("succeeded", None), stored

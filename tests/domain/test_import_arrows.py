@@ -25,10 +25,11 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "adapters": ("services", "web"),
     "services": ("web",),
     "web": ("db",),
+    "jobs": ("web", "db"),
 }
 
-# Web modules that compose the application and so may reach `db`: the lifespan builds the run
-# engine and the notification hub's transport from the SQLAlchemy engine.
+# Web modules that compose the application and so may reach `db`: the lifespan builds the control
+# loop and the notification hub's transport from the SQLAlchemy engine.
 COMPOSITION_ROOT = {"codexk8s.web.lifespan", "codexk8s.web.live"}
 
 # Arrows the table forbids that still exist, each with the reason it is not fixed yet. An entry

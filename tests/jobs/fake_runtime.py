@@ -1,6 +1,6 @@
-"""An in-memory runtime shared by several engines, standing in for one cluster.
+"""An in-memory runtime shared by several control loops, standing in for one cluster.
 
-It is a test double for the Runtime protocol (the engine is what is under test): it records
+It is a test double for the Runtime protocol (the control loop is what is under test): it records
 every launch, runs each workload for a short random time, and tracks how many workloads of each
 project run at once.
 """

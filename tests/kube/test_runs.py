@@ -1,7 +1,7 @@
 """Runs through a real control plane, as the deployed ServiceAccount: the lane is the truth.
 
-The engine (dispatcher, watch, log pump, reconciler, GitHub reporter) runs in this process on a
-PostgreSQL database with the Kubernetes runtime built by `from_settings`, authenticated with a
+The control loop (dispatcher, watch, log pump, reconciler, GitHub reporter) runs in this process on
+a PostgreSQL database with the Kubernetes runtime built by `from_settings`, authenticated with a
 token of `deploy/rbac`'s ServiceAccount, never as admin: whatever the runtime needs and the
 ClusterRole or the admission policy refuse fails here for real. The real Job controller creates
 each run's pod (admitted by ResourceQuota, LimitRanger and Pod Security `restricted`), the real
@@ -38,13 +38,13 @@ from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.db.models import AgentRun
 from codexk8s.domain.feedback import IN_PROGRESS, SERVICE_MARKER
 from codexk8s.domain.runtime import WorkloadSpec
-from codexk8s.jobs.engine import EngineTimings, RunEngine
+from codexk8s.jobs.control_loop import ControlLoop, ControlLoopTimings
 from codexk8s.services import agents, projects, reconcile, repositories, run_control, run_logs
 from codexk8s.services.installation import installation_id
 from tests.conftest import link_member, reset_caches, trigger
 from tests.github_server import FakeGitHub, running_github
 from tests.kube.cluster import NODE_NAMES, REPO, Cluster
-from tests.kube.engine_process import READY, make_engine, make_runtime
+from tests.kube.control_loop_process import READY, make_control_loop, make_runtime
 from tests.kube.lane import configuration, deploy_control_plane_identity
 
 pytestmark = pytest.mark.kube
@@ -84,17 +84,17 @@ def control_plane_kubeconfig(
     return deploy_control_plane_identity(kube_cluster, tmp_path_factory.mktemp("control-plane"))
 
 
-# -- the engine ------------------------------------------------------------------------------------
+# -- the control loop ------------------------------------------------------------------------------
 
 
 @dataclass
 class Lane:
-    """One test's control plane: database, GitHub fake, runtime, engine, and the cluster."""
+    """One test's control plane: database, GitHub fake, runtime, control loop, and the cluster."""
 
     cluster: Cluster
     github: FakeGitHub
     runtime: KubernetesRuntime
-    engine: RunEngine
+    control_loop: ControlLoop
     admin: client.ApiClient
 
     @property
@@ -203,12 +203,12 @@ async def lane(
 ) -> AsyncIterator[Lane]:
     lane_settings(monkeypatch, control_plane_kubeconfig)
     runtime = make_runtime()
-    engine = make_engine(runtime)
-    await engine.start()
+    control_loop = make_control_loop(runtime)
+    await control_loop.start()
     try:
-        yield Lane(kube_cluster, github, runtime, engine, kube_cluster.admin_client())
+        yield Lane(kube_cluster, github, runtime, control_loop, kube_cluster.admin_client())
     finally:
-        await engine.stop()
+        await control_loop.stop()
         runtime.close()
 
 
@@ -472,14 +472,14 @@ async def test_a_lineage_namespace_follows_new_pod_settings(
     namespace = pod.metadata.namespace
     lane.cluster.exit_pod(namespace, pod.metadata.name, 0)
     await lane.status(first, "succeeded")
-    await lane.engine.stop()
+    await lane.control_loop.stop()
     lane.runtime.close()
     # An upgrade with bigger pods: the old quota and LimitRange would refuse the new pod.
     profile = {"resources": {"requests": {"memory": "6Gi"}, "limits": {"memory": "12Gi"}}}
     lane_settings(monkeypatch, control_plane_kubeconfig, RUN_POD=json.dumps(profile))
     lane.runtime = make_runtime()
-    lane.engine = make_engine(lane.runtime)
-    await lane.engine.start()
+    lane.control_loop = make_control_loop(lane.runtime)
+    await lane.control_loop.start()
     revise = lane.label(109, "run:dev:revise")
     pod = await lane.pod(revise)
     assert pod.metadata.namespace == namespace
@@ -503,7 +503,7 @@ async def test_a_control_plane_killed_mid_run_is_replaced_and_each_line_stored_o
     """SIGKILL: no lease handed back, no leadership released, a log batch maybe half stored."""
     lane_settings(monkeypatch, control_plane_kubeconfig)
     lane = Lane(kube_cluster, github, None, None, kube_cluster.admin_client())  # type: ignore[arg-type]
-    first = engine_process(tmp_path / "first.log")
+    first = control_loop_process(tmp_path / "first.log")
     try:
         run_id = lane.label(110)
         pod = await lane.pod(run_id)
@@ -515,7 +515,7 @@ async def test_a_control_plane_killed_mid_run_is_replaced_and_each_line_stored_o
         first.kill()
         first.wait()
     log.write(*(f"while down {n}" for n in range(100)))
-    second = engine_process(tmp_path / "second.log")
+    second = control_loop_process(tmp_path / "second.log")
     try:
         log.write(*(f"after {n}" for n in range(100)))
         await until("every line so far", lambda: len(lane.lines(run_id)) >= 500, limit=90)
@@ -529,18 +529,20 @@ async def test_a_control_plane_killed_mid_run_is_replaced_and_each_line_stored_o
     assert lane.lines(run_id) == expected
 
 
-def engine_process(log_path: Path) -> subprocess.Popen[bytes]:
-    """`python -m tests.kube.engine_process` with this test's settings, once it is running."""
+def control_loop_process(log_path: Path) -> subprocess.Popen[bytes]:
+    """`python -m tests.kube.control_loop_process` with this test's settings, once it is running."""
     out = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.kube.engine_process"], cwd=REPO, stdout=subprocess.PIPE,
+        [sys.executable, "-m", "tests.kube.control_loop_process"], cwd=REPO, stdout=subprocess.PIPE,
         stderr=out, env=dict(os.environ),
     )  # fmt: skip
     assert process.stdout is not None
     line = process.stdout.readline().decode()
     if READY not in line:
         process.kill()
-        raise AssertionError(f"the engine process did not start: {log_path.read_text()[-3000:]}")
+        raise AssertionError(
+            f"the control loop process did not start: {log_path.read_text()[-3000:]}"
+        )
     return process
 
 
@@ -554,13 +556,13 @@ async def test_a_watch_that_expires_relists_and_misses_no_transition(
     so across an API server restart and an etcd compaction, which expire its position."""
     lane_settings(monkeypatch, control_plane_kubeconfig)
     runtime = make_runtime()
-    timings = EngineTimings(
+    timings = ControlLoopTimings(
         dispatch_seconds=0.2, leader_seconds=0.3, sweep_seconds=3600, lease_seconds=3600,
         cleanup_seconds=3600, cancel_grace_seconds=1, feedback_seconds=3600,
     )  # fmt: skip
-    engine = make_engine(runtime, timings)
-    await engine.start()
-    lane = Lane(kube_cluster, github, runtime, engine, kube_cluster.admin_client())
+    control_loop = make_control_loop(runtime, timings)
+    await control_loop.start()
+    lane = Lane(kube_cluster, github, runtime, control_loop, kube_cluster.admin_client())
     try:
         run_id = lane.label(111)
         pod = await lane.pod(run_id)
@@ -573,7 +575,7 @@ async def test_a_watch_that_expires_relists_and_misses_no_transition(
         assert failed.status_reason == "exit_code"
         assert _expired_watches() > expired_before
     finally:
-        await engine.stop()
+        await control_loop.stop()
         runtime.close()
 
 

@@ -7,7 +7,7 @@ Cursor format: `<timestamp as sent>#<n>`, e.g. `2026-01-02T03:04:05.123456789Z#2
 line carrying exactly that timestamp. Timestamps alone are not unique (a burst of lines can
 share one), the count makes the position exact.
 
-Resuming (after a dropped connection, or from a cursor the engine kept): the log endpoint only
+Resuming (after a dropped connection, or from a cursor the control loop kept): the log endpoint only
 offers `sinceSeconds` in this client, which is relative to the server's clock. The stream is
 reopened with `sinceSeconds` reaching `resume_margin_seconds` further back than the cursor (to
 absorb clock skew between control plane and node), then every line before the cursor is

@@ -24,10 +24,10 @@ two-kind watch; stream_logs() is logs.py's follower. cancel() deletes the Job (b
 propagation) and then its pods with the given grace period, because the grace period of a Job's
 own deletion does not reach its pods. cancel() and cleanup() refuse any namespace outside this
 runtime's prefix; cleanup() deletes the run's namespace. list_leftovers() lists this
-installation's run namespaces, so the engine can remove those no stored run points to.
+installation's run namespaces, so the control loop can remove those no stored run points to.
 
 Every API call has a timeout and goes through client.ApiCaller (retries on 429/5xx/timeouts).
-Errors the engine should record surface as `WorkloadRuntimeError`.
+Errors the control loop should record surface as `WorkloadRuntimeError`.
 """
 
 from __future__ import annotations

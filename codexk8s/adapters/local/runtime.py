@@ -10,7 +10,7 @@ line, in the order written; runs started by an older supervisor have `stdout.log
 `exit.json` (written by the supervisor, see supervisor.py). Because outcome and output live in
 files, a control plane that restarts finds a run that is still going, follows its output from
 where it stopped, and learns the exit code of one that ended meanwhile. A run whose process is
-gone without an `exit.json` is reported MISSING (the engine calls that runtime_lost).
+gone without an `exit.json` is reported MISSING (the control loop calls that runtime_lost).
 
 The environment of a run is limited to PATH, HOME (its working folder), LANG and the run's own
 values: nothing of the control plane's environment (secrets included) leaks into it.

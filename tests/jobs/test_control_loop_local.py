@@ -1,5 +1,5 @@
-"""The engine end to end on PostgreSQL with the local runtime: webhook → run → process → logs →
-final state, plus cancel, timeout, slots and restarts of the control plane."""
+"""The control loop end to end on PostgreSQL with the local runtime: webhook → run → process →
+logs → final state, plus cancel, timeout, slots and restarts of the control plane."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.db.models import AgentRun, FlowEvent, Slot
 from codexk8s.errors import ConflictError
-from codexk8s.jobs.engine import EngineTimings, RunEngine
+from codexk8s.jobs.control_loop import ControlLoop, ControlLoopTimings
 from codexk8s.services import (
     agents,
     notifications,
@@ -35,7 +35,7 @@ from tests.conftest import link_member
 from tests.conftest import trigger as signed_trigger
 
 SECRET = "engine-secret"
-FAST = EngineTimings(
+FAST = ControlLoopTimings(
     dispatch_seconds=0.1, leader_seconds=0.2, sweep_seconds=1, lease_seconds=1,
     cleanup_seconds=3600, cancel_grace_seconds=2,
 )  # fmt: skip
@@ -101,22 +101,22 @@ def event_types(run_id: int) -> list[str]:
         )
 
 
-def make_engine(root: Path) -> RunEngine:
-    return RunEngine(
+def make_control_loop(root: Path) -> ControlLoop:
+    return ControlLoop(
         engine=get_engine(), runtime=LocalRuntime(root, poll_interval=0.05, kill_grace_seconds=1),
         callback_url="http://127.0.0.1:1", timings=FAST,
     )  # fmt: skip
 
 
 @pytest.fixture
-async def engine(project: str, tmp_path: Path) -> AsyncIterator[RunEngine]:
-    started = make_engine(tmp_path / "runs")
+async def control_loop(project: str, tmp_path: Path) -> AsyncIterator[ControlLoop]:
+    started = make_control_loop(tmp_path / "runs")
     await started.start()
     yield started
     await started.stop()
 
 
-async def test_webhook_to_succeeded_with_logs_stored(engine: RunEngine) -> None:
+async def test_webhook_to_succeeded_with_logs_stored(control_loop: ControlLoop) -> None:
     set_command(
         "import os, sys\nprint('hello from', os.environ['CODEXK8S_RUN_ID'])\n"
         "print('warn', file=sys.stderr)\nprint('bye')"
@@ -138,7 +138,7 @@ async def test_webhook_to_succeeded_with_logs_stored(engine: RunEngine) -> None:
         assert all(slot.state == "free" for slot in session.exec(select(Slot)).all())
 
 
-async def test_failing_command_fails_with_its_exit_code(engine: RunEngine) -> None:
+async def test_failing_command_fails_with_its_exit_code(control_loop: ControlLoop) -> None:
     set_command("print('about to fail'); raise SystemExit(2)")
     run_id = trigger(2)
     done = await until_status(run_id, "succeeded", "failed")
@@ -149,7 +149,7 @@ async def test_failing_command_fails_with_its_exit_code(engine: RunEngine) -> No
     )
 
 
-async def test_cancel_mid_run_reaches_the_process(engine: RunEngine) -> None:
+async def test_cancel_mid_run_reaches_the_process(control_loop: ControlLoop) -> None:
     set_command("import time\nprint('ready', flush=True)\ntime.sleep(60)")
     run_id = trigger(3)
     await until(lambda: lines(run_id) == ["ready"], what="the run to print")
@@ -180,7 +180,7 @@ async def test_pending_cancel_is_immediate(project: str) -> None:
     assert outcome.is_immediate and run(run_id).status == "canceled"
 
 
-async def test_timeout_ends_the_run(engine: RunEngine) -> None:
+async def test_timeout_ends_the_run(control_loop: ControlLoop) -> None:
     set_command("import time\nprint('working', flush=True)\ntime.sleep(60)", timeout_minutes=0.05)
     run_id = trigger(5)
     done = await until_status(run_id, "failed", "succeeded", "canceled", limit=30)
@@ -197,7 +197,7 @@ async def test_slots_bound_concurrency_per_project(project: str, tmp_path: Path)
         "open(path, 'a').write('+')\ntime.sleep(0.4)\nopen(path, 'a').write('-')"
     )
     first, second = trigger(6), trigger(7)
-    started = make_engine(tmp_path / "runs")
+    started = make_control_loop(tmp_path / "runs")
     await started.start()
     try:
         await until_status(first, "succeeded")
@@ -217,12 +217,12 @@ async def test_restart_mid_run_adopts_and_stores_each_line_once(
         "import time\nprint('a', flush=True)\ntime.sleep(2)\nprint('b', flush=True)"
     )
     run_id = trigger(8)
-    first = make_engine(tmp_path / "runs")
+    first = make_control_loop(tmp_path / "runs")
     await first.start()
     await until(lambda: lines(run_id) == ["a"], what="first line")
     await first.stop()  # the control plane goes away; the process keeps running
 
-    second = make_engine(tmp_path / "runs")
+    second = make_control_loop(tmp_path / "runs")
     await second.start()
     try:
         done = await until_status(run_id, "succeeded", "failed")
@@ -239,13 +239,13 @@ async def test_restart_after_the_process_vanished_is_runtime_lost(
 ) -> None:
     set_command("import time\nprint('up', flush=True)\ntime.sleep(60)")
     run_id = trigger(9)
-    first = make_engine(tmp_path / "runs")
+    first = make_control_loop(tmp_path / "runs")
     await first.start()
     await until(lambda: lines(run_id) == ["up"], what="the run to start")
     await first.stop()
     os.killpg(int(run(run_id).runtime_handle["details"]["pid"]), signal.SIGKILL)  # type: ignore[index]
 
-    second = make_engine(tmp_path / "runs")
+    second = make_control_loop(tmp_path / "runs")
     await second.start()
     try:
         done = await until_status(run_id, "failed", "succeeded", limit=20)
@@ -254,7 +254,7 @@ async def test_restart_after_the_process_vanished_is_runtime_lost(
     assert (done.status, done.status_reason) == ("failed", "runtime_lost")
 
 
-async def test_rerun_starts_a_new_attempt(engine: RunEngine) -> None:
+async def test_rerun_starts_a_new_attempt(control_loop: ControlLoop) -> None:
     set_command("raise SystemExit(1)")
     run_id = trigger(10)
     await until_status(run_id, "failed")
@@ -278,10 +278,10 @@ async def test_a_new_run_is_dispatched_at_once_not_at_the_next_tick(
 ) -> None:
     """With the dispatch timer at a minute, a labelled issue still starts within a second: the
     change it publishes nudges the dispatcher (this replica's or, through the transport, any)."""
-    slow = RunEngine(
+    slow = ControlLoop(
         engine=get_engine(), runtime=LocalRuntime(tmp_path / "runs", poll_interval=0.05),
         callback_url="http://127.0.0.1:1",
-        timings=EngineTimings(dispatch_seconds=60, leader_seconds=60, sweep_seconds=60,
+        timings=ControlLoopTimings(dispatch_seconds=60, leader_seconds=60, sweep_seconds=60,
                               lease_seconds=60, cleanup_seconds=3600),
     )  # fmt: skip
     set_command("print('nudged')")

@@ -1,4 +1,5 @@
-"""The run engine inside a control-plane process: dispatcher, reconciler and log pumps.
+"""The control loop inside a control-plane process: it schedules the dispatcher, the reconciler
+and the leader's jobs, and holds leadership.
 
 Every replica dispatches (claims are safe with SKIP LOCKED). One replica at a time, the leader,
 runs what must not run twice: the runtime watch, the safety sweep, lease renewal and expiry,
@@ -6,7 +7,8 @@ cancellation delivery, deadline checks, log pumps, log retention and compaction,
 feedback (the reporter) and redelivery of failed webhooks. Leadership is a PostgreSQL
 session-level advisory lock held on a dedicated connection; when that connection drops, another
 replica takes over and resumes from what is stored (log cursors, runtime handles). On SQLite (the
-embedded, single-process default) the one process is always the leader.
+embedded, single-process default) the one process is always the leader. The log pumps are
+services/log_pumps.py; this module starts, rescans and stops them.
 
 Timers run on APScheduler's AsyncIOScheduler; every job is `max_instances=1` and coalesced, so
 a slow cycle delays the next one instead of stacking.
@@ -15,7 +17,6 @@ a slow cycle delays the next one instead of stacking.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import socket
@@ -33,35 +34,29 @@ from sqlalchemy.engine import Engine
 from codexk8s import metrics
 from codexk8s.domain.logs import LogPolicy
 from codexk8s.domain.runs import TERMINAL_STATUSES
-from codexk8s.domain.runtime import (
-    LogLine,
-    Runtime,
-    WorkloadHandle,
-    WorkloadPhase,
-)
+from codexk8s.domain.runtime import Runtime, WorkloadPhase
 from codexk8s.domain.slots import LEASE_RENEW_SECONDS
-from codexk8s.logging_config import bind_contextvars, bound_contextvars
+from codexk8s.logging_config import bound_contextvars
 from codexk8s.services import (
     dispatch,
     log_maintenance,
     notifications,
     reconcile,
-    run_logs,
     webhook_redelivery,
 )
 from codexk8s.services.github_feedback import GitHubFeedback
-from codexk8s.services.run_states import RUNS
+from codexk8s.services.log_pumps import LogPumps
 
 log = logging.getLogger(__name__)
+# Its log lines still say "engine" ("engine stopped", "engine job … failed"): operators' log
+# queries look for those words (docs/decisions.md).
 LEADER_LOCK_KEY = 0x636B3873  # "ck8s": one advisory lock per database
-LOG_BATCH_LINES = 500
-LOG_BATCH_SECONDS = 0.2
 # On shutdown, a dispatch that already claimed runs gets this long to record their launches.
 STOP_JOBS_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
-class EngineTimings:
+class ControlLoopTimings:
     dispatch_seconds: float = 1.0
     leader_seconds: float = 2.0
     sweep_seconds: float = 30.0
@@ -123,16 +118,17 @@ class Leadership:
             self._connection = None
 
 
-class RunEngine:
+class ControlLoop:
+    """One process's dispatcher and, while it leads, the leader's jobs, each on its timer."""
+
     def __init__(
         self,
         *,
         engine: Engine,
         runtime: Runtime,
         callback_url: str,
-        timings: EngineTimings | None = None,
+        timings: ControlLoopTimings | None = None,
         owner: str | None = None,
-        on_change: Callable[[int, str], Awaitable[None]] | None = None,
         feedback: GitHubFeedback | None = None,
         model_check: dispatch.ModelCheck | None = None,
         cleanup_after: timedelta = reconcile.CLEANUP_AFTER,
@@ -141,15 +137,13 @@ class RunEngine:
         self.engine = engine
         # The per-run log cap (pumps) and the default retention (log maintenance).
         self.log_policy = log_policy or LogPolicy()
-        # Every pump's lines go through one writer: one transaction per write for all runs.
-        self.log_writer = run_logs.LogWriter(engine, limits=self.log_policy.limits)
+        self.log_pumps = LogPumps(engine, runtime, limits=self.log_policy.limits)
         # How long finished runs keep their namespace or work folder (CLEANUP_AFTER_HOURS).
         self.cleanup_after = cleanup_after
         self.runtime = runtime
         self.callback_url = callback_url
-        self.timings = timings or EngineTimings()
+        self.timings = timings or ControlLoopTimings()
         self.owner = owner or replica_id()
-        self.on_change = on_change
         # GitHub reporting and webhook redelivery (leader jobs); None turns both off.
         self.feedback = feedback
         self.model_check = model_check
@@ -157,8 +151,6 @@ class RunEngine:
         self.is_leader = False
         self._scheduler: AsyncIOScheduler | None = None
         self._watch_task: asyncio.Task[None] | None = None
-        self._pumps: dict[int, asyncio.Task[None]] = {}
-        self._rescan_pumps = True
         self._running_jobs: set[asyncio.Task[Any]] = set()
         self._dispatch_lock = asyncio.Lock()
         self._nudges: asyncio.Task[None] | None = None
@@ -190,7 +182,7 @@ class RunEngine:
             await self.sweep_once()
         for job in scheduler.get_jobs():
             job.modify(next_run_time=datetime.now(UTC))
-        self._nudges = asyncio.create_task(self._dispatch_on_changes(), name="engine-nudges")
+        self._nudges = asyncio.create_task(self._dispatch_on_changes(), name="control-loop-nudges")
 
     async def _dispatch_on_changes(self) -> None:
         """Dispatch as soon as a project changes (a webhook or a person started a run, a run
@@ -277,10 +269,8 @@ class RunEngine:
             )
         for seconds in result.latencies:
             metrics.DISPATCH_LATENCY_SECONDS.observe(seconds)
-        for run_id in result.launched:
-            await self._notify(run_id, "running")
         if result.launched and self.is_leader:
-            await self._ensure_pumps(result.launched)
+            await self.log_pumps.follow(result.launched)
         return result
 
     async def leader_tick(self) -> None:
@@ -291,19 +281,16 @@ class RunEngine:
                 await self._stop_leader_work()
             return
         if not was_leader:
-            self._rescan_pumps = True  # taking over: find every log still being written
+            self.log_pumps.rescan()  # taking over: find every log still being written
         if self._watch_task is None or self._watch_task.done():
-            self._watch_task = asyncio.create_task(self._watch_forever(), name="engine-watch")
-        for run_id in await asyncio.to_thread(
-            reconcile.request_deadline_cancellations, self.engine
-        ):
-            await self._notify(run_id, "cancel_requested")
+            self._watch_task = asyncio.create_task(self._watch_forever(), name="control-loop-watch")
+        await asyncio.to_thread(reconcile.request_deadline_cancellations, self.engine)
         await reconcile.deliver_cancellations(
             engine=self.engine,
             runtime=self.runtime,
             grace_seconds=self.timings.cancel_grace_seconds,
         )
-        await self._ensure_pumps()
+        await self.log_pumps.follow_all()
 
     async def sweep_once(self) -> reconcile.SweepResult | None:
         if not self.is_leader:
@@ -313,7 +300,7 @@ class RunEngine:
             await asyncio.to_thread(
                 reconcile.renew_leases, self.engine, run_ids=result.alive, owner=self.owner
             )
-        await self._settled(result.applied)
+        await self._observe_finished(result.applied)
         return result
 
     async def leases_once(self) -> None:
@@ -332,7 +319,7 @@ class RunEngine:
             result = await reconcile.expire_leases(
                 engine=self.engine, runtime=self.runtime, owner=self.owner
             )
-        await self._settled(result.applied)
+        await self._observe_finished(result.applied)
 
     async def cleanup_once(self) -> list[int]:
         if not self.is_leader:
@@ -366,8 +353,6 @@ class RunEngine:
             retention, compaction = await asyncio.to_thread(
                 log_maintenance.maintain, self.engine, policy=self.log_policy
             )
-        for run_id in retention.marked:
-            await self._notify(run_id, "log_removed")
         if retention.marked or retention.removed or compaction.lines:
             log.info(
                 "log maintenance",
@@ -402,180 +387,20 @@ class RunEngine:
     async def _apply_watched(self, status: Any) -> None:
         changed = await asyncio.to_thread(reconcile.apply_workload_status, self.engine, status)
         if changed:
-            await self._settled({status.run_id: changed})
-        if changed:
+            await self._observe_finished({status.run_id: changed})
             await reconcile.stop_if_stuck(self.runtime, status)
         if status.phase is not WorkloadPhase.MISSING:
-            await self._ensure_pumps([status.run_id])
-
-    def _runs_needing_pumps(self, run_ids: list[int] | None) -> list[Any]:
-        query = sa.select(
-            RUNS.c.id,
-            RUNS.c.runtime_handle,
-            RUNS.c.log_cursor,
-            RUNS.c.log_sequence,
-            RUNS.c.log_dropped_lines,
-        ).where(
-            RUNS.c.runtime_handle.is_not(None),
-            RUNS.c.cleaned_at.is_(None),
-            sa.or_(
-                RUNS.c.log_cursor.is_(None),
-                ~RUNS.c.log_cursor.startswith(run_logs.EOF_PREFIX),
-            ),
-        )
-        if run_ids is not None:
-            query = query.where(RUNS.c.id.in_(run_ids))
-        with self.engine.connect() as connection:
-            return list(connection.execute(query).all())
-
-    async def _ensure_pumps(self, run_ids: list[int] | None = None) -> None:
-        """Start a log pump for each run whose output is not fully stored yet.
-
-        With RUN_IDS only those runs are looked at (a watch event, a launch). The full scan runs
-        when this replica becomes leader and after a pump ended, so its cost is not paid on
-        every tick for every running run.
-        """
-        if run_ids is None:
-            if not self._rescan_pumps:
-                return
-            self._rescan_pumps = False
-        else:
-            run_ids = [run_id for run_id in run_ids if run_id not in self._pumps]
-            if not run_ids:
-                return
-        for row in await asyncio.to_thread(self._runs_needing_pumps, run_ids):
-            if row.id in self._pumps:
-                continue
-            position = run_logs.LogPosition(row.log_sequence, row.log_dropped_lines)
-            task = asyncio.create_task(
-                self._pump(row.id, WorkloadHandle.from_json(row.runtime_handle), row.log_cursor,
-                           position),
-                name=f"log-pump-{row.id}",
-            )  # fmt: skip
-            self._pumps[row.id] = task
-            task.add_done_callback(functools.partial(self._pump_done, row.id))
-
-    def _pump_done(self, run_id: int, task: asyncio.Task[None]) -> None:
-        if self._pumps.get(run_id) is task:
-            del self._pumps[run_id]
-        # A pump that stopped early (stream error, lost compare-and-set) is found again by the
-        # next full scan; one that finished wrote its end marker and is not.
-        self._rescan_pumps = True
-
-    async def _pump(
-        self, run_id: int, handle: WorkloadHandle, cursor: str | None,
-        position: run_logs.LogPosition,
-    ) -> None:  # fmt: skip
-        """Follow one workload's output into run_logs until it ends.
-
-        Lines are stored in batches: when LOG_BATCH_LINES have arrived, or LOG_BATCH_SECONDS after
-        the first unsaved line, whichever comes first, so a quiet run's last line is not held back.
-        Past the run's cap the lines are still read (and counted, and the cursor moves), just not
-        stored.
-        """
-        bind_contextvars(run_id=run_id)  # this task's own context: every line names the run
-        queue: asyncio.Queue[LogLine | BaseException | None] = asyncio.Queue(
-            maxsize=4 * LOG_BATCH_LINES
-        )
-
-        async def read() -> None:
-            try:
-                async for line in self.runtime.stream_logs(handle, follow=True, after=cursor):
-                    await queue.put(line)
-                await queue.put(None)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                await queue.put(exc)
-
-        reader = asyncio.create_task(read(), name=f"log-reader-{run_id}")
-        batch: list[LogLine] = []
-
-        async def flush(final: bool = False) -> bool:
-            nonlocal position, batch
-            stored = await self.log_writer.store(
-                run_logs.PendingBatch(run_id=run_id, expected=position, lines=batch, final=final)
-            )
-            if stored is None:
-                return False  # another writer moved this run's log: stop, never store twice
-            metrics.LOG_LINES_STORED.inc(stored.sequence - position.sequence)
-            metrics.LOG_LINES_DROPPED.inc(stored.dropped - position.dropped)
-            if batch:
-                await self._notify(run_id, "logs")
-            position, batch = stored, []
-            return True
-
-        loop = asyncio.get_running_loop()
-        # When the oldest unsaved line must be stored: a line arriving every few milliseconds
-        # must not keep pushing the batch back (it did, up to LOG_BATCH_LINES lines: seconds).
-        due: float | None = None
-        try:
-            while True:
-                if due is None:
-                    items = [await queue.get()]
-                else:
-                    try:
-                        items = [await asyncio.wait_for(queue.get(), due - loop.time())]
-                    except TimeoutError:
-                        items = []
-                while not queue.empty():  # take what is there in one go, not one wait per line
-                    items.append(queue.get_nowait())
-                for item in items:
-                    if item is None:
-                        await flush(final=True)
-                        return
-                    if isinstance(item, BaseException):
-                        log.error(
-                            "log stream of run %s failed: %s; resuming on the next tick",
-                            run_id, item,
-                        )  # fmt: skip
-                        if batch:
-                            await flush()
-                        return
-                    batch.append(item)
-                    if due is None:
-                        due = loop.time() + LOG_BATCH_SECONDS
-                    if len(batch) >= LOG_BATCH_LINES:
-                        if not await flush():
-                            return
-                        due = None
-                if due is not None and loop.time() >= due:
-                    if not await flush():
-                        return
-                    due = None
-        except asyncio.CancelledError:
-            if batch:
-                await flush()
-            raise
-        finally:
-            reader.cancel()
+            await self.log_pumps.follow([status.run_id])
 
     async def _stop_leader_work(self) -> None:
-        tasks = [t for t in [self._watch_task, *self._pumps.values()] if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)  # stopping pumps store what they hold
-        await self.log_writer.close()
-        self._watch_task = None
-        self._pumps.clear()
+        watch, self._watch_task = self._watch_task, None
+        if watch is not None:
+            watch.cancel()
+        await self.log_pumps.stop()  # stopping pumps store what they hold
+        if watch is not None:
+            await asyncio.gather(watch, return_exceptions=True)
 
     # --- metrics ----------------------------------------------------------------------------
-
-    def _read_finished(self, run_ids: list[int]) -> list[Any]:
-        with self.engine.connect() as connection:
-            return list(
-                connection.execute(
-                    sa.select(
-                        RUNS.c.stage, RUNS.c.status, RUNS.c.started_at, RUNS.c.finished_at
-                    ).where(RUNS.c.id.in_(run_ids))
-                ).all()
-            )
-
-    async def _settled(self, applied: dict[int, str]) -> None:
-        """Report runs this replica just moved: their duration if they ended, then listeners."""
-        await self._observe_finished(applied)
-        for run_id, status in applied.items():
-            await self._notify(run_id, status)
 
     async def _observe_finished(self, applied: dict[int, str]) -> None:
         """Run duration by stage of the runs this replica just moved to a terminal state.
@@ -586,7 +411,7 @@ class RunEngine:
         if not terminal:
             return
         try:
-            rows = await asyncio.to_thread(self._read_finished, terminal)
+            rows = await asyncio.to_thread(reconcile.finished_runs, self.engine, run_ids=terminal)
         except sa.exc.SQLAlchemyError:
             log.warning("metrics: reading finished runs failed", exc_info=True)
             return
@@ -594,13 +419,6 @@ class RunEngine:
             seconds = metrics.seconds_between(row.finished_at, row.started_at)
             if seconds is not None:
                 metrics.RUN_DURATION_SECONDS.labels(row.stage or "", row.status).observe(seconds)
-
-    async def _notify(self, run_id: int, what: str) -> None:
-        if self.on_change is not None:
-            try:
-                await self.on_change(run_id, what)
-            except Exception:
-                log.exception("change listener failed for run %s", run_id)
 
 
 class _cycle:

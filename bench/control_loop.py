@@ -1,7 +1,8 @@
-"""Benchmark the run engine's cycles: database statements, Kubernetes API calls and time per cycle.
+"""Benchmark the control loop's cycles: database statements, Kubernetes API calls and time per
+cycle.
 
 For each N in `--sizes` (default 100, 1,000, 5,000 active runs) a fresh state is bulk-inserted
-into PostgreSQL (database `codexk8s_bench_engine`, dropped, recreated and migrated at start):
+into PostgreSQL (database `codexk8s_bench_control_loop`, dropped, recreated and migrated at start):
 
 - N / 50 projects with 40 slots each; per project 40 runs `running` (slot leased, workload
   handle stored, deadline in an hour) and 10 runs `pending` behind them, so 80 % of the N active
@@ -13,17 +14,17 @@ into PostgreSQL (database `codexk8s_bench_engine`, dropped, recreated and migrat
 Cycles, each counted with a `before_cursor_execute` listener on the product's engine (an
 executemany counts as one statement; its parameter sets are reported separately):
 
-- dispatch idle      `RunEngine.dispatch_once` with every slot busy;
+- dispatch idle      `ControlLoop.dispatch_once` with every slot busy;
 - dispatch k         the same after k running runs finished and freed their slots (k = 1, 20);
 - sweep idle         `reconcile.reconcile_runs` when no workload changed;
 - sweep m            the same when m workloads finished (m = 1, 20);
-- watch event        one status from the watch, handled as `RunEngine._watch_forever` does
+- watch event        one status from the watch, handled as `ControlLoop._watch_forever` does
                      (`apply_workload_status`, plus the pump query for a live workload): a
                      re-reported running status (idle) / a finished workload (1);
 - leader idle / c    one leader tick without the watch task: `Leadership.try_acquire`,
                      `request_deadline_cancellations`, `deliver_cancellations` and the pump query
                      with none / c = 20 runs past deadline;
-- leases idle / e    `RunEngine.leases_once` with no / e = 20 expired leases (runs claimed by a
+- leases idle / e    `ControlLoop.leases_once` with no / e = 20 expired leases (runs claimed by a
                      replica that died before launching them).
 
 Changing runs are taken from the first two projects at every N. Every cycle is repeated
@@ -32,9 +33,9 @@ and timed with time.perf_counter (median). A table and one verdict per cycle are
 PASS when statements and Kubernetes requests are the same at every N (no-change cycles) or
 their extra per changed run is (changing cycles); WARN when that holds but rows read or written,
 or workload objects listed, still grow with N; FAIL otherwise, naming the call sites whose
-statement count grows. Results go to bench/results/engine.json.
+statement count grows. Results go to bench/results/control_loop.json.
 
-Run: `cd /work/main && .venv/bin/python bench/engine.py [--sizes 100 1000 5000] [--repeat 5]`
+Run: `cd /work/main && .venv/bin/python bench/control_loop.py [--sizes 100 1000 5000] [--repeat 5]`
 (`--calibrate-k8s` also counts the real KubernetesRuntime's requests against the fake API server
 of tests/adapters/kubernetes). The exit status is 1 when any cycle FAILs.
 """
@@ -66,14 +67,14 @@ from codexk8s.db.migrations import upgrade_to_head
 from codexk8s.domain.runs import TERMINAL_STATUSES, RunStatus
 from codexk8s.domain.runtime import LogLine, WorkloadPhase, WorkloadStatus
 from codexk8s.domain.slots import LEASE_TTL_SECONDS, SlotState
-from codexk8s.jobs.engine import RunEngine
+from codexk8s.jobs.control_loop import ControlLoop
 from codexk8s.services import dispatch, reconcile, run_logs
 from codexk8s.services.dispatch import PROJECTS
 from codexk8s.services.run_states import RUNS, SLOTS
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results" / "engine.json"
-DB_NAME = "codexk8s_bench_engine"
+RESULTS = ROOT / "bench" / "results" / "control_loop.json"
+DB_NAME = "codexk8s_bench_control_loop"
 OWNER = "bench-replica"
 CALLBACK_URL = "http://codexk8s.bench/api/v1/runs"
 
@@ -360,7 +361,7 @@ class Bench:
     engine: Engine
     runtime: CountingRuntime
     counter: StatementCounter
-    run_engine: RunEngine
+    control_loop: ControlLoop
     state: State
     n: int
     repeat: int
@@ -417,8 +418,8 @@ class Bench:
     # --- cycles ----------------------------------------------------------------------------
 
     async def dispatch_cycle(self) -> int:
-        self.run_engine.is_leader = False  # no log pumps started by the measured dispatch
-        result = await self.run_engine.dispatch_once()
+        self.control_loop.is_leader = False  # no log pumps started by the measured dispatch
+        result = await self.control_loop.dispatch_once()
         return len(result.launched) + len(result.failed)
 
     async def sweep_cycle(self) -> int:
@@ -428,18 +429,18 @@ class Bench:
     async def watch_event(self, status: WorkloadStatus) -> int:
         changed = await asyncio.to_thread(reconcile.apply_workload_status, self.engine, status)
         if status.phase is not WorkloadPhase.MISSING:
-            # As RunEngine._watch_forever does: look only at the run the event is about.
-            await asyncio.to_thread(self.run_engine._runs_needing_pumps, [status.run_id])
+            # As ControlLoop._watch_forever does: look only at the run the event is about.
+            await asyncio.to_thread(run_logs.unfinished_logs, self.engine, run_ids=[status.run_id])
         return int(bool(changed))
 
     async def leader_cycle(self) -> int:
-        """`RunEngine.leader_tick` without the watch task and without starting pumps."""
-        engine = self.run_engine
-        assert await asyncio.to_thread(engine.leadership.try_acquire)
+        """`ControlLoop.leader_tick` without the watch task and without starting pumps."""
+        control_loop = self.control_loop
+        assert await asyncio.to_thread(control_loop.leadership.try_acquire)
         requested = await asyncio.to_thread(reconcile.request_deadline_cancellations, self.engine)
         sent = await reconcile.deliver_cancellations(
             engine=self.engine, runtime=self.runtime,
-            grace_seconds=engine.timings.cancel_grace_seconds,
+            grace_seconds=control_loop.timings.cancel_grace_seconds,
         )  # fmt: skip
         # A steady leader does not rescan for log pumps (only on takeover or after a pump ended).
         if len(sent) != len(requested):
@@ -447,8 +448,8 @@ class Bench:
         return len(requested)
 
     async def leases_cycle(self) -> int:
-        self.run_engine.is_leader = True
-        await self.run_engine.leases_once()
+        self.control_loop.is_leader = True
+        await self.control_loop.leases_once()
         return 0  # leases_once returns nothing: counted afterwards by count_requeued
 
     def count_requeued(self) -> int:
@@ -499,8 +500,8 @@ class Bench:
                 baseline="sweep idle",
             )  # fmt: skip
 
-        # Watch events, handled as RunEngine._watch_forever does (apply the status; for a live
-        # workload also the pump query of _ensure_pumps): one status re-reported (no change),
+        # Watch events, handled as ControlLoop._watch_forever does (apply the status; for a live
+        # workload also the pump query of LogPumps.follow): one status re-reported (no change),
         # one finished workload.
         some = pick_running(e, st, 1)[0].id
 
@@ -525,7 +526,7 @@ class Bench:
         )  # fmt: skip
 
         # (e) leader tick, then with c runs past their deadline.
-        await asyncio.to_thread(self.run_engine.leadership.try_acquire)  # take the lock once
+        await asyncio.to_thread(self.control_loop.leadership.try_acquire)  # take the lock once
         await self.measure("leader idle", "leader tick", self.leader_cycle)
         overdue: list[int] = []
 
@@ -580,8 +581,8 @@ class Bench:
             after=restore, baseline="leases idle", count_changed=self.count_requeued,
         )  # fmt: skip
 
-        # (g) the log writer: one write for b streaming runs with ten lines each (the engine
-        # stores every pump's lines together; the statements must not grow with b or N).
+        # (g) the log writer: one write for b streaming runs with ten lines each (the log pumps'
+        # writer stores every pump's lines together; the statements must not grow with b or N).
         batches: list[run_logs.PendingBatch] = []
         stamp = _now()
 
@@ -765,14 +766,14 @@ async def bench_size(url: str, n: int, repeat: int) -> list[Sample]:
             flush=True,
         )
         counter = StatementCounter(engine)
-        run_engine = RunEngine(
+        control_loop = ControlLoop(
             engine=engine, runtime=runtime, callback_url=CALLBACK_URL, owner=OWNER
         )
-        bench = Bench(engine, runtime, counter, run_engine, state, n, repeat)
+        bench = Bench(engine, runtime, counter, control_loop, state, n, repeat)
         try:
             await bench.run_all()
         finally:
-            await asyncio.to_thread(run_engine.leadership.release)
+            await asyncio.to_thread(control_loop.leadership.release)
         return bench.samples
     finally:
         engine.dispose()

@@ -1,4 +1,4 @@
-"""The engine with GitHub feedback and the model check, end to end: signed webhook → run →
+"""The control loop with GitHub feedback and the model check, end to end: signed webhook → run →
 local process → service comment and labels on the loopback GitHub; a missing model fails the run
 with reason precondition before anything is launched."""
 
@@ -16,13 +16,20 @@ from codexk8s.config import Settings, get_settings
 from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine, session_scope
 from codexk8s.domain.feedback import IN_PROGRESS, SERVICE_MARKER
-from codexk8s.jobs.engine import RunEngine
+from codexk8s.jobs.control_loop import ControlLoop
 from codexk8s.services import model_checks, projects, repositories
 from codexk8s.services.github_feedback import GitHubFeedback
 from tests.conftest import link_member, reset_caches
 from tests.conftest import trigger as signed_trigger
 from tests.github_server import FakeGitHub, FakeRepo, running_github
-from tests.jobs.test_engine_local import FAST, SECRET, set_command, trigger, until, until_status
+from tests.jobs.test_control_loop_local import (
+    FAST,
+    SECRET,
+    set_command,
+    trigger,
+    until,
+    until_status,
+)
 from tests.openai_server import API_KEY, FakeOpenAI, running_openai
 
 TOKEN = "ghp_enginefeedback0001"
@@ -53,9 +60,11 @@ async def check(settings: Settings, model: str) -> None:
 
 
 @pytest.fixture
-async def engine(fakes: tuple[FakeGitHub, FakeOpenAI], tmp_path: Path) -> AsyncIterator[RunEngine]:
+async def control_loop(
+    fakes: tuple[FakeGitHub, FakeOpenAI], tmp_path: Path
+) -> AsyncIterator[ControlLoop]:
     settings = get_settings()
-    started = RunEngine(
+    started = ControlLoop(
         engine=get_engine(), runtime=LocalRuntime(tmp_path / "runs", poll_interval=0.05),
         callback_url="http://127.0.0.1:1", owner="replica-1",
         timings=replace(FAST, feedback_seconds=0.2),
@@ -77,7 +86,7 @@ def service_body(repo: FakeRepo, number: int) -> str:
 
 
 async def test_run_moves_its_comment_and_labels(
-    engine: RunEngine, fakes: tuple[FakeGitHub, FakeOpenAI]
+    control_loop: ControlLoop, fakes: tuple[FakeGitHub, FakeOpenAI]
 ) -> None:
     github, _openai = fakes
     repo = github.repos["codertocat/hello-world"]
@@ -95,7 +104,7 @@ async def test_run_moves_its_comment_and_labels(
 
 
 async def test_missing_model_fails_with_precondition_before_launch(
-    engine: RunEngine, fakes: tuple[FakeGitHub, FakeOpenAI]
+    control_loop: ControlLoop, fakes: tuple[FakeGitHub, FakeOpenAI]
 ) -> None:
     github, openai = fakes
     repo = github.repos["codertocat/hello-world"]

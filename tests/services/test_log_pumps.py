@@ -1,6 +1,6 @@
-"""The engine's log pumps past the per-run cap, on PostgreSQL: a prefix and one marker stored,
-the rest counted, the runtime cursor moving to the end (nothing read twice), also across a
-dropped stream, a restart and two replicas pumping the same run."""
+"""The log pumps past the per-run cap, on PostgreSQL: a prefix and one marker stored, the rest
+counted, the runtime cursor moving to the end (nothing read twice), also across a dropped
+stream, a restart and two replicas pumping the same run."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -18,8 +17,8 @@ from codexk8s.db.engine import get_engine, make_engine
 from codexk8s.db.models import AgentRun, RunLog
 from codexk8s.domain.logs import LogLimits, LogPolicy, truncation_marker
 from codexk8s.domain.runtime import LogLine, WorkloadHandle
-from codexk8s.jobs.engine import RunEngine
 from codexk8s.services import run_logs
+from codexk8s.services.log_pumps import LogPumps
 from tests.log_examples import make_run
 
 HANDLE = WorkloadHandle(runtime="chatty", name="w")
@@ -49,16 +48,6 @@ class ChattyRuntime:
             if n % 100 == 0:
                 await asyncio.sleep(0)  # let other tasks (another pump) in
 
-    async def watch(self) -> AsyncIterator[Any]:
-        await asyncio.Event().wait()
-        yield  # pragma: no cover
-
-    async def list_workloads(self) -> list[Any]:
-        return []
-
-    async def cancel(self, handle: WorkloadHandle, *, grace_seconds: float = 10.0) -> None:
-        return None
-
 
 def running_run() -> int:
     run_id = make_run(get_engine(), status="running")
@@ -81,11 +70,11 @@ def state(run_id: int) -> tuple[int, int, str | None, int]:
         return run.log_sequence, run.log_dropped_lines, run.log_cursor, rows
 
 
-async def until_log_complete(run_id: int, engine: RunEngine, limit: float = 30) -> None:
+async def until_log_complete(run_id: int, pumps: LogPumps, limit: float = 30) -> None:
     deadline = time.monotonic() + limit
     while not (state(run_id)[2] or "").startswith(run_logs.EOF_PREFIX):
         assert time.monotonic() < deadline, f"log of run {run_id} not complete: {state(run_id)}"
-        await engine.leader_tick()  # finds pumps that stopped and starts them again
+        await pumps.follow_all()  # finds pumps that stopped and starts them again
         await asyncio.sleep(0.05)
 
 
@@ -101,12 +90,11 @@ def check_capped(run_id: int) -> None:
 async def test_a_pump_past_the_cap_stores_a_prefix_and_counts_the_rest(app_db: str) -> None:
     run_id = running_run()
     runtime = ChattyRuntime()
-    engine = RunEngine(engine=get_engine(), runtime=runtime, callback_url="http://x",  # type: ignore[arg-type]
-                       log_policy=CAP)  # fmt: skip
+    pumps = LogPumps(get_engine(), runtime, limits=CAP.limits)  # type: ignore[arg-type]
     try:
-        await until_log_complete(run_id, engine)
+        await until_log_complete(run_id, pumps)
     finally:
-        await engine.stop()
+        await pumps.stop()
     check_capped(run_id)
     assert runtime.read == list(range(1, TOTAL + 1))  # every line read once, none again
 
@@ -114,10 +102,9 @@ async def test_a_pump_past_the_cap_stores_a_prefix_and_counts_the_rest(app_db: s
 async def test_a_dropped_stream_and_a_restart_resume_after_the_cursor(app_db: str) -> None:
     run_id = running_run()
     runtime = ChattyRuntime(drop_after=700)
-    first = RunEngine(engine=get_engine(), runtime=runtime, callback_url="http://x",  # type: ignore[arg-type]
-                      log_policy=CAP)  # fmt: skip
+    first = LogPumps(get_engine(), runtime, limits=CAP.limits)  # type: ignore[arg-type]
     try:
-        await first.leader_tick()
+        await first.follow_all()
         deadline = time.monotonic() + 30
         while state(run_id)[2] != "700":  # the pump stored what it had and stopped
             assert time.monotonic() < deadline, state(run_id)
@@ -125,8 +112,7 @@ async def test_a_dropped_stream_and_a_restart_resume_after_the_cursor(app_db: st
     finally:
         await first.stop()  # the replica goes away mid-log
     assert state(run_id)[:2] == (101, 600)
-    second = RunEngine(engine=get_engine(), runtime=runtime, callback_url="http://x",  # type: ignore[arg-type]
-                       log_policy=CAP)  # fmt: skip
+    second = LogPumps(get_engine(), runtime, limits=CAP.limits)  # type: ignore[arg-type]
     try:
         await until_log_complete(run_id, second)
     finally:
@@ -149,19 +135,18 @@ async def test_replicas_pumping_one_run_at_once_store_and_count_it_once(
         get_engine(), run_id=run_id, expected_sequence=0, lines=early, limits=CAP.limits
     )
     assert stored == run_logs.LogPosition(101, 50)
-    engines = [
-        RunEngine(engine=make_engine(app_db), runtime=runtime, callback_url="http://x",  # type: ignore[arg-type]
-                  log_policy=CAP)
+    replicas_pumps = [
+        LogPumps(make_engine(app_db), runtime, limits=CAP.limits)  # type: ignore[arg-type]
         for _ in range(replicas)
-    ]  # fmt: skip
+    ]
     try:
-        await asyncio.gather(*(e._pump(run_id, HANDLE, "150", stored) for e in engines))
+        await asyncio.gather(*(p.pump(run_id, HANDLE, "150", stored) for p in replicas_pumps))
         # The pumps that lost stopped early; whoever pumps next resumes from what is stored.
-        await until_log_complete(run_id, engines[0])
+        await until_log_complete(run_id, replicas_pumps[0])
     finally:
-        for engine in engines:
-            await engine.stop()
-            engine.engine.dispose()
+        for pumps in replicas_pumps:
+            await pumps.stop()
+            pumps.engine.dispose()
     check_capped(run_id)
 
 
@@ -182,9 +167,9 @@ async def test_a_steady_stream_is_stored_within_the_batch_time(app_db: str) -> N
     """A line every 20 ms never leaves the pump 0.2 s without a new line: the batch is due
     0.2 s after its first line all the same, not after 500 lines (ten seconds here)."""
     run_id = running_run()
-    engine = RunEngine(engine=get_engine(), runtime=SteadyRuntime(), callback_url="http://x")  # type: ignore[arg-type]
+    pumps = LogPumps(get_engine(), SteadyRuntime())  # type: ignore[arg-type]
     try:
-        await engine.leader_tick()
+        await pumps.follow_all()
         started = time.monotonic()
         while state(run_id)[0] == 0:
             assert time.monotonic() - started < 1.5, "nothing stored after 1.5 s of lines"
@@ -193,4 +178,4 @@ async def test_a_steady_stream_is_stored_within_the_batch_time(app_db: str) -> N
         stored = state(run_id)[0]
         assert 25 <= stored <= 80  # about a second and a half of lines, in batches of ~10
     finally:
-        await engine.stop()
+        await pumps.stop()

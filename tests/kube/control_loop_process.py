@@ -1,6 +1,6 @@
-"""The run engine as the lane runs it: built from the CODEXK8S_* settings like `serve` does, with
-the lane's short timings. `python -m tests.kube.engine_process` runs it alone in a process, so a
-test can SIGKILL a control plane mid-run."""
+"""The control loop as the lane runs it: built from the CODEXK8S_* settings like `serve` does,
+with the lane's short timings. `python -m tests.kube.control_loop_process` runs it alone in a
+process, so a test can SIGKILL a control plane mid-run."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ from codexk8s.adapters.kubernetes.runtime import KubernetesRuntime, from_setting
 from codexk8s.config import get_settings
 from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import get_engine
-from codexk8s.jobs.engine import EngineTimings, RunEngine
+from codexk8s.jobs.control_loop import ControlLoop, ControlLoopTimings
 from codexk8s.services.github_feedback import GitHubFeedback
 from codexk8s.services.installation import installation_id
 
-FAST = EngineTimings(
+FAST = ControlLoopTimings(
     dispatch_seconds=0.2, leader_seconds=0.3, sweep_seconds=2, lease_seconds=2,
     cleanup_seconds=3600, cancel_grace_seconds=1, feedback_seconds=0.3,
 )  # fmt: skip
-READY = "engine started"
+READY = "control loop started"
 
 
 def make_runtime(**options: Any) -> KubernetesRuntime:
@@ -37,9 +37,11 @@ def make_runtime(**options: Any) -> KubernetesRuntime:
     )  # fmt: skip
 
 
-def make_engine(runtime: KubernetesRuntime, timings: EngineTimings = FAST) -> RunEngine:
+def make_control_loop(
+    runtime: KubernetesRuntime, timings: ControlLoopTimings = FAST
+) -> ControlLoop:
     settings = get_settings()
-    return RunEngine(
+    return ControlLoop(
         engine=get_engine(), runtime=runtime, callback_url=settings.run_callback_url(),
         owner=f"lane-{uuid.uuid4().hex[:6]}", timings=timings,
         feedback=GitHubFeedback(
@@ -51,8 +53,8 @@ def make_engine(runtime: KubernetesRuntime, timings: EngineTimings = FAST) -> Ru
 
 
 async def _serve() -> None:
-    engine = make_engine(make_runtime())
-    await engine.start()
+    control_loop = make_control_loop(make_runtime())
+    await control_loop.start()
     print(READY, flush=True)
     await asyncio.Event().wait()  # until killed
 

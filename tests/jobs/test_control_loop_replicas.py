@@ -1,4 +1,4 @@
-"""Two engine instances (two replicas) against one PostgreSQL: 200 runs, 3 projects, 2 slots."""
+"""Two control loops (two replicas) against one PostgreSQL: 200 runs, 3 projects, 2 slots."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from sqlmodel import Session
 from codexk8s.config import get_settings
 from codexk8s.db.engine import get_engine, make_engine, session_scope
 from codexk8s.db.models import AgentRun, FlowEvent
-from codexk8s.jobs.engine import EngineTimings, RunEngine
+from codexk8s.jobs.control_loop import ControlLoop, ControlLoopTimings
 from codexk8s.services import projects
 from tests.jobs.fake_runtime import FakeClusterRuntime
 
-TIMINGS = EngineTimings(
+TIMINGS = ControlLoopTimings(
     dispatch_seconds=0.05, leader_seconds=0.2, sweep_seconds=2, lease_seconds=2,
     cleanup_seconds=3600,
 )  # fmt: skip
@@ -55,7 +55,7 @@ async def test_two_replicas_run_every_run_once_within_slots(
     run_ids = create_runs(200)
     cluster = FakeClusterRuntime()
     replicas = [
-        RunEngine(engine=make_engine(app_db), runtime=cluster, callback_url="http://x",
+        ControlLoop(engine=make_engine(app_db), runtime=cluster, callback_url="http://x",
                   timings=TIMINGS, owner=f"replica-{n}")
         for n in range(2)
     ]  # fmt: skip
