@@ -173,7 +173,7 @@ async def test_a_tool_under_policy_none_goes_through_without_waiting(
 
 async def test_a_waiting_run_releases_its_slot_and_takes_one_back_when_answered(
     loopback: tuple[FakeGitHub, str], remote: Remote, openai_api: ScriptedResponses,
-    engine: ControlLoop,
+    control_loop: ControlLoop,
 ) -> None:  # fmt: skip
     """Waiting-slot policy `release` on a one-slot project: while the first run's agent waits
     for a person, the second run starts in its slot (and asks too); answered, each run takes the
