@@ -152,13 +152,8 @@ def _oldest_pending(
             ~_turn_in_progress(),
         )
         .order_by(RUNS.c.created_at, RUNS.c.id)
-        .limit(1)
     )
-    if exclude:
-        query = query.where(RUNS.c.id.not_in(exclude))
-    if connection.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    return connection.execute(query).first()
+    return _first_unclaimed(connection, query, exclude)
 
 
 def _oldest_answered(
@@ -168,8 +163,16 @@ def _oldest_answered(
         sa.select(RUNS)
         .where(RUNS.c.project_id == project_id, _answered_without_slot())
         .order_by(RUNS.c.slot_released_at, RUNS.c.id)
-        .limit(1)
     )
+    return _first_unclaimed(connection, query, exclude)
+
+
+def _first_unclaimed(
+    connection: Connection, query: sa.Select[Any], exclude: list[int]
+) -> sa.Row[Any] | None:
+    """QUERY's first run not in EXCLUDE (claimed in this cycle), locked on PostgreSQL; one
+    another dispatcher holds is skipped."""
+    query = query.limit(1)
     if exclude:
         query = query.where(RUNS.c.id.not_in(exclude))
     if connection.dialect.name == "postgresql":
