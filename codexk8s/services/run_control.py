@@ -6,16 +6,31 @@ import uuid
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import Session
 
 from codexk8s.db.engine import get_engine
 from codexk8s.db.models import utcnow
+from codexk8s.domain.authorization import Action, Principal
 from codexk8s.domain.runs import RunStatus
 from codexk8s.errors import ConflictError, NotFoundError
+from codexk8s.services import run_access
 from codexk8s.services.run_start import LOCK_REPOSITORY, active_run
 from codexk8s.services.run_states import RUNS, add_event, transition
 
 USER_CANCEL_REASON = "canceled_by_user"
+
+
+def _authorize(
+    connection: Connection, actor: Principal | None, run_id: int, action: Action
+) -> str | None:
+    """ACTOR's id for the trail when they may ACTION on the run (run_access.require_run, in the
+    action's transaction); None for no actor."""
+    if actor is None:
+        return None
+    with Session(bind=connection) as session:
+        run_access.require_run(session=session, actor=actor, run_id=run_id, action=action)
+    return str(actor.user_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,13 +45,16 @@ def cancel_run(
     *,
     run_id: int,
     reason: str = USER_CANCEL_REASON,
+    actor: Principal | None = None,
     actor_type: str = "human",
     actor_id: str | None = None,
 ) -> CancelOutcome:
     """A pending run is canceled at once; a starting or running one is asked to stop (the control
-    loop delivers it to the workload and settles the run when it ends)."""
+    loop delivers it to the workload and settles the run when it ends). ACTOR: the person asking,
+    who must be allowed to cancel it (None: the operator or the system)."""
     engine = engine or get_engine()
     with engine.begin() as connection:
+        actor_id = _authorize(connection, actor, run_id, Action.CANCEL_RUN) or actor_id
         run = connection.execute(sa.select(RUNS).where(RUNS.c.id == run_id)).first()
         if run is None:
             raise NotFoundError(f"no run {run_id}")
@@ -78,12 +96,15 @@ def rerun(
     engine: Engine | None = None,
     *,
     run_id: int,
+    actor: Principal | None = None,
     actor_type: str = "human",
     actor_id: str | None = None,
 ) -> int:
-    """Start a new pending run with the same target, stage and model as a finished one."""
+    """Start a new pending run with the same target, stage and model as a finished one. ACTOR:
+    the person asking, who must be allowed to rerun it (None: the operator)."""
     engine = engine or get_engine()
     with engine.begin() as connection:
+        actor_id = _authorize(connection, actor, run_id, Action.RERUN) or actor_id
         run = connection.execute(sa.select(RUNS).where(RUNS.c.id == run_id)).first()
         if run is None:
             raise NotFoundError(f"no run {run_id}")

@@ -262,13 +262,7 @@ async def cancel_run(request: Request, principal: Principal) -> Response:
     """`POST /api/v1/runs/{id}/cancel`: 200 when canceled at once, 202 when asked to stop."""
     run_id = _run_id(request)
 
-    def cancel() -> run_control.CancelOutcome:
-        in_transaction(
-            run_access.require_run, actor=principal, run_id=run_id, action=Action.CANCEL_RUN
-        )
-        return run_control.cancel_run(run_id=run_id, actor_id=str(principal.user_id))
-
-    outcome = await asyncio.to_thread(cancel)
+    outcome = await asyncio.to_thread(run_control.cancel_run, run_id=run_id, actor=principal)
     return _json(
         {"id": outcome.run_id, "status": outcome.status, "is_immediate": outcome.is_immediate},
         status=200 if outcome.is_immediate else 202,
@@ -279,11 +273,7 @@ async def rerun(request: Request, principal: Principal) -> Response:
     """`POST /api/v1/runs/{id}/rerun`: 201 with the new run's id."""
     run_id = _run_id(request)
 
-    def start_again() -> int:
-        in_transaction(run_access.require_run, actor=principal, run_id=run_id, action=Action.RERUN)
-        return run_control.rerun(run_id=run_id, actor_id=str(principal.user_id))
-
-    new_id = await asyncio.to_thread(start_again)
+    new_id = await asyncio.to_thread(run_control.rerun, run_id=run_id, actor=principal)
     return _json({"id": new_id, "rerun_of": run_id}, status=201)
 
 

@@ -35,7 +35,7 @@ from codexk8s.domain.authorization import Action, Principal, is_allowed
 from codexk8s.domain.explanations import NEUTRAL_REASONS, actor_words, describe_event, reason_words
 from codexk8s.domain.logs import LogSummary, format_bytes
 from codexk8s.domain.runs import RunStatus
-from codexk8s.errors import CodexK8sError, NotFoundError
+from codexk8s.errors import ForbiddenError, NotFoundError
 from codexk8s.services import (
     agent_runs,
     audit,
@@ -757,38 +757,25 @@ class RunState(rx.State):
 
     # --- cancel and rerun ---------------------------------------------------------------------
 
-    async def _act(self, action: Action) -> tuple[Principal, int] | None:
-        """The caller, when they may ACTION on this run; otherwise the refusal is shown."""
+    async def _act(self, work: Callable[..., Any]) -> tuple[bool, Any]:
+        """WORK (run_control.cancel_run or rerun, which check the caller may do it) on this run
+        as the signed-in person; a refusal is shown in words."""
         auth = await self.get_state(AuthState)
         principal = await auth._resolve_principal()
         if principal is None:
             self.error = SIGNED_OUT
-            return None
-        try:
-            await asyncio.to_thread(
-                in_transaction, run_access.require_run, actor=principal, run_id=self._run_id,
-                action=action,
-            )  # fmt: skip
-        except CodexK8sError as exc:
-            self.error = (
-                NOT_VISIBLE
-                if isinstance(exc, NotFoundError)
-                else "Your role on this project does not allow canceling or rerunning runs."
-            )
-            self.notice = ""
-            return None
-        return principal, self._run_id
+            return False, None
+        return await attempt(
+            self, work, run_id=self._run_id, actor=principal, refusals={
+                NotFoundError: NOT_VISIBLE,
+                ForbiddenError: "Your role on this project does not allow canceling or rerunning "
+                "runs.",
+            },
+        )  # fmt: skip
 
     @rx.event
     async def cancel_run(self) -> None:
-        found = await self._act(Action.CANCEL_RUN)
-        if found is None:
-            return
-        principal, run_id = found
-        ok, outcome = await attempt(
-            self, run_control.cancel_run, run_id=run_id,
-            actor_id=str(principal.user_id),
-        )  # fmt: skip
+        ok, outcome = await self._act(run_control.cancel_run)
         if not ok:
             return
         self.notice = (
@@ -800,13 +787,7 @@ class RunState(rx.State):
 
     @rx.event
     async def rerun_run(self):
-        found = await self._act(Action.RERUN)
-        if found is None:
-            return
-        principal, run_id = found
-        ok, new_id = await attempt(
-            self, run_control.rerun, run_id=run_id, actor_id=str(principal.user_id)
-        )
+        ok, new_id = await self._act(run_control.rerun)
         if not ok:
             return
         return rx.redirect(urls.run_page(new_id))
