@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from codexk8s.db.engine import make_engine
+from codexk8s.domain.run_requests import WAITING_SLOT_WORDS
 from codexk8s.services import projects, users
 from tests.conftest import ServedApp
 from tests.web.test_users_browser import sign_in
@@ -117,6 +118,18 @@ def test_member_changes_on_the_project_page_say_what_happened(
     with Session(served_engine) as session:
         stored = projects.require_by_key(session=session, key="members-page").settings
     assert (stored["trigger_bots"], stored["discussion_stages"]) == (["renovate[bot]"], ["plan"])
+
+    # Issue #18's waiting-slot policy: a select among the agent tools' settings.
+    policies = page.get_by_test_id("tool-policies")
+    expect(policies.get_by_test_id("waiting-slot")).to_have_text("keeps its slot")
+    policies.get_by_test_id("waiting-slot").click()
+    page.get_by_role("option", name=WAITING_SLOT_WORDS["release"], exact=True).click()
+    expect(page.get_by_test_id("project-notice")).to_have_text(
+        f"A run waiting for a person {WAITING_SLOT_WORDS['release']}."
+    )
+    with Session(served_engine) as session:
+        stored = projects.require_by_key(session=session, key="members-page").settings
+    assert stored["waiting_slot"] == "release"
 
 
 def test_platform_admin_creates_a_project(
