@@ -25,7 +25,8 @@ from codexk8s.web.state.agents import AgentsState
 from codexk8s.web.state.audit import AuditState
 from codexk8s.web.state.inbox import InboxState
 from codexk8s.web.state.overview import OverviewState
-from codexk8s.web.state.projects import ProjectPageState, ProjectsState
+from codexk8s.web.state.project import ProjectPageState
+from codexk8s.web.state.projects import ProjectsState
 from codexk8s.web.state.run import RunState
 from codexk8s.web.state.runs import RunsState
 from codexk8s.web.state.start_run import StartRunState

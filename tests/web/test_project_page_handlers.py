@@ -21,7 +21,8 @@ from codexk8s.db.models import AgentRun, FlowEvent, Project, Repository, Slot
 from codexk8s.domain.authorization import Principal
 from codexk8s.services import projects, repositories
 from codexk8s.web.http.auth import SESSION_COOKIE
-from codexk8s.web.state.projects import ProjectPageState, ProjectsState
+from codexk8s.web.state.project import ProjectPageState
+from codexk8s.web.state.projects import ProjectsState
 from tests.conftest import reset_caches, run_async
 from tests.github_server import FakeGitHub, running_github
 from tests.web.live_context import dashboard_headers

@@ -19,7 +19,7 @@ from codexk8s.web.components.start_run import start_run_button
 from codexk8s.web.components.status import status_badge
 from codexk8s.web.pages.projects import _members
 from codexk8s.web.state.auth import AuthState
-from codexk8s.web.state.projects import COST_RANGES, ProjectPageState
+from codexk8s.web.state.project import COST_RANGES, ProjectPageState
 
 
 def _messages() -> rx.Component:
