@@ -4,9 +4,10 @@ launch() creates, or adopts when they exist already (HTTP 409), the objects mani
 builds, in order, and returns the Job's handle. Adoption rules: the namespace must carry
 `app.kubernetes.io/managed-by=codexk8s`, the same project and this installation's id; one that
 is still being deleted makes the launch wait (`WorkloadDeferredError`: the run is requeued). It
-gets the new run id as its `run-id` label. The ServiceAccount, Role, RoleBinding, quota,
-LimitRange and NetworkPolicy are applied server-side with the field manager `codexk8s`, so a
-lineage's namespace follows the current settings after an upgrade. The Secret is replaced,
+gets the new run id as its `run-id` label. The ServiceAccount, Role, RoleBinding, the log
+reader's RoleBinding (the control plane's own right to read logs there), quota, LimitRange and
+NetworkPolicy are applied server-side with the field manager `codexk8s`, so a lineage's
+namespace follows the current settings after an upgrade. The Secret is replaced,
 because a relaunch may carry a new run token. The Job, named `workload_name(run_id)`, is
 adopted as it is only when it is stamped with this installation and run: never a second Job
 for one run, never another installation's Job. Once the Job exists, the Secret gets the Job as
@@ -60,6 +61,7 @@ from codexk8s.adapters.kubernetes.manifests import (
     EgressRule,
     RunNetworkSettings,
     RunPodSettings,
+    ServiceAccountRef,
 )
 from codexk8s.adapters.kubernetes.status import (
     DEFAULT_STARTUP_GRACE_SECONDS,
@@ -130,6 +132,7 @@ class KubernetesRuntime:
         watch_workers: int = 4,
         installation: str = "",
         network: RunNetworkSettings | None = None,
+        control_plane: ServiceAccountRef | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         if not manifests.is_dns_label(namespace_prefix):
@@ -141,6 +144,8 @@ class KubernetesRuntime:
             f",{INSTALLATION_LABEL}={installation}" if installation else ""
         )
         self.network = network or RunNetworkSettings()
+        # Whom each run namespace lets read its pods' logs: the control plane's own identity.
+        self.control_plane = control_plane or ServiceAccountRef()
         self._api_client = api_client
         self._core = k8s.CoreV1Api(api_client)
         self._batch = k8s.BatchV1Api(api_client)
@@ -233,6 +238,7 @@ class KubernetesRuntime:
                 rbac.patch_namespaced_role_binding,
                 manifests.role_binding_manifest(namespace, spec, **stamp),
             ),
+            (rbac.patch_namespaced_role_binding, self._log_reader_binding(namespace)),
             (
                 core.patch_namespaced_resource_quota,
                 manifests.resource_quota_manifest(namespace, spec, settings, **stamp),
@@ -254,6 +260,11 @@ class KubernetesRuntime:
         if not await self._create(core.create_namespaced_secret, namespace, secret):
             await self._replace_secret(namespace, secret)
         return await self._create_job(namespace, job_body, spec.run_id)
+
+    def _log_reader_binding(self, namespace: str) -> Obj:
+        return manifests.log_reader_binding_manifest(
+            namespace, self.control_plane, installation=self.installation
+        )
 
     async def _apply(self, apply: Callable[..., Any], namespace: str, body: Obj) -> None:
         kind, name = body["kind"], body["metadata"]["name"]
@@ -680,6 +691,9 @@ def from_settings(
         image_default=image_default,
         installation=installation,
         network=network_from_settings(settings),
+        control_plane=ServiceAccountRef(
+            settings.control_plane_namespace, settings.control_plane_service_account
+        ),
         pod_settings=pod_settings,
         **options,
     )
