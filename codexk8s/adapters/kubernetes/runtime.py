@@ -21,11 +21,14 @@ status() reads one Job and its pods; list_workloads() lists this installation's 
 once across namespaces (from the API server's watch cache); for a Job without a pod after the
 rejection grace it reads the Job's `FailedCreate` events, so a pod that admission refuses fails
 the run with the refusal instead of holding the slot until the deadline. watch() is watch.py's
-two-kind watch; stream_logs() is logs.py's follower. cancel() deletes the Job (background
-propagation) and then its pods with the given grace period, because the grace period of a Job's
-own deletion does not reach its pods. cancel() and cleanup() refuse any namespace outside this
-runtime's prefix; cleanup() deletes the run's namespace. list_leftovers() lists this
-installation's run namespaces, so the control loop can remove those no stored run points to.
+two-kind watch; stream_logs() is logs.py's follower: a log read refused (403) applies the log
+reader's RoleBinding once and tries again, for runs launched before there was one (a namespace
+from an older release whose next launch has not come yet). cancel() deletes the Job
+(background propagation) and then its pods with the given grace period, because the grace
+period of a Job's own deletion does not reach its pods. cancel() and cleanup() refuse any
+namespace outside this runtime's prefix; cleanup() deletes the run's namespace.
+list_leftovers() lists this installation's run namespaces, so the control loop can remove those
+no stored run points to.
 
 Every API call has a timeout and goes through client.ApiCaller (retries on 429/5xx/timeouts).
 Errors the control loop should record surface as `WorkloadRuntimeError`.
@@ -40,6 +43,7 @@ import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from kubernetes import client as k8s
@@ -265,6 +269,17 @@ class KubernetesRuntime:
         return manifests.log_reader_binding_manifest(
             namespace, self.control_plane, installation=self.installation
         )
+
+    async def _grant_log_access(self, namespace: str) -> None:
+        """Apply the log reader's RoleBinding in NAMESPACE, where a log read was refused."""
+        try:
+            await self._apply(
+                self._rbac.patch_namespaced_role_binding,
+                namespace,
+                self._log_reader_binding(namespace),
+            )
+        except WorkloadRuntimeError as exc:
+            log.warning("could not let the control plane read logs in %s: %s", namespace, exc)
 
     async def _apply(self, apply: Callable[..., Any], namespace: str, body: Obj) -> None:
         kind, name = body["kind"], body["metadata"]["name"]
@@ -509,7 +524,7 @@ class KubernetesRuntime:
     async def stream_logs(
         self, handle: WorkloadHandle, *, follow: bool, after: str | None = None
     ) -> AsyncIterator[LogLine]:
-        _namespace_of(handle)
+        namespace = _namespace_of(handle)
         streamer = PodLogStreamer(
             self._caller,
             self._core,
@@ -518,6 +533,11 @@ class KubernetesRuntime:
             poll_interval=self._log_poll_interval,
             read_timeout=self._log_read_timeout,
             resume_margin_seconds=self._log_margin,
+            on_forbidden=(
+                partial(self._grant_log_access, namespace)
+                if self.owns_namespace(namespace)
+                else None
+            ),
         )
         async for line in streamer.stream(follow=follow, after=after):
             yield line
