@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     control_plane_namespace: str = Field(
         default="codexk8s", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
     )
+    # The ServiceAccount the control plane runs as (in CONTROL_PLANE_NAMESPACE): each run
+    # namespace binds the run log reader (deploy/rbac/run-log-reader.yaml) to it.
+    control_plane_service_account: str = Field(
+        default="codexk8s-control-plane", pattern=r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"
+    )
     control_plane_labels: str = (
         "app.kubernetes.io/name=codexk8s,app.kubernetes.io/component=control-plane"
     )

@@ -16,7 +16,13 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from codexk8s.adapters.kubernetes.permissions import CLUSTER_ROLE_NAME, granted
+from codexk8s.adapters.kubernetes.permissions import (
+    CLUSTER_ROLE_NAME,
+    LOG_READER_PERMISSIONS,
+    LOG_READER_ROLE_NAME,
+    PERMISSIONS,
+    rules,
+)
 from codexk8s.adapters.kubernetes.runtime import network_from_settings
 from codexk8s.config import Settings
 
@@ -93,28 +99,28 @@ def test_every_object_passes_the_official_schema(overlay: str, version: str) -> 
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_cluster_role_grants_exactly_the_declared_permissions(overlay: str) -> None:
+def test_the_cluster_roles_grant_exactly_the_declared_permissions(overlay: str) -> None:
     docs = build(overlay)
-    role = only(docs, "ClusterRole")
-    assert role["metadata"]["name"] == CLUSTER_ROLE_NAME
-    triples = {
-        (group, resource, verb)
-        for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
-    assert triples == granted()
-    assert not any(
-        rule.get("resourceNames") or rule.get("nonResourceURLs") for rule in role["rules"]
-    )
+    assert only(docs, "ClusterRole", CLUSTER_ROLE_NAME)["rules"] == rules(PERMISSIONS)
+    assert only(docs, "ClusterRole", LOG_READER_ROLE_NAME)["rules"] == rules(LOG_READER_PERMISSIONS)
+    # Only the control plane's role is bound cluster-wide; the log reader, per run namespace.
     binding = only(docs, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == CLUSTER_ROLE_NAME
-    pod = control_plane(docs)["spec"]["template"]["spec"]
+    deployment = control_plane(docs)
+    pod = deployment["spec"]["template"]["spec"]
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": "codexk8s"}
     ]
     only(docs, "ServiceAccount", pod["serviceAccountName"])
+    # The runtime binds the log reader to the ServiceAccount its pod runs as, which the
+    # Deployment tells it (the default is the same, for a control plane run otherwise).
+    (app,) = pod["containers"]
+    assert {
+        "name": "CODEXK8S_CONTROL_PLANE_SERVICE_ACCOUNT",
+        "valueFrom": {"fieldRef": {"fieldPath": "spec.serviceAccountName"}},
+    } in app["env"]
+    assert Settings().control_plane_service_account == pod["serviceAccountName"]
+    assert Settings().control_plane_namespace == deployment["metadata"]["namespace"]
 
 
 def assert_locked_down(pod: dict[str, Any]) -> None:

@@ -56,6 +56,8 @@ REPOSITORY = "Codertocat/Hello-World"
 PUBLIC = "https://codexk8s.lane.test"
 IMAGE = "registry.invalid/codexk8s-agent:lane"
 CONTROL_PLANE = ("codexk8s", "codexk8s-control-plane")
+LOG_READER = "codexk8s-run-log-reader"
+RBAC_GROUP = "rbac.authorization.k8s.io"
 
 
 def eventually(what: str, check: Callable[[], T | None], timeout: float = 60.0) -> T:
@@ -143,6 +145,19 @@ class Lane:
     def lines(self, run_id: int) -> list[str]:
         return [line.line for line in run_logs.read_lines(get_engine(), run_id=run_id)]
 
+    async def stop(self) -> None:
+        await self.control_loop.stop()
+        self.runtime.close()
+
+    async def restart(self, *, before_start: Callable[[], object] = lambda: None) -> None:
+        """A new control plane (runtime and control loop), as after an upgrade: BEFORE_START
+        runs in between, to change its settings or the cluster."""
+        await self.stop()
+        before_start()
+        self.runtime = make_runtime()
+        self.control_loop = make_control_loop(self.runtime)
+        await self.control_loop.start()
+
     def service_comment(self, number: int) -> str:
         repo = self.github.repos[REPOSITORY.lower()]
         found = [c["body"] for c in repo.comments_on(number) if SERVICE_MARKER in c["body"]]
@@ -203,13 +218,14 @@ async def lane(
 ) -> AsyncIterator[Lane]:
     lane_settings(monkeypatch, control_plane_kubeconfig)
     runtime = make_runtime()
-    control_loop = make_control_loop(runtime)
-    await control_loop.start()
+    started = Lane(
+        kube_cluster, github, runtime, make_control_loop(runtime), kube_cluster.admin_client()
+    )
+    await started.control_loop.start()
     try:
-        yield Lane(kube_cluster, github, runtime, control_loop, kube_cluster.admin_client())
+        yield started
     finally:
-        await control_loop.stop()
-        runtime.close()
+        await started.stop()  # the one running now, also after a test's restart()
 
 
 # -- a run, end to end ----------------------------------------------------------------------------
@@ -233,6 +249,15 @@ async def test_a_labelled_issue_runs_as_a_job_and_reports_back(lane: Lane) -> No
     networking = client.NetworkingV1Api(lane.admin)
     policy = networking.read_namespaced_network_policy("codexk8s-run", namespace)
     assert policy.spec.policy_types == ["Ingress", "Egress"]
+    # The control plane reads this run's log through the log reader it bound here to itself.
+    reader = client.RbacAuthorizationV1Api(lane.admin).read_namespaced_role_binding(
+        LOG_READER, namespace
+    )
+    assert (reader.role_ref.kind, reader.role_ref.name) == ("ClusterRole", LOG_READER)
+    assert [(s.kind, s.namespace, s.name) for s in reader.subjects] == [
+        ("ServiceAccount", *CONTROL_PLANE)
+    ]
+    assert may_read_logs(lane.admin, namespace)
     await lane.status(run_id, "running")
 
     log = lane.cluster.pod_log(namespace, pod.metadata.name)
@@ -372,6 +397,106 @@ def test_the_control_plane_cannot_take_over_or_weaken_a_namespace(
         core_admin.delete_namespace(squatted)
 
 
+def may_read_logs(admin: client.ApiClient, namespace: str) -> bool:
+    """What the API server's authorizer answers for the control plane's `get pods/log` there."""
+    attributes = {"namespace": namespace, "verb": "get", "resource": "pods", "subresource": "log"}
+    user = "system:serviceaccount:{}:{}".format(*CONTROL_PLANE)
+    review = client.AuthorizationV1Api(admin).create_subject_access_review(
+        {"spec": {"user": user, "resourceAttributes": attributes}}
+    )
+    return bool(review.status.allowed)
+
+
+def refused(write: Callable[[], Any]) -> str:
+    """The API server's message for WRITE, which must be Forbidden."""
+    with pytest.raises(ApiException) as caught:
+        write()
+    assert caught.value.status == 403, caught.value.body
+    return str(json.loads(caught.value.body)["message"])
+
+
+@pytest.mark.parametrize("namespace", ["default", "kube-system"])
+def test_the_control_plane_cannot_read_logs_outside_run_namespaces(
+    kube_cluster: Cluster, control_plane_kubeconfig: Path, namespace: str
+) -> None:
+    """A pod's log the admin reads in another namespace is Forbidden to the control plane: its
+    ClusterRole has no pods/log, and the log reader is bound only in run namespaces."""
+    admin = kube_cluster.admin_client()
+    core_admin = client.CoreV1Api(admin)
+    name = f"lane-other-{uuid.uuid4().hex[:6]}"
+    core_admin.create_namespaced_pod(namespace, {"metadata": {"name": name}, "spec": {
+        "restartPolicy": "Never", "containers": [{"name": "c", "image": IMAGE}]}})  # fmt: skip
+    api = client.ApiClient(configuration(control_plane_kubeconfig))
+    try:
+        eventually(
+            "the pod to be scheduled",
+            lambda: core_admin.read_namespaced_pod(name, namespace).spec.node_name,
+        )
+        kube_cluster.pod_log(namespace, name).write("a token someone printed")
+        assert "a token someone printed" in core_admin.read_namespaced_pod_log(name, namespace)
+        message = refused(lambda: client.CoreV1Api(api).read_namespaced_pod_log(name, namespace))
+        assert 'cannot get resource "pods/log"' in message
+        assert not may_read_logs(admin, namespace)
+    finally:
+        api.close()
+        core_admin.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+
+
+def test_the_control_plane_binds_the_log_reader_only_to_itself(
+    kube_cluster: Cluster, control_plane_kubeconfig: Path
+) -> None:
+    """RBAC lets the control plane bind the log reader (and no other ClusterRole) in its run
+    namespaces; the admission policy lets it bind that only to itself, the agent's Role only
+    to the agent, and write no Role that grants anything."""
+    admin = kube_cluster.admin_client()
+    api = client.ApiClient(configuration(control_plane_kubeconfig))
+    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+    namespace = f"codexk8s-run-bind-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": namespace, "labels": {
+        "app.kubernetes.io/managed-by": "codexk8s",
+        "pod-security.kubernetes.io/enforce": "restricted"}}})  # fmt: skip
+    me = {"kind": "ServiceAccount", "namespace": CONTROL_PLANE[0], "name": CONTROL_PLANE[1]}
+    agent = {"kind": "ServiceAccount", "namespace": namespace, "name": "codexk8s-agent"}
+    everyone = {"kind": "Group", "name": "system:authenticated", "apiGroup": RBAC_GROUP}
+
+    def bind(kind: str, role: str, *subjects: dict[str, str]) -> Any:
+        return rbac.create_namespaced_role_binding(namespace, {
+            "metadata": {"name": f"lane-{uuid.uuid4().hex[:6]}"}, "subjects": list(subjects),
+            "roleRef": {"apiGroup": RBAC_GROUP, "kind": kind, "name": role}})  # fmt: skip
+
+    only_allowed = (
+        "may only bind Role codexk8s-agent to its ServiceAccount and ClusterRole "
+        f"{LOG_READER} to itself"
+    )
+    try:
+        assert not may_read_logs(admin, namespace)
+        assert only_allowed in refused(lambda: bind("ClusterRole", LOG_READER, agent))
+        assert only_allowed in refused(lambda: bind("ClusterRole", LOG_READER, everyone))
+        assert only_allowed in refused(lambda: bind("ClusterRole", LOG_READER, me, agent))
+        # Not any ClusterRole: `bind` names the log reader only (RBAC's escalation check).
+        assert "not currently held" in refused(lambda: bind("ClusterRole", "view", me))
+        # The agent's empty Role, bound to anyone but the agent (RBAC allows: it grants nothing).
+        rbac.create_namespaced_role(namespace, {"metadata": {"name": "codexk8s-agent"}})
+        assert only_allowed in refused(lambda: bind("Role", "codexk8s-agent", everyone))
+        # A Role granting what the control plane holds passes RBAC; admission refuses it.
+        jobs = {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]}
+        role = {"metadata": {"name": "lane-jobs"}, "rules": [jobs]}
+        message = refused(lambda: rbac.create_namespaced_role(namespace, role))
+        assert "may only write Roles that grant nothing" in message
+        # What the runtime does is allowed, and lets it read logs here, and only here.
+        mine = bind("ClusterRole", LOG_READER, me)
+        eventually("the log reader to take effect", lambda: may_read_logs(admin, namespace))
+        assert not may_read_logs(admin, "default")
+        widened = {"subjects": [me, agent]}
+        message = refused(
+            lambda: rbac.patch_namespaced_role_binding(mine.metadata.name, namespace, widened)
+        )
+        assert only_allowed in message
+    finally:
+        api.close()
+        client.CoreV1Api(admin).delete_namespace(namespace)
+
+
 # -- when the pod cannot start ---------------------------------------------------------------------
 
 
@@ -472,14 +597,16 @@ async def test_a_lineage_namespace_follows_new_pod_settings(
     namespace = pod.metadata.namespace
     lane.cluster.exit_pod(namespace, pod.metadata.name, 0)
     await lane.status(first, "succeeded")
-    await lane.control_loop.stop()
-    lane.runtime.close()
-    # An upgrade with bigger pods: the old quota and LimitRange would refuse the new pod.
-    profile = {"resources": {"requests": {"memory": "6Gi"}, "limits": {"memory": "12Gi"}}}
-    lane_settings(monkeypatch, control_plane_kubeconfig, RUN_POD=json.dumps(profile))
-    lane.runtime = make_runtime()
-    lane.control_loop = make_control_loop(lane.runtime)
-    await lane.control_loop.start()
+    rbac = client.RbacAuthorizationV1Api(lane.admin)
+
+    def upgrade() -> None:
+        # A namespace of a release that bound no log reader (and read logs cluster-wide).
+        rbac.delete_namespaced_role_binding(LOG_READER, namespace)
+        # Bigger pods: the old quota and LimitRange would refuse the new pod.
+        profile = {"resources": {"requests": {"memory": "6Gi"}, "limits": {"memory": "12Gi"}}}
+        lane_settings(monkeypatch, control_plane_kubeconfig, RUN_POD=json.dumps(profile))
+
+    await lane.restart(before_start=upgrade)
     revise = lane.label(109, "run:dev:revise")
     pod = await lane.pod(revise)
     assert pod.metadata.namespace == namespace
@@ -488,6 +615,30 @@ async def test_a_lineage_namespace_follows_new_pod_settings(
     assert limits.spec.limits[0].max["memory"] == "12Gi"
     quota = lane.core.read_namespaced_resource_quota("codexk8s-run", namespace)
     assert quota.spec.hard["limits.memory"] == str(2 * 12 * 1024**3)
+    assert rbac.read_namespaced_role_binding(LOG_READER, namespace).role_ref.name == LOG_READER
+
+
+async def test_a_run_from_before_the_log_reader_keeps_its_log_after_the_upgrade(lane: Lane) -> None:
+    """A run launched by a release that bound no log reader, still running after the upgrade:
+    the new control plane's first read of its log is refused, binds the reader, and reads."""
+    run_id = lane.label(113)
+    pod = await lane.pod(run_id)
+    namespace = pod.metadata.namespace
+    await lane.status(run_id, "running")
+    rbac = client.RbacAuthorizationV1Api(lane.admin)
+
+    def unbind() -> None:
+        rbac.delete_namespaced_role_binding(LOG_READER, namespace)
+        eventually("the log reader to be gone", lambda: not may_read_logs(lane.admin, namespace))
+
+    await lane.restart(before_start=unbind)
+    log = lane.cluster.pod_log(namespace, pod.metadata.name)
+    log.write("after the upgrade")
+    await until("the line to be stored", lambda: lane.lines(run_id) == ["after the upgrade"])
+    subjects = rbac.read_namespaced_role_binding(LOG_READER, namespace).subjects
+    assert [(s.namespace, s.name) for s in subjects] == [CONTROL_PLANE]
+    lane.cluster.exit_pod(namespace, pod.metadata.name, 0)
+    await lane.status(run_id, "succeeded")
 
 
 # -- restarts and the watch -----------------------------------------------------------------------
@@ -629,9 +780,10 @@ async def test_api_requests_per_run(lane: Lane) -> None:
     per_run = {key: value for key, value in per_run.items() if value}
     shown = {f"{verb} {resource}": round(n, 1) for (verb, resource), n in sorted(per_run.items())}
     print("API requests per run:", json.dumps(shown))
-    # Launch is nine writes, whatever the watch and the sweep add.
+    # Launch is eleven writes (three creates, seven applies with the log reader's binding, the
+    # Secret's replace), whatever the watch and the sweep add; reading the log costs none.
     writes = sum(n for (verb, _), n in per_run.items() if verb in ("create", "patch", "replace"))
-    assert 9 <= writes <= 11, per_run
+    assert 10 <= writes <= 12, per_run
 
 
 def _calls() -> dict[tuple[str, str], float]:

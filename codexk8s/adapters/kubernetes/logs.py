@@ -16,7 +16,9 @@ no line is lost or repeated as long as the clocks differ by less than the margin
 
 When a follow ends cleanly while the container still runs, the stream was cut (an API server or
 proxy timeout) and is reopened. When the container has terminated, one last read without
-follow from the cursor collects anything written between a cut and the end.
+follow from the cursor collects anything written between a cut and the end. A read refused
+with 403 calls `on_forbidden` once (the runtime grants itself the log reader in that
+namespace) and is tried again after a pause.
 
 Kubernetes merges stdout and stderr into one stream, so every line is reported as "stdout".
 """
@@ -26,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -156,6 +158,7 @@ class PodLogStreamer:
         poll_interval: float,
         read_timeout: float,
         resume_margin_seconds: float,
+        on_forbidden: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         if not handle.namespace:
             raise WorkloadRuntimeError(f"workload {handle.name} has no namespace")
@@ -167,6 +170,7 @@ class PodLogStreamer:
         self._poll_interval = poll_interval
         self._read_timeout = read_timeout
         self._margin = resume_margin_seconds
+        self._on_forbidden = on_forbidden
 
     async def _pods(self) -> Sequence[Mapping[str, Any]]:
         what = f"list pods of {self._namespace}/{self._job}"
@@ -252,7 +256,10 @@ class PodLogStreamer:
             except ApiException as exc:
                 if exc.status == 404:
                     return  # the pod is gone, and its log with it
-                if not is_retryable(exc) and exc.status != 400:
+                if exc.status == 403 and self._on_forbidden is not None:
+                    on_forbidden, self._on_forbidden = self._on_forbidden, None
+                    await on_forbidden()
+                elif not is_retryable(exc) and exc.status != 400:
                     raise WorkloadRuntimeError(f"logs of {name}: {describe(exc)}") from exc
                 error = exc
             except Exception as exc:

@@ -10,6 +10,9 @@ Per run (or per revise lineage, which reuses one namespace) the runtime creates,
   privilege is "nothing", in particular nothing on secrets, and the grant is declared in one
   auditable place. (An empty Role also keeps the control plane's own ClusterRole small: RBAC
   only lets a subject create a Role granting what it holds itself.);
+- a RoleBinding `codexk8s-run-log-reader` of the ClusterRole of that name (pods/log: get) to the
+  control plane's own ServiceAccount: the control plane reads logs only where it has bound this,
+  i.e. in its run namespaces (see permissions.py);
 - a ResourceQuota and a LimitRange that cap what the namespace can consume;
 - a NetworkPolicy `codexk8s-run` that denies all ingress and allows only the egress a run needs
   (see `network_policy_manifest`): DNS, the control plane's pods (brief, events, model proxy)
@@ -37,6 +40,7 @@ from typing import Any
 
 from kubernetes.utils import parse_quantity
 
+from codexk8s.adapters.kubernetes.permissions import LOG_READER_ROLE_NAME
 from codexk8s.domain.runtime import PodProfile, WorkloadSpec, workload_name
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -69,6 +73,19 @@ DNS_LABEL_MAX = 63
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _LINEAGE_HASH_CHARS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAccountRef:
+    """A ServiceAccount by namespace and name; the defaults are deploy/'s control plane."""
+
+    namespace: str = "codexk8s"
+    name: str = "codexk8s-control-plane"
+
+    @property
+    def username(self) -> str:
+        """The user name the API server authenticates this ServiceAccount's tokens as."""
+        return f"system:serviceaccount:{self.namespace}:{self.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,6 +331,35 @@ def role_binding_manifest(
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ROLE_NAME},
         "subjects": [
             {"kind": "ServiceAccount", "name": SERVICE_ACCOUNT_NAME, "namespace": namespace}
+        ],
+    }
+
+
+def log_reader_binding_manifest(
+    namespace: str, control_plane: ServiceAccountRef, *, installation: str = ""
+) -> dict[str, Any]:
+    """Lets the control plane's ServiceAccount read pod logs in this run namespace, and only here.
+
+    Nothing in it depends on a run, so any launch (or a log reader finding it missing) applies
+    the same object."""
+    stamp = {INSTALLATION_LABEL: installation} if installation else {}
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _metadata(
+            LOG_READER_ROLE_NAME, namespace, {MANAGED_BY_LABEL: MANAGED_BY, **stamp}
+        ),
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": LOG_READER_ROLE_NAME,
+        },
+        "subjects": [
+            {
+                "kind": "ServiceAccount",
+                "name": control_plane.name,
+                "namespace": control_plane.namespace,
+            }
         ],
     }
 
@@ -596,6 +642,7 @@ def run_manifests(
     image: str,
     settings: RunPodSettings,
     network: RunNetworkSettings | None = None,
+    control_plane: ServiceAccountRef | None = None,
     installation: str = "",
 ) -> list[dict[str, Any]]:
     """Every object of one run, in creation order (the Job last: its pod needs the rest)."""
@@ -605,6 +652,7 @@ def run_manifests(
         service_account_manifest(namespace, spec, settings, **stamp),
         role_manifest(namespace, spec, **stamp),
         role_binding_manifest(namespace, spec, **stamp),
+        log_reader_binding_manifest(namespace, control_plane or ServiceAccountRef(), **stamp),
         resource_quota_manifest(namespace, spec, settings, **stamp),
         limit_range_manifest(namespace, spec, settings, **stamp),
         network_policy_manifest(namespace, spec, network, **stamp),

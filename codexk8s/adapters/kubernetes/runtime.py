@@ -4,9 +4,10 @@ launch() creates, or adopts when they exist already (HTTP 409), the objects mani
 builds, in order, and returns the Job's handle. Adoption rules: the namespace must carry
 `app.kubernetes.io/managed-by=codexk8s`, the same project and this installation's id; one that
 is still being deleted makes the launch wait (`WorkloadDeferredError`: the run is requeued). It
-gets the new run id as its `run-id` label. The ServiceAccount, Role, RoleBinding, quota,
-LimitRange and NetworkPolicy are applied server-side with the field manager `codexk8s`, so a
-lineage's namespace follows the current settings after an upgrade. The Secret is replaced,
+gets the new run id as its `run-id` label. The ServiceAccount, Role, RoleBinding, the log
+reader's RoleBinding (the control plane's own right to read logs there), quota, LimitRange and
+NetworkPolicy are applied server-side with the field manager `codexk8s`, so a lineage's
+namespace follows the current settings after an upgrade. The Secret is replaced,
 because a relaunch may carry a new run token. The Job, named `workload_name(run_id)`, is
 adopted as it is only when it is stamped with this installation and run: never a second Job
 for one run, never another installation's Job. Once the Job exists, the Secret gets the Job as
@@ -20,11 +21,14 @@ status() reads one Job and its pods; list_workloads() lists this installation's 
 once across namespaces (from the API server's watch cache); for a Job without a pod after the
 rejection grace it reads the Job's `FailedCreate` events, so a pod that admission refuses fails
 the run with the refusal instead of holding the slot until the deadline. watch() is watch.py's
-two-kind watch; stream_logs() is logs.py's follower. cancel() deletes the Job (background
-propagation) and then its pods with the given grace period, because the grace period of a Job's
-own deletion does not reach its pods. cancel() and cleanup() refuse any namespace outside this
-runtime's prefix; cleanup() deletes the run's namespace. list_leftovers() lists this
-installation's run namespaces, so the control loop can remove those no stored run points to.
+two-kind watch; stream_logs() is logs.py's follower: a log read refused (403) applies the log
+reader's RoleBinding once and tries again, for runs launched before there was one (a namespace
+from an older release whose next launch has not come yet). cancel() deletes the Job
+(background propagation) and then its pods with the given grace period, because the grace
+period of a Job's own deletion does not reach its pods. cancel() and cleanup() refuse any
+namespace outside this runtime's prefix; cleanup() deletes the run's namespace.
+list_leftovers() lists this installation's run namespaces, so the control loop can remove those
+no stored run points to.
 
 Every API call has a timeout and goes through client.ApiCaller (retries on 429/5xx/timeouts).
 Errors the control loop should record surface as `WorkloadRuntimeError`.
@@ -39,6 +43,7 @@ import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from kubernetes import client as k8s
@@ -60,6 +65,7 @@ from codexk8s.adapters.kubernetes.manifests import (
     EgressRule,
     RunNetworkSettings,
     RunPodSettings,
+    ServiceAccountRef,
 )
 from codexk8s.adapters.kubernetes.status import (
     DEFAULT_STARTUP_GRACE_SECONDS,
@@ -130,6 +136,7 @@ class KubernetesRuntime:
         watch_workers: int = 4,
         installation: str = "",
         network: RunNetworkSettings | None = None,
+        control_plane: ServiceAccountRef | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         if not manifests.is_dns_label(namespace_prefix):
@@ -141,6 +148,8 @@ class KubernetesRuntime:
             f",{INSTALLATION_LABEL}={installation}" if installation else ""
         )
         self.network = network or RunNetworkSettings()
+        # Whom each run namespace lets read its pods' logs: the control plane's own identity.
+        self.control_plane = control_plane or ServiceAccountRef()
         self._api_client = api_client
         self._core = k8s.CoreV1Api(api_client)
         self._batch = k8s.BatchV1Api(api_client)
@@ -233,6 +242,7 @@ class KubernetesRuntime:
                 rbac.patch_namespaced_role_binding,
                 manifests.role_binding_manifest(namespace, spec, **stamp),
             ),
+            (rbac.patch_namespaced_role_binding, self._log_reader_binding(namespace)),
             (
                 core.patch_namespaced_resource_quota,
                 manifests.resource_quota_manifest(namespace, spec, settings, **stamp),
@@ -254,6 +264,22 @@ class KubernetesRuntime:
         if not await self._create(core.create_namespaced_secret, namespace, secret):
             await self._replace_secret(namespace, secret)
         return await self._create_job(namespace, job_body, spec.run_id)
+
+    def _log_reader_binding(self, namespace: str) -> Obj:
+        return manifests.log_reader_binding_manifest(
+            namespace, self.control_plane, installation=self.installation
+        )
+
+    async def _grant_log_access(self, namespace: str) -> None:
+        """Apply the log reader's RoleBinding in NAMESPACE, where a log read was refused."""
+        try:
+            await self._apply(
+                self._rbac.patch_namespaced_role_binding,
+                namespace,
+                self._log_reader_binding(namespace),
+            )
+        except WorkloadRuntimeError as exc:
+            log.warning("could not let the control plane read logs in %s: %s", namespace, exc)
 
     async def _apply(self, apply: Callable[..., Any], namespace: str, body: Obj) -> None:
         kind, name = body["kind"], body["metadata"]["name"]
@@ -498,7 +524,7 @@ class KubernetesRuntime:
     async def stream_logs(
         self, handle: WorkloadHandle, *, follow: bool, after: str | None = None
     ) -> AsyncIterator[LogLine]:
-        _namespace_of(handle)
+        namespace = _namespace_of(handle)
         streamer = PodLogStreamer(
             self._caller,
             self._core,
@@ -507,6 +533,11 @@ class KubernetesRuntime:
             poll_interval=self._log_poll_interval,
             read_timeout=self._log_read_timeout,
             resume_margin_seconds=self._log_margin,
+            on_forbidden=(
+                partial(self._grant_log_access, namespace)
+                if self.owns_namespace(namespace)
+                else None
+            ),
         )
         async for line in streamer.stream(follow=follow, after=after):
             yield line
@@ -680,6 +711,9 @@ def from_settings(
         image_default=image_default,
         installation=installation,
         network=network_from_settings(settings),
+        control_plane=ServiceAccountRef(
+            settings.control_plane_namespace, settings.control_plane_service_account
+        ),
         pod_settings=pod_settings,
         **options,
     )

@@ -10,7 +10,9 @@ There are no controllers: tests play the Job controller and the kubelet with `st
 `set_status`, `write_log` and `end_log`. Server-side apply (PATCH with
 `application/apply-patch+yaml`) creates or replaces the object and records its field manager;
 `add_event` records an event that `fieldSelector` lists find. Query parameters of every request
-are kept (`requests_with`), so tests can check `fieldValidation` and `resourceVersion`.
+are kept (`requests_with`), so tests can check `fieldValidation` and `resourceVersion`. Pod
+logs are served only in namespaces holding a RoleBinding of the ClusterRole `log_reader`
+(else 403), as deploy/rbac's RBAC does; `log_reader = None` serves them everywhere.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from typing import Any
 import attrs
 import kmock
 from kmock._internal import parsing as kmock_parsing
+
+from codexk8s.adapters.kubernetes.permissions import LOG_READER_ROLE_NAME
 
 Obj = dict[str, Any]
 
@@ -44,6 +48,7 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "events": ("v1", "Event", True),
 }
 APPLY_PATCH = "application/apply-patch+yaml"
+RBAC_GROUP = "rbac.authorization.k8s.io"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 DROP_CLEAN = "drop-clean"
 DROP_ABRUPT = "drop-abrupt"
@@ -187,6 +192,8 @@ class FakeCluster:
         # (method, plural) -> seconds to stall after applying each of the next such requests
         self.stalls: dict[tuple[str, str], list[float]] = {}
         self.api: FakeApiServer | None = None
+        # The ClusterRole whose RoleBinding in a namespace lets the caller read logs there.
+        self.log_reader: str | None = LOG_READER_ROLE_NAME
 
     # -- object store ------------------------------------------------------------------------
 
@@ -503,6 +510,12 @@ class FakeCluster:
         self, route: Route, params: Mapping[str, str], request: kmock.Request
     ) -> AsyncIterator[bytes]:
         namespace, pod = route.namespace or "", route.name or ""
+        if self.log_reader is not None and not any(
+            binding["roleRef"] == {"apiGroup": RBAC_GROUP, "kind": "ClusterRole",
+                                   "name": self.log_reader}
+            for binding in self.items("rolebindings", namespace)
+        ):  # fmt: skip
+            raise kube_error(403, "Forbidden", f"cannot get resource pods/log in {namespace}")
         self._existing("pods", namespace, pod)
         return self._log_stream(self.pod_log(namespace, pod), params, request)
 
@@ -578,6 +591,11 @@ class FakeApiServer(kmock.KubernetesScaffold):
                     # A server-side apply that creates its object is authorized as `create`
                     # too (what the kube lane's API server answered without it: 403).
                     yield verb[0], verb[1], "create"
+                role = (request.data or {}).get("roleRef") if verb[1] == "rolebindings" else None
+                if role and role.get("kind") == "ClusterRole":
+                    # Binding a ClusterRole the requester does not hold is authorized as `bind`
+                    # on it (RBAC escalation rules; the agent's empty Role needs no such grant).
+                    yield RBAC_GROUP, "clusterroles", "bind"
 
     def requests_with(self, method: str, plural: str) -> list[Mapping[str, str]]:
         """The query parameters of every METHOD request on PLURAL so far."""

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from codexk8s.adapters.kubernetes.logs import LineReader, LogCursor, timestamp_nanos
+from codexk8s.adapters.kubernetes.permissions import LOG_READER_ROLE_NAME
 from codexk8s.adapters.kubernetes.runtime import KubernetesRuntime
 from codexk8s.domain.runtime import LogLine, WorkloadHandle, WorkloadRuntimeError
 from tests.adapters.kubernetes.conftest import Sleeps, make_runtime, make_spec
@@ -120,6 +121,38 @@ async def test_reading_a_finished_pods_log(
     assert request["timestamps"] == "true"
     assert request["container"] == "agent"
     assert request.get("follow", "false") == "false"
+
+
+async def test_a_run_from_before_the_log_reader_binds_it_when_its_log_is_refused(
+    runtime: KubernetesRuntime, api: FakeApiServer, cluster: FakeCluster, sleeps: Sleeps
+) -> None:
+    """A run launched by an older release (no log reader in its namespace) that is still going
+    after the upgrade: the first refused read applies the binding, the next one reads."""
+    handle = await running_pod(runtime, cluster)
+    namespace = handle.namespace or ""
+    cluster.delete("rolebindings", namespace, LOG_READER_ROLE_NAME)
+    cluster.write_log(namespace, POD, *burst())
+    finish(cluster, handle)
+
+    lines = await collect(runtime.stream_logs(handle, follow=True))
+
+    assert [line.line for line in lines] == ["one", "two", "three", "four", "five", "six"]
+    assert cluster.get("rolebindings", namespace, LOG_READER_ROLE_NAME) is not None
+    assert len(log_requests(api)) == 2  # refused, then read
+    assert len(sleeps) == 1
+
+
+async def test_a_log_still_refused_after_binding_the_reader_is_an_error(
+    runtime: KubernetesRuntime, api: FakeApiServer, cluster: FakeCluster
+) -> None:
+    handle = await running_pod(runtime, cluster)
+    cluster.log_reader = "someone-elses-role"  # whatever the binding, the cluster says no
+    cluster.write_log(handle.namespace or "", POD, *burst())
+
+    with pytest.raises(WorkloadRuntimeError, match="403"):
+        await collect(runtime.stream_logs(handle, follow=True))
+    assert len(log_requests(api)) == 2  # one grant, one retry: no loop
+    assert len(api.requests_with("PATCH", "rolebindings")) == 2 + 1
 
 
 async def test_resuming_from_a_cursor_skips_exactly_what_was_read(

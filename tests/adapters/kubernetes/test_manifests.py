@@ -12,6 +12,7 @@ import pytest
 
 from codexk8s.adapters.kubernetes import manifests
 from codexk8s.adapters.kubernetes.manifests import EgressRule, RunNetworkSettings, RunPodSettings
+from codexk8s.adapters.kubernetes.permissions import LOG_READER_ROLE_NAME
 from codexk8s.domain.runtime import parse_pod_profile, workload_name
 from tests.adapters.kubernetes.conftest import IMAGE, PREFIX, make_spec
 
@@ -23,6 +24,7 @@ def all_manifests(
     *,
     settings: RunPodSettings | None = None,
     network: RunNetworkSettings | None = None,
+    control_plane: manifests.ServiceAccountRef | None = None,
     installation: str = "",
     **overrides: Any,
 ) -> list[dict[str, Any]]:
@@ -34,6 +36,7 @@ def all_manifests(
         image=IMAGE,
         settings=settings or RunPodSettings(),
         network=network,
+        control_plane=control_plane,
         installation=installation,
     )
 
@@ -86,6 +89,7 @@ def test_every_manifest_passes_the_strict_official_schema(version: str, full: bo
         "Namespace",
         "ServiceAccount",
         "Role",
+        "RoleBinding",
         "RoleBinding",
         "ResourceQuota",
         "LimitRange",
@@ -239,6 +243,36 @@ def test_the_agent_role_grants_nothing() -> None:
     assert binding["subjects"][0]["name"] == manifests.SERVICE_ACCOUNT_NAME
     service_account = next(m for m in all_manifests() if m["kind"] == "ServiceAccount")
     assert service_account["automountServiceAccountToken"] is False
+
+
+def test_the_log_reader_is_bound_to_the_control_plane_and_no_one_else() -> None:
+    platform = manifests.ServiceAccountRef("platform", "cp")
+    bindings = [
+        m
+        for m in all_manifests(control_plane=platform, installation="i1")
+        if m["kind"] == "RoleBinding"
+    ]
+    agent, logs = bindings
+    assert agent["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": manifests.ROLE_NAME,
+    }  # fmt: skip
+    assert logs["metadata"]["name"] == LOG_READER_ROLE_NAME
+    assert logs["metadata"]["namespace"] == agent["metadata"]["namespace"]
+    assert logs["metadata"]["labels"] == {
+        manifests.MANAGED_BY_LABEL: manifests.MANAGED_BY, manifests.INSTALLATION_LABEL: "i1",
+    }  # fmt: skip
+    assert logs["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": LOG_READER_ROLE_NAME,
+    }
+    assert logs["subjects"] == [{"kind": "ServiceAccount", "name": "cp", "namespace": "platform"}]
+    assert platform.username == "system:serviceaccount:platform:cp"
+    # The same object whatever the run: a log reader finding it missing applies it as it is.
+    other_run = manifests.log_reader_binding_manifest(
+        logs["metadata"]["namespace"], platform, installation="i1"
+    )
+    assert other_run == logs
 
 
 def _policy(**options: Any) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""The ClusterRole in deploy/ grants exactly the declared permissions, and those are exactly
-what the runtime uses against the API server."""
+"""The ClusterRoles in deploy/ grant exactly the declared permissions, and those are exactly
+what the runtime uses against the API server; the admission policy names the same identity,
+prefix and roles as the code."""
 
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from codexk8s.adapters.kubernetes.permissions import CLUSTER_ROLE_NAME, PERMISSIONS, granted
+from codexk8s.adapters.kubernetes import manifests
+from codexk8s.adapters.kubernetes.permissions import (
+    CLUSTER_ROLE_NAME,
+    LOG_READER_PERMISSIONS,
+    LOG_READER_ROLE_NAME,
+    PERMISSIONS,
+    granted,
+    rules,
+)
 from codexk8s.config import Settings
 from codexk8s.domain.runtime import FailureReason
 from tests.adapters.kubernetes.conftest import Sleeps, make_runtime, make_spec
@@ -28,31 +37,37 @@ def documents() -> list[dict[str, Any]]:
     return found
 
 
-def cluster_role() -> dict[str, Any]:
-    (role,) = [doc for doc in documents() if doc["kind"] == "ClusterRole"]
-    return role
+def only(kind: str, name: str | None = None) -> dict[str, Any]:
+    (found,) = [
+        doc
+        for doc in documents()
+        if doc["kind"] == kind and name in (None, doc["metadata"]["name"])
+    ]
+    return found
 
 
-def test_the_cluster_role_grants_exactly_the_declared_permissions() -> None:
-    role = cluster_role()
-    assert role["metadata"]["name"] == CLUSTER_ROLE_NAME
-    triples = {
-        (group, resource, verb)
-        for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
-    assert triples == granted()
-    assert all("*" not in part for triple in triples for part in triple)
-    assert not any(
-        rule.get("resourceNames") or rule.get("nonResourceURLs") for rule in role["rules"]
-    )
+@pytest.mark.parametrize(
+    ("name", "permissions"),
+    [(CLUSTER_ROLE_NAME, PERMISSIONS), (LOG_READER_ROLE_NAME, LOG_READER_PERMISSIONS)],
+)
+def test_each_cluster_role_grants_exactly_the_declared_permissions(
+    name: str, permissions: tuple[Any, ...]
+) -> None:
+    role = only("ClusterRole", name)
+    assert role["rules"] == rules(permissions)
+    assert all("*" not in part for triple in granted(permissions) for part in triple)
 
 
-def test_the_control_plane_cannot_read_secrets() -> None:
+def test_the_control_plane_reads_no_secrets_and_no_logs_cluster_wide() -> None:
     secret_verbs = {verb for group, resource, verb in granted() if resource == "secrets"}
     assert secret_verbs == {"create", "update"}
+    assert not {resource for _, resource, _ in granted()} & {"pods/log", "pods/exec"}
+    # What it may bind is the log reader, by name, and nothing else.
+    (bind,) = [p for p in PERMISSIONS if "bind" in p.verbs]
+    assert bind == ("rbac.authorization.k8s.io", "clusterroles", ("bind",), (LOG_READER_ROLE_NAME,))
+    assert granted(LOG_READER_PERMISSIONS) == {("", "pods/log", "get")}
+    # Nothing binds the log reader cluster-wide: each run namespace binds it (the runtime).
+    assert only("ClusterRoleBinding")["roleRef"]["name"] == CLUSTER_ROLE_NAME
 
 
 def test_declarations_are_unique() -> None:
@@ -69,8 +84,7 @@ def test_rbac_manifests_pass_the_official_schema(version: str) -> None:
     }  # fmt: skip
     for doc in docs:
         kubernetes_validate.validate(doc, version, strict=True)
-    (binding,) = [doc for doc in docs if doc["kind"] == "ClusterRoleBinding"]
-    (account,) = [doc for doc in docs if doc["kind"] == "ServiceAccount"]
+    binding, account = only("ClusterRoleBinding"), only("ServiceAccount")
     assert binding["roleRef"]["name"] == CLUSTER_ROLE_NAME
     assert binding["subjects"] == [
         {
@@ -82,19 +96,25 @@ def test_rbac_manifests_pass_the_official_schema(version: str) -> None:
 
 
 def test_the_admission_policy_fences_in_the_deployed_identity_and_the_default_prefix() -> None:
-    """The policy names the same ServiceAccount the binding grants the ClusterRole to, and the
-    prefix the control plane uses by default; the binding enforces it (Deny)."""
-    docs = documents()
-    (policy,) = [doc for doc in docs if doc["kind"] == "ValidatingAdmissionPolicy"]
-    (binding,) = [doc for doc in docs if doc["kind"] == "ValidatingAdmissionPolicyBinding"]
-    (account,) = [doc for doc in docs if doc["kind"] == "ServiceAccount"]
-    username = (
-        f"system:serviceaccount:{account['metadata']['namespace']}:{account['metadata']['name']}"
+    """The policy names the same ServiceAccount the binding grants the ClusterRole to (which is
+    the one the runtime binds the log reader to by default), the prefix the control plane uses
+    by default, and the roles it may bind; the binding enforces it (Deny)."""
+    policy = only("ValidatingAdmissionPolicy")
+    binding = only("ValidatingAdmissionPolicyBinding")
+    account = only("ServiceAccount")["metadata"]
+    username = f"system:serviceaccount:{account['namespace']}:{account['name']}"
+    defaults = Settings()
+    control_plane = manifests.ServiceAccountRef(
+        defaults.control_plane_namespace, defaults.control_plane_service_account
     )
+    assert control_plane == manifests.ServiceAccountRef()
+    assert control_plane.username == username
     (condition,) = policy["spec"]["matchConditions"]
     assert f"'{username}'" in condition["expression"]
     variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
-    assert variables["prefix"] == f"'{Settings().run_namespace_prefix}-'"
+    assert variables["prefix"] == f"'{defaults.run_namespace_prefix}-'"
+    assert variables["agent"] == f"'{manifests.ROLE_NAME}'" == f"'{manifests.SERVICE_ACCOUNT_NAME}'"
+    assert variables["logReader"] == f"'{LOG_READER_ROLE_NAME}'"
     assert policy["spec"]["failurePolicy"] == "Fail"
     assert binding["spec"] == {
         "policyName": policy["metadata"]["name"],
@@ -138,7 +158,11 @@ async def test_a_full_lifecycle_uses_exactly_the_declared_permissions(
     runtime.close()
 
     used = set(api.verbs())
-    assert used == granted(), {
-        "used but not granted": used - granted(),
-        "granted but never used": granted() - used,
+    # The log reader's grant holds in the run namespaces only, where the launch bound it.
+    allowed = granted() | granted(LOG_READER_PERMISSIONS)
+    assert used == allowed, {
+        "used but not granted": used - allowed,
+        "granted but never used": allowed - used,
     }
+    log_reads = {r.url.path.split("/")[4] for r in api if r.url.path.endswith("/log")}
+    assert log_reads == {namespace}

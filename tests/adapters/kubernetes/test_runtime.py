@@ -12,6 +12,7 @@ import yaml
 
 from codexk8s.adapters.kubernetes.client import RetryPolicy
 from codexk8s.adapters.kubernetes.manifests import RunPodSettings
+from codexk8s.adapters.kubernetes.permissions import LOG_READER_ROLE_NAME
 from codexk8s.adapters.kubernetes.runtime import KubernetesRuntime, from_settings
 from codexk8s.config import ConfigError, Settings
 from codexk8s.domain.runtime import (
@@ -153,6 +154,44 @@ async def test_a_terminating_lineage_namespace_defers_the_launch(
         await runtime.launch(make_spec(9))
     assert raised.value.retry_after_seconds > 0
     assert cluster.get("jobs", namespace, "codexk8s-run-9") is None
+
+
+async def test_launch_lets_the_control_plane_read_logs_in_the_run_namespace(
+    runtime: KubernetesRuntime, api: FakeApiServer, cluster: FakeCluster
+) -> None:
+    handle = await runtime.launch(make_spec(7))
+
+    binding = cluster.get("rolebindings", handle.namespace, LOG_READER_ROLE_NAME)
+    assert binding is not None
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": LOG_READER_ROLE_NAME,
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "codexk8s-control-plane", "namespace": "codexk8s"}
+    ]
+    assert binding["metadata"]["managedFields"][0]["manager"] == "codexk8s"
+    applies = api.requests_with("PATCH", "rolebindings")
+    assert len(applies) == 2  # the agent's binding and this one, both server-side applied
+    assert all(a["fieldManager"] == "codexk8s" and a["force"] == "true" for a in applies)
+    # Applied before the Job, so the run's first log read is allowed.
+    writes = [r.url.path for r in api if r.method.value in ("POST", "PATCH")]
+    assert writes.index(next(w for w in writes if w.endswith(LOG_READER_ROLE_NAME))) < (
+        writes.index(next(w for w in writes if w.endswith("/jobs")))
+    )
+
+
+async def test_a_lineage_namespace_from_before_the_log_reader_gets_it_at_its_next_launch(
+    runtime: KubernetesRuntime, cluster: FakeCluster
+) -> None:
+    first = await runtime.launch(make_spec(7))
+    namespace = first.namespace or ""
+    cluster.delete("rolebindings", namespace, LOG_READER_ROLE_NAME)  # an older release's
+
+    await runtime.launch(make_spec(9))  # the revise run, after the upgrade
+
+    assert cluster.get("rolebindings", namespace, LOG_READER_ROLE_NAME) is not None
 
 
 async def test_lineage_objects_follow_the_current_settings_by_server_side_apply(
@@ -540,7 +579,7 @@ async def test_from_settings_uses_the_kubeconfig(
         run_pod='{"nodeSelector": {"pool": "agents"}, "imagePullSecrets": ["pull"]}',
         control_plane_namespace="platform", run_egress_ports="443,22",
         cluster_cidrs="198.18.0.0/15", run_egress_allow="10.9.0.0/16:5000",
-        cleanup_after_hours=2,
+        cleanup_after_hours=2, control_plane_service_account="cp",
     )  # fmt: skip
     runtime = from_settings(settings, image_default=IMAGE, installation="inst-1")
     try:
@@ -571,6 +610,9 @@ async def test_from_settings_uses_the_kubeconfig(
         "to": [{"ipBlock": {"cidr": "10.9.0.0/16"}}],
         "ports": [{"protocol": "TCP", "port": 5000}],
     }
+    logs = cluster.get("rolebindings", handle.namespace, LOG_READER_ROLE_NAME)
+    assert logs is not None
+    assert logs["subjects"] == [{"kind": "ServiceAccount", "name": "cp", "namespace": "platform"}]
 
 
 def test_from_settings_without_kubeconfig_outside_a_cluster_names_the_variable(
