@@ -45,6 +45,7 @@ from tests.webhook_examples import example, with_labels
 
 pytestmark = pytest.mark.browser
 LIVE_TIMEOUT = 10_000  # ms; pushes take ~0.1 s, but the machine is shared and slow
+PAGE_TIMEOUT = 30_000  # ms; a page the browser has not loaded yet in this session
 RUNS = AgentRun.__table__  # type: ignore[attr-defined]
 
 
@@ -355,6 +356,10 @@ def test_the_list_reads_at_a_glance_and_its_filters_are_shareable(
     # A click anywhere on the row opens the run; the parent link opens the parent.
     first.get_by_test_id("run-stage").click()
     expect(page).to_have_url(re.compile(rf"/runs/{child}$"))
+    # The address changes first; the run page replaces the list when its code and state are in
+    # (slow at the end of a full suite on the shared machine): until then "run-attempt" also
+    # names the list's two copies of the link.
+    expect(page.get_by_test_id("run-title")).to_be_visible(timeout=PAGE_TIMEOUT)
     expect(page.get_by_test_id("run-attempt")).to_have_text(
         f"Attempt 2 · rerun of #{parent}", timeout=LIVE_TIMEOUT
     )
