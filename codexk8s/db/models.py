@@ -474,6 +474,9 @@ class RunRequest(SQLModel, table=True):
     created_at: datetime = _ts()
     expires_at: datetime = _ts()
     answered_at: datetime | None = _ts(nullable=True)
+    # When the waiting tool call handed the decision to the agent: a decided request not yet
+    # delivered is what the same call, retried (its HTTP request was cut), waits on again.
+    delivered_at: datetime | None = _ts(nullable=True)
 
 
 class GitHubRedelivery(SQLModel, table=True):

@@ -181,6 +181,7 @@ def open_request(
                     answered_via="policy",
                     expires_at=now,
                     answered_at=now,
+                    delivered_at=now,
                 )
             ).inserted_primary_key[0]
             _event(
@@ -188,15 +189,26 @@ def open_request(
                 kind=kind.value, text=question[:500], by="policy none",
             )  # fmt: skip
             return Decision(request_id, kind.value, RequestStatus.APPROVED.value, None, None)
+        newest = connection.execute(
+            sa.select(REQUESTS.c.id, REQUESTS.c.kind, REQUESTS.c.text, REQUESTS.c.status,
+                      REQUESTS.c.delivered_at)
+            .where(REQUESTS.c.run_id == run.id)
+            .order_by(REQUESTS.c.id.desc())
+            .limit(1)
+        ).first()  # fmt: skip
+        if (
+            newest is not None
+            and (newest.kind, newest.text) == (kind.value, question)
+            and newest.delivered_at is None
+        ):
+            # The same call again (its HTTP request was cut, the control plane restarted): it
+            # waits on the question already asked, or hears the decision its first try missed.
+            return int(newest.id)
         pending = connection.execute(
-            sa.select(REQUESTS.c.id, REQUESTS.c.kind, REQUESTS.c.text).where(
+            sa.select(REQUESTS.c.id).where(
                 REQUESTS.c.run_id == run.id, REQUESTS.c.status == RequestStatus.PENDING.value
             )
         ).first()
-        if pending is not None and (pending.kind, pending.text) == (kind.value, question):
-            # The same call again (its HTTP request was cut, the control plane restarted):
-            # it waits on the question already asked.
-            return int(pending.id)
         if pending is not None:
             raise ConflictError(f"request {pending.id} of this run is still waiting for an answer")
         request_id = connection.execute(
@@ -376,7 +388,18 @@ async def wait_for_decision(
                 await asyncio.sleep(poll_seconds)
             else:
                 await watch.changed(watched_poll_seconds)
+    await asyncio.to_thread(_mark_delivered, engine, request_id)
     return decision
+
+
+def _mark_delivered(engine: Engine, request_id: int) -> None:
+    """The decision goes to the agent now: the same call again asks anew."""
+    with engine.begin() as connection:
+        connection.execute(
+            REQUESTS.update()
+            .where(REQUESTS.c.id == request_id, REQUESTS.c.delivered_at.is_(None))
+            .values(delivered_at=utcnow())
+        )
 
 
 def answer_request(

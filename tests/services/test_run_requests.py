@@ -246,6 +246,23 @@ def test_bad_tool_input_is_refused_and_changes_nothing(app_db: str) -> None:
         ask(run, "A second question at once")
 
 
+async def test_a_call_retried_after_its_answer_hears_it_instead_of_asking_again(
+    app_db: str,
+) -> None:
+    """The control plane restarted while the agent waited; the answer came meanwhile; the
+    agent's MCP client sends the same call again: it gets that answer, nobody is asked twice.
+    Once the agent has heard an answer, the same question again is a new question."""
+    run = running_run()
+    member = person("writer")
+    first = ask(run)
+    run_requests.answer_request(get_engine(), principal=member, request_id=first, answer="Yes")
+    assert ask(load(run.id)) == first  # the first call's HTTP request was cut: not delivered
+    decision = await run_requests.wait_for_decision(get_engine(), request_id=first)
+    assert decision.answer == "Yes" and run_requests.pending_requests_for(member) == []
+    again = ask(load(run.id))
+    assert again != first and len(run_requests.pending_requests_for(member)) == 1
+
+
 def test_past_runs_are_the_projects_own(app_db: str) -> None:
     run = running_run()
     other_project = running_run("elsewhere", summary="secret elsewhere")
