@@ -159,9 +159,9 @@ COLLECT_TIMEOUT_MS = 2000
 
 
 class DatabaseCollector(Collector):
-    """Runs by state and leased slots per project, read on every scrape.
+    """Runs by state, leased slots per project and waiting runs, read on every scrape.
 
-    Two grouped queries per scrape, with a statement timeout on PostgreSQL. A failure (database
+    Three grouped queries per scrape, with a statement timeout on PostgreSQL. A failure (database
     down, timeout) is logged and counted in codexk8s_metrics_collect_errors_total; the scrape
     still answers, without the database gauges.
     """
@@ -174,9 +174,10 @@ class DatabaseCollector(Collector):
         # Without this the registry would call collect() (and query) at registration.
         yield GaugeMetricFamily("codexk8s_runs", "", labels=["state"])
         yield GaugeMetricFamily("codexk8s_slots_leased", "", labels=["project"])
+        yield GaugeMetricFamily("codexk8s_runs_waiting", "", labels=["waiting_for"])
         yield CounterMetricFamily("codexk8s_metrics_collect_errors", "")
 
-    def _read(self) -> tuple[dict[str, int], dict[str, int]]:
+    def _read(self) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
         engine = self._engine()
         with engine.connect() as connection:
             if connection.dialect.name == "postgresql":
@@ -190,17 +191,33 @@ class DatabaseCollector(Collector):
                     "FROM projects p JOIN slots s ON s.project_id = p.id GROUP BY p.key"
                 )
             ).all()
+            # Active runs whose agent waits for a person (a pending question or approval), and
+            # running ones that gave their slot away and, answered, wait for one back.
+            person, slot = connection.execute(
+                sa.text(
+                    "SELECT sum(CASE WHEN q.run_id IS NOT NULL THEN 1 ELSE 0 END), "
+                    "sum(CASE WHEN q.run_id IS NULL AND r.slot_released_at IS NOT NULL "
+                    "AND r.status = 'running' THEN 1 ELSE 0 END) "
+                    "FROM agent_runs r LEFT JOIN (SELECT DISTINCT run_id FROM run_requests "
+                    "WHERE status = 'pending') q ON q.run_id = r.id "
+                    "WHERE r.status IN ('starting', 'running')"
+                )
+            ).one()
             connection.rollback()
-        return {str(s): int(n) for s, n in runs}, {str(k): int(n or 0) for k, n in slots}
+        return (
+            {str(s): int(n) for s, n in runs},
+            {str(k): int(n or 0) for k, n in slots},
+            {"person": int(person or 0), "slot": int(slot or 0)},
+        )
 
     def collect(self) -> Iterator[Metric]:
         try:
-            runs, slots = self._read()
+            runs, slots, waiting = self._read()
         except Exception as exc:
             self.errors += 1
             log.warning("metrics: reading runs and slots failed: %s", exc)
-            runs = slots = None
-        if runs is not None and slots is not None:
+            runs = slots = waiting = None
+        if runs is not None and slots is not None and waiting is not None:
             by_state = GaugeMetricFamily(
                 "codexk8s_runs", "Agent runs by current status.", labels=["state"]
             )
@@ -214,6 +231,15 @@ class DatabaseCollector(Collector):
             for key, count in sorted(slots.items()):
                 leased.add_metric([key], count)
             yield leased
+            waits = GaugeMetricFamily(
+                "codexk8s_runs_waiting",
+                "Active runs waiting: for a person (a question or approval of their agent), or, "
+                "answered, for a slot back (waiting-slot policy release).",
+                labels=["waiting_for"],
+            )
+            for reason, count in sorted(waiting.items()):
+                waits.add_metric([reason], count)
+            yield waits
         yield CounterMetricFamily(
             "codexk8s_metrics_collect_errors",
             "Scrapes whose database read (runs, slots) failed.",

@@ -21,7 +21,7 @@ from codexk8s.adapters.github.webhooks import sign
 from codexk8s.adapters.kubernetes.client import ApiCaller, RetryPolicy
 from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import session_scope
-from codexk8s.db.models import AgentRun
+from codexk8s.db.models import AgentRun, RunRequest, utcnow
 from codexk8s.services import projects, repositories
 from codexk8s.urls import METRICS, WEBHOOK_GITHUB
 from codexk8s.web.http.app import build_http_app
@@ -149,6 +149,34 @@ def test_runs_by_state_and_leased_slots_come_from_the_database(client: TestClien
     }  # fmt: skip
     assert scraped[("codexk8s_slots_leased", (("project", "web"),))] == 1
     assert value("codexk8s_metrics_collect_errors_total") == errors
+    waiting = {
+        labels[0][1]: count
+        for (name, labels), count in scraped.items()
+        if name == "codexk8s_runs_waiting" and labels
+    }
+    assert waiting == {"person": 0, "slot": 0}
+
+
+def test_runs_waiting_for_a_person_or_a_slot_back_are_counted(client: TestClient) -> None:
+    asking, answered, done = trigger(111), trigger(112), trigger(113)
+    with session_scope() as session:
+        session.execute(
+            sa.update(AgentRun)
+            .where(AgentRun.id.in_([asking, answered]))  # type: ignore[attr-defined]
+            .values(status="running", slot_released_at=utcnow())
+        )
+        session.execute(sa.update(AgentRun).where(AgentRun.id == done).values(status="failed"))
+        for run_id, status in ((asking, "pending"), (answered, "answered"), (done, "pending")):
+            session.add(
+                RunRequest(
+                    run_id=run_id, project_id=session.get_one(AgentRun, run_id).project_id,
+                    kind="question", status=status, text="Which?",
+                    policy="delegated", created_at=utcnow(), expires_at=utcnow(),
+                )
+            )  # fmt: skip
+    scraped = scrape(client)
+    assert scraped[("codexk8s_runs_waiting", (("waiting_for", "person"),))] == 1
+    assert scraped[("codexk8s_runs_waiting", (("waiting_for", "slot"),))] == 1
 
 
 def test_database_failure_is_counted_and_the_scrape_still_answers() -> None:
