@@ -128,25 +128,32 @@ def _conversation() -> rx.Component:
     )
 
 
-def _policy_row(row: rx.Var) -> rx.Component:
-    tool, words, policy = row[0], row[1], row[2]
+def _select_row(label: Any, test_id: Any, *items: rx.Component, **select: Any) -> rx.Component:
+    """A setting chosen from a list: its words, then the select (project admins change it)."""
     return rx.flex(
-        rx.text(words, size="2", min_width="16rem"),
+        rx.text(label, size="2", min_width="16rem"),
         rx.select.root(
-            rx.select.trigger(aria_label=words, data_testid="policy-" + tool.to(str)),
-            rx.select.content(
-                rx.cond(tool != "ask", rx.select.item(POLICY_WORDS["none"], value="none")),
-                rx.select.item(POLICY_WORDS["owner"], value="owner"),
-                rx.select.item(POLICY_WORDS["delegated"], value="delegated"),
-            ),
-            value=policy.to(str),
-            on_change=lambda value: ProjectPageState.set_tool_policy(tool.to(str), value),
+            rx.select.trigger(aria_label=label, data_testid=test_id),
+            rx.select.content(*items),
             disabled=~ProjectPageState.can_edit,
+            **select,
         ),
         spacing="3",
         align="center",
         wrap="wrap",
     )
+
+
+def _policy_row(row: rx.Var) -> rx.Component:
+    tool, words, policy = row[0], row[1], row[2]
+    return _select_row(
+        words, "policy-" + tool.to(str),
+        rx.cond(tool != "ask", rx.select.item(POLICY_WORDS["none"], value="none")),
+        rx.select.item(POLICY_WORDS["owner"], value="owner"),
+        rx.select.item(POLICY_WORDS["delegated"], value="delegated"),
+        value=policy.to(str),
+        on_change=lambda value: ProjectPageState.set_tool_policy(tool.to(str), value),
+    )  # fmt: skip
 
 
 def _tool_policies() -> rx.Component:
@@ -159,26 +166,12 @@ def _tool_policies() -> rx.Component:
             color_scheme="gray",
         ),
         rx.foreach(ProjectPageState.tool_policies, _policy_row),
-        rx.flex(
-            rx.text("While its agent waits for a person, a run", size="2", min_width="16rem"),
-            rx.select.root(
-                rx.select.trigger(
-                    aria_label="While its agent waits for a person, a run",
-                    data_testid="waiting-slot",
-                ),
-                rx.select.content(
-                    *(
-                        rx.select.item(words, value=value)
-                        for value, words in WAITING_SLOT_WORDS.items()
-                    ),
-                ),
-                value=ProjectPageState.waiting_slot,
-                on_change=ProjectPageState.set_waiting_slot,
-                disabled=~ProjectPageState.can_edit,
-            ),
-            spacing="3",
-            align="center",
-            wrap="wrap",
+        _select_row(
+            "While its agent waits for a person, a run",
+            "waiting-slot",
+            *(rx.select.item(words, value=value) for value, words in WAITING_SLOT_WORDS.items()),
+            value=ProjectPageState.waiting_slot,
+            on_change=ProjectPageState.set_waiting_slot,
         ),
         test_id="tool-policies",
     )
