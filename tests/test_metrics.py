@@ -19,23 +19,20 @@ from starlette.testclient import TestClient
 from codexk8s import metrics
 from codexk8s.adapters.github.webhooks import sign
 from codexk8s.adapters.kubernetes.client import ApiCaller, RetryPolicy
-from codexk8s.crypto import get_secret_box
 from codexk8s.db.engine import session_scope
 from codexk8s.db.models import AgentRun, RunRequest, utcnow
-from codexk8s.services import projects, repositories
 from codexk8s.urls import METRICS, WEBHOOK_GITHUB
 from codexk8s.web.http.app import build_http_app
-from tests.conftest import link_member
 from tests.jobs.test_control_loop_local import (
+    SECRET,
     make_control_loop,
+    project,  # noqa: F401  (fixture)
     set_command,
     trigger,
     until,
     until_status,
 )
 from tests.webhook_examples import example, with_labels
-
-SECRET = "engine-secret"  # the secret tests.jobs.test_control_loop_local.trigger signs with
 
 
 def value(name: str, **labels: str) -> float:
@@ -44,19 +41,7 @@ def value(name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-def project(app_db: str) -> str:
-    with session_scope() as session:
-        projects.create_project(session=session, key="web", slots=2)
-        repositories.add_repository(
-            session=session, box=get_secret_box(), project_key="web",
-            full_name="Codertocat/Hello-World", webhook_secret=SECRET,
-        )  # fmt: skip
-    link_member("web")
-    return "web"
-
-
-@pytest.fixture
-def client(project: str) -> TestClient:
+def client(project: str) -> TestClient:  # noqa: F811  (the imported fixture)
     return TestClient(build_http_app())
 
 
@@ -191,8 +176,9 @@ def test_database_failure_is_counted_and_the_scrape_still_answers() -> None:
     assert collector.errors == 2
 
 
+@pytest.mark.usefixtures("project")
 async def test_control_loop_observes_dispatch_latency_run_duration_and_log_lines(
-    project: str, tmp_path: Path
+    tmp_path: Path,
 ) -> None:
     dispatched = value("codexk8s_dispatch_latency_seconds_count")
     finished = value("codexk8s_run_duration_seconds_count", stage="dev", status="succeeded")
