@@ -28,7 +28,6 @@ from codexk8s.config import get_settings
 from codexk8s.crypto import hash_token, new_token
 from codexk8s.db.models import Agent, Project, table_of, utcnow
 from codexk8s.domain.logs import utc
-from codexk8s.domain.run_requests import RequestStatus
 from codexk8s.domain.runs import AgentFailure, RunMode, RunStatus
 from codexk8s.domain.runtime import (
     Runtime,
@@ -42,8 +41,8 @@ from codexk8s.errors import PreconditionError
 from codexk8s.logging_config import bound_contextvars
 from codexk8s.services.agents import effective_settings
 from codexk8s.services.run_brief import model_precondition
-from codexk8s.services.run_requests import resumed_deadline
-from codexk8s.services.run_states import REQUESTS, RUNS, SLOTS, add_event, transition
+from codexk8s.services.run_requests import resumed_deadline, waits_for_slot_back
+from codexk8s.services.run_states import RUNS, SLOTS, add_event, transition
 
 PROJECTS = table_of(Project)
 AGENTS = table_of(Agent)
@@ -85,19 +84,6 @@ def _ready(now: datetime) -> sa.ColumnElement[bool]:
     return sa.or_(RUNS.c.dispatch_after.is_(None), RUNS.c.dispatch_after <= now)
 
 
-def _answered_without_slot() -> sa.ColumnElement[bool]:
-    """Running runs that gave their slot away while they waited for a person (the waiting-slot
-    policy `release`, services.run_requests) and have been answered: they need a slot back."""
-    return sa.and_(
-        RUNS.c.status == RunStatus.RUNNING.value,
-        RUNS.c.slot_released_at.is_not(None),
-        RUNS.c.cancel_requested_at.is_(None),
-        ~sa.select(sa.literal(1))
-        .where(REQUESTS.c.run_id == RUNS.c.id, REQUESTS.c.status == RequestStatus.PENDING.value)
-        .exists(),
-    )
-
-
 def _claimable_slots(connection: Connection, batch: int, now: datetime) -> list[sa.Row[Any]]:
     pending = (
         sa.select(sa.literal(1))
@@ -105,7 +91,7 @@ def _claimable_slots(connection: Connection, batch: int, now: datetime) -> list[
             RUNS.c.project_id == SLOTS.c.project_id,
             sa.or_(
                 sa.and_(RUNS.c.status == RunStatus.PENDING.value, _ready(now)),
-                _answered_without_slot(),
+                waits_for_slot_back(),
             ),
         )
         .exists()
@@ -161,7 +147,7 @@ def _oldest_answered(
 ) -> sa.Row[Any] | None:
     query = (
         sa.select(RUNS)
-        .where(RUNS.c.project_id == project_id, _answered_without_slot())
+        .where(RUNS.c.project_id == project_id, waits_for_slot_back())
         .order_by(RUNS.c.slot_released_at, RUNS.c.id)
     )
     return _first_unclaimed(connection, query, exclude)

@@ -356,18 +356,23 @@ def check_request(engine: Engine | None = None, *, request_id: int) -> Decision 
     return decision
 
 
-def _waits_for_slot(connection: Connection, run_id: int) -> bool:
-    return (
-        connection.execute(
-            sa.select(RUNS.c.id).where(
-                RUNS.c.id == run_id,
-                RUNS.c.status.in_(_ACTIVE),
-                RUNS.c.slot_released_at.is_not(None),
-                RUNS.c.cancel_requested_at.is_(None),
-            )
-        ).first()
-        is not None
+def waits_for_slot_back() -> sa.ColumnElement[bool]:
+    """Running runs that gave their slot away while they waited for a person (the waiting-slot
+    policy `release`) and have been answered: they need a slot back (dispatch.claim_runs) before
+    their agent hears the answer."""
+    return sa.and_(
+        RUNS.c.status == RunStatus.RUNNING.value,
+        RUNS.c.slot_released_at.is_not(None),
+        RUNS.c.cancel_requested_at.is_(None),
+        ~sa.select(sa.literal(1))
+        .where(REQUESTS.c.run_id == RUNS.c.id, REQUESTS.c.status == RequestStatus.PENDING.value)
+        .exists(),
     )
+
+
+def _waits_for_slot(connection: Connection, run_id: int) -> bool:
+    query = sa.select(RUNS.c.id).where(RUNS.c.id == run_id, waits_for_slot_back())
+    return connection.execute(query).first() is not None
 
 
 async def wait_for_decision(
